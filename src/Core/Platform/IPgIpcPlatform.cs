@@ -1,0 +1,110 @@
+/*-------------------------------------------------------------------------
+ * IPgIpcPlatform.cs
+ *   The operating-system services PgIpc's Core is built on.
+ *
+ * NOTES
+ *   Core never calls the OS. Everything it needs from one (shared memory,
+ *   process liveness) is behind these interfaces; src/Platform.Linux,
+ *   src/Platform.Posix and src/Platform.Windows implement them. The
+ *   implementations reference Core, so Core cannot reference them; it finds
+ *   them at run time by assembly name (see PgIpcPlatform).
+ *
+ *   Mirrors the split PostgreSQL makes between src/backend/storage/ipc (what)
+ *   and src/backend/port (how: sysv_shmem.c, win32_shmem.c, posix_sema.c).
+ *-------------------------------------------------------------------------
+ */
+namespace PgIpc.Platform;
+
+/// <summary>One OS backend: the factory of every OS service Core uses.</summary>
+public interface IPgIpcPlatform
+{
+    /// <summary>Short lower-case name used in handles and by the selector: "linux", "posix", "windows".</summary>
+    string Name { get; }
+
+    /// <summary>True when this backend can run on the current machine (asked by the selector).</summary>
+    bool IsSupported { get; }
+
+    /// <summary>Shared memory segments for this backend.</summary>
+    ISharedMemoryProvider SharedMemory { get; }
+
+    /// <summary>Process identity and liveness.</summary>
+    IProcessServices Processes { get; }
+}
+
+/// <summary>Process identity and liveness checks (kill(pid, 0) / OpenProcess).</summary>
+public interface IProcessServices
+{
+    int CurrentProcessId { get; }
+
+    /// <summary>
+    /// True when a process with this id exists (a zombie counts as alive on Unix until reaped,
+    /// as kill(pid, 0) reports). Never throws; a pid of 0 or below is never alive.
+    /// </summary>
+    bool IsAlive(int pid);
+}
+
+/// <summary>What the OS itself knows about a segment, without attaching to it.</summary>
+public readonly record struct SegmentOsStatus(
+    bool Exists,
+    /// <summary>Number of attached mappings as the OS counts them (SysV nattch), or -1 when the OS does not keep one.</summary>
+    long AttachCount,
+    /// <summary>Pid the OS records as creator (SysV shm_cpid), or -1 when unknown.</summary>
+    int CreatorPid,
+    /// <summary>Size in bytes, or -1 when unknown.</summary>
+    long Size,
+    /// <summary>The segment is marked for removal and can no longer be attached by a newcomer.</summary>
+    bool MarkedForRemoval);
+
+/// <summary>
+/// Creates, attaches, inspects and removes shared memory segments.
+/// A segment is named by an opaque backend-specific id string (a SysV shmid, a POSIX
+/// shm name, a Windows mapping name); Core stores it in its handles unchanged.
+/// </summary>
+public interface ISharedMemoryProvider
+{
+    /// <summary>The largest name, in bytes, this backend accepts for a segment id.</summary>
+    int MaxIdLength { get; }
+
+    /// <summary>
+    /// The ids a segment for a cluster key with hash <paramref name="keyHash"/> could have, in the order the
+    /// backend would try them when creating (SysV tries successive keys on collision).
+    /// </summary>
+    IEnumerable<string> CandidateIds(ulong keyHash);
+
+    /// <summary>
+    /// Creates a new segment of <paramref name="size"/> bytes with the exact <paramref name="id"/>
+    /// (one of <see cref="CandidateIds"/>). Returns null when an object with that id already exists.
+    /// The new segment is zero-filled and mapped read-write.
+    /// </summary>
+    IMappedSegment? TryCreate(string id, long size);
+
+    /// <summary>Maps an existing segment. Throws <see cref="SharedMemoryNotFoundException"/> when it does not exist or is being removed.</summary>
+    IMappedSegment Attach(string id);
+
+    /// <summary>OS-level status without attaching.</summary>
+    SegmentOsStatus QueryStatus(string id);
+
+    /// <summary>
+    /// Removes the segment's name so nobody new can attach; existing mappings stay valid until
+    /// detached. Returns false when it did not exist. On Windows, where a mapping lives as long
+    /// as a handle to it, this only releases the creator's keep-alive handle.
+    /// </summary>
+    bool Remove(string id);
+
+    /// <summary>Ids of every segment on this machine that may be a PgIpc one (for `pgipc cleanup`).</summary>
+    IEnumerable<string> EnumerateCandidates();
+}
+
+/// <summary>One mapping of a segment into this process. Dispose detaches (shmdt / munmap / UnmapViewOfFile).</summary>
+public interface IMappedSegment : IDisposable
+{
+    string Id { get; }
+
+    /// <summary>Address of the mapping in this process; valid until Dispose.</summary>
+    nint BaseAddress { get; }
+
+    long Size { get; }
+
+    /// <summary>True when huge pages back the mapping (Linux SHM_HUGETLB).</summary>
+    bool HugePages { get; }
+}

@@ -1,0 +1,82 @@
+/*-------------------------------------------------------------------------
+ * ShmemHeader.cs
+ *   The header at offset 0 of every PgIpc main segment.
+ *
+ * NOTES
+ *   As PostgreSQL's PGShmemHeader it identifies the segment (magic, layout
+ *   version, creator pid, creation time, total size) and holds the bump
+ *   allocator's free offset. PgIpc adds:
+ *     - a random cookie, copied into every handle, so a forged or stale
+ *       handle (a recycled SysV id, a guessed name) is refused on attach;
+ *     - the cluster key, so a SysV key collision with another cluster is told
+ *       apart from our own stale segment;
+ *     - a table of attached pids. SysV counts attachments itself (nattch);
+ *       POSIX and Windows do not, so on those backends "is anyone still
+ *       attached" is answered by the live pids in this table. A process killed
+ *       with SIGKILL leaves its pid behind, but a dead pid is not counted.
+ *
+ *   Layout (bytes):
+ *     0   Magic, LayoutVersion, CreatorPid, State          immutable / atomic
+ *     16  CreationTimeUnixMs, TotalSize, Cookie, KeyHash   immutable
+ *     48  IndexOffset, IndexCapacity, AttachTableSize      immutable
+ *     64  Key[64]                                          immutable
+ *     128 AllocLock (64, padded spinlock)
+ *     192 FreeOffset, AnonymousBytes, AnonymousCount       AllocLock
+ *     256 AttachedPids[128]                                atomic only (CAS)
+ *     768 end
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.InteropServices;
+using PgIpc.Sync;
+
+namespace PgIpc.Shmem;
+
+/// <summary>Life-cycle states of a segment, in <see cref="PgShmemHeader.State"/>.</summary>
+public enum ShmemState
+{
+    /// <summary>The creator is still writing the header and index.</summary>
+    Initializing = 0,
+    /// <summary>Attachable.</summary>
+    Ready = 1,
+    /// <summary>Destroyed; attaching fails.</summary>
+    Destroyed = 2,
+}
+
+/// <summary>
+/// Header of the main segment. Field protectors:
+/// <list type="bullet">
+/// <item>Magic, LayoutVersion, CreatorPid, CreationTimeUnixMs, TotalSize, Cookie, KeyHash, IndexOffset,
+/// IndexCapacity, AttachTableSize, Key: written by the creator before State becomes Ready; immutable after.</item>
+/// <item>State: atomic. The creator release-stores Ready after writing everything above; attachers acquire-load it
+/// before reading anything else. Destroy release-stores Destroyed.</item>
+/// <item>FreeOffset, AnonymousBytes, AnonymousCount: AllocLock.</item>
+/// <item>AttachedPids: atomic only; a process CASes 0 (or a dead pid) to its pid on attach and its pid to 0 on detach.</item>
+/// </list>
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct PgShmemHeader
+{
+    public const uint MagicValue = 0x50474950; // "PGIP"
+    public const uint CurrentLayoutVersion = 1;
+    public const int KeyCapacity = 64;
+    public const int AttachTableCapacity = 128;
+
+    public uint Magic;
+    public uint LayoutVersion;
+    public int CreatorPid;
+    public int State;
+    public long CreationTimeUnixMs;
+    public long TotalSize;
+    public ulong Cookie;
+    public ulong KeyHash;
+    public long IndexOffset;
+    public int IndexCapacity;
+    public int AttachTableSize;
+    public fixed byte Key[KeyCapacity];
+    public SpinLockPadded AllocLock;
+    public long FreeOffset;
+    public long AnonymousBytes;
+    public long AnonymousCount;
+    private fixed long _pad0[5];
+    public fixed int AttachedPids[AttachTableCapacity];
+}

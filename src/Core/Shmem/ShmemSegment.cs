@@ -1,0 +1,829 @@
+/*-------------------------------------------------------------------------
+ * ShmemSegment.cs
+ *   The main shared memory segment of a cluster: create, attach, carve,
+ *   inspect, detach, destroy.
+ *
+ * NOTES
+ *   Create. A cluster is named by a key (like PostgreSQL's data directory).
+ *   The backend turns the key's hash into candidate OS ids (SysV tries
+ *   successive keys, as PostgreSQL tries successive shmem keys from the
+ *   port). For each id we try an exclusive create. If something already
+ *   exists there we look at it, as PGSharedMemoryCreate does:
+ *     - not a PgIpc segment, or another cluster's: try the next id;
+ *     - ours, and its creator is alive or anyone is attached: refuse with
+ *       "in use by pid N";
+ *     - ours, creator dead and nobody attached: a crashed run's leftover;
+ *       remove it and create afresh.
+ *   "Anyone attached" is the OS's count where it keeps one (SysV nattch),
+ *   else the live pids in the header's attach table (POSIX, Windows).
+ *
+ *   Attach. By handle (backend, id, size, cookie): the header's magic,
+ *   version, size and cookie must all match, so a forged or stale handle is
+ *   refused, and a destroyed segment is reported as such. Every attacher
+ *   records its pid in the header's attach table; detach clears it.
+ *
+ *   Carving. ShmemAlloc is a cache-line-aligned bump allocator under a
+ *   spinlock; memory is never returned (a structure lives as long as the
+ *   segment). Fresh segments are zero-filled by the OS and memory is never
+ *   reused, so every allocation starts zeroed. ShmemInitStruct goes through
+ *   the ShmemIndex (see ShmemIndex.cs).
+ *
+ *   Destroy marks the header Destroyed (so a late attacher is refused even
+ *   where the OS still lets it map), detaches and removes the OS object.
+ *
+ *   Mirrors src/backend/storage/ipc/shmem.c, ipci.c and port/sysv_shmem.c.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
+using System.Text;
+using PgIpc.Platform;
+using PgIpc.Sync;
+
+namespace PgIpc.Shmem;
+
+/// <summary>Delegate that initialises a freshly allocated named structure (zero-filled on entry).</summary>
+public delegate void ShmemInitializer(ShmemRegion region);
+
+/// <summary>Header fields of a segment, for inspection.</summary>
+public sealed record ShmemSegmentInfo(
+    string Backend,
+    string Id,
+    string Key,
+    uint LayoutVersion,
+    int CreatorPid,
+    DateTimeOffset CreatedAt,
+    long TotalSize,
+    long FreeOffset,
+    ShmemState State,
+    int IndexEntries,
+    int IndexCapacity,
+    long AttachedProcesses,
+    bool HugePages);
+
+/// <summary>The main shared memory segment of a cluster, as mapped in this process.</summary>
+public sealed unsafe class ShmemSegment : IDisposable
+{
+    /// <summary>Largest cluster key, in UTF-8 bytes.</summary>
+    public const int MaxKeyLength = PgShmemHeader.KeyCapacity - 1;
+
+    private readonly IPgIpcPlatform _platform;
+    private IMappedSegment? _mapping;
+    private readonly byte* _base;
+    private int _attachSlot = -1;
+    private int _state; // 0 attached, 1 detached, 2 destroyed (this object's view)
+
+    private ShmemSegment(IPgIpcPlatform platform, IMappedSegment mapping, bool isCreator, string key)
+    {
+        _platform = platform;
+        _mapping = mapping;
+        _base = (byte*)mapping.BaseAddress;
+        IsCreator = isCreator;
+        Key = key;
+        Handle = new ShmemHandle(platform.Name, mapping.Id, Header->TotalSize, Header->Cookie);
+    }
+
+    /// <summary>Bytes taken by the header (a whole number of cache lines).</summary>
+    public static long HeaderSize => ShmemSize.CacheLineAlign(sizeof(PgShmemHeader));
+
+    /// <summary>Smallest segment that holds the header and an index of <paramref name="indexCapacity"/> entries.</summary>
+    public static long MinimumSize(int indexCapacity = ShmemIndex.DefaultCapacity)
+        => ShmemSize.Add(HeaderSize, ShmemSize.CacheLineAlign(ShmemIndex.SizeFor(indexCapacity)));
+
+    /// <summary>The handle another process passes to <see cref="Attach(ShmemHandle)"/>.</summary>
+    public ShmemHandle Handle { get; }
+
+    /// <summary>The cluster key this segment was created for.</summary>
+    public string Key { get; }
+
+    /// <summary>True in the process (object) that created the segment.</summary>
+    public bool IsCreator { get; }
+
+    /// <summary>The backend that maps this segment.</summary>
+    public IPgIpcPlatform Platform => _platform;
+
+    /// <summary>Size of the segment in bytes.</summary>
+    public long TotalSize => Header->TotalSize;
+
+    /// <summary>Bytes not yet allocated.</summary>
+    public long FreeBytes
+    {
+        get
+        {
+            ThrowIfNotAttached();
+            return Header->TotalSize - Volatile.Read(ref Header->FreeOffset);
+        }
+    }
+
+    internal byte* Base
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            ThrowIfNotAttached();
+            return _base;
+        }
+    }
+
+    private PgShmemHeader* Header => (PgShmemHeader*)_base;
+    private ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + Header->IndexOffset);
+    private ShmemIndexEntry* IndexEntries => (ShmemIndexEntry*)(_base + Header->IndexOffset + sizeof(ShmemIndexHeader));
+
+    // ------------------------------------------------------------------
+    // Create / attach
+    // ------------------------------------------------------------------
+
+    /// <summary>Creates the segment for <paramref name="key"/> sized by <paramref name="sizes"/>.</summary>
+    public static ShmemSegment Create(string key, ShmemSizeBuilder sizes, IPgIpcPlatform? platform = null)
+    {
+        ArgumentNullException.ThrowIfNull(sizes);
+        return Create(key, sizes.CalculateShmemSize(), platform, sizes.IndexCapacity);
+    }
+
+    /// <summary>
+    /// Creates the segment for <paramref name="key"/>. A leftover segment of a crashed run (creator dead,
+    /// nobody attached) is removed first; a live one is refused with <see cref="SharedMemoryInUseException"/>.
+    /// </summary>
+    public static ShmemSegment Create(string key, long size, IPgIpcPlatform? platform = null, int indexCapacity = ShmemIndex.DefaultCapacity)
+    {
+        ValidateKey(key);
+        ShmemIndex.ValidateCapacity(indexCapacity);
+        long min = MinimumSize(indexCapacity);
+        if (size < min)
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"shared memory segment size {size} is too small: the header and an index of {indexCapacity} entries need {min} bytes");
+        platform ??= PgIpcPlatform.Current;
+        ISharedMemoryProvider shm = platform.SharedMemory;
+        ulong keyHash = HashKey(key);
+
+        foreach (string id in shm.CandidateIds(keyHash))
+        {
+            for (int attempt = 0; attempt < 5; attempt++)
+            {
+                IMappedSegment? mapping = shm.TryCreate(id, size);
+                if (mapping is not null)
+                    return InitializeNew(platform, mapping, key, keyHash, size, indexCapacity);
+
+                Existing verdict = ExamineExisting(platform, id, keyHash, out int pid, out long attached);
+                if (verdict == Existing.Foreign)
+                    goto nextId;
+                if (verdict == Existing.InUse)
+                    throw new SharedMemoryInUseException(id, pid, attached);
+                if (verdict == Existing.Stale)
+                    shm.Remove(id);
+                // Vanished or removed: try the same id again.
+            }
+            throw new PgIpcException($"could not create shared memory segment {id} for \"{key}\": it kept reappearing (another process is creating the same cluster)");
+        nextId:;
+        }
+        throw new PgIpcException($"could not create shared memory segment for \"{key}\": every candidate id is taken by segments that are not this cluster's");
+    }
+
+    /// <summary>Attaches to the segment a handle names (from another process).</summary>
+    public static ShmemSegment Attach(string handle) => Attach(ShmemHandle.Parse(handle));
+
+    /// <summary>Attaches to the segment a handle names (from another process).</summary>
+    public static ShmemSegment Attach(ShmemHandle handle, IPgIpcPlatform? platform = null)
+    {
+        if (handle.Backend is null || handle.Id is null)
+            throw new InvalidShmemHandleException("shared memory handle is empty");
+        platform ??= PgIpcPlatform.Get(handle.Backend);
+        if (platform.Name != handle.Backend)
+            throw new InvalidShmemHandleException($"handle is for backend \"{handle.Backend}\", not \"{platform.Name}\"");
+        ISharedMemoryProvider shm = platform.SharedMemory;
+
+        SegmentOsStatus status = shm.QueryStatus(handle.Id);
+        if (!status.Exists)
+            throw new SharedMemoryNotFoundException($"shared memory segment {handle.Id} does not exist: it was destroyed or never created");
+        if (status.MarkedForRemoval)
+            throw new SharedMemoryNotFoundException($"shared memory segment {handle.Id} has been destroyed");
+
+        IMappedSegment mapping = shm.Attach(handle.Id);
+        try
+        {
+            PgShmemHeader* h = (PgShmemHeader*)mapping.BaseAddress;
+            if (mapping.Size < sizeof(PgShmemHeader) || h->Magic != PgShmemHeader.MagicValue)
+                throw new InvalidShmemHandleException($"shared memory segment {handle.Id} is not a PgIpc segment (bad magic)");
+            if (h->LayoutVersion != PgShmemHeader.CurrentLayoutVersion)
+                throw new InvalidShmemHandleException($"shared memory segment {handle.Id} has layout version {h->LayoutVersion}; this build understands {PgShmemHeader.CurrentLayoutVersion}");
+            if (h->Cookie != handle.Cookie)
+                throw new InvalidShmemHandleException($"handle cookie {handle.Cookie:x16} does not match segment {handle.Id}: the handle is forged or stale");
+            if (h->TotalSize != handle.Size || mapping.Size < handle.Size)
+                throw new InvalidShmemHandleException($"handle says {handle.Size} bytes but segment {handle.Id} is {h->TotalSize} bytes (mapped {mapping.Size})");
+            WaitUntilReady(platform, h, handle.Id);
+            string key = ReadKey(h);
+            var seg = new ShmemSegment(platform, mapping, isCreator: false, key);
+            seg.RegisterAttach();
+            return seg;
+        }
+        catch
+        {
+            mapping.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Attaches to the live segment of cluster <paramref name="key"/> without a handle (a process not started by the supervisor).</summary>
+    public static ShmemSegment AttachByKey(string key, IPgIpcPlatform? platform = null)
+    {
+        ShmemHandle? h = Find(key, platform);
+        if (h is null)
+            throw new SharedMemoryNotFoundException($"no shared memory segment exists for cluster \"{key}\"");
+        return Attach(h.Value, platform);
+    }
+
+    /// <summary>The handle of the live segment of cluster <paramref name="key"/>, or null.</summary>
+    public static ShmemHandle? Find(string key, IPgIpcPlatform? platform = null)
+    {
+        ValidateKey(key);
+        platform ??= PgIpcPlatform.Current;
+        ISharedMemoryProvider shm = platform.SharedMemory;
+        ulong keyHash = HashKey(key);
+        foreach (string id in shm.CandidateIds(keyHash))
+        {
+            SegmentOsStatus st = shm.QueryStatus(id);
+            if (!st.Exists)
+                return null; // ids are tried in order on create, so a gap ends the search
+            if (st.MarkedForRemoval)
+                continue;
+            IMappedSegment m;
+            try { m = shm.Attach(id); }
+            catch (SharedMemoryNotFoundException) { continue; }
+            using (m)
+            {
+                PgShmemHeader* h = (PgShmemHeader*)m.BaseAddress;
+                if (m.Size < sizeof(PgShmemHeader) || h->Magic != PgShmemHeader.MagicValue || h->KeyHash != keyHash)
+                    continue;
+                if (Volatile.Read(ref h->State) != (int)ShmemState.Ready)
+                    continue;
+                return new ShmemHandle(platform.Name, m.Id, h->TotalSize, h->Cookie);
+            }
+        }
+        return null;
+    }
+
+    private static ShmemSegment InitializeNew(IPgIpcPlatform platform, IMappedSegment mapping, string key, ulong keyHash, long size, int indexCapacity)
+    {
+        try
+        {
+            PgShmemHeader* h = (PgShmemHeader*)mapping.BaseAddress;
+            h->Magic = PgShmemHeader.MagicValue;
+            h->LayoutVersion = PgShmemHeader.CurrentLayoutVersion;
+            h->CreatorPid = platform.Processes.CurrentProcessId;
+            h->CreationTimeUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            h->TotalSize = size;
+            ulong cookie;
+            do { cookie = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)); } while (cookie == 0);
+            h->Cookie = cookie;
+            h->KeyHash = keyHash;
+            h->AttachTableSize = PgShmemHeader.AttachTableCapacity;
+            Span<byte> keyBytes = new(h->Key, PgShmemHeader.KeyCapacity);
+            keyBytes.Clear();
+            Encoding.UTF8.GetBytes(key, keyBytes);
+            SLock.Init(ref h->AllocLock.Value);
+
+            long indexOffset = HeaderSize;
+            h->IndexOffset = indexOffset;
+            h->IndexCapacity = indexCapacity;
+            ShmemIndexHeader* ih = (ShmemIndexHeader*)((byte*)h + indexOffset);
+            SLock.Init(ref ih->Lock.Value);
+            ih->Capacity = indexCapacity;
+            ih->Count = 0;
+            h->FreeOffset = ShmemSize.Add(indexOffset, ShmemSize.CacheLineAlign(ShmemIndex.SizeFor(indexCapacity)));
+            h->AnonymousBytes = h->FreeOffset;
+            h->AnonymousCount = 0;
+
+            var seg = new ShmemSegment(platform, mapping, isCreator: true, key);
+            seg.RegisterAttach();
+            // Publish: every header field above is written before State becomes Ready.
+            // Pairs with the acquire load in WaitUntilReady / Find.
+            Volatile.Write(ref h->State, (int)ShmemState.Ready);
+            return seg;
+        }
+        catch
+        {
+            string id = mapping.Id;
+            mapping.Dispose();
+            platform.SharedMemory.Remove(id);
+            throw;
+        }
+    }
+
+    private enum Existing { Vanished, Foreign, Stale, InUse }
+
+    /// <summary>Looks at an existing OS object with a candidate id (see file notes).</summary>
+    private static Existing ExamineExisting(IPgIpcPlatform platform, string id, ulong keyHash, out int pid, out long attached)
+    {
+        pid = 0;
+        attached = 0;
+        ISharedMemoryProvider shm = platform.SharedMemory;
+        SegmentOsStatus status = shm.QueryStatus(id);
+        if (!status.Exists)
+            return Existing.Vanished;
+
+        IMappedSegment mapping;
+        try { mapping = shm.Attach(id); }
+        catch (SharedMemoryNotFoundException) { return Existing.Vanished; }
+        using (mapping)
+        {
+            PgShmemHeader* h = (PgShmemHeader*)mapping.BaseAddress;
+            if (mapping.Size < sizeof(PgShmemHeader))
+                return Existing.Foreign;
+            uint magic = Volatile.Read(ref h->Magic);
+            if (magic == 0)
+            {
+                // Either a creator is between create and header write, or one crashed there.
+                Thread.Sleep(200);
+                magic = Volatile.Read(ref h->Magic);
+                if (magic == 0)
+                {
+                    long osOthers = status.AttachCount;
+                    if (osOthers > 0)
+                    {
+                        pid = status.CreatorPid;
+                        attached = osOthers;
+                        return Existing.InUse;
+                    }
+                    return Existing.Stale;
+                }
+            }
+            if (magic != PgShmemHeader.MagicValue || h->KeyHash != keyHash)
+                return Existing.Foreign;
+
+            int creator = h->CreatorPid;
+            bool creatorAlive = platform.Processes.IsAlive(creator);
+            int firstLive = 0;
+            long livePids = CountLiveAttached(platform, h, ref firstLive);
+            long osCount = status.AttachCount; // read before our probe attached
+            attached = Math.Max(osCount, livePids);
+            if (creatorAlive || attached > 0)
+            {
+                pid = creatorAlive ? creator : firstLive != 0 ? firstLive : status.CreatorPid;
+                return Existing.InUse;
+            }
+            return Existing.Stale;
+        }
+    }
+
+    private static long CountLiveAttached(IPgIpcPlatform platform, PgShmemHeader* h, ref int firstLive)
+    {
+        long n = 0;
+        for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
+        {
+            int p = Volatile.Read(ref h->AttachedPids[i]);
+            if (p != 0 && platform.Processes.IsAlive(p))
+            {
+                if (firstLive == 0)
+                    firstLive = p;
+                n++;
+            }
+        }
+        return n;
+    }
+
+    private static void WaitUntilReady(IPgIpcPlatform platform, PgShmemHeader* h, string id)
+    {
+        long deadline = Environment.TickCount64 + 30_000;
+        while (true)
+        {
+            // Acquire; pairs with the release store of Ready in InitializeNew and of Destroyed in Destroy.
+            int state = Volatile.Read(ref h->State);
+            if (state == (int)ShmemState.Ready)
+                return;
+            if (state == (int)ShmemState.Destroyed)
+                throw new SharedMemoryNotFoundException($"shared memory segment {id} has been destroyed");
+            if (!platform.Processes.IsAlive(h->CreatorPid))
+                throw new SharedMemoryNotFoundException($"shared memory segment {id} was never finished: its creator pid {h->CreatorPid} died while initialising it");
+            if (Environment.TickCount64 > deadline)
+                throw new PgIpcException($"shared memory segment {id} is still being initialised by pid {h->CreatorPid} after 30 s");
+            Thread.Sleep(1);
+        }
+    }
+
+    private void RegisterAttach()
+    {
+        PgShmemHeader* h = Header;
+        int me = _platform.Processes.CurrentProcessId;
+        // First pass: a free slot. Second pass: a slot whose process is dead (killed without detaching).
+        for (int pass = 0; pass < 2; pass++)
+        {
+            for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
+            {
+                int cur = Volatile.Read(ref h->AttachedPids[i]);
+                bool usable = pass == 0 ? cur == 0 : cur != 0 && cur != me && !_platform.Processes.IsAlive(cur);
+                // CAS is a full barrier; pairs with the CAS in UnregisterAttach and the reads in CountLiveAttached.
+                if (usable && Interlocked.CompareExchange(ref h->AttachedPids[i], me, cur) == cur)
+                {
+                    _attachSlot = i;
+                    return;
+                }
+            }
+        }
+        throw new PgIpcException($"too many attachments to shared memory segment {Handle.Id}: all {PgShmemHeader.AttachTableCapacity} attach slots hold live processes");
+    }
+
+    private void UnregisterAttach()
+    {
+        if (_attachSlot < 0)
+            return;
+        int me = _platform.Processes.CurrentProcessId;
+        Interlocked.CompareExchange(ref Header->AttachedPids[_attachSlot], 0, me);
+        _attachSlot = -1;
+    }
+
+    // ------------------------------------------------------------------
+    // Allocation
+    // ------------------------------------------------------------------
+
+    /// <summary>Allocates <paramref name="size"/> anonymous bytes (ShmemAlloc); throws when the segment is full.</summary>
+    public ShmemRegion Alloc(long size, string what = "anonymous allocation")
+    {
+        if (size <= 0)
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"shared memory request for {what} must be positive");
+        long offset = AllocRaw(size, anonymous: true, out long available);
+        if (offset < 0)
+            throw new OutOfSharedMemoryException(what, size, available);
+        return new ShmemRegion(_base + offset, offset, size);
+    }
+
+    /// <summary>As <see cref="Alloc"/> but returns false instead of throwing when the segment is full (ShmemAllocNoError).</summary>
+    public bool TryAlloc(long size, out ShmemRegion region)
+    {
+        if (size <= 0)
+            throw new ArgumentOutOfRangeException(nameof(size), size, "shared memory request must be positive");
+        long offset = AllocRaw(size, anonymous: true, out _);
+        region = offset < 0 ? default : new ShmemRegion(_base + offset, offset, size);
+        return offset >= 0;
+    }
+
+    /// <summary>Bump allocation under AllocLock. Returns -1 (and what is left) when there is no room; never throws while holding the lock.</summary>
+    private long AllocRaw(long size, bool anonymous, out long available)
+    {
+        ThrowIfNotAttached();
+        PgShmemHeader* h = Header;
+        long aligned = ShmemSize.CacheLineAlign(size);
+        SLock.Acquire(ref h->AllocLock.Value, "ShmemAlloc");
+        long free = h->FreeOffset;
+        available = h->TotalSize - free;
+        if (aligned > available)
+        {
+            SLock.Release(ref h->AllocLock.Value);
+            return -1;
+        }
+        h->FreeOffset = free + aligned;
+        if (anonymous)
+        {
+            h->AnonymousBytes += aligned;
+            h->AnonymousCount++;
+        }
+        SLock.Release(ref h->AllocLock.Value);
+        return free;
+    }
+
+    // ------------------------------------------------------------------
+    // Named structures (ShmemInitStruct)
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// PostgreSQL's ShmemInitStruct: finds the structure called <paramref name="name"/> (found = true) or
+    /// allocates it zero-filled (found = false; the caller initialises it). Safe when initialisation
+    /// happens before other processes look the name up; otherwise use the overload with an initialiser.
+    /// </summary>
+    public ShmemRegion InitStruct(string name, long size, out bool found)
+        => InitStructCore(name, size, null, out found);
+
+    /// <summary>
+    /// Finds or creates the structure called <paramref name="name"/>. The first caller runs
+    /// <paramref name="initializer"/> before anyone else can see the structure; concurrent callers
+    /// (in any process) wait for it to finish.
+    /// </summary>
+    public ShmemRegion InitStruct(string name, long size, ShmemInitializer initializer, out bool found)
+    {
+        ArgumentNullException.ThrowIfNull(initializer);
+        return InitStructCore(name, size, initializer, out found);
+    }
+
+    /// <summary>Typed ShmemInitStruct for a fixed-size shared struct.</summary>
+    public ref T InitStruct<T>(string name, out bool found) where T : unmanaged
+        => ref InitStructCore(name, sizeof(T), null, out found).As<T>();
+
+    /// <summary>Looks up an existing named structure without creating it.</summary>
+    public bool TryFindStruct(string name, out ShmemRegion region)
+    {
+        ThrowIfNotAttached();
+        Span<byte> nameBytes = stackalloc byte[64];
+        int n = ShmemIndex.EncodeName(name, nameBytes);
+        nameBytes = nameBytes[..n];
+        ShmemIndexEntry* e = LookupLockFree(nameBytes, ShmemIndex.HashName(nameBytes));
+        if (e is null)
+        {
+            region = default;
+            return false;
+        }
+        WaitEntryReady(e, name);
+        region = new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
+        return true;
+    }
+
+    private ShmemRegion InitStructCore(string name, long size, ShmemInitializer? initializer, out bool found)
+    {
+        ThrowIfNotAttached();
+        Span<byte> nameBytes = stackalloc byte[64];
+        int n = ShmemIndex.EncodeName(name, nameBytes);
+        nameBytes = nameBytes[..n];
+        if (size <= 0)
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"size of shared structure \"{name}\" must be positive");
+        uint hash = ShmemIndex.HashName(nameBytes);
+
+        // Fast path: the structure exists (the common case in every process but the first).
+        ShmemIndexEntry* e = LookupLockFree(nameBytes, hash);
+        if (e is null)
+        {
+            ShmemIndexHeader* ih = IndexHeader;
+            SLock.Acquire(ref ih->Lock.Value, "ShmemIndexLock");
+            e = FindSlotLocked(nameBytes, hash, out bool exists);
+            if (!exists)
+            {
+                if (e is null)
+                {
+                    int cap = ih->Capacity;
+                    SLock.Release(ref ih->Lock.Value);
+                    throw new OutOfSharedMemoryException($"ShmemIndex (full at {cap} entries) adding \"{name}\"", size, FreeBytes);
+                }
+                long offset = AllocRaw(size, anonymous: false, out long available);
+                if (offset < 0)
+                {
+                    SLock.Release(ref ih->Lock.Value);
+                    throw new OutOfSharedMemoryException($"shared structure \"{name}\"", size, available);
+                }
+                nameBytes.CopyTo(new Span<byte>(e->Name, 64));
+                e->NameLength = n;
+                e->NameHash = hash;
+                e->Offset = offset;
+                e->Size = size;
+                e->AllocatedSize = ShmemSize.CacheLineAlign(size);
+                e->InitializerPid = _platform.Processes.CurrentProcessId;
+                ih->Count++;
+                // Publish the entry: fields above first. Pairs with the acquire load in LookupLockFree.
+                Volatile.Write(ref e->State, (int)(initializer is null ? ShmemEntryState.Ready : ShmemEntryState.Initializing));
+                SLock.Release(ref ih->Lock.Value);
+
+                var region = new ShmemRegion(_base + offset, offset, size);
+                if (initializer is not null)
+                {
+                    try
+                    {
+                        initializer(region);
+                    }
+                    catch
+                    {
+                        Volatile.Write(ref e->State, (int)ShmemEntryState.Failed);
+                        throw;
+                    }
+                    // Publish the initialised contents. Pairs with the acquire load in WaitEntryReady.
+                    Volatile.Write(ref e->State, (int)ShmemEntryState.Ready);
+                }
+                found = false;
+                return region;
+            }
+            SLock.Release(ref ih->Lock.Value);
+        }
+
+        WaitEntryReady(e, name);
+        if (e->Size != size)
+            throw new PgIpcException($"ShmemIndex entry size is wrong for data structure \"{name}\": expected {size}, actual {e->Size}");
+        found = true;
+        return new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ShmemIndexEntry* LookupLockFree(ReadOnlySpan<byte> name, uint hash)
+    {
+        ShmemIndexEntry* entries = IndexEntries;
+        int cap = Header->IndexCapacity;
+        int mask = cap - 1;
+        int i = (int)(hash & (uint)mask);
+        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
+        {
+            ShmemIndexEntry* e = entries + i;
+            // Acquire; pairs with the release store that published the entry in InitStructCore.
+            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
+                return null;
+            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
+                return e;
+        }
+        return null;
+    }
+
+    /// <summary>Under the index lock: the entry for the name (exists = true), or the empty slot to fill, or null when full.</summary>
+    private ShmemIndexEntry* FindSlotLocked(ReadOnlySpan<byte> name, uint hash, out bool exists)
+    {
+        ShmemIndexEntry* entries = IndexEntries;
+        ShmemIndexHeader* ih = IndexHeader;
+        int cap = ih->Capacity;
+        int mask = cap - 1;
+        int i = (int)(hash & (uint)mask);
+        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
+        {
+            ShmemIndexEntry* e = entries + i;
+            if (e->State == (int)ShmemEntryState.Empty)
+            {
+                exists = false;
+                // Keep one slot empty so lock-free probes always terminate early.
+                return ih->Count >= cap - 1 ? null : e;
+            }
+            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
+            {
+                exists = true;
+                return e;
+            }
+        }
+        exists = false;
+        return null;
+    }
+
+    private void WaitEntryReady(ShmemIndexEntry* e, string name)
+    {
+        int spins = 0;
+        while (true)
+        {
+            // Acquire; pairs with the release store of Ready (or Failed) by the initialiser.
+            int st = Volatile.Read(ref e->State);
+            if (st == (int)ShmemEntryState.Ready)
+                return;
+            if (st == (int)ShmemEntryState.Failed)
+                throw new PgIpcException($"initialisation of shared structure \"{name}\" failed in pid {e->InitializerPid}");
+            int pid = e->InitializerPid;
+            if (pid != _platform.Processes.CurrentProcessId && !_platform.Processes.IsAlive(pid))
+                throw new PgIpcException($"shared structure \"{name}\" was never initialised: its initialiser pid {pid} died");
+            if (++spins < 50)
+                Thread.SpinWait(20);
+            else
+                Thread.Sleep(1);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Inspection
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// The allocations view (pg_shmem_allocations): one row per named structure in offset order, one
+    /// "&lt;anonymous&gt;" row (header, index and unnamed allocations; offset -1) and one free row (name null).
+    /// </summary>
+    public IReadOnlyList<ShmemAllocation> GetAllocations()
+    {
+        ThrowIfNotAttached();
+        List<ShmemAllocation> rows = [];
+        ShmemIndexEntry* entries = IndexEntries;
+        int cap = Header->IndexCapacity;
+        for (int i = 0; i < cap; i++)
+        {
+            ShmemIndexEntry* e = entries + i;
+            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
+                continue;
+            string name = Encoding.UTF8.GetString(e->Name, e->NameLength);
+            rows.Add(new ShmemAllocation(name, e->Offset, e->Size, e->AllocatedSize));
+        }
+        rows.Sort((a, b) => a.Offset.CompareTo(b.Offset));
+        PgShmemHeader* h = Header;
+        SLock.Acquire(ref h->AllocLock.Value, "ShmemAlloc");
+        long anon = h->AnonymousBytes;
+        long free = h->FreeOffset;
+        SLock.Release(ref h->AllocLock.Value);
+        rows.Add(new ShmemAllocation("<anonymous>", -1, anon, anon));
+        rows.Add(new ShmemAllocation(null, free, h->TotalSize - free, h->TotalSize - free));
+        return rows;
+    }
+
+    /// <summary>Header fields and live counts.</summary>
+    public ShmemSegmentInfo GetInfo()
+    {
+        ThrowIfNotAttached();
+        PgShmemHeader* h = Header;
+        return new ShmemSegmentInfo(
+            _platform.Name, Handle.Id, Key, h->LayoutVersion, h->CreatorPid,
+            DateTimeOffset.FromUnixTimeMilliseconds(h->CreationTimeUnixMs), h->TotalSize,
+            Volatile.Read(ref h->FreeOffset), (ShmemState)Volatile.Read(ref h->State),
+            Volatile.Read(ref IndexHeader->Count), h->IndexCapacity, AttachedProcessCount(), _mapping!.HugePages);
+    }
+
+    /// <summary>
+    /// Processes attached now: the OS's count where it keeps one (SysV nattch), else the live pids in the
+    /// header's attach table. A process killed without detaching is not counted.
+    /// </summary>
+    public long AttachedProcessCount()
+    {
+        ThrowIfNotAttached();
+        SegmentOsStatus st = _platform.SharedMemory.QueryStatus(Handle.Id);
+        if (st.AttachCount >= 0)
+            return st.AttachCount;
+        int first = 0;
+        return CountLiveAttached(_platform, Header, ref first);
+    }
+
+    /// <summary>The live pids in the attach table (a pid appears once per attachment).</summary>
+    public IReadOnlyList<int> AttachedPids()
+    {
+        ThrowIfNotAttached();
+        List<int> pids = [];
+        for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
+        {
+            int p = Volatile.Read(ref Header->AttachedPids[i]);
+            if (p != 0 && _platform.Processes.IsAlive(p))
+                pids.Add(p);
+        }
+        return pids;
+    }
+
+    // ------------------------------------------------------------------
+    // Detach / destroy
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Destroys the segment: later attaches fail, the OS object is removed (existing mappings elsewhere stay
+    /// valid until those processes detach). Throws if this object already destroyed or detached it.
+    /// </summary>
+    public void Destroy()
+    {
+        int prev = Interlocked.CompareExchange(ref _state, 2, 0);
+        if (prev == 2)
+            throw new ObjectDisposedException(nameof(ShmemSegment), $"shared memory segment {Handle.Id} was already destroyed");
+        if (prev == 1)
+            throw new ObjectDisposedException(nameof(ShmemSegment), $"shared memory segment {Handle.Id} was detached from this process; attach again to destroy it");
+        // Release; pairs with the acquire load in WaitUntilReady (late attachers see Destroyed).
+        Volatile.Write(ref Header->State, (int)ShmemState.Destroyed);
+        UnregisterAttach();
+        string id = Handle.Id;
+        _mapping!.Dispose();
+        _mapping = null;
+        _platform.SharedMemory.Remove(id);
+    }
+
+    /// <summary>Detaches from the segment (it lives on for others). Idempotent; a no-op after Destroy.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+            return;
+        UnregisterAttach();
+        _mapping!.Dispose();
+        _mapping = null;
+    }
+
+    public bool IsAttached => Volatile.Read(ref _state) == 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfNotAttached()
+    {
+        if (_state != 0)
+            ThrowNotAttached();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotAttached()
+        => throw new ObjectDisposedException(nameof(ShmemSegment), $"shared memory segment {Handle.Id} is no longer attached in this process ({(_state == 2 ? "destroyed" : "detached")})");
+
+    // ------------------------------------------------------------------
+    // Keys
+    // ------------------------------------------------------------------
+
+    /// <summary>Checks a cluster key: 1 to 63 UTF-8 bytes, no NUL or control characters.</summary>
+    public static void ValidateKey(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (key.Length == 0)
+            throw new ArgumentException("cluster key cannot be empty", nameof(key));
+        if (key.Length > MaxKeyLength * 3 || Encoding.UTF8.GetByteCount(key) > MaxKeyLength)
+            throw new ArgumentException($"cluster key is longer than {MaxKeyLength} bytes in UTF-8", nameof(key));
+        foreach (char c in key)
+            if (char.IsControl(c))
+                throw new ArgumentException("cluster key cannot contain control characters", nameof(key));
+    }
+
+    /// <summary>64-bit FNV-1a of the key's UTF-8 bytes; the same in every process.</summary>
+    public static ulong HashKey(string key)
+    {
+        ulong h = 14695981039346656037UL;
+        foreach (byte b in Encoding.UTF8.GetBytes(key))
+            h = (h ^ b) * 1099511628211UL;
+        return h;
+    }
+
+    private static string ReadKey(PgShmemHeader* h)
+    {
+        var bytes = new ReadOnlySpan<byte>(h->Key, PgShmemHeader.KeyCapacity);
+        int n = bytes.IndexOf((byte)0);
+        return Encoding.UTF8.GetString(n < 0 ? bytes : bytes[..n]);
+    }
+
+    internal static string? TryReadKey(nint baseAddress, long size, out PgShmemHeader header)
+    {
+        header = default;
+        if (size < sizeof(PgShmemHeader))
+            return null;
+        PgShmemHeader* h = (PgShmemHeader*)baseAddress;
+        if (h->Magic != PgShmemHeader.MagicValue)
+            return null;
+        header = *h;
+        return ReadKey(h);
+    }
+}

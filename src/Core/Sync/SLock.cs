@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ * SLock.cs
+ *   Cross-process spinlock on an int in shared memory (PostgreSQL's s_lock).
+ *
+ * NOTES
+ *   Test-and-test-and-set: a waiter reads the word until it looks free and
+ *   only then tries the atomic exchange, so a spinning waiter does not keep
+ *   stealing the cache line from the holder. While spinning it issues a CPU
+ *   pause (SpinWait-style). After SpinsPerDelay failed tries it sleeps, with a
+ *   randomised, exponentially growing delay between 1 ms and 1 s, as s_lock.c
+ *   does. The spin count adapts per process: a lock we got without sleeping
+ *   raises it, one we had to sleep for lowers it (on a uniprocessor spinning
+ *   is useless, on a multiprocessor it usually wins).
+ *
+ *   After NumDelays sleeps (about a minute in total) the lock is declared
+ *   stuck and a StuckSpinLockException is raised, instead of hanging forever:
+ *   a holder that died while holding a spinlock is a broken invariant that
+ *   only a cluster restart repairs.
+ *
+ *   Ordering: Acquire's Interlocked.Exchange is a full barrier (acquire side);
+ *   Release's Volatile.Write is the release store that pairs with it: every
+ *   write made inside the critical section is visible to the next acquirer.
+ *
+ *   Spinlocks are for a handful of instructions: never hold one across a call
+ *   that can throw, allocate or block.
+ *
+ *   Mirrors src/backend/storage/lmgr/s_lock.c and include/storage/s_lock.h.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PgIpc.Platform;
+
+namespace PgIpc.Sync;
+
+/// <summary>A spinlock that stayed held for about a minute: its holder is probably dead.</summary>
+public sealed class StuckSpinLockException : PgIpcException
+{
+    public StuckSpinLockException(string where, int delays)
+        : base($"stuck spinlock detected at {where} after {delays} delays: the holder has probably died; restart the cluster")
+    { }
+}
+
+/// <summary>
+/// One spinlock word padded to a cache line (as PostgreSQL pads hot locks).
+/// Layout: offset 0 int Value (0 free, 1 held; atomic only), then padding to 64 bytes.
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 64)]
+public struct SpinLockPadded
+{
+    /// <summary>0 = free, 1 = held. Atomic only, through <see cref="SLock"/>.</summary>
+    public int Value;
+}
+
+/// <summary>Operations on a spinlock word in shared memory.</summary>
+public static class SLock
+{
+    private const int MinSpinsPerDelay = 10;
+    private const int MaxSpinsPerDelay = 1000;
+    private const int NumDelays = 1000;
+    private const int MinDelayUsec = 1000;
+    private const int MaxDelayUsec = 1_000_000;
+
+    // Per-process adaptive spin budget, updated without a lock (a lost update is harmless).
+    private static int s_spinsPerDelay = 100;
+
+    /// <summary>Marks the lock free. Used once, when the structure holding it is initialised.</summary>
+    public static void Init(ref int lockWord) => Volatile.Write(ref lockWord, 0);
+
+    /// <summary>Takes the lock, spinning and then sleeping; throws <see cref="StuckSpinLockException"/> after about a minute.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Acquire(ref int lockWord, string where = "spinlock")
+    {
+        // Full barrier; pairs with the Volatile.Write in Release.
+        if (Interlocked.Exchange(ref lockWord, 1) != 0)
+            AcquireSlow(ref lockWord, where);
+    }
+
+    /// <summary>Takes the lock if it is free right now.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryAcquire(ref int lockWord)
+        => Volatile.Read(ref lockWord) == 0 && Interlocked.Exchange(ref lockWord, 1) == 0;
+
+    /// <summary>Releases the lock (release store; pairs with the exchange in Acquire).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Release(ref int lockWord) => Volatile.Write(ref lockWord, 0);
+
+    /// <summary>True when someone holds the lock at this instant (diagnostics only).</summary>
+    public static bool IsHeld(ref int lockWord) => Volatile.Read(ref lockWord) != 0;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void AcquireSlow(ref int lockWord, string where)
+    {
+        int spinsPerDelay = Volatile.Read(ref s_spinsPerDelay);
+        int spins = 0;
+        int delays = 0;
+        int curDelayUsec = 0;
+        while (true)
+        {
+            // Test, then test-and-set: only go for the exchange when the word looks free.
+            if (Volatile.Read(ref lockWord) == 0 && Interlocked.Exchange(ref lockWord, 1) == 0)
+                break;
+            Thread.SpinWait(1 << Math.Min(spins & 7, 4));
+            if (++spins < spinsPerDelay)
+                continue;
+            if (++delays > NumDelays)
+                throw new StuckSpinLockException(where, NumDelays);
+            if (curDelayUsec == 0)
+                curDelayUsec = MinDelayUsec;
+            Thread.Sleep(Math.Max(1, curDelayUsec / 1000));
+            // Grow by a random fraction between 1x and 2x; wrap back to the minimum past the maximum.
+            curDelayUsec += (int)(curDelayUsec * Random.Shared.NextDouble() + 0.5);
+            if (curDelayUsec > MaxDelayUsec)
+                curDelayUsec = MinDelayUsec;
+            spins = 0;
+        }
+
+        // Adapt: got it without sleeping -> allow more spinning next time; slept -> less.
+        if (curDelayUsec == 0)
+        {
+            if (spinsPerDelay < MaxSpinsPerDelay)
+                Volatile.Write(ref s_spinsPerDelay, Math.Min(spinsPerDelay + 100, MaxSpinsPerDelay));
+        }
+        else if (spinsPerDelay > MinSpinsPerDelay)
+        {
+            Volatile.Write(ref s_spinsPerDelay, Math.Max(spinsPerDelay - 1, MinSpinsPerDelay));
+        }
+    }
+}

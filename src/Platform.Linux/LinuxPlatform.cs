@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ * LinuxPlatform.cs
+ *   The Linux backend: SysV main segment (kernel-counted attachments),
+ *   kill(pid, 0) liveness. Later layers add futexes, eventfd + epoll and pidfd.
+ *-------------------------------------------------------------------------
+ */
+using PgIpc.Platform.Posix;
+
+[assembly: PgIpc.Platform.PgIpcPlatform(typeof(PgIpc.Platform.Linux.LinuxPlatform))]
+
+namespace PgIpc.Platform.Linux;
+
+/// <summary>Linux backend.</summary>
+public sealed class LinuxPlatform : IPgIpcPlatform
+{
+    public string Name => "linux";
+
+    public bool IsSupported => OperatingSystem.IsLinux();
+
+    public ISharedMemoryProvider SharedMemory { get; } = new SysVSharedMemory();
+
+    public IProcessServices Processes { get; } = new UnixProcessServices();
+}

@@ -1,0 +1,221 @@
+/*-------------------------------------------------------------------------
+ * SysVSharedMemory.cs
+ *   Main segment through System V shared memory, as PostgreSQL's
+ *   sysv_shmem.c.
+ *
+ * NOTES
+ *   Why SysV on Linux: the kernel counts attachments (shm_nattch) and drops
+ *   a process's attachment when it dies, even by SIGKILL, so "is anyone
+ *   still attached" has an exact answer. PostgreSQL keeps a small SysV
+ *   segment for exactly this interlock.
+ *
+ *   Ids. A cluster key hash gives a first SysV key; on a collision with a
+ *   segment that is not this cluster's, Core asks for the next candidate
+ *   (key + 1, ...), as PostgreSQL walks keys from port * 1000. Once created,
+ *   a segment's id is "0x<key>/<shmid>": the shmid attaches directly, the key
+ *   lets us notice that the shmid was recycled for someone else.
+ *
+ *   Huge pages are tried first (SHM_HUGETLB, size rounded to 2 MiB) and we
+ *   fall back quietly to normal pages when the kernel has none to give, as
+ *   huge_pages = try. Permissions 0600.
+ *
+ *   Linux lets a process shmat a segment already marked for removal
+ *   (IPC_RMID); we refuse that ourselves by checking SHM_DEST, so a
+ *   destroyed segment cannot gain attachers.
+ *-------------------------------------------------------------------------
+ */
+using System.Globalization;
+using PgIpc.Platform.Linux.Interop;
+using PgIpc.Platform.Posix;
+
+namespace PgIpc.Platform.Linux;
+
+/// <summary>System V shared memory (shmget / shmat / shmdt / shmctl).</summary>
+public sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
+{
+    private const int Permissions = 0x180; // 0600
+    private const long HugePageSize = 2 * 1024 * 1024;
+    private const int Candidates = 16;
+
+    public int MaxIdLength => 32;
+
+    public IEnumerable<string> CandidateIds(ulong keyHash)
+    {
+        // Keep keys positive, non-zero and clear of IPC_PRIVATE; spread over 2^28 values.
+        int first = 0x50000000 | (int)(keyHash & 0x0FFFFFF0);
+        for (int i = 0; i < Candidates; i++)
+            yield return FormatKey(first + i);
+    }
+
+    public IMappedSegment? TryCreate(string id, long size)
+    {
+        ParseId(id, out int key, out int requestedShmid);
+        if (requestedShmid >= 0)
+            throw new ArgumentException($"create takes a key id (0x........), not \"{id}\"", nameof(id));
+        if (size <= 0)
+            throw new ArgumentOutOfRangeException(nameof(size), size, "shared memory segment size must be positive");
+
+        bool huge = false;
+        int shmid = -1;
+        if (size >= HugePageSize)
+        {
+            long hugeSize = (size + HugePageSize - 1) & ~(HugePageSize - 1);
+            shmid = LibC.shmget(key, (nuint)hugeSize, LibC.IPC_CREAT | LibC.IPC_EXCL | LibC.SHM_HUGETLB | Permissions);
+            if (shmid >= 0)
+                huge = true;
+            else if (Errno.Last == Errno.EEXIST)
+                return null;
+            // Any other failure (ENOMEM: no huge pages reserved, EPERM, EINVAL): fall back quietly.
+        }
+        if (shmid < 0)
+        {
+            shmid = LibC.shmget(key, (nuint)size, LibC.IPC_CREAT | LibC.IPC_EXCL | Permissions);
+            if (shmid < 0)
+            {
+                int err = Errno.Last;
+                if (err == Errno.EEXIST)
+                    return null;
+                string hint = err == Errno.EINVAL ? " (larger than kernel.shmmax?)" : err == Errno.ENOSPC ? " (kernel.shmall or shmmni exhausted?)" : "";
+                throw Errno.Exception("shmget", err, $"creating key {FormatKey(key)} of {size} bytes{hint}");
+            }
+        }
+
+        void* p = LibC.shmat(shmid, null, 0);
+        if (p == (void*)-1)
+        {
+            int err = Errno.Last;
+            LibC.shmctl(shmid, LibC.IPC_RMID, null);
+            throw Errno.Exception("shmat", err, $"attaching new segment {shmid}");
+        }
+        return new SysVSegment($"{FormatKey(key)}/{shmid.ToString(CultureInfo.InvariantCulture)}", new SafeShmAttachHandle(p), size, huge);
+    }
+
+    public IMappedSegment Attach(string id)
+    {
+        int shmid = Resolve(id, out LibC.shmid_ds ds);
+        if (shmid < 0)
+            throw new SharedMemoryNotFoundException($"shared memory segment {id} does not exist");
+        if ((ds.shm_perm.mode & LibC.SHM_DEST) != 0)
+            throw new SharedMemoryNotFoundException($"shared memory segment {id} has been removed (IPC_RMID)");
+        void* p = LibC.shmat(shmid, null, 0);
+        if (p == (void*)-1)
+        {
+            int err = Errno.Last;
+            if (err == Errno.EINVAL || err == Errno.EIDRM)
+                throw new SharedMemoryNotFoundException($"shared memory segment {id} does not exist");
+            throw Errno.Exception("shmat", err, $"attaching {id}");
+        }
+        ParseId(id, out int key, out _);
+        return new SysVSegment($"{FormatKey(key)}/{shmid.ToString(CultureInfo.InvariantCulture)}", new SafeShmAttachHandle(p), (long)ds.shm_segsz, huge: false);
+    }
+
+    public SegmentOsStatus QueryStatus(string id)
+    {
+        int shmid = Resolve(id, out LibC.shmid_ds ds);
+        if (shmid < 0)
+            return new SegmentOsStatus(false, -1, -1, -1, false);
+        return new SegmentOsStatus(true, (long)ds.shm_nattch, ds.shm_cpid, (long)ds.shm_segsz,
+            (ds.shm_perm.mode & LibC.SHM_DEST) != 0);
+    }
+
+    public bool Remove(string id)
+    {
+        int shmid = Resolve(id, out _);
+        if (shmid < 0)
+            return false;
+        if (LibC.shmctl(shmid, LibC.IPC_RMID, null) == 0)
+            return true;
+        int err = Errno.Last;
+        if (err == Errno.EINVAL || err == Errno.EIDRM)
+            return false;
+        throw Errno.Exception("shmctl(IPC_RMID)", err, $"removing {id}");
+    }
+
+    public IEnumerable<string> EnumerateCandidates()
+    {
+        // /proc/sysvipc/shm: key shmid perms size cpid lpid nattch uid ...
+        const string path = "/proc/sysvipc/shm";
+        if (!File.Exists(path))
+            yield break;
+        foreach (string line in File.ReadLines(path).Skip(1))
+        {
+            string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length < 7 || !int.TryParse(f[0], CultureInfo.InvariantCulture, out int key) ||
+                !int.TryParse(f[1], CultureInfo.InvariantCulture, out int shmid))
+                continue;
+            if ((key & 0x70000000) != 0x50000000)
+                continue; // not in PgIpc's key range
+            yield return $"{FormatKey(key)}/{shmid.ToString(CultureInfo.InvariantCulture)}";
+        }
+    }
+
+    /// <summary>The shmid an id names now (and its IPC_STAT), or -1 when there is none.</summary>
+    private static int Resolve(string id, out LibC.shmid_ds ds)
+    {
+        ds = default;
+        ParseId(id, out int key, out int shmid);
+        if (shmid < 0)
+        {
+            shmid = LibC.shmget(key, 0, 0);
+            if (shmid < 0)
+            {
+                int err = Errno.Last;
+                if (err == Errno.ENOENT || err == Errno.EIDRM)
+                    return -1;
+                throw Errno.Exception("shmget", err, $"looking up key {FormatKey(key)}");
+            }
+        }
+        LibC.shmid_ds st;
+        if (LibC.shmctl(shmid, LibC.IPC_STAT, &st) != 0)
+        {
+            int err = Errno.Last;
+            if (err == Errno.EINVAL || err == Errno.EIDRM)
+                return -1;
+            throw Errno.Exception("shmctl(IPC_STAT)", err, $"inspecting {id}");
+        }
+        // A removed segment's key reads as IPC_PRIVATE; any other mismatch means the shmid was recycled.
+        if (st.shm_perm.__key != key && (st.shm_perm.mode & LibC.SHM_DEST) == 0)
+            return -1;
+        ds = st;
+        return shmid;
+    }
+
+    private static string FormatKey(int key) => "0x" + key.ToString("x8", CultureInfo.InvariantCulture);
+
+    private static void ParseId(string id, out int key, out int shmid)
+    {
+        ArgumentNullException.ThrowIfNull(id);
+        shmid = -1;
+        string keyPart = id;
+        int slash = id.IndexOf('/');
+        if (slash >= 0)
+        {
+            keyPart = id[..slash];
+            if (!int.TryParse(id.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out shmid) || shmid < 0)
+                throw new InvalidShmemHandleException($"SysV segment id \"{id}\" has a malformed shmid");
+        }
+        if (keyPart.Length != 10 || !keyPart.StartsWith("0x", StringComparison.Ordinal) ||
+            !int.TryParse(keyPart.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out key) || key == LibC.IPC_PRIVATE)
+            throw new InvalidShmemHandleException($"SysV segment id \"{id}\" is malformed: expected 0x<8 hex digits>[/<shmid>]");
+    }
+}
+
+/// <summary>Owns one shmat attachment; shmdt on release.</summary>
+internal sealed unsafe class SafeShmAttachHandle : System.Runtime.InteropServices.SafeHandle
+{
+    public SafeShmAttachHandle(void* address) : base((nint)(-1), ownsHandle: true) => SetHandle((nint)address);
+
+    public override bool IsInvalid => handle == (nint)(-1) || handle == 0;
+
+    protected override bool ReleaseHandle() => LibC.shmdt((void*)handle) == 0;
+}
+
+/// <summary>A SysV segment attached in this process.</summary>
+internal sealed class SysVSegment(string id, SafeShmAttachHandle attach, long size, bool huge) : IMappedSegment
+{
+    public string Id { get; } = id;
+    public nint BaseAddress => attach.DangerousGetHandle();
+    public long Size { get; } = size;
+    public bool HugePages { get; } = huge;
+    public void Dispose() => attach.Dispose();
+}

@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ * Errno.cs
+ *   errno capture and mapping to exceptions that name the call, in one place.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.InteropServices;
+
+namespace PgIpc.Platform.Posix;
+
+/// <summary>errno values PgIpc reacts to (the same on Linux, macOS and the BSDs for these).</summary>
+internal static class Errno
+{
+    public const int EPERM = 1;
+    public const int ENOENT = 2;
+    public const int ESRCH = 3;
+    public const int EINTR = 4;
+    public const int EBADF = 9;
+    public const int ENOMEM = 12;
+    public const int EACCES = 13;
+    public const int EEXIST = 17;
+    public const int EINVAL = 22;
+    public const int ENFILE = 23;
+    public const int EMFILE = 24;
+    public const int EFBIG = 27;
+    public const int ENOSPC = 28;
+    public static int EIDRM => OperatingSystem.IsLinux() ? 43 : 82;
+    public static int ENAMETOOLONG => OperatingSystem.IsLinux() ? 36 : 63;
+
+    /// <summary>errno of the last P/Invoke with SetLastError = true, read at once.</summary>
+    public static int Last => Marshal.GetLastPInvokeError();
+
+    public static string Name(int errno)
+    {
+        if (errno == EIDRM) return "EIDRM";
+        if (errno == ENAMETOOLONG) return "ENAMETOOLONG";
+        return errno switch
+        {
+            EPERM => "EPERM", ENOENT => "ENOENT", ESRCH => "ESRCH", EINTR => "EINTR", EBADF => "EBADF",
+            ENOMEM => "ENOMEM", EACCES => "EACCES", EEXIST => "EEXIST", EINVAL => "EINVAL",
+            ENFILE => "ENFILE", EMFILE => "EMFILE", EFBIG => "EFBIG", ENOSPC => "ENOSPC",
+            _ => "errno " + errno,
+        };
+    }
+
+    /// <summary>An exception naming the call, errno's symbol and the system's message, plus what was being done.</summary>
+    public static PgIpcOsException Exception(string call, int errno, string detail)
+    {
+        string msg = Marshal.GetPInvokeErrorMessage(errno);
+        return new PgIpcOsException(call, errno, Name(errno), detail.Length > 0 ? $"{msg}; {detail}" : msg);
+    }
+}

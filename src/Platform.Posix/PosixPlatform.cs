@@ -1,0 +1,21 @@
+/*-------------------------------------------------------------------------
+ * PosixPlatform.cs
+ *   The backend for Unix systems other than Linux (and selectable on Linux):
+ *   shm_open + mmap segments, kill(pid, 0) liveness.
+ *-------------------------------------------------------------------------
+ */
+[assembly: PgIpc.Platform.PgIpcPlatform(typeof(PgIpc.Platform.Posix.PosixPlatform))]
+
+namespace PgIpc.Platform.Posix;
+
+/// <summary>Portable POSIX backend.</summary>
+public sealed class PosixPlatform : IPgIpcPlatform
+{
+    public string Name => "posix";
+
+    public bool IsSupported => OperatingSystem.IsLinux() || OperatingSystem.IsMacOS() || OperatingSystem.IsFreeBSD();
+
+    public ISharedMemoryProvider SharedMemory { get; } = new PosixSharedMemory();
+
+    public IProcessServices Processes { get; } = new UnixProcessServices();
+}

@@ -1,0 +1,7 @@
+// Native libraries the Windows backend binds to.
+namespace PgIpc.Platform.Windows.Interop;
+
+internal static class Libraries
+{
+    public const string Kernel32 = "kernel32";
+}

@@ -1,0 +1,34 @@
+// <winerror.h>: the GetLastError values this backend reacts to.
+namespace PgIpc.Platform.Windows.Interop;
+
+internal static unsafe partial class Windows
+{
+    public const int ERROR_FILE_NOT_FOUND = 2;
+    public const int ERROR_ACCESS_DENIED = 5;
+    public const int ERROR_INVALID_HANDLE = 6;
+    public const int ERROR_NOT_ENOUGH_MEMORY = 8;
+    public const int ERROR_INVALID_PARAMETER = 87;
+    public const int ERROR_INVALID_NAME = 123;
+    public const int ERROR_ALREADY_EXISTS = 183;
+    public const int ERROR_COMMITMENT_LIMIT = 1455;
+
+    public static string ErrorName(int code) => code switch
+    {
+        ERROR_FILE_NOT_FOUND => "ERROR_FILE_NOT_FOUND",
+        ERROR_ACCESS_DENIED => "ERROR_ACCESS_DENIED",
+        ERROR_INVALID_HANDLE => "ERROR_INVALID_HANDLE",
+        ERROR_NOT_ENOUGH_MEMORY => "ERROR_NOT_ENOUGH_MEMORY",
+        ERROR_INVALID_PARAMETER => "ERROR_INVALID_PARAMETER",
+        ERROR_INVALID_NAME => "ERROR_INVALID_NAME",
+        ERROR_ALREADY_EXISTS => "ERROR_ALREADY_EXISTS",
+        ERROR_COMMITMENT_LIMIT => "ERROR_COMMITMENT_LIMIT",
+        _ => "error " + code,
+    };
+
+    /// <summary>An exception naming the call, the error's symbol and the system message.</summary>
+    public static PgIpcOsException Exception(string call, int code, string detail)
+    {
+        string msg = System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(code);
+        return new PgIpcOsException(call, code, ErrorName(code), detail.Length > 0 ? $"{msg}; {detail}" : msg);
+    }
+}

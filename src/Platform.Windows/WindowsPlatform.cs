@@ -1,0 +1,21 @@
+/*-------------------------------------------------------------------------
+ * WindowsPlatform.cs
+ *   The Windows backend: paging-file sections, OpenProcess liveness.
+ *   Tested under Wine on Linux (see .ci/run).
+ *-------------------------------------------------------------------------
+ */
+[assembly: PgIpc.Platform.PgIpcPlatform(typeof(PgIpc.Platform.Windows.WindowsPlatform))]
+
+namespace PgIpc.Platform.Windows;
+
+/// <summary>Windows backend.</summary>
+public sealed class WindowsPlatform : IPgIpcPlatform
+{
+    public string Name => "windows";
+
+    public bool IsSupported => OperatingSystem.IsWindows();
+
+    public ISharedMemoryProvider SharedMemory { get; } = new WindowsSharedMemory();
+
+    public IProcessServices Processes { get; } = new WindowsProcessServices();
+}

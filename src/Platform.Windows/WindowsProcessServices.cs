@@ -1,0 +1,33 @@
+/*-------------------------------------------------------------------------
+ * WindowsProcessServices.cs
+ *   Process liveness on Windows: OpenProcess + GetExitCodeProcess.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.InteropServices;
+using Win = PgIpc.Platform.Windows.Interop.Windows;
+
+namespace PgIpc.Platform.Windows;
+
+/// <summary>A pid is alive when it can be opened and has not exited (exit code STILL_ACTIVE).</summary>
+public sealed unsafe class WindowsProcessServices : IProcessServices
+{
+    public int CurrentProcessId { get; } = Environment.ProcessId;
+
+    public bool IsAlive(int pid)
+    {
+        if (pid <= 0)
+            return false;
+        nint h = Win.OpenProcess(Win.PROCESS_QUERY_LIMITED_INFORMATION, 0, (uint)pid);
+        if (h == 0)
+            return Marshal.GetLastPInvokeError() == Win.ERROR_ACCESS_DENIED; // exists, not ours to open
+        try
+        {
+            uint code;
+            return Win.GetExitCodeProcess(h, &code) != 0 && code == Win.STILL_ACTIVE;
+        }
+        finally
+        {
+            Win.CloseHandle(h);
+        }
+    }
+}
