@@ -45,6 +45,7 @@ namespace PgIpc.Shmem;
 /// Header of a shared hash table. Every field is written once by the initialiser, immutable after
 /// (ShmemInitStruct publishes it).
 /// </summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
 public struct SharedHashHeader
 {
@@ -65,6 +66,7 @@ public struct SharedHashHeader
 /// One partition's bookkeeping, padded to 64 bytes. FreeListLock: spinlock. FreeHead, FreeCount: FreeListLock.
 /// Count: the caller's partition lock (held exclusive by every insert and remove in this partition).
 /// </summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
 public struct SharedHashPartition
 {

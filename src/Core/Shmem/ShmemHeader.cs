@@ -53,6 +53,7 @@ public enum ShmemState
 /// <item>AttachedPids: atomic only; a process CASes 0 (or a dead pid) to its pid on attach and its pid to 0 on detach.</item>
 /// </list>
 /// </summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct PgShmemHeader
 {

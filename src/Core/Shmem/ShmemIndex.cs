@@ -49,6 +49,7 @@ public enum ShmemEntryState
 /// Header of the index. Lock: padded spinlock taken by inserters. Count: under Lock.
 /// Capacity: immutable after initialisation.
 /// </summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
 public struct ShmemIndexHeader
 {
@@ -63,6 +64,7 @@ public struct ShmemIndexHeader
 /// before State is release-stored non-empty; immutable after. State: atomic (see file notes).
 /// InitializerPid: written under the index lock with State = Initializing; read by waiters.
 /// </summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct ShmemIndexEntry
 {

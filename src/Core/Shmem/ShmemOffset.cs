@@ -18,6 +18,7 @@ using System.Runtime.InteropServices;
 namespace PgIpc.Shmem;
 
 /// <summary>Offset of a <typeparamref name="T"/> from the segment base; 0 is null. Layout: one 64-bit offset.</summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
 public readonly struct ShmemOffset<T> : IEquatable<ShmemOffset<T>> where T : unmanaged
 {

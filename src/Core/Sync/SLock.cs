@@ -31,6 +31,8 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using PgIpc.Platform;
 
+using PgIpc.Shmem;
+
 namespace PgIpc.Sync;
 
 /// <summary>A spinlock that stayed held for about a minute: its holder is probably dead.</summary>
@@ -45,6 +47,7 @@ public sealed class StuckSpinLockException : PgIpcException
 /// One spinlock word padded to a cache line (as PostgreSQL pads hot locks).
 /// Layout: offset 0 int Value (0 free, 1 held; atomic only), then padding to 64 bytes.
 /// </summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
 public struct SpinLockPadded
 {

@@ -1,0 +1,138 @@
+/*-------------------------------------------------------------------------
+ * ChildWorker.cs
+ *   Starts and drives a test worker process; never lets one outlive a test.
+ *
+ * NOTES
+ *   Every child is registered in a process-wide list; at most MaxChildren
+ *   run at once. Each reply is awaited with a timeout: a hung child fails
+ *   its test (and is killed) instead of hanging the run. Dispose kills the
+ *   child (SIGKILL on Unix, TerminateProcess on Windows) if it is still
+ *   running; the assembly-level teardown kills any that a test forgot.
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using NUnit.Framework;
+
+namespace PgIpc.Tests;
+
+internal sealed class ChildWorker : IDisposable
+{
+    public const int MaxChildren = 8;
+    private static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(30);
+    private static readonly List<ChildWorker> s_live = [];
+    private static readonly Lock s_lock = new();
+
+    private readonly Process _process;
+
+    private ChildWorker(Process p) => _process = p;
+
+    public int Pid => _process.Id;
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Starts a worker using <paramref name="backend"/>.</summary>
+    public static ChildWorker Start(string backend)
+    {
+        lock (s_lock)
+        {
+            s_live.RemoveAll(c => c.HasExited);
+            if (s_live.Count >= MaxChildren)
+                Assert.Fail($"test started more than {MaxChildren} live worker processes");
+        }
+        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
+        var psi = new ProcessStartInfo
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        string name = Path.GetFileNameWithoutExtension(exe);
+        if (name.Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+        {
+            psi.FileName = exe;
+            psi.ArgumentList.Add(typeof(ChildWorker).Assembly.Location);
+        }
+        else
+        {
+            psi.FileName = exe;
+        }
+        psi.ArgumentList.Add(TestWorker.Verb);
+        psi.ArgumentList.Add("--backend");
+        psi.ArgumentList.Add(backend);
+        Process p = Process.Start(psi) ?? throw new InvalidOperationException("could not start worker");
+        p.ErrorDataReceived += (_, _) => { };
+        p.BeginErrorReadLine();
+        var child = new ChildWorker(p);
+        lock (s_lock)
+            s_live.Add(child);
+        return child;
+    }
+
+    /// <summary>Sends a command and returns the reply's values after "ok"; fails the test on "error" or timeout.</summary>
+    public string Send(string command, TimeSpan? timeout = null)
+    {
+        string reply = SendRaw(command, timeout);
+        if (!reply.StartsWith("ok", StringComparison.Ordinal))
+            Assert.Fail($"worker {Pid} answered \"{command}\" with: {reply}");
+        return reply.Length > 3 ? reply[3..] : "";
+    }
+
+    /// <summary>Sends a command and returns the whole reply line (ok ... or error ...).</summary>
+    public string SendRaw(string command, TimeSpan? timeout = null)
+    {
+        _process.StandardInput.WriteLine(command);
+        _process.StandardInput.Flush();
+        Task<string?> read = _process.StandardOutput.ReadLineAsync();
+        if (!read.Wait(timeout ?? DefaultTimeout))
+        {
+            Kill();
+            Assert.Fail($"worker {Pid} did not answer \"{command}\" within {(timeout ?? DefaultTimeout).TotalSeconds} s; killed");
+        }
+        return read.Result ?? throw new InvalidOperationException($"worker {Pid} exited while running \"{command}\" (exit code {ExitCodeOrNull()})");
+    }
+
+    private string ExitCodeOrNull()
+    {
+        try { return _process.WaitForExit(1000) ? _process.ExitCode.ToString() : "still running"; }
+        catch (InvalidOperationException) { return "unknown"; }
+    }
+
+    /// <summary>Kills the child at once (SIGKILL on Unix) and waits for it to be reaped.</summary>
+    public void Kill()
+    {
+        try
+        {
+            if (!_process.HasExited)
+                _process.Kill(entireProcessTree: true);
+        }
+        catch (InvalidOperationException) { }
+        _process.WaitForExit(10_000);
+    }
+
+    /// <summary>Closes stdin (the worker detaches and exits) and waits; kills it if it does not exit.</summary>
+    public void Close()
+    {
+        try { _process.StandardInput.Close(); } catch (IOException) { }
+        if (!_process.WaitForExit(10_000))
+            Kill();
+    }
+
+    public void Dispose()
+    {
+        Kill();
+        _process.Dispose();
+        lock (s_lock)
+            s_live.Remove(this);
+    }
+
+    /// <summary>Kills every child still running (assembly teardown).</summary>
+    public static void KillAll()
+    {
+        ChildWorker[] all;
+        lock (s_lock)
+            all = [.. s_live];
+        foreach (ChildWorker c in all)
+            c.Dispose();
+    }
+}

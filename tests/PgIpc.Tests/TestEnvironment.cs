@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ * TestEnvironment.cs
+ *   Assembly-wide set-up and teardown; backend list; unique keys; OS
+ *   object counts.
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using NUnit.Framework;
+using PgIpc.Platform;
+
+namespace PgIpc.Tests;
+
+[SetUpFixture]
+public sealed class TestEnvironment
+{
+    private static int s_counter;
+
+    /// <summary>Every backend this machine has (Linux and Posix on Linux; Windows on Windows).</summary>
+    public static IEnumerable<string> Backends() => PgIpcPlatform.Available().Select(p => p.Name);
+
+    /// <summary>A cluster key no other test (or test run) uses.</summary>
+    public static string UniqueKey(string what)
+    {
+        string k = $"t{Environment.ProcessId}.{Interlocked.Increment(ref s_counter)}.{what}.{Guid.NewGuid().ToString("N")[..8]}";
+        return k.Length <= 63 ? k : k[..63];
+    }
+
+    [OneTimeTearDown]
+    public void KillChildren() => ChildWorker.KillAll();
+}
+
+/// <summary>Counts of OS shared memory objects visible to everyone (Linux: ipcs -m and /dev/shm).</summary>
+internal static class OsObjects
+{
+    public static bool CanCount => OperatingSystem.IsLinux();
+
+    /// <summary>Lines of `ipcs -m` that describe a segment.</summary>
+    public static int SysVSegments()
+    {
+        var psi = new ProcessStartInfo("ipcs", "-m") { RedirectStandardOutput = true, UseShellExecute = false };
+        using Process p = Process.Start(psi)!;
+        string text = p.StandardOutput.ReadToEnd();
+        p.WaitForExit(10_000);
+        return text.Split('\n').Count(l => l.StartsWith("0x", StringComparison.Ordinal));
+    }
+
+    /// <summary>PgIpc entries in /dev/shm.</summary>
+    public static int DevShmEntries()
+        => Directory.Exists("/dev/shm") ? Directory.GetFiles("/dev/shm", "pgipc.*").Length : 0;
+}

@@ -1,0 +1,142 @@
+/*-------------------------------------------------------------------------
+ * TestWorker.cs
+ *   The child process cross-process tests start ("PgIpc.Tests worker").
+ *
+ * NOTES
+ *   Protocol: one command per line on stdin, one reply line on stdout:
+ *   "ok[ <values>]" or "error <ExceptionType>: <message>". End of stdin
+ *   makes the worker detach and exit 0, so a parent that dies takes its
+ *   workers with it. Commands:
+ *     pid                              -> ok <pid>
+ *     create <key> <size>              -> ok <handle>       (becomes creator)
+ *     attach <handle>                  -> ok
+ *     attach-key <key>                 -> ok <handle>
+ *     initstruct <name> <size>         -> ok <found> <offset>
+ *     write <name> <byteOffset> <long> -> ok                (volatile store)
+ *     read <name> <byteOffset>         -> ok <long>         (volatile load)
+ *     wait <name> <byteOffset> <long> <ms> -> ok | error Timeout
+ *     add <name> <byteOffset> <count>  -> ok                (count interlocked increments)
+ *     attached                         -> ok <count>
+ *     detach | destroy                 -> ok
+ *     exit <code>                      -> (exits)
+ *   The backend is chosen with "--backend <name>" before the commands.
+ *-------------------------------------------------------------------------
+ */
+using System.Globalization;
+using PgIpc.Platform;
+using PgIpc.Shmem;
+
+namespace PgIpc.Tests;
+
+internal static class TestWorker
+{
+    public const string Verb = "worker";
+
+    public static int Run(string[] args)
+    {
+        string backend = "";
+        for (int i = 0; i + 1 < args.Length; i++)
+            if (args[i] == "--backend")
+                backend = args[i + 1];
+        IPgIpcPlatform platform = backend.Length > 0 ? PgIpcPlatform.Get(backend) : PgIpcPlatform.Current;
+        ShmemSegment? seg = null;
+        TextWriter output = Console.Out;
+        string? line;
+        while ((line = Console.In.ReadLine()) is not null)
+        {
+            string[] a = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (a.Length == 0)
+                continue;
+            string reply;
+            try
+            {
+                reply = Execute(a, platform, ref seg);
+            }
+            catch (Exception ex)
+            {
+                reply = $"error {ex.GetType().Name}: {ex.Message.ReplaceLineEndings(" ")}";
+            }
+            output.WriteLine(reply);
+            output.Flush();
+        }
+        seg?.Dispose();
+        return 0;
+    }
+
+    private static unsafe string Execute(string[] a, IPgIpcPlatform platform, ref ShmemSegment? seg)
+    {
+        switch (a[0])
+        {
+            case "pid":
+                return $"ok {Environment.ProcessId}";
+            case "create":
+                seg = ShmemSegment.Create(a[1], Long(a[2]), platform);
+                return $"ok {seg.Handle}";
+            case "attach":
+                seg = ShmemSegment.Attach(ShmemHandle.Parse(a[1]), platform);
+                return "ok";
+            case "attach-key":
+                seg = ShmemSegment.AttachByKey(a[1], platform);
+                return $"ok {seg.Handle}";
+            case "initstruct":
+            {
+                ShmemRegion r = Seg(seg).InitStruct(a[1], Long(a[2]), out bool found);
+                return $"ok {(found ? "true" : "false")} {r.Offset}";
+            }
+            case "write":
+                Volatile.Write(ref Slot(seg, a[1], a[2]), Long(a[3]));
+                return "ok";
+            case "read":
+                return $"ok {Volatile.Read(ref Slot(seg, a[1], a[2]))}";
+            case "wait":
+            {
+                ref long slot = ref Slot(seg, a[1], a[2]);
+                long want = Long(a[3]);
+                long deadline = Environment.TickCount64 + Long(a[4]);
+                while (Volatile.Read(ref slot) != want)
+                {
+                    if (Environment.TickCount64 > deadline)
+                        throw new TimeoutException($"value stayed {Volatile.Read(ref slot)}, wanted {want}");
+                    Thread.Sleep(1);
+                }
+                return "ok";
+            }
+            case "add":
+            {
+                ref long slot = ref Slot(seg, a[1], a[2]);
+                long n = Long(a[3]);
+                for (long i = 0; i < n; i++)
+                    Interlocked.Increment(ref slot);
+                return "ok";
+            }
+            case "attached":
+                return $"ok {Seg(seg).AttachedProcessCount()}";
+            case "detach":
+                Seg(seg).Dispose();
+                seg = null;
+                return "ok";
+            case "destroy":
+                Seg(seg).Destroy();
+                seg = null;
+                return "ok";
+            case "exit":
+                Environment.Exit(int.Parse(a[1], CultureInfo.InvariantCulture));
+                return "ok";
+            default:
+                throw new ArgumentException($"unknown worker command \"{a[0]}\"");
+        }
+    }
+
+    private static ShmemSegment Seg(ShmemSegment? seg)
+        => seg ?? throw new InvalidOperationException("worker is not attached");
+
+    private static ref long Slot(ShmemSegment? seg, string name, string offset)
+    {
+        if (!Seg(seg).TryFindStruct(name, out ShmemRegion r))
+            throw new ArgumentException($"no shared structure \"{name}\"");
+        long off = Long(offset);
+        return ref r.AsSpan<long>()[(int)(off / 8)];
+    }
+
+    private static long Long(string s) => long.Parse(s, CultureInfo.InvariantCulture);
+}
