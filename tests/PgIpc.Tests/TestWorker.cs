@@ -16,6 +16,7 @@
  *     read <name> <byteOffset>         -> ok <long>         (volatile load)
  *     wait <name> <byteOffset> <long> <ms> -> ok | error Timeout
  *     add <name> <byteOffset> <count>  -> ok                (count interlocked increments)
+ *     hash-get <name> <cap> <parts> <key> -> ok <found> <value> (SharedHash<long,long>)
  *     attached                         -> ok <count>
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
@@ -108,6 +109,13 @@ internal static class TestWorker
                 for (long i = 0; i < n; i++)
                     Interlocked.Increment(ref slot);
                 return "ok";
+            }
+            case "hash-get":
+            {
+                var h = SharedHash<long, long>.Init(Seg(seg), a[1], (int)Long(a[2]), (int)Long(a[3]), out _);
+                long key = Long(a[4]);
+                bool found = h.TryFind(key, SharedHash<long, long>.GetHashCode(key), out long v);
+                return $"ok {(found ? "true" : "false")} {v}";
             }
             case "attached":
                 return $"ok {Seg(seg).AttachedProcessCount()}";

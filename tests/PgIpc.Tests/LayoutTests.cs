@@ -1,0 +1,102 @@
+/*-------------------------------------------------------------------------
+ * LayoutTests.cs
+ *   Pins the size and key field offsets of every struct that lives in
+ *   shared memory ([SharedStruct]), and fails when such a struct has no pin
+ *   or when a struct in Core is neither shared nor declared process-local.
+ *   A change here is a change of the segment layout: bump
+ *   PgShmemHeader.CurrentLayoutVersion with it.
+ *-------------------------------------------------------------------------
+ */
+using System.Reflection;
+using System.Runtime.InteropServices;
+using NUnit.Framework;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+
+namespace PgIpc.Tests;
+
+public sealed class LayoutTests
+{
+    /// <summary>Every shared struct: its size and the offsets of its key fields.</summary>
+    private static readonly Dictionary<Type, (int Size, (string Field, int Offset)[] Fields)> s_pins = new()
+    {
+        [typeof(PgShmemHeader)] = (768, [
+            ("Magic", 0), ("LayoutVersion", 4), ("CreatorPid", 8), ("State", 12), ("CreationTimeUnixMs", 16),
+            ("TotalSize", 24), ("Cookie", 32), ("KeyHash", 40), ("IndexOffset", 48), ("IndexCapacity", 56),
+            ("AttachTableSize", 60), ("Key", 64), ("AllocLock", 128), ("FreeOffset", 192), ("AnonymousBytes", 200),
+            ("AnonymousCount", 208), ("AttachedPids", 256)]),
+        [typeof(ShmemIndexHeader)] = (128, [("Lock", 0), ("Count", 64), ("Capacity", 68)]),
+        [typeof(ShmemIndexEntry)] = (128, [
+            ("Name", 0), ("NameLength", 64), ("NameHash", 68), ("State", 72), ("InitializerPid", 76),
+            ("Offset", 80), ("Size", 88), ("AllocatedSize", 96)]),
+        [typeof(SpinLockPadded)] = (64, [("Value", 0)]),
+        [typeof(SharedHashHeader)] = (64, [
+            ("Magic", 0), ("KeySize", 4), ("ValueSize", 8), ("ElementSize", 12), ("Capacity", 16),
+            ("NumPartitions", 20), ("BucketsPerPartition", 24), ("BucketMaskShift", 28), ("BucketsOffset", 32),
+            ("ElementsOffset", 40)]),
+        [typeof(SharedHashPartition)] = (64, [("FreeListLock", 0), ("FreeHead", 4), ("FreeCount", 8), ("Count", 12)]),
+        [typeof(ShmemOffset<long>)] = (8, [("Value", 0)]),
+    };
+
+    /// <summary>Structs in Core that never live in shared memory (handles, views, results).</summary>
+    private static readonly HashSet<Type> s_processLocal =
+    [
+        typeof(ShmemHandle), typeof(ShmemRegion), typeof(Platform.SegmentOsStatus),
+    ];
+
+    private static IEnumerable<Type> SharedStructs()
+        => typeof(ShmemSegment).Assembly.GetTypes().Where(t => t.GetCustomAttribute<SharedStructAttribute>() is not null);
+
+    public static IEnumerable<TestCaseData> PinnedStructs()
+        => s_pins.Select(p => new TestCaseData(p.Key).SetArgDisplayNames(p.Key.Name));
+
+    [TestCaseSource(nameof(PinnedStructs))]
+    public void SizeAndOffsetsArePinned(Type t)
+    {
+        (int size, (string Field, int Offset)[] fields) = s_pins[t];
+        if (t.IsGenericType)
+        {
+            // Marshal refuses generic types; a generic shared struct must be a single field at offset 0.
+            Assert.That(SizeOfUnmanaged(t), Is.EqualTo(size), $"sizeof({t.Name})");
+            FieldInfo[] all = t.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic);
+            Assert.That(all.Select(f => f.Name), Is.EqualTo(fields.Select(f => f.Field)));
+            Assert.That(fields.Single().Offset, Is.Zero);
+            return;
+        }
+        Assert.That(Marshal.SizeOf(t), Is.EqualTo(size), $"sizeof({t.Name})");
+        Assert.That(SizeOfUnmanaged(t), Is.EqualTo(size), $"managed sizeof({t.Name})");
+        foreach ((string field, int offset) in fields)
+            Assert.That(Marshal.OffsetOf(t, field).ToInt32(), Is.EqualTo(offset), $"{t.Name}.{field}");
+    }
+
+    [Test]
+    public void EverySharedStructHasAPin()
+    {
+        var missing = SharedStructs().Where(t => !s_pins.Keys.Any(k => (k.IsGenericType ? k.GetGenericTypeDefinition() : k) == t)).ToList();
+        Assert.That(missing, Is.Empty, "shared structs without a layout pin: " + string.Join(", ", missing.Select(t => t.Name)));
+    }
+
+    [Test]
+    public void EveryCoreStructIsSharedOrDeclaredProcessLocal()
+    {
+        var undecided = typeof(ShmemSegment).Assembly.GetTypes()
+            .Where(t => t.IsValueType && !t.IsEnum && t.Namespace?.StartsWith("PgIpc", StringComparison.Ordinal) == true)
+            .Where(t => !t.Name.Contains('<') && t.DeclaringType is null) // compiler-generated and fixed-buffer helpers
+            .Where(t => t.GetCustomAttribute<SharedStructAttribute>() is null && !s_processLocal.Contains(t))
+            .ToList();
+        Assert.That(undecided, Is.Empty,
+            "structs that must be marked [SharedStruct] (and pinned here) or listed as process-local: " + string.Join(", ", undecided.Select(t => t.Name)));
+    }
+
+    [Test]
+    public void HotLocksArePaddedToACacheLine()
+    {
+        Assert.That(Marshal.SizeOf<SpinLockPadded>() % ShmemSize.CacheLineSize, Is.Zero);
+        Assert.That(Marshal.OffsetOf<PgShmemHeader>(nameof(PgShmemHeader.AllocLock)).ToInt32() % 64, Is.Zero);
+        Assert.That(Marshal.OffsetOf<PgShmemHeader>(nameof(PgShmemHeader.AttachedPids)).ToInt32() % 64, Is.Zero);
+    }
+
+    private static int SizeOfUnmanaged(Type t)
+        => (int)typeof(System.Runtime.CompilerServices.Unsafe).GetMethod(nameof(System.Runtime.CompilerServices.Unsafe.SizeOf))!
+            .MakeGenericMethod(t).Invoke(null, null)!;
+}
