@@ -61,6 +61,20 @@ public sealed record ShmemSegmentInfo(
     long AttachedProcesses,
     bool HugePages);
 
+/// <summary>What <see cref="ShmemSegment.CleanupStale"/> found about one segment.</summary>
+public enum StaleVerdict
+{
+    /// <summary>Creator dead and nobody attached: a crashed run's leftover.</summary>
+    Stale,
+    /// <summary>A live process created it or is attached.</summary>
+    InUse,
+    /// <summary>Not a PgIpc segment (left alone).</summary>
+    NotPgIpc,
+}
+
+/// <summary>One row of <see cref="ShmemSegment.CleanupStale"/>'s report.</summary>
+public sealed record StaleSegmentReport(string Backend, string Id, StaleVerdict Verdict, int Pid, long Attached, bool Removed);
+
 /// <summary>The main shared memory segment of a cluster, as mapped in this process.</summary>
 public sealed unsafe class ShmemSegment : IDisposable
 {
@@ -311,7 +325,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     private enum Existing { Vanished, Foreign, Stale, InUse }
 
     /// <summary>Looks at an existing OS object with a candidate id (see file notes).</summary>
-    private static Existing ExamineExisting(IPgIpcPlatform platform, string id, ulong keyHash, out int pid, out long attached)
+    private static Existing ExamineExisting(IPgIpcPlatform platform, string id, ulong? keyHash, out int pid, out long attached)
     {
         pid = 0;
         attached = 0;
@@ -346,7 +360,7 @@ public sealed unsafe class ShmemSegment : IDisposable
                     return Existing.Stale;
                 }
             }
-            if (magic != PgShmemHeader.MagicValue || h->KeyHash != keyHash)
+            if (magic != PgShmemHeader.MagicValue || (keyHash is ulong kh && h->KeyHash != kh))
                 return Existing.Foreign;
 
             int creator = h->CreatorPid;
@@ -781,6 +795,38 @@ public sealed unsafe class ShmemSegment : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowNotAttached()
         => throw new ObjectDisposedException(nameof(ShmemSegment), $"shared memory segment {Handle.Id} is no longer attached in this process ({(_state == 2 ? "destroyed" : "detached")})");
+
+    // ------------------------------------------------------------------
+    // Cleanup of leftovers (pgipc cleanup)
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Looks at every segment of <paramref name="platform"/> that may be PgIpc's and removes those left by a
+    /// crashed run (creator dead, nobody attached). With <paramref name="dryRun"/> only reports.
+    /// </summary>
+    public static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform = null, bool dryRun = false)
+    {
+        platform ??= PgIpcPlatform.Current;
+        List<StaleSegmentReport> report = [];
+        foreach (string id in platform.SharedMemory.EnumerateCandidates())
+        {
+            Existing verdict = ExamineExisting(platform, id, null, out int pid, out long attached);
+            switch (verdict)
+            {
+                case Existing.Stale:
+                    bool removed = !dryRun && platform.SharedMemory.Remove(id);
+                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, removed));
+                    break;
+                case Existing.InUse:
+                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.InUse, pid, attached, false));
+                    break;
+                case Existing.Foreign:
+                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.NotPgIpc, 0, 0, false));
+                    break;
+            }
+        }
+        return report;
+    }
 
     // ------------------------------------------------------------------
     // Keys
