@@ -189,6 +189,31 @@ public sealed class ShmemCrossProcessTests(string backend)
     }
 
     [Test]
+    public void CleanupRemovesStaleSegmentsAndKeepsLiveOnes()
+    {
+        ShmemSegment live = CreateSegment("cleanlive");
+        ChildWorker child = Child();
+        ShmemHandle stale = ShmemHandle.Parse(child.Send($"create {TestEnvironment.UniqueKey("cleanstale")} {Size}"));
+        child.Kill();
+        if (backend == "windows")
+        {
+            // Nothing can be stale on Windows: the kernel dropped the mapping with the killed creator's handles.
+            Assert.That(ShmemSegment.CleanupStale(_platform), Is.Empty);
+            return;
+        }
+
+        IReadOnlyList<StaleSegmentReport> dry = ShmemSegment.CleanupStale(_platform, dryRun: true);
+        Assert.That(dry.Single(r => r.Id == stale.Id).Verdict, Is.EqualTo(StaleVerdict.Stale));
+        Assert.That(dry.Single(r => r.Id == live.Handle.Id).Verdict, Is.EqualTo(StaleVerdict.InUse));
+        Assert.That(_platform.SharedMemory.QueryStatus(stale.Id).Exists, Is.True, "a dry run removes nothing");
+
+        IReadOnlyList<StaleSegmentReport> done = ShmemSegment.CleanupStale(_platform);
+        Assert.That(done.Single(r => r.Id == stale.Id).Removed, Is.True);
+        Assert.That(_platform.SharedMemory.QueryStatus(stale.Id).Exists, Is.False);
+        Assert.That(live.GetInfo().State, Is.EqualTo(ShmemState.Ready), "the live segment is untouched");
+    }
+
+    [Test]
     public void ChildAttachesByKeyWithoutAHandle()
     {
         ShmemSegment seg = CreateSegment("xpkey");
