@@ -17,6 +17,7 @@
  *     wait <name> <byteOffset> <long> <ms> -> ok | error Timeout
  *     add <name> <byteOffset> <count>  -> ok                (count interlocked increments)
  *     hash-get <name> <cap> <parts> <key> -> ok <found> <value> (SharedHash<long,long>)
+ *     lock-add <name> <count>          -> ok  (count increments of word 1 under the spinlock in word 0)
  *     attached                         -> ok <count>
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
@@ -116,6 +117,21 @@ internal static class TestWorker
                 long key = Long(a[4]);
                 bool found = h.TryFind(key, SharedHash<long, long>.GetHashCode(key), out long v);
                 return $"ok {(found ? "true" : "false")} {v}";
+            }
+            case "lock-add":
+            {
+                // Word 0 of the structure is a spinlock; word 1 a plain counter it protects.
+                ref long w0 = ref Slot(seg, a[1], "0");
+                ref int lockWord = ref System.Runtime.CompilerServices.Unsafe.As<long, int>(ref w0);
+                ref long counter = ref Slot(seg, a[1], "8");
+                long n = Long(a[2]);
+                for (long i = 0; i < n; i++)
+                {
+                    PgIpc.Sync.SLock.Acquire(ref lockWord);
+                    counter++;
+                    PgIpc.Sync.SLock.Release(ref lockWord);
+                }
+                return "ok";
             }
             case "attached":
                 return $"ok {Seg(seg).AttachedProcessCount()}";

@@ -60,9 +60,12 @@ public static class SLock
 {
     private const int MinSpinsPerDelay = 10;
     private const int MaxSpinsPerDelay = 1000;
-    private const int NumDelays = 1000;
+    private const int DefaultNumDelays = 1000;
     private const int MinDelayUsec = 1000;
     private const int MaxDelayUsec = 1_000_000;
+
+    // Sleeps before a lock is declared stuck; lowered only by tests.
+    internal static int NumDelays = DefaultNumDelays;
 
     // Per-process adaptive spin budget, updated without a lock (a lost update is harmless).
     private static int s_spinsPerDelay = 100;
@@ -107,7 +110,7 @@ public static class SLock
             if (++spins < spinsPerDelay)
                 continue;
             if (++delays > NumDelays)
-                throw new StuckSpinLockException(where, NumDelays);
+                throw new StuckSpinLockException(where, delays - 1);
             if (curDelayUsec == 0)
                 curDelayUsec = MinDelayUsec;
             Thread.Sleep(Math.Max(1, curDelayUsec / 1000));

@@ -1,0 +1,71 @@
+/*-------------------------------------------------------------------------
+ * PgIpcPlatformTests.cs
+ *   Backend selection, and the OS-level view of what a segment leaves.
+ *-------------------------------------------------------------------------
+ */
+using NUnit.Framework;
+using PgIpc.Platform;
+using PgIpc.Shmem;
+
+namespace PgIpc.Tests.Platform;
+
+public sealed class PgIpcPlatformTests
+{
+    [Test]
+    public void CurrentIsTheFirstSupportedBackendForThisOs()
+    {
+        IPgIpcPlatform current = PgIpcPlatform.Current;
+        Assert.That(current.IsSupported, Is.True);
+        string expected = OperatingSystem.IsLinux() ? "linux" : OperatingSystem.IsWindows() ? "windows" : "posix";
+        if (Environment.GetEnvironmentVariable("PGIPC_BACKEND") is not { Length: > 0 })
+            Assert.That(current.Name, Is.EqualTo(expected));
+        Assert.That(PgIpcPlatform.Available().Select(p => p.Name), Does.Contain(current.Name));
+    }
+
+    [Test]
+    public void PosixCanBeChosenExplicitlyOnLinux()
+    {
+        if (!OperatingSystem.IsLinux())
+            Assert.Ignore("Linux only");
+        Assert.That(PgIpcPlatform.Get("posix").Name, Is.EqualTo("posix"));
+        Assert.That(PgIpcPlatform.Available().Select(p => p.Name), Is.EqualTo(new[] { "linux", "posix" }));
+    }
+
+    [Test]
+    public void UnknownOrUnsupportedBackendsAreClearErrors()
+    {
+        Assert.Throws<ArgumentException>(() => PgIpcPlatform.Get("vms"));
+        string unsupported = OperatingSystem.IsWindows() ? "linux" : "windows";
+        var ex = Assert.Throws<PgIpcException>(() => PgIpcPlatform.Get(unsupported));
+        Assert.That(ex!.Message, Does.Contain("not supported"));
+    }
+
+    [Test]
+    public void ProcessLivenessSeesThisProcessAndNotAnImpossiblePid()
+    {
+        foreach (IPgIpcPlatform p in PgIpcPlatform.Available())
+        {
+            Assert.That(p.Processes.IsAlive(Environment.ProcessId), Is.True, p.Name);
+            Assert.That(p.Processes.IsAlive(0), Is.False, p.Name);
+            Assert.That(p.Processes.IsAlive(-1), Is.False, p.Name);
+            Assert.That(p.Processes.IsAlive(int.MaxValue - 7), Is.False, p.Name);
+        }
+    }
+
+    [Test]
+    [NonParallelizable]
+    public void IpcsAndDevShmAreBackWhereTheyStartedAfterCreateAndDestroy()
+    {
+        if (!OsObjects.CanCount)
+            Assert.Ignore("ipcs and /dev/shm are Linux tools");
+        int sysv = OsObjects.SysVSegments(), shm = OsObjects.DevShmEntries();
+        ShmemSegment a = ShmemSegment.Create(TestEnvironment.UniqueKey("ipcs"), 1 << 20, PgIpcPlatform.Get("linux"));
+        ShmemSegment b = ShmemSegment.Create(TestEnvironment.UniqueKey("devshm"), 1 << 20, PgIpcPlatform.Get("posix"));
+        Assert.That(OsObjects.SysVSegments(), Is.EqualTo(sysv + 1), "ipcs -m shows the SysV segment");
+        Assert.That(OsObjects.DevShmEntries(), Is.EqualTo(shm + 1), "/dev/shm shows the POSIX segment");
+        a.Destroy();
+        b.Destroy();
+        Assert.That(OsObjects.SysVSegments(), Is.EqualTo(sysv));
+        Assert.That(OsObjects.DevShmEntries(), Is.EqualTo(shm));
+    }
+}
