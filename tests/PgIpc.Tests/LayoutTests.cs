@@ -41,7 +41,7 @@ public sealed class LayoutTests
     /// <summary>Structs in Core that never live in shared memory (handles, views, results).</summary>
     private static readonly HashSet<Type> s_processLocal =
     [
-        typeof(ShmemHandle), typeof(ShmemRegion), typeof(Platform.SegmentOsStatus),
+        typeof(ShmemHandle), typeof(ShmemRegion), typeof(PgIpc.Platform.SegmentOsStatus),
     ];
 
     private static IEnumerable<Type> SharedStructs()
