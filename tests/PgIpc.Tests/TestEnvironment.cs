@@ -10,6 +10,11 @@ using PgIpc.Platform;
 
 namespace PgIpc.Tests;
 
+/// <remarks>
+/// Tests run one at a time (NUnit's default; nothing asks for parallelism): several of them count OS
+/// objects or lower process-wide settings. [NonParallelizable] is not used because NUnit's non-parallel
+/// queue hangs under Wine.
+/// </remarks>
 [SetUpFixture]
 public sealed class TestEnvironment
 {

@@ -53,7 +53,6 @@ public sealed class PgIpcPlatformTests
     }
 
     [Test]
-    [NonParallelizable]
     public void IpcsAndDevShmAreBackWhereTheyStartedAfterCreateAndDestroy()
     {
         if (!OsObjects.CanCount)

@@ -13,7 +13,6 @@ using PgIpc.Shmem;
 namespace PgIpc.Tests.Shmem;
 
 [TestFixtureSource(typeof(TestEnvironment), nameof(TestEnvironment.Backends))]
-[NonParallelizable]
 public sealed class ShmemCrossProcessTests(string backend)
 {
     private const long Size = 1 << 20;

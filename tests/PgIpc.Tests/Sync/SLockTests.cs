@@ -49,7 +49,6 @@ public sealed class SLockTests
     }
 
     [Test]
-    [NonParallelizable]
     public void ALockNobodyReleasesIsReportedAsStuck()
     {
         int saved = SLock.NumDelays;
