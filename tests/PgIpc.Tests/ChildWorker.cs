@@ -10,6 +10,7 @@
  *   running; the assembly-level teardown kills any that a test forgot.
  *-------------------------------------------------------------------------
  */
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using NUnit.Framework;
 
@@ -23,8 +24,31 @@ internal sealed class ChildWorker : IDisposable
     private static readonly Lock s_lock = new();
 
     private readonly Process _process;
+    private readonly BlockingCollection<string?> _lines = new();
+    private readonly Thread _reader;
 
-    private ChildWorker(Process p) => _process = p;
+    private ChildWorker(Process p)
+    {
+        _process = p;
+        // A dedicated reader thread, not the thread pool: replies arrive even when tests block pool
+        // threads, and nothing depends on thread injection (slow under Wine).
+        _reader = new Thread(ReadLoop) { IsBackground = true, Name = $"worker {p.Id} stdout" };
+        _reader.Start();
+    }
+
+    private void ReadLoop()
+    {
+        try
+        {
+            string? line;
+            while ((line = _process.StandardOutput.ReadLine()) is not null)
+                _lines.Add(line);
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+        }
+        _lines.Add(null); // end of output: the worker exited
+    }
 
     public int Pid => _process.Id;
 
@@ -81,15 +105,47 @@ internal sealed class ChildWorker : IDisposable
     /// <summary>Sends a command and returns the whole reply line (ok ... or error ...).</summary>
     public string SendRaw(string command, TimeSpan? timeout = null)
     {
-        _process.StandardInput.WriteLine(command);
-        _process.StandardInput.Flush();
-        Task<string?> read = _process.StandardOutput.ReadLineAsync();
-        if (!read.Wait(timeout ?? DefaultTimeout))
+        Begin(command);
+        return EndRaw(command, timeout);
+    }
+
+    /// <summary>Sends a command without waiting; collect the reply with <see cref="End"/>. Lets a test work while the child does.</summary>
+    public void Begin(string command)
+    {
+        try
+        {
+            _process.StandardInput.WriteLine(command);
+            _process.StandardInput.Flush();
+        }
+        catch (IOException)
+        {
+            throw new InvalidOperationException($"worker {Pid} exited before \"{command}\" (exit code {ExitCodeOrNull()})");
+        }
+    }
+
+    /// <summary>The reply to a command sent with <see cref="Begin"/>, as <see cref="Send"/> returns it.</summary>
+    public string End(string command, TimeSpan? timeout = null)
+    {
+        string reply = EndRaw(command, timeout);
+        if (!reply.StartsWith("ok", StringComparison.Ordinal))
+            Assert.Fail($"worker {Pid} answered \"{command}\" with: {reply}");
+        return reply.Length > 3 ? reply[3..] : "";
+    }
+
+    /// <summary>The whole reply line to a command sent with <see cref="Begin"/>.</summary>
+    public string EndRaw(string command, TimeSpan? timeout = null)
+    {
+        if (!_lines.TryTake(out string? line, timeout ?? DefaultTimeout))
         {
             Kill();
             Assert.Fail($"worker {Pid} did not answer \"{command}\" within {(timeout ?? DefaultTimeout).TotalSeconds} s; killed");
         }
-        return read.Result ?? throw new InvalidOperationException($"worker {Pid} exited while running \"{command}\" (exit code {ExitCodeOrNull()})");
+        if (line is null)
+        {
+            _lines.Add(null); // keep the end marker for later calls
+            throw new InvalidOperationException($"worker {Pid} exited while running \"{command}\" (exit code {ExitCodeOrNull()})");
+        }
+        return line;
     }
 
     private string ExitCodeOrNull()

@@ -53,3 +53,28 @@ internal static class OsObjects
     public static int DevShmEntries()
         => Directory.Exists("/dev/shm") ? Directory.GetFiles("/dev/shm", "pgipc.*").Length : 0;
 }
+
+/// <summary>Runs work on dedicated threads (never the pool, whose growth is slow under Wine), all at once.</summary>
+internal static class TestThreads
+{
+    public static void Run(int count, Action<int> body)
+    {
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        var threads = new Thread[count];
+        for (int i = 0; i < count; i++)
+        {
+            int index = i;
+            threads[i] = new Thread(() =>
+            {
+                try { body(index); }
+                catch (Exception ex) { errors.Enqueue(ex); }
+            }) { IsBackground = true };
+            threads[i].Start();
+        }
+        foreach (Thread t in threads)
+            if (!t.Join(TimeSpan.FromSeconds(120)))
+                Assert.Fail("a test thread did not finish within 120 s");
+        if (!errors.IsEmpty)
+            throw new AggregateException(errors);
+    }
+}

@@ -22,11 +22,15 @@ public sealed class PgIpcPlatformTests
         Assert.That(PgIpcPlatform.Available().Select(p => p.Name), Does.Contain(current.Name));
     }
 
-    [Test]
-    public void PosixCanBeChosenExplicitlyOnLinux()
+    /// <summary>
+    /// Linux-only tests take their one case from here, so elsewhere they simply do not exist
+    /// (an ignored test hangs NUnit's reporting under Wine).
+    /// </summary>
+    public static IEnumerable<string> OnLinux() => OperatingSystem.IsLinux() ? ["linux"] : [];
+
+    [TestCaseSource(nameof(OnLinux))]
+    public void PosixCanBeChosenExplicitlyOnLinux(string os)
     {
-        if (!OperatingSystem.IsLinux())
-            Assert.Ignore("Linux only");
         Assert.That(PgIpcPlatform.Get("posix").Name, Is.EqualTo("posix"));
         Assert.That(PgIpcPlatform.Available().Select(p => p.Name), Is.EqualTo(new[] { "linux", "posix" }));
     }
@@ -52,11 +56,9 @@ public sealed class PgIpcPlatformTests
         }
     }
 
-    [Test]
-    public void IpcsAndDevShmAreBackWhereTheyStartedAfterCreateAndDestroy()
+    [TestCaseSource(nameof(OnLinux))]
+    public void IpcsAndDevShmAreBackWhereTheyStartedAfterCreateAndDestroy(string os)
     {
-        if (!OsObjects.CanCount)
-            Assert.Ignore("ipcs and /dev/shm are Linux tools");
         int sysv = OsObjects.SysVSegments(), shm = OsObjects.DevShmEntries();
         ShmemSegment a = ShmemSegment.Create(TestEnvironment.UniqueKey("ipcs"), 1 << 20, PgIpcPlatform.Get("linux"));
         ShmemSegment b = ShmemSegment.Create(TestEnvironment.UniqueKey("devshm"), 1 << 20, PgIpcPlatform.Get("posix"));

@@ -80,12 +80,13 @@ public sealed class ShmemCrossProcessTests(string backend)
         a.Send($"attach {seg.Handle}");
         b.Send($"attach {seg.Handle}");
         const int n = 200_000;
-        Task ta = Task.Run(() => a.Send($"add ctr 0 {n}"));
-        Task tb = Task.Run(() => b.Send($"add ctr 0 {n}"));
+        a.Begin($"add ctr 0 {n}");
+        b.Begin($"add ctr 0 {n}");
         ref long ctr = ref r.AsSpan<long>()[0];
         for (int i = 0; i < n; i++)
             Interlocked.Increment(ref ctr);
-        Task.WaitAll(ta, tb);
+        a.End("add");
+        b.End("add");
         Assert.That(Volatile.Read(ref ctr), Is.EqualTo(3L * n));
     }
 
@@ -96,10 +97,10 @@ public sealed class ShmemCrossProcessTests(string backend)
         ShmemRegion r = seg.InitStruct("flag", 64, out _);
         ChildWorker child = Child();
         child.Send($"attach {seg.Handle}");
-        Task<string> waiting = Task.Run(() => child.Send("wait flag 0 99 20000"));
+        child.Begin("wait flag 0 99 20000");
         Thread.Sleep(50);
         Volatile.Write(ref r.AsSpan<long>()[0], 99);
-        Assert.That(waiting.Wait(TimeSpan.FromSeconds(30)), Is.True);
+        child.End("wait"); // fails the test if the child timed out waiting for the flag
     }
 
     [Test]
@@ -113,13 +114,13 @@ public sealed class ShmemCrossProcessTests(string backend)
         Assert.That(seg.AttachedPids(), Does.Contain(child.Pid));
 
         // Kill it in the middle of its work: it is incrementing when the signal lands.
-        Task<string> work = Task.Run(() => child.SendRaw("add work 0 1000000000", TimeSpan.FromSeconds(60)));
+        child.Begin("add work 0 1000000000");
         long deadline = Environment.TickCount64 + 10_000;
         while (Volatile.Read(ref r.AsSpan<long>()[0]) == 0 && Environment.TickCount64 < deadline)
             Thread.Sleep(1);
         Assert.That(Volatile.Read(ref r.AsSpan<long>()[0]), Is.GreaterThan(0), "the child started working");
         child.Kill();
-        Assert.That(() => work.GetAwaiter().GetResult(), Throws.InstanceOf<InvalidOperationException>().With.Message.Contains("exited"),
+        Assert.That(() => child.EndRaw("add", TimeSpan.FromSeconds(30)), Throws.InstanceOf<InvalidOperationException>().With.Message.Contains("exited"),
             "the worker died mid-command");
 
         Assert.That(seg.AttachedProcessCount(), Is.EqualTo(1), "the killed child is not counted");

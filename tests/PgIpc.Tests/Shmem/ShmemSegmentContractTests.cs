@@ -124,7 +124,7 @@ public sealed class ShmemSegmentContractTests(string backend)
         int runs = 0;
         var barrier = new Barrier(6);
         long[] seen = new long[6];
-        Parallel.For(0, 6, i =>
+        TestThreads.Run(6, i =>
         {
             barrier.SignalAndWait();
             ShmemRegion r = s.InitStruct("once", 64, region =>

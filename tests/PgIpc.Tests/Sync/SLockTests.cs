@@ -21,7 +21,7 @@ public sealed class SLockTests
         long counter = 0;
         int inside = 0;
         bool overlapped = false;
-        Parallel.For(0, 4, _ =>
+        TestThreads.Run(4, _ =>
         {
             for (int i = 0; i < 50_000; i++)
             {
@@ -78,8 +78,8 @@ public sealed class SLockTests
             a.Send($"attach {seg.Handle}");
             b.Send($"attach {seg.Handle}");
             const int n = 100_000;
-            Task ta = Task.Run(() => a.Send($"lock-add slock.pair {n}"));
-            Task tb = Task.Run(() => b.Send($"lock-add slock.pair {n}"));
+            a.Begin($"lock-add slock.pair {n}");
+            b.Begin($"lock-add slock.pair {n}");
             ref int lockWord = ref Unsafe.As<long, int>(ref words[0]);
             for (int i = 0; i < n; i++)
             {
@@ -87,7 +87,8 @@ public sealed class SLockTests
                 words[1]++;
                 SLock.Release(ref lockWord);
             }
-            Task.WaitAll(ta, tb);
+            a.End("lock-add");
+            b.End("lock-add");
             Assert.That(Volatile.Read(ref words[1]), Is.EqualTo(3L * n));
         }
         finally
