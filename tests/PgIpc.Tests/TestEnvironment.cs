@@ -20,6 +20,13 @@ public sealed class TestEnvironment
 {
     private static int s_counter;
 
+    /// <summary>
+    /// Tests where the parent and its children spin on shared memory at the same time. Under Wine the
+    /// .NET runtime's thread suspension (GC, tiering) can hang a thread in such a loop, so .ci/run's
+    /// Windows leg leaves this category out; it runs on Linux and Posix, and on real Windows.
+    /// </summary>
+    public const string BusyAcrossProcesses = "BusyAcrossProcesses";
+
     /// <summary>Every backend this machine has (Linux and Posix on Linux; Windows on Windows).</summary>
     public static IEnumerable<string> Backends() => PgIpcPlatform.Available().Select(p => p.Name);
 

@@ -72,6 +72,7 @@ public sealed class ShmemCrossProcessTests(string backend)
     }
 
     [Test]
+    [Category(TestEnvironment.BusyAcrossProcesses)]
     public void ProcessesIncrementOneCounterWithoutLosingUpdates()
     {
         ShmemSegment seg = CreateSegment("xpadd");
@@ -104,6 +105,7 @@ public sealed class ShmemCrossProcessTests(string backend)
     }
 
     [Test]
+    [Category(TestEnvironment.BusyAcrossProcesses)]
     public void ChildKilledWithSigkillIsNoLongerCountedAndSegmentStaysUsable()
     {
         ShmemSegment seg = CreateSegment("xpkill");

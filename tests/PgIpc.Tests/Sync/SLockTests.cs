@@ -66,6 +66,7 @@ public sealed class SLockTests
     }
 
     [TestCaseSource(typeof(TestEnvironment), nameof(TestEnvironment.Backends))]
+    [Category(TestEnvironment.BusyAcrossProcesses)]
     public void ProcessesNeverLoseAnUpdateUnderTheLock(string backend)
     {
         using ShmemSegment seg = ShmemSegment.Create(TestEnvironment.UniqueKey("slock"), 1 << 20, PgIpcPlatform.Get(backend));
