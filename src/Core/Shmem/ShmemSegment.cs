@@ -255,9 +255,8 @@ public sealed unsafe class ShmemSegment : IDisposable
         foreach (string id in shm.CandidateIds(keyHash))
         {
             SegmentOsStatus st = shm.QueryStatus(id);
-            if (!st.Exists)
-                return null; // ids are tried in order on create, so a gap ends the search
-            if (st.MarkedForRemoval)
+            // A gap does not end the search: an earlier candidate may have been destroyed since.
+            if (!st.Exists || st.MarkedForRemoval)
                 continue;
             IMappedSegment m;
             try { m = shm.Attach(id); }
