@@ -42,6 +42,9 @@ public sealed class LayoutTests
     private static readonly HashSet<Type> s_processLocal =
     [
         typeof(ShmemHandle), typeof(ShmemRegion), typeof(PgIpc.Platform.SegmentOsStatus),
+        // Per-process memory contexts (native, process-local memory; never in a segment).
+        typeof(PgIpc.Memory.MemoryChunk), typeof(PgIpc.Memory.AllocSetBlock), typeof(PgIpc.Memory.GenerationBlock),
+        typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters),
     ];
 
     private static IEnumerable<Type> SharedStructs()
