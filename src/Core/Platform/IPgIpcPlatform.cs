@@ -29,6 +29,9 @@ public interface IPgIpcPlatform
 
     /// <summary>Process identity and liveness.</summary>
     IProcessServices Processes { get; }
+
+    /// <summary>Per-slot sleep/wake semaphores (PGSemaphore) for LWLock waits.</summary>
+    IProcSemaphoreProvider Semaphores { get; }
 }
 
 /// <summary>Process identity and liveness checks (kill(pid, 0) / OpenProcess).</summary>
