@@ -86,6 +86,8 @@ public sealed unsafe class ShmemSegment : IDisposable
     private readonly byte* _base;
     private int _attachSlot = -1;
     private int _state; // 0 attached, 1 detached, 2 destroyed (this object's view)
+    private readonly List<Action<bool>> _onDetach = [];
+    private AggregateException? _detachErrors;
 
     private ShmemSegment(IPgIpcPlatform platform, IMappedSegment mapping, bool isCreator, string key)
     {
@@ -765,11 +767,13 @@ public sealed unsafe class ShmemSegment : IDisposable
             throw new ObjectDisposedException(nameof(ShmemSegment), $"shared memory segment {Handle.Id} was detached from this process; attach again to destroy it");
         // Release; pairs with the acquire load in WaitUntilReady (late attachers see Destroyed).
         Volatile.Write(ref Header->State, (int)ShmemState.Destroyed);
+        RunOnDetach(destroying: true);
         UnregisterAttach();
         string id = Handle.Id;
         _mapping!.Dispose();
         _mapping = null;
         _platform.SharedMemory.Remove(id);
+        ThrowDetachErrors();
     }
 
     /// <summary>Detaches from the segment (it lives on for others). Idempotent; a no-op after Destroy.</summary>
@@ -777,12 +781,62 @@ public sealed unsafe class ShmemSegment : IDisposable
     {
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
             return;
+        RunOnDetach(destroying: false);
         UnregisterAttach();
         _mapping!.Dispose();
         _mapping = null;
+        ThrowDetachErrors();
+    }
+
+    private void ThrowDetachErrors()
+    {
+        // Raised after the mapping is gone, so a failing callback never leaves the segment half-detached.
+        if (_detachErrors is not null)
+            throw _detachErrors;
     }
 
     public bool IsAttached => Volatile.Read(ref _state) == 0;
+
+    /// <summary>
+    /// Registers a callback run when this process detaches from (or destroys) the segment, before the mapping
+    /// goes away, in reverse order of registration (PostgreSQL's on_shmem_exit). The argument is true when the
+    /// segment is being destroyed: the callback then also removes the OS objects it made (semaphores, events).
+    /// </summary>
+    public void RegisterOnDetach(Action<bool> callback)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        ThrowIfNotAttached();
+        lock (_onDetach)
+            _onDetach.Add(callback);
+    }
+
+    private void RunOnDetach(bool destroying)
+    {
+        Action<bool>[] callbacks;
+        lock (_onDetach)
+        {
+            callbacks = [.. _onDetach];
+            _onDetach.Clear();
+        }
+        List<Exception>? errors = null;
+        for (int i = callbacks.Length - 1; i >= 0; i--)
+        {
+            try
+            {
+                callbacks[i](destroying);
+            }
+            catch (Exception ex)
+            {
+                // Run every callback; report the failures together once the segment is gone.
+                (errors ??= []).Add(ex);
+            }
+        }
+        if (errors is not null)
+            _detachErrors = new AggregateException($"on-detach callbacks of shared memory segment {Handle.Id} failed", errors);
+    }
+
+    /// <summary>Failures of on-detach callbacks in the last detach or destroy (null when none).</summary>
+    public AggregateException? DetachErrors => _detachErrors;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ThrowIfNotAttached()

@@ -94,6 +94,56 @@ public static class SLock
     /// <summary>True when someone holds the lock at this instant (diagnostics only).</summary>
     public static bool IsHeld(ref int lockWord) => Volatile.Read(ref lockWord) != 0;
 
+    /// <summary>
+    /// The spin-then-sleep schedule of <see cref="Acquire"/> for other spin loops (PostgreSQL's SpinDelayStatus and
+    /// perform_spin_delay): the LWLock wait-list bit spins with it. Process-local, on the stack.
+    /// </summary>
+    internal struct SpinDelay
+    {
+        private readonly string _where;
+        private readonly int _spinsPerDelay;
+        private int _spins;
+        private int _delays;
+        private int _curDelayUsec;
+
+        public SpinDelay(string where)
+        {
+            _where = where;
+            _spinsPerDelay = Volatile.Read(ref s_spinsPerDelay);
+        }
+
+        /// <summary>One more failed look at the lock: pause, and after a while sleep; throws when it looks stuck.</summary>
+        public void Perform()
+        {
+            Thread.SpinWait(1 << Math.Min(_spins & 7, 4));
+            if (++_spins < _spinsPerDelay)
+                return;
+            if (++_delays > NumDelays)
+                throw new StuckSpinLockException(_where, _delays - 1);
+            if (_curDelayUsec == 0)
+                _curDelayUsec = MinDelayUsec;
+            Thread.Sleep(Math.Max(1, _curDelayUsec / 1000));
+            _curDelayUsec += (int)(_curDelayUsec * Random.Shared.NextDouble() + 0.5);
+            if (_curDelayUsec > MaxDelayUsec)
+                _curDelayUsec = MinDelayUsec;
+            _spins = 0;
+        }
+
+        /// <summary>The lock was obtained: adapt the process's spin budget as Acquire does.</summary>
+        public readonly void Finish()
+        {
+            if (_curDelayUsec == 0)
+            {
+                if (_spinsPerDelay < MaxSpinsPerDelay)
+                    Volatile.Write(ref s_spinsPerDelay, Math.Min(_spinsPerDelay + 100, MaxSpinsPerDelay));
+            }
+            else if (_spinsPerDelay > MinSpinsPerDelay)
+            {
+                Volatile.Write(ref s_spinsPerDelay, Math.Max(_spinsPerDelay - 1, MinSpinsPerDelay));
+            }
+        }
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void AcquireSlow(ref int lockWord, string where)
     {

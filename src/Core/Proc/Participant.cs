@@ -1,0 +1,246 @@
+/*-------------------------------------------------------------------------
+ * Participant.cs
+ *   A thread that owns a PGPROC slot: what PostgreSQL calls a backend's
+ *   MyProc, plus its private list of held LWLocks.
+ *
+ * NOTES
+ *   In PostgreSQL a participant is a process. A .NET process has many
+ *   threads, so here a participant is a thread: ProcArray.Join binds a slot
+ *   to the calling thread ([ThreadStatic] current participant), and every
+ *   LWLock call without an explicit participant uses that one. Several
+ *   participants may live in one process; they share its mapping of the
+ *   segment and its semaphore handles.
+ *
+ *   The held-lock list is private to the participant (num_held_lwlocks /
+ *   held_lwlocks[] in lwlock.c): an array allocated once at Join, so taking
+ *   and releasing locks allocates nothing. It lets Release find the mode a
+ *   lock was taken in, answers HeldByMe, and lets ReleaseAllLWLocks undo
+ *   everything after an error (LWLockReleaseAll, called on abort): the
+ *   pattern is
+ *       try { ... } catch { Participant.Current.ReleaseAllLWLocks(); throw; }
+ *   or, for one lock, `using (lockRef.Hold(mode)) { ... }`.
+ *
+ *   A participant must not be used by two threads at once; locks are never
+ *   held across an await.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.CompilerServices;
+using PgIpc.Sync;
+
+namespace PgIpc.Proc;
+
+/// <summary>The calling thread's PGPROC slot and held LWLocks. Dispose (on its thread) gives the slot back.</summary>
+public sealed unsafe class Participant : IDisposable
+{
+    [ThreadStatic]
+    private static Participant? t_current;
+
+    internal readonly ProcArray Array;
+    internal readonly PgProc* Proc;
+    private readonly HeldLWLock[] _held = new HeldLWLock[LWLock.MaxHeldLocks];
+    private int _numHeld;
+    private int _closed;
+
+    /// <summary>One entry of the held-lock list (process-local).</summary>
+    private struct HeldLWLock
+    {
+        public LWLock* Lock;
+        public LWLockMode Mode;
+    }
+
+    internal Participant(ProcArray array, int procNumber, ProcKind kind)
+    {
+        Array = array;
+        ProcNumber = procNumber;
+        Kind = kind;
+        Proc = array.Procs + procNumber;
+        ThreadId = Environment.CurrentManagedThreadId;
+        t_current = this;
+    }
+
+    /// <summary>The calling thread's participant; throws when the thread has not joined (ProcArray.Join).</summary>
+    public static Participant Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            Participant? p = t_current;
+            if (p is null || p._closed != 0)
+                ThrowNotParticipant();
+            return p!;
+        }
+    }
+
+    /// <summary>The calling thread's participant, or null.</summary>
+    public static Participant? CurrentOrNull
+    {
+        get
+        {
+            Participant? p = t_current;
+            return p is null || p._closed != 0 ? null : p;
+        }
+    }
+
+    /// <summary>Slot number (procno): how other participants name this one.</summary>
+    public readonly int ProcNumber;
+
+    /// <summary>Kind of slot.</summary>
+    public ProcKind Kind { get; }
+
+    /// <summary>Managed id of the thread that joined.</summary>
+    public int ThreadId { get; }
+
+    /// <summary>The slot array this participant belongs to.</summary>
+    public ProcArray ProcArray => Array;
+
+    /// <summary>Number of LWLocks held now.</summary>
+    public int HeldLockCount => _numHeld;
+
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed => Volatile.Read(ref _closed) != 0;
+
+    /// <summary>What this participant is waiting for, for diagnostics (PostgreSQL's wait_event_info). Atomic store.</summary>
+    public uint WaitEventInfo
+    {
+        get => Volatile.Read(ref Proc->WaitEventInfo);
+        set => Volatile.Write(ref Proc->WaitEventInfo, value);
+    }
+
+    // ------------------------------------------------------------------
+    // Held-lock list (used by LWLock)
+    // ------------------------------------------------------------------
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void CheckCanTake(LWLockMode mode)
+    {
+        if ((uint)mode > (uint)LWLockMode.Shared || _numHeld >= LWLock.MaxHeldLocks || _closed != 0
+            || Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
+            ThrowCannotTake(mode);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowCannotTake(LWLockMode mode)
+    {
+        if ((uint)mode > (uint)LWLockMode.Shared)
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, "an LWLock is acquired Exclusive or Shared");
+        if (_closed != 0)
+            throw new ObjectDisposedException(nameof(Participant), $"participant {ProcNumber} has left");
+        if (_numHeld >= LWLock.MaxHeldLocks)
+            throw new LWLockUsageException($"too many LWLocks taken: participant {ProcNumber} already holds {_numHeld}, the limit is {LWLock.MaxHeldLocks}");
+        throw new LWLockUsageException($"participant {ProcNumber} is already waiting for an LWLock; it cannot acquire another until that wait ends");
+    }
+
+    internal void CheckNotWaiting()
+    {
+        if (_closed != 0 || Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
+            ThrowCannotTake(LWLockMode.Exclusive);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PushHeld(LWLock* l, LWLockMode mode)
+    {
+        ref HeldLWLock e = ref _held[_numHeld];
+        e.Lock = l;
+        e.Mode = mode;
+        _numHeld++;
+    }
+
+    /// <summary>Removes the most recent entry for <paramref name="l"/> and returns its mode; throws when there is none.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal LWLockMode RemoveHeld(LWLock* l)
+    {
+        int last = _numHeld - 1;
+        // Locks are usually released in reverse order of acquisition: look at the top first.
+        if (last >= 0 && _held[last].Lock == l)
+        {
+            _numHeld = last;
+            return _held[last].Mode;
+        }
+        return RemoveHeldSlow(l);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private LWLockMode RemoveHeldSlow(LWLock* l)
+    {
+        for (int i = _numHeld - 1; i >= 0; i--)
+        {
+            if (_held[i].Lock != l)
+                continue;
+            LWLockMode mode = _held[i].Mode;
+            for (int j = i + 1; j < _numHeld; j++)
+                _held[j - 1] = _held[j];
+            _numHeld--;
+            return mode;
+        }
+        throw new LWLockNotHeldException(LWLockTranches.NameOf(Array.Segment, l->Tranche), ProcNumber);
+    }
+
+    internal bool HoldsInMode(LWLock* l, LWLockMode? mode)
+    {
+        for (int i = 0; i < _numHeld; i++)
+            if (_held[i].Lock == l && (mode is null || _held[i].Mode == mode))
+                return true;
+        return false;
+    }
+
+    internal void BeginWait(LWLock* l) => Volatile.Write(ref Proc->LwWaitLockOffset, Array.OffsetInMainSegment(l));
+
+    internal void EndWait() => Volatile.Write(ref Proc->LwWaitLockOffset, -1);
+
+    /// <summary>Re-posts semaphore wake-ups that a wait absorbed but that were meant for something else.</summary>
+    internal void RepostExtraWaits(int extraWaits)
+    {
+        while (extraWaits-- > 0)
+            Array.Semaphores.Unlock(ProcNumber);
+    }
+
+    /// <summary>Releases every LWLock this participant holds, newest first (LWLockReleaseAll, on abort).</summary>
+    public void ReleaseAllLWLocks()
+    {
+        while (_numHeld > 0)
+            _held[_numHeld - 1].Lock->Release(this);
+    }
+
+    // ------------------------------------------------------------------
+    // Leaving
+    // ------------------------------------------------------------------
+
+    /// <summary>Releases any LWLocks still held and gives the slot back (ProcKill). Idempotent.</summary>
+    public void Dispose()
+    {
+        if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting && _closed == 0)
+            throw new InvalidOperationException($"participant {ProcNumber} is waiting for an LWLock on its thread; it cannot leave from another thread");
+        Close(fromExit: false);
+    }
+
+    internal void Close(bool fromExit)
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+            return;
+        if (fromExit && Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
+        {
+            // Still queued on a lock (its thread is blocked): leave the slot; once this process is gone,
+            // ReclaimDeadSlots takes it off the queue and frees it.
+            Array.Forget(this);
+            return;
+        }
+        while (_numHeld > 0)
+        {
+            LWLock* l = _held[_numHeld - 1].Lock;
+            LWLockMode mode = _held[_numHeld - 1].Mode;
+            _numHeld--;
+            // Same as LWLock.Release, without the held-list lookup (the participant is closed).
+            l->ReleaseHeldByClosed(Array, mode);
+        }
+        Array.ReleaseSlot(ProcNumber);
+        Array.Forget(this);
+        if (t_current == this)
+            t_current = null;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotParticipant()
+        => throw new InvalidOperationException("this thread is not a PgIpc participant: call ProcArray.Join on it first");
+
+    public override string ToString() => $"participant {ProcNumber} ({Kind}, thread {ThreadId})";
+}

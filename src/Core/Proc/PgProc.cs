@@ -1,0 +1,155 @@
+/*-------------------------------------------------------------------------
+ * PgProc.cs
+ *   The per-participant slot in shared memory (PostgreSQL's PGPROC) and the
+ *   header of the slot array (PROC_HDR, ProcGlobal).
+ *
+ * NOTES
+ *   Every participant (a thread that uses locks, in any process of the
+ *   cluster) owns one slot of a fixed array carved from the main segment at
+ *   creation. Other participants find it by its number (procno), never by
+ *   address: each process maps the segment at its own address. LWLock wait
+ *   queues, condition-variable queues and ProcSignal all link slots by
+ *   procno.
+ *
+ *   The array is split into ranges by kind (backends, auxiliary processes,
+ *   background workers), each with its own free list, as InitProcGlobal
+ *   splits PGPROCs between freeProcs, walsenderFreeProcs, bgworkerFreeProcs
+ *   and the auxiliary processes. A slot's kind never changes.
+ *
+ *   The slot is 256 bytes: identity and wait state in the first cache line,
+ *   the latch and signal words in the second (set by other processes), the
+ *   sleep semaphore on a line of its own (posted by wakers), and a reserve
+ *   for the later layers.
+ *
+ *   Mirrors src/include/storage/proc.h and src/backend/storage/lmgr/proc.c.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.InteropServices;
+using PgIpc.Platform;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+
+namespace PgIpc.Proc;
+
+/// <summary>What a slot is for; each kind has its own range of slots and free list.</summary>
+public enum ProcKind
+{
+    /// <summary>An ordinary participant (PostgreSQL's backends).</summary>
+    Backend = 0,
+    /// <summary>An auxiliary process (checkpointer, background writer, ...).</summary>
+    Auxiliary = 1,
+    /// <summary>A background worker.</summary>
+    BackgroundWorker = 2,
+}
+
+/// <summary>Where a participant stands with respect to an LWLock wait queue (lwWaiting, as PG 16's LWLockWaitState).</summary>
+public enum LWLockWaitState
+{
+    /// <summary>Not queued on any LWLock.</summary>
+    NotWaiting = 0,
+    /// <summary>Queued on a lock's wait list.</summary>
+    Waiting = 1,
+    /// <summary>Removed from the list by a releaser that is about to post the semaphore.</summary>
+    PendingWakeup = 2,
+}
+
+/// <summary>
+/// A latch (set by anyone, waited on by its owner). Reserved here; the latch layer fills in the protocol.
+/// Layout: 16 bytes. IsSet, MaybeSleeping: atomic only. OwnerPid, OwnerProcNumber: written by the owner
+/// when it takes the slot, read by anyone.
+/// </summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 16)]
+public struct PgLatch
+{
+    public int IsSet;
+    public int MaybeSleeping;
+    public int OwnerPid;
+    public int OwnerProcNumber;
+}
+
+/// <summary>
+/// One participant slot. Layout (bytes) and protectors:
+/// <code>
+///   0  Pid               ProcGlobal.Lock for the 0 &lt;-&gt; pid transitions; read atomically by anyone (liveness scans)
+///   4  ProcNumber        immutable after initialisation
+///   8  Kind              immutable after initialisation
+///  12  FreeNext          ProcGlobal.Lock (next free slot of the same kind, -1 = end)
+///  16  Generation        ProcGlobal.Lock (bumped on every hand-out)
+///  20  OwnerThreadId     the owner (diagnostics)
+///  24  AcquiredAtUnixMs  ProcGlobal.Lock
+///  32  LwWaiting         the wait-list lock of the LWLock waited on (Waiting, PendingWakeup); the waker's final
+///                        store of NotWaiting is a release store paired with the owner's acquire load after it wakes
+///  36  LwWaitMode        the owner, before it queues (read under the wait-list lock)
+///  40  LwWaitNext        the wait-list lock of the LWLock waited on (procno, -1 = none)
+///  44  LwWaitPrev        the same
+///  48  LwWaitLockOffset  the owner: main-segment offset of the LWLock it is acquiring (-1 = none or outside the
+///                        main segment); read by dead-slot reclamation to repair that lock's queue
+///  56  CvWaitNext        the condition variable's spinlock (reserved for the condition-variable layer)
+///  60  CvWaitPrev        the same
+///  64  Latch             see PgLatch
+///  80  ProcSignalFlags   atomic only (reserved for ProcSignal)
+///  88  WaitEventInfo     written by the owner, read by anyone (atomic only)
+/// 128  Semaphore[64]     the backend's sleep semaphore (futex word, sem_t); only through IProcSemaphoreSet
+/// 192  reserve
+/// </code>
+/// </summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 256)]
+public unsafe struct PgProc
+{
+    public const int InvalidProcNumber = -1;
+
+    public int Pid;
+    public int ProcNumber;
+    public int Kind;
+    public int FreeNext;
+    public int Generation;
+    public int OwnerThreadId;
+    public long AcquiredAtUnixMs;
+    public int LwWaiting;
+    public int LwWaitMode;
+    public int LwWaitNext;
+    public int LwWaitPrev;
+    public long LwWaitLockOffset;
+    public int CvWaitNext;
+    public int CvWaitPrev;
+    public PgLatch Latch;
+    public long ProcSignalFlags;
+    public uint WaitEventInfo;
+    private fixed byte _reserve0[36];
+    public fixed byte Semaphore[ProcSemaphoreStorage.MaxSize];
+}
+
+/// <summary>
+/// Header of the slot array (PROC_HDR). Layout (bytes) and protectors:
+/// <code>
+///   0  Lock (64, padded spinlock)   protects the free lists and every slot's Pid/FreeNext/Generation
+///  64  MaxProcs                     immutable
+///  68  NumBackends, NumAuxiliary, NumBackgroundWorkers   immutable
+///  80  FreeHeads[3]                 Lock (first free slot per kind, -1 = none)
+///  92  SemaphoreStorageSize         immutable (what the backend said when the array was made)
+///  96  ProcsOffset                  immutable: segment offset of slot 0
+/// 104  SemaphoreName[32]            immutable: ASCII name of the semaphore set
+/// 136  SlotsHandedOut, SlotsReclaimed   Lock (statistics; only grow)
+/// 152  Magic                        immutable; written last by the initialiser
+/// </code>
+/// </summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 192)]
+public unsafe struct ProcGlobalHeader
+{
+    public const uint MagicValue = 0x50524F43; // "PROC"
+    public SpinLockPadded Lock;
+    public int MaxProcs;
+    public int NumBackends;
+    public int NumAuxiliary;
+    public int NumBackgroundWorkers;
+    public fixed int FreeHeads[3];
+    public int SemaphoreStorageSize;
+    public long ProcsOffset;
+    public fixed byte SemaphoreName[32];
+    public long SlotsHandedOut;
+    public long SlotsReclaimed;
+    public uint Magic;
+}

@@ -1,0 +1,505 @@
+/*-------------------------------------------------------------------------
+ * ProcArray.cs
+ *   The slot array of a cluster as this process sees it: creation and
+ *   attachment, handing slots to participants and taking them back, and
+ *   reclaiming the slots of processes that died.
+ *
+ * NOTES
+ *   InitProcGlobal builds the array once, in the segment's creator: every
+ *   slot gets its number, its kind and its sleep semaphore, and goes on its
+ *   kind's free list. Other processes find it through the ShmemIndex and open
+ *   the same semaphores (Attach). Join hands a free slot of the asked-for
+ *   kind to the calling thread (InitProcess); Participant.Dispose gives it
+ *   back (ProcKill). Both run under ProcGlobal's spinlock.
+ *
+ *   A process killed with SIGKILL cannot give its slots back. PostgreSQL
+ *   answers with a crash restart; PgIpc additionally reclaims such a slot
+ *   when its pid is found dead (on demand, and whenever a kind's free list
+ *   runs dry). A dead participant that was queued on an LWLock is first
+ *   taken off that queue and the lock's RELEASE_OK restored, so the waiters
+ *   behind it still get woken (LWLock.RepairAfterDeadWaiter). A participant
+ *   that died while *holding* a lock cannot be repaired this way: only the
+ *   supervisor's crash restart can, as in PostgreSQL.
+ *
+ *   Slots are given back on Dispose, on segment detach (on-detach callback)
+ *   and at process exit (a ProcessExit hook), so a process that simply ends
+ *   leaves nothing behind.
+ *
+ *   Mirrors src/backend/storage/lmgr/proc.c (InitProcGlobal, InitProcess,
+ *   ProcKill) and ipc/procarray.c's idea of a fixed slot array.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.CompilerServices;
+using System.Text;
+using PgIpc.Platform;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+
+namespace PgIpc.Proc;
+
+/// <summary>How many slots of each kind a cluster has (max_connections, auxiliary processes, max_worker_processes).</summary>
+public sealed record ProcArrayOptions(int MaxBackends = 64, int MaxAuxiliary = 8, int MaxBackgroundWorkers = 16)
+{
+    /// <summary>Total number of slots.</summary>
+    public int TotalProcs => checked(MaxBackends + MaxAuxiliary + MaxBackgroundWorkers);
+
+    internal void Validate()
+    {
+        if (MaxBackends < 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxBackends), MaxBackends, "a cluster needs at least one backend slot");
+        if (MaxAuxiliary < 0)
+            throw new ArgumentOutOfRangeException(nameof(MaxAuxiliary), MaxAuxiliary, "cannot be negative");
+        if (MaxBackgroundWorkers < 0)
+            throw new ArgumentOutOfRangeException(nameof(MaxBackgroundWorkers), MaxBackgroundWorkers, "cannot be negative");
+        if ((long)MaxBackends + MaxAuxiliary + MaxBackgroundWorkers > ProcArray.MaxProcsLimit)
+            throw new ArgumentOutOfRangeException(nameof(MaxBackends), $"at most {ProcArray.MaxProcsLimit} participant slots in all (asked for {(long)MaxBackends + MaxAuxiliary + MaxBackgroundWorkers})");
+    }
+}
+
+/// <summary>No slot of the asked-for kind is free ("sorry, too many clients already").</summary>
+public sealed class NoFreeProcSlotException : PgIpcException
+{
+    public ProcKind Kind { get; }
+    public NoFreeProcSlotException(ProcKind kind, int capacity)
+        : base($"no free {kind} participant slot: all {capacity} are in use by live participants")
+    {
+        Kind = kind;
+    }
+}
+
+/// <summary>One slot as seen by <see cref="ProcArray.GetProcs"/>.</summary>
+public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, uint WaitEventInfo);
+
+/// <summary>The cluster's participant slots, as mapped in this process.</summary>
+public sealed unsafe class ProcArray
+{
+    /// <summary>Name of the structure in the ShmemIndex.</summary>
+    public const string ShmemName = "PgIpc.ProcGlobal";
+
+    /// <summary>Most slots a cluster can have; the LWLock shared-holder count is checked against it.</summary>
+    public const int MaxProcsLimit = 1 << 17;
+
+    private static readonly ConditionalWeakTable<ShmemSegment, ProcArray> s_bySegment = new();
+    private static readonly Lock s_registryLock = new();
+    private static readonly List<ProcArray> s_live = [];
+    private static bool s_exitHookInstalled;
+
+    private readonly ShmemSegment _segment;
+    private readonly ProcGlobalHeader* _header;
+    private readonly PgProc* _procs;
+    private readonly byte* _base;
+    private readonly long _segmentSize;
+    private readonly IProcSemaphoreSet _semaphores;
+    private readonly IProcessServices _processes;
+    private readonly List<Participant> _participants = [];
+    private int _closed;
+
+    private ProcArray(ShmemSegment segment, ProcGlobalHeader* header, IProcSemaphoreSet semaphores)
+    {
+        _segment = segment;
+        _header = header;
+        _base = segment.Base;
+        _segmentSize = segment.TotalSize;
+        _procs = (PgProc*)(_base + header->ProcsOffset);
+        _semaphores = semaphores;
+        _processes = segment.Platform.Processes;
+        MaxProcs = header->MaxProcs;
+    }
+
+    /// <summary>Bytes <see cref="Init"/> takes from the segment for <paramref name="options"/>.</summary>
+    public static long ShmemSize(ProcArrayOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        return Shmem.ShmemSize.Add(Shmem.ShmemSize.CacheLineAlign(sizeof(ProcGlobalHeader)), Shmem.ShmemSize.Mul(options.TotalProcs, sizeof(PgProc)));
+    }
+
+    /// <summary>
+    /// Finds the slot array in <paramref name="segment"/>, or creates it (with its semaphores) when this is the
+    /// first process to ask (found = false). Returns this process's one view of it.
+    /// </summary>
+    public static ProcArray Init(ShmemSegment segment, ProcArrayOptions options, out bool found)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        long size = ShmemSize(options);
+        lock (s_registryLock)
+        {
+            if (s_bySegment.TryGetValue(segment, out ProcArray? existing) && existing._closed == 0)
+            {
+                found = true;
+                return existing;
+            }
+        }
+        IProcSemaphoreProvider provider = segment.Platform.Semaphores;
+        if (provider.StorageSize > ProcSemaphoreStorage.MaxSize)
+            throw new PgIpcException($"backend {segment.Platform.Name} needs {provider.StorageSize} bytes per semaphore; PGPROC reserves {ProcSemaphoreStorage.MaxSize}");
+        IProcSemaphoreSet? created = null;
+        ShmemRegion region = segment.InitStruct(ShmemName, size, r => created = Initialize(segment, r, options, provider), out found);
+        var header = (ProcGlobalHeader*)region.Pointer;
+        IProcSemaphoreSet sems;
+        try
+        {
+            sems = created ?? OpenSemaphores(segment, header, provider);
+        }
+        catch
+        {
+            created?.Destroy();
+            throw;
+        }
+        return Register(new ProcArray(segment, header, sems));
+    }
+
+    /// <summary>Opens the slot array another process created in <paramref name="segment"/>.</summary>
+    public static ProcArray Attach(ShmemSegment segment)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        lock (s_registryLock)
+        {
+            if (s_bySegment.TryGetValue(segment, out ProcArray? existing) && existing._closed == 0)
+                return existing;
+        }
+        if (!segment.TryFindStruct(ShmemName, out ShmemRegion region))
+            throw new PgIpcException($"shared memory segment {segment.Handle.Id} has no participant slot array ({ShmemName}); the cluster was created without one");
+        var header = (ProcGlobalHeader*)region.Pointer;
+        IProcSemaphoreSet sems = OpenSemaphores(segment, header, segment.Platform.Semaphores);
+        return Register(new ProcArray(segment, header, sems));
+    }
+
+    private static IProcSemaphoreSet Initialize(ShmemSegment segment, ShmemRegion region, ProcArrayOptions options, IProcSemaphoreProvider provider)
+    {
+        var h = (ProcGlobalHeader*)region.Pointer;
+        long procsOffset = region.Offset + Shmem.ShmemSize.CacheLineAlign(sizeof(ProcGlobalHeader));
+        var procs = (PgProc*)(segment.Base + procsOffset);
+        SLock.Init(ref h->Lock.Value);
+        h->MaxProcs = options.TotalProcs;
+        h->NumBackends = options.MaxBackends;
+        h->NumAuxiliary = options.MaxAuxiliary;
+        h->NumBackgroundWorkers = options.MaxBackgroundWorkers;
+        h->SemaphoreStorageSize = provider.StorageSize;
+        h->ProcsOffset = procsOffset;
+        string semName = "l" + segment.Handle.Cookie.ToString("x16");
+        Encoding.ASCII.GetBytes(semName, new Span<byte>(h->SemaphoreName, 32));
+
+        // Slots of each kind in one range; each range's free list in slot order.
+        int start = 0;
+        for (int kind = 0; kind < 3; kind++)
+        {
+            int count = kind switch { 0 => options.MaxBackends, 1 => options.MaxAuxiliary, _ => options.MaxBackgroundWorkers };
+            h->FreeHeads[kind] = count > 0 ? start : PgProc.InvalidProcNumber;
+            for (int i = 0; i < count; i++)
+            {
+                PgProc* p = procs + start + i;
+                p->ProcNumber = start + i;
+                p->Kind = kind;
+                p->FreeNext = i + 1 < count ? start + i + 1 : PgProc.InvalidProcNumber;
+                ResetWaitState(p);
+            }
+            start += count;
+        }
+        IProcSemaphoreSet sems = provider.Create(semName, (nint)procs + PgProcSemaphoreOffset, sizeof(PgProc), options.TotalProcs);
+        // Written last; ShmemInitStruct's ready state publishes everything to other processes.
+        h->Magic = ProcGlobalHeader.MagicValue;
+        return sems;
+    }
+
+    private static readonly int PgProcSemaphoreOffset = (int)System.Runtime.InteropServices.Marshal.OffsetOf<PgProc>(nameof(PgProc.Semaphore));
+
+    private static IProcSemaphoreSet OpenSemaphores(ShmemSegment segment, ProcGlobalHeader* h, IProcSemaphoreProvider provider)
+    {
+        if (h->Magic != ProcGlobalHeader.MagicValue)
+            throw new PgIpcException($"{ShmemName} in segment {segment.Handle.Id} is not initialised (magic 0x{h->Magic:x8})");
+        if (h->SemaphoreStorageSize != provider.StorageSize)
+            throw new PgIpcException($"{ShmemName} was made by a backend with {h->SemaphoreStorageSize}-byte semaphores; backend {segment.Platform.Name} uses {provider.StorageSize}");
+        var nameBytes = new ReadOnlySpan<byte>(h->SemaphoreName, 32);
+        int n = nameBytes.IndexOf((byte)0);
+        string name = Encoding.ASCII.GetString(n < 0 ? nameBytes : nameBytes[..n]);
+        return provider.Attach(name, (nint)(segment.Base + h->ProcsOffset) + PgProcSemaphoreOffset, sizeof(PgProc), h->MaxProcs);
+    }
+
+    private static ProcArray Register(ProcArray array)
+    {
+        lock (s_registryLock)
+        {
+            if (s_bySegment.TryGetValue(array._segment, out ProcArray? raced) && raced._closed == 0)
+            {
+                array._semaphores.Dispose();
+                return raced;
+            }
+            s_bySegment.AddOrUpdate(array._segment, array);
+            s_live.Add(array);
+            if (!s_exitHookInstalled)
+            {
+                // Slots of a process that just ends are given back (ProcKill via on_shmem_exit).
+                AppDomain.CurrentDomain.ProcessExit += (_, _) => ReleaseAllAtExit();
+                s_exitHookInstalled = true;
+            }
+        }
+        array._segment.RegisterOnDetach(array.OnSegmentDetach);
+        return array;
+    }
+
+    private static void ReleaseAllAtExit()
+    {
+        ProcArray[] all;
+        lock (s_registryLock)
+            all = [.. s_live];
+        foreach (ProcArray a in all)
+            a.ReleaseParticipants();
+    }
+
+    // ------------------------------------------------------------------
+    // Properties
+    // ------------------------------------------------------------------
+
+    /// <summary>The segment the array lives in.</summary>
+    public ShmemSegment Segment => _segment;
+
+    /// <summary>Number of slots of every kind.</summary>
+    public int MaxProcs { get; }
+
+    /// <summary>Slots of <paramref name="kind"/>.</summary>
+    public int Capacity(ProcKind kind) => kind switch
+    {
+        ProcKind.Backend => _header->NumBackends,
+        ProcKind.Auxiliary => _header->NumAuxiliary,
+        ProcKind.BackgroundWorker => _header->NumBackgroundWorkers,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown participant kind"),
+    };
+
+    internal PgProc* Procs => _procs;
+
+    internal IProcSemaphoreSet Semaphores => _semaphores;
+
+    /// <summary>Slots handed out since creation, and slots reclaimed from dead processes (both only grow).</summary>
+    public (long HandedOut, long Reclaimed) Statistics
+    {
+        get
+        {
+            SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+            var r = (_header->SlotsHandedOut, _header->SlotsReclaimed);
+            SLock.Release(ref _header->Lock.Value);
+            return r;
+        }
+    }
+
+    /// <summary>Main-segment offset of an LWLock (for dead-waiter repair), or -2 when it lives elsewhere.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal long OffsetInMainSegment(void* p)
+    {
+        long off = (byte*)p - _base;
+        return off > 0 && off < _segmentSize ? off : -2;
+    }
+
+    // ------------------------------------------------------------------
+    // Slots
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Makes the calling thread a participant with a slot of <paramref name="kind"/> (InitProcess). Dispose the
+    /// result on the same thread to give the slot back. Throws <see cref="NoFreeProcSlotException"/> when every
+    /// slot of that kind belongs to a live participant.
+    /// </summary>
+    public Participant Join(ProcKind kind = ProcKind.Backend)
+    {
+        ThrowIfClosed();
+        if ((uint)kind > (uint)ProcKind.BackgroundWorker)
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown participant kind");
+        Participant? current = Participant.CurrentOrNull;
+        if (current is not null)
+            throw new InvalidOperationException($"this thread is already participant {current.ProcNumber}; dispose it before joining again");
+        int procno = AcquireSlot(kind);
+        Participant p;
+        try
+        {
+            p = new Participant(this, procno, kind);
+        }
+        catch
+        {
+            ReleaseSlot(procno);
+            throw;
+        }
+        lock (_participants)
+            _participants.Add(p);
+        return p;
+    }
+
+    private int AcquireSlot(ProcKind kind)
+    {
+        int pid = _processes.CurrentProcessId;
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        for (int attempt = 0; ; attempt++)
+        {
+            int procno = PgProc.InvalidProcNumber;
+            SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+            int head = _header->FreeHeads[(int)kind];
+            if (head != PgProc.InvalidProcNumber)
+            {
+                PgProc* p = _procs + head;
+                _header->FreeHeads[(int)kind] = p->FreeNext;
+                p->FreeNext = PgProc.InvalidProcNumber;
+                p->Generation++;
+                p->AcquiredAtUnixMs = now;
+                // Release store; pairs with the acquire loads of liveness scans (GetProcs, ReclaimDeadSlots).
+                Volatile.Write(ref p->Pid, pid);
+                _header->SlotsHandedOut++;
+                procno = head;
+            }
+            SLock.Release(ref _header->Lock.Value);
+            if (procno != PgProc.InvalidProcNumber)
+            {
+                PgProc* p = _procs + procno;
+                ResetWaitState(p);
+                p->OwnerThreadId = Environment.CurrentManagedThreadId;
+                p->Latch.OwnerPid = pid;
+                p->Latch.OwnerProcNumber = procno;
+                // A post left over from the previous owner must not wake the new one.
+                _semaphores.Reset(procno);
+                return procno;
+            }
+            if (attempt > 0 || ReclaimDeadSlots() == 0)
+                throw new NoFreeProcSlotException(kind, Capacity(kind));
+        }
+    }
+
+    private static void ResetWaitState(PgProc* p)
+    {
+        p->LwWaiting = (int)LWLockWaitState.NotWaiting;
+        p->LwWaitMode = 0;
+        p->LwWaitNext = PgProc.InvalidProcNumber;
+        p->LwWaitPrev = PgProc.InvalidProcNumber;
+        p->LwWaitLockOffset = -1;
+        p->CvWaitNext = PgProc.InvalidProcNumber;
+        p->CvWaitPrev = PgProc.InvalidProcNumber;
+        p->Latch.IsSet = 0;
+        p->Latch.MaybeSleeping = 0;
+        p->Latch.OwnerPid = 0;
+        p->Latch.OwnerProcNumber = PgProc.InvalidProcNumber;
+        p->ProcSignalFlags = 0;
+        p->WaitEventInfo = 0;
+        p->OwnerThreadId = 0;
+    }
+
+    /// <summary>Gives a slot back to its kind's free list (ProcKill).</summary>
+    internal void ReleaseSlot(int procno)
+    {
+        PgProc* p = _procs + procno;
+        ResetWaitState(p);
+        SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+        Volatile.Write(ref p->Pid, 0);
+        p->FreeNext = _header->FreeHeads[p->Kind];
+        _header->FreeHeads[p->Kind] = procno;
+        SLock.Release(ref _header->Lock.Value);
+    }
+
+    internal void Forget(Participant p)
+    {
+        lock (_participants)
+            _participants.Remove(p);
+    }
+
+    /// <summary>
+    /// Gives back every slot whose process is dead (killed, crashed) and repairs the LWLock queue a dead
+    /// participant was waiting in. Returns the number of slots reclaimed. Slots of dead participants that were
+    /// waiting on a lock outside the main segment, or that a waker is just posting, are left for a later call.
+    /// </summary>
+    public int ReclaimDeadSlots()
+    {
+        ThrowIfClosed();
+        int me = _processes.CurrentProcessId;
+        int reclaimed = 0;
+        for (int i = 0; i < MaxProcs; i++)
+        {
+            PgProc* p = _procs + i;
+            // Acquire load; pairs with the release store in AcquireSlot.
+            int pid = Volatile.Read(ref p->Pid);
+            if (pid == 0 || pid == me || _processes.IsAlive(pid))
+                continue;
+            long lockOffset = Volatile.Read(ref p->LwWaitLockOffset);
+            if (lockOffset >= 0)
+            {
+                if (!LWLock.RepairAfterDeadWaiter((LWLock*)(_base + lockOffset), this, i))
+                    continue;
+            }
+            else if (lockOffset == -2 || Volatile.Read(ref p->LwWaiting) != (int)LWLockWaitState.NotWaiting)
+            {
+                continue; // queued on a lock we cannot find from here: leave it to a crash restart
+            }
+            SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+            if (p->Pid == pid)
+            {
+                ResetWaitState(p);
+                Volatile.Write(ref p->Pid, 0);
+                p->FreeNext = _header->FreeHeads[p->Kind];
+                _header->FreeHeads[p->Kind] = i;
+                _header->SlotsReclaimed++;
+                reclaimed++;
+            }
+            SLock.Release(ref _header->Lock.Value);
+        }
+        return reclaimed;
+    }
+
+    /// <summary>Every slot in use, with its owner pid and wait state (like pg_stat_activity's basics).</summary>
+    public IReadOnlyList<PgProcInfo> GetProcs()
+    {
+        ThrowIfClosed();
+        List<PgProcInfo> list = [];
+        for (int i = 0; i < MaxProcs; i++)
+        {
+            PgProc* p = _procs + i;
+            int pid = Volatile.Read(ref p->Pid);
+            if (pid == 0)
+                continue;
+            list.Add(new PgProcInfo(i, (ProcKind)p->Kind, pid, Volatile.Read(ref p->Generation),
+                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), Volatile.Read(ref p->WaitEventInfo)));
+        }
+        return list;
+    }
+
+    /// <summary>Free slots of <paramref name="kind"/> right now.</summary>
+    public int FreeCount(ProcKind kind)
+    {
+        ThrowIfClosed();
+        int n = 0;
+        SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+        for (int cur = _header->FreeHeads[(int)kind]; cur != PgProc.InvalidProcNumber && n <= MaxProcs; cur = _procs[cur].FreeNext)
+            n++;
+        SLock.Release(ref _header->Lock.Value);
+        return n;
+    }
+
+    // ------------------------------------------------------------------
+    // Detach
+    // ------------------------------------------------------------------
+
+    private void ReleaseParticipants()
+    {
+        Participant[] all;
+        lock (_participants)
+            all = [.. _participants];
+        foreach (Participant p in all)
+            p.Close(fromExit: true);
+    }
+
+    private void OnSegmentDetach(bool destroying)
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+            return;
+        ReleaseParticipants();
+        lock (s_registryLock)
+        {
+            s_live.Remove(this);
+            s_bySegment.Remove(_segment);
+        }
+        if (destroying)
+            _semaphores.Destroy();
+        else
+            _semaphores.Dispose();
+    }
+
+    private void ThrowIfClosed()
+    {
+        if (Volatile.Read(ref _closed) != 0)
+            throw new ObjectDisposedException(nameof(ProcArray), $"the participant slots of segment {_segment.Handle.Id} are no longer attached in this process");
+    }
+}

@@ -1,0 +1,723 @@
+/*-------------------------------------------------------------------------
+ * LWLock.cs
+ *   Lightweight locks: shared/exclusive locks in shared memory whose
+ *   waiters sleep on their slot's semaphore (PostgreSQL's LWLock).
+ *
+ * NOTES
+ *   The whole lock is one 32-bit state word plus a wait queue:
+ *
+ *     bits  0-17  shared holders (count)           ValShared = 1
+ *     bit   18    held exclusive                   ValExclusive
+ *     bit   28    wait-list lock (a tiny spinlock guarding WaitHead/WaitTail
+ *                 and the queued slots' links)     FlagLocked
+ *     bit   29    a releaser may wake waiters      FlagReleaseOk
+ *     bit   30    the wait list is not empty       FlagHasWaiters
+ *
+ *   Acquisition is a compare-and-swap on the state word when the lock is
+ *   compatible. When it is not, the participant queues itself (by procno)
+ *   on the wait list, then tries the CAS once more: a release that happened
+ *   between the first attempt and the queueing would otherwise never wake
+ *   it. Only if that second attempt fails does it sleep on its semaphore.
+ *   Because a semaphore remembers posts, the "queue, re-check, sleep" order
+ *   cannot lose a wake-up. A woken participant does not own the lock: it
+ *   competes again (no hand-off), which keeps the uncontended path short and
+ *   avoids convoys, as lwlock.c argues.
+ *
+ *   Release subtracts its share of the state word. If that leaves the lock
+ *   free, with waiters and RELEASE_OK set, it wakes: the first waiter if it
+ *   wants exclusive, else a run of shared waiters (and every wait-until-free
+ *   waiter met on the way). It clears RELEASE_OK until a woken waiter runs
+ *   again, so a burst of releases does not wake everybody in the queue.
+ *
+ *   The semaphore may be posted for reasons other than this lock (a
+ *   condition variable, a stray post from an earlier wait): a waiter keeps
+ *   sleeping until its LwWaiting says NotWaiting, counts the extra posts and
+ *   re-posts them before it returns ("absorb extra wake-ups").
+ *
+ *   Ordering pairs:
+ *     - acquire CAS (full barrier)  <->  release Interlocked.Add (full barrier):
+ *       the critical section's writes are visible to the next holder;
+ *     - wait-list lock Interlocked.Or  <->  unlock Interlocked.And / the final
+ *       CAS in Wakeup: list links and LwWaiting = PendingWakeup are published
+ *       by the unlock;
+ *     - waker's Volatile.Write(LwWaiting = NotWaiting) (release) <-> the
+ *       sleeper's Volatile.Read(LwWaiting) after its semaphore returns (acquire);
+ *     - UpdateVar's Interlocked.Exchange on the variable <-> WaitForVar's
+ *       Volatile.Read of it, both ordered against the wait-list lock.
+ *
+ *   An LWLock must live in shared (or native) memory: the held-lock list
+ *   records its address. Locks are never held across an await.
+ *
+ *   Mirrors src/backend/storage/lmgr/lwlock.c and include/storage/lwlock.h.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PgIpc.Platform;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+
+namespace PgIpc.Sync;
+
+/// <summary>How a lock is taken (LW_EXCLUSIVE, LW_SHARED; LW_WAIT_UNTIL_FREE is internal to AcquireOrWait / WaitForVar).</summary>
+public enum LWLockMode
+{
+    Exclusive = 0,
+    Shared = 1,
+    /// <summary>Queued to be woken when the lock is free, without taking it.</summary>
+    WaitUntilFree = 2,
+}
+
+/// <summary>Releasing an LWLock the participant does not hold.</summary>
+public sealed class LWLockNotHeldException : PgIpcException
+{
+    public LWLockNotHeldException(string tranche, int procNumber)
+        : base($"lock {tranche} is not held by participant {procNumber}") { }
+}
+
+/// <summary>Misuse of an LWLock (too many held, acquiring while waiting, bad mode).</summary>
+public sealed class LWLockUsageException : PgIpcException
+{
+    public LWLockUsageException(string message) : base(message) { }
+}
+
+/// <summary>
+/// A lightweight lock in shared memory. Layout: 16 bytes.
+/// <code>
+///  0  Tranche   immutable after Initialize
+///  4  State     atomic only (see the bit map in this file's banner)
+///  8  WaitHead  the wait-list lock (FlagLocked in State): first queued procno, -1 = none
+/// 12  WaitTail  the wait-list lock: last queued procno
+/// </code>
+/// Hot locks are padded to a cache line by <see cref="LWLockPadded"/>.
+/// </summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 16)]
+public unsafe struct LWLock
+{
+    /// <summary>Most LWLocks one participant may hold at once (MAX_SIMUL_LWLOCKS).</summary>
+    public const int MaxHeldLocks = 200;
+
+    public ushort Tranche;
+    private ushort _pad;
+    public uint State;
+    public int WaitHead;
+    public int WaitTail;
+
+    /// <summary>The state word's bit budget.</summary>
+    internal static class Bits
+    {
+        /// <summary>Bits of the shared-holder count; also bounds the number of participants (MAX_BACKENDS).</summary>
+        public const int SharedCountBits = 18;
+        public const uint ValShared = 1;
+        public const uint MaxSharedHolders = (1u << SharedCountBits) - 1;
+        public const uint ValExclusive = 1u << SharedCountBits;
+        public const uint SharedMask = ValExclusive - 1;
+        public const uint LockMask = ValExclusive | SharedMask;
+        public const uint FlagLocked = 1u << 28;
+        public const uint FlagReleaseOk = 1u << 29;
+        public const uint FlagHasWaiters = 1u << 30;
+
+        // Compile-time checks (a constant that underflows does not compile): the holder bits stay below the flags.
+        private const uint HolderBitsBelowFlags = FlagLocked - (LockMask + 1);
+        private const uint ParticipantsFitSharedCount = MaxSharedHolders - (uint)ProcArray.MaxProcsLimit;
+    }
+
+    /// <summary>Makes the lock free with an empty queue. Call once, before anyone can see it.</summary>
+    public void Initialize(int trancheId)
+    {
+        if ((uint)trancheId > ushort.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(trancheId), trancheId, "LWLock tranche id must be 0..65535");
+        Tranche = (ushort)trancheId;
+        WaitHead = PgProc.InvalidProcNumber;
+        WaitTail = PgProc.InvalidProcNumber;
+        // Release store; publication to other processes is the initialiser's (ShmemInitStruct's ready state).
+        Volatile.Write(ref State, Bits.FlagReleaseOk);
+    }
+
+    // ------------------------------------------------------------------
+    // Acquire
+    // ------------------------------------------------------------------
+
+    /// <summary>Takes the lock in <paramref name="mode"/>, sleeping until it can (LWLockAcquire). Returns true if it had to wait.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Acquire(LWLockMode mode) => Acquire(Participant.Current, mode);
+
+    /// <summary>As <see cref="Acquire(LWLockMode)"/> for an explicit participant (which must not be in use by another thread).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Acquire(Participant me, LWLockMode mode)
+    {
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        me.CheckCanTake(mode);
+        if (!AttemptLock(l, mode))
+        {
+            me.PushHeld(l, mode);
+            return false;
+        }
+        AcquireSlow(l, me, mode);
+        return true;
+    }
+
+    /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool ConditionalAcquire(LWLockMode mode) => ConditionalAcquire(Participant.Current, mode);
+
+    /// <inheritdoc cref="ConditionalAcquire(LWLockMode)"/>
+    public bool ConditionalAcquire(Participant me, LWLockMode mode)
+    {
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        me.CheckCanTake(mode);
+        if (AttemptLock(l, mode))
+            return false;
+        me.PushHeld(l, mode);
+        return true;
+    }
+
+    /// <summary>
+    /// Takes the lock if it is free; otherwise waits until it is free and returns false without taking it
+    /// (LWLockAcquireOrWait: for work that one participant does on behalf of all, like a WAL flush).
+    /// </summary>
+    public bool AcquireOrWait(LWLockMode mode) => AcquireOrWait(Participant.Current, mode);
+
+    /// <inheritdoc cref="AcquireOrWait(LWLockMode)"/>
+    public bool AcquireOrWait(Participant me, LWLockMode mode)
+    {
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        me.CheckCanTake(mode);
+        int extraWaits = 0;
+        bool mustWait = AttemptLock(l, mode);
+        if (mustWait)
+        {
+            me.BeginWait(l);
+            try
+            {
+                QueueSelf(l, me, LWLockMode.WaitUntilFree);
+                mustWait = AttemptLock(l, mode);
+                if (mustWait)
+                    SleepUntilWoken(me, ref extraWaits);
+                else
+                    DequeueSelf(l, me, ref extraWaits);
+            }
+            finally
+            {
+                me.EndWait();
+            }
+        }
+        if (!mustWait)
+            me.PushHeld(l, mode);
+        me.RepostExtraWaits(extraWaits);
+        return !mustWait;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void AcquireSlow(LWLock* l, Participant me, LWLockMode mode)
+    {
+        int extraWaits = 0;
+        me.BeginWait(l);
+        try
+        {
+            while (true)
+            {
+                if (!AttemptLock(l, mode))
+                    break;
+                QueueSelf(l, me, mode);
+                // A release between the attempt above and the queueing would not have seen us: try again.
+                if (!AttemptLock(l, mode))
+                {
+                    DequeueSelf(l, me, ref extraWaits);
+                    break;
+                }
+                SleepUntilWoken(me, ref extraWaits);
+                // We are running again: let releasers wake waiters again (the waker cleared the flag for us).
+                Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
+            }
+        }
+        finally
+        {
+            // Also on a stuck wait-list lock (the only error possible here): the slot is not left marked as acquiring.
+            me.EndWait();
+        }
+        me.PushHeld(l, mode);
+        me.RepostExtraWaits(extraWaits);
+    }
+
+    /// <summary>
+    /// One try at the state word (LWLockAttemptLock). Returns true when the caller must wait, false when it now
+    /// holds the lock. The CAS is a full barrier: pairs with the release in <see cref="Release(Participant)"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool AttemptLock(LWLock* l, LWLockMode mode)
+    {
+        uint old = Volatile.Read(ref l->State);
+        while (true)
+        {
+            uint desired;
+            if (mode == LWLockMode.Exclusive)
+            {
+                if ((old & Bits.LockMask) != 0)
+                    return true;
+                desired = old + Bits.ValExclusive;
+            }
+            else
+            {
+                if ((old & Bits.ValExclusive) != 0)
+                    return true;
+                desired = old + Bits.ValShared;
+            }
+            uint seen = Interlocked.CompareExchange(ref l->State, desired, old);
+            if (seen == old)
+                return false;
+            old = seen;
+        }
+    }
+
+    /// <summary>Sleeps on the semaphore until a waker has set LwWaiting to NotWaiting, counting posts meant for others.</summary>
+    private static void SleepUntilWoken(Participant me, ref int extraWaits)
+    {
+        PgProc* proc = me.Proc;
+        IProcSemaphoreSet sems = me.Array.Semaphores;
+        while (true)
+        {
+            sems.Lock(me.ProcNumber);
+            // Acquire load; pairs with the waker's release store of NotWaiting (after it unlinked us).
+            if (Volatile.Read(ref proc->LwWaiting) == (int)LWLockWaitState.NotWaiting)
+                break;
+            extraWaits++;
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Release
+    // ------------------------------------------------------------------
+
+    /// <summary>Releases the lock (LWLockRelease); throws <see cref="LWLockNotHeldException"/> if it is not held.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Release() => Release(Participant.Current);
+
+    /// <inheritdoc cref="Release()"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Release(Participant me)
+    {
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        LWLockMode mode = me.RemoveHeld(l);
+        // Full barrier; pairs with the acquiring CAS in AttemptLock.
+        uint now = Interlocked.Add(ref l->State, mode == LWLockMode.Exclusive ? unchecked(0u - Bits.ValExclusive) : unchecked(0u - Bits.ValShared));
+        const uint wake = Bits.FlagHasWaiters | Bits.FlagReleaseOk;
+        if ((now & (wake | Bits.LockMask)) == wake)
+            Wakeup(l, me.Array);
+    }
+
+    /// <summary>The state-word half of Release, for a participant that is closing (its held list is already emptied).</summary>
+    internal void ReleaseHeldByClosed(ProcArray array, LWLockMode mode)
+    {
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        uint now = Interlocked.Add(ref l->State, mode == LWLockMode.Exclusive ? unchecked(0u - Bits.ValExclusive) : unchecked(0u - Bits.ValShared));
+        const uint wake = Bits.FlagHasWaiters | Bits.FlagReleaseOk;
+        if ((now & (wake | Bits.LockMask)) == wake)
+            Wakeup(l, array);
+    }
+
+    /// <summary>
+    /// Acquires the lock and returns a guard whose Dispose releases it: <c>using (l.Hold(LWLockMode.Shared)) { ... }</c>.
+    /// An exception inside the block releases the lock on the way out.
+    /// </summary>
+    public Guard Hold(LWLockMode mode)
+    {
+        Participant me = Participant.Current;
+        Acquire(me, mode);
+        return new Guard((LWLock*)Unsafe.AsPointer(ref this), me);
+    }
+
+    /// <summary>Releases its lock on Dispose (process-local, on the stack).</summary>
+    public readonly ref struct Guard
+    {
+        private readonly LWLock* _lock;
+        private readonly Participant _me;
+
+        internal Guard(LWLock* l, Participant me)
+        {
+            _lock = l;
+            _me = me;
+        }
+
+        public void Dispose() => _lock->Release(_me);
+    }
+
+    /// <summary>Sets <paramref name="variable"/> to <paramref name="value"/> and releases (LWLockReleaseClearVar).</summary>
+    public void ReleaseClearVar(ref ulong variable, ulong value)
+    {
+        // Full barrier; pairs with WaitForVar's read of the variable.
+        Interlocked.Exchange(ref variable, value);
+        Release();
+    }
+
+    /// <summary>Wakes the waiters a release entitles to run (LWLockWakeup).</summary>
+    private static void Wakeup(LWLock* l, ProcArray array)
+    {
+        PgProc* procs = array.Procs;
+        bool newReleaseOk = true;
+        bool wokeSomebody = false;
+        int wakeHead = PgProc.InvalidProcNumber, wakeTail = PgProc.InvalidProcNumber;
+
+        WaitListLock(l);
+        int cur = l->WaitHead;
+        while (cur != PgProc.InvalidProcNumber)
+        {
+            PgProc* w = procs + cur;
+            int next = w->LwWaitNext;
+            int waitMode = w->LwWaitMode;
+            if (wokeSomebody && waitMode == (int)LWLockMode.Exclusive)
+            {
+                cur = next;
+                continue;
+            }
+            ListDelete(l, procs, cur);
+            AppendLocal(procs, cur, ref wakeHead, ref wakeTail);
+            if (waitMode != (int)LWLockMode.WaitUntilFree)
+            {
+                // The woken one will set RELEASE_OK again when it runs; until then releases wake nobody more.
+                newReleaseOk = false;
+                wokeSomebody = true;
+            }
+            w->LwWaiting = (int)LWLockWaitState.PendingWakeup;
+            if (waitMode == (int)LWLockMode.Exclusive)
+                break;
+            cur = next;
+        }
+
+        // Update the flags and drop the wait-list lock in one CAS (release: publishes the list changes).
+        uint old = Volatile.Read(ref l->State);
+        while (true)
+        {
+            uint desired = newReleaseOk ? old | Bits.FlagReleaseOk : old & ~Bits.FlagReleaseOk;
+            if (l->WaitHead == PgProc.InvalidProcNumber)
+                desired &= ~Bits.FlagHasWaiters;
+            desired &= ~Bits.FlagLocked;
+            uint seen = Interlocked.CompareExchange(ref l->State, desired, old);
+            if (seen == old)
+                break;
+            old = seen;
+        }
+
+        WakeList(array, wakeHead);
+    }
+
+    /// <summary>Posts every slot on a private wake list (linked through LwWaitNext), after the wait-list lock is gone.</summary>
+    private static void WakeList(ProcArray array, int head)
+    {
+        PgProc* procs = array.Procs;
+        IProcSemaphoreSet sems = array.Semaphores;
+        int cur = head;
+        while (cur != PgProc.InvalidProcNumber)
+        {
+            PgProc* w = procs + cur;
+            int next = w->LwWaitNext;
+            w->LwWaitNext = PgProc.InvalidProcNumber;
+            w->LwWaitPrev = PgProc.InvalidProcNumber;
+            // Release store: the waiter may reuse its links as soon as it sees this. Pairs with SleepUntilWoken.
+            Volatile.Write(ref w->LwWaiting, (int)LWLockWaitState.NotWaiting);
+            sems.Unlock(cur);
+            cur = next;
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Variables (WaitForVar / UpdateVar)
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Waits until the lock is free or <paramref name="variable"/> differs from <paramref name="oldValue"/>
+    /// (LWLockWaitForVar). Returns true when the lock is free (nothing to wait for); false when the variable
+    /// changed, with its value in <paramref name="newValue"/>. Does not take the lock.
+    /// </summary>
+    public bool WaitForVar(ref ulong variable, ulong oldValue, out ulong newValue)
+        => WaitForVar(Participant.Current, ref variable, oldValue, out newValue);
+
+    /// <inheritdoc cref="WaitForVar(ref ulong, ulong, out ulong)"/>
+    public bool WaitForVar(Participant me, ref ulong variable, ulong oldValue, out ulong newValue)
+    {
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        me.CheckNotWaiting();
+        newValue = 0;
+        bool result = true;
+        int extraWaits = 0;
+        bool began = false;
+        try
+        {
+            while (true)
+            {
+                if (!ConflictsWithVar(l, ref variable, oldValue, ref newValue, out result))
+                    break;
+                if (!began)
+                {
+                    me.BeginWait(l);
+                    began = true;
+                }
+                QueueSelf(l, me, LWLockMode.WaitUntilFree);
+                // Be woken as soon as the lock is released.
+                Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
+                if (!ConflictsWithVar(l, ref variable, oldValue, ref newValue, out result))
+                {
+                    DequeueSelf(l, me, ref extraWaits);
+                    break;
+                }
+                SleepUntilWoken(me, ref extraWaits);
+            }
+        }
+        finally
+        {
+            if (began)
+                me.EndWait();
+        }
+        me.RepostExtraWaits(extraWaits);
+        return result;
+    }
+
+    private static bool ConflictsWithVar(LWLock* l, ref ulong variable, ulong oldValue, ref ulong newValue, out bool result)
+    {
+        // Acquire load of the state; pairs with the release's Interlocked.Add.
+        if ((Volatile.Read(ref l->State) & Bits.ValExclusive) == 0)
+        {
+            result = true;
+            return false;
+        }
+        result = false;
+        // Acquire load; pairs with UpdateVar's / ReleaseClearVar's Interlocked.Exchange.
+        ulong value = Volatile.Read(ref variable);
+        if (value != oldValue)
+        {
+            newValue = value;
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Sets <paramref name="variable"/> and wakes every WaitForVar waiter (LWLockUpdateVar). The caller holds the
+    /// lock exclusive.
+    /// </summary>
+    public void UpdateVar(ref ulong variable, ulong value) => UpdateVar(Participant.Current, ref variable, value);
+
+    /// <inheritdoc cref="UpdateVar(ref ulong, ulong)"/>
+    public void UpdateVar(Participant me, ref ulong variable, ulong value)
+    {
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        if (!me.HoldsInMode(l, LWLockMode.Exclusive))
+            throw new LWLockUsageException($"UpdateVar on lock {TrancheNameOf(me, l)} by participant {me.ProcNumber}, which does not hold it exclusive");
+        // Full barrier; pairs with ConflictsWithVar's acquire load.
+        Interlocked.Exchange(ref variable, value);
+
+        PgProc* procs = me.Array.Procs;
+        int wakeHead = PgProc.InvalidProcNumber, wakeTail = PgProc.InvalidProcNumber;
+        WaitListLock(l);
+        int cur = l->WaitHead;
+        while (cur != PgProc.InvalidProcNumber)
+        {
+            PgProc* w = procs + cur;
+            int next = w->LwWaitNext;
+            // Wait-until-free waiters are queued at the head; stop at the first real acquirer.
+            if (w->LwWaitMode != (int)LWLockMode.WaitUntilFree)
+                break;
+            ListDelete(l, procs, cur);
+            AppendLocal(procs, cur, ref wakeHead, ref wakeTail);
+            w->LwWaiting = (int)LWLockWaitState.PendingWakeup;
+            cur = next;
+        }
+        if (l->WaitHead == PgProc.InvalidProcNumber)
+            Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
+        WaitListUnlock(l);
+        WakeList(me.Array, wakeHead);
+    }
+
+    // ------------------------------------------------------------------
+    // Queries
+    // ------------------------------------------------------------------
+
+    /// <summary>True when the calling participant holds this lock in any mode (LWLockHeldByMe).</summary>
+    public bool HeldByMe() => Participant.Current.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), null);
+
+    /// <summary>True when the calling participant holds this lock in <paramref name="mode"/> (LWLockHeldByMeInMode).</summary>
+    public bool HeldByMeInMode(LWLockMode mode) => Participant.Current.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), mode);
+
+    /// <summary>True when anyone holds the lock exclusive at this instant (diagnostics).</summary>
+    public readonly bool IsHeldExclusive => (Volatile.Read(ref Unsafe.AsRef(in State)) & Bits.ValExclusive) != 0;
+
+    /// <summary>Shared holders at this instant (diagnostics).</summary>
+    public readonly int SharedHolders => (int)(Volatile.Read(ref Unsafe.AsRef(in State)) & Bits.SharedMask);
+
+    /// <summary>True when the wait queue is not empty at this instant (diagnostics).</summary>
+    public readonly bool HasWaiters => (Volatile.Read(ref Unsafe.AsRef(in State)) & Bits.FlagHasWaiters) != 0;
+
+    /// <summary>The procnos queued on the lock, head first (diagnostics; takes the wait-list lock).</summary>
+    public int[] WaitQueue(ProcArray array)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        List<int> result = [];
+        WaitListLock(l);
+        for (int cur = l->WaitHead; cur != PgProc.InvalidProcNumber && result.Count <= array.MaxProcs; cur = array.Procs[cur].LwWaitNext)
+            result.Add(cur);
+        WaitListUnlock(l);
+        return [.. result];
+    }
+
+    private static string TrancheNameOf(Participant me, LWLock* l) => LWLockTranches.NameOf(me.Array.Segment, l->Tranche);
+
+    // ------------------------------------------------------------------
+    // The wait list
+    // ------------------------------------------------------------------
+
+    /// <summary>Takes the wait-list lock bit (LWLockWaitListLock): a spinlock inside the state word.</summary>
+    internal static void WaitListLock(LWLock* l)
+    {
+        // Full barrier; pairs with WaitListUnlock's Interlocked.And and Wakeup's final CAS.
+        uint old = Interlocked.Or(ref l->State, Bits.FlagLocked);
+        if ((old & Bits.FlagLocked) == 0)
+            return;
+        WaitListLockSlow(l);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void WaitListLockSlow(LWLock* l)
+    {
+        var delay = new SLock.SpinDelay("LWLock wait list");
+        while (true)
+        {
+            // Test, then test-and-set.
+            while ((Volatile.Read(ref l->State) & Bits.FlagLocked) != 0)
+                delay.Perform();
+            if ((Interlocked.Or(ref l->State, Bits.FlagLocked) & Bits.FlagLocked) == 0)
+                break;
+        }
+        delay.Finish();
+    }
+
+    /// <summary>Drops the wait-list lock bit (full barrier: publishes the list changes made under it).</summary>
+    internal static void WaitListUnlock(LWLock* l) => Interlocked.And(ref l->State, ~Bits.FlagLocked);
+
+    /// <summary>Puts the participant on the wait list (LWLockQueueSelf). Wait-until-free waiters go to the head.</summary>
+    private static void QueueSelf(LWLock* l, Participant me, LWLockMode mode)
+    {
+        PgProc* procs = me.Array.Procs;
+        PgProc* proc = me.Proc;
+        int self = me.ProcNumber;
+        if (proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
+            Environment.FailFast($"PgIpc: participant {self} queued for an LWLock while waiting on another one");
+
+        WaitListLock(l);
+        Interlocked.Or(ref l->State, Bits.FlagHasWaiters);
+        proc->LwWaiting = (int)LWLockWaitState.Waiting;
+        proc->LwWaitMode = (int)mode;
+        if (mode == LWLockMode.WaitUntilFree)
+        {
+            proc->LwWaitPrev = PgProc.InvalidProcNumber;
+            proc->LwWaitNext = l->WaitHead;
+            if (l->WaitHead == PgProc.InvalidProcNumber)
+                l->WaitTail = self;
+            else
+                procs[l->WaitHead].LwWaitPrev = self;
+            l->WaitHead = self;
+        }
+        else
+        {
+            proc->LwWaitNext = PgProc.InvalidProcNumber;
+            proc->LwWaitPrev = l->WaitTail;
+            if (l->WaitTail == PgProc.InvalidProcNumber)
+                l->WaitHead = self;
+            else
+                procs[l->WaitTail].LwWaitNext = self;
+            l->WaitTail = self;
+        }
+        WaitListUnlock(l);
+    }
+
+    /// <summary>
+    /// Takes the participant off the wait list after it got the lock on the second attempt (LWLockDequeueSelf).
+    /// If a releaser already took it off, it waits for that releaser's post so it cannot arrive later.
+    /// </summary>
+    private static void DequeueSelf(LWLock* l, Participant me, ref int extraWaits)
+    {
+        PgProc* procs = me.Array.Procs;
+        PgProc* proc = me.Proc;
+        WaitListLock(l);
+        bool onList = proc->LwWaiting == (int)LWLockWaitState.Waiting;
+        if (onList)
+            ListDelete(l, procs, me.ProcNumber);
+        if (l->WaitHead == PgProc.InvalidProcNumber && (Volatile.Read(ref l->State) & Bits.FlagHasWaiters) != 0)
+            Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
+        WaitListUnlock(l);
+
+        if (onList)
+        {
+            proc->LwWaiting = (int)LWLockWaitState.NotWaiting;
+            return;
+        }
+        // Someone dequeued us and has posted, or will post, our semaphore. They also cleared RELEASE_OK on our
+        // behalf: set it again, then absorb their post now so it does not wake a later, unrelated sleep.
+        Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
+        SleepUntilWoken(me, ref extraWaits);
+    }
+
+    private static void ListDelete(LWLock* l, PgProc* procs, int procno)
+    {
+        PgProc* p = procs + procno;
+        int prev = p->LwWaitPrev, next = p->LwWaitNext;
+        if (prev == PgProc.InvalidProcNumber)
+            l->WaitHead = next;
+        else
+            procs[prev].LwWaitNext = next;
+        if (next == PgProc.InvalidProcNumber)
+            l->WaitTail = prev;
+        else
+            procs[next].LwWaitPrev = prev;
+        p->LwWaitNext = PgProc.InvalidProcNumber;
+        p->LwWaitPrev = PgProc.InvalidProcNumber;
+    }
+
+    private static void AppendLocal(PgProc* procs, int procno, ref int head, ref int tail)
+    {
+        procs[procno].LwWaitNext = PgProc.InvalidProcNumber;
+        if (tail == PgProc.InvalidProcNumber)
+            head = procno;
+        else
+            procs[tail].LwWaitNext = procno;
+        tail = procno;
+    }
+
+    /// <summary>
+    /// Repairs a lock whose acquirer died inside Acquire (its slot is being reclaimed): takes the dead slot off
+    /// the queue, restores RELEASE_OK (a waker may have cleared it for the dead one), and wakes the next waiters
+    /// if the lock is free. Returns false when a waker is half-way through posting the slot (try again later).
+    /// </summary>
+    internal static bool RepairAfterDeadWaiter(LWLock* l, ProcArray array, int procno)
+    {
+        PgProc* procs = array.Procs;
+        PgProc* p = procs + procno;
+        WaitListLock(l);
+        int state = p->LwWaiting;
+        if (state == (int)LWLockWaitState.PendingWakeup)
+        {
+            WaitListUnlock(l);
+            return false;
+        }
+        if (state == (int)LWLockWaitState.Waiting)
+            ListDelete(l, procs, procno);
+        if (l->WaitHead == PgProc.InvalidProcNumber)
+            Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
+        p->LwWaiting = (int)LWLockWaitState.NotWaiting;
+        WaitListUnlock(l);
+
+        uint now = Interlocked.Or(ref l->State, Bits.FlagReleaseOk) | Bits.FlagReleaseOk;
+        if ((now & (Bits.FlagHasWaiters | Bits.LockMask)) == Bits.FlagHasWaiters)
+            Wakeup(l, array);
+        return true;
+    }
+}
+
+/// <summary>An LWLock alone on a cache line (LWLockPadded). Layout: the lock at 0, 64 bytes in all.</summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 64)]
+public struct LWLockPadded
+{
+    public LWLock Lock;
+}
