@@ -36,6 +36,20 @@ public sealed class LayoutTests
             ("ElementsOffset", 40)]),
         [typeof(SharedHashPartition)] = (64, [("FreeListLock", 0), ("FreeHead", 4), ("FreeCount", 8), ("Count", 12)]),
         [typeof(ShmemOffset<long>)] = (8, [("Value", 0)]),
+        [typeof(PgIpc.Proc.PgProc)] = (256, [
+            ("Pid", 0), ("ProcNumber", 4), ("Kind", 8), ("FreeNext", 12), ("Generation", 16), ("OwnerThreadId", 20),
+            ("AcquiredAtUnixMs", 24), ("LwWaiting", 32), ("LwWaitMode", 36), ("LwWaitNext", 40), ("LwWaitPrev", 44),
+            ("LwWaitLockOffset", 48), ("CvWaitNext", 56), ("CvWaitPrev", 60), ("Latch", 64), ("ProcSignalFlags", 80),
+            ("WaitEventInfo", 88), ("Semaphore", 128)]),
+        [typeof(PgIpc.Proc.PgLatch)] = (16, [("IsSet", 0), ("MaybeSleeping", 4), ("OwnerPid", 8), ("OwnerProcNumber", 12)]),
+        [typeof(PgIpc.Proc.ProcGlobalHeader)] = (192, [
+            ("Lock", 0), ("MaxProcs", 64), ("NumBackends", 68), ("NumAuxiliary", 72), ("NumBackgroundWorkers", 76),
+            ("FreeHeads", 80), ("SemaphoreStorageSize", 92), ("ProcsOffset", 96), ("SemaphoreName", 104),
+            ("SlotsHandedOut", 136), ("SlotsReclaimed", 144), ("Magic", 152)]),
+        [typeof(LWLock)] = (16, [("Tranche", 0), ("State", 4), ("WaitHead", 8), ("WaitTail", 12)]),
+        [typeof(LWLockPadded)] = (64, [("Lock", 0)]),
+        [typeof(LWLockTrancheHeader)] = (128, [("Lock", 0), ("NextTrancheId", 64), ("Capacity", 68), ("Count", 72), ("Magic", 76)]),
+        [typeof(LWLockTrancheEntry)] = (128, [("Name", 0), ("NameLength", 64), ("TrancheId", 68), ("NumLocks", 72), ("LocksOffset", 80)]),
     };
 
     /// <summary>Structs in Core that never live in shared memory (handles, views, results).</summary>
@@ -45,6 +59,8 @@ public sealed class LayoutTests
         // Per-process memory contexts (native, process-local memory; never in a segment).
         typeof(PgIpc.Memory.MemoryChunk), typeof(PgIpc.Memory.AllocSetBlock), typeof(PgIpc.Memory.GenerationBlock),
         typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters),
+        // Views and reports of shared state, held by one process.
+        typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
     ];
 
     private static IEnumerable<Type> SharedStructs()
@@ -97,6 +113,11 @@ public sealed class LayoutTests
         Assert.That(Marshal.SizeOf<SpinLockPadded>() % ShmemSize.CacheLineSize, Is.Zero);
         Assert.That(Marshal.OffsetOf<PgShmemHeader>(nameof(PgShmemHeader.AllocLock)).ToInt32() % 64, Is.Zero);
         Assert.That(Marshal.OffsetOf<PgShmemHeader>(nameof(PgShmemHeader.AttachedPids)).ToInt32() % 64, Is.Zero);
+        Assert.That(Marshal.SizeOf<LWLockPadded>(), Is.EqualTo(ShmemSize.CacheLineSize));
+        Assert.That(Marshal.SizeOf<PgIpc.Proc.PgProc>() % ShmemSize.CacheLineSize, Is.Zero);
+        // The semaphore (posted by other processes) sits on a cache line of its own.
+        Assert.That(Marshal.OffsetOf<PgIpc.Proc.PgProc>(nameof(PgIpc.Proc.PgProc.Semaphore)).ToInt32() % 64, Is.Zero);
+        Assert.That(PgIpc.Platform.ProcSemaphoreStorage.MaxSize, Is.EqualTo(64));
     }
 
     private static int SizeOfUnmanaged(Type t)

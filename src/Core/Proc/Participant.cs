@@ -102,8 +102,16 @@ public sealed unsafe class Participant : IDisposable
     /// <summary>What this participant is waiting for, for diagnostics (PostgreSQL's wait_event_info). Atomic store.</summary>
     public uint WaitEventInfo
     {
-        get => Volatile.Read(ref Proc->WaitEventInfo);
-        set => Volatile.Write(ref Proc->WaitEventInfo, value);
+        get
+        {
+            ThrowIfClosed();
+            return Volatile.Read(ref Proc->WaitEventInfo);
+        }
+        set
+        {
+            ThrowIfClosed();
+            Volatile.Write(ref Proc->WaitEventInfo, value);
+        }
     }
 
     // ------------------------------------------------------------------
@@ -208,7 +216,10 @@ public sealed unsafe class Participant : IDisposable
     /// <summary>Releases any LWLocks still held and gives the slot back (ProcKill). Idempotent.</summary>
     public void Dispose()
     {
-        if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting && _closed == 0)
+        // Closed already (also when the segment was detached: the slot memory may be unmapped by now).
+        if (Volatile.Read(ref _closed) != 0)
+            return;
+        if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
             throw new InvalidOperationException($"participant {ProcNumber} is waiting for an LWLock on its thread; it cannot leave from another thread");
         Close(fromExit: false);
     }
@@ -236,6 +247,12 @@ public sealed unsafe class Participant : IDisposable
         Array.Forget(this);
         if (t_current == this)
             t_current = null;
+    }
+
+    private void ThrowIfClosed()
+    {
+        if (Volatile.Read(ref _closed) != 0)
+            throw new ObjectDisposedException(nameof(Participant), $"participant {ProcNumber} has left");
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

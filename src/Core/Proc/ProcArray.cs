@@ -258,7 +258,7 @@ public sealed unsafe class ProcArray
     public int MaxProcs { get; }
 
     /// <summary>Slots of <paramref name="kind"/>.</summary>
-    public int Capacity(ProcKind kind) => kind switch
+    public int Capacity(ProcKind kind) => ThrowIfClosedThen(kind) switch
     {
         ProcKind.Backend => _header->NumBackends,
         ProcKind.Auxiliary => _header->NumAuxiliary,
@@ -275,6 +275,7 @@ public sealed unsafe class ProcArray
     {
         get
         {
+            ThrowIfClosed();
             SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
             var r = (_header->SlotsHandedOut, _header->SlotsReclaimed);
             SLock.Release(ref _header->Lock.Value);
@@ -495,6 +496,12 @@ public sealed unsafe class ProcArray
             _semaphores.Destroy();
         else
             _semaphores.Dispose();
+    }
+
+    private ProcKind ThrowIfClosedThen(ProcKind kind)
+    {
+        ThrowIfClosed();
+        return kind;
     }
 
     private void ThrowIfClosed()
