@@ -28,6 +28,14 @@ internal static class PerfSegments
         return ShmemSegment.Create(key, size, platform);
     }
 
+    /// <summary>As <see cref="Create(string, string, long)"/>, sized by the requests in <paramref name="sizes"/>.</summary>
+    public static ShmemSegment Create(string tag, string backend, ShmemSizeBuilder sizes)
+    {
+        IPgIpcPlatform platform = PgIpcPlatform.Get(backend);
+        string key = $"pgipc-perf-{Environment.ProcessId}-{tag}-{backend}";
+        return ShmemSegment.Create(key, sizes, platform);
+    }
+
     /// <summary>Destroys the segment if this object still holds it; null-safe so cleanup after a failed setup works.</summary>
     public static void Destroy(ref ShmemSegment? segment)
     {

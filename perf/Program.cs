@@ -4,16 +4,22 @@
  *
  * NOTES
  *   dotnet run -c Release --project perf -- --filter '*'
+ *   dotnet run -c Release --project perf -- contend [--backend linux|posix|mutex|all] [--seconds 3]
  *
  *   BenchmarkSwitcher picks the classes the filter names. Unless the
  *   command line says otherwise (--artifacts), results go to
  *   perf/BenchmarkDotNet.Artifacts rather than the working directory, so a
  *   run from the repository root leaves nothing outside perf/.
+ *
+ *   "contend" is not a BenchmarkDotNet run: it is the two-process
+ *   contention harness (Contention/ContendHarness.cs), which starts this
+ *   program again as its child with the verb "contend-child".
  *-------------------------------------------------------------------------
  */
 using System.Reflection;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Running;
+using PgIpc.Perf.Contention;
 
 namespace PgIpc.Perf;
 
@@ -21,6 +27,10 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == ContendHarness.ParentVerb)
+            return ContendHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == ContendHarness.ChildVerb)
+            return ContendHarness.Child(args[1..]);
         IConfig config = DefaultConfig.Instance.WithArtifactsPath(ArtifactsPath());
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
         return 0;

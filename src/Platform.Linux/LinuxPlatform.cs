@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * LinuxPlatform.cs
  *   The Linux backend: SysV main segment (kernel-counted attachments),
- *   kill(pid, 0) liveness. Later layers add futexes, eventfd + epoll and pidfd.
+ *   kill(pid, 0) liveness, futex-word semaphores. Later layers add eventfd +
+ *   epoll and pidfd.
  *-------------------------------------------------------------------------
  */
 using PgIpc.Platform.Posix;
@@ -20,4 +21,6 @@ public sealed class LinuxPlatform : IPgIpcPlatform
     public ISharedMemoryProvider SharedMemory { get; } = new SysVSharedMemory();
 
     public IProcessServices Processes { get; } = new UnixProcessServices();
+
+    public IProcSemaphoreProvider Semaphores { get; } = new FutexSemaphoreProvider();
 }

@@ -25,6 +25,13 @@ internal static class Errno
     public const int ENOSPC = 28;
     public static int EIDRM => OperatingSystem.IsLinux() ? 43 : 82;
     public static int ENAMETOOLONG => OperatingSystem.IsLinux() ? 36 : 63;
+    /// <summary>Also EWOULDBLOCK: sem_trywait found the count at zero; futex FUTEX_WAIT found the word changed.</summary>
+    public static int EAGAIN => OperatingSystem.IsLinux() ? 11 : 35;
+    public static int ETIMEDOUT => OperatingSystem.IsLinux() ? 110 : 60;
+    /// <summary>sem_init on macOS: no unnamed semaphores.</summary>
+    public static int ENOSYS => OperatingSystem.IsLinux() ? 38 : 78;
+    /// <summary>sem_init with pshared = 1 where process-shared unnamed semaphores are not supported.</summary>
+    public static int ENOTSUP => OperatingSystem.IsLinux() ? 95 : 45;
 
     /// <summary>errno of the last P/Invoke with SetLastError = true, read at once.</summary>
     public static int Last => Marshal.GetLastPInvokeError();
@@ -33,6 +40,10 @@ internal static class Errno
     {
         if (errno == EIDRM) return "EIDRM";
         if (errno == ENAMETOOLONG) return "ENAMETOOLONG";
+        if (errno == EAGAIN) return "EAGAIN";
+        if (errno == ETIMEDOUT) return "ETIMEDOUT";
+        if (errno == ENOSYS) return "ENOSYS";
+        if (errno == ENOTSUP) return "ENOTSUP";
         return errno switch
         {
             EPERM => "EPERM", ENOENT => "ENOENT", ESRCH => "ESRCH", EINTR => "EINTR", EBADF => "EBADF",

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * PosixPlatform.cs
  *   The backend for Unix systems other than Linux (and selectable on Linux):
- *   shm_open + mmap segments, kill(pid, 0) liveness.
+ *   shm_open + mmap segments, kill(pid, 0) liveness, POSIX semaphores
+ *   (unnamed process-shared, or named where the OS has no unnamed ones).
  *-------------------------------------------------------------------------
  */
 [assembly: PgIpc.Platform.PgIpcPlatform(typeof(PgIpc.Platform.Posix.PosixPlatform))]
@@ -18,4 +19,6 @@ public sealed class PosixPlatform : IPgIpcPlatform
     public ISharedMemoryProvider SharedMemory { get; } = new PosixSharedMemory();
 
     public IProcessServices Processes { get; } = new UnixProcessServices();
+
+    public IProcSemaphoreProvider Semaphores { get; } = new PosixSemaphoreProvider();
 }

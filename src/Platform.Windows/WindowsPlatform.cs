@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * WindowsPlatform.cs
- *   The Windows backend: paging-file sections, OpenProcess liveness.
+ *   The Windows backend: paging-file sections, OpenProcess liveness, named
+ *   semaphore objects.
  *   Tested under Wine on Linux (see .ci/run).
  *-------------------------------------------------------------------------
  */
@@ -18,4 +19,6 @@ public sealed class WindowsPlatform : IPgIpcPlatform
     public ISharedMemoryProvider SharedMemory { get; } = new WindowsSharedMemory();
 
     public IProcessServices Processes { get; } = new WindowsProcessServices();
+
+    public IProcSemaphoreProvider Semaphores { get; } = new WindowsSemaphoreProvider();
 }

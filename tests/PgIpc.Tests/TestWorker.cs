@@ -19,6 +19,14 @@
  *     hash-get <name> <cap> <parts> <key> -> ok <found> <value> (SharedHash<long,long>)
  *     lock-add <name> <count>          -> ok  (count increments of word 1 under the spinlock in word 0)
  *     attached                         -> ok <count>
+ *     sem-attach <name> <struct> <count> [named] -> ok   (attach the semaphore set <name> whose storage is
+ *                                         the structure <struct>, stride ProcSemaphoreStorage.MaxSize;
+ *                                         "named": the posix backend's named-semaphore mode)
+ *     sem-unlock <i>                   -> ok
+ *     sem-lock <i> <timeoutMs>         -> ok true | ok false (timed out)
+ *     sem-pingpong <n>                 -> ok  (n rounds of Lock(1) then Unlock(0); error if a Lock waits 10 s)
+ *     sem-detach                       -> ok  (dispose the set)
+ *     lw-*                             participant and LWLock commands: Sync/LockWorkerCommands.cs
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
  *   The backend is chosen with "--backend <name>" before the commands.
@@ -33,6 +41,9 @@ namespace PgIpc.Tests;
 internal static class TestWorker
 {
     public const string Verb = "worker";
+
+    /// <summary>The semaphore set of the sem-* commands.</summary>
+    private static IProcSemaphoreSet? s_sems;
 
     public static int Run(string[] args)
     {
@@ -133,6 +144,38 @@ internal static class TestWorker
                 }
                 return "ok";
             }
+            case "sem-attach":
+            {
+                if (!Seg(seg).TryFindStruct(a[2], out ShmemRegion r))
+                    throw new ArgumentException($"no shared structure \"{a[2]}\"");
+                IProcSemaphoreProvider provider = a.Length > 4 && a[4] == "named"
+                    ? new PgIpc.Platform.Posix.PosixSemaphoreProvider(forceNamed: true)
+                    : platform.Semaphores;
+                s_sems?.Dispose();
+                s_sems = provider.Attach(a[1], (nint)r.Pointer, ProcSemaphoreStorage.MaxSize, (int)Long(a[3]));
+                return "ok";
+            }
+            case "sem-unlock":
+                Sems().Unlock((int)Long(a[1]));
+                return "ok";
+            case "sem-lock":
+                return Sems().Lock((int)Long(a[1]), (int)Long(a[2])) ? "ok true" : "ok false";
+            case "sem-pingpong":
+            {
+                IProcSemaphoreSet sems = Sems();
+                long n = Long(a[1]);
+                for (long i = 0; i < n; i++)
+                {
+                    if (!sems.Lock(1, 10_000))
+                        throw new TimeoutException($"round {i} of {n}: semaphore 1 was not posted within 10 s");
+                    sems.Unlock(0);
+                }
+                return "ok";
+            }
+            case "sem-detach":
+                Sems().Dispose();
+                s_sems = null;
+                return "ok";
             case "attached":
                 return $"ok {Seg(seg).AttachedProcessCount()}";
             case "detach":
@@ -147,9 +190,15 @@ internal static class TestWorker
                 Environment.Exit(int.Parse(a[1], CultureInfo.InvariantCulture));
                 return "ok";
             default:
+                // Participant and LWLock commands (lw-*): see Sync/LockWorkerCommands.cs.
+                if (PgIpc.Tests.Sync.LockWorkerCommands.TryExecute(a, seg, out string lwReply))
+                    return lwReply;
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");
         }
     }
+
+    private static IProcSemaphoreSet Sems()
+        => s_sems ?? throw new InvalidOperationException("worker has no semaphore set (sem-attach first)");
 
     private static ShmemSegment Seg(ShmemSegment? seg)
         => seg ?? throw new InvalidOperationException("worker is not attached");

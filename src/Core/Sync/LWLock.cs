@@ -327,23 +327,23 @@ public unsafe struct LWLock
     public void Release(Participant me)
     {
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
-        LWLockMode mode = me.RemoveHeld(l);
-        // Full barrier; pairs with the acquiring CAS in AttemptLock.
-        uint now = Interlocked.Add(ref l->State, mode == LWLockMode.Exclusive ? unchecked(0u - Bits.ValExclusive) : unchecked(0u - Bits.ValShared));
-        const uint wake = Bits.FlagHasWaiters | Bits.FlagReleaseOk;
-        if ((now & (wake | Bits.LockMask)) == wake)
-            Wakeup(l, me.Array);
+        ReleaseState(l, me.Array, me.RemoveHeld(l));
     }
 
-    /// <summary>The state-word half of Release, for a participant that is closing (its held list is already emptied).</summary>
-    internal void ReleaseHeldByClosed(ProcArray array, LWLockMode mode)
+    /// <summary>Gives up the holder's share of the state word and wakes waiters if that freed the lock.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ReleaseState(LWLock* l, ProcArray array, LWLockMode mode)
     {
-        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
+        // Full barrier; pairs with the acquiring CAS in AttemptLock.
         uint now = Interlocked.Add(ref l->State, mode == LWLockMode.Exclusive ? unchecked(0u - Bits.ValExclusive) : unchecked(0u - Bits.ValShared));
         const uint wake = Bits.FlagHasWaiters | Bits.FlagReleaseOk;
         if ((now & (wake | Bits.LockMask)) == wake)
             Wakeup(l, array);
     }
+
+    /// <summary>The state-word half of Release, for a participant that is closing (its held list is already emptied).</summary>
+    internal void ReleaseHeldByClosed(ProcArray array, LWLockMode mode)
+        => ReleaseState((LWLock*)Unsafe.AsPointer(ref this), array, mode);
 
     /// <summary>
     /// Acquires the lock and returns a guard whose Dispose releases it: <c>using (l.Hold(LWLockMode.Shared)) { ... }</c>.

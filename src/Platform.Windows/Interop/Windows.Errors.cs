@@ -10,6 +10,7 @@ internal static unsafe partial class Windows
     public const int ERROR_INVALID_PARAMETER = 87;
     public const int ERROR_INVALID_NAME = 123;
     public const int ERROR_ALREADY_EXISTS = 183;
+    public const int ERROR_TOO_MANY_POSTS = 298;
     public const int ERROR_COMMITMENT_LIMIT = 1455;
 
     public static string ErrorName(int code) => code switch
@@ -21,6 +22,7 @@ internal static unsafe partial class Windows
         ERROR_INVALID_PARAMETER => "ERROR_INVALID_PARAMETER",
         ERROR_INVALID_NAME => "ERROR_INVALID_NAME",
         ERROR_ALREADY_EXISTS => "ERROR_ALREADY_EXISTS",
+        ERROR_TOO_MANY_POSTS => "ERROR_TOO_MANY_POSTS",
         ERROR_COMMITMENT_LIMIT => "ERROR_COMMITMENT_LIMIT",
         _ => "error " + code,
     };
