@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * LinuxPlatform.cs
  *   The Linux backend: SysV main segment (kernel-counted attachments),
- *   kill(pid, 0) liveness, futex-word semaphores. Later layers add eventfd +
- *   epoll and pidfd.
+ *   kill(pid, 0) liveness, futex-word semaphores, eventfd latches woken
+ *   through pidfd_getfd (SIGURG fallback) with epoll wait sets, a pidfd
+ *   supervisor watch, SIGUSR1 interrupts.
  *-------------------------------------------------------------------------
  */
 using PgIpc.Platform.Posix;
@@ -23,4 +24,6 @@ public sealed class LinuxPlatform : IPgIpcPlatform
     public IProcessServices Processes { get; } = new UnixProcessServices();
 
     public IProcSemaphoreProvider Semaphores { get; } = new FutexSemaphoreProvider();
+
+    public ILatchProvider Latches { get; } = new LinuxLatchProvider();
 }

@@ -14,6 +14,8 @@ internal static class Errno
     public const int ENOENT = 2;
     public const int ESRCH = 3;
     public const int EINTR = 4;
+    /// <summary>open(O_WRONLY | O_NONBLOCK) of a FIFO nobody has open for reading.</summary>
+    public const int ENXIO = 6;
     public const int EBADF = 9;
     public const int ENOMEM = 12;
     public const int EACCES = 13;
@@ -23,6 +25,8 @@ internal static class Errno
     public const int EMFILE = 24;
     public const int EFBIG = 27;
     public const int ENOSPC = 28;
+    /// <summary>write to a pipe or FIFO with no reader (SIGPIPE is ignored by the .NET runtime).</summary>
+    public const int EPIPE = 32;
     public static int EIDRM => OperatingSystem.IsLinux() ? 43 : 82;
     public static int ENAMETOOLONG => OperatingSystem.IsLinux() ? 36 : 63;
     /// <summary>Also EWOULDBLOCK: sem_trywait found the count at zero; futex FUTEX_WAIT found the word changed.</summary>
@@ -46,9 +50,9 @@ internal static class Errno
         if (errno == ENOTSUP) return "ENOTSUP";
         return errno switch
         {
-            EPERM => "EPERM", ENOENT => "ENOENT", ESRCH => "ESRCH", EINTR => "EINTR", EBADF => "EBADF",
+            EPERM => "EPERM", ENOENT => "ENOENT", ESRCH => "ESRCH", EINTR => "EINTR", ENXIO => "ENXIO", EBADF => "EBADF",
             ENOMEM => "ENOMEM", EACCES => "EACCES", EEXIST => "EEXIST", EINVAL => "EINVAL",
-            ENFILE => "ENFILE", EMFILE => "EMFILE", EFBIG => "EFBIG", ENOSPC => "ENOSPC",
+            ENFILE => "ENFILE", EMFILE => "EMFILE", EFBIG => "EFBIG", ENOSPC => "ENOSPC", EPIPE => "EPIPE",
             _ => "errno " + errno,
         };
     }

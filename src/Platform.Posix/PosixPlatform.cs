@@ -2,7 +2,8 @@
  * PosixPlatform.cs
  *   The backend for Unix systems other than Linux (and selectable on Linux):
  *   shm_open + mmap segments, kill(pid, 0) liveness, POSIX semaphores
- *   (unnamed process-shared, or named where the OS has no unnamed ones).
+ *   (unnamed process-shared, or named where the OS has no unnamed ones),
+ *   FIFO latches with poll() wait sets, a lifeline FIFO, SIGUSR1 interrupts.
  *-------------------------------------------------------------------------
  */
 [assembly: PgIpc.Platform.PgIpcPlatform(typeof(PgIpc.Platform.Posix.PosixPlatform))]
@@ -21,4 +22,6 @@ public sealed class PosixPlatform : IPgIpcPlatform
     public IProcessServices Processes { get; } = new UnixProcessServices();
 
     public IProcSemaphoreProvider Semaphores { get; } = new PosixSemaphoreProvider();
+
+    public ILatchProvider Latches { get; } = new PosixLatchProvider();
 }

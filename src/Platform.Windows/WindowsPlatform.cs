@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * WindowsPlatform.cs
  *   The Windows backend: paging-file sections, OpenProcess liveness, named
- *   semaphore objects.
+ *   semaphore objects, named auto-reset events for latches and interrupts,
+ *   WaitForMultipleObjects wait sets.
  *   Tested under Wine on Linux (see .ci/run).
  *-------------------------------------------------------------------------
  */
@@ -21,4 +22,6 @@ public sealed class WindowsPlatform : IPgIpcPlatform
     public IProcessServices Processes { get; } = new WindowsProcessServices();
 
     public IProcSemaphoreProvider Semaphores { get; } = new WindowsSemaphoreProvider();
+
+    public ILatchProvider Latches { get; } = new WindowsLatchProvider();
 }

@@ -40,16 +40,27 @@ public sealed class LayoutTests
             ("Pid", 0), ("ProcNumber", 4), ("Kind", 8), ("FreeNext", 12), ("Generation", 16), ("OwnerThreadId", 20),
             ("AcquiredAtUnixMs", 24), ("LwWaiting", 32), ("LwWaitMode", 36), ("LwWaitNext", 40), ("LwWaitPrev", 44),
             ("LwWaitLockOffset", 48), ("CvWaitNext", 56), ("CvWaitPrev", 60), ("Latch", 64), ("ProcSignalFlags", 80),
-            ("WaitEventInfo", 88), ("Semaphore", 128)]),
+            ("WaitEventInfo", 88), ("BarrierGeneration", 96), ("BarrierFlags", 104), ("Semaphore", 128), ("LatchWake", 192)]),
         [typeof(PgIpc.Proc.PgLatch)] = (16, [("IsSet", 0), ("MaybeSleeping", 4), ("OwnerPid", 8), ("OwnerProcNumber", 12)]),
         [typeof(PgIpc.Proc.ProcGlobalHeader)] = (192, [
             ("Lock", 0), ("MaxProcs", 64), ("NumBackends", 68), ("NumAuxiliary", 72), ("NumBackgroundWorkers", 76),
             ("FreeHeads", 80), ("SemaphoreStorageSize", 92), ("ProcsOffset", 96), ("SemaphoreName", 104),
-            ("SlotsHandedOut", 136), ("SlotsReclaimed", 144), ("Magic", 152)]),
+            ("SlotsHandedOut", 136), ("SlotsReclaimed", 144), ("Magic", 152), ("SupervisorPid", 156)]),
         [typeof(LWLock)] = (16, [("Tranche", 0), ("State", 4), ("WaitHead", 8), ("WaitTail", 12)]),
         [typeof(LWLockPadded)] = (64, [("Lock", 0)]),
+        [typeof(ConditionVariable)] = (16, [("Mutex", 0), ("WakeupHead", 4), ("WakeupTail", 8)]),
+        [typeof(PgIpc.Signals.ProcSignalHeader)] = (64, [("BarrierGeneration", 0), ("MaxProcs", 8), ("Magic", 12)]),
+        [typeof(PgIpc.Signals.PMSignalState)] = (192, [("Magic", 0), ("SupervisorPid", 4), ("Flags", 64)]),
         [typeof(LWLockTrancheHeader)] = (128, [("Lock", 0), ("NextTrancheId", 64), ("Capacity", 68), ("Count", 72), ("Magic", 76)]),
         [typeof(LWLockTrancheEntry)] = (128, [("Name", 0), ("NameLength", 64), ("TrancheId", 68), ("NumLocks", 72), ("LocksOffset", 80)]),
+        [typeof(PgIpc.Sinval.SharedInvalidationMessage)] = (16, [("Kind", 0), ("DatabaseId", 4), ("ObjectId", 8), ("Payload", 12)]),
+        [typeof(PgIpc.Sinval.SISegHeader)] = (256, [
+            ("WriteLock", 0), ("ReadLock", 64), ("MsgnumLock", 128), ("MinMsgNum", 192), ("MaxMsgNum", 196),
+            ("NextThreshold", 200), ("LastBackend", 204), ("MaxProcs", 208), ("RingSize", 212), ("ResetsIssued", 216),
+            ("SignalsSent", 224), ("Magic", 232)]),
+        [typeof(PgIpc.Sinval.ProcState)] = (64, [
+            ("Pid", 0), ("Generation", 4), ("NextMsgNum", 8), ("ResetState", 12), ("Signaled", 16), ("HasMessages", 20),
+            ("SendOnly", 24)]),
     };
 
     /// <summary>Structs in Core that never live in shared memory (handles, views, results).</summary>
@@ -61,6 +72,7 @@ public sealed class LayoutTests
         typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters),
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
+        typeof(PgIpc.Platform.OccurredEvent), typeof(PgIpc.Latch.WaitEvent),
     ];
 
     private static IEnumerable<Type> SharedStructs()

@@ -193,6 +193,8 @@ internal static class TestWorker
                 // Participant and LWLock commands (lw-*): see Sync/LockWorkerCommands.cs.
                 if (PgIpc.Tests.Sync.LockWorkerCommands.TryExecute(a, seg, out string lwReply))
                     return lwReply;
+                if (PgIpc.Tests.Platform.LatchWorkerCommands.TryExecute(a, seg, out string latchReply)) return latchReply; // latch-*, lifeline, interrupt-*: Platform/LatchWorkerCommands.cs
+                if (PgIpc.Tests.Sinval.SinvalWorkerCommands.TryExecute(a, seg, out string siReply)) return siReply; // si-*: Sinval/SinvalWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");
         }
     }

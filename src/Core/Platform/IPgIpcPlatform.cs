@@ -32,6 +32,9 @@ public interface IPgIpcPlatform
 
     /// <summary>Per-slot sleep/wake semaphores (PGSemaphore) for LWLock waits.</summary>
     IProcSemaphoreProvider Semaphores { get; }
+
+    /// <summary>Latch wake objects, wait-event sets, the supervisor-death watch and process interrupts.</summary>
+    ILatchProvider Latches { get; }
 }
 
 /// <summary>Process identity and liveness checks (kill(pid, 0) / OpenProcess).</summary>

@@ -25,6 +25,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Runtime.CompilerServices;
+using PgIpc.Platform;
 using PgIpc.Sync;
 
 namespace PgIpc.Proc;
@@ -40,6 +41,11 @@ public sealed unsafe class Participant : IDisposable
     private readonly HeldLWLock[] _held = new HeldLWLock[LWLock.MaxHeldLocks];
     private int _numHeld;
     private int _closed;
+    private readonly ILatchOwner _latchOwner;
+    private readonly Latch.WaitEventSet?[] _latchSets = new Latch.WaitEventSet?[4];
+    private readonly Action<Participant>?[] _signalHandlers = new Action<Participant>?[64];
+    private readonly Action<Participant, uint>?[] _barrierHandlers = new Action<Participant, uint>?[32];
+    internal Sync.ConditionVariable* CvSleepTarget;
 
     /// <summary>One entry of the held-lock list (process-local).</summary>
     private struct HeldLWLock
@@ -55,8 +61,98 @@ public sealed unsafe class Participant : IDisposable
         Kind = kind;
         Proc = array.Procs + procNumber;
         ThreadId = Environment.CurrentManagedThreadId;
+        _latchOwner = array.Wakers.Own(procNumber);
+        // Start at the current barrier generation: barriers emitted before we joined are not ours to absorb.
+        Volatile.Write(ref Proc->BarrierGeneration, Signals.ProcSignal.CurrentBarrierGeneration(array));
         t_current = this;
     }
+
+    internal ILatchOwner LatchOwner => _latchOwner;
+
+    /// <summary>Room for WaitLatch's results, allocated once (WaitEvent holds a reference, so it cannot live on the stack).</summary>
+    internal Latch.WaitEvent[] LatchEventBuffer { get; } = new Latch.WaitEvent[2];
+
+    /// <summary>The cached wait set WaitLatch uses for this combination of latch / supervisor death.</summary>
+    internal Latch.WaitEventSet LatchWaitSet(WaitEvents events)
+    {
+        int key = ((events & WaitEvents.LatchSet) != 0 ? 1 : 0) | ((events & WaitEvents.SupervisorDeath) != 0 ? 2 : 0);
+        Latch.WaitEventSet? set = _latchSets[key];
+        if (set is not null)
+            return set;
+        set = new Latch.WaitEventSet(this, 2);
+        int latchPos = set.AddLatch();
+        if ((key & 1) == 0)
+            set.Modify(latchPos, WaitEvents.None);
+        if ((key & 2) != 0)
+            set.AddSupervisorDeath();
+        _latchSets[key] = set;
+        return set;
+    }
+
+    // ------------------------------------------------------------------
+    // Latch and interrupts (convenience over Latch.Latches and Signals.ProcSignal)
+    // ------------------------------------------------------------------
+
+    /// <summary>Sets this participant's latch (from any thread).</summary>
+    public void SetLatch() => Latch.Latches.SetLatch(Array, ProcNumber);
+
+    /// <summary>Clears this participant's latch (its own thread, before checking for work).</summary>
+    public void ResetLatch() => Latch.Latches.ResetLatch(this);
+
+    /// <summary>Waits on this participant's latch (WaitLatch); see <see cref="Latch.Latches.WaitLatch"/>.</summary>
+    public WaitEvents WaitLatch(WaitEvents events, int timeoutMs, uint waitEventInfo = 0)
+        => Latch.Latches.WaitLatch(this, events, timeoutMs, waitEventInfo);
+
+    /// <summary>
+    /// Registers what <see cref="ProcessInterrupts"/> runs for <paramref name="reason"/> (null removes it). Handlers run
+    /// on this participant's thread at a safe point, never in the signal callback.
+    /// </summary>
+    public void SetProcSignalHandler(Signals.ProcSignalReason reason, Action<Participant>? handler)
+    {
+        if ((uint)reason >= 64)
+            throw new ArgumentOutOfRangeException(nameof(reason), reason, "ProcSignal reasons are 0..63");
+        _signalHandlers[(int)reason] = handler;
+    }
+
+    /// <summary>Registers how this participant absorbs barrier kind <paramref name="kind"/> (0..31); null: nothing to do but acknowledge.</summary>
+    public void SetBarrierHandler(int kind, Action<Participant, uint>? handler)
+    {
+        if ((uint)kind >= 32)
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "barrier kinds are 0..31");
+        _barrierHandlers[kind] = handler;
+    }
+
+    /// <summary>
+    /// CHECK_FOR_INTERRUPTS: runs the handlers of every ProcSignal reason delivered since the last call and absorbs
+    /// pending ProcSignalBarriers. Call at safe points (no spinlock held). Returns the reasons handled. With
+    /// nothing pending it is two loads and allocates nothing.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public long ProcessInterrupts()
+    {
+        if (Volatile.Read(ref Proc->ProcSignalFlags) == 0 && Volatile.Read(ref Proc->BarrierFlags) == 0)
+            return 0;
+        return ProcessInterruptsSlow();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private long ProcessInterruptsSlow()
+    {
+        ThrowIfClosed();
+        // Take every pending reason at once; pairs with the senders' Interlocked.Or (a reason sent again
+        // while we run its handler is seen by the next call: coalesced, never lost).
+        long flags = Interlocked.Exchange(ref Proc->ProcSignalFlags, 0);
+        for (int r = 0; r < 64; r++)
+        {
+            if ((flags & (1L << r)) == 0 || r == (int)Signals.ProcSignalReason.Barrier)
+                continue;
+            _signalHandlers[r]?.Invoke(this);
+        }
+        if (Volatile.Read(ref Proc->BarrierFlags) != 0 || (flags & (1L << (int)Signals.ProcSignalReason.Barrier)) != 0)
+            Signals.ProcSignal.AbsorbBarriers(this, _barrierHandlers);
+        return flags;
+    }
+
 
     /// <summary>The calling thread's participant; throws when the thread has not joined (ProcArray.Join).</summary>
     public static Participant Current
@@ -209,6 +305,13 @@ public sealed unsafe class Participant : IDisposable
             _held[_numHeld - 1].Lock->Release(this);
     }
 
+    /// <summary>What to undo after an error, as AbortTransaction does: cancel a prepared CV sleep, release every LWLock.</summary>
+    public void AbortCleanup()
+    {
+        Sync.ConditionVariable.CancelSleep(this);
+        ReleaseAllLWLocks();
+    }
+
     // ------------------------------------------------------------------
     // Leaving
     // ------------------------------------------------------------------
@@ -228,6 +331,8 @@ public sealed unsafe class Participant : IDisposable
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
             return;
+        foreach (Latch.WaitEventSet? set in _latchSets)
+            set?.Dispose();
         if (fromExit && Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
         {
             // Still queued on a lock (its thread is blocked): leave the slot; once this process is gone,
@@ -243,6 +348,9 @@ public sealed unsafe class Participant : IDisposable
             // Same as LWLock.Release, without the held-list lookup (the participant is closed).
             l->ReleaseHeldByClosed(Array, mode);
         }
+        if (CvSleepTarget != null)
+            Sync.ConditionVariable.CancelSleep(this);
+        _latchOwner.Dispose();
         Array.ReleaseSlot(ProcNumber);
         Array.Forget(this);
         if (t_current == this)

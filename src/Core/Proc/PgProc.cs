@@ -88,10 +88,14 @@ public struct PgLatch
 ///  56  CvWaitNext        the condition variable's spinlock (reserved for the condition-variable layer)
 ///  60  CvWaitPrev        the same
 ///  64  Latch             see PgLatch
-///  80  ProcSignalFlags   atomic only (reserved for ProcSignal)
+///  80  ProcSignalFlags   atomic only: one bit per ProcSignalReason; senders Or, the owner Exchanges to 0
 ///  88  WaitEventInfo     written by the owner, read by anyone (atomic only)
+///  96  BarrierGeneration atomic only: the last ProcSignalBarrier generation this participant absorbed; written
+///                        by the owner (release), read by the barrier's emitter (acquire)
+/// 104  BarrierFlags      atomic only: barrier kinds pending absorption (emitter Or, owner Exchange)
 /// 128  Semaphore[64]     the backend's sleep semaphore (futex word, sem_t); only through IProcSemaphoreSet
-/// 192  reserve
+/// 192  LatchWake[32]     the backend's latch wake storage (Linux: the owner's eventfd); only through ILatchWakers
+/// 224  reserve
 /// </code>
 /// </summary>
 [SharedStruct]
@@ -117,8 +121,12 @@ public unsafe struct PgProc
     public PgLatch Latch;
     public long ProcSignalFlags;
     public uint WaitEventInfo;
-    private fixed byte _reserve0[36];
+    private int _pad0;
+    public ulong BarrierGeneration;
+    public uint BarrierFlags;
+    private fixed byte _reserve0[20];
     public fixed byte Semaphore[ProcSemaphoreStorage.MaxSize];
+    public fixed byte LatchWake[LatchStorage.MaxSize];
 }
 
 /// <summary>
@@ -133,6 +141,7 @@ public unsafe struct PgProc
 /// 104  SemaphoreName[32]            immutable: ASCII name of the semaphore set
 /// 136  SlotsHandedOut, SlotsReclaimed   Lock (statistics; only grow)
 /// 152  Magic                        immutable; written last by the initialiser
+/// 156  SupervisorPid                immutable: the creator's pid, whose death WL_POSTMASTER_DEATH reports
 /// </code>
 /// </summary>
 [SharedStruct]
@@ -152,4 +161,5 @@ public unsafe struct ProcGlobalHeader
     public long SlotsHandedOut;
     public long SlotsReclaimed;
     public uint Magic;
+    public int SupervisorPid;
 }

@@ -90,11 +90,19 @@ public sealed unsafe class ProcArray
     private readonly byte* _base;
     private readonly long _segmentSize;
     private readonly IProcSemaphoreSet _semaphores;
+    private readonly ILatchWakers _wakers;
+    private readonly ILatchProvider _latches;
+    private readonly string _name;
+    private readonly IDisposable? _lifeline;
+    private IDisposable? _interruptListener;
+    private ISupervisorWatch? _supervisorWatch;
+    private readonly List<Action<int>> _slotReleaseHooks = [];
+    private readonly List<Action> _interruptHooks = [];
     private readonly IProcessServices _processes;
     private readonly List<Participant> _participants = [];
     private int _closed;
 
-    private ProcArray(ShmemSegment segment, ProcGlobalHeader* header, IProcSemaphoreSet semaphores)
+    private ProcArray(ShmemSegment segment, ProcGlobalHeader* header, IProcSemaphoreSet semaphores, ILatchWakers wakers, IDisposable? lifeline)
     {
         _segment = segment;
         _header = header;
@@ -102,6 +110,10 @@ public sealed unsafe class ProcArray
         _segmentSize = segment.TotalSize;
         _procs = (PgProc*)(_base + header->ProcsOffset);
         _semaphores = semaphores;
+        _wakers = wakers;
+        _lifeline = lifeline;
+        _latches = segment.Platform.Latches;
+        _name = NameOf(header);
         _processes = segment.Platform.Processes;
         MaxProcs = header->MaxProcs;
     }
@@ -133,20 +145,15 @@ public sealed unsafe class ProcArray
         IProcSemaphoreProvider provider = segment.Platform.Semaphores;
         if (provider.StorageSize > ProcSemaphoreStorage.MaxSize)
             throw new PgIpcException($"backend {segment.Platform.Name} needs {provider.StorageSize} bytes per semaphore; PGPROC reserves {ProcSemaphoreStorage.MaxSize}");
-        IProcSemaphoreSet? created = null;
+        if (segment.Platform.Latches.StorageSize > LatchStorage.MaxSize)
+            throw new PgIpcException($"backend {segment.Platform.Name} needs {segment.Platform.Latches.StorageSize} bytes per latch; PGPROC reserves {LatchStorage.MaxSize}");
+        (IProcSemaphoreSet Sems, ILatchWakers Wakers, IDisposable Lifeline)? created = null;
         ShmemRegion region = segment.InitStruct(ShmemName, size, r => created = Initialize(segment, r, options, provider), out found);
         var header = (ProcGlobalHeader*)region.Pointer;
-        IProcSemaphoreSet sems;
-        try
-        {
-            sems = created ?? OpenSemaphores(segment, header, provider);
-        }
-        catch
-        {
-            created?.Destroy();
-            throw;
-        }
-        return Register(new ProcArray(segment, header, sems));
+        if (created is { } c)
+            return Register(new ProcArray(segment, header, c.Sems, c.Wakers, c.Lifeline));
+        (IProcSemaphoreSet sems, ILatchWakers wakers) = OpenObjects(segment, header);
+        return Register(new ProcArray(segment, header, sems, wakers, null));
     }
 
     /// <summary>Opens the slot array another process created in <paramref name="segment"/>.</summary>
@@ -161,11 +168,11 @@ public sealed unsafe class ProcArray
         if (!segment.TryFindStruct(ShmemName, out ShmemRegion region))
             throw new PgIpcException($"shared memory segment {segment.Handle.Id} has no participant slot array ({ShmemName}); the cluster was created without one");
         var header = (ProcGlobalHeader*)region.Pointer;
-        IProcSemaphoreSet sems = OpenSemaphores(segment, header, segment.Platform.Semaphores);
-        return Register(new ProcArray(segment, header, sems));
+        (IProcSemaphoreSet sems, ILatchWakers wakers) = OpenObjects(segment, header);
+        return Register(new ProcArray(segment, header, sems, wakers, null));
     }
 
-    private static IProcSemaphoreSet Initialize(ShmemSegment segment, ShmemRegion region, ProcArrayOptions options, IProcSemaphoreProvider provider)
+    private static (IProcSemaphoreSet, ILatchWakers, IDisposable) Initialize(ShmemSegment segment, ShmemRegion region, ProcArrayOptions options, IProcSemaphoreProvider provider)
     {
         var h = (ProcGlobalHeader*)region.Pointer;
         long procsOffset = region.Offset + Shmem.ShmemSize.CacheLineAlign(sizeof(ProcGlobalHeader));
@@ -196,10 +203,49 @@ public sealed unsafe class ProcArray
             }
             start += count;
         }
+        h->SupervisorPid = segment.Platform.Processes.CurrentProcessId;
         IProcSemaphoreSet sems = provider.Create(semName, (nint)procs + PgProcSemaphoreOffset, sizeof(PgProc), options.TotalProcs);
-        // Written last; ShmemInitStruct's ready state publishes everything to other processes.
-        h->Magic = ProcGlobalHeader.MagicValue;
-        return sems;
+        ILatchWakers? wakers = null;
+        try
+        {
+            ILatchProvider latches = segment.Platform.Latches;
+            wakers = latches.Create(semName, (nint)procs + PgProcLatchOffset, sizeof(PgProc), options.TotalProcs);
+            // The creator is the supervisor until the cluster layer says otherwise: its death is WL_POSTMASTER_DEATH.
+            IDisposable lifeline = latches.CreateLifeline(semName);
+            // Written last; ShmemInitStruct's ready state publishes everything to other processes.
+            h->Magic = ProcGlobalHeader.MagicValue;
+            return (sems, wakers, lifeline);
+        }
+        catch
+        {
+            wakers?.Destroy();
+            sems.Destroy();
+            throw;
+        }
+    }
+
+    private static readonly int PgProcLatchOffset = (int)System.Runtime.InteropServices.Marshal.OffsetOf<PgProc>(nameof(PgProc.LatchWake));
+
+    private static string NameOf(ProcGlobalHeader* h)
+    {
+        var nameBytes = new ReadOnlySpan<byte>(h->SemaphoreName, 32);
+        int n = nameBytes.IndexOf((byte)0);
+        return Encoding.ASCII.GetString(n < 0 ? nameBytes : nameBytes[..n]);
+    }
+
+    private static (IProcSemaphoreSet, ILatchWakers) OpenObjects(ShmemSegment segment, ProcGlobalHeader* h)
+    {
+        IProcSemaphoreSet sems = OpenSemaphores(segment, h, segment.Platform.Semaphores);
+        try
+        {
+            ILatchWakers wakers = segment.Platform.Latches.Attach(NameOf(h), (nint)(segment.Base + h->ProcsOffset) + PgProcLatchOffset, sizeof(PgProc), h->MaxProcs);
+            return (sems, wakers);
+        }
+        catch
+        {
+            sems.Dispose();
+            throw;
+        }
     }
 
     private static readonly int PgProcSemaphoreOffset = (int)System.Runtime.InteropServices.Marshal.OffsetOf<PgProc>(nameof(PgProc.Semaphore));
@@ -210,10 +256,7 @@ public sealed unsafe class ProcArray
             throw new PgIpcException($"{ShmemName} in segment {segment.Handle.Id} is not initialised (magic 0x{h->Magic:x8})");
         if (h->SemaphoreStorageSize != provider.StorageSize)
             throw new PgIpcException($"{ShmemName} was made by a backend with {h->SemaphoreStorageSize}-byte semaphores; backend {segment.Platform.Name} uses {provider.StorageSize}");
-        var nameBytes = new ReadOnlySpan<byte>(h->SemaphoreName, 32);
-        int n = nameBytes.IndexOf((byte)0);
-        string name = Encoding.ASCII.GetString(n < 0 ? nameBytes : nameBytes[..n]);
-        return provider.Attach(name, (nint)(segment.Base + h->ProcsOffset) + PgProcSemaphoreOffset, sizeof(PgProc), h->MaxProcs);
+        return provider.Attach(NameOf(h), (nint)(segment.Base + h->ProcsOffset) + PgProcSemaphoreOffset, sizeof(PgProc), h->MaxProcs);
     }
 
     private static ProcArray Register(ProcArray array)
@@ -222,7 +265,9 @@ public sealed unsafe class ProcArray
         {
             if (s_bySegment.TryGetValue(array._segment, out ProcArray? raced) && raced._closed == 0)
             {
+                array._wakers.Dispose();
                 array._semaphores.Dispose();
+                array._lifeline?.Dispose();
                 return raced;
             }
             s_bySegment.AddOrUpdate(array._segment, array);
@@ -235,6 +280,8 @@ public sealed unsafe class ProcArray
             }
         }
         array._segment.RegisterOnDetach(array.OnSegmentDetach);
+        // ProcSignal's interrupts: the handler runs on a runtime thread and only sets latches (see OnInterrupt).
+        array._interruptListener = array._latches.ListenForInterrupts(array._name, array.OnInterrupt);
         return array;
     }
 
@@ -270,6 +317,97 @@ public sealed unsafe class ProcArray
 
     internal IProcSemaphoreSet Semaphores => _semaphores;
 
+    internal ILatchWakers Wakers => _wakers;
+
+    /// <summary>The backend's latch and wait-set provider.</summary>
+    internal ILatchProvider Latches => _latches;
+
+    /// <summary>Name of the cluster's OS objects (semaphores, latch wake objects, interrupt events).</summary>
+    internal string ObjectName => _name;
+
+    /// <summary>Pid of the supervisor (the creator), whose death WL_POSTMASTER_DEATH reports.</summary>
+    public int SupervisorPid => _header->SupervisorPid;
+
+    /// <summary>The supervisor-death watch, opened on first use and shared by this process's wait sets.</summary>
+    internal ISupervisorWatch SupervisorWatch
+    {
+        get
+        {
+            ThrowIfClosed();
+            ISupervisorWatch? w = Volatile.Read(ref _supervisorWatch);
+            if (w is not null)
+                return w;
+            lock (_participants)
+            {
+                _supervisorWatch ??= _latches.WatchSupervisor(_name, _header->SupervisorPid);
+                return _supervisorWatch;
+            }
+        }
+    }
+
+    /// <summary>True when the supervisor has died (PostmasterIsAlive's negation).</summary>
+    public bool IsSupervisorDead => SupervisorWatch.IsSupervisorDead;
+
+    /// <summary>Wakes slot <paramref name="procno"/>'s owner (SetLatch's slow path). Never throws.</summary>
+    internal void WakeLatchOwner(int procno)
+    {
+        if (Volatile.Read(ref _closed) == 0)
+            _wakers.Wake(procno);
+    }
+
+    /// <summary>Called with a slot number whenever a slot is given back or reclaimed (per-slot state of other subsystems).</summary>
+    public void AddSlotReleaseHook(Action<int> hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        lock (_slotReleaseHooks)
+            _slotReleaseHooks.Add(hook);
+    }
+
+    /// <summary>Called after this process receives an interrupt (ProcSignal / PMSignal), on a runtime thread.</summary>
+    internal void AddInterruptHook(Action hook)
+    {
+        lock (_interruptHooks)
+            _interruptHooks.Add(hook);
+    }
+
+    /// <summary>Runs the interrupt hooks in this process without an OS interrupt (a PMSignal sent by the supervisor's own process).</summary>
+    internal void RunInterruptHooksLocally() => OnInterrupt();
+
+    private void RunSlotReleaseHooks(int procno)
+    {
+        Action<int>[] hooks;
+        lock (_slotReleaseHooks)
+            hooks = [.. _slotReleaseHooks];
+        foreach (Action<int> h in hooks)
+            h(procno);
+    }
+
+    /// <summary>
+    /// The process's interrupt (SIGUSR1 / its event) arrived: set the latch of every participant of this process
+    /// that has something pending, so it wakes and runs ProcessInterrupts at its next safe point. Runs on a
+    /// runtime thread, never in signal context; does nothing else (no handler code runs here).
+    /// </summary>
+    private void OnInterrupt()
+    {
+        if (Volatile.Read(ref _closed) != 0)
+            return;
+        Participant[] all;
+        lock (_participants)
+            all = [.. _participants];
+        foreach (Participant p in all)
+        {
+            if (p.IsDisposed)
+                continue;
+            PgProc* proc = p.Proc;
+            if (Volatile.Read(ref proc->ProcSignalFlags) != 0 || Volatile.Read(ref proc->BarrierFlags) != 0)
+                Latch.Latches.SetLatch(this, p.ProcNumber);
+        }
+        Action[] hooks;
+        lock (_interruptHooks)
+            hooks = [.. _interruptHooks];
+        foreach (Action h in hooks)
+            h();
+    }
     /// <summary>Slots handed out since creation, and slots reclaimed from dead processes (both only grow).</summary>
     public (long HandedOut, long Reclaimed) Statistics
     {
@@ -390,6 +528,7 @@ public sealed unsafe class ProcArray
         p->FreeNext = _header->FreeHeads[p->Kind];
         _header->FreeHeads[p->Kind] = procno;
         SLock.Release(ref _header->Lock.Value);
+        RunSlotReleaseHooks(procno);
     }
 
     internal void Forget(Participant p)
@@ -434,6 +573,9 @@ public sealed unsafe class ProcArray
                 _header->FreeHeads[p->Kind] = i;
                 _header->SlotsReclaimed++;
                 reclaimed++;
+                SLock.Release(ref _header->Lock.Value);
+                RunSlotReleaseHooks(i);
+                continue;
             }
             SLock.Release(ref _header->Lock.Value);
         }
@@ -492,10 +634,19 @@ public sealed unsafe class ProcArray
             s_live.Remove(this);
             s_bySegment.Remove(_segment);
         }
+        _interruptListener?.Dispose();
+        _supervisorWatch?.Dispose();
+        _lifeline?.Dispose();
         if (destroying)
+        {
+            _wakers.Destroy();
             _semaphores.Destroy();
+        }
         else
+        {
+            _wakers.Dispose();
             _semaphores.Dispose();
+        }
     }
 
     private ProcKind ThrowIfClosedThen(ProcKind kind)

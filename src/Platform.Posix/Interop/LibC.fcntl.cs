@@ -1,4 +1,4 @@
-// <fcntl.h>, <sys/mman.h> open flags and shm_open / shm_unlink. Flag values differ between
+// <fcntl.h>, <sys/mman.h> open flags, open, and shm_open / shm_unlink. Flag values differ between
 // Linux and the BSDs / macOS, so they are read from properties chosen once per process.
 using System.Runtime.InteropServices;
 
@@ -7,10 +7,22 @@ namespace PgIpc.Platform.Posix.Interop;
 internal static unsafe partial class LibC
 {
     public const int O_RDONLY = 0;
+    public const int O_WRONLY = 1;
     public const int O_RDWR = 2;
+    /// <summary>Also EFD_NONBLOCK for eventfd on Linux.</summary>
+    public static int O_NONBLOCK => OperatingSystem.IsLinux() ? 0x800 : 0x4;
     public static int O_CREAT => OperatingSystem.IsLinux() ? 0x40 : 0x200;
     public static int O_EXCL => OperatingSystem.IsLinux() ? 0x80 : 0x800;
     public static int O_CLOEXEC => OperatingSystem.IsLinux() ? 0x80000 : OperatingSystem.IsMacOS() ? 0x1000000 : 0x100000;
+
+    /// <summary>
+    /// int open(const char *pathname, int flags, ...): declared without the variadic mode, which only O_CREAT
+    /// reads (never passed here). pathname is a NUL-terminated byte string so callers can keep it preallocated.
+    /// Returns the fd, or -1 with errno. On a FIFO: O_RDONLY | O_NONBLOCK always succeeds; O_WRONLY | O_NONBLOCK
+    /// fails with ENXIO while nobody has it open for reading.
+    /// </summary>
+    [LibraryImport(Libraries.Libc, EntryPoint = "open", SetLastError = true)]
+    public static partial int open(byte* pathname, int flags);
 
     /// <summary>int shm_open(const char *name, int oflag, mode_t mode); returns -1 and sets errno on failure.</summary>
     [LibraryImport(Libraries.Libc, EntryPoint = "shm_open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

@@ -1,4 +1,4 @@
-// <winerror.h>: the GetLastError values this backend reacts to.
+// <winerror.h>: the GetLastError values this backend reacts to (WSA* are Winsock's, reported the same way).
 namespace PgIpc.Platform.Windows.Interop;
 
 internal static unsafe partial class Windows
@@ -12,6 +12,15 @@ internal static unsafe partial class Windows
     public const int ERROR_ALREADY_EXISTS = 183;
     public const int ERROR_TOO_MANY_POSTS = 298;
     public const int ERROR_COMMITMENT_LIMIT = 1455;
+    public const int WSAEINVAL = 10022;
+    public const int WSAEWOULDBLOCK = 10035;
+    public const int WSAENOTSOCK = 10038;
+    public const int WSAENETRESET = 10052;
+    public const int WSAECONNABORTED = 10053;
+    public const int WSAECONNRESET = 10054;
+    public const int WSAENOTCONN = 10057;
+    public const int WSAESHUTDOWN = 10058;
+    public const int WSANOTINITIALISED = 10093;
 
     public static string ErrorName(int code) => code switch
     {
@@ -24,6 +33,15 @@ internal static unsafe partial class Windows
         ERROR_ALREADY_EXISTS => "ERROR_ALREADY_EXISTS",
         ERROR_TOO_MANY_POSTS => "ERROR_TOO_MANY_POSTS",
         ERROR_COMMITMENT_LIMIT => "ERROR_COMMITMENT_LIMIT",
+        WSAEINVAL => "WSAEINVAL",
+        WSAEWOULDBLOCK => "WSAEWOULDBLOCK",
+        WSAENOTSOCK => "WSAENOTSOCK",
+        WSAENETRESET => "WSAENETRESET",
+        WSAECONNABORTED => "WSAECONNABORTED",
+        WSAECONNRESET => "WSAECONNRESET",
+        WSAENOTCONN => "WSAENOTCONN",
+        WSAESHUTDOWN => "WSAESHUTDOWN",
+        WSANOTINITIALISED => "WSANOTINITIALISED",
         _ => "error " + code,
     };
 

@@ -1,0 +1,315 @@
+/*-------------------------------------------------------------------------
+ * WaitEventSet.cs
+ *   Latches, and sleeping until one of several things happens: the latch is
+ *   set, a socket is ready, the supervisor dies, a timeout.
+ *
+ * NOTES
+ *   A latch is two words in its owner's PGPROC (PgLatch): IsSet, and
+ *   MaybeSleeping, which the owner raises while it may be blocked in the
+ *   kernel. Anyone may set it; only the owner waits on and resets it. The
+ *   protocol, as latch.c / waiteventset.c have it:
+ *
+ *     SetLatch:   fence; if IsSet, return (no system call: the common case
+ *                 of a latch already set); IsSet = 1; fence; if MaybeSleeping
+ *                 is 0, return; otherwise wake the owner's kernel object.
+ *     ResetLatch: IsSet = 0; fence.
+ *     Wait:       MaybeSleeping = 1; fence; if IsSet, return at once; else
+ *                 block in the kernel; MaybeSleeping = 0.
+ *
+ *   The two fences make a Dekker pair: either the waiter sees IsSet = 1
+ *   after raising MaybeSleeping, or the setter sees MaybeSleeping = 1 after
+ *   raising IsSet (and wakes the kernel object, whose readiness persists
+ *   until the waiter drains it). A wake-up can therefore be early or
+ *   redundant but never lost. The caller's loop is the usual one:
+ *       for (;;) { ResetLatch(); if (work to do) { do it; continue; } WaitLatch(...); }
+ *
+ *   Ordering pairs: SetLatch's fence after IsSet = 1 <-> Wait's fence after
+ *   MaybeSleeping = 1 (the Dekker pair above); the setter's writes before
+ *   SetLatch <-> the owner's reads after ResetLatch's fence.
+ *
+ *   The kernel side (eventfd + epoll, FIFO + poll/select, Event +
+ *   WaitForMultipleObjects) is the backend's IPlatformWaitSet; this class
+ *   adds the latch protocol, the deadline arithmetic across spurious
+ *   wake-ups and the wait-event report. A set belongs to one participant and
+ *   one thread; waiting allocates nothing.
+ *
+ *   Mirrors src/backend/storage/ipc/latch.c and waiteventset.c.
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using PgIpc.Platform;
+using PgIpc.Proc;
+
+namespace PgIpc.Latch;
+
+/// <summary>One event a <see cref="WaitEventSet.Wait"/> returned: what happened, at which position, with which user data.</summary>
+public readonly record struct WaitEvent(int Position, WaitEvents Events, nint Handle, object? UserData);
+
+/// <summary>
+/// Things one participant can sleep on together (WaitEventSet): its own latch, sockets, the supervisor's death,
+/// Windows handles. Create it once and reuse it; Dispose releases its kernel objects.
+/// </summary>
+public sealed unsafe class WaitEventSet : IDisposable
+{
+    private readonly Participant _owner;
+    private readonly IPlatformWaitSet _set;
+    private readonly OccurredEvent[] _raw;
+    private readonly object?[] _userData;
+    private readonly WaitEvents[] _events;
+    private int _latchPosition = -1;
+    private int _deathPosition = -1;
+    private bool _disposed;
+
+    /// <summary>A set for <paramref name="owner"/> (which must be the calling thread's participant when waiting) with room for <paramref name="capacity"/> events.</summary>
+    public WaitEventSet(Participant owner, int capacity)
+    {
+        ArgumentNullException.ThrowIfNull(owner);
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        _owner = owner;
+        _set = owner.ProcArray.Latches.CreateWaitSet(capacity);
+        _raw = new OccurredEvent[capacity];
+        _userData = new object?[capacity];
+        _events = new WaitEvents[capacity];
+    }
+
+    public int Capacity => _raw.Length;
+
+    /// <summary>Adds the owner's latch (WL_LATCH_SET). At most once.</summary>
+    public int AddLatch(object? userData = null)
+    {
+        ThrowIfDisposed();
+        if (_latchPosition >= 0)
+            throw new InvalidOperationException("the set already has the latch");
+        int pos = _set.AddLatch(_owner.LatchOwner);
+        _latchPosition = pos;
+        return Remember(pos, WaitEvents.LatchSet, userData);
+    }
+
+    /// <summary>Adds a socket (fd on Unix, SOCKET on Windows) for some of Readable, Writeable, Connected, Closed.</summary>
+    public int AddSocket(nint socket, WaitEvents events, object? userData = null)
+    {
+        ThrowIfDisposed();
+        const WaitEvents socketEvents = WaitEvents.SocketReadable | WaitEvents.SocketWriteable | WaitEvents.SocketConnected | WaitEvents.SocketClosed;
+        if (events == WaitEvents.None || (events & ~socketEvents) != 0)
+            throw new ArgumentException($"a socket waits for Readable, Writeable, Connected or Closed, not {events}", nameof(events));
+        return Remember(_set.AddSocket(socket, events), events, userData);
+    }
+
+    /// <summary>Adds the supervisor's death (WL_POSTMASTER_DEATH). At most once.</summary>
+    public int AddSupervisorDeath(object? userData = null)
+    {
+        ThrowIfDisposed();
+        if (_deathPosition >= 0)
+            throw new InvalidOperationException("the set already watches the supervisor");
+        int pos = _set.AddSupervisorWatch(_owner.ProcArray.SupervisorWatch);
+        _deathPosition = pos;
+        return Remember(pos, WaitEvents.SupervisorDeath, userData);
+    }
+
+    /// <summary>Adds a Windows HANDLE (WaitForMultipleObjects); other backends refuse.</summary>
+    public int AddHandle(nint handle, object? userData = null)
+    {
+        ThrowIfDisposed();
+        return Remember(_set.AddHandle(handle), WaitEvents.HandleSignaled, userData);
+    }
+
+    /// <summary>Changes what is watched at <paramref name="position"/> (ModifyWaitEvent). The latch can be switched off with None.</summary>
+    public void Modify(int position, WaitEvents events)
+    {
+        ThrowIfDisposed();
+        if ((uint)position >= (uint)_set.Count)
+            throw new ArgumentOutOfRangeException(nameof(position), position, $"the set has {_set.Count} events");
+        if (position == _latchPosition)
+        {
+            if (events is not (WaitEvents.None or WaitEvents.LatchSet))
+                throw new ArgumentException("the latch position takes LatchSet or None", nameof(events));
+            _events[position] = events;
+            return;
+        }
+        _set.Modify(position, events);
+        _events[position] = events;
+    }
+
+    private int Remember(int pos, WaitEvents events, object? userData)
+    {
+        _events[pos] = events;
+        _userData[pos] = userData;
+        return pos;
+    }
+
+    /// <summary>
+    /// Sleeps until at least one watched event happens or <paramref name="timeoutMs"/> ms pass (-1: no timeout) and
+    /// fills <paramref name="occurred"/>; returns how many (0 means the timeout expired). Never returns early on a
+    /// timeout: spurious kernel wake-ups go back to sleep for the remaining time. <paramref name="waitEventInfo"/>
+    /// is shown in the participant's slot while it sleeps.
+    /// </summary>
+    public int Wait(int timeoutMs, Span<WaitEvent> occurred, uint waitEventInfo = 0)
+    {
+        ThrowIfDisposed();
+        if (occurred.Length == 0)
+            throw new ArgumentException("room for at least one event is needed", nameof(occurred));
+        ArgumentOutOfRangeException.ThrowIfLessThan(timeoutMs, -1);
+        PgProc* proc = _owner.Proc;
+        bool watchLatch = _latchPosition >= 0 && _events[_latchPosition] == WaitEvents.LatchSet;
+        long start = timeoutMs > 0 ? Stopwatch.GetTimestamp() : 0;
+        int remaining = timeoutMs;
+        Volatile.Write(ref proc->WaitEventInfo, waitEventInfo);
+        try
+        {
+            while (true)
+            {
+                if (watchLatch)
+                {
+                    // Dekker pair with SetLatch: raise MaybeSleeping, fence, then look at IsSet.
+                    Volatile.Write(ref proc->Latch.MaybeSleeping, 1);
+                    Interlocked.MemoryBarrier();
+                    if (Volatile.Read(ref proc->Latch.IsSet) != 0)
+                    {
+                        Volatile.Write(ref proc->Latch.MaybeSleeping, 0);
+                        occurred[0] = new WaitEvent(_latchPosition, WaitEvents.LatchSet, 0, _userData[_latchPosition]);
+                        return 1;
+                    }
+                }
+                int n = _set.Wait(remaining, _raw.AsSpan(0, Math.Min(_raw.Length, occurred.Length)));
+                if (watchLatch)
+                    Volatile.Write(ref proc->Latch.MaybeSleeping, 0);
+                int reported = 0;
+                for (int i = 0; i < n && reported < occurred.Length; i++)
+                {
+                    OccurredEvent e = _raw[i];
+                    if (e.Position == _latchPosition)
+                    {
+                        // The kernel object is drained; report the latch only if it really is set (a stale wake-up is not an event).
+                        if (!watchLatch || Volatile.Read(ref proc->Latch.IsSet) == 0)
+                            continue;
+                    }
+                    occurred[reported++] = new WaitEvent(e.Position, e.Events, e.Handle, _userData[e.Position]);
+                }
+                if (reported > 0)
+                    return reported;
+                if (timeoutMs == 0)
+                    return 0;
+                if (timeoutMs > 0)
+                {
+                    long elapsedMs = (long)Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                    if (elapsedMs >= timeoutMs)
+                        return 0;
+                    remaining = (int)(timeoutMs - elapsedMs);
+                }
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref proc->WaitEventInfo, 0);
+        }
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        _set.Dispose();
+    }
+}
+
+/// <summary>SetLatch, ResetLatch and WaitLatch (latch.c) over the participant slots of a cluster.</summary>
+public static unsafe class Latches
+{
+    /// <summary>
+    /// Sets participant <paramref name="procNumber"/>'s latch, in this or another process (SetLatch). Never throws:
+    /// a bad slot number or a slot without an owner is ignored. On an already-set latch it makes no system call.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SetLatch(ProcArray procs, int procNumber)
+    {
+        if (procs is null || (uint)procNumber >= (uint)procs.MaxProcs)
+            return;
+        PgLatch* latch = &procs.Procs[procNumber].Latch;
+        // Pairs with the setter-side expectations: writes made before SetLatch are visible to the owner once it
+        // sees IsSet (ResetLatch's fence on its side).
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref latch->IsSet) != 0)
+            return;
+        SetLatchSlow(procs, procNumber, latch);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void SetLatchSlow(ProcArray procs, int procNumber, PgLatch* latch)
+    {
+        Volatile.Write(ref latch->IsSet, 1);
+        // Dekker pair with WaitEventSet.Wait's fence after MaybeSleeping = 1.
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref latch->MaybeSleeping) == 0)
+            return;
+        procs.WakeLatchOwner(procNumber);
+    }
+
+    /// <summary>Clears the calling participant's latch (ResetLatch). Check for work after this, before waiting.</summary>
+    public static void ResetLatch(Participant me)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        Volatile.Write(ref me.Proc->Latch.IsSet, 0);
+        // Full fence: reads of shared state after ResetLatch cannot move before the reset (pairs with SetLatch's fence).
+        Interlocked.MemoryBarrier();
+    }
+
+    /// <summary>True when the participant's latch is set right now.</summary>
+    public static bool IsSet(Participant me) => Volatile.Read(ref me.Proc->Latch.IsSet) != 0;
+
+    /// <summary>
+    /// Waits on the calling participant's own latch (WaitLatch). <paramref name="events"/> may combine LatchSet,
+    /// Timeout and SupervisorDeath. Returns what happened (Timeout when the time ran out).
+    /// </summary>
+    public static WaitEvents WaitLatch(Participant me, WaitEvents events, int timeoutMs, uint waitEventInfo = 0)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        ValidateLatchEvents(events, timeoutMs);
+        WaitEventSet set = me.LatchWaitSet(events);
+        Span<WaitEvent> got = me.LatchEventBuffer;
+        int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEventInfo);
+        if (n == 0)
+            return WaitEvents.Timeout;
+        WaitEvents result = WaitEvents.None;
+        for (int i = 0; i < n; i++)
+            result |= got[i].Events;
+        return result;
+    }
+
+    /// <summary>Waits on the latch and a socket together (WaitLatchOrSocket). Returns what happened.</summary>
+    public static WaitEvents WaitLatchOrSocket(Participant me, WaitEvents events, nint socket, int timeoutMs, uint waitEventInfo = 0)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        const WaitEvents socketEvents = WaitEvents.SocketReadable | WaitEvents.SocketWriteable | WaitEvents.SocketConnected | WaitEvents.SocketClosed;
+        ValidateLatchEvents(events & ~socketEvents, timeoutMs);
+        using var set = new WaitEventSet(me, 3);
+        if ((events & WaitEvents.LatchSet) != 0)
+            set.AddLatch();
+        if ((events & WaitEvents.SupervisorDeath) != 0)
+            set.AddSupervisorDeath();
+        if ((events & socketEvents) != 0)
+            set.AddSocket(socket, events & socketEvents);
+        Span<WaitEvent> got = new WaitEvent[3];
+        int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEventInfo);
+        if (n == 0)
+            return WaitEvents.Timeout;
+        WaitEvents result = WaitEvents.None;
+        for (int i = 0; i < n; i++)
+            result |= got[i].Events;
+        return result;
+    }
+
+    private static void ValidateLatchEvents(WaitEvents events, int timeoutMs)
+    {
+        const WaitEvents allowed = WaitEvents.LatchSet | WaitEvents.Timeout | WaitEvents.SupervisorDeath;
+        if ((events & ~allowed) != 0)
+            throw new ArgumentException($"WaitLatch takes LatchSet, Timeout and SupervisorDeath, not {events & ~allowed}", nameof(events));
+        if ((events & (WaitEvents.LatchSet | WaitEvents.Timeout | WaitEvents.SupervisorDeath)) == 0)
+            throw new ArgumentException("WaitLatch needs at least one of LatchSet, Timeout, SupervisorDeath", nameof(events));
+        if ((events & WaitEvents.Timeout) != 0 && timeoutMs < 0)
+            throw new ArgumentOutOfRangeException(nameof(timeoutMs), timeoutMs, "a Timeout wait needs a timeout of 0 or more milliseconds");
+    }
+}

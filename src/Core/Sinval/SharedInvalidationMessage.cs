@@ -1,0 +1,73 @@
+/*-------------------------------------------------------------------------
+ * SharedInvalidationMessage.cs
+ *   One 16-byte message of the shared invalidation queue, and the delegate
+ *   that consumes messages.
+ *
+ * NOTES
+ *   PostgreSQL's SharedInvalidationMessage is a union of small structs
+ *   (catcache, catalog, relcache, smgr, relmap, snapshot messages) whose
+ *   first byte is a kind code, all fitting in 16 bytes. PgIpc does not
+ *   know what its users cache, so the message is four 32-bit words whose
+ *   meaning the user chooses: a kind, a database (or other scope), an
+ *   object id and a payload (a hash value, a version, a second id). The
+ *   queue copies messages bit for bit and never looks inside.
+ *
+ *   A message is plain data with no pointers or offsets, so it means the
+ *   same thing in every process of the cluster.
+ *
+ *   Mirrors src/include/storage/sinval.h (SharedInvalidationMessage).
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.InteropServices;
+using PgIpc.Shmem;
+
+namespace PgIpc.Sinval;
+
+/// <summary>
+/// One invalidation message (16 bytes, user-defined meaning). Layout:
+/// <code>
+///   0  Kind        what kind of thing is invalidated (PostgreSQL: catcache id &gt;= 0, or a negative
+///                  code for relcache / smgr / relmap / snapshot messages)
+///   4  DatabaseId  scope of the message (PostgreSQL: the database OID, 0 = shared)
+///   8  ObjectId    what is invalidated (a relation id, a cache id, ...)
+///  12  Payload     anything else (a hash value, a version number, a second id)
+/// </code>
+/// Written by the sender into the queue's ring under SInvalWriteLock; read by receivers under SInvalReadLock
+/// (see <see cref="SinvalQueue"/>). Immutable while in the ring.
+/// </summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 16)]
+public struct SharedInvalidationMessage : IEquatable<SharedInvalidationMessage>
+{
+    public int Kind;
+    public uint DatabaseId;
+    public uint ObjectId;
+    public uint Payload;
+
+    public SharedInvalidationMessage(int kind, uint databaseId, uint objectId, uint payload)
+    {
+        Kind = kind;
+        DatabaseId = databaseId;
+        ObjectId = objectId;
+        Payload = payload;
+    }
+
+    public readonly bool Equals(SharedInvalidationMessage other)
+        => Kind == other.Kind && DatabaseId == other.DatabaseId && ObjectId == other.ObjectId && Payload == other.Payload;
+
+    public override readonly bool Equals(object? obj) => obj is SharedInvalidationMessage m && Equals(m);
+
+    public override readonly int GetHashCode() => HashCode.Combine(Kind, DatabaseId, ObjectId, Payload);
+
+    public static bool operator ==(SharedInvalidationMessage a, SharedInvalidationMessage b) => a.Equals(b);
+
+    public static bool operator !=(SharedInvalidationMessage a, SharedInvalidationMessage b) => !a.Equals(b);
+
+    public override readonly string ToString() => $"sinval(kind {Kind}, db {DatabaseId}, object {ObjectId}, payload {Payload})";
+}
+
+/// <summary>
+/// Called once per message by <see cref="SinvalQueue.ReceiveAll"/> (PostgreSQL's invalFunction). The message is a
+/// process-local copy; it may call ReceiveAll again (recursion is handled as PostgreSQL does).
+/// </summary>
+public delegate void SinvalConsumer(in SharedInvalidationMessage message);

@@ -1,0 +1,287 @@
+/*-------------------------------------------------------------------------
+ * ConditionVariable.cs
+ *   Condition variables in shared memory: sleep until another participant
+ *   says the condition you wait for may have changed.
+ *
+ * NOTES
+ *   A condition variable is a spinlock and a wait list of procnos, linked
+ *   through PGPROC's CvWaitNext / CvWaitPrev. Sleeping is the latch's job:
+ *   Signal and Broadcast take participants off the list and set their
+ *   latches. The usage pattern is the one condition_variable.c documents:
+ *
+ *       ConditionVariable.PrepareToSleep(me, cv);      // optional
+ *       while (!condition)
+ *           ConditionVariable.Sleep(me, cv, timeout, waitEvent);
+ *       ConditionVariable.CancelSleep(me);
+ *
+ *   Sleep first makes sure the participant is on the list (the first call
+ *   only prepares and returns, so the caller re-checks the condition before
+ *   really sleeping: a signal sent in between is then not missed). A waiter
+ *   counts as woken when it finds itself no longer on the list; it then
+ *   re-queues itself before returning, so that a loop around Sleep stays
+ *   prepared. Latch wake-ups for other reasons return to the caller too;
+ *   callers always re-check their condition.
+ *
+ *   Broadcast must wake everyone who was waiting when it began, not chase
+ *   waiters that re-queue forever: it puts its own slot on the list as a
+ *   sentinel behind the current waiters and wakes from the head until it
+ *   reaches the sentinel. If a concurrent Signal takes the sentinel, every
+ *   waiter before it has been woken, which is all Broadcast promised.
+ *
+ *   CancelSleep passes a signal on: if we were taken off the list (so a
+ *   Signal chose us) but leave without consuming it, we signal the next one.
+ *
+ *   Ordering: the list and links are protected by the spinlock (its
+ *   exchange / release store pair); the latch protocol orders the waker's
+ *   writes before the wake-up against the sleeper's re-check.
+ *
+ *   Mirrors src/backend/storage/lmgr/condition_variable.c.
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using PgIpc.Platform;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+
+namespace PgIpc.Sync;
+
+/// <summary>
+/// A condition variable in shared memory. Layout: 16 bytes.
+/// <code>
+///  0  Mutex        spinlock (SLock) protecting the two fields below and the waiters' CvWait links
+///  4  WakeupHead   Mutex: first waiting procno, -1 = none
+///  8  WakeupTail   Mutex: last waiting procno
+/// </code>
+/// </summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 16)]
+public unsafe struct ConditionVariable
+{
+    public int Mutex;
+    public int WakeupHead;
+    public int WakeupTail;
+
+    /// <summary>Makes the variable empty. Call once, before anyone can see it.</summary>
+    public void Initialize()
+    {
+        WakeupHead = PgProc.InvalidProcNumber;
+        WakeupTail = PgProc.InvalidProcNumber;
+        SLock.Init(ref Mutex);
+    }
+
+    /// <summary>Puts <paramref name="me"/> on <paramref name="cv"/>'s wait list (ConditionVariablePrepareToSleep).</summary>
+    public static void PrepareToSleep(Participant me, ref ConditionVariable cv)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        fixed (ConditionVariable* p = &cv)
+        {
+            // Only one prepared sleep at a time: leave any other.
+            if (me.CvSleepTarget != null && me.CvSleepTarget != p)
+                CancelSleep(me);
+            me.CvSleepTarget = p;
+            PgProc* procs = me.ProcArray.Procs;
+            SLock.Acquire(ref p->Mutex, "ConditionVariable");
+            if (!Contains(p, procs, me.ProcNumber))
+                PushTail(p, procs, me.ProcNumber);
+            SLock.Release(ref p->Mutex);
+        }
+    }
+
+    /// <summary>
+    /// Waits for <paramref name="cv"/> to be signalled, or <paramref name="timeoutMs"/> ms (-1: no timeout)
+    /// (ConditionVariableTimedSleep). Returns true when the timeout expired. The first call after the caller
+    /// checked its condition only prepares (returns false at once): re-check the condition and call again.
+    /// Exits the process's wait when the supervisor dies (WL_EXIT_ON_PM_DEATH is the caller's choice: it gets
+    /// <see cref="SupervisorDiedException"/>).
+    /// </summary>
+    public static bool Sleep(Participant me, ref ConditionVariable cv, int timeoutMs = -1, uint waitEventInfo = 0)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        ArgumentOutOfRangeException.ThrowIfLessThan(timeoutMs, -1);
+        fixed (ConditionVariable* p = &cv)
+        {
+            if (me.CvSleepTarget != p)
+            {
+                PrepareToSleep(me, ref cv);
+                return false;
+            }
+            long start = Stopwatch.GetTimestamp();
+            int remaining = timeoutMs;
+            PgProc* procs = me.ProcArray.Procs;
+            while (true)
+            {
+                WaitEvents events = WaitEvents.LatchSet | WaitEvents.SupervisorDeath | (timeoutMs >= 0 ? WaitEvents.Timeout : WaitEvents.None);
+                WaitEvents got = me.WaitLatch(events, Math.Max(remaining, 0), waitEventInfo);
+                me.ResetLatch();
+                if ((got & WaitEvents.SupervisorDeath) != 0)
+                    throw new SupervisorDiedException();
+
+                // Woken for us if a Signal / Broadcast took us off the list; stay prepared either way.
+                bool done = false;
+                SLock.Acquire(ref p->Mutex, "ConditionVariable");
+                if (!Contains(p, procs, me.ProcNumber))
+                {
+                    done = true;
+                    PushTail(p, procs, me.ProcNumber);
+                }
+                SLock.Release(ref p->Mutex);
+                if (done)
+                    return false;
+                // Another reason woke the latch (ProcSignal): let the caller look at it and come back.
+                if (me.ProcessInterrupts() != 0)
+                    return false;
+                if (timeoutMs >= 0)
+                {
+                    long elapsed = (long)Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                    if (elapsed >= timeoutMs)
+                        return true;
+                    remaining = (int)(timeoutMs - elapsed);
+                }
+            }
+        }
+    }
+
+    /// <summary>Leaves the prepared sleep, passing on a signal that chose us (ConditionVariableCancelSleep). Returns true if one had.</summary>
+    public static bool CancelSleep(Participant me)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        ConditionVariable* p = me.CvSleepTarget;
+        if (p == null)
+            return false;
+        PgProc* procs = me.ProcArray.Procs;
+        bool signaled;
+        SLock.Acquire(ref p->Mutex, "ConditionVariable");
+        if (Contains(p, procs, me.ProcNumber))
+        {
+            Delete(p, procs, me.ProcNumber);
+            signaled = false;
+        }
+        else
+        {
+            signaled = true;
+        }
+        SLock.Release(ref p->Mutex);
+        me.CvSleepTarget = null;
+        if (signaled)
+            SignalCore(me.ProcArray, p);
+        return signaled;
+    }
+
+    /// <summary>Wakes the longest waiter, if any (ConditionVariableSignal).</summary>
+    public static void Signal(ProcArray procs, ref ConditionVariable cv)
+    {
+        ArgumentNullException.ThrowIfNull(procs);
+        fixed (ConditionVariable* p = &cv)
+            SignalCore(procs, p);
+    }
+
+    private static void SignalCore(ProcArray procs, ConditionVariable* p)
+    {
+        SLock.Acquire(ref p->Mutex, "ConditionVariable");
+        int woken = PopHead(p, procs.Procs);
+        SLock.Release(ref p->Mutex);
+        if (woken != PgProc.InvalidProcNumber)
+            Latch.Latches.SetLatch(procs, woken);
+    }
+
+    /// <summary>Wakes every participant waiting when the call began (ConditionVariableBroadcast).</summary>
+    public static void Broadcast(Participant me, ref ConditionVariable cv)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        // Our own link is the sentinel; it cannot be on another list at the same time.
+        if (me.CvSleepTarget != null)
+            CancelSleep(me);
+        ProcArray array = me.ProcArray;
+        PgProc* procs = array.Procs;
+        int self = me.ProcNumber;
+        fixed (ConditionVariable* p = &cv)
+        {
+            bool sentinel = false;
+            SLock.Acquire(ref p->Mutex, "ConditionVariable");
+            int first = PopHead(p, procs);
+            if (first != PgProc.InvalidProcNumber && p->WakeupHead != PgProc.InvalidProcNumber)
+            {
+                PushTail(p, procs, self);
+                sentinel = true;
+            }
+            SLock.Release(ref p->Mutex);
+            if (first != PgProc.InvalidProcNumber)
+                Latch.Latches.SetLatch(array, first);
+
+            while (sentinel)
+            {
+                SLock.Acquire(ref p->Mutex, "ConditionVariable");
+                int next = PopHead(p, procs);
+                sentinel = Contains(p, procs, self);
+                SLock.Release(ref p->Mutex);
+                if (next != PgProc.InvalidProcNumber && next != self)
+                    Latch.Latches.SetLatch(array, next);
+            }
+        }
+    }
+
+    /// <summary>Procnos waiting now, head first (diagnostics).</summary>
+    public static int[] Waiters(ProcArray procs, ref ConditionVariable cv)
+    {
+        ArgumentNullException.ThrowIfNull(procs);
+        List<int> list = [];
+        fixed (ConditionVariable* p = &cv)
+        {
+            SLock.Acquire(ref p->Mutex, "ConditionVariable");
+            for (int cur = p->WakeupHead; cur != PgProc.InvalidProcNumber && list.Count <= procs.MaxProcs; cur = procs.Procs[cur].CvWaitNext)
+                list.Add(cur);
+            SLock.Release(ref p->Mutex);
+        }
+        return [.. list];
+    }
+
+    // The list, under Mutex. A slot is on a list when it is the head or has a predecessor.
+    private static bool Contains(ConditionVariable* cv, PgProc* procs, int procno)
+        => cv->WakeupHead == procno || procs[procno].CvWaitPrev != PgProc.InvalidProcNumber;
+
+    private static void PushTail(ConditionVariable* cv, PgProc* procs, int procno)
+    {
+        PgProc* me = procs + procno;
+        me->CvWaitNext = PgProc.InvalidProcNumber;
+        me->CvWaitPrev = cv->WakeupTail;
+        if (cv->WakeupTail == PgProc.InvalidProcNumber)
+            cv->WakeupHead = procno;
+        else
+            procs[cv->WakeupTail].CvWaitNext = procno;
+        cv->WakeupTail = procno;
+    }
+
+    private static int PopHead(ConditionVariable* cv, PgProc* procs)
+    {
+        int head = cv->WakeupHead;
+        if (head != PgProc.InvalidProcNumber)
+            Delete(cv, procs, head);
+        return head;
+    }
+
+    private static void Delete(ConditionVariable* cv, PgProc* procs, int procno)
+    {
+        PgProc* p = procs + procno;
+        int prev = p->CvWaitPrev, next = p->CvWaitNext;
+        if (prev == PgProc.InvalidProcNumber)
+            cv->WakeupHead = next;
+        else
+            procs[prev].CvWaitNext = next;
+        if (next == PgProc.InvalidProcNumber)
+            cv->WakeupTail = prev;
+        else
+            procs[next].CvWaitPrev = prev;
+        p->CvWaitNext = PgProc.InvalidProcNumber;
+        p->CvWaitPrev = PgProc.InvalidProcNumber;
+    }
+
+    /// <summary>Overload of <see cref="CancelSleep(Participant)"/> for an internal pointer target (participant close).</summary>
+    internal static void CancelSleepIfAny(Participant me) => CancelSleep(me);
+}
+
+/// <summary>The supervisor died while this participant waited (WL_EXIT_ON_PM_DEATH): the process should exit.</summary>
+public sealed class SupervisorDiedException : Platform.PgIpcException
+{
+    public SupervisorDiedException() : base("the cluster's supervisor process died; this process must exit") { }
+}
