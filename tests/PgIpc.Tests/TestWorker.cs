@@ -27,6 +27,7 @@
  *     sem-pingpong <n>                 -> ok  (n rounds of Lock(1) then Unlock(0); error if a Lock waits 10 s)
  *     sem-detach                       -> ok  (dispose the set)
  *     lw-*                             participant and LWLock commands: Sync/LockWorkerCommands.cs
+ *     cl-*                             latch, ProcSignal, barrier, PMSignal, CV: Latch/CoreLatchWorkerCommands.cs
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
  *   The backend is chosen with "--backend <name>" before the commands.
@@ -193,6 +194,8 @@ internal static class TestWorker
                 // Participant and LWLock commands (lw-*): see Sync/LockWorkerCommands.cs.
                 if (PgIpc.Tests.Sync.LockWorkerCommands.TryExecute(a, seg, out string lwReply))
                     return lwReply;
+                if (PgIpc.Tests.Latch.CoreLatchWorkerCommands.TryExecute(a, seg, out string clReply))
+                    return clReply;
                 if (PgIpc.Tests.Platform.LatchWorkerCommands.TryExecute(a, seg, out string latchReply)) return latchReply; // latch-*, lifeline, interrupt-*: Platform/LatchWorkerCommands.cs
                 if (PgIpc.Tests.Sinval.SinvalWorkerCommands.TryExecute(a, seg, out string siReply)) return siReply; // si-*: Sinval/SinvalWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");

@@ -168,7 +168,16 @@ public sealed unsafe class WaitEventSet : IDisposable
                     {
                         Volatile.Write(ref proc->Latch.MaybeSleeping, 0);
                         occurred[0] = new WaitEvent(_latchPosition, WaitEvents.LatchSet, 0, _userData[_latchPosition]);
-                        return 1;
+                        int count = 1;
+                        // Report whatever else is ready too (one non-blocking look), unless the latch is all there is.
+                        if (_set.Count > 1 && occurred.Length > 1)
+                        {
+                            int m = _set.Wait(0, _raw.AsSpan(0, Math.Min(_raw.Length, occurred.Length)));
+                            for (int i = 0; i < m && count < occurred.Length; i++)
+                                if (_raw[i].Position != _latchPosition)
+                                    occurred[count++] = new WaitEvent(_raw[i].Position, _raw[i].Events, _raw[i].Handle, _userData[_raw[i].Position]);
+                        }
+                        return count;
                     }
                 }
                 int n = _set.Wait(remaining, _raw.AsSpan(0, Math.Min(_raw.Length, occurred.Length)));

@@ -17,6 +17,8 @@ internal sealed class LockCluster : IDisposable
     public const int NumLocks = 8;
     public const string CountersName = "test.counters";
     public const int NumCounters = 16;
+    public const string CvName = "test.cvs";
+    public const int NumCvs = 4;
 
     public ShmemSegment Segment { get; }
     public ProcArray Procs { get; }
@@ -27,7 +29,7 @@ internal sealed class LockCluster : IDisposable
         Procs = procs;
     }
 
-    public static LockCluster Create(IPgIpcPlatform platform, ProcArrayOptions? options = null)
+    public static LockCluster Create(IPgIpcPlatform platform, ProcArrayOptions? options = null, string? key = null)
     {
         options ??= new ProcArrayOptions(MaxBackends: 24, MaxAuxiliary: 2, MaxBackgroundWorkers: 2);
         var tranches = new LWLockTrancheRequests().RequestNamedLWLockTranche(TrancheName, NumLocks);
@@ -35,13 +37,23 @@ internal sealed class LockCluster : IDisposable
             .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(options))
             .RequestAddinShmemSpace(LWLockTranches.ShmemName, LWLockTranches.ShmemSize(tranches))
             .RequestAddinShmemSpace(CountersName, NumCounters * 8)
+            .RequestAddinShmemSpace(PgIpc.Signals.ProcSignal.ShmemName, PgIpc.Signals.ProcSignal.ShmemSize(options.TotalProcs))
+            .RequestAddinShmemSpace(PgIpc.Signals.PMSignal.ShmemName, PgIpc.Signals.PMSignal.ShmemSize())
+            .RequestAddinShmemSpace(CvName, NumCvs * 16)
             .RequestAddinShmemSpace("test.extra", 64 * 1024);
-        ShmemSegment seg = ShmemSegment.Create(TestEnvironment.UniqueKey("lw"), sizes, platform);
+        ShmemSegment seg = ShmemSegment.Create(key ?? TestEnvironment.UniqueKey("lw"), sizes, platform);
         try
         {
             ProcArray procs = ProcArray.Init(seg, options, out _);
             LWLockTranches.Init(seg, tranches, out _);
             seg.InitStruct(CountersName, NumCounters * 8, out _);
+            PgIpc.Signals.ProcSignal.Init(seg, procs, out _);
+            PgIpc.Signals.PMSignal.Init(seg, procs, out _);
+            seg.InitStruct(CvName, NumCvs * 16, r =>
+            {
+                foreach (ref ConditionVariable cv in r.AsSpan<ConditionVariable>())
+                    cv.Initialize();
+            }, out _);
             return new LockCluster(seg, procs);
         }
         catch
@@ -61,6 +73,13 @@ internal sealed class LockCluster : IDisposable
         if (!Segment.TryFindStruct(CountersName, out ShmemRegion r))
             throw new InvalidOperationException("no counters");
         return ref r.AsSpan<long>()[i];
+    }
+
+    public ref ConditionVariable Cv(int i)
+    {
+        if (!Segment.TryFindStruct(CvName, out ShmemRegion r))
+            throw new InvalidOperationException("no condition variables");
+        return ref r.AsSpan<ConditionVariable>()[i];
     }
 
     public void Dispose()
