@@ -39,10 +39,11 @@
  *   MSG_PEEK: data or EOF is ready now, even if its FD_READ or FD_CLOSE went
  *   to another set); one asked for Writeable is sent zero bytes (success, or
  *   an error other than WSAEWOULDBLOCK and WSAENOTCONN, is ready now). When
- *   a probe finds a socket ready, the wait that follows has a zero timeout:
- *   it only collects whatever else is signalled (a latch set at the same
- *   moment is reported with the socket, not one wait later), and a socket
- *   both probed and signalled is reported once, with both findings.
+ *   a probe finds a socket ready nothing blocks: every active handle is
+ *   polled in position order instead, while the span has room, and a
+ *   socket is reported with what its probe and its record found together.
+ *   Position order (not probes first) keeps a socket that stays readable
+ *   from hiding a latch at a lower position when the span holds only one.
  *   Datagram sockets are not probed (a zero-byte send is a datagram).
  *   WSAEventSelect makes the socket non-blocking, which is the only way the
  *   probes are safe; Dispose cancels the association (the socket stays
@@ -103,9 +104,8 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
         public bool Stream;
         /// <summary>Sockets: reported readable by the last wait; select it again before the next.</summary>
         public bool Reselect;
-        /// <summary>Sockets: when ReportedRound is the current round, the probes put this position at occurred[Slot].</summary>
-        public ulong ReportedRound;
-        public int Slot;
+        /// <summary>Sockets: what this round's probes found ready (None if nothing, or not probed).</summary>
+        public WaitEvents Probed;
     }
 
     private readonly Entry[] _entries;
@@ -118,8 +118,6 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
     private int _active;
     private bool _sockets;
     private bool _disposed;
-    /// <summary>Counts rounds (probe + wait) so an entry can tell whether the probes of this round reported it.</summary>
-    private ulong _round;
 
     public WindowsWaitSet(int capacity)
     {
@@ -270,45 +268,36 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
         uint ms = timeoutMs < 0 ? Win.INFINITE : (uint)timeoutMs;
         while (true)
         {
-            _round++;
-            int n = 0;
-            uint waitMs = ms;
-            if (_sockets)
+            int n;
+            if (_sockets && ProbeSockets() > 0)
             {
-                n = ProbeSockets(occurred);
-                if (n == occurred.Length)
-                    return n;
-                if (n > 0)
-                    waitMs = 0; // ready already: only collect what else is signalled
+                // Something is ready already: do not block, collect in position order what else is signalled.
+                n = Sweep(0, occurred, 0);
             }
-            if (_active == 0)
-            {
-                if (n > 0)
-                    return n;
-                if (timeoutMs < 0)
-                    throw new InvalidOperationException("the wait set has nothing switched on to wait for, and no timeout");
-                Thread.Sleep((int)ms);
-                return 0;
-            }
-            uint r;
-            fixed (nint* handles = _handles)
-                r = Win.WaitForMultipleObjects((uint)_active, handles, 0, waitMs);
-            if (r == Win.WAIT_TIMEOUT)
-                return n;
-            int first;
-            if (r < Win.WAIT_OBJECT_0 + (uint)_active)
-                first = (int)(r - Win.WAIT_OBJECT_0);
-            else if (r >= Win.WAIT_ABANDONED_0 && r < Win.WAIT_ABANDONED_0 + (uint)_active)
-                first = (int)(r - Win.WAIT_ABANDONED_0); // a mutex given to AddHandle, acquired from an owner that died
             else
-                throw WaitFailed(r);
-
-            n = Report(first, occurred, n);
-            for (int i = first + 1; i < _active && n < occurred.Length; i++)
             {
-                uint p = Win.WaitForSingleObject(_handles[i], 0);
-                if (p == Win.WAIT_OBJECT_0 || p == Win.WAIT_ABANDONED_0)
-                    n = Report(i, occurred, n);
+                if (_active == 0)
+                {
+                    if (timeoutMs < 0)
+                        throw new InvalidOperationException("the wait set has nothing switched on to wait for, and no timeout");
+                    Thread.Sleep((int)ms);
+                    return 0;
+                }
+                uint r;
+                fixed (nint* handles = _handles)
+                    r = Win.WaitForMultipleObjects((uint)_active, handles, 0, ms);
+                if (r == Win.WAIT_TIMEOUT)
+                    return 0;
+                int first;
+                if (r < Win.WAIT_OBJECT_0 + (uint)_active)
+                    first = (int)(r - Win.WAIT_OBJECT_0);
+                else if (r >= Win.WAIT_ABANDONED_0 && r < Win.WAIT_ABANDONED_0 + (uint)_active)
+                    first = (int)(r - Win.WAIT_ABANDONED_0); // a mutex given to AddHandle, acquired from an owner that died
+                else
+                    throw WaitFailed(r);
+                // The wait changed the first handle's state (reset a latch event): report it whatever comes after.
+                n = Report(first, occurred, 0);
+                n = Sweep(first + 1, occurred, n);
             }
             if (n > 0)
                 return n;
@@ -333,6 +322,29 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
         return new PgIpcOsException("WaitForMultipleObjects", (int)r, $"0x{r:x}", $"unexpected result waiting on {_active} handles of a wait set");
     }
 
+    /// <summary>
+    /// Polls the active handles from index <paramref name="from"/> on, in position order, while
+    /// <paramref name="occurred"/> has room: each signalled one is reported (the poll consumed it), and a socket
+    /// the probes found ready is reported even when its event is not signalled.
+    /// </summary>
+    private int Sweep(int from, Span<OccurredEvent> occurred, int n)
+    {
+        for (int i = from; i < _active && n < occurred.Length; i++)
+        {
+            uint p = Win.WaitForSingleObject(_handles[i], 0);
+            if (p == Win.WAIT_OBJECT_0 || p == Win.WAIT_ABANDONED_0)
+            {
+                n = Report(i, occurred, n);
+                continue;
+            }
+            int pos = _positions[i];
+            ref Entry e = ref _entries[pos];
+            if (e.Kind == Kind.Socket && e.Probed != WaitEvents.None)
+                occurred[n++] = new OccurredEvent(pos, e.Probed, e.Reported);
+        }
+        return n;
+    }
+
     /// <summary>Adds the event of active index <paramref name="index"/> (its handle was signalled and waited on) to <paramref name="occurred"/>[n] when there is one.</summary>
     private int Report(int index, Span<OccurredEvent> occurred, int n)
     {
@@ -343,17 +355,10 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
             Kind.Latch => WaitEvents.LatchSet,
             Kind.Supervisor => WaitEvents.SupervisorDeath,
             Kind.Handle => WaitEvents.HandleSignaled,
-            _ => SocketEventsOccurred(ref e),
+            _ => SocketEventsOccurred(ref e) | e.Probed,
         };
         if (what == WaitEvents.None)
             return n;
-        if (e.Kind == Kind.Socket && e.ReportedRound == _round)
-        {
-            // The probes already reported this socket in this round: add what its record says to that report.
-            OccurredEvent before = occurred[e.Slot];
-            occurred[e.Slot] = before with { Events = before.Events | what };
-            return n;
-        }
         occurred[n] = new OccurredEvent(pos, what, e.Reported);
         return n + 1;
     }
@@ -386,16 +391,19 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
 
     /// <summary>
     /// Before a wait: re-selects sockets reported readable last time, and probes stream sockets for data, EOF or
-    /// room that Winsock will not signal again. Returns how many sockets it found ready (already in <paramref name="occurred"/>,
-    /// marked with this round so the wait that follows adds to their reports instead of repeating them).
+    /// room that Winsock will not signal again. Records the findings in each entry's Probed and returns how many
+    /// sockets it found ready.
     /// </summary>
-    private int ProbeSockets(Span<OccurredEvent> occurred)
+    private int ProbeSockets()
     {
         int n = 0;
-        for (int pos = 0; pos < _count && n < occurred.Length; pos++)
+        for (int pos = 0; pos < _count; pos++)
         {
             ref Entry e = ref _entries[pos];
-            if (e.Kind != Kind.Socket || e.Events == WaitEvents.None)
+            if (e.Kind != Kind.Socket)
+                continue;
+            e.Probed = WaitEvents.None;
+            if (e.Events == WaitEvents.None)
                 continue;
             if (e.Reselect)
             {
@@ -431,13 +439,9 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
                         ready |= WaitEvents.SocketWriteable; // the caller's send meets the error
                 }
             }
-            ready &= e.Events;
-            if (ready != WaitEvents.None)
-            {
-                e.ReportedRound = _round;
-                e.Slot = n;
-                occurred[n++] = new OccurredEvent(pos, ready, e.Reported);
-            }
+            e.Probed = ready & e.Events;
+            if (e.Probed != WaitEvents.None)
+                n++;
         }
         return n;
     }
