@@ -11,6 +11,9 @@ using PgIpc.Platform;
 namespace PgIpc.Tests;
 
 /// <remarks>
+/// Under Wine (the Windows leg) an exception that leaves a delegate NUnit invokes through reflection
+/// (<c>Assert.That(() => ..., Throws...)</c>, <c>Assert.Ignore</c>) leaves a stale SEH frame on the thread and the
+/// next exception there hangs the run. Check exceptions with <c>Assert.Throws</c> / <c>Assert.Catch</c> only.
 /// Tests run one at a time (NUnit's default; nothing asks for parallelism): several of them count OS
 /// objects or lower process-wide settings. [NonParallelizable] is not used because NUnit's non-parallel
 /// queue hangs under Wine.

@@ -106,14 +106,14 @@ public sealed class LatchSignalTests(string backend)
     public void BadWaitArgumentsAreRefused()
     {
         using Participant me = Cluster.Procs.Join();
-        Assert.That(() => me.WaitLatch(WaitEvents.None, 10), Throws.ArgumentException);
-        Assert.That(() => me.WaitLatch(WaitEvents.SocketReadable, 10), Throws.ArgumentException);
-        Assert.That(() => me.WaitLatch(WaitEvents.Timeout, -5), Throws.TypeOf<ArgumentOutOfRangeException>());
+        Assert.Throws<ArgumentException>(() => me.WaitLatch(WaitEvents.None, 10));
+        Assert.Throws<ArgumentException>(() => me.WaitLatch(WaitEvents.SocketReadable, 10));
+        Assert.Throws<ArgumentOutOfRangeException>(() => me.WaitLatch(WaitEvents.Timeout, -5));
         using var set = new WaitEventSet(me, 2);
         set.AddLatch();
-        Assert.That(() => set.AddLatch(), Throws.InvalidOperationException);
-        Assert.That(() => set.AddSocket(0, WaitEvents.LatchSet), Throws.ArgumentException);
-        Assert.That(() => set.Modify(7, WaitEvents.None), Throws.TypeOf<ArgumentOutOfRangeException>());
+        Assert.Throws<InvalidOperationException>(() => set.AddLatch());
+        Assert.Throws<ArgumentException>(() => set.AddSocket(0, WaitEvents.LatchSet));
+        Assert.Throws<ArgumentOutOfRangeException>(() => set.Modify(7, WaitEvents.None));
     }
 
     [Test]
@@ -267,7 +267,7 @@ public sealed class LatchSignalTests(string backend)
         // An absent slot is refused without throwing.
         Assert.That(ProcSignal.SendProcSignal(c.Procs, c.Procs.MaxProcs - 1, reason), Is.False);
         Assert.That(ProcSignal.SendProcSignal(c.Procs, me.ProcNumber, reason, expectedPid: 1), Is.False, "wrong pid");
-        Assert.That(() => ProcSignal.SendProcSignal(c.Procs, 0, (ProcSignalReason)64), Throws.TypeOf<ArgumentOutOfRangeException>());
+        Assert.Throws<ArgumentOutOfRangeException>(() => ProcSignal.SendProcSignal(c.Procs, 0, (ProcSignalReason)64));
     }
 
     [Test]

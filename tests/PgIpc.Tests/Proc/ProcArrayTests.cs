@@ -106,7 +106,7 @@ public sealed class ProcArrayTests(string backend)
         {
             Exception? ex = Assert.Throws<NoFreeProcSlotException>(() => OnThread(() => c.Procs.Join(ProcKind.Backend)));
             Assert.That(ex!.Message, Does.Contain("no free Backend participant slot").And.Contain("all 2"));
-            Assert.That(() => OnThread(() => c.Procs.Join(ProcKind.BackgroundWorker)), Throws.TypeOf<NoFreeProcSlotException>(), "a kind with no slots");
+            Assert.Throws<NoFreeProcSlotException>(() => OnThread(() => c.Procs.Join(ProcKind.BackgroundWorker)), "a kind with no slots");
             Assert.That(OnThread(() => { using Participant x = c.Procs.Join(ProcKind.Auxiliary); return x.Kind; }), Is.EqualTo(ProcKind.Auxiliary), "other kinds are unaffected");
         }
         finally
@@ -121,10 +121,10 @@ public sealed class ProcArrayTests(string backend)
     {
         Assert.Multiple(() =>
         {
-            Assert.That(() => ProcArray.ShmemSize(new ProcArrayOptions(MaxBackends: 0)), Throws.TypeOf<ArgumentOutOfRangeException>());
-            Assert.That(() => ProcArray.ShmemSize(new ProcArrayOptions(MaxAuxiliary: -1)), Throws.TypeOf<ArgumentOutOfRangeException>());
-            Assert.That(() => ProcArray.ShmemSize(new ProcArrayOptions(MaxBackends: ProcArray.MaxProcsLimit)), Throws.TypeOf<ArgumentOutOfRangeException>().With.Message.Contains("at most"));
-            Assert.That(() => ProcArray.Init(null!, new ProcArrayOptions(), out _), Throws.ArgumentNullException);
+            Assert.Throws<ArgumentOutOfRangeException>(() => ProcArray.ShmemSize(new ProcArrayOptions(MaxBackends: 0)));
+            Assert.Throws<ArgumentOutOfRangeException>(() => ProcArray.ShmemSize(new ProcArrayOptions(MaxAuxiliary: -1)));
+            Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => ProcArray.ShmemSize(new ProcArrayOptions(MaxBackends: ProcArray.MaxProcsLimit)))!.Message, Does.Contain("at most"));
+            Assert.Throws<ArgumentNullException>(() => ProcArray.Init(null!, new ProcArrayOptions(), out _));
         });
     }
 
@@ -134,7 +134,7 @@ public sealed class ProcArrayTests(string backend)
         ShmemSegment seg = ShmemSegment.Create(TestEnvironment.UniqueKey("noproc"), 1 << 20, PgIpcPlatform.Get(backend));
         try
         {
-            Assert.That(() => ProcArray.Attach(seg), Throws.TypeOf<PgIpcException>().With.Message.Contains("no participant slot array"));
+            Assert.That(Assert.Throws<PgIpcException>(() => ProcArray.Attach(seg))!.Message, Does.Contain("no participant slot array"));
         }
         finally
         {
@@ -153,8 +153,8 @@ public sealed class ProcArrayTests(string backend)
         {
             Assert.That(p.IsDisposed, Is.True);
             Assert.That(Participant.CurrentOrNull, Is.Null);
-            Assert.That(() => procs.Join(), Throws.TypeOf<ObjectDisposedException>());
-            Assert.That(() => procs.GetProcs(), Throws.TypeOf<ObjectDisposedException>());
+            Assert.Throws<ObjectDisposedException>(() => procs.Join());
+            Assert.Throws<ObjectDisposedException>(() => procs.GetProcs());
         });
         p.Dispose(); // idempotent
     }

@@ -456,10 +456,10 @@ public sealed class SinvalQueueTests(string backend)
     public void RegistrationRules()
     {
         Participant r = Reader();
-        Assert.That(() => _c.Queue.RegisterBackend(r), Throws.InvalidOperationException, "registered twice");
+        Assert.Throws<InvalidOperationException>(() => _c.Queue.RegisterBackend(r), "registered twice");
         var buf = new SharedInvalidationMessage[4];
-        Assert.That(() => _c.Queue.GetMessages(_writer, buf), Throws.InvalidOperationException, "the writer never registered");
-        Assert.That(() => _c.Queue.GetMessages(r, Span<SharedInvalidationMessage>.Empty), Throws.ArgumentException);
+        Assert.Throws<InvalidOperationException>(() => _c.Queue.GetMessages(_writer, buf), "the writer never registered");
+        Assert.Throws<ArgumentException>(() => _c.Queue.GetMessages(r, Span<SharedInvalidationMessage>.Empty));
         _c.Queue.UnregisterBackend(r);
         Assert.That(_c.Queue.GetStatistics().Readers, Is.Empty);
         _c.Queue.RegisterBackend(r);

@@ -172,7 +172,7 @@ public sealed class LWLockCrossProcessTests(string backend)
         ChildWorker b = StartWorker();
         a.Send("lw-join");
         b.Send("lw-join");
-        Assert.That(() => _c.Procs.Join(), Throws.TypeOf<NoFreeProcSlotException>().With.Message.Contains("all 2 are in use"));
+        Assert.That(Assert.Throws<NoFreeProcSlotException>(() => _c.Procs.Join())!.Message, Does.Contain("all 2 are in use"));
         a.Kill();
         using Participant me = _c.Procs.Join();
         Assert.That(me.Kind, Is.EqualTo(ProcKind.Backend));

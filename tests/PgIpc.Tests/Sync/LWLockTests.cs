@@ -277,14 +277,13 @@ public sealed unsafe class LWLockTests(string backend)
     public void UpdateVarWithoutHoldingIsRefused()
     {
         ulong v = 0;
-        Assert.That(() => Lock(5).UpdateVar(ref v, 1), Throws.TypeOf<LWLockUsageException>().With.Message.Contains("does not hold it exclusive"));
+        Assert.That(Assert.Throws<LWLockUsageException>(() => Lock(5).UpdateVar(ref v, 1))!.Message, Does.Contain("does not hold it exclusive"));
     }
 
     [Test]
     public void ReleasingALockNotHeldIsAnError()
     {
-        Assert.That(() => Lock(0).Release(), Throws.TypeOf<LWLockNotHeldException>()
-            .With.Message.Contains(LockCluster.TrancheName).And.Message.Contains("not held"));
+        Assert.That(Assert.Throws<LWLockNotHeldException>(() => Lock(0).Release())!.Message, Does.Contain(LockCluster.TrancheName).And.Contain("not held"));
         // Held by someone else does not count as held by me.
         var errors = new ConcurrentQueue<Exception>();
         var release = new ManualResetEventSlim();
@@ -296,7 +295,7 @@ public sealed unsafe class LWLockTests(string backend)
             locks[0].Release();
         });
         WaitFor(() => Lock(0).IsHeldExclusive, "the other thread to hold the lock");
-        Assert.That(() => Lock(0).Release(), Throws.TypeOf<LWLockNotHeldException>());
+        Assert.Throws<LWLockNotHeldException>(() => Lock(0).Release());
         Assert.That(Lock(0).IsHeldExclusive, Is.True, "a refused release changes nothing");
         release.Set();
         Assert.That(_threads[0].Join(Patience), Is.True);
@@ -312,8 +311,7 @@ public sealed unsafe class LWLockTests(string backend)
             locks[i].Lock.Initialize(BuiltinTranche.Test);
         for (int i = 0; i < LWLock.MaxHeldLocks; i++)
             locks[i].Lock.Acquire(LWLockMode.Shared);
-        Assert.That(() => locks[LWLock.MaxHeldLocks].Lock.Acquire(LWLockMode.Exclusive),
-            Throws.TypeOf<LWLockUsageException>().With.Message.Contains("too many LWLocks"));
+        Assert.That(Assert.Throws<LWLockUsageException>(() => locks[LWLock.MaxHeldLocks].Lock.Acquire(LWLockMode.Exclusive))!.Message, Does.Contain("too many LWLocks"));
         Assert.That(locks[LWLock.MaxHeldLocks].Lock.IsHeldExclusive, Is.False, "the refused lock was not taken");
         Assert.That(_me!.HeldLockCount, Is.EqualTo(LWLock.MaxHeldLocks));
         _me.ReleaseAllLWLocks();
@@ -394,8 +392,7 @@ public sealed unsafe class LWLockTests(string backend)
         });
         WaitFor(() => QueueLength(0) == 1, "the waiter to queue");
         Participant w = Volatile.Read(ref waiter)!;
-        Assert.That(() => Lock(1).Acquire(w, LWLockMode.Exclusive),
-            Throws.TypeOf<LWLockUsageException>().With.Message.Contains("already waiting"));
+        Assert.That(Assert.Throws<LWLockUsageException>(() => Lock(1).Acquire(w, LWLockMode.Exclusive))!.Message, Does.Contain("already waiting"));
         Assert.That(Lock(1).IsHeldExclusive, Is.False);
         l.Release();
         Assert.That(_threads[0].Join(Patience), Is.True);
@@ -405,8 +402,8 @@ public sealed unsafe class LWLockTests(string backend)
     [Test]
     public void BadModeIsRefused()
     {
-        Assert.That(() => Lock(0).Acquire(LWLockMode.WaitUntilFree), Throws.TypeOf<ArgumentOutOfRangeException>());
-        Assert.That(() => Lock(0).Acquire((LWLockMode)17), Throws.TypeOf<ArgumentOutOfRangeException>());
+        Assert.Throws<ArgumentOutOfRangeException>(() => Lock(0).Acquire(LWLockMode.WaitUntilFree));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Lock(0).Acquire((LWLockMode)17));
         Assert.That(Lock(0).IsHeldExclusive || Lock(0).SharedHolders != 0, Is.False);
     }
 
@@ -423,7 +420,7 @@ public sealed unsafe class LWLockTests(string backend)
         t.Start();
         Assert.That(t.Join(Patience), Is.True);
         Assert.That(seen, Is.TypeOf<InvalidOperationException>().With.Message.Contains("not a PgIpc participant"));
-        Assert.That(() => _c.Procs.Join(), Throws.TypeOf<InvalidOperationException>().With.Message.Contains("already participant"));
+        Assert.That(Assert.Throws<InvalidOperationException>(() => _c.Procs.Join())!.Message, Does.Contain("already participant"));
     }
 
     [Test]
@@ -436,8 +433,7 @@ public sealed unsafe class LWLockTests(string backend)
         Interlocked.Or(ref l.State, LWLock.Bits.ValExclusive | LWLock.Bits.FlagLocked);
         try
         {
-            Assert.That(() => Lock(0).Acquire(LWLockMode.Exclusive),
-                Throws.TypeOf<StuckSpinLockException>().With.Message.Contains("LWLock wait list"));
+            Assert.That(Assert.Throws<StuckSpinLockException>(() => Lock(0).Acquire(LWLockMode.Exclusive))!.Message, Does.Contain("LWLock wait list"));
             Assert.That(_me!.HeldLockCount, Is.Zero);
         }
         finally
@@ -465,15 +461,13 @@ public sealed unsafe class LWLockTests(string backend)
         int id = LWLockTranches.NewTrancheId(_c.Segment, "my.dsm.locks");
         Assert.That(LWLockTranches.NewTrancheId(_c.Segment, "my.dsm.locks"), Is.EqualTo(id), "registering again returns the same id");
         Assert.That(LWLockTranches.NameOf(_c.Segment, id), Is.EqualTo("my.dsm.locks"));
-        Assert.That(() => LWLockTranches.GetNamedLWLockTranche(_c.Segment, "never.requested"),
-            Throws.TypeOf<PgIpcException>().With.Message.Contains("is not registered"));
-        Assert.That(() => LWLockTranches.GetNamedLWLockTranche(_c.Segment, "my.dsm.locks"),
-            Throws.TypeOf<PgIpcException>(), "a run-time tranche has no locks of its own");
-        Assert.That(() => locks[LockCluster.NumLocks], Throws.TypeOf<ArgumentOutOfRangeException>());
-        Assert.That(() => new LWLockTrancheRequests().RequestNamedLWLockTranche("", 1), Throws.ArgumentException);
-        Assert.That(() => new LWLockTrancheRequests().RequestNamedLWLockTranche(new string('x', 64), 1), Throws.ArgumentException);
-        Assert.That(() => new LWLockTrancheRequests().RequestNamedLWLockTranche("a", 0), Throws.TypeOf<ArgumentOutOfRangeException>());
-        Assert.That(() => new LWLockTrancheRequests().RequestNamedLWLockTranche("a", 1).RequestNamedLWLockTranche("a", 2), Throws.ArgumentException);
+        Assert.That(Assert.Throws<PgIpcException>(() => LWLockTranches.GetNamedLWLockTranche(_c.Segment, "never.requested"))!.Message, Does.Contain("is not registered"));
+        Assert.Throws<PgIpcException>(() => LWLockTranches.GetNamedLWLockTranche(_c.Segment, "my.dsm.locks"), "a run-time tranche has no locks of its own");
+        Assert.Throws<ArgumentOutOfRangeException>(() => _ = locks[LockCluster.NumLocks]);
+        Assert.Throws<ArgumentException>(() => new LWLockTrancheRequests().RequestNamedLWLockTranche("", 1));
+        Assert.Throws<ArgumentException>(() => new LWLockTrancheRequests().RequestNamedLWLockTranche(new string('x', 64), 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new LWLockTrancheRequests().RequestNamedLWLockTranche("a", 0));
+        Assert.Throws<ArgumentException>(() => new LWLockTrancheRequests().RequestNamedLWLockTranche("a", 1).RequestNamedLWLockTranche("a", 2));
     }
 
     [Test]
