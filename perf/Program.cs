@@ -5,6 +5,7 @@
  * NOTES
  *   dotnet run -c Release --project perf -- --filter '*'
  *   dotnet run -c Release --project perf -- contend [--backend linux|posix|mutex|all] [--seconds 3]
+ *   dotnet run -c Release --project perf -- pingpong [--backend linux|posix|pipe|socket|all] [--rounds 20000] [--samples 5]
  *
  *   BenchmarkSwitcher picks the classes the filter names. Unless the
  *   command line says otherwise (--artifacts), results go to
@@ -13,7 +14,9 @@
  *
  *   "contend" is not a BenchmarkDotNet run: it is the two-process
  *   contention harness (Contention/ContendHarness.cs), which starts this
- *   program again as its child with the verb "contend-child".
+ *   program again as its child with the verb "contend-child". "pingpong"
+ *   (Contention/PingPongHarness.cs, child verb "pingpong-child") is the
+ *   cross-process wake-up round-trip harness, the same way.
  *-------------------------------------------------------------------------
  */
 using System.Reflection;
@@ -31,6 +34,10 @@ public static class Program
             return ContendHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ChildVerb)
             return ContendHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == PingPongHarness.ParentVerb)
+            return PingPongHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == PingPongHarness.ChildVerb)
+            return PingPongHarness.Child(args[1..]);
         IConfig config = DefaultConfig.Instance.WithArtifactsPath(ArtifactsPath());
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
         return 0;
