@@ -78,7 +78,7 @@ public sealed class SinvalCatchupTests(string backend)
         {
             Assert.That(resets, Is.Zero, "the reader was caught up, never reset");
             Assert.That(damaged, Is.Zero);
-            Assert.That(received, Is.EqualTo(Enumerable.Range(0, total).Select(i => (uint)i)), "every message, in order");
+            SeqAssert.Equal(received, Enumerable.Range(0, total).Select(i => (uint)i), "every message, in order");
         });
     }
 }

@@ -154,7 +154,7 @@ public sealed class SinvalQueueTests(string backend)
         {
             Receive(p, box);
             Assert.That(Receive(p).Messages, Is.Empty, "nothing new");
-            Assert.That(box.Seqs, Is.EqualTo(Range(0, 5001)), $"reader {p.ProcNumber}: every message, in order");
+            SeqAssert.Equal(box.Seqs, Range(0, 5001), $"reader {p.ProcNumber}: every message, in order");
             Assert.That(box.Damaged, Is.Zero);
             Assert.That(box.ResetAt, Is.Empty);
         }
@@ -180,7 +180,7 @@ public sealed class SinvalQueueTests(string backend)
         while ((n = _c.Queue.GetMessages(r, buf)) > 0)
             got.AddRange(buf.Take(n).Select(m => m.ObjectId));
         Assert.That(n, Is.Zero);
-        Assert.That(got, Is.EqualTo(Range(0, 100)));
+        SeqAssert.Equal(got, Range(0, 100), "");
     }
 
     [Test]
@@ -202,7 +202,7 @@ public sealed class SinvalQueueTests(string backend)
         for (int i = 0; i < readers.Length; i++)
         {
             Receive(readers[i], inboxes[i]);
-            Assert.That(inboxes[i].Seqs, Is.EqualTo(Range(0, total)), $"reader {i}: every message, in order");
+            SeqAssert.Equal(inboxes[i].Seqs, Range(0, total), $"reader {i}: every message, in order");
             Assert.That(inboxes[i].ResetAt, Is.Empty, $"reader {i}: never reset");
             Assert.That(inboxes[i].Damaged, Is.Zero);
         }
@@ -276,11 +276,11 @@ public sealed class SinvalQueueTests(string backend)
             {
                 List<uint> run = box.Messages.Skip(start).Take(end - start).Select(m => m.ObjectId).ToList();
                 if (run.Count > 0)
-                    Assert.That(run, Is.EqualTo(Range(run[0], run.Count)), $"reader {i}: run after reset {start} is contiguous");
+                    SeqAssert.Equal(run, Range(run[0], run.Count), $"reader {i}: run after reset {start} is contiguous");
                 start = end;
             }
             if (box.ResetAt.Count == 0)
-                Assert.That(box.Seqs, Is.EqualTo(Range(0, total)), $"reader {i} kept up: every message");
+                SeqAssert.Equal(box.Seqs, Range(0, total), $"reader {i} kept up: every message");
             TestContext.Out.WriteLine($"reader {i}: {box.Messages.Count} of {total} messages, {box.ResetAt.Count} resets");
         }
         Assert.That(_c.Queue.GetStatistics().Readers, Is.Empty, "every reader unregistered");
@@ -312,7 +312,7 @@ public sealed class SinvalQueueTests(string backend)
         Inbox box1 = Receive(slow1);
         Assert.Multiple(() =>
         {
-            Assert.That(box1.Seqs, Is.EqualTo(Range(0, 38 * WriteQuantum)), "the signalled reader catches up with everything");
+            SeqAssert.Equal(box1.Seqs, Range(0, 38 * WriteQuantum), "the signalled reader catches up with everything");
             Assert.That(box1.ResetAt, Is.Empty);
             Assert.That(_c.Queue.CatchupPending(slow1), Is.False, "caught up: the request is answered");
             Assert.That(_signals.Select(s => s.Procno), Is.EqualTo(new[] { slow1.ProcNumber, slow2.ProcNumber }),
@@ -323,14 +323,14 @@ public sealed class SinvalQueueTests(string backend)
         Inbox box2 = Receive(slow2);
         Assert.Multiple(() =>
         {
-            Assert.That(box2.Seqs, Is.EqualTo(Range(0, 38 * WriteQuantum)));
+            SeqAssert.Equal(box2.Seqs, Range(0, 38 * WriteQuantum), "");
             Assert.That(_c.Queue.CatchupPending(slow2), Is.False);
             Assert.That(_signals, Has.Count.EqualTo(2), "nobody is behind any more: the chain ends");
             SinvalStatistics st = _c.Queue.GetStatistics();
             Assert.That(st.SignalsSent, Is.EqualTo(2));
             Assert.That(st.ResetsIssued, Is.Zero);
             Assert.That(st.MinMsgNum, Is.EqualTo(st.MaxMsgNum), "slow2's cleanup moved minMsgNum up to everyone");
-            Assert.That(fastBox.Seqs, Is.EqualTo(Range(0, 38 * WriteQuantum)));
+            SeqAssert.Equal(fastBox.Seqs, Range(0, 38 * WriteQuantum), "");
         });
     }
 
@@ -363,7 +363,7 @@ public sealed class SinvalQueueTests(string backend)
         Assert.That(_c.Queue.CatchupPending(stalled), Is.False, "a reset answers any catch-up request");
         Send(10, batch: 10);
         Assert.That(_c.Queue.GetMessages(stalled, buf), Is.EqualTo(10));
-        Assert.That(buf.Take(10).Select(m => m.ObjectId), Is.EqualTo(Range(5000, 10)), "continues with new messages");
+        SeqAssert.Equal(buf.Take(10).Select(m => m.ObjectId), Range(5000, 10), "continues with new messages");
 
         // ReceiveAll: onReset once, then the messages sent after the reset.
         Inbox box2 = Receive(stalled2);
@@ -371,11 +371,11 @@ public sealed class SinvalQueueTests(string backend)
         Assert.That(box2.Messages, Is.Empty, "the 10 were sent before it learnt of the reset");
         Send(5, batch: 5);
         Receive(stalled2, box2);
-        Assert.That(box2.Seqs, Is.EqualTo(Range(5010, 5)));
+        SeqAssert.Equal(box2.Seqs, Range(5010, 5), "");
         Assert.That(box2.ResetAt, Has.Count.EqualTo(1));
 
         Receive(fast, fastBox);
-        Assert.That(fastBox.Seqs, Is.EqualTo(Range(0, 5015)), "the reader that kept up lost nothing");
+        SeqAssert.Equal(fastBox.Seqs, Range(0, 5015), "the reader that kept up lost nothing");
         Assert.That(fastBox.ResetAt, Is.Empty);
     }
 
@@ -401,7 +401,7 @@ public sealed class SinvalQueueTests(string backend)
         SinvalReaderInfo so = st.Readers.Single(r => r.ProcNumber == sendOnly.ProcNumber);
         Assert.Multiple(() =>
         {
-            Assert.That(box.Messages.Take(12_800).Select(m => m.ObjectId), Is.EqualTo(Range(0, 12_800)));
+            SeqAssert.Equal(box.Messages.Take(12_800).Select(m => m.ObjectId), Range(0, 12_800), "");
             Assert.That(box.Messages.Skip(12_800), Is.EqualTo(mine));
             Assert.That(box.ResetAt, Is.Empty);
             Assert.That(so.SendOnly, Is.True);
@@ -440,7 +440,7 @@ public sealed class SinvalQueueTests(string backend)
         {
             foreach (Inbox box in boxes)
             {
-                Assert.That(box.Seqs, Is.EqualTo(Range(0, calls * WriteQuantum)), "every message across the wraparound");
+                SeqAssert.Equal(box.Seqs, Range(0, calls * WriteQuantum), "every message across the wraparound");
                 Assert.That(box.ResetAt, Is.Empty);
                 Assert.That(box.Damaged, Is.Zero);
             }
@@ -464,7 +464,7 @@ public sealed class SinvalQueueTests(string backend)
         Assert.That(_c.Queue.GetStatistics().Readers, Is.Empty);
         _c.Queue.RegisterBackend(r);
         Send(3, batch: 3);
-        Assert.That(Receive(r).Seqs, Is.EqualTo(Range(0, 3)), "a reader starts at the newest message");
+        SeqAssert.Equal(Receive(r).Seqs, Range(0, 3), "a reader starts at the newest message");
 
         // A reader whose participant left without unregistering stops counting; its slot can register again.
         int procno = r.ProcNumber;
@@ -525,8 +525,8 @@ public sealed class SinvalQueueTests(string backend)
         {
             Assert.That(box.Damaged, Is.Zero);
             Assert.That(box.ResetAt, Is.Empty);
-            Assert.That(box.Messages.Where(m => m.DatabaseId == WriterId).Select(m => m.ObjectId), Is.EqualTo(Range(0, 38 * WriteQuantum)));
-            Assert.That(fromWorker, Is.EqualTo(Range(0, 6000)), "the worker's messages arrive intact and in order");
+            SeqAssert.Equal(box.Messages.Where(m => m.DatabaseId == WriterId).Select(m => m.ObjectId), Range(0, 38 * WriteQuantum), "");
+            SeqAssert.Equal(fromWorker, Range(0, 6000), "the worker's messages arrive intact and in order");
         });
         w.Send("si-leave");
         Assert.That(_c.Queue.GetStatistics().Readers.Select(r => r.ProcNumber), Is.EqualTo(new[] { mine.ProcNumber }));
