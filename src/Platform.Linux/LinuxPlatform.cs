@@ -26,4 +26,6 @@ public sealed class LinuxPlatform : IPgIpcPlatform
     public IProcSemaphoreProvider Semaphores { get; } = new FutexSemaphoreProvider();
 
     public ILatchProvider Latches { get; } = new LinuxLatchProvider();
+
+    public IDsmProvider Dsm { get; } = new LinuxDsmProvider();
 }

@@ -24,4 +24,6 @@ public sealed class PosixPlatform : IPgIpcPlatform
     public IProcSemaphoreProvider Semaphores { get; } = new PosixSemaphoreProvider();
 
     public ILatchProvider Latches { get; } = new PosixLatchProvider();
+
+    public IDsmProvider Dsm { get; } = new PosixDsmProvider();
 }

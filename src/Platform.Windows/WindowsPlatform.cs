@@ -24,4 +24,6 @@ public sealed class WindowsPlatform : IPgIpcPlatform
     public IProcSemaphoreProvider Semaphores { get; } = new WindowsSemaphoreProvider();
 
     public ILatchProvider Latches { get; } = new WindowsLatchProvider();
+
+    public IDsmProvider Dsm { get; } = new WindowsDsmProvider();
 }

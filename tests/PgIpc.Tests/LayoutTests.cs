@@ -48,6 +48,10 @@ public sealed class LayoutTests
             ("SlotsHandedOut", 136), ("SlotsReclaimed", 144), ("Magic", 152), ("SupervisorPid", 156)]),
         [typeof(LWLock)] = (16, [("Tranche", 0), ("State", 4), ("WaitHead", 8), ("WaitTail", 12)]),
         [typeof(LWLockPadded)] = (64, [("Lock", 0)]),
+        [typeof(PgIpc.Dsm.DsmControlHeader)] = (128, [
+            ("Lock", 0), ("Magic", 64), ("MaxItems", 68), ("NItems", 72), ("Implementation", 76), ("CreatedCount", 80),
+            ("DestroyedCount", 88), ("ItemsLock", 96)]),
+        [typeof(PgIpc.Dsm.DsmControlItem)] = (24, [("Handle", 0), ("RefCnt", 4), ("Size", 8), ("Implementation", 16), ("Pinned", 20)]),
         [typeof(ConditionVariable)] = (16, [("Mutex", 0), ("WakeupHead", 4), ("WakeupTail", 8)]),
         [typeof(PgIpc.Signals.ProcSignalHeader)] = (64, [("BarrierGeneration", 0), ("MaxProcs", 8), ("Magic", 12)]),
         [typeof(PgIpc.Signals.PMSignalState)] = (192, [("Magic", 0), ("SupervisorPid", 4), ("Flags", 64)]),
@@ -61,6 +65,11 @@ public sealed class LayoutTests
         [typeof(PgIpc.Sinval.ProcState)] = (64, [
             ("Pid", 0), ("Generation", 4), ("NextMsgNum", 8), ("ResetState", 12), ("Signaled", 16), ("HasMessages", 20),
             ("SendOnly", 24)]),
+        [typeof(PgIpc.Mq.ShmTocHeader)] = (32, [("Magic", 0), ("Mutex", 8), ("NumEntries", 12), ("TotalBytes", 16), ("AllocatedBytes", 24)]),
+        [typeof(PgIpc.Mq.ShmTocEntry)] = (16, [("Key", 0), ("Offset", 8)]),
+        [typeof(PgIpc.Mq.ShmMqHeader)] = (192, [
+            ("Mutex", 0), ("ReceiverProcNo", 4), ("SenderProcNo", 8), ("Detached", 12), ("RingSize", 16), ("RingOffset", 24),
+            ("ReceiverPid", 32), ("SenderPid", 36), ("Magic", 40), ("BytesRead", 64), ("BytesWritten", 128)]),
     };
 
     /// <summary>Structs in Core that never live in shared memory (handles, views, results).</summary>
@@ -73,6 +82,8 @@ public sealed class LayoutTests
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
         typeof(PgIpc.Platform.OccurredEvent), typeof(PgIpc.Latch.WaitEvent),
+        // shm_toc / shm_mq: a chunk view, the size estimator, a message's pieces on the stack.
+        typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
     ];
 
     private static IEnumerable<Type> SharedStructs()

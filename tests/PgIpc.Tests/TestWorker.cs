@@ -198,6 +198,8 @@ internal static class TestWorker
                     return clReply;
                 if (PgIpc.Tests.Platform.LatchWorkerCommands.TryExecute(a, seg, out string latchReply)) return latchReply; // latch-*, lifeline, interrupt-*: Platform/LatchWorkerCommands.cs
                 if (PgIpc.Tests.Sinval.SinvalWorkerCommands.TryExecute(a, seg, out string siReply)) return siReply; // si-*: Sinval/SinvalWorkerCommands.cs
+                if (PgIpc.Tests.Mq.MqWorkerCommands.TryExecute(a, seg, out string mqReply)) return mqReply; // mq-*: Mq/MqWorkerCommands.cs
+                if (PgIpc.Tests.Dsm.DsmWorkerCommands.TryExecute(a, seg, out string dsmReply)) return dsmReply; // dsm-*: Dsm/DsmWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");
         }
     }

@@ -35,6 +35,9 @@ public interface IPgIpcPlatform
 
     /// <summary>Latch wake objects, wait-event sets, the supervisor-death watch and process interrupts.</summary>
     ILatchProvider Latches { get; }
+
+    /// <summary>Dynamic shared memory segments (DSM) for this backend.</summary>
+    IDsmProvider Dsm { get; }
 }
 
 /// <summary>Process identity and liveness checks (kill(pid, 0) / OpenProcess).</summary>

@@ -1,0 +1,632 @@
+/*-------------------------------------------------------------------------
+ * DsmRegistry.cs
+ *   Dynamic shared memory: the cluster's control table and this process's
+ *   view of it; creation, attachment, reference counting, pinning and the
+ *   removal of segments left behind by a crashed cluster.
+ *
+ * NOTES
+ *   Handles are random non-zero 32-bit numbers, drawn again on a collision
+ *   with an existing OS object or a live table entry, as dsm_create does.
+ *   The OS object is made first, outside the lock; then a free table slot is
+ *   taken under the control LWLock. When none is free the OS object is
+ *   removed again and the caller gets an error (or null with NoFail:
+ *   DSM_CREATE_NULL_IF_MAXSEGMENTS).
+ *
+ *   Attach takes a reference under the lock before mapping, so a segment
+ *   cannot be removed between the lookup and the map. The last reference
+ *   going away (refcount falling to 1, "moribund") removes the OS object
+ *   outside the lock and only then frees the slot, so a new segment cannot
+ *   reuse the slot while the removal is in flight.
+ *
+ *   The control LWLock needs a participant. A thread that has joined the
+ *   cluster uses its own; any other thread (a worker's command thread)
+ *   joins a slot for the length of the operation. During the cluster
+ *   detach, when joining is no longer possible, only the ItemsLock spinlock
+ *   is taken (see DsmControl.cs).
+ *
+ *   Process exit and detach. Every DsmSegment this process still has is
+ *   detached when the process detaches from the main segment (an on-detach
+ *   callback), including those whose mapping is pinned. When the main
+ *   segment is destroyed, every segment still in the table is removed, as
+ *   dsm_postmaster_shutdown does: this also reclaims the references of
+ *   processes killed with SIGKILL while attached.
+ *
+ *   Crash leftovers. PostgreSQL finds the old control segment through
+ *   postmaster.pid. Our main segment does not survive a crash restart
+ *   (ShmemSegment.Create removes the stale one), so when the cluster has a
+ *   data directory the table's live handles are mirrored in
+ *   "<dataDir>/pg_dynshmem/control" (one "<kind> <handle>" per line,
+ *   rewritten under the control lock, replaced atomically by rename). The
+ *   next Init that creates the table reads it and removes every object it
+ *   names, and removes stray "mmap.*" files as dsm_cleanup_for_mmap does.
+ *   Without a data directory CleanupLeftovers does the same for handles the
+ *   caller recorded.
+ *
+ *   Mirrors src/backend/storage/ipc/dsm.c (dsm_postmaster_startup,
+ *   dsm_cleanup_using_control_segment, dsm_create, dsm_attach, dsm_detach,
+ *   dsm_pin_segment, dsm_unpin_segment, dsm_postmaster_shutdown).
+ *-------------------------------------------------------------------------
+ */
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
+using System.Text;
+using PgIpc.Platform;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+
+namespace PgIpc.Dsm;
+
+/// <summary>Settings of a cluster's dynamic shared memory.</summary>
+/// <param name="MaxSegments">Control table slots: most segments alive at once.</param>
+/// <param name="Implementation">How segments are made; null: the backend's default (its first).</param>
+/// <param name="DataDirectory">Where mmap segments and the crash-cleanup control file live; null: neither.</param>
+public sealed record DsmOptions(int MaxSegments = 64, DsmImplementation? Implementation = null, string? DataDirectory = null)
+{
+    /// <summary>Longest data directory path, in UTF-8 bytes, the control table records.</summary>
+    public const int MaxDataDirectoryBytes = 1024;
+
+    internal void Validate()
+    {
+        if (MaxSegments < 1 || MaxSegments > 1 << 20)
+            throw new ArgumentOutOfRangeException(nameof(MaxSegments), MaxSegments, "between 1 and 1048576 dynamic shared memory segments");
+        if (DataDirectory is not null && Encoding.UTF8.GetByteCount(DataDirectory) > MaxDataDirectoryBytes)
+            throw new ArgumentOutOfRangeException(nameof(DataDirectory), DataDirectory, $"data directory path longer than {MaxDataDirectoryBytes} bytes");
+    }
+}
+
+/// <summary>Flags of <see cref="DsmSegment.Create"/>.</summary>
+[Flags]
+public enum DsmCreateFlags
+{
+    None = 0,
+    /// <summary>Return null instead of throwing when the control table is full or the OS has no room.</summary>
+    NoFail = 1,
+}
+
+/// <summary>Every control table slot is taken ("too many dynamic shared memory segments").</summary>
+public sealed class DsmSlotsExhaustedException : PgIpcException
+{
+    public int MaxSegments { get; }
+    public DsmSlotsExhaustedException(int max)
+        : base($"too many dynamic shared memory segments: all {max} control slots are in use")
+        => MaxSegments = max;
+}
+
+/// <summary>The cluster's dynamic shared memory, as this process sees it.</summary>
+public sealed unsafe class DsmRegistry
+{
+    /// <summary>Name of the control table in the ShmemIndex.</summary>
+    public const string ShmemName = "PgIpc.DsmControl";
+
+    /// <summary>File under "&lt;dataDir&gt;/pg_dynshmem" that lists the live handles (see file notes).</summary>
+    public const string ControlFileName = "control";
+
+    private const string DynShmemDirectory = "pg_dynshmem";
+
+    private static readonly ConditionalWeakTable<ShmemSegment, DsmRegistry> s_bySegment = new();
+    private static readonly Lock s_registryLock = new();
+
+    private readonly ShmemSegment _segment;
+    private readonly ProcArray _procs;
+    private readonly DsmControlHeader* _header;
+    private readonly DsmControlItem* _items;
+    private readonly IDsmProvider _provider;
+    private readonly List<DsmSegment> _attached = [];
+
+    private DsmRegistry(ShmemSegment segment, ProcArray procs, DsmControlHeader* header)
+    {
+        _segment = segment;
+        _procs = procs;
+        _header = header;
+        _items = (DsmControlItem*)((byte*)header + sizeof(DsmControlHeader));
+        _provider = segment.Platform.Dsm;
+        Implementation = (DsmImplementation)header->Implementation;
+        int n = *(int*)DataDirectoryBytes;
+        DataDirectory = n == 0 ? null : Encoding.UTF8.GetString(DataDirectoryBytes + sizeof(int), n);
+    }
+
+    /// <summary>How this cluster's segments are made.</summary>
+    public DsmImplementation Implementation { get; }
+
+    /// <summary>The cluster's data directory (mmap segments, control file), or null.</summary>
+    public string? DataDirectory { get; }
+
+    /// <summary>Control table slots.</summary>
+    public int MaxSegments => _header->MaxItems;
+
+    /// <summary>OS objects of a crashed run that the Init which created the table removed.</summary>
+    public int LeftoversRemoved { get; private set; }
+
+    /// <summary>The main segment this registry lives in.</summary>
+    public ShmemSegment Segment => _segment;
+
+    /// <summary>The OS name of a segment of this cluster (for messages and tests).</summary>
+    public string OsNameOf(uint handle) => _provider.NameOf(Implementation, handle, DataDirectory);
+
+    // Region: header, items, then an int length and the data directory's UTF-8 bytes.
+    private byte* DataDirectoryBytes => (byte*)_items + (long)_header->MaxItems * sizeof(DsmControlItem);
+
+    /// <summary>Bytes <see cref="Init"/> takes from the main segment.</summary>
+    public static long ShmemSize(DsmOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        long items = Shmem.ShmemSize.Mul(options.MaxSegments, sizeof(DsmControlItem));
+        return Shmem.ShmemSize.Add(Shmem.ShmemSize.Add(sizeof(DsmControlHeader), items), sizeof(int) + DsmOptions.MaxDataDirectoryBytes);
+    }
+
+    /// <summary>
+    /// Finds the control table in <paramref name="segment"/> or creates it (found = false). The creating call also
+    /// removes the leftovers of a crashed run recorded in the data directory (see <see cref="LeftoversRemoved"/>).
+    /// </summary>
+    public static DsmRegistry Init(ShmemSegment segment, ProcArray procs, DsmOptions options, out bool found)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        ArgumentNullException.ThrowIfNull(procs);
+        long size = ShmemSize(options);
+        IDsmProvider provider = segment.Platform.Dsm;
+        DsmImplementation kind = options.Implementation ?? provider.Implementations[0];
+        if (!provider.Implementations.Contains(kind))
+            throw new ArgumentException($"backend {segment.Platform.Name} offers dynamic shared memory implementations {string.Join(", ", provider.Implementations)}, not {kind}", nameof(options));
+        if (kind == DsmImplementation.Mmap && string.IsNullOrEmpty(options.DataDirectory))
+            throw new ArgumentException("the mmap dynamic shared memory implementation needs a data directory", nameof(options));
+        lock (s_registryLock)
+        {
+            if (s_bySegment.TryGetValue(segment, out DsmRegistry? existing))
+            {
+                found = true;
+                return existing;
+            }
+        }
+        ShmemRegion region = segment.InitStruct(ShmemName, size, r =>
+        {
+            var h = (DsmControlHeader*)r.Pointer;
+            h->Lock.Lock.Initialize(BuiltinTranche.DynamicSharedMemoryControl);
+            SLock.Init(ref h->ItemsLock);
+            h->MaxItems = options.MaxSegments;
+            h->NItems = 0;
+            h->Implementation = (int)kind;
+            byte* dd = r.Pointer + sizeof(DsmControlHeader) + (long)options.MaxSegments * sizeof(DsmControlItem);
+            *(int*)dd = options.DataDirectory is null ? 0 : Encoding.UTF8.GetBytes(options.DataDirectory, new Span<byte>(dd + sizeof(int), DsmOptions.MaxDataDirectoryBytes));
+            // Written last; the ShmemIndex's ready state publishes the whole struct.
+            h->Magic = DsmControlHeader.MagicValue;
+        }, out found);
+        DsmRegistry reg = Register(new DsmRegistry(segment, procs, Check((DsmControlHeader*)region.Pointer, segment)));
+        if (!found && reg.DataDirectory is not null)
+            reg.LeftoversRemoved = CleanupUsingControlFile(segment.Platform, reg.DataDirectory);
+        if (!found)
+            reg.WriteControlFile();
+        return reg;
+    }
+
+    /// <summary>Opens the control table another process created (a worker's side).</summary>
+    public static DsmRegistry Attach(ShmemSegment segment)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        lock (s_registryLock)
+        {
+            if (s_bySegment.TryGetValue(segment, out DsmRegistry? existing))
+                return existing;
+        }
+        if (!segment.TryFindStruct(ShmemName, out ShmemRegion region))
+            throw new PgIpcException($"shared memory segment {segment.Handle.Id} has no dynamic shared memory control table ({ShmemName})");
+        return Register(new DsmRegistry(segment, ProcArray.Attach(segment), Check((DsmControlHeader*)region.Pointer, segment)));
+    }
+
+    private static DsmControlHeader* Check(DsmControlHeader* h, ShmemSegment segment)
+    {
+        if (h->Magic != DsmControlHeader.MagicValue)
+            throw new PgIpcException($"dynamic shared memory control table in {segment.Handle.Id} has bad magic {h->Magic:x8}");
+        return h;
+    }
+
+    private static DsmRegistry Register(DsmRegistry reg)
+    {
+        lock (s_registryLock)
+        {
+            if (s_bySegment.TryGetValue(reg._segment, out DsmRegistry? existing))
+                return existing;
+            s_bySegment.Add(reg._segment, reg);
+        }
+        reg._segment.RegisterOnDetach(reg.OnClusterDetach);
+        return reg;
+    }
+
+    // ------------------------------------------------------------------
+    // Create / attach / reference counting
+    // ------------------------------------------------------------------
+
+    internal DsmSegment? Create(long size, DsmCreateFlags flags)
+    {
+        if (size <= 0)
+            throw new ArgumentOutOfRangeException(nameof(size), size, "dynamic shared memory segment size must be positive");
+        bool noFail = (flags & DsmCreateFlags.NoFail) != 0;
+        for (int attempt = 0; attempt < 1000; attempt++)
+        {
+            uint handle;
+            do { handle = BitConverter.ToUInt32(RandomNumberGenerator.GetBytes(4)); } while (handle == 0);
+
+            IMappedSegment? mapping;
+            try
+            {
+                mapping = _provider.Create(Implementation, handle, size, DataDirectory);
+            }
+            catch (DsmNoSpaceException) when (noFail)
+            {
+                return null;
+            }
+            if (mapping is null)
+                continue; // name taken: draw another handle
+
+            int slot = -1;
+            bool collision = false;
+            using (LockControl())
+            {
+                int n = _header->NItems;
+                for (int i = 0; i < n; i++)
+                {
+                    if (_items[i].RefCnt != 0 && _items[i].Handle == handle)
+                        collision = true;
+                    else if (slot < 0 && _items[i].RefCnt == 0)
+                        slot = i;
+                }
+                if (!collision)
+                {
+                    if (slot < 0 && n < _header->MaxItems)
+                        slot = _header->NItems++;
+                    if (slot >= 0)
+                    {
+                        DsmControlItem* it = &_items[slot];
+                        it->Handle = handle;
+                        it->RefCnt = 2; // 1 for existing, 1 for this mapping
+                        it->Size = size;
+                        it->Implementation = (int)Implementation;
+                        it->Pinned = 0;
+                        _header->CreatedCount++;
+                        WriteControlFile();
+                    }
+                }
+            }
+            if (collision || slot < 0)
+            {
+                mapping.Dispose();
+                _provider.Remove(Implementation, handle, DataDirectory);
+                if (collision)
+                    continue; // an entry with this handle is still being removed: draw another
+                if (noFail)
+                    return null;
+                throw new DsmSlotsExhaustedException(_header->MaxItems);
+            }
+            return Track(new DsmSegment(this, mapping, handle, size, Implementation, slot));
+        }
+        throw new PgIpcException("could not find a free dynamic shared memory handle after 1000 attempts");
+    }
+
+    internal DsmSegment Attach(uint handle)
+    {
+        int slot = -1;
+        long size = 0;
+        DsmImplementation kind = Implementation;
+        using (LockControl())
+        {
+            int n = _header->NItems;
+            for (int i = 0; i < n; i++)
+            {
+                // RefCnt 1 is moribund: being removed, no new attachers (as dsm_attach).
+                if (_items[i].Handle == handle && _items[i].RefCnt >= 2)
+                {
+                    slot = i;
+                    _items[i].RefCnt++;
+                    size = _items[i].Size;
+                    kind = (DsmImplementation)_items[i].Implementation;
+                    break;
+                }
+            }
+        }
+        if (slot < 0)
+            throw new SharedMemoryNotFoundException($"could not attach to dynamic shared memory segment {handle}: it does not exist (destroyed, or never created in this cluster)");
+        IMappedSegment mapping;
+        try
+        {
+            mapping = _provider.Attach(kind, handle, DataDirectory);
+            if (mapping.Size < size)
+                throw new PgIpcException($"dynamic shared memory segment {handle} maps {mapping.Size} bytes; the control table says {size}");
+        }
+        catch
+        {
+            DropReference(slot, handle);
+            throw;
+        }
+        return Track(new DsmSegment(this, mapping, handle, size, kind, slot));
+    }
+
+    /// <summary>Gives up one reference; the last one removes the OS object (dsm_detach's second half).</summary>
+    internal void DropReference(int slot, uint handle)
+    {
+        bool destroy;
+        DsmImplementation kind;
+        using (LockControl())
+        {
+            DsmControlItem* it = &_items[slot];
+            if (it->Handle != handle || it->RefCnt < 2)
+                Environment.FailFast($"dynamic shared memory control slot {slot} holds handle {it->Handle} with reference count {it->RefCnt}; this process holds a reference to {handle} there");
+            destroy = --it->RefCnt == 1;
+            kind = (DsmImplementation)it->Implementation;
+        }
+        if (destroy)
+            RemoveMoribund(slot, handle, kind);
+    }
+
+    /// <summary>Removes the OS object of a moribund entry (outside the lock), then frees its slot.</summary>
+    private void RemoveMoribund(int slot, uint handle, DsmImplementation kind)
+    {
+        try
+        {
+            _provider.Remove(kind, handle, DataDirectory);
+        }
+        finally
+        {
+            using (LockControl())
+            {
+                _items[slot].RefCnt = 0;
+                _header->DestroyedCount++;
+                WriteControlFile();
+            }
+        }
+    }
+
+    internal void Pin(int slot, uint handle)
+    {
+        using (LockControl())
+        {
+            DsmControlItem* it = &_items[slot];
+            if (it->Pinned != 0)
+                throw new InvalidOperationException($"dynamic shared memory segment {handle} is already pinned");
+            it->Pinned = 1;
+            it->RefCnt++;
+        }
+    }
+
+    /// <summary>
+    /// Drops the extra reference <see cref="DsmSegment.Pin"/> took (dsm_unpin_segment), from any process. The
+    /// segment is removed now if nobody maps it.
+    /// </summary>
+    public void Unpin(uint handle)
+    {
+        int slot = -1;
+        bool destroy = false;
+        DsmImplementation kind = Implementation;
+        using (LockControl())
+        {
+            for (int i = 0; i < _header->NItems; i++)
+            {
+                if (_items[i].Handle == handle && _items[i].RefCnt >= 2)
+                {
+                    slot = i;
+                    break;
+                }
+            }
+            if (slot < 0)
+                throw new SharedMemoryNotFoundException($"cannot unpin dynamic shared memory segment {handle}: it does not exist");
+            DsmControlItem* it = &_items[slot];
+            if (it->Pinned == 0)
+                throw new InvalidOperationException($"cannot unpin dynamic shared memory segment {handle}: it is not pinned");
+            it->Pinned = 0;
+            destroy = --it->RefCnt == 1;
+            kind = (DsmImplementation)it->Implementation;
+        }
+        if (destroy)
+            RemoveMoribund(slot, handle, kind);
+    }
+
+    /// <summary>Reference count of <paramref name="handle"/> in the control table (0 when absent).</summary>
+    public int ReferenceCount(uint handle)
+    {
+        using (LockControl())
+        {
+            for (int i = 0; i < _header->NItems; i++)
+                if (_items[i].Handle == handle && _items[i].RefCnt != 0)
+                    return (int)_items[i].RefCnt;
+        }
+        return 0;
+    }
+
+    /// <summary>Segments alive in the control table.</summary>
+    public int LiveSegments()
+    {
+        int n = 0;
+        using (LockControl())
+        {
+            for (int i = 0; i < _header->NItems; i++)
+                if (_items[i].RefCnt >= 2)
+                    n++;
+        }
+        return n;
+    }
+
+    private DsmSegment Track(DsmSegment seg)
+    {
+        lock (_attached)
+            _attached.Add(seg);
+        return seg;
+    }
+
+    internal void Forget(DsmSegment seg)
+    {
+        lock (_attached)
+            _attached.Remove(seg);
+    }
+
+    // ------------------------------------------------------------------
+    // Cluster detach and destroy
+    // ------------------------------------------------------------------
+
+    private void OnClusterDetach(bool destroying)
+    {
+        lock (s_registryLock)
+            s_bySegment.Remove(_segment);
+        DsmSegment[] mine;
+        lock (_attached)
+            mine = [.. _attached];
+        List<Exception>? errors = null;
+        for (int i = mine.Length - 1; i >= 0; i--)
+        {
+            try { mine[i].Detach(); }
+            catch (Exception ex) { (errors ??= []).Add(ex); }
+        }
+        if (destroying)
+        {
+            // dsm_postmaster_shutdown: whatever is left (pinned, or held by processes that died) goes now.
+            using (LockControl())
+            {
+                for (int i = 0; i < _header->NItems; i++)
+                {
+                    DsmControlItem* it = &_items[i];
+                    if (it->RefCnt == 0)
+                        continue;
+                    try { _provider.Remove((DsmImplementation)it->Implementation, it->Handle, DataDirectory); }
+                    catch (Exception ex) { (errors ??= []).Add(ex); }
+                    it->RefCnt = 0;
+                    it->Pinned = 0;
+                    _header->DestroyedCount++;
+                }
+                _header->NItems = 0;
+                if (DataDirectory is not null)
+                    File.Delete(ControlFilePath(DataDirectory));
+            }
+        }
+        if (errors is not null)
+            throw new AggregateException("detaching this process's dynamic shared memory segments failed", errors);
+    }
+
+    // ------------------------------------------------------------------
+    // Crash leftovers
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Removes the OS objects of <paramref name="handles"/> (segments a crashed cluster left behind). Returns how
+    /// many existed. Segments of a live cluster must not be passed: their users would lose them.
+    /// </summary>
+    public static int CleanupLeftovers(IPgIpcPlatform platform, DsmImplementation kind, string? dataDirectory, IEnumerable<uint> handles)
+    {
+        ArgumentNullException.ThrowIfNull(platform);
+        ArgumentNullException.ThrowIfNull(handles);
+        int n = 0;
+        foreach (uint h in handles)
+            if (h != 0 && platform.Dsm.Remove(kind, h, dataDirectory))
+                n++;
+        return n;
+    }
+
+    /// <summary>The handles a cluster with data directory <paramref name="dataDirectory"/> last recorded as live.</summary>
+    public static IReadOnlyList<(DsmImplementation Kind, uint Handle)> ReadControlFile(string dataDirectory)
+    {
+        string path = ControlFilePath(dataDirectory);
+        var list = new List<(DsmImplementation, uint)>();
+        if (!File.Exists(path))
+            return list;
+        foreach (string line in File.ReadAllLines(path))
+        {
+            string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length == 2 && Enum.TryParse(f[0], out DsmImplementation k) &&
+                uint.TryParse(f[1], NumberStyles.None, CultureInfo.InvariantCulture, out uint h) && h != 0)
+                list.Add((k, h));
+        }
+        return list;
+    }
+
+    /// <summary>dsm_cleanup_using_control_segment + dsm_cleanup_for_mmap, from the control file (see file notes).</summary>
+    private static int CleanupUsingControlFile(IPgIpcPlatform platform, string dataDirectory)
+    {
+        int n = 0;
+        foreach ((DsmImplementation kind, uint handle) in ReadControlFile(dataDirectory))
+        {
+            if (platform.Dsm.Implementations.Contains(kind) && platform.Dsm.Remove(kind, handle, dataDirectory))
+                n++;
+        }
+        string dir = Path.Combine(dataDirectory, DynShmemDirectory);
+        if (Directory.Exists(dir))
+        {
+            foreach (string f in Directory.EnumerateFiles(dir, "mmap.*"))
+            {
+                File.Delete(f);
+                n++;
+            }
+        }
+        return n;
+    }
+
+    private static string ControlFilePath(string dataDirectory) => Path.Combine(dataDirectory, DynShmemDirectory, ControlFileName);
+
+    /// <summary>Rewrites the control file from the table. Caller holds the control lock.</summary>
+    private void WriteControlFile()
+    {
+        if (DataDirectory is null)
+            return;
+        var sb = new StringBuilder();
+        for (int i = 0; i < _header->NItems; i++)
+            if (_items[i].RefCnt != 0)
+                sb.Append(((DsmImplementation)_items[i].Implementation).ToString()).Append(' ')
+                  .Append(_items[i].Handle.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        string path = ControlFilePath(DataDirectory);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + ".tmp";
+        File.WriteAllText(tmp, sb.ToString());
+        File.Move(tmp, path, overwrite: true);
+    }
+
+    // ------------------------------------------------------------------
+    // The control lock
+    // ------------------------------------------------------------------
+
+    private ControlLockScope LockControl()
+    {
+        Participant? me = Participant.CurrentOrNull;
+        Participant? temporary = null;
+        if (me is not null && me.ProcArray != _procs)
+            throw new InvalidOperationException($"this thread is {me} of another cluster; it cannot use dynamic shared memory of {_segment.Handle.Id}");
+        if (me is null && _segment.IsAttached)
+            me = temporary = JoinTemporary();
+        // me is null only while the main segment is being detached (OnClusterDetach): ItemsLock alone.
+        if (me is not null)
+        {
+            try
+            {
+                _header->Lock.Lock.Acquire(me, LWLockMode.Exclusive);
+            }
+            catch
+            {
+                temporary?.Dispose();
+                throw;
+            }
+        }
+        // Held for the scope; released before the LWLock (ControlLockScope.Dispose).
+        SLock.Acquire(ref _header->ItemsLock, "DSM control items");
+        return new ControlLockScope(_header, me, temporary);
+    }
+
+    private Participant JoinTemporary()
+    {
+        NoFreeProcSlotException? last = null;
+        foreach (ProcKind kind in (ReadOnlySpan<ProcKind>)[ProcKind.Auxiliary, ProcKind.Backend, ProcKind.BackgroundWorker])
+        {
+            try { return _procs.Join(kind); }
+            catch (NoFreeProcSlotException ex) { last = ex; }
+        }
+        throw new PgIpcException("dynamic shared memory: this thread is no participant and no participant slot is free to take the control lock", last);
+    }
+
+    /// <summary>Holds ItemsLock, the control LWLock when there is a participant, and a temporary participant, until disposed.</summary>
+    private readonly struct ControlLockScope(DsmControlHeader* header, Participant? me, Participant? temporary) : IDisposable
+    {
+        public void Dispose()
+        {
+            SLock.Release(ref header->ItemsLock);
+            if (me is not null)
+                header->Lock.Lock.Release(me);
+            temporary?.Dispose();
+        }
+    }
+}
