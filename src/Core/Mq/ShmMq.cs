@@ -499,7 +499,18 @@ public sealed unsafe class ShmMqHandle : IDisposable
             }
             long offset = wb % ring;
             long n = Math.Min(Math.Min(available, ring - offset), total - _sendPartial);
-            CopyFramed(in pieces, len, _sendPartial, new Span<byte>(_ring + offset, (int)n));
+            if (n == total)
+            {
+                // The common case: the whole framed message fits in one piece (the length word is 8-aligned there).
+                byte* at = _ring + offset;
+                *(long*)at = len;
+                pieces.CopyTo(0, new Span<byte>(at + LengthWordSize, (int)len));
+                new Span<byte>(at + LengthWordSize + len, (int)(total - LengthWordSize - len)).Clear();
+            }
+            else
+            {
+                CopyFramed(in pieces, len, _sendPartial, new Span<byte>(_ring + offset, (int)n));
+            }
             _sendPartial += n;
             _sendPending += n;
         }
