@@ -55,6 +55,11 @@ public sealed class LayoutTests
         [typeof(ConditionVariable)] = (16, [("Mutex", 0), ("WakeupHead", 4), ("WakeupTail", 8)]),
         [typeof(PgIpc.Signals.ProcSignalHeader)] = (64, [("BarrierGeneration", 0), ("MaxProcs", 8), ("Magic", 12)]),
         [typeof(PgIpc.Signals.PMSignalState)] = (192, [("Magic", 0), ("SupervisorPid", 4), ("Flags", 64)]),
+        [typeof(PgIpc.Postmaster.BackgroundWorkerArrayHeader)] = (128, [
+            ("Lock", 0), ("Magic", 64), ("NumSlots", 68), ("ShutdownRequested", 72), ("SupervisorPid", 76), ("Registrations", 80)]),
+        [typeof(PgIpc.Postmaster.BackgroundWorkerSlot)] = (1024, [
+            ("InUse", 0), ("State", 4), ("Pid", 8), ("Generation", 12), ("RestartIntervalMs", 16), ("Kind", 20),
+            ("NameLength", 24), ("CommandLength", 28), ("Name", 32), ("Command", 96)]),
         [typeof(LWLockTrancheHeader)] = (128, [("Lock", 0), ("NextTrancheId", 64), ("Capacity", 68), ("Count", 72), ("Magic", 76)]),
         [typeof(LWLockTrancheEntry)] = (128, [("Name", 0), ("NameLength", 64), ("TrancheId", 68), ("NumLocks", 72), ("LocksOffset", 80)]),
         [typeof(PgIpc.Sinval.SharedInvalidationMessage)] = (16, [("Kind", 0), ("DatabaseId", 4), ("ObjectId", 8), ("Payload", 12)]),
@@ -67,6 +72,13 @@ public sealed class LayoutTests
             ("SendOnly", 24)]),
         [typeof(PgIpc.Mq.ShmTocHeader)] = (32, [("Magic", 0), ("Mutex", 8), ("NumEntries", 12), ("TotalBytes", 16), ("AllocatedBytes", 24)]),
         [typeof(PgIpc.Mq.ShmTocEntry)] = (16, [("Key", 0), ("Offset", 8)]),
+        [typeof(PgIpc.Buffers.BufferTag)] = (12, [("RelNumber", 0), ("Fork", 4), ("BlockNumber", 8)]),
+        [typeof(PgIpc.Buffers.BufferDesc)] = (64, [
+            ("Tag", 0), ("BufferId", 12), ("StateWord", 16), ("WaitBackendProcNo", 20), ("FreeNext", 24), ("ContentLock", 32),
+            ("IoCv", 48)]),
+        [typeof(PgIpc.Buffers.BufferStrategyControl)] = (128, [
+            ("Lock", 0), ("FirstFreeBuffer", 4), ("LastFreeBuffer", 8), ("CompletePasses", 12), ("NumBuffers", 16), ("Magic", 20),
+            ("NextVictimBuffer", 64), ("NumBufferAllocs", 68)]),
         [typeof(PgIpc.Mq.ShmMqHeader)] = (192, [
             ("Mutex", 0), ("ReceiverProcNo", 4), ("SenderProcNo", 8), ("Detached", 12), ("RingSize", 16), ("RingOffset", 24),
             ("ReceiverPid", 32), ("SenderPid", 36), ("Magic", 40), ("BytesRead", 64), ("BytesWritten", 128)]),

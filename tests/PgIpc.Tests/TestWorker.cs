@@ -48,6 +48,9 @@ internal static class TestWorker
 
     public static int Run(string[] args)
     {
+        int childExit = PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryRunChild(args); // --run-child: a cluster's child (Postmaster/)
+        if (childExit >= 0)
+            return childExit;
         string backend = "";
         for (int i = 0; i + 1 < args.Length; i++)
             if (args[i] == "--backend")
@@ -200,6 +203,8 @@ internal static class TestWorker
                 if (PgIpc.Tests.Sinval.SinvalWorkerCommands.TryExecute(a, seg, out string siReply)) return siReply; // si-*: Sinval/SinvalWorkerCommands.cs
                 if (PgIpc.Tests.Mq.MqWorkerCommands.TryExecute(a, seg, out string mqReply)) return mqReply; // mq-*: Mq/MqWorkerCommands.cs
                 if (PgIpc.Tests.Dsm.DsmWorkerCommands.TryExecute(a, seg, out string dsmReply)) return dsmReply; // dsm-*: Dsm/DsmWorkerCommands.cs
+                if (PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryExecute(a, seg, out string pmReply)) return pmReply; // pm-*: Postmaster/PostmasterWorkerCommands.cs
+                if (PgIpc.Tests.Buffers.BufferWorkerCommands.TryExecute(a, seg, out string bufReply)) return bufReply; // buf-*: Buffers/BufferWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");
         }
     }

@@ -1,0 +1,245 @@
+/*-------------------------------------------------------------------------
+ * Smgr.cs
+ *   The storage manager: relation forks as files under a data directory.
+ *
+ * NOTES
+ *   As md.c: each relation fork is a chain of segment files of at most
+ *   BlocksPerSegment blocks (1 GiB of 8 KiB blocks): "<rel>", "<rel>.1",
+ *   "<rel>.2", ... with "_fsm", "_vm" or "_init" after the relation number
+ *   for the other forks. Reads and writes are positional (RandomAccess, no
+ *   shared file position), so participant threads share one handle.
+ *
+ *   A block that is not on disk is an error naming the relation, fork and
+ *   block, never a silent zero page: a missing segment file, or a read that
+ *   returns fewer than 8192 bytes. Blocks are added only by Extend (the
+ *   buffer manager zero-extends under the relation's extension lock).
+ *
+ *   Files written since the last Sync are remembered; Sync flushes them to
+ *   disk (the checkpointer's job in PostgreSQL, through its fsync request
+ *   queue; here the caller's).
+ *
+ *   One Smgr per process (it belongs to the process's BufferPool view); the
+ *   handle table is guarded by a monitor, I/O itself is lock-free.
+ *
+ *   Mirrors src/backend/storage/smgr/smgr.c and md.c.
+ *-------------------------------------------------------------------------
+ */
+using Microsoft.Win32.SafeHandles;
+using PgIpc.Platform;
+
+namespace PgIpc.Buffers;
+
+/// <summary>A block the storage manager cannot read or write (missing file, short read, I/O error).</summary>
+public sealed class SmgrException : PgIpcException
+{
+    public BufferTag Tag { get; }
+
+    public SmgrException(BufferTag tag, string message, Exception? inner = null)
+        : base($"{message} ({tag})", inner) => Tag = tag;
+}
+
+/// <summary>A page read from disk whose checksum does not match.</summary>
+public sealed class PageChecksumException : PgIpcException
+{
+    public BufferTag Tag { get; }
+
+    public PageChecksumException(BufferTag tag, ushort stored, ushort computed, string path)
+        : base($"invalid page in block {tag.BlockNumber} of relation {tag.RelNumber} fork {tag.Fork} (file \"{path}\"): " +
+               $"checksum on disk {stored}, computed {computed}") => Tag = tag;
+}
+
+/// <summary>md.c: relation forks as segment files under a data directory.</summary>
+public sealed class Smgr : IDisposable
+{
+    /// <summary>Blocks per segment file (RELSEG_SIZE: 1 GiB of 8 KiB blocks).</summary>
+    public const int DefaultBlocksPerSegment = 131072;
+
+    private readonly Dictionary<(uint Rel, ForkNumber Fork, uint Seg), SafeFileHandle> _files = [];
+    private readonly HashSet<(uint Rel, ForkNumber Fork, uint Seg)> _dirty = [];
+    private readonly object _lock = new();
+    private long _reads;
+    private long _writes;
+    private bool _disposed;
+
+    public Smgr(string dataDirectory, int blocksPerSegment = DefaultBlocksPerSegment)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(dataDirectory);
+        ArgumentOutOfRangeException.ThrowIfLessThan(blocksPerSegment, 1);
+        DataDirectory = dataDirectory;
+        BlocksPerSegment = blocksPerSegment;
+        Directory.CreateDirectory(dataDirectory);
+    }
+
+    public string DataDirectory { get; }
+
+    public int BlocksPerSegment { get; }
+
+    /// <summary>Blocks read from disk by this process (pg_stat_io reads).</summary>
+    public long Reads => Interlocked.Read(ref _reads);
+
+    /// <summary>Blocks written to disk by this process.</summary>
+    public long Writes => Interlocked.Read(ref _writes);
+
+    /// <summary>Called before each block read (tests widen races with it).</summary>
+    internal Action<BufferTag>? BeforeRead;
+
+    /// <summary>The path of a fork's segment file (relpath + segment suffix).</summary>
+    public string PathOf(uint rel, ForkNumber fork, uint segno)
+    {
+        string name = fork switch
+        {
+            ForkNumber.Main => rel.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ForkNumber.FreeSpaceMap => $"{rel}_fsm",
+            ForkNumber.VisibilityMap => $"{rel}_vm",
+            ForkNumber.Init => $"{rel}_init",
+            _ => throw new ArgumentOutOfRangeException(nameof(fork), fork, $"unknown fork {(int)fork} of relation {rel}"),
+        };
+        return Path.Combine(DataDirectory, segno == 0 ? name : $"{name}.{segno}");
+    }
+
+    /// <summary>True when the fork's first segment exists (smgrexists).</summary>
+    public bool Exists(uint rel, ForkNumber fork) => File.Exists(PathOf(rel, fork, 0));
+
+    /// <summary>Creates the fork's first segment, empty, if missing (smgrcreate).</summary>
+    public void Create(uint rel, ForkNumber fork)
+    {
+        lock (_lock)
+            _ = Open(rel, fork, 0, create: true);
+    }
+
+    /// <summary>Reads one block into <paramref name="page"/>; throws naming the block when it is not on disk (mdreadv).</summary>
+    public void Read(BufferTag tag, Span<byte> page)
+    {
+        CheckPage(page);
+        BeforeRead?.Invoke(tag);
+        uint segno = tag.BlockNumber / (uint)BlocksPerSegment;
+        string path = PathOf(tag.RelNumber, tag.Fork, segno);
+        SafeFileHandle? h;
+        lock (_lock)
+            h = Open(tag.RelNumber, tag.Fork, segno, create: false);
+        if (h is null)
+            throw new SmgrException(tag, $"could not read block {tag.BlockNumber}: file \"{path}\" does not exist");
+        long offset = (long)(tag.BlockNumber % (uint)BlocksPerSegment) * BufferPool.BlockSize;
+        int total = 0;
+        try
+        {
+            while (total < page.Length)
+            {
+                int n = RandomAccess.Read(h, page[total..], offset + total);
+                if (n == 0)
+                    break;
+                total += n;
+            }
+        }
+        catch (IOException e)
+        {
+            throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{path}\": {e.Message}", e);
+        }
+        if (total < page.Length)
+            throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{path}\": read only {total} of {page.Length} bytes");
+        Interlocked.Increment(ref _reads);
+    }
+
+    /// <summary>Writes one existing block (mdwritev).</summary>
+    public void Write(BufferTag tag, ReadOnlySpan<byte> page) => WriteBlock(tag, page, extend: false);
+
+    /// <summary>Adds a block at the end of the fork (mdextend); <paramref name="tag"/>'s block must be the current size.</summary>
+    public void Extend(BufferTag tag, ReadOnlySpan<byte> page) => WriteBlock(tag, page, extend: true);
+
+    private void WriteBlock(BufferTag tag, ReadOnlySpan<byte> page, bool extend)
+    {
+        CheckPage(page);
+        uint segno = tag.BlockNumber / (uint)BlocksPerSegment;
+        string path = PathOf(tag.RelNumber, tag.Fork, segno);
+        SafeFileHandle? h;
+        lock (_lock)
+        {
+            h = Open(tag.RelNumber, tag.Fork, segno, create: extend);
+            if (h is not null)
+                _dirty.Add((tag.RelNumber, tag.Fork, segno));
+        }
+        if (h is null)
+            throw new SmgrException(tag, $"could not write block {tag.BlockNumber}: file \"{path}\" does not exist");
+        long offset = (long)(tag.BlockNumber % (uint)BlocksPerSegment) * BufferPool.BlockSize;
+        try
+        {
+            if (!extend && RandomAccess.GetLength(h) < offset + page.Length)
+                throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{path}\": the block is beyond the end of the file");
+            RandomAccess.Write(h, page, offset);
+        }
+        catch (IOException e)
+        {
+            throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{path}\": {e.Message}", e);
+        }
+        Interlocked.Increment(ref _writes);
+    }
+
+    /// <summary>The fork's size in blocks (mdnblocks): full segments plus the last one's blocks; 0 when absent.</summary>
+    public uint NBlocks(uint rel, ForkNumber fork)
+    {
+        uint blocks = 0;
+        for (uint segno = 0; ; segno++)
+        {
+            SafeFileHandle? h;
+            lock (_lock)
+                h = Open(rel, fork, segno, create: false);
+            if (h is null)
+                return blocks;
+            long n = RandomAccess.GetLength(h) / BufferPool.BlockSize;
+            blocks += (uint)n;
+            if (n < BlocksPerSegment)
+                return blocks;
+        }
+    }
+
+    /// <summary>Flushes every file written since the last call to disk (the fsync a checkpoint does).</summary>
+    public int Sync()
+    {
+        List<SafeFileHandle> toSync = [];
+        lock (_lock)
+        {
+            foreach (var key in _dirty)
+                if (_files.TryGetValue(key, out SafeFileHandle? h))
+                    toSync.Add(h);
+            _dirty.Clear();
+        }
+        foreach (SafeFileHandle h in toSync)
+            RandomAccess.FlushToDisk(h);
+        return toSync.Count;
+    }
+
+    private SafeFileHandle? Open(uint rel, ForkNumber fork, uint segno, bool create)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_files.TryGetValue((rel, fork, segno), out SafeFileHandle? h))
+            return h;
+        string path = PathOf(rel, fork, segno);
+        if (!create && !File.Exists(path))
+            return null;
+        // FileShare.ReadWrite | Delete: every process of the cluster opens the same files.
+        h = File.OpenHandle(path, create ? FileMode.OpenOrCreate : FileMode.Open, FileAccess.ReadWrite,
+            FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
+        _files.Add((rel, fork, segno), h);
+        return h;
+    }
+
+    private static void CheckPage(ReadOnlySpan<byte> page)
+    {
+        if (page.Length != BufferPool.BlockSize)
+            throw new ArgumentException($"a block is {BufferPool.BlockSize} bytes, not {page.Length}", nameof(page));
+    }
+
+    /// <summary>Closes every file (smgrcloseall).</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+                return;
+            _disposed = true;
+            foreach (SafeFileHandle h in _files.Values)
+                h.Dispose();
+            _files.Clear();
+        }
+    }
+}

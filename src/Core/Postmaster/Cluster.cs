@@ -1,0 +1,657 @@
+/*-------------------------------------------------------------------------
+ * Cluster.cs
+ *   A cluster: its shared memory and, on the supervisor's side, the
+ *   processes it runs. The supervisor creates it (ClusterBuilder.Build),
+ *   starts children by exec, watches them, restarts after a crash and
+ *   shuts down; a child attaches by handle (AttachChild).
+ *
+ * NOTES
+ *   Children. Every child is described by a slot of "PgIpc.BackgroundWorkers"
+ *   (see BackgroundWorkers.cs): static workers and StartChild fill one from
+ *   the supervisor, RegisterDynamicBackgroundWorker from any process, which
+ *   then sends PMSignal BackgroundWorkerChange. The supervisor keeps a
+ *   private record per child (its spec, its Process), as the postmaster
+ *   keeps BackgroundWorkerList, so a crash restart that throws the shared
+ *   slots away still knows which workers are permanent. A child is started
+ *   with System.Diagnostics.Process (exec, not fork); it gets the segment's
+ *   handle in PGIPC_CLUSTER, the supervisor's pid in PGIPC_SUPERVISOR_PID,
+ *   its slot kind in PGIPC_PROC_KIND and its worker slot and generation in
+ *   PGIPC_WORKER_SLOT / PGIPC_WORKER_GENERATION. Nothing else is inherited:
+ *   .NET opens descriptors close-on-exec and the supervisor-death watch is
+ *   found by name (ProcArray's lifeline), so a child learns of the
+ *   supervisor's death through WaitEvents.SupervisorDeath.
+ *
+ *   The loop. One dedicated thread (not the thread pool) runs the
+ *   supervisor's loop, the ServerLoop of postmaster.c. It sleeps on an
+ *   event that child exits (Process.Exited) and PMSignal interrupts (the
+ *   OnSignal hook) set, and also wakes every 100 ms and polls each child's
+ *   HasExited: Exited is raised on a runtime thread and may come late (or,
+ *   under Wine, slowly), so the poll bounds the delay. All supervisor state
+ *   is under one monitor, taken by the loop and by the public methods.
+ *
+ *   Exits. Exit code 0 is a clean exit: the worker's slot is freed (and
+ *   ProcArray's slots of dead pids reclaimed); it is not restarted
+ *   (PostgreSQL: a worker that exits 0 is unregistered). Any other exit,
+ *   including death by a signal (.NET reports 128 + signal on Unix) or
+ *   TerminateProcess, is a crash, because the child may have died inside a
+ *   critical section and left shared structures half-changed: the
+ *   supervisor logs why, asks every other child to stop (ShutdownRequested
+ *   plus a SetLatch on every participant slot), kills those still running
+ *   after the stop grace, destroys the segment and (restart-after-crash on)
+ *   creates a new one, runs the startup hooks again and re-registers the
+ *   permanent workers, each started after its restart interval. Children
+ *   get the new handle; dynamic workers with RestartIntervalMs -1 are
+ *   forgotten (a handle always belongs to one incarnation of shared
+ *   memory). With restart-after-crash off the cluster shuts down instead.
+ *   A non-zero exit that is not a crash (PostgreSQL's exit code 1 for
+ *   bgworkers) is not distinguished yet.
+ *
+ *   Shutdown. Smart waits for the children to exit on their own; Fast sets
+ *   ShutdownRequested and every participant's latch, then waits; Immediate
+ *   kills them. Whichever mode, children still running at the deadline are
+ *   killed; then the segment is destroyed. Dispose = Fast + destroy.
+ *
+ *   Mirrors src/backend/postmaster/postmaster.c (ServerLoop, reaper,
+ *   HandleChildCrash, PostmasterStateMachine) and pmchild.c.
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using System.Globalization;
+using PgIpc.Dsm;
+using PgIpc.Platform;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+using PgIpc.Signals;
+using PgIpc.Sinval;
+
+namespace PgIpc.Postmaster;
+
+/// <summary>How the supervisor stops its children.</summary>
+public enum ShutdownMode
+{
+    /// <summary>Wait for the children to exit on their own (SIGTERM to the postmaster).</summary>
+    Smart,
+    /// <summary>Ask every child to stop (ShutdownRequested + latch), then wait (SIGINT).</summary>
+    Fast,
+    /// <summary>Kill every child at once (SIGQUIT).</summary>
+    Immediate,
+}
+
+/// <summary>Where the supervisor is.</summary>
+public enum ClusterState
+{
+    /// <summary>Built; children not started.</summary>
+    Created,
+    Running,
+    ShuttingDown,
+    /// <summary>Shut down: no child runs, shared memory is destroyed.</summary>
+    Stopped,
+}
+
+/// <summary>A child as the supervisor sees it.</summary>
+public sealed record ChildInfo(string Name, int Slot, int Pid, ProcKind Kind, bool Permanent, int Starts);
+
+/// <summary>A cluster: the supervisor's (owner of shared memory and children) or a child's view.</summary>
+public sealed class Cluster : IDisposable
+{
+    public const string HandleVariable = "PGIPC_CLUSTER";
+    public const string SupervisorPidVariable = "PGIPC_SUPERVISOR_PID";
+    public const string ProcKindVariable = "PGIPC_PROC_KIND";
+    public const string WorkerSlotVariable = "PGIPC_WORKER_SLOT";
+    public const string WorkerGenerationVariable = "PGIPC_WORKER_GENERATION";
+
+    /// <summary>How often the loop polls children when no event woke it.</summary>
+    public const int PollIntervalMs = 100;
+
+    private sealed class ChildRecord(ChildSpec spec)
+    {
+        public readonly ChildSpec Spec = spec;
+        public int Slot = -1;
+        public int Generation;
+        public Process? Process;
+        public int Pid;
+        public long NotBeforeMs;
+        public int Starts;
+    }
+
+    private readonly ClusterBuilder? _builder;
+    private readonly IPgIpcPlatform _platform;
+    private readonly TextWriter _log;
+    private readonly Lock _lock = new();
+    private readonly AutoResetEvent _wake = new(false);
+    private readonly ManualResetEventSlim _childrenGone = new(false);
+    private readonly ManualResetEventSlim _stopped = new(false);
+    private readonly List<ChildRecord> _children = [];
+    private Thread? _loop;
+    private volatile bool _loopExit;
+    private int _crashRestarts;
+    private int _incarnation;
+
+    private ShmemSegment _segment;
+    private ProcArray _procs;
+    private SinvalQueue _sinval;
+    private DsmRegistry _dsm;
+    private BackgroundWorkerArray _workers;
+
+    private Cluster(ClusterBuilder? builder, IPgIpcPlatform platform, TextWriter log, ShmemSegment segment, ProcArray procs,
+        SinvalQueue sinval, DsmRegistry dsm, BackgroundWorkerArray workers)
+    {
+        _builder = builder;
+        _platform = platform;
+        _log = log;
+        _segment = segment;
+        _procs = procs;
+        _sinval = sinval;
+        _dsm = dsm;
+        _workers = workers;
+    }
+
+    // ------------------------------------------------------------------
+    // Creation (supervisor) and attachment (child)
+    // ------------------------------------------------------------------
+
+    internal static Cluster Create(ClusterBuilder b)
+    {
+        IPgIpcPlatform platform = b.PlatformChoice ?? PgIpcPlatform.Current;
+        Cluster c = InitShmem(b, platform, null);
+        c._incarnation = 1;
+        c.RunStartupHooks();
+        foreach (ChildSpec spec in b.StaticWorkers)
+            c.AddRecord(spec, 0);
+        return c;
+    }
+
+    /// <summary>CreateSharedMemoryAndSemaphores: a new segment with every subsystem initialised.</summary>
+    private static Cluster InitShmem(ClusterBuilder b, IPgIpcPlatform platform, Cluster? into)
+    {
+        ShmemSegment seg = ShmemSegment.Create(b.Key, b.Sizes(), platform);
+        try
+        {
+            ProcArray procs = ProcArray.Init(seg, b.ProcOptions, out _);
+            Sync.LWLockTranches.Init(seg, b.Tranches, out _);
+            ProcSignal.Init(seg, procs, out _);
+            PMSignal.Init(seg, procs, out _);
+            SinvalQueue sinval = SinvalQueue.Init(seg, procs, out _);
+            DsmRegistry dsm = DsmRegistry.Init(seg, procs, b.EffectiveDsmOptions, out _);
+            BackgroundWorkerArray workers = BackgroundWorkerArray.Init(seg, b.MaxChildrenValue, out _);
+            if (into is null)
+                into = new Cluster(b, platform, b.LogWriter ?? Console.Error, seg, procs, sinval, dsm, workers);
+            else
+            {
+                into._segment = seg;
+                into._procs = procs;
+                into._sinval = sinval;
+                into._dsm = dsm;
+                into._workers = workers;
+            }
+            Cluster c = into;
+            PMSignal.OnSignal(procs, () => c._wake.Set());
+            return c;
+        }
+        catch
+        {
+            seg.Destroy();
+            throw;
+        }
+    }
+
+    private void RunStartupHooks()
+    {
+        foreach (Action<Cluster> hook in _builder!.StartupHooks)
+            hook(this);
+    }
+
+    /// <summary>
+    /// The child's side: attaches to the cluster whose handle is <paramref name="handle"/> (or, when null, the
+    /// PGIPC_CLUSTER environment variable the supervisor sets) and finds every subsystem.
+    /// </summary>
+    public static Cluster AttachChild(string? handle = null)
+    {
+        handle ??= Environment.GetEnvironmentVariable(HandleVariable);
+        if (string.IsNullOrEmpty(handle))
+            throw new InvalidShmemHandleException($"no cluster handle: pass one, or start the process from a supervisor (which sets {HandleVariable})");
+        ShmemSegment seg = ShmemSegment.Attach(ShmemHandle.Parse(handle));
+        try
+        {
+            ProcArray procs = ProcArray.Attach(seg);
+            SinvalQueue sinval = SinvalQueue.Init(seg, procs, out bool found);
+            if (!found)
+                throw new PgIpcException($"segment {seg.Handle.Id} had no sinval queue; it was not made by a ClusterBuilder");
+            DsmRegistry dsm = DsmRegistry.Attach(seg);
+            BackgroundWorkerArray workers = BackgroundWorkerArray.Attach(seg);
+            return new Cluster(null, seg.Platform, Console.Error, seg, procs, sinval, dsm, workers);
+        }
+        catch
+        {
+            seg.Dispose();
+            throw;
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Properties
+    // ------------------------------------------------------------------
+
+    /// <summary>True in the supervisor's process (the creator); false in a child.</summary>
+    public bool IsSupervisor => _builder is not null;
+
+    /// <summary>The current segment. The supervisor replaces it at a crash restart.</summary>
+    public ShmemSegment Segment => _segment;
+
+    /// <summary>The current segment's handle, as children receive it.</summary>
+    public string Handle => _segment.Handle.ToString();
+
+    public ProcArray Procs => _procs;
+
+    public SinvalQueue Sinval => _sinval;
+
+    public DsmRegistry Dsm => _dsm;
+
+    public BackgroundWorkerArray BackgroundWorkers => _workers;
+
+    public IPgIpcPlatform Platform => _platform;
+
+    /// <summary>Pid of the supervisor (the creator of the segment).</summary>
+    public int SupervisorPid => _procs.SupervisorPid;
+
+    /// <summary>A child: true once the supervisor asked every child to exit (fast shutdown, crash stop).</summary>
+    public bool ShutdownRequested => _workers.ShutdownRequested;
+
+    /// <summary>How many times shared memory was rebuilt after a crash.</summary>
+    public int CrashRestarts => Volatile.Read(ref _crashRestarts);
+
+    /// <summary>1 for the first shared memory, one more per crash restart.</summary>
+    public int Incarnation => Volatile.Read(ref _incarnation);
+
+    public ClusterState State { get; private set; } = ClusterState.Created;
+
+    /// <summary>A child: the participant kind the supervisor started it as (PGIPC_PROC_KIND), else Backend.</summary>
+    public static ProcKind ChildKind
+        => Enum.TryParse(Environment.GetEnvironmentVariable(ProcKindVariable), out ProcKind k) ? k : ProcKind.Backend;
+
+    /// <summary>A child: joins the calling thread with the kind the supervisor started it as.</summary>
+    public Participant JoinAsChild() => _procs.Join(ChildKind);
+
+    /// <summary>Shared memory of the user's structure <paramref name="name"/> (ShmemInitStruct).</summary>
+    public ShmemRegion InitStruct(string name, long size, ShmemInitializer? init, out bool found)
+        => init is null ? _segment.InitStruct(name, size, out found) : _segment.InitStruct(name, size, init, out found);
+
+    // ------------------------------------------------------------------
+    // Children
+    // ------------------------------------------------------------------
+
+    /// <summary>Starts the supervisor's loop and the static workers.</summary>
+    public void Start()
+    {
+        ThrowIfNotSupervisor();
+        lock (_lock)
+        {
+            if (State != ClusterState.Created)
+                throw new InvalidOperationException($"cluster \"{_builder!.Key}\" is {State}, not Created");
+            State = ClusterState.Running;
+            _loop = new Thread(Loop) { IsBackground = true, Name = $"pgipc supervisor {_builder!.Key}" };
+            _loop.Start();
+        }
+        _wake.Set();
+    }
+
+    /// <summary>
+    /// Starts a child now (the supervisor only). Returns its handle, which reports its pid once it runs.
+    /// </summary>
+    public BackgroundWorkerHandle StartChild(ChildSpec spec)
+    {
+        ThrowIfNotSupervisor();
+        ArgumentNullException.ThrowIfNull(spec);
+        BackgroundWorkerHandle h;
+        lock (_lock)
+        {
+            if (State is ClusterState.ShuttingDown or ClusterState.Stopped)
+                throw new InvalidOperationException($"cluster \"{_builder!.Key}\" is {State}; no child can be started");
+            h = AddRecord(spec, 0);
+        }
+        _wake.Set();
+        return h;
+    }
+
+    /// <summary>
+    /// Registers a worker from any process of the cluster (RegisterDynamicBackgroundWorker): fills a shared slot and
+    /// sends PMSignal BackgroundWorkerChange; the supervisor starts it. Throws
+    /// <see cref="NoFreeBackgroundWorkerSlotException"/> when every slot is taken.
+    /// </summary>
+    public BackgroundWorkerHandle RegisterDynamicBackgroundWorker(ChildSpec spec)
+        => _workers.RegisterDynamicBackgroundWorker(spec, _procs);
+
+    /// <summary>The children the supervisor knows of, with their pids (0 when not running).</summary>
+    public IReadOnlyList<ChildInfo> GetChildren()
+    {
+        ThrowIfNotSupervisor();
+        lock (_lock)
+            return [.. _children.Select(r => new ChildInfo(r.Spec.Name, r.Slot, r.Process is null ? 0 : r.Pid, r.Spec.Kind, r.Spec.IsPermanent, r.Starts))];
+    }
+
+    private BackgroundWorkerHandle AddRecord(ChildSpec spec, long notBeforeMs)
+    {
+        BackgroundWorkerHandle h = _workers.Register(spec);
+        _children.Add(new ChildRecord(spec) { Slot = h.Slot, Generation = h.Generation, NotBeforeMs = notBeforeMs });
+        return h;
+    }
+
+    // ------------------------------------------------------------------
+    // The loop
+    // ------------------------------------------------------------------
+
+    private void Loop()
+    {
+        while (!_loopExit)
+        {
+            _wake.WaitOne(PollIntervalMs);
+            lock (_lock)
+            {
+                if (_loopExit)
+                    break;
+                try
+                {
+                    Step();
+                }
+                catch (Exception ex)
+                {
+                    // The loop must survive anything one step throws (a start that fails, a log that fails).
+                    Log($"supervisor loop error: {ex}");
+                }
+            }
+        }
+    }
+
+    /// <summary>One turn of the loop: adopt new registrations, reap exits, handle a crash, start what is due.</summary>
+    private void Step()
+    {
+        if (State is ClusterState.Stopped or ClusterState.Created)
+            return;
+        if (PMSignal.CheckPostmasterSignal(_procs, PMSignalReason.BackgroundWorkerChange))
+            AdoptRegistrations();
+
+        string? crash = null;
+        bool anyClean = false;
+        for (int i = _children.Count - 1; i >= 0; i--)
+        {
+            ChildRecord r = _children[i];
+            if (r.Process is null || !r.Process.HasExited)
+                continue;
+            int code = r.Process.ExitCode;
+            r.Process.Dispose();
+            r.Process = null;
+            if (code == 0 || State == ClusterState.ShuttingDown)
+            {
+                if (code != 0)
+                    Log($"{Describe(r)} exited with exit code {code} during shutdown");
+                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
+                _children.RemoveAt(i);
+                anyClean = true;
+            }
+            else
+            {
+                crash ??= $"{Describe(r)} {ExitReason(code)}";
+                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
+                if (!r.Spec.IsPermanent)
+                    _children.RemoveAt(i);
+            }
+        }
+        if (anyClean)
+            _procs.ReclaimDeadSlots();
+        if (crash is not null && State == ClusterState.Running)
+            HandleChildCrash(crash);
+
+        if (State == ClusterState.Running)
+            StartDueChildren();
+        if (State == ClusterState.ShuttingDown && !_children.Any(r => r.Process is not null))
+            _childrenGone.Set();
+    }
+
+    private void AdoptRegistrations()
+    {
+        foreach ((int slot, int generation, ChildSpec spec) in _workers.RegisteredSlots())
+        {
+            if (_children.Any(r => r.Slot == slot && r.Generation == generation))
+                continue;
+            if (State != ClusterState.Running)
+            {
+                _workers.SetState(slot, generation, BackgroundWorkerState.Stopped, 0, free: true);
+                continue;
+            }
+            _children.Add(new ChildRecord(spec) { Slot = slot, Generation = generation });
+        }
+    }
+
+    private void StartDueChildren()
+    {
+        long now = Environment.TickCount64;
+        for (int i = _children.Count - 1; i >= 0; i--)
+        {
+            ChildRecord r = _children[i];
+            if (r.Process is not null || now < r.NotBeforeMs)
+                continue;
+            try
+            {
+                StartProcess(r);
+            }
+            catch (Exception ex)
+            {
+                // Not a crash: nothing ran. Forget the worker, as the postmaster does when fork fails for good.
+                Log($"could not start {Describe(r)}: {ex.Message}");
+                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
+                _children.RemoveAt(i);
+            }
+        }
+    }
+
+    private void StartProcess(ChildRecord r)
+    {
+        var psi = new ProcessStartInfo { FileName = r.Spec.FileName, UseShellExecute = false };
+        foreach (string a in r.Spec.Arguments)
+            psi.ArgumentList.Add(a);
+        psi.Environment[HandleVariable] = _segment.Handle.ToString();
+        psi.Environment[SupervisorPidVariable] = _platform.Processes.CurrentProcessId.ToString(CultureInfo.InvariantCulture);
+        psi.Environment[ProcKindVariable] = r.Spec.Kind.ToString();
+        psi.Environment[WorkerSlotVariable] = r.Slot.ToString(CultureInfo.InvariantCulture);
+        psi.Environment[WorkerGenerationVariable] = r.Generation.ToString(CultureInfo.InvariantCulture);
+        var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        // Runs on a runtime thread; only wakes the loop (the 100 ms poll covers a late or lost event).
+        p.Exited += (_, _) => _wake.Set();
+        if (!p.Start())
+        {
+            p.Dispose();
+            throw new PgIpcException($"Process.Start of \"{r.Spec.FileName}\" started nothing");
+        }
+        r.Process = p;
+        r.Pid = p.Id;
+        r.Starts++;
+        _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Started, p.Id, free: false);
+    }
+
+    /// <summary>HandleChildCrash + the restart: stop everyone, rebuild shared memory, re-register permanent workers.</summary>
+    private void HandleChildCrash(string why)
+    {
+        Log($"{why}; terminating any other active processes");
+        StopAllChildren(_builder!.StopGraceValue);
+        List<ChildSpec> permanent = [.. _children.Where(r => r.Spec.IsPermanent).Select(r => r.Spec)];
+        _children.Clear();
+        if (!_builder.RestartAfterCrashValue)
+        {
+            Log("shutting down because restart-after-crash is off");
+            DestroyShmem();
+            State = ClusterState.Stopped;
+            _childrenGone.Set();
+            _stopped.Set();
+            return;
+        }
+        Log("all server processes terminated; reinitializing shared memory");
+        DestroyShmem();
+        InitShmem(_builder, _platform, this);
+        Interlocked.Increment(ref _incarnation);
+        Interlocked.Increment(ref _crashRestarts);
+        RunStartupHooks();
+        long now = Environment.TickCount64;
+        foreach (ChildSpec spec in permanent)
+            AddRecord(spec, now + spec.RestartIntervalMs);
+    }
+
+    /// <summary>Asks every child to exit, waits up to <paramref name="grace"/>, kills the rest and reaps them all.</summary>
+    private void StopAllChildren(TimeSpan grace)
+    {
+        RequestChildrenStop();
+        long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+        while (_children.Any(r => r.Process is { HasExited: false }) && Environment.TickCount64 < deadline)
+            Thread.Sleep(10);
+        KillAllChildren();
+    }
+
+    /// <summary>Sets ShutdownRequested and every in-use participant's latch (the children's wake-up).</summary>
+    private void RequestChildrenStop()
+    {
+        if (!_segment.IsAttached)
+            return;
+        _workers.RequestShutdown();
+        foreach (PgProcInfo p in _procs.GetProcs())
+            Latch.Latches.SetLatch(_procs, p.ProcNumber);
+    }
+
+    /// <summary>Kills every child still running (SIGKILL / TerminateProcess) and reaps all of them.</summary>
+    private void KillAllChildren()
+    {
+        foreach (ChildRecord r in _children)
+        {
+            if (r.Process is null)
+                continue;
+            try
+            {
+                if (!r.Process.HasExited)
+                    r.Process.Kill(entireProcessTree: true);
+            }
+            catch (InvalidOperationException)
+            {
+                // It exited between the check and the kill.
+            }
+            if (!r.Process.WaitForExit(10_000))
+                Log($"{Describe(r)} did not exit within 10 s of being killed");
+            r.Process.Dispose();
+            r.Process = null;
+            _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
+        }
+    }
+
+    private void DestroyShmem()
+    {
+        if (!_segment.IsAttached)
+            return;
+        try
+        {
+            _segment.Destroy();
+        }
+        catch (AggregateException ex)
+        {
+            // The segment is gone; report what an on-detach callback could not undo.
+            Log($"destroying shared memory segment {_segment.Handle.Id}: {ex.Flatten().Message}");
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Shutdown
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Shuts the cluster down: <paramref name="mode"/> decides how children are stopped; those still running after
+    /// <paramref name="timeout"/> are killed. Then shared memory is destroyed. Returns false when children had to be
+    /// killed at the deadline. Idempotent.
+    /// </summary>
+    public bool Shutdown(ShutdownMode mode, TimeSpan timeout)
+    {
+        ThrowIfNotSupervisor();
+        bool inTime = true;
+        lock (_lock)
+        {
+            if (State == ClusterState.Created)
+            {
+                _children.Clear();
+                State = ClusterState.ShuttingDown;
+                _childrenGone.Set();
+            }
+            else if (State == ClusterState.Running)
+            {
+                State = ClusterState.ShuttingDown;
+                if (mode == ShutdownMode.Fast)
+                    RequestChildrenStop();
+                else if (mode == ShutdownMode.Immediate)
+                    KillAllChildren();
+                _children.RemoveAll(r => r.Process is null);
+                if (_children.Count == 0)
+                    _childrenGone.Set();
+            }
+        }
+        _wake.Set();
+        if (!_childrenGone.Wait(timeout))
+        {
+            inTime = false;
+            lock (_lock)
+            {
+                Log($"shutdown: children still running after {timeout.TotalMilliseconds} ms; killing them");
+                KillAllChildren();
+                _children.Clear();
+            }
+        }
+        _loopExit = true;
+        _wake.Set();
+        if (_loop is not null && _loop != Thread.CurrentThread)
+            _loop.Join();
+        lock (_lock)
+        {
+            KillAllChildren();
+            _children.Clear();
+            DestroyShmem();
+            State = ClusterState.Stopped;
+        }
+        _childrenGone.Set();
+        _stopped.Set();
+        return inTime;
+    }
+
+    /// <summary>Waits until the cluster has stopped (after a shutdown, or a crash with restart-after-crash off).</summary>
+    public bool WaitForStopped(TimeSpan timeout) => _stopped.Wait(timeout);
+
+    /// <summary>The supervisor: Fast shutdown and destroy; nothing is left behind. A child: detaches.</summary>
+    public void Dispose()
+    {
+        if (!IsSupervisor)
+        {
+            _segment.Dispose();
+            return;
+        }
+        Shutdown(ShutdownMode.Fast, TimeSpan.FromSeconds(10));
+    }
+
+    // ------------------------------------------------------------------
+    // Helpers
+    // ------------------------------------------------------------------
+
+    private static string Describe(ChildRecord r)
+        => $"{r.Spec.Kind switch { ProcKind.Auxiliary => "auxiliary process", ProcKind.Backend => "backend process", _ => "background worker" }} \"{r.Spec.Name}\" (PID {r.Pid})";
+
+    private static string ExitReason(int code)
+        => code > 128 && code < 128 + 65
+            ? $"exited with exit code {code} (on Unix: terminated by signal {code - 128})"
+            : $"exited with exit code {code}";
+
+    private void Log(string message)
+    {
+        lock (_log)
+        {
+            _log.WriteLine($"pgipc supervisor {_platform.Processes.CurrentProcessId}: {message}");
+            _log.Flush();
+        }
+    }
+
+    private void ThrowIfNotSupervisor()
+    {
+        if (_builder is null)
+            throw new InvalidOperationException("only the supervisor's process can do this; this process attached as a child");
+    }
+}

@@ -1,0 +1,310 @@
+/*-------------------------------------------------------------------------
+ * ClusterTests.cs
+ *   The supervisor with real child processes: static and dynamic workers,
+ *   clean exits, crash restart (013_crash_restart's idea), restart-after-
+ *   crash off, smart / fast / immediate shutdown, nothing left behind.
+ *
+ * NOTES
+ *   Children are this test executable in "--run-child" mode (see
+ *   PostmasterWorkerCommands.cs). Each test runs at most three children,
+ *   each of which exits by itself within 60 s; the cluster's Dispose (in
+ *   finally) kills what is left, and the test then checks every pid it saw
+ *   is gone (and kills any survivor so none outlives the test).
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using NUnit.Framework;
+using PgIpc.Platform;
+using PgIpc.Postmaster;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+
+namespace PgIpc.Tests.Postmaster;
+
+[TestFixtureSource(typeof(TestEnvironment), nameof(TestEnvironment.Backends))]
+public sealed class ClusterTests(string backend)
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+    private readonly IPgIpcPlatform _platform = PgIpcPlatform.Get(backend);
+    private readonly List<int> _pids = [];
+    private StringWriter _log = new();
+    private Cluster? _cluster;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _pids.Clear();
+        _log = new StringWriter();
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        _cluster?.Dispose();
+        _cluster = null;
+        foreach (int pid in _pids)
+            KillQuietly(pid);
+    }
+
+    private ClusterBuilder Builder(string what)
+        => new ClusterBuilder(TestEnvironment.UniqueKey(what))
+            .WithPlatform(_platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
+            .WithMaxChildren(4)
+            .WithLog(_log)
+            .WithStopGrace(TimeSpan.FromSeconds(2))
+            .RequestShmem(PostmasterWorkerCommands.CountersName, PostmasterWorkerCommands.NumCounters * 8)
+            .OnShmemStartup(c => c.InitStruct(PostmasterWorkerCommands.CountersName, PostmasterWorkerCommands.NumCounters * 8, null, out _));
+
+    private ChildSpec Spec(string name, string mode, int ms = 0, int restartIntervalMs = -1, ProcKind kind = ProcKind.BackgroundWorker)
+        => PostmasterWorkerCommands.Spec(name, backend, mode, ms, kind, restartIntervalMs);
+
+    private Cluster Start(ClusterBuilder b)
+    {
+        _cluster = b.Build();
+        _cluster.Start();
+        return _cluster;
+    }
+
+    private static long Starts(Cluster c)
+        => c.Segment.IsAttached && c.Segment.TryFindStruct(PostmasterWorkerCommands.CountersName, out ShmemRegion r) ? Volatile.Read(ref r.AsSpan<long>()[0]) : -1;
+
+    private static void WaitUntil(Func<bool> condition, string what)
+    {
+        long deadline = Environment.TickCount64 + (long)Patience.TotalMilliseconds;
+        while (!condition())
+        {
+            if (Environment.TickCount64 > deadline)
+                Assert.Fail($"timed out after {Patience.TotalSeconds} s waiting for {what}");
+            Thread.Sleep(20);
+        }
+    }
+
+    private List<int> RunningPids(Cluster c)
+    {
+        List<int> pids = [.. c.GetChildren().Where(ch => ch.Pid != 0).Select(ch => ch.Pid)];
+        foreach (int p in pids)
+            if (!_pids.Contains(p))
+                _pids.Add(p);
+        return pids;
+    }
+
+    private string LogText()
+    {
+        lock (_log)
+            return _log.ToString();
+    }
+
+    private static bool IsGone(int pid)
+    {
+        try
+        {
+            using Process p = Process.GetProcessById(pid);
+            return p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            return true;
+        }
+    }
+
+    private static void KillQuietly(int pid)
+    {
+        try
+        {
+            using Process p = Process.GetProcessById(pid);
+            p.Kill();
+            p.WaitForExit(5000);
+        }
+        catch (ArgumentException) { }
+        catch (InvalidOperationException) { }
+        catch (System.ComponentModel.Win32Exception) { }
+    }
+
+    private void AssertAllGone()
+    {
+        foreach (int pid in _pids)
+            WaitUntil(() => IsGone(pid), $"child {pid} to be gone");
+    }
+
+    [Test]
+    public void StaticWorkersStartAttachAndDisposeLeavesNothing()
+    {
+        Cluster c = Start(Builder("pm-static")
+            .AddBackgroundWorker(Spec("w1", "sleep"))
+            .AddBackgroundWorker(Spec("w2", "sleep", kind: ProcKind.Auxiliary)));
+        WaitUntil(() => Starts(c) == 2, "both static workers to attach");
+        WaitUntil(() => c.Procs.GetProcs().Count == 2, "both workers to join");
+        Assert.That(RunningPids(c), Has.Count.EqualTo(2));
+        ShmemHandle handle = c.Segment.Handle;
+        Assert.That(c.Procs.GetProcs().Select(p => p.Kind), Is.EquivalentTo(new[] { ProcKind.BackgroundWorker, ProcKind.Auxiliary }));
+
+        c.Dispose();
+        Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
+        Assert.That(c.Segment.IsAttached, Is.False);
+        AssertAllGone();
+        // Global counts (OsObjects) race with other test runs on the machine; look for this cluster's own objects.
+        Assert.That(_platform.SharedMemory.QueryStatus(handle.Id).Exists, Is.False, $"segment {handle.Id}");
+        if (OsObjects.CanCount && Directory.Exists("/dev/shm"))
+        {
+            string cookie = handle.Cookie.ToString("x16");
+            Assert.That(Directory.GetFiles("/dev/shm").Where(f => f.Contains(cookie, StringComparison.Ordinal) || f.EndsWith(handle.Id, StringComparison.Ordinal)), Is.Empty, "/dev/shm");
+        }
+        Assert.That(LogText(), Does.Not.Contain("terminating any other"));
+    }
+
+    [Test]
+    public void ChildExitingZeroIsNotACrash()
+    {
+        Cluster c = Start(Builder("pm-clean").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 1, "the static worker to attach");
+        int stayPid = RunningPids(c).Single();
+
+        BackgroundWorkerHandle h = c.StartChild(Spec("short", "exit0", 300));
+        int pid = h.WaitForStartup(Patience);
+        _pids.Add(pid);
+        Assert.That(pid, Is.GreaterThan(0));
+        h.WaitForShutdown(Patience);
+        Assert.That(h.GetStatus(), Is.EqualTo(BgwHandleStatus.Stopped));
+
+        Assert.That(c.CrashRestarts, Is.Zero);
+        Assert.That(RunningPids(c), Is.EqualTo(new[] { stayPid }));
+        Assert.That(c.GetChildren().Select(ch => ch.Name), Is.EqualTo(new[] { "stay" }));
+        Assert.That(LogText(), Does.Not.Contain("terminating any other"));
+    }
+
+    [Test]
+    public void KilledChildCausesCrashRestartWithNewSegment()
+    {
+        Cluster c = Start(Builder("pm-crash")
+            .AddBackgroundWorker(Spec("perm1", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("perm2", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("once", "sleep")));
+        WaitUntil(() => Starts(c) == 3, "three workers to attach");
+        string oldHandle = c.Handle;
+        List<int> before = RunningPids(c);
+        int victim = c.GetChildren().Single(ch => ch.Name == "perm1").Pid;
+
+        using (Process p = Process.GetProcessById(victim))
+            p.Kill(); // SIGKILL on Unix, TerminateProcess on Windows
+
+        WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
+        WaitUntil(() => Starts(c) == 2, "the permanent workers to attach to the new segment");
+        Assert.That(c.Handle, Is.Not.EqualTo(oldHandle));
+        Assert.That(c.Incarnation, Is.EqualTo(2));
+        foreach (int pid in before)
+            WaitUntil(() => IsGone(pid), $"old child {pid} to be stopped");
+        List<int> after = RunningPids(c);
+        Assert.That(after, Has.Count.EqualTo(2));
+        Assert.That(after.Intersect(before), Is.Empty);
+        Assert.That(c.GetChildren().Select(ch => ch.Name), Is.EquivalentTo(new[] { "perm1", "perm2" }));
+        Assert.That(c.State, Is.EqualTo(ClusterState.Running));
+        string log = LogText();
+        Assert.That(log, Does.Contain($"\"perm1\" (PID {victim})"));
+        Assert.That(log, Does.Contain("terminating any other active processes"));
+        Assert.That(log, Does.Contain("reinitializing shared memory"));
+    }
+
+    [Test]
+    public void RestartAfterCrashOffShutsDown()
+    {
+        Cluster c = Start(Builder("pm-norestart")
+            .WithRestartAfterCrash(false)
+            .AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("crasher", "crash", 500)));
+        WaitUntil(() => c.GetChildren().Count(ch => ch.Pid != 0) == 2 || c.State == ClusterState.Stopped, "both workers to run");
+        RunningPids(c);
+        Assert.That(c.WaitForStopped(Patience), Is.True, "the cluster stops after the crash");
+        Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
+        Assert.That(c.CrashRestarts, Is.Zero);
+        Assert.That(c.Segment.IsAttached, Is.False);
+        AssertAllGone();
+        Assert.That(LogText(), Does.Contain("exited with exit code 3"));
+        Assert.That(LogText(), Does.Contain("restart-after-crash is off"));
+    }
+
+    [Test]
+    public void DynamicWorkerRegisteredFromAnotherProcess()
+    {
+        Cluster c = Start(Builder("pm-dynamic"));
+        using ChildWorker other = ChildWorker.Start(backend);
+        other.Send($"pm-attach {c.Handle}");
+        string[] reg = other.Send("pm-register dyn -1 exit0 1500").Split(' ');
+        int slot = int.Parse(reg[0]);
+
+        int pid = 0;
+        WaitUntil(() =>
+        {
+            string[] st = other.Send("pm-status").Split(' ');
+            pid = int.Parse(st[1]);
+            return st[0] == nameof(BgwHandleStatus.Started);
+        }, "the dynamic worker to start");
+        _pids.Add(pid);
+        Assert.That(c.GetChildren().Single().Slot, Is.EqualTo(slot));
+        Assert.That(c.GetChildren().Single().Pid, Is.EqualTo(pid));
+        WaitUntil(() => Starts(c) == 1, "the dynamic worker to attach");
+        WaitUntil(() => other.Send("pm-status").StartsWith(nameof(BgwHandleStatus.Stopped), StringComparison.Ordinal), "the dynamic worker to stop");
+        Assert.That(c.GetChildren(), Is.Empty);
+        Assert.That(c.CrashRestarts, Is.Zero);
+        other.Send("pm-detach");
+        other.Close();
+    }
+
+    [Test]
+    public void SmartShutdownWaitsForChildren()
+    {
+        Cluster c = Start(Builder("pm-smart")
+            .AddBackgroundWorker(Spec("a", "exit0", 1000))
+            .AddBackgroundWorker(Spec("b", "exit0", 1000)));
+        WaitUntil(() => Starts(c) == 2, "both workers to attach");
+        RunningPids(c);
+        var sw = Stopwatch.StartNew();
+        Assert.That(c.Shutdown(ShutdownMode.Smart, Patience), Is.True, "children exited on their own");
+        Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
+        AssertAllGone();
+        Assert.That(LogText(), Does.Not.Contain("exit code"));
+        Assert.That(sw.Elapsed, Is.LessThan(Patience));
+    }
+
+    [Test]
+    public void FastShutdownAsksChildrenToStop()
+    {
+        Cluster c = Start(Builder("pm-fast")
+            .AddBackgroundWorker(Spec("a", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("b", "sleep")));
+        WaitUntil(() => Starts(c) == 2 && c.Procs.GetProcs().Count == 2, "both workers to join");
+        RunningPids(c);
+        Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True, "children stopped when asked");
+        Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
+        AssertAllGone();
+        Assert.That(LogText(), Does.Not.Contain("exit code"), "they exited with 0");
+    }
+
+    [Test]
+    public void ImmediateShutdownKillsChildren()
+    {
+        Cluster c = Start(Builder("pm-immediate")
+            .AddBackgroundWorker(Spec("a", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("b", "sleep")));
+        WaitUntil(() => Starts(c) == 2, "both workers to attach");
+        RunningPids(c);
+        Assert.That(c.Shutdown(ShutdownMode.Immediate, Patience), Is.True);
+        Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
+        Assert.That(c.Segment.IsAttached, Is.False);
+        AssertAllGone();
+        Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True, "idempotent");
+    }
+
+    [Test]
+    public void ChildAttachRequiresAHandle()
+    {
+        string? saved = Environment.GetEnvironmentVariable(Cluster.HandleVariable);
+        Assert.That(saved, Is.Null.Or.Empty, "the test host is not a cluster child");
+        Assert.Throws<InvalidShmemHandleException>(() => Cluster.AttachChild());
+        Assert.Throws<ArgumentException>(() => new ClusterBuilder(TestEnvironment.UniqueKey("pm-spec")).AddBackgroundWorker(new ChildSpec("", "x", [])));
+    }
+}

@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ * PostmasterWorkerCommands.cs
+ *   The test executable as a cluster child ("worker --backend b --run-child
+ *   <mode> [ms]", started by a Cluster), and the worker commands that reach
+ *   a cluster from a process the supervisor did not start.
+ *
+ * NOTES
+ *   Child modes (every mode first bumps counter 0 of "test.pm" and records
+ *   its pid in counter 1 + slot):
+ *     sleep        join, wait on the latch until ShutdownRequested or the
+ *                  supervisor's death (60 s at most), exit 0
+ *     exit0 <ms>   join, sleep ms, exit 0
+ *     crash <ms>   join, sleep ms, exit 3
+ *   Worker commands:
+ *     pm-attach <handle>                    -> ok
+ *     pm-register <name> <restartMs> <mode> [ms] -> ok <slot> <generation>
+ *     pm-status <slot> <generation>         -> ok <status> <pid>
+ *     pm-detach                             -> ok
+ *-------------------------------------------------------------------------
+ */
+using System.Globalization;
+using PgIpc.Latch;
+using PgIpc.Platform;
+using PgIpc.Postmaster;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+
+namespace PgIpc.Tests.Postmaster;
+
+internal static class PostmasterWorkerCommands
+{
+    public const string CountersName = "test.pm";
+    public const int NumCounters = 32;
+    public const string RunChildOption = "--run-child";
+
+    private static Cluster? s_cluster;
+    private static BackgroundWorkerHandle? s_last;
+
+    /// <summary>The spec of a child that runs this test executable in <paramref name="mode"/>.</summary>
+    public static ChildSpec Spec(string name, string backend, string mode, int ms = 0, ProcKind kind = ProcKind.BackgroundWorker, int restartIntervalMs = -1)
+    {
+        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
+        List<string> args = [];
+        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+            args.Add(typeof(PostmasterWorkerCommands).Assembly.Location);
+        args.AddRange([TestWorker.Verb, "--backend", backend, RunChildOption, mode, ms.ToString(CultureInfo.InvariantCulture)]);
+        return new ChildSpec(name, exe, args, kind, restartIntervalMs);
+    }
+
+    /// <summary>Runs the child when <paramref name="args"/> has --run-child; returns its exit code, or -1 when not a child.</summary>
+    public static int TryRunChild(string[] args)
+    {
+        int i = Array.IndexOf(args, RunChildOption);
+        if (i < 0 || i + 1 >= args.Length)
+            return -1;
+        string mode = args[i + 1];
+        int ms = i + 2 < args.Length ? int.Parse(args[i + 2], CultureInfo.InvariantCulture) : 0;
+        using Cluster cluster = Cluster.AttachChild();
+        using Participant me = cluster.JoinAsChild();
+        if (cluster.Segment.TryFindStruct(CountersName, out ShmemRegion r))
+        {
+            Span<long> counters = r.AsSpan<long>();
+            Interlocked.Increment(ref counters[0]);
+            int slot = int.Parse(Environment.GetEnvironmentVariable(Cluster.WorkerSlotVariable) ?? "0", CultureInfo.InvariantCulture);
+            if (1 + slot < NumCounters)
+                Volatile.Write(ref counters[1 + slot], Environment.ProcessId);
+        }
+        switch (mode)
+        {
+            case "sleep":
+            {
+                long deadline = Environment.TickCount64 + 60_000;
+                while (!cluster.ShutdownRequested && Environment.TickCount64 < deadline)
+                {
+                    WaitEvents got = me.WaitLatch(WaitEvents.LatchSet | WaitEvents.SupervisorDeath | WaitEvents.Timeout, 200);
+                    if ((got & WaitEvents.SupervisorDeath) != 0)
+                        return 1;
+                    me.ResetLatch();
+                }
+                return 0;
+            }
+            case "exit0":
+                Thread.Sleep(ms);
+                return 0;
+            case "crash":
+                Thread.Sleep(ms);
+                return 3;
+            default:
+                return 2;
+        }
+    }
+
+    public static bool TryExecute(string[] a, ShmemSegment? seg, out string reply)
+    {
+        _ = seg;
+        switch (a[0])
+        {
+            case "pm-attach":
+                s_cluster?.Dispose();
+                s_cluster = Cluster.AttachChild(a[1]);
+                reply = "ok";
+                return true;
+            case "pm-register":
+            {
+                Cluster c = s_cluster ?? throw new InvalidOperationException("pm-attach first");
+                ChildSpec spec = Spec(a[1], c.Platform.Name, a[3], a.Length > 4 ? int.Parse(a[4], CultureInfo.InvariantCulture) : 0,
+                    restartIntervalMs: int.Parse(a[2], CultureInfo.InvariantCulture));
+                s_last = c.RegisterDynamicBackgroundWorker(spec);
+                reply = $"ok {s_last.Slot} {s_last.Generation}";
+                return true;
+            }
+            case "pm-status":
+            {
+                BackgroundWorkerHandle h = s_last ?? throw new InvalidOperationException("pm-register first");
+                BgwHandleStatus st = h.GetStatus(out int pid);
+                reply = $"ok {st} {pid}";
+                return true;
+            }
+            case "pm-detach":
+                s_cluster?.Dispose();
+                s_cluster = null;
+                reply = "ok";
+                return true;
+            default:
+                reply = "";
+                return false;
+        }
+    }
+}
