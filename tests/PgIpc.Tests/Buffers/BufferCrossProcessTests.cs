@@ -72,7 +72,8 @@ public sealed class BufferCrossProcessTests(string backend)
         });
         // The worker flushed block 2: it is on disk with a good checksum.
         byte[] onDisk = new byte[BufferPool.BlockSize];
-        using (var f = File.OpenRead(Path.Combine(c.Options.DataDirectory, "11")))
+        // Share read and write: the pool (in this and the worker process) keeps the file open for writing.
+        using (var f = new FileStream(Path.Combine(c.Options.DataDirectory, "11"), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
         {
             f.Seek(2L * BufferPool.BlockSize, SeekOrigin.Begin);
             f.ReadExactly(onDisk);
