@@ -3,6 +3,7 @@
  *   pgipc: the command-line face of PgIpc.
  *
  *     pgipc demo [--backend linux|posix|windows] [--rounds N]
+ *     pgipc demo --parallel [--backend name] [--workers N] [--rows N]
  *     pgipc inspect <handle>
  *     pgipc cleanup [--backend name] [--dry-run]
  *     pgipc backends
@@ -22,7 +23,8 @@ internal static class Program
             string[] rest = args.Length > 0 ? args[1..] : [];
             return verb switch
             {
-                "demo" => Demo.Run(rest),
+                "demo" => rest.Contains("--parallel") ? ParallelDemo.Run(rest) : Demo.Run(rest),
+                ParallelDemo.ChildVerb => ParallelDemo.RunChild(rest),
                 Demo.ChildVerb => Demo.RunChild(rest),
                 "inspect" => Inspect.Run(rest),
                 "cleanup" => Cleanup.Run(rest),
@@ -49,6 +51,7 @@ internal static class Program
     {
         TextWriter w = code == 0 ? Console.Out : Console.Error;
         w.WriteLine("usage: pgipc demo [--backend linux|posix|windows] [--rounds N]");
+        w.WriteLine("       pgipc demo --parallel [--backend name] [--workers N] [--rows N]");
         w.WriteLine("       pgipc inspect <handle>");
         w.WriteLine("       pgipc cleanup [--backend name] [--dry-run]");
         w.WriteLine("       pgipc backends");

@@ -48,6 +48,7 @@ internal static class TestWorker
 
     public static int Run(string[] args)
     {
+        int parallelExit = PgIpc.Tests.Parallel.ParallelWorkerMain.TryRun(args); if (parallelExit >= 0) return parallelExit; // --run-child parallel-*: a parallel worker (Parallel/)
         int childExit = PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryRunChild(args); // --run-child: a cluster's child (Postmaster/)
         if (childExit >= 0)
             return childExit;

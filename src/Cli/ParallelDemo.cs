@@ -1,0 +1,113 @@
+/*-------------------------------------------------------------------------
+ * ParallelDemo.cs
+ *   pgipc demo --parallel: a parallel sum over generated data. The leader
+ *   (this process, also the supervisor) puts the rows in a dynamic segment,
+ *   launches N background workers through a ParallelContext; each sums its
+ *   share in blocks and returns one row (block, sum) per block through its
+ *   tuple queue; the leader adds the rows up and checks the total.
+ *
+ * NOTES
+ *   The workers are this executable run as "pgipc parallel-demo-child"; the
+ *   ParallelContext appends the segment's handle and the worker number.
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using PgIpc.Mq;
+using PgIpc.Parallel;
+using PgIpc.Platform;
+using PgIpc.Postmaster;
+using PgIpc.Proc;
+
+namespace PgIpc.Cli;
+
+internal static class ParallelDemo
+{
+    public const string ChildVerb = "parallel-demo-child";
+    private const ulong KeyRows = 1;
+    private const int BlockRows = 10_000;
+
+    public static int Run(string[] args)
+    {
+        IPgIpcPlatform platform = Program.Platform(args);
+        int workers = int.Parse(Program.Option(args, "--workers") ?? "2", CultureInfo.InvariantCulture);
+        long rows = long.Parse(Program.Option(args, "--rows") ?? "1000000", CultureInfo.InvariantCulture);
+        if (workers < 1 || workers > 8)
+            throw new ArgumentException("--workers must be 1..8");
+        if (rows < 1 || rows > 64L * 1024 * 1024)
+            throw new ArgumentException("--rows must be 1..67108864");
+
+        Console.WriteLine($"backend      {platform.Name}");
+        using Cluster cluster = new ClusterBuilder($"pgipc-pdemo-{Environment.ProcessId}")
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 2, MaxAuxiliary: 1, MaxBackgroundWorkers: workers))
+            .WithMaxChildren(workers)
+            .Build();
+        cluster.Start();
+        using Participant leader = cluster.Procs.Join(ProcKind.Backend);
+        var sw = Stopwatch.StartNew();
+        long total = 0, expected = 0, received = 0;
+        using (ParallelContext ctx = ParallelContext.Create(cluster, WorkerSpec(), workers))
+        {
+            ctx.Estimator.EstimateChunk(8 + rows * 8);
+            ctx.Estimator.EstimateKeys(1);
+            ctx.InitializeDsm();
+            ShmTocChunk chunk = ctx.Toc.Allocate(8 + rows * 8);
+            Span<long> words = MemoryMarshal.Cast<byte, long>(chunk.AsSpan());
+            words[0] = rows;
+            for (long i = 0; i < rows; i++)
+            {
+                words[(int)(1 + i)] = i % 1000 + 1;
+                expected += i % 1000 + 1;
+            }
+            ctx.Toc.Insert(KeyRows, chunk);
+            Console.WriteLine($"segment      dynamic segment {ctx.Segment.Handle}, {ctx.Segment.Size} bytes, {rows} rows");
+            ctx.LaunchParallelWorkers();
+            for (int w = 0; w < workers; w++)
+            {
+                while (ctx.ReceiveTuple(w, out ReadOnlySpan<byte> row))
+                {
+                    total += MemoryMarshal.Read<long>(row[8..]);
+                    received++;
+                }
+            }
+            ctx.WaitForParallelWorkersToFinish(TimeSpan.FromSeconds(60));
+        }
+        sw.Stop();
+        bool ok = total == expected && cluster.Dsm.LiveSegments() == 0;
+        Console.WriteLine($"workers      {workers}, {received} rows (block, sum) returned through the tuple queues");
+        Console.WriteLine($"sum          {total}, expected {expected}: {(ok ? "OK" : "WRONG")} in {sw.Elapsed.TotalMilliseconds:F0} ms");
+        return ok ? 0 : 1;
+    }
+
+    private static ChildSpec WorkerSpec()
+    {
+        string exe = Environment.ProcessPath ?? throw new PgIpcException("cannot find this executable to start the parallel workers");
+        List<string> a = [];
+        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+            a.Add(typeof(ParallelDemo).Assembly.Location);
+        a.Add(ChildVerb);
+        return new ChildSpec("parallel demo worker", exe, a);
+    }
+
+    /// <summary>Worker side: sums its share in blocks, one (block, sum) row per block.</summary>
+    public static int RunChild(string[] args) => ParallelWorker.Run(args, w =>
+    {
+        long offset = w.Toc.Lookup(KeyRows);
+        long n = MemoryMarshal.Read<long>(w.Toc.ChunkAt(offset, 8).AsSpan());
+        ReadOnlySpan<long> data = MemoryMarshal.Cast<byte, long>(w.Toc.ChunkAt(offset + 8, n * 8).AsSpan());
+        long from = n * w.WorkerNumber / w.NumWorkers, to = n * (w.WorkerNumber + 1) / w.NumWorkers;
+        Span<byte> row = stackalloc byte[16];
+        for (long b = from; b < to; b += BlockRows)
+        {
+            long end = Math.Min(to, b + BlockRows), sum = 0;
+            for (long k = b; k < end; k++)
+                sum += data[(int)k];
+            MemoryMarshal.Write(row, in b);
+            MemoryMarshal.Write(row[8..], in sum);
+            if (w.TupleQueue.Send(row, forceFlush: false) != ShmMqResult.Success)
+                throw new PgIpcException("the leader detached");
+        }
+    });
+}

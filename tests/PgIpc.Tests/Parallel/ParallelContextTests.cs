@@ -1,0 +1,317 @@
+/*-------------------------------------------------------------------------
+ * ParallelContextTests.cs
+ *   ParallelContext with real worker processes started by the supervisor:
+ *   a parallel sum over data in the segment, a worker's error rethrown in
+ *   the leader, test_shm_mq's ring (leader -> w1 -> w2 -> leader) for
+ *   sizes from 1 byte to three times the ring, and a worker killed with
+ *   SIGKILL mid-stream.
+ *
+ * NOTES
+ *   The test process is the supervisor and the leader; the workers are
+ *   this test executable (ParallelWorkerMain.cs). Every worker exits by
+ *   itself (60 s at most); the cluster's Dispose in TearDown kills what is
+ *   left, and every pid seen is killed again if it survived.
+ *
+ *   The kill test. A killed worker exits non-zero, so the supervisor does
+ *   its crash handling (here with restart-after-crash off): it stops every
+ *   child, waiting up to the stop grace, then destroys shared memory, which
+ *   the leader, in this same process, is using. A second child that
+ *   ignores the stop request for 20 s ("exit0 20000") keeps shared memory
+ *   alive while the leader notices the death (at once: the crash handling
+ *   sets its latch) and disposes its context; the test then kills that
+ *   child itself so the cluster stops.
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using NUnit.Framework;
+using PgIpc.Dsm;
+using PgIpc.Mq;
+using PgIpc.Parallel;
+using PgIpc.Platform;
+using PgIpc.Postmaster;
+using PgIpc.Proc;
+using PgIpc.Tests.Dsm;
+using PgIpc.Tests.Postmaster;
+
+namespace PgIpc.Tests.Parallel;
+
+[TestFixtureSource(typeof(TestEnvironment), nameof(TestEnvironment.Backends))]
+public sealed class ParallelContextTests(string backend)
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+    private readonly IPgIpcPlatform _platform = PgIpcPlatform.Get(backend);
+    private readonly List<int> _pids = [];
+    private StringWriter _log = new();
+    private Cluster? _cluster;
+    private Participant? _leader;
+    private ParallelContext? _ctx;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _pids.Clear();
+        _log = new StringWriter();
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        try
+        {
+            if (_cluster is { Segment.IsAttached: true })
+                _ctx?.Dispose();
+        }
+        finally
+        {
+            _ctx = null;
+            if (_cluster is { Segment.IsAttached: true })
+                _leader?.Dispose();
+            _leader = null;
+            _cluster?.Dispose();
+            _cluster = null;
+            foreach (int pid in _pids)
+                KillQuietly(pid);
+        }
+    }
+
+    private Cluster Start(string what, bool restartAfterCrash = true, TimeSpan? stopGrace = null)
+    {
+        _cluster = new ClusterBuilder(TestEnvironment.UniqueKey(what))
+            .WithPlatform(_platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 6))
+            .WithMaxChildren(6)
+            .WithLog(_log)
+            .WithRestartAfterCrash(restartAfterCrash)
+            .WithStopGrace(stopGrace ?? TimeSpan.FromSeconds(2))
+            .Build();
+        _cluster.Start();
+        _leader = _cluster.Procs.Join(ProcKind.Backend);
+        return _cluster;
+    }
+
+    private ChildSpec WorkerSpec(string mode) => PostmasterWorkerCommands.Spec("parallel " + mode, backend, mode);
+
+    private void RecordPids(ParallelContext ctx)
+    {
+        foreach (BackgroundWorkerHandle? h in ctx.Workers)
+            if (h is not null && h.GetStatus(out int pid) == BgwHandleStatus.Started && !_pids.Contains(pid))
+                _pids.Add(pid);
+    }
+
+    /// <summary>True while the OS object of the context's segment exists.</summary>
+    private bool SegmentExists((DsmImplementation Kind, uint Handle, string? Dir) s)
+        => DsmCluster.OsObjectExists(_platform, s.Kind, s.Handle, s.Dir);
+
+    private static (DsmImplementation Kind, uint Handle, string? Dir) SegmentOf(Cluster c, ParallelContext ctx)
+        => (ctx.Segment.Implementation, ctx.Segment.Handle, c.Dsm.DataDirectory);
+
+    /// <summary>Disposes the context and checks nothing is left: no segment in the registry, no OS object.</summary>
+    private void DisposeAndCheckClean(Cluster c)
+    {
+        var seg = SegmentOf(c, _ctx!);
+        Assert.That(SegmentExists(seg), Is.True, "the check below would prove nothing");
+        _ctx!.Dispose();
+        _ctx = null;
+        Assert.That(c.Dsm.LiveSegments(), Is.EqualTo(0), "a dynamic segment outlived its parallel context");
+        _leader!.Dispose();
+        _leader = null;
+        Assert.That(SegmentExists(seg), Is.False, $"the parallel segment {seg.Handle} ({seg.Kind}) outlived its context");
+        c.Dispose();
+        _cluster = null;
+        Assert.That(c.CrashRestarts, Is.EqualTo(0), _log.ToString());
+    }
+
+    [Test]
+    public void ParallelSumReturnsPartialSumsThroughTheTupleQueues()
+    {
+        Cluster c = Start("psum");
+        const int n = 200_000;
+        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-sum"), 2);
+        _ctx.Estimator.EstimateChunk(8 + n * 8L);
+        _ctx.Estimator.EstimateKeys(1);
+        _ctx.InitializeDsm();
+        ShmTocChunk chunk = _ctx.Toc.Allocate(8 + n * 8L);
+        Span<long> words = MemoryMarshal.Cast<byte, long>(chunk.AsSpan());
+        words[0] = n;
+        long expected = 0;
+        for (int i = 0; i < n; i++)
+        {
+            words[1 + i] = 3L * i + 1;
+            expected += 3L * i + 1;
+        }
+        _ctx.Toc.Insert(ParallelWorkerMain.KeyData, chunk);
+
+        _ctx.LaunchParallelWorkers();
+        _ctx.WaitForParallelWorkersToAttach(Patience);
+        RecordPids(_ctx);
+        long total = 0;
+        int partials = 0;
+        for (int w = 0; w < 2; w++)
+        {
+            while (_ctx.ReceiveTuple(w, out ReadOnlySpan<byte> msg))
+            {
+                Assert.That(msg.Length, Is.EqualTo(8));
+                total += MemoryMarshal.Read<long>(msg);
+                partials++;
+            }
+        }
+        _ctx.WaitForParallelWorkersToFinish(Patience);
+        Assert.That(partials, Is.EqualTo(2));
+        Assert.That(total, Is.EqualTo(expected));
+        DisposeAndCheckClean(c);
+    }
+
+    [Test]
+    public void AWorkersErrorIsRethrownInTheLeaderWithItsMessage()
+    {
+        Cluster c = Start("perr");
+        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-error"), 2);
+        _ctx.InitializeDsm();
+        _ctx.LaunchParallelWorkers();
+        RecordPids(_ctx);
+        ParallelContext ctx = _ctx;
+        ParallelWorkerException ex = Assert.Throws<ParallelWorkerException>(() => ctx.WaitForParallelWorkersToFinish(Patience))!;
+        Assert.That(ex.WorkerNumber, Is.EqualTo(0));
+        Assert.That(ex.Reported, Is.True);
+        Assert.That(ex.WorkerMessage, Is.EqualTo(ParallelWorkerMain.ErrorMessage(0)));
+        Assert.That(ex.Message, Does.Contain(ParallelWorkerMain.ErrorMessage(0)));
+        // The failed worker exited 0 after reporting: no crash restart.
+        Assert.That(c.CrashRestarts, Is.EqualTo(0), _log.ToString());
+        DisposeAndCheckClean(c);
+    }
+
+    [Test]
+    public void MessagesPassRoundARingOfTwoWorkersIntact()
+    {
+        const int k = 2;
+        Cluster c = Start("pring");
+        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-ring"), k);
+        long qbytes = ParallelWorkerMain.RingQueueBytes;
+        for (int i = 0; i <= k; i++)
+            _ctx.Estimator.EstimateChunk(qbytes);
+        _ctx.Estimator.EstimateKeys(k + 1);
+        _ctx.InitializeDsm();
+        var queues = new ShmMq[k + 1];
+        for (int i = 0; i <= k; i++)
+        {
+            ShmTocChunk q = _ctx.Toc.Allocate(qbytes);
+            queues[i] = ShmMq.Create(q);
+            _ctx.Toc.Insert(ParallelWorkerMain.KeyRing + (ulong)i, q);
+        }
+        queues[0].SetSender(_leader!);
+        queues[k].SetReceiver(_leader!);
+        _ctx.LaunchParallelWorkers();
+        _ctx.WaitForParallelWorkersToAttach(Patience);
+        RecordPids(_ctx);
+
+        int received = 0;
+        using (ShmMqHandle tx = queues[0].AttachAsSender(_leader!, new HandlePeer(_ctx.Workers[0]!)))
+        using (ShmMqHandle rx = queues[k].AttachAsReceiver(_leader!, new HandlePeer(_ctx.Workers[k - 1]!)))
+        {
+            int[] sizes = [1, 100, 64 * 1024, 3 * (int)ParallelWorkerMain.RingSize];
+            const int perSize = 3;
+            foreach (int size in sizes)
+            {
+                for (int rep = 0; rep < perSize; rep++)
+                {
+                    byte[] msg = Pattern(size, rep);
+                    Assert.That(tx.Send(msg), Is.EqualTo(ShmMqResult.Success), $"send of {size} bytes");
+                    Assert.That(rx.Receive(out ReadOnlySpan<byte> back), Is.EqualTo(ShmMqResult.Success), $"receive of {size} bytes");
+                    Assert.That(back.Length, Is.EqualTo(size));
+                    Assert.That(back.SequenceEqual(msg), Is.True, $"message of {size} bytes (repetition {rep}) came back changed");
+                    received++;
+                }
+            }
+            Assert.That(received, Is.EqualTo(sizes.Length * perSize));
+            tx.Detach();
+            // The detach travels round the ring: each worker sees its input end and detaches its output.
+            Assert.That(rx.Receive(out _), Is.EqualTo(ShmMqResult.Detached));
+        }
+        _ctx.WaitForParallelWorkersToFinish(Patience);
+        DisposeAndCheckClean(c);
+    }
+
+    [Test]
+    public void AWorkerKilledMidStreamEndsTheLeadersReceiveWithAClearError()
+    {
+        // Needs SIGKILL semantics of Process.Kill on Unix; the Windows leg covers peer death in the shm_mq tests.
+        // (A plain return, not Assert.Pass: its exception leaving the test method hangs NUnit under Wine.)
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS())
+            return;
+        Cluster c = Start("pkill", restartAfterCrash: false, stopGrace: TimeSpan.FromSeconds(60));
+        // Keeps shared memory alive through the crash handling until the test kills it (see the banner).
+        BackgroundWorkerHandle lingerer = c.StartChild(PostmasterWorkerCommands.Spec("lingerer", backend, "exit0", 20_000));
+        int lingererPid = lingerer.WaitForStartup(Patience);
+        _pids.Add(lingererPid);
+
+        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-stream"), 1);
+        _ctx.InitializeDsm();
+        _ctx.LaunchParallelWorkers();
+        _ctx.WaitForParallelWorkersToAttach(Patience);
+        var seg = SegmentOf(c, _ctx);
+        int workerPid = _ctx.Workers[0]!.WaitForStartup(Patience);
+        _pids.Add(workerPid);
+        for (int i = 0; i < 20; i++)
+            Assert.That(_ctx.ReceiveTuple(0, out ReadOnlySpan<byte> m) && m.Length == 1024, Is.True);
+
+        using (Process victim = Process.GetProcessById(workerPid))
+            victim.Kill(); // SIGKILL: no detach, no report
+        var sw = Stopwatch.StartNew();
+        ParallelContext ctx = _ctx;
+        ParallelWorkerException ex = Assert.Throws<ParallelWorkerException>(() =>
+        {
+            while (ctx.ReceiveTuple(0, out _))
+            {
+            }
+        })!;
+        sw.Stop();
+        ctx.Dispose();
+        _ctx = null;
+        _leader!.Dispose();
+        _leader = null;
+        Assert.That(ex.WorkerNumber, Is.EqualTo(0));
+        Assert.That(ex.Reported, Is.False);
+        Assert.That(ex.Message, Does.Contain("terminated without reporting"));
+        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "the leader took too long to notice the killed worker");
+
+        KillQuietly(lingererPid);
+        Assert.That(c.WaitForStopped(Patience), Is.True, "the cluster did not stop after the crash (restart-after-crash off)");
+        Assert.That(_log.ToString(), Does.Contain("restart-after-crash is off"));
+        c.Dispose();
+        _cluster = null;
+        // The killed worker never dropped its reference; destroying the cluster removes the segment anyway.
+        Assert.That(SegmentExists(seg), Is.False, $"the parallel segment {seg.Handle} ({seg.Kind}) outlived the cluster");
+    }
+
+    private static byte[] Pattern(int size, int rep)
+    {
+        byte[] b = new byte[size];
+        for (int i = 0; i < size; i++)
+            b[i] = (byte)(i * 31 + rep * 7 + size);
+        return b;
+    }
+
+    private static void KillQuietly(int pid)
+    {
+        try
+        {
+            using Process p = Process.GetProcessById(pid);
+            p.Kill();
+            p.WaitForExit(10_000);
+        }
+        catch (ArgumentException)
+        {
+            // Already gone.
+        }
+        catch (InvalidOperationException)
+        {
+            // Exited between the lookup and the kill.
+        }
+    }
+
+    private sealed class HandlePeer(BackgroundWorkerHandle handle) : IShmMqPeer
+    {
+        public bool IsAlive => handle.GetStatus() != BgwHandleStatus.Stopped;
+    }
+}
