@@ -6,6 +6,7 @@
  *   dotnet run -c Release --project perf -- --filter '*'
  *   dotnet run -c Release --project perf -- contend [--backend linux|posix|mutex|all] [--seconds 3]
  *   dotnet run -c Release --project perf -- pingpong [--backend linux|posix|pipe|socket|all] [--rounds 20000] [--samples 5]
+ *   dotnet run -c Release --project perf -- mq [--backend linux|posix] [--seconds 2]
  *
  *   BenchmarkSwitcher picks the classes the filter names. Unless the
  *   command line says otherwise (--artifacts), results go to
@@ -16,7 +17,9 @@
  *   contention harness (Contention/ContendHarness.cs), which starts this
  *   program again as its child with the verb "contend-child". "pingpong"
  *   (Contention/PingPongHarness.cs, child verb "pingpong-child") is the
- *   cross-process wake-up round-trip harness, the same way.
+ *   cross-process wake-up round-trip harness, the same way; so is "mq"
+ *   (Contention/ShmMqHarness.cs, child verb "mq-child"), shm_mq between
+ *   two processes with pipe and socket peers.
  *-------------------------------------------------------------------------
  */
 using System.Reflection;
@@ -38,6 +41,10 @@ public static class Program
             return PingPongHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == PingPongHarness.ChildVerb)
             return PingPongHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == ShmMqHarness.ParentVerb)
+            return ShmMqHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == ShmMqHarness.ChildVerb)
+            return ShmMqHarness.Child(args[1..]);
         IConfig config = DefaultConfig.Instance.WithArtifactsPath(ArtifactsPath());
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
         return 0;
