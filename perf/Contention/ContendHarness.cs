@@ -105,7 +105,6 @@ public static unsafe class ContendHarness
     public const string ChildVerb = "contend-child";
 
     private const int Batch = 256;
-    private static readonly TimeSpan s_handshakeTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>Entry point of <c>contend</c>; returns the exit code.</summary>
     public static int Run(string[] args)
@@ -137,7 +136,7 @@ public static unsafe class ContendHarness
             Console.Error.WriteLine($"contend: unknown --backend \"{backend}\"; expected linux, posix, mutex or all");
             return 2;
         }
-        Console.WriteLine($"contend: 2 processes, {samples} samples of {sample.TotalMilliseconds:F0} ms, {Environment.ProcessorCount} CPUs, load {LoadAverage()}");
+        Console.WriteLine($"contend: 2 processes, {samples} samples of {sample.TotalMilliseconds:F0} ms, {Environment.ProcessorCount} CPUs, load {HarnessChild.LoadAverage()}");
         foreach (string kind in kinds)
         {
             if (kind == "mutex")
@@ -210,15 +209,15 @@ public static unsafe class ContendHarness
         {
             using Participant me = cluster.Procs.Join();
             LWLock* l = LockOf(cluster);
-            child = StartChild(["lwlock", cluster.Segment.Handle.ToString()], sample, samples);
+            child = HarnessChild.Start(ChildVerb, ["lwlock", cluster.Segment.Handle.ToString(), sample.TotalMilliseconds.ToString("R", System.Globalization.CultureInfo.InvariantCulture), samples.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
             var cs = new LWLockSection(l, me);
             double[] mops = ParentLoop(ref cs, cluster.Counters, Control(cluster), child, sample, samples, out string split);
             Report($"LWLock exclusive, {backend}", mops, split);
-            WaitExit(child);
+            HarnessChild.WaitExit(child, "contend");
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
             cluster.Close();
         }
     }
@@ -253,11 +252,11 @@ public static unsafe class ContendHarness
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
             try
             {
-                child = StartChild(["mutex", path, name], sample, samples);
+                child = HarnessChild.Start(ChildVerb, ["mutex", path, name, sample.TotalMilliseconds.ToString("R", System.Globalization.CultureInfo.InvariantCulture), samples.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
                 var cs = new MutexSection(mutex);
                 double[] mops = ParentLoop(ref cs, (long*)p, (ContendControl*)(p + 64), child, sample, samples, out string split);
                 Report(".NET named Mutex", mops, split);
-                WaitExit(child);
+                HarnessChild.WaitExit(child, "contend");
             }
             finally
             {
@@ -266,7 +265,7 @@ public static unsafe class ContendHarness
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
             File.Delete(path);
         }
     }
@@ -304,7 +303,7 @@ public static unsafe class ContendHarness
         where T : struct, ICriticalSection
     {
         // Acquire read; pairs with the child's Interlocked.Exchange of Ready once it has attached and joined.
-        WaitUntil(() => Volatile.Read(ref ctl->Ready) == 1, child, "attach");
+        HarnessChild.WaitUntil(() => Volatile.Read(ref ctl->Ready) == 1, child, "contend", "attach", spin: true);
         var mops = new double[samples];
         long parentTotal = 0, childTotal = 0, parentSlept = 0;
         for (int k = 1; k <= samples; k++)
@@ -316,7 +315,7 @@ public static unsafe class ContendHarness
             long mine = Loop(ref cs, counter, sample, ref parentSlept);
             int kk = k;
             // Acquire read; pairs with the child's release store of Done after ChildOps.
-            WaitUntil(() => Volatile.Read(ref ctl->Done) == kk, child, $"sample {k}");
+            HarnessChild.WaitUntil(() => Volatile.Read(ref ctl->Done) == kk, child, "contend", $"sample {k}", spin: true);
             long t1 = Stopwatch.GetTimestamp();
             long theirs = ctl->ChildOps;
             long seen = Volatile.Read(ref *counter);
@@ -334,14 +333,14 @@ public static unsafe class ContendHarness
         where T : struct, ICriticalSection
     {
         Interlocked.Exchange(ref ctl->Ready, 1);
-        long deadline = Stopwatch.GetTimestamp() + (long)(s_handshakeTimeout.TotalSeconds * Stopwatch.Frequency);
+        long deadline = Stopwatch.GetTimestamp() + (long)(HarnessChild.HandshakeTimeout.TotalSeconds * Stopwatch.Frequency);
         for (int k = 1; k <= samples; k++)
         {
             // Acquire read; pairs with the parent's release store of Go.
             while (Volatile.Read(ref ctl->Go) != k)
             {
                 if (Stopwatch.GetTimestamp() > deadline)
-                    throw new TimeoutException($"contend-child: no Go for sample {k} within {s_handshakeTimeout}");
+                    throw new TimeoutException($"contend-child: no Go for sample {k} within {HarnessChild.HandshakeTimeout}");
                 Thread.SpinWait(20);
             }
             long slept = 0;
@@ -378,53 +377,6 @@ public static unsafe class ContendHarness
     // Child process
     // ------------------------------------------------------------------
 
-    private static Process StartChild(string[] what, TimeSpan sample, int samples)
-    {
-        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path to start the child with");
-        var psi = new ProcessStartInfo { FileName = exe, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            psi.ArgumentList.Add(typeof(ContendHarness).Assembly.Location);
-        psi.ArgumentList.Add(ChildVerb);
-        foreach (string a in what)
-            psi.ArgumentList.Add(a);
-        psi.ArgumentList.Add(sample.TotalMilliseconds.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
-        psi.ArgumentList.Add(samples.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {exe}");
-    }
-
-    private static void WaitUntil(Func<bool> condition, Process child, string what)
-    {
-        long deadline = Stopwatch.GetTimestamp() + (long)(s_handshakeTimeout.TotalSeconds * Stopwatch.Frequency);
-        while (!condition())
-        {
-            if (child.HasExited)
-                throw new InvalidOperationException($"contend child {child.Id} exited with {child.ExitCode} before {what}");
-            if (Stopwatch.GetTimestamp() > deadline)
-                throw new TimeoutException($"contend child {child.Id} did not reach {what} within {s_handshakeTimeout}");
-            Thread.SpinWait(20);
-        }
-    }
-
-    private static void WaitExit(Process child)
-    {
-        if (!child.WaitForExit(TimeSpan.FromSeconds(10)))
-            throw new TimeoutException($"contend child {child.Id} did not exit within 10 s of its last sample");
-        if (child.ExitCode != 0)
-            throw new InvalidOperationException($"contend child {child.Id} exited with {child.ExitCode}");
-    }
-
-    private static void KillIfRunning(Process? child)
-    {
-        if (child is null)
-            return;
-        if (!child.HasExited)
-        {
-            child.Kill();
-            child.WaitForExit();
-        }
-        child.Dispose();
-    }
-
     private static void Report(string what, double[] mops, string split)
     {
         double[] sorted = [.. mops];
@@ -432,16 +384,4 @@ public static unsafe class ContendHarness
         Console.WriteLine($"{what,-34} {sorted[sorted.Length / 2],10:F2} Mops/s [{sorted[0]:F2}..{sorted[^1]:F2}]  ({split})");
     }
 
-    private static string LoadAverage()
-    {
-        try
-        {
-            string[] f = File.ReadAllText("/proc/loadavg").Split(' ');
-            return $"{f[0]} {f[1]} {f[2]}";
-        }
-        catch (IOException)
-        {
-            return "n/a";
-        }
-    }
 }

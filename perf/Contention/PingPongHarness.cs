@@ -95,7 +95,6 @@ public static unsafe class PingPongHarness
     private const int Warmup = 5000;
     /// <summary>The byte that tells a pipe or socket child to leave (the round trips send 'x').</summary>
     private const byte StopByte = (byte)'q';
-    private static readonly TimeSpan s_handshakeTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>Entry point of <c>pingpong</c>; returns the exit code.</summary>
     public static int Run(string[] args)
@@ -126,7 +125,7 @@ public static unsafe class PingPongHarness
             return 2;
         }
         string[] kinds = backend == "all" ? ["linux", "posix", "pipe", "socket"] : [backend];
-        Console.WriteLine($"pingpong: 2 processes, {Warmup} warm-up round trips, {samples} samples of {rounds} round trips, {Environment.ProcessorCount} CPUs, load {LoadAverage()}");
+        Console.WriteLine($"pingpong: 2 processes, {Warmup} warm-up round trips, {samples} samples of {rounds} round trips, {Environment.ProcessorCount} CPUs, load {HarnessChild.LoadAverage()}");
         foreach (string kind in kinds)
         {
             double[] us = kind switch
@@ -142,7 +141,7 @@ public static unsafe class PingPongHarness
                 _ => $"latch, {kind} ({PgIpcPlatform.Get(kind).Latches.GetType().Name})",
             }, us);
         }
-        Console.WriteLine($"pingpong: done, load {LoadAverage()}");
+        Console.WriteLine($"pingpong: done, load {HarnessChild.LoadAverage()}");
         return 0;
     }
 
@@ -185,9 +184,9 @@ public static unsafe class PingPongHarness
             var ctl = (PingPongControl*)cluster.Control;
             ProcArray procs = cluster.Procs;
             ctl->ParentProc = me.ProcNumber;
-            child = StartChild(["latch", cluster.Segment.Handle.ToString()]);
+            child = HarnessChild.Start(ChildVerb, ["latch", cluster.Segment.Handle.ToString()]);
             // Acquire read; pairs with the child's release store of Ready after ChildProc.
-            WaitUntil(() => Volatile.Read(ref ctl->Ready) == 1, child, "join");
+            HarnessChild.WaitUntil(() => Volatile.Read(ref ctl->Ready) == 1, child, "pingpong", "join");
             int childProc = (int)ctl->ChildProc;
 
             long round = 0;
@@ -205,12 +204,12 @@ public static unsafe class PingPongHarness
             // Release store, then a wake-up: the child sees Stop after its ResetLatch.
             Volatile.Write(ref ctl->Stop, 1);
             Latches.SetLatch(procs, childProc);
-            WaitExit(child);
+            HarnessChild.WaitExit(child, "pingpong");
             return us;
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
             cluster.Close();
         }
     }
@@ -280,18 +279,18 @@ public static unsafe class PingPongHarness
         using var fromChild = new AnonymousPipeServerStream(PipeDirection.In, HandleInheritability.Inheritable);
         try
         {
-            child = StartChild(["pipe", toChild.GetClientHandleAsString(), fromChild.GetClientHandleAsString()]);
+            child = HarnessChild.Start(ChildVerb, ["pipe", toChild.GetClientHandleAsString(), fromChild.GetClientHandleAsString()]);
             toChild.DisposeLocalCopyOfClientHandle();
             fromChild.DisposeLocalCopyOfClientHandle();
             double[] us = TimeStream(toChild, fromChild, rounds, samples, child);
             toChild.WriteByte(StopByte);
             toChild.Flush();
-            WaitExit(child);
+            HarnessChild.WaitExit(child, "pingpong");
             return us;
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
         }
     }
 
@@ -341,7 +340,7 @@ public static unsafe class PingPongHarness
             using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             listener.Bind(new UnixDomainSocketEndPoint(path));
             listener.Listen(1);
-            child = StartChild(["socket", path]);
+            child = HarnessChild.Start(ChildVerb, ["socket", path]);
             using Socket conn = listener.Accept();
             Span<byte> b = stackalloc byte[1];
             for (int i = 0; i < Warmup; i++)
@@ -355,12 +354,12 @@ public static unsafe class PingPongHarness
                 us[s] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds / rounds;
             }
             conn.Send([StopByte]);
-            WaitExit(child);
+            HarnessChild.WaitExit(child, "pingpong");
             return us;
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
             File.Delete(path);
         }
     }
@@ -386,51 +385,6 @@ public static unsafe class PingPongHarness
     // Child process and reporting
     // ------------------------------------------------------------------
 
-    private static Process StartChild(string[] what)
-    {
-        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path to start the child with");
-        var psi = new ProcessStartInfo { FileName = exe, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            psi.ArgumentList.Add(typeof(PingPongHarness).Assembly.Location);
-        psi.ArgumentList.Add(ChildVerb);
-        foreach (string a in what)
-            psi.ArgumentList.Add(a);
-        return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {exe}");
-    }
-
-    private static void WaitUntil(Func<bool> condition, Process child, string what)
-    {
-        long deadline = Stopwatch.GetTimestamp() + (long)(s_handshakeTimeout.TotalSeconds * Stopwatch.Frequency);
-        while (!condition())
-        {
-            if (child.HasExited)
-                throw new InvalidOperationException($"pingpong child {child.Id} exited with {child.ExitCode} before {what}");
-            if (Stopwatch.GetTimestamp() > deadline)
-                throw new TimeoutException($"pingpong child {child.Id} did not reach {what} within {s_handshakeTimeout}");
-            Thread.Sleep(1);
-        }
-    }
-
-    private static void WaitExit(Process child)
-    {
-        if (!child.WaitForExit(TimeSpan.FromSeconds(10)))
-            throw new TimeoutException($"pingpong child {child.Id} did not exit within 10 s of the last round");
-        if (child.ExitCode != 0)
-            throw new InvalidOperationException($"pingpong child {child.Id} exited with {child.ExitCode}");
-    }
-
-    private static void KillIfRunning(Process? child)
-    {
-        if (child is null)
-            return;
-        if (!child.HasExited)
-        {
-            child.Kill();
-            child.WaitForExit();
-        }
-        child.Dispose();
-    }
-
     private static void Report(string what, double[] us)
     {
         double[] sorted = [.. us];
@@ -438,16 +392,4 @@ public static unsafe class PingPongHarness
         Console.WriteLine($"{what,-52} {sorted[sorted.Length / 2],8:F2} us [{sorted[0]:F2}..{sorted[^1]:F2}] per round trip");
     }
 
-    private static string LoadAverage()
-    {
-        try
-        {
-            string[] f = File.ReadAllText("/proc/loadavg").Split(' ');
-            return $"{f[0]} {f[1]} {f[2]}";
-        }
-        catch (IOException)
-        {
-            return "n/a";
-        }
-    }
 }

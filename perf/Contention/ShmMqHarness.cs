@@ -91,11 +91,11 @@ public static class ShmMqHarness
             Console.Error.WriteLine($"mq: expected --backend linux|posix and --seconds > 0 (got {backend}, {seconds})");
             return 2;
         }
-        Console.WriteLine($"mq: 2 processes, ring {RingSize} B each way, {Samples} samples of ~{seconds / Samples:F2} s per figure, {Environment.ProcessorCount} CPUs, load {LoadAverage()}");
+        Console.WriteLine($"mq: 2 processes, ring {RingSize} B each way, {Samples} samples of ~{seconds / Samples:F2} s per figure, {Environment.ProcessorCount} CPUs, load {HarnessChild.LoadAverage()}");
         RunShmMq(backend, seconds);
         RunPipe(seconds);
         RunSocket(seconds);
-        Console.WriteLine($"mq: done, load {LoadAverage()}");
+        Console.WriteLine($"mq: done, load {HarnessChild.LoadAverage()}");
         return 0;
     }
 
@@ -151,7 +151,7 @@ public static class ShmMqHarness
             using Participant me = procs.Join();
             p2c.SetSender(me);
             c2p.SetReceiver(me);
-            child = StartChild(["shm", segment.Handle.ToString(), Environment.ProcessId.ToString(CultureInfo.InvariantCulture)]);
+            child = HarnessChild.Start(ChildVerb, ["shm", segment.Handle.ToString(), Environment.ProcessId.ToString(CultureInfo.InvariantCulture)]);
             var peer = new ShmMqProcessPeer(segment.Platform.Processes, child.Id);
             using ShmMqHandle tx = p2c.Attach(me, peer);
             using ShmMqHandle rx = c2p.Attach(me, peer);
@@ -180,11 +180,11 @@ public static class ShmMqHarness
                 ReportUs($"{what} one in flight", size, rounds, us);
             }
             tx.Detach();
-            WaitExit(child);
+            HarnessChild.WaitExit(child, "mq");
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
             PerfSegments.Destroy(ref segment);
         }
     }
@@ -290,15 +290,15 @@ public static class ShmMqHarness
         using var fromChild = new AnonymousPipeServerStream(PipeDirection.In, HandleInheritability.Inheritable);
         try
         {
-            child = StartChild(["pipe", toChild.GetClientHandleAsString(), fromChild.GetClientHandleAsString()]);
+            child = HarnessChild.Start(ChildVerb, ["pipe", toChild.GetClientHandleAsString(), fromChild.GetClientHandleAsString()]);
             toChild.DisposeLocalCopyOfClientHandle();
             fromChild.DisposeLocalCopyOfClientHandle();
             StreamAll(".NET anonymous pipe pipelined", toChild, fromChild, seconds);
-            WaitExit(child);
+            HarnessChild.WaitExit(child, "mq");
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
         }
     }
 
@@ -311,15 +311,15 @@ public static class ShmMqHarness
             using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             listener.Bind(new UnixDomainSocketEndPoint(path));
             listener.Listen(1);
-            child = StartChild(["socket", path]);
+            child = HarnessChild.Start(ChildVerb, ["socket", path]);
             using Socket conn = listener.Accept();
             using var s = new NetworkStream(conn, ownsSocket: false);
             StreamAll(".NET Unix domain socket pipelined", s, s, seconds);
-            WaitExit(child);
+            HarnessChild.WaitExit(child, "mq");
         }
         finally
         {
-            KillIfRunning(child);
+            HarnessChild.KillIfRunning(child);
             File.Delete(path);
         }
     }
@@ -406,38 +406,6 @@ public static class ShmMqHarness
         return m;
     }
 
-    private static Process StartChild(string[] what)
-    {
-        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path to start the child with");
-        var psi = new ProcessStartInfo { FileName = exe, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            psi.ArgumentList.Add(typeof(ShmMqHarness).Assembly.Location);
-        psi.ArgumentList.Add(ChildVerb);
-        foreach (string a in what)
-            psi.ArgumentList.Add(a);
-        return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {exe}");
-    }
-
-    private static void WaitExit(Process child)
-    {
-        if (!child.WaitForExit(TimeSpan.FromSeconds(10)))
-            throw new TimeoutException($"mq child {child.Id} did not exit within 10 s of the last transfer");
-        if (child.ExitCode != 0)
-            throw new InvalidOperationException($"mq child {child.Id} exited with {child.ExitCode}");
-    }
-
-    private static void KillIfRunning(Process? child)
-    {
-        if (child is null)
-            return;
-        if (!child.HasExited)
-        {
-            child.Kill();
-            child.WaitForExit();
-        }
-        child.Dispose();
-    }
-
     private static string SizeName(int size) => size >= 1024 ? $"{size / 1024} KiB" : $"{size} B";
 
     private static void ReportRate(string what, int size, double[] rate)
@@ -455,16 +423,4 @@ public static class ShmMqHarness
         Console.WriteLine($"{what,-46} {SizeName(size),6}: {u[u.Length / 2],8:F2} us [{u[0]:F2}..{u[^1]:F2}] per round trip ({rounds} per sample)");
     }
 
-    private static string LoadAverage()
-    {
-        try
-        {
-            string[] f = File.ReadAllText("/proc/loadavg").Split(' ');
-            return $"{f[0]} {f[1]} {f[2]}";
-        }
-        catch (IOException)
-        {
-            return "n/a";
-        }
-    }
 }
