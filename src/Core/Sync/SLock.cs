@@ -95,8 +95,8 @@ public static class SLock
     public static bool IsHeld(ref int lockWord) => Volatile.Read(ref lockWord) != 0;
 
     /// <summary>
-    /// The spin-then-sleep schedule of <see cref="Acquire"/> for other spin loops (PostgreSQL's SpinDelayStatus and
-    /// perform_spin_delay): the LWLock wait-list bit spins with it. Process-local, on the stack.
+    /// The spin-then-sleep schedule of every spin loop (PostgreSQL's SpinDelayStatus and perform_spin_delay):
+    /// <see cref="Acquire"/>'s slow path, the LWLock wait-list bit and buffer headers. Process-local, on the stack.
     /// </summary>
     internal struct SpinDelay
     {
@@ -123,6 +123,7 @@ public static class SLock
             if (_curDelayUsec == 0)
                 _curDelayUsec = MinDelayUsec;
             Thread.Sleep(Math.Max(1, _curDelayUsec / 1000));
+            // Grow by a random fraction between 1x and 2x; wrap back to the minimum past the maximum.
             _curDelayUsec += (int)(_curDelayUsec * Random.Shared.NextDouble() + 0.5);
             if (_curDelayUsec > MaxDelayUsec)
                 _curDelayUsec = MinDelayUsec;
@@ -147,39 +148,10 @@ public static class SLock
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void AcquireSlow(ref int lockWord, string where)
     {
-        int spinsPerDelay = Volatile.Read(ref s_spinsPerDelay);
-        int spins = 0;
-        int delays = 0;
-        int curDelayUsec = 0;
-        while (true)
-        {
-            // Test, then test-and-set: only go for the exchange when the word looks free.
-            if (Volatile.Read(ref lockWord) == 0 && Interlocked.Exchange(ref lockWord, 1) == 0)
-                break;
-            Thread.SpinWait(1 << Math.Min(spins & 7, 4));
-            if (++spins < spinsPerDelay)
-                continue;
-            if (++delays > NumDelays)
-                throw new StuckSpinLockException(where, delays - 1);
-            if (curDelayUsec == 0)
-                curDelayUsec = MinDelayUsec;
-            Thread.Sleep(Math.Max(1, curDelayUsec / 1000));
-            // Grow by a random fraction between 1x and 2x; wrap back to the minimum past the maximum.
-            curDelayUsec += (int)(curDelayUsec * Random.Shared.NextDouble() + 0.5);
-            if (curDelayUsec > MaxDelayUsec)
-                curDelayUsec = MinDelayUsec;
-            spins = 0;
-        }
-
-        // Adapt: got it without sleeping -> allow more spinning next time; slept -> less.
-        if (curDelayUsec == 0)
-        {
-            if (spinsPerDelay < MaxSpinsPerDelay)
-                Volatile.Write(ref s_spinsPerDelay, Math.Min(spinsPerDelay + 100, MaxSpinsPerDelay));
-        }
-        else if (spinsPerDelay > MinSpinsPerDelay)
-        {
-            Volatile.Write(ref s_spinsPerDelay, Math.Max(spinsPerDelay - 1, MinSpinsPerDelay));
-        }
+        var delay = new SpinDelay(where);
+        // Test, then test-and-set: only go for the exchange when the word looks free.
+        while (Volatile.Read(ref lockWord) != 0 || Interlocked.Exchange(ref lockWord, 1) != 0)
+            delay.Perform();
+        delay.Finish();
     }
 }
