@@ -59,6 +59,7 @@ public sealed unsafe class WaitEventSet : IDisposable
     private readonly WaitEvents[] _events;
     private int _latchPosition = -1;
     private int _deathPosition = -1;
+    private int _socketsAndHandles;
     private bool _disposed;
 
     /// <summary>A set for <paramref name="owner"/> (which must be the calling thread's participant when waiting) with room for <paramref name="capacity"/> events.</summary>
@@ -93,7 +94,9 @@ public sealed unsafe class WaitEventSet : IDisposable
         const WaitEvents socketEvents = WaitEvents.SocketReadable | WaitEvents.SocketWriteable | WaitEvents.SocketConnected | WaitEvents.SocketClosed;
         if (events == WaitEvents.None || (events & ~socketEvents) != 0)
             throw new ArgumentException($"a socket waits for Readable, Writeable, Connected or Closed, not {events}", nameof(events));
-        return Remember(_set.AddSocket(socket, events), events, userData);
+        int pos = _set.AddSocket(socket, events);
+        _socketsAndHandles++;
+        return Remember(pos, events, userData);
     }
 
     /// <summary>Adds the supervisor's death (WL_POSTMASTER_DEATH). At most once.</summary>
@@ -111,7 +114,9 @@ public sealed unsafe class WaitEventSet : IDisposable
     public int AddHandle(nint handle, object? userData = null)
     {
         ThrowIfDisposed();
-        return Remember(_set.AddHandle(handle), WaitEvents.HandleSignaled, userData);
+        int pos = _set.AddHandle(handle);
+        _socketsAndHandles++;
+        return Remember(pos, WaitEvents.HandleSignaled, userData);
     }
 
     /// <summary>Changes what is watched at <paramref name="position"/> (ModifyWaitEvent). The latch can be switched off with None.</summary>
@@ -169,8 +174,9 @@ public sealed unsafe class WaitEventSet : IDisposable
                         Volatile.Write(ref proc->Latch.MaybeSleeping, 0);
                         occurred[0] = new WaitEvent(_latchPosition, WaitEvents.LatchSet, 0, _userData[_latchPosition]);
                         int count = 1;
-                        // Report whatever else is ready too (one non-blocking look), unless the latch is all there is.
-                        if (_set.Count > 1 && occurred.Length > 1)
+                        // Report ready sockets and handles too (one non-blocking look). Not for a latch-only set (or
+                        // latch + supervisor death, WaitLatch's): a set latch then returns without a system call.
+                        if (_socketsAndHandles > 0 && occurred.Length > 1)
                         {
                             int m = _set.Wait(0, _raw.AsSpan(0, Math.Min(_raw.Length, occurred.Length)));
                             for (int i = 0; i < m && count < occurred.Length; i++)
