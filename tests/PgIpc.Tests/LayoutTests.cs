@@ -78,7 +78,13 @@ public sealed class LayoutTests
             ("IoCv", 48)]),
         [typeof(PgIpc.Buffers.BufferStrategyControl)] = (128, [
             ("Lock", 0), ("FirstFreeBuffer", 4), ("LastFreeBuffer", 8), ("CompletePasses", 12), ("NumBuffers", 16), ("Magic", 20),
-            ("NextVictimBuffer", 64), ("NumBufferAllocs", 68)]),
+            ("BgwProcNo", 24), ("NextVictimBuffer", 64), ("NumBufferAllocs", 68)]),
+        [typeof(PgIpc.Buffers.CheckpointerShmem)] = (384, [
+            ("CkptLock", 0), ("CheckpointerProcNo", 4), ("CheckpointerPid", 8), ("CkptStarted", 12), ("CkptDone", 16),
+            ("CkptFailed", 20), ("CkptFlags", 24), ("NumTimed", 28), ("NumRequested", 32), ("LastErrorLength", 36),
+            ("BuffersWritten", 40), ("FilesSynced", 48), ("Magic", 56), ("MaxRequests", 60), ("StartCv", 64), ("DoneCv", 80),
+            ("QueueLock", 96), ("NumRequests", 100), ("AbsorbCycle", 104), ("LastError", 128)]),
+        [typeof(PgIpc.Buffers.CheckpointerRequest)] = (12, [("RelNumber", 0), ("Fork", 4), ("SegNo", 8)]),
         [typeof(PgIpc.Mq.ShmMqHeader)] = (192, [
             ("Mutex", 0), ("ReceiverProcNo", 4), ("SenderProcNo", 8), ("Detached", 12), ("RingSize", 16), ("RingOffset", 24),
             ("ReceiverPid", 32), ("SenderPid", 36), ("Magic", 40), ("BytesRead", 64), ("BytesWritten", 128)]),

@@ -120,6 +120,8 @@ public struct BufferDesc
 /// 12  CompletePasses    Lock: times the clock hand wrapped round
 /// 16  NumBuffers        immutable
 /// 20  Magic             immutable, written last by the initialiser
+/// 24  BgwProcNo         written under Lock, read atomically by allocators: the hibernating background
+///                       writer's procno, -1 when none (whoever allocates next clears it and sets that latch)
 /// 64  NextVictimBuffer  atomic only: clock hand (grows, taken modulo NumBuffers; folded under Lock when it wraps)
 /// 68  NumBufferAllocs   atomic only: allocations since the last StrategySyncStart
 /// </code>
@@ -135,6 +137,7 @@ public struct BufferStrategyControl
     [FieldOffset(12)] public uint CompletePasses;
     [FieldOffset(16)] public int NumBuffers;
     [FieldOffset(20)] public uint Magic;
+    [FieldOffset(24)] public int BgwProcNo;
     [FieldOffset(64)] public uint NextVictimBuffer;
     [FieldOffset(68)] public uint NumBufferAllocs;
 }

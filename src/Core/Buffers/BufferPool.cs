@@ -42,13 +42,27 @@
  *   waiter (flag and procno in the descriptor) and sleeps on its latch; the
  *   unpin that leaves a single pin clears the flag and sets the latch.
  *
- *   FlushAllBuffers is the write half of a checkpoint (BufferSync): mark
- *   every dirty buffer CheckpointNeeded, write them sorted by file and
- *   block, fsync. It fsyncs only the files this process wrote: the other
- *   processes' writes need the checkpointer's fsync request queue.
+ *   CheckpointBuffers is the buffer half of a checkpoint (BufferSync):
+ *   mark every dirty buffer CheckpointNeeded, write them sorted by file and
+ *   block, then fsync through Smgr.Sync: the files this process wrote and
+ *   the sync requests other processes forwarded to the checkpointer (see
+ *   Checkpointer.cs). FlushAllBuffers is the same, run by the caller.
+ *   SyncOneBuffer is shared with the background writer (BgWriter.cs), which
+ *   writes only unpinned buffers of usage count 0 ahead of the clock hand.
+ *   A hibernating background writer leaves its procno in the strategy
+ *   control; the next allocation clears it and sets its latch.
  *
- *   Not here yet: the background writer, the checkpointer protocol, local
- *   buffers, inspection.
+ *   Pins of a dead process: the shared refcount counts pinning participants.
+ *   A participant that leaves (Dispose, or its slot released by this
+ *   process) has its pins dropped (DropLeftoverPins, as resource-owner
+ *   cleanup at exit). A process killed with SIGKILL cannot do that: its pins
+ *   stay in the refcounts until shared memory is rebuilt, as in PostgreSQL,
+ *   where the postmaster treats the death as a crash and reinitialises
+ *   (Cluster's crash restart). Dropping them from another process would need
+ *   every pinner's private counts in shared memory (which PrivateRefCount
+ *   keeps local so that a hit costs one CAS), and a dead process may also
+ *   have died holding a header or content lock, so its buffers are not safe
+ *   to reuse anyway.
  *
  *   Mirrors src/backend/storage/buffer/bufmgr.c, buf_init.c, buf_table.c
  *   and freelist.c.
@@ -92,6 +106,9 @@ public enum BufferLockMode
     Shared,
     Exclusive,
 }
+
+/// <summary>What <see cref="BufferPool.CheckpointBuffers"/> did: dirty buffers found at its start, written by it, files fsynced.</summary>
+public readonly record struct CheckpointStats(int BuffersToWrite, int BuffersWritten, int FilesSynced);
 
 /// <summary>Every buffer is pinned: no victim for a new page.</summary>
 public sealed class NoUnpinnedBuffersException : PgIpcException
@@ -212,6 +229,7 @@ public sealed unsafe class BufferPool : IDisposable
             c->FirstFreeBuffer = 0;
             c->LastFreeBuffer = n - 1;
             c->NumBuffers = n;
+            c->BgwProcNo = PgProc.InvalidProcNumber;
             c->Magic = BufferStrategyControl.MagicValue;
         }, out _);
         var control = (BufferStrategyControl*)ctl.Pointer;
@@ -429,9 +447,21 @@ public sealed unsafe class BufferPool : IDisposable
     /// <summary>
     /// Writes every dirty buffer, sorted by relation, fork and block, then fsyncs the files this process wrote
     /// (BufferSync + smgr sync, the write half of a checkpoint, run by the caller). Buffers dirtied after the scan
-    /// began are left for the next call. Returns the number of buffers written.
+    /// began are left for the next call. Returns the number of buffers written. See <see cref="CheckpointBuffers"/>.
     /// </summary>
-    public int FlushAllBuffers(Participant me)
+    public int FlushAllBuffers(Participant me) => CheckpointBuffers(me).BuffersWritten;
+
+    /// <summary>
+    /// The buffer half of a checkpoint (BufferSync, then the sync phase): marks every dirty buffer
+    /// CheckpointNeeded, sorts them by relation, fork and block, writes each that still needs it (a buffer
+    /// written or evicted meanwhile has lost the flag and is skipped; one dirtied again after the scan began
+    /// keeps its new changes for the next checkpoint), then fsyncs through <see cref="Smgr.Sync"/>: the files
+    /// this process wrote plus every request absorbed into its Smgr (the checkpointer's sync queue).
+    /// <paramref name="afterWrite"/> runs after each write with (written so far, to write) and may sleep to
+    /// spread the checkpoint (CheckpointWriteDelay); <paramref name="beforeSync"/> runs between the two phases
+    /// (the checkpointer absorbs its sync requests there).
+    /// </summary>
+    public CheckpointStats CheckpointBuffers(Participant me, Action<int, int>? afterWrite = null, Action? beforeSync = null)
     {
         ArgumentNullException.ThrowIfNull(me);
         PrivateRefCount refs = Refs(me);
@@ -446,40 +476,112 @@ public sealed unsafe class BufferPool : IDisposable
             }
             UnlockBufHdr(id, st);
         }
+        // CkptBuffers sorted as ckpt_buforder_comparator does (without the tablespace balancing: one directory).
         toWrite.Sort((a, b) => a.Tag.RelNumber != b.Tag.RelNumber ? a.Tag.RelNumber.CompareTo(b.Tag.RelNumber)
             : a.Tag.Fork != b.Tag.Fork ? a.Tag.Fork.CompareTo(b.Tag.Fork) : a.Tag.BlockNumber.CompareTo(b.Tag.BlockNumber));
         int written = 0;
-        foreach ((BufferTag tag, int id) in toWrite)
+        for (int i = 0; i < toWrite.Count; i++)
         {
-            // SyncOneBuffer: pin it if it still needs the write (nobody wrote or evicted it meanwhile).
+            (BufferTag tag, int id) = toWrite[i];
+            // Still needs the write (nobody wrote or evicted it meanwhile)? Then SyncOneBuffer without the usage check.
             uint st = LockBufHdr(id);
             if ((st & S.CheckpointNeeded) == 0 || _descs[id].Tag != tag)
             {
                 UnlockBufHdr(id, st);
                 continue;
             }
-            bool alreadyPinned = refs.Get(id) > 0;
-            refs.Add(id, 1);
-            UnlockBufHdr(id, alreadyPinned ? st : st + S.RefCountOne);
-            BufferDesc* d = _descs + id;
-            bool lockHere = !me.HoldsInMode(&d->ContentLock, null);
+            UnlockBufHdr(id, st);
+            if ((SyncOneBuffer(me, refs, id, skipRecentlyUsed: false) & SyncResult.Written) != 0)
+            {
+                written++;
+                afterWrite?.Invoke(written, toWrite.Count);
+            }
+        }
+        beforeSync?.Invoke();
+        int files = Smgr.Sync();
+        return new CheckpointStats(toWrite.Count, written, files);
+    }
+
+    /// <summary>What <see cref="SyncOneBuffer"/> found (BUF_REUSABLE, BUF_WRITTEN).</summary>
+    [Flags]
+    internal enum SyncResult
+    {
+        None = 0,
+        /// <summary>Unpinned with usage count 0: the clock sweep can reuse it without a write.</summary>
+        Reusable = 1,
+        Written = 2,
+    }
+
+    /// <summary>
+    /// SyncOneBuffer: writes buffer <paramref name="id"/> if it is valid and dirty. With
+    /// <paramref name="skipRecentlyUsed"/> (the background writer) a pinned or recently used buffer is left
+    /// alone and only a reusable one is written. The header check is a snapshot: the buffer may be pinned,
+    /// dirtied or evicted right after, which the write path (pin, content lock shared, I/O handshake) copes with.
+    /// </summary>
+    internal SyncResult SyncOneBuffer(Participant me, int id, bool skipRecentlyUsed) => SyncOneBuffer(me, Refs(me), id, skipRecentlyUsed);
+
+    private SyncResult SyncOneBuffer(Participant me, PrivateRefCount refs, int id, bool skipRecentlyUsed)
+    {
+        SyncResult result = SyncResult.None;
+        uint st = LockBufHdr(id);
+        if (S.RefCount(st) == 0 && S.UsageCount(st) == 0)
+        {
+            result |= SyncResult.Reusable;
+        }
+        else if (skipRecentlyUsed)
+        {
+            UnlockBufHdr(id, st);
+            return result;
+        }
+        if ((st & (S.Valid | S.Dirty)) != (S.Valid | S.Dirty))
+        {
+            UnlockBufHdr(id, st);
+            return result;
+        }
+        // PinBuffer_Locked: the header is locked, so the refcount cannot move under us; a pin of our own
+        // already counts in the shared refcount.
+        bool alreadyPinned = refs.Get(id) > 0;
+        refs.Add(id, 1);
+        UnlockBufHdr(id, alreadyPinned ? st : st + S.RefCountOne);
+        BufferDesc* d = _descs + id;
+        bool lockHere = !me.HoldsInMode(&d->ContentLock, null);
+        try
+        {
             if (lockHere)
                 d->ContentLock.Acquire(me, LWLockMode.Shared);
             try
             {
                 if (FlushPinned(me, id))
-                    written++;
+                    result |= SyncResult.Written;
             }
             finally
             {
                 if (lockHere)
                     d->ContentLock.Release(me);
-                Unpin(refs, id);
             }
         }
-        Smgr.Sync();
-        return written;
+        finally
+        {
+            Unpin(refs, id);
+        }
+        return result;
     }
+
+    /// <summary>
+    /// Where allocators wake a hibernating background writer (StrategyNotifyBgWriter): its procno, or
+    /// <see cref="PgProc.InvalidProcNumber"/> to stop. The next buffer allocation clears it and sets that latch.
+    /// </summary>
+    public void StrategyNotifyBgWriter(int procno)
+    {
+        if (procno != PgProc.InvalidProcNumber && (uint)procno >= (uint)_procs.MaxProcs)
+            throw new ArgumentOutOfRangeException(nameof(procno), procno, $"procno must be -1 or 0..{_procs.MaxProcs - 1}");
+        SLock.Acquire(ref _ctl->Lock, "buffer strategy");
+        Volatile.Write(ref _ctl->BgwProcNo, procno);
+        SLock.Release(ref _ctl->Lock);
+    }
+
+    /// <summary>The hibernating background writer the next allocation will wake, or -1 (unlocked read).</summary>
+    public int HibernatingBgWriter => Volatile.Read(ref _ctl->BgwProcNo);
 
     /// <summary>The page of a pinned buffer (BufferGetPage). Modify it only under the content lock exclusive.</summary>
     public Span<byte> GetPage(Participant me, int buffer) => PageOf(CheckPinned(Refs(me), buffer));
@@ -673,6 +775,14 @@ public sealed unsafe class BufferPool : IDisposable
             int r = GetBufferFromRing(strategy, out st);
             if (r >= 0)
                 return r;
+        }
+        // A hibernating background writer asked to be woken by the next allocation (StrategyNotifyBgWriter).
+        // Unlocked read; the clear is a plain store as in freelist.c: two allocators may both set the latch.
+        int bgw = Volatile.Read(ref _ctl->BgwProcNo);
+        if (bgw != PgProc.InvalidProcNumber)
+        {
+            Volatile.Write(ref _ctl->BgwProcNo, PgProc.InvalidProcNumber);
+            Latch.Latches.SetLatch(_procs, bgw);
         }
         Interlocked.Increment(ref _ctl->NumBufferAllocs);
 

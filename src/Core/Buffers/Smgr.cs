@@ -15,8 +15,13 @@
  *   buffer manager zero-extends under the relation's extension lock).
  *
  *   Files written since the last Sync are remembered; Sync flushes them to
- *   disk (the checkpointer's job in PostgreSQL, through its fsync request
- *   queue; here the caller's).
+ *   disk. With a checkpointer attached (Checkpointer.Init sets
+ *   SyncRequests), every write also forwards a request for its segment file
+ *   to the checkpointer's shared queue (register_dirty_segment /
+ *   ForwardSyncRequest), once per file per absorb cycle: the checkpointer
+ *   absorbs the queue into its own Smgr (RememberSyncRequest) and its Sync
+ *   fsyncs the files every process wrote. When the queue is full the writer
+ *   fsyncs the file itself, as md.c does.
  *
  *   One Smgr per process (it belongs to the process's BufferPool view); the
  *   handle table is guarded by a monitor, I/O itself is lock-free.
@@ -48,6 +53,19 @@ public sealed class PageChecksumException : PgIpcException
                $"checksum on disk {stored}, computed {computed}") => Tag = tag;
 }
 
+/// <summary>
+/// A shared queue of fsync requests (the checkpointer's). Implementations are safe to call from any thread of any
+/// process attached to the cluster.
+/// </summary>
+public interface ISyncRequestQueue
+{
+    /// <summary>Bumped each time the queue is absorbed (an atomic read).</summary>
+    uint AbsorbCycle { get; }
+
+    /// <summary>Queues a request for one segment file; false when the queue is full. <paramref name="cycle"/>: the cycle it was queued in.</summary>
+    bool TryForward(uint rel, ForkNumber fork, uint segno, out uint cycle);
+}
+
 /// <summary>md.c: relation forks as segment files under a data directory.</summary>
 public sealed class Smgr : IDisposable
 {
@@ -56,6 +74,8 @@ public sealed class Smgr : IDisposable
 
     private readonly Dictionary<(uint Rel, ForkNumber Fork, uint Seg), SafeFileHandle> _files = [];
     private readonly HashSet<(uint Rel, ForkNumber Fork, uint Seg)> _dirty = [];
+    // Files whose sync request this process forwarded, with the queue's absorb cycle at the time (_lock).
+    private readonly Dictionary<(uint Rel, ForkNumber Fork, uint Seg), uint> _forwarded = [];
     private readonly object _lock = new();
     private long _reads;
     private long _writes;
@@ -82,6 +102,12 @@ public sealed class Smgr : IDisposable
 
     /// <summary>Called before each block read (tests widen races with it).</summary>
     internal Action<BufferTag>? BeforeRead;
+
+    /// <summary>Called before each block write or extension (tests record the write order with it).</summary>
+    internal Action<BufferTag>? BeforeWrite;
+
+    /// <summary>Where writes forward their fsync requests (the checkpointer's queue); null: only this process's Sync fsyncs.</summary>
+    public ISyncRequestQueue? SyncRequests { get; set; }
 
     /// <summary>The path of a fork's segment file (relpath + segment suffix).</summary>
     public string PathOf(uint rel, ForkNumber fork, uint segno)
@@ -149,6 +175,7 @@ public sealed class Smgr : IDisposable
     private void WriteBlock(BufferTag tag, ReadOnlySpan<byte> page, bool extend)
     {
         CheckPage(page);
+        BeforeWrite?.Invoke(tag);
         uint segno = tag.BlockNumber / (uint)BlocksPerSegment;
         string path = PathOf(tag.RelNumber, tag.Fork, segno);
         SafeFileHandle? h;
@@ -172,6 +199,61 @@ public sealed class Smgr : IDisposable
             throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{path}\": {e.Message}", e);
         }
         Interlocked.Increment(ref _writes);
+        if (SyncRequests is { } queue)
+            RegisterDirtySegment(queue, tag, (tag.RelNumber, tag.Fork, segno), h, path);
+    }
+
+    /// <summary>
+    /// register_dirty_segment: tells the checkpointer this file needs an fsync, unless this process already did
+    /// in the current absorb cycle (the request is then still queued: absorbing bumps the cycle, and the
+    /// write we just made happened before we read the cycle, so that absorb's checkpoint fsyncs it).
+    /// </summary>
+    private void RegisterDirtySegment(ISyncRequestQueue queue, BufferTag tag, (uint Rel, ForkNumber Fork, uint Seg) key,
+        SafeFileHandle h, string path)
+    {
+        uint cycle = queue.AbsorbCycle;
+        lock (_lock)
+        {
+            if (_forwarded.TryGetValue(key, out uint c) && c == cycle)
+                return;
+        }
+        if (queue.TryForward(key.Rel, key.Fork, key.Seg, out uint enqueuedIn))
+        {
+            lock (_lock)
+                _forwarded[key] = enqueuedIn;
+            return;
+        }
+        // The queue is full: fsync here (md.c does the same when ForwardSyncRequest fails).
+        try
+        {
+            RandomAccess.FlushToDisk(h);
+        }
+        catch (IOException e)
+        {
+            throw new SmgrException(tag, $"could not fsync file \"{path}\": {e.Message}", e);
+        }
+    }
+
+    /// <summary>Remembers that a file needs an fsync at the next <see cref="Sync"/> (RememberSyncRequest; the checkpointer's absorb).</summary>
+    public void RememberSyncRequest(uint rel, ForkNumber fork, uint segno)
+    {
+        if ((uint)fork > (uint)BufferTag.MaxFork)
+            throw new ArgumentOutOfRangeException(nameof(fork), fork, $"unknown fork {(int)fork} of relation {rel}");
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _dirty.Add((rel, fork, segno));
+        }
+    }
+
+    /// <summary>Files waiting for the next <see cref="Sync"/>.</summary>
+    public int PendingSyncs
+    {
+        get
+        {
+            lock (_lock)
+                return _dirty.Count;
+        }
     }
 
     /// <summary>The fork's size in blocks (mdnblocks): full segments plus the last one's blocks; 0 when absent.</summary>
@@ -192,20 +274,43 @@ public sealed class Smgr : IDisposable
         }
     }
 
-    /// <summary>Flushes every file written since the last call to disk (the fsync a checkpoint does).</summary>
+    /// <summary>
+    /// Flushes every file written since the last call, or remembered with <see cref="RememberSyncRequest"/>, to disk
+    /// (the fsync a checkpoint does); returns how many. A file that no longer exists is skipped (dropped). On an
+    /// fsync error the files not yet synced stay pending and the error is thrown.
+    /// </summary>
     public int Sync()
     {
-        List<SafeFileHandle> toSync = [];
+        List<(uint Rel, ForkNumber Fork, uint Seg)> keys;
         lock (_lock)
         {
-            foreach (var key in _dirty)
-                if (_files.TryGetValue(key, out SafeFileHandle? h))
-                    toSync.Add(h);
+            keys = [.. _dirty];
             _dirty.Clear();
         }
-        foreach (SafeFileHandle h in toSync)
-            RandomAccess.FlushToDisk(h);
-        return toSync.Count;
+        keys.Sort();
+        int synced = 0;
+        for (int i = 0; i < keys.Count; i++)
+        {
+            (uint rel, ForkNumber fork, uint seg) = keys[i];
+            try
+            {
+                SafeFileHandle? h;
+                lock (_lock)
+                    h = Open(rel, fork, seg, create: false);
+                if (h is null)
+                    continue;
+                RandomAccess.FlushToDisk(h);
+                synced++;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                lock (_lock)
+                    for (int j = i; j < keys.Count; j++)
+                        _dirty.Add(keys[j]);
+                throw new PgIpcException($"could not fsync file \"{PathOf(rel, fork, seg)}\": {e.Message}", e);
+            }
+        }
+        return synced;
     }
 
     private SafeFileHandle? Open(uint rel, ForkNumber fork, uint segno, bool create)

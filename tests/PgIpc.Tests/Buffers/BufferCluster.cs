@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  * BufferCluster.cs
- *   A segment with participant slots and a buffer pool over a fresh data
- *   directory (under the temp directory, deleted on Dispose), as the buffer
- *   tests and their worker processes use it.
+ *   A segment with participant slots, a buffer pool over a fresh data
+ *   directory (under the temp directory, deleted on Dispose) and the
+ *   checkpointer's shared state, as the buffer tests and their worker
+ *   processes use it. Every view's writes forward fsync requests to the
+ *   checkpointer's queue.
  *-------------------------------------------------------------------------
  */
 using PgIpc.Buffers;
@@ -19,14 +21,20 @@ internal sealed class BufferCluster : IDisposable
     public ProcArray Procs { get; }
     public BufferPool Pool { get; }
     public BufferPoolOptions Options { get; }
+    public Checkpointer Checkpointer { get; }
     private readonly bool _ownsDirectory;
 
-    private BufferCluster(ShmemSegment segment, ProcArray procs, BufferPool pool, BufferPoolOptions options, bool ownsDirectory)
+    /// <summary>The checkpointer options every process of a test cluster uses (short waits for a missing checkpointer).</summary>
+    public static CheckpointerOptions CheckpointerOptions { get; } = new(StartupWaitMs: 2000);
+
+    private BufferCluster(ShmemSegment segment, ProcArray procs, BufferPool pool, BufferPoolOptions options, Checkpointer checkpointer,
+        bool ownsDirectory)
     {
         Segment = segment;
         Procs = procs;
         Pool = pool;
         Options = options;
+        Checkpointer = checkpointer;
         _ownsDirectory = ownsDirectory;
     }
 
@@ -44,7 +52,8 @@ internal sealed class BufferCluster : IDisposable
             .RequestAddinShmemSpace(LWLockTranches.ShmemName, LWLockTranches.ShmemSize(null))
             .RequestAddinShmemSpace(PgIpc.Signals.ProcSignal.ShmemName, PgIpc.Signals.ProcSignal.ShmemSize(procOptions.TotalProcs))
             .RequestAddinShmemSpace(PgIpc.Signals.PMSignal.ShmemName, PgIpc.Signals.PMSignal.ShmemSize())
-            .RequestAddinShmemSpace("PgIpc.BufferPool", BufferPool.ShmemSize(options));
+            .RequestAddinShmemSpace("PgIpc.BufferPool", BufferPool.ShmemSize(options))
+            .RequestAddinShmemSpace(Checkpointer.ShmemName, Checkpointer.ShmemSize(CheckpointerOptions));
         ShmemSegment seg = ShmemSegment.Create(TestEnvironment.UniqueKey("buf"), sizes, platform);
         try
         {
@@ -55,7 +64,8 @@ internal sealed class BufferCluster : IDisposable
             BufferPool pool = BufferPool.Init(seg, procs, options, out bool found);
             if (found)
                 throw new InvalidOperationException("a new segment already had a buffer pool");
-            return new BufferCluster(seg, procs, pool, options, ownsDirectory: dataDirectory is null);
+            Checkpointer ckpt = Checkpointer.Init(seg, procs, pool, CheckpointerOptions, out _);
+            return new BufferCluster(seg, procs, pool, options, ckpt, ownsDirectory: dataDirectory is null);
         }
         catch
         {
@@ -69,7 +79,8 @@ internal sealed class BufferCluster : IDisposable
     {
         ProcArray procs = ProcArray.Attach(seg);
         BufferPool pool = BufferPool.Init(seg, procs, options, out _);
-        return new BufferCluster(seg, procs, pool, options, ownsDirectory: false);
+        Checkpointer ckpt = Checkpointer.Init(seg, procs, pool, CheckpointerOptions, out _);
+        return new BufferCluster(seg, procs, pool, options, ckpt, ownsDirectory: false);
     }
 
     public void Dispose()

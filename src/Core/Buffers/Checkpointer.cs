@@ -1,0 +1,621 @@
+/*-------------------------------------------------------------------------
+ * Checkpointer.cs
+ *   The checkpointer: an auxiliary participant that sleeps on its latch and
+ *   writes every dirty buffer when asked or when checkpoint_timeout passes;
+ *   RequestCheckpoint, which any participant calls to ask for one and
+ *   optionally wait for it; and the fsync request queue.
+ *
+ * NOTES
+ *   The protocol is the one checkpointer.c describes (and seed 001 walks
+ *   through). Shared memory holds three counters under a spinlock:
+ *   ckpt_started, bumped when a checkpoint begins, ckpt_done, set to
+ *   ckpt_started when it ends, and ckpt_failed, bumped when it ended with an
+ *   error; plus ckpt_flags, the OR of every pending request's flags. A
+ *   requester, under the spinlock, ORs its flags in and notes started and
+ *   failed; then sets the checkpointer's latch. To wait, it sleeps on
+ *   start_cv until ckpt_started moves (the checkpointer took its flags: the
+ *   checkpoint that covers its request has begun, since the checkpointer
+ *   clears the flags and bumps the counter in one critical section), then on
+ *   done_cv until ckpt_done has caught up with that new started value (in a
+ *   modulo sense). If ckpt_failed moved meanwhile, the request failed.
+ *   Several requests made before one checkpoint starts are all served by it.
+ *
+ *   The checkpointer never hangs its requesters: when it stops it clears
+ *   its pid and broadcasts both variables; a waiter whose checkpointer is
+ *   gone (stopped, or its process dead) gets CheckpointerNotRunningException
+ *   instead of waiting forever (waits re-check every second).
+ *
+ *   Fsync requests: PgIpc's storage manager is per process, and a backend
+ *   that evicts a dirty page writes it itself. So that a checkpoint's fsync
+ *   covers those writes, each Smgr forwards "this segment file was written"
+ *   to a queue here (ForwardSyncRequest) at most once per absorb cycle; the
+ *   checkpointer absorbs the queue into its own Smgr (AbsorbSyncRequests,
+ *   each loop and before the sync phase) and fsyncs the lot. A full queue
+ *   makes the writer fsync the file itself. The queue is under its own
+ *   spinlock (PostgreSQL uses CheckpointerCommLock): appending is a few
+ *   stores, absorbing one copy of the array.
+ *
+ *   Checkpoints without Immediate are spread (CheckpointWriteDelay): after
+ *   each write the checkpointer sleeps 100 ms while it is ahead of the
+ *   schedule that would finish the writes at CompletionTarget of the
+ *   timeout, unless an immediate checkpoint is requested meanwhile.
+ *
+ *   Layout of "PgIpc.Checkpointer": CheckpointerShmem (384 bytes, below),
+ *   then MaxRequests CheckpointerRequest entries of 12 bytes.
+ *
+ *   Mirrors src/backend/postmaster/checkpointer.c (CheckpointerMain,
+ *   RequestCheckpoint, ForwardSyncRequest, AbsorbSyncRequests,
+ *   CheckpointWriteDelay) and the checkpoint part of xlog.c's
+ *   CreateCheckPoint (CheckPointBuffers).
+ *-------------------------------------------------------------------------
+ */
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using PgIpc.Platform;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+
+namespace PgIpc.Buffers;
+
+/// <summary>Checkpoint request flags (CHECKPOINT_*). Requests OR them together; the stronger sense wins.</summary>
+[Flags]
+public enum CheckpointFlags
+{
+    None = 0,
+    /// <summary>The shutdown checkpoint (CHECKPOINT_IS_SHUTDOWN).</summary>
+    Shutdown = 1 << 0,
+    /// <summary>The end-of-recovery checkpoint (CHECKPOINT_END_OF_RECOVERY); runs immediately.</summary>
+    EndOfRecovery = 1 << 1,
+    /// <summary>Write as fast as possible instead of spreading the writes (CHECKPOINT_IMMEDIATE).</summary>
+    Immediate = 1 << 2,
+    /// <summary>
+    /// Checkpoint even if nothing happened since the last one (CHECKPOINT_FORCE). Without WAL there is no cheap way
+    /// to tell, so every requested checkpoint runs; the flag is kept for callers written against PostgreSQL.
+    /// </summary>
+    Force = 1 << 3,
+    /// <summary>RequestCheckpoint waits until the checkpoint is done (CHECKPOINT_WAIT).</summary>
+    Wait = 1 << 5,
+    /// <summary>Set on every request (CHECKPOINT_REQUESTED); tells a requested checkpoint from a timed one.</summary>
+    Requested = 1 << 6,
+    /// <summary>Started because checkpoint_timeout passed (CHECKPOINT_CAUSE_TIME).</summary>
+    CauseTime = 1 << 8,
+}
+
+/// <summary>Checkpointer settings. Every process of the cluster must pass the same <see cref="MaxRequests"/>.</summary>
+/// <param name="TimeoutMs">checkpoint_timeout: the longest time between checkpoints.</param>
+/// <param name="CompletionTarget">checkpoint_completion_target: the fraction of the timeout a spread checkpoint's writes take.</param>
+/// <param name="MaxRequests">Entries of the fsync request queue.</param>
+/// <param name="ShutdownCheckpoint">Whether <see cref="Checkpointer.Run"/> ends with a shutdown checkpoint when stopped.</param>
+/// <param name="StartupWaitMs">How long a waiting RequestCheckpoint waits for a checkpointer to start (MAX_SIGNAL_TRIES).</param>
+public sealed record CheckpointerOptions(int TimeoutMs = 300_000, double CompletionTarget = 0.9, int MaxRequests = 1024,
+    bool ShutdownCheckpoint = true, int StartupWaitMs = 60_000)
+{
+    internal void Validate()
+    {
+        if (TimeoutMs < 1)
+            throw new ArgumentOutOfRangeException(nameof(TimeoutMs), TimeoutMs, "checkpoint timeout must be at least 1 ms");
+        if (!(CompletionTarget > 0 && CompletionTarget <= 1))
+            throw new ArgumentOutOfRangeException(nameof(CompletionTarget), CompletionTarget, "checkpoint completion target must be in (0, 1]");
+        if (MaxRequests < 1 || MaxRequests > 1 << 24)
+            throw new ArgumentOutOfRangeException(nameof(MaxRequests), MaxRequests, "the fsync request queue must have 1..2^24 entries");
+        ArgumentOutOfRangeException.ThrowIfNegative(StartupWaitMs);
+    }
+}
+
+/// <summary>A snapshot of the checkpointer's shared state (pg_stat_checkpointer-like).</summary>
+public readonly record struct CheckpointerStatus(int Pid, int ProcNumber, int Started, int Done, int Failed, CheckpointFlags PendingFlags,
+    int NumTimed, int NumRequested, long BuffersWritten, long FilesSynced, int PendingSyncRequests, string? LastError);
+
+/// <summary>A checkpoint the caller asked for with <see cref="CheckpointFlags.Wait"/> ended with an error.</summary>
+public sealed class CheckpointRequestFailedException : PgIpcException
+{
+    public CheckpointRequestFailedException(string? detail)
+        : base("checkpoint request failed" + (string.IsNullOrEmpty(detail) ? "" : $": {detail}")) { }
+}
+
+/// <summary>No checkpointer to serve a waiting request (none started in time, or it stopped or died meanwhile).</summary>
+public sealed class CheckpointerNotRunningException : PgIpcException
+{
+    public CheckpointerNotRunningException(string message) : base(message) { }
+}
+
+/// <summary>
+/// CheckpointerShmem. Layout: 384 bytes.
+/// <code>
+///   0  CkptLock             spinlock over the fields up to LastError, except where noted
+///   4  CheckpointerProcNo   CkptLock: the running checkpointer's procno, -1 none
+///   8  CheckpointerPid      CkptLock: its process id, 0 none
+///  12  CkptStarted          CkptLock: checkpoints begun (wraps; compared in a modulo sense)
+///  16  CkptDone             CkptLock: = CkptStarted when the latest one ended
+///  20  CkptFailed           CkptLock: checkpoints that ended with an error
+///  24  CkptFlags            CkptLock: OR of pending requests' flags (unlocked reads to peek)
+///  28  NumTimed             CkptLock: checkpoints started by the timeout
+///  32  NumRequested         CkptLock: checkpoints started by a request
+///  36  LastErrorLength      CkptLock: bytes of LastError in use
+///  40  BuffersWritten       CkptLock: total written by checkpoints
+///  48  FilesSynced          CkptLock: total fsyncs by checkpoints
+///  56  Magic                immutable, written by the initialiser
+///  60  MaxRequests          immutable
+///  64  StartCv              condition variable: a checkpoint began
+///  80  DoneCv               condition variable: a checkpoint ended
+///  96  QueueLock            spinlock over NumRequests, the request array and AbsorbCycle's increments
+/// 100  NumRequests          QueueLock
+/// 104  AbsorbCycle          QueueLock for writes (Volatile.Write), atomic reads by writers deduplicating
+/// 128  LastError            CkptLock: UTF-8 message of the last failed checkpoint (256 bytes)
+/// </code>
+/// </summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Explicit, Size = 384)]
+public struct CheckpointerShmem
+{
+    public const uint MagicValue = 0x544B4843; // "CHKT"
+    public const int LastErrorBytes = 256;
+
+    [FieldOffset(0)] public int CkptLock;
+    [FieldOffset(4)] public int CheckpointerProcNo;
+    [FieldOffset(8)] public int CheckpointerPid;
+    [FieldOffset(12)] public int CkptStarted;
+    [FieldOffset(16)] public int CkptDone;
+    [FieldOffset(20)] public int CkptFailed;
+    [FieldOffset(24)] public int CkptFlags;
+    [FieldOffset(28)] public int NumTimed;
+    [FieldOffset(32)] public int NumRequested;
+    [FieldOffset(36)] public int LastErrorLength;
+    [FieldOffset(40)] public long BuffersWritten;
+    [FieldOffset(48)] public long FilesSynced;
+    [FieldOffset(56)] public uint Magic;
+    [FieldOffset(60)] public int MaxRequests;
+    [FieldOffset(64)] public ConditionVariable StartCv;
+    [FieldOffset(80)] public ConditionVariable DoneCv;
+    [FieldOffset(96)] public int QueueLock;
+    [FieldOffset(100)] public int NumRequests;
+    [FieldOffset(104)] public uint AbsorbCycle;
+    [FieldOffset(128)] public byte LastError;
+}
+
+/// <summary>One fsync request (CheckpointerRequest): a segment file of a relation fork. Layout: 12 bytes, QueueLock.</summary>
+[SharedStruct]
+[StructLayout(LayoutKind.Sequential, Size = 12)]
+public struct CheckpointerRequest
+{
+    public uint RelNumber;
+    public ForkNumber Fork;
+    public uint SegNo;
+}
+
+/// <summary>The checkpointer's shared state as mapped in this process, its main loop and RequestCheckpoint.</summary>
+public sealed unsafe class Checkpointer : ISyncRequestQueue
+{
+    public const string ShmemName = "PgIpc.Checkpointer";
+
+    // Wait events (the checkpointer's own class).
+    public const uint WaitEventCheckpointerMain = 0x0B00_0001;
+    public const uint WaitEventCheckpointStart = 0x0B00_0002;
+    public const uint WaitEventCheckpointDone = 0x0B00_0003;
+    public const uint WaitEventCheckpointWriteDelay = 0x0B00_0004;
+
+    private const int RecheckMs = 1000;
+    private const int WriteDelayMs = 100;
+
+    private readonly CheckpointerShmem* _shared;
+    private readonly CheckpointerRequest* _requests;
+    private readonly ProcArray _procs;
+    private readonly IPgIpcPlatform _platform;
+    private readonly BufferPool? _pool;
+    private CheckpointerRequest[]? _absorbBuffer;
+    private volatile Exception? _lastError;
+    private volatile object? _lastStats; // a boxed CheckpointStats
+
+    private Checkpointer(CheckpointerShmem* shared, ProcArray procs, IPgIpcPlatform platform, BufferPool? pool, CheckpointerOptions options)
+    {
+        _shared = shared;
+        _requests = (CheckpointerRequest*)((byte*)shared + sizeof(CheckpointerShmem));
+        _procs = procs;
+        _platform = platform;
+        _pool = pool;
+        Options = options;
+        if (pool is not null)
+            pool.Smgr.SyncRequests = this;
+    }
+
+    public CheckpointerOptions Options { get; }
+
+    /// <summary>Bytes <see cref="Init"/> needs (CheckpointerShmemSize).</summary>
+    public static long ShmemSize(CheckpointerOptions? options = null)
+    {
+        options ??= new CheckpointerOptions();
+        options.Validate();
+        return Shmem.ShmemSize.Add(sizeof(CheckpointerShmem), Shmem.ShmemSize.Mul(options.MaxRequests, sizeof(CheckpointerRequest)));
+    }
+
+    /// <summary>
+    /// Finds or creates the checkpointer's shared state (CheckpointerShmemInit) and opens this process's view. With
+    /// <paramref name="pool"/>, this process's writes forward their fsync requests here, and the view can
+    /// <see cref="Run"/> the checkpointer; without, it can only request checkpoints (the supervisor's start-up
+    /// hook passes none).
+    /// </summary>
+    public static Checkpointer Init(ShmemSegment segment, ProcArray procs, BufferPool? pool, CheckpointerOptions? options, out bool found)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        ArgumentNullException.ThrowIfNull(procs);
+        options ??= new CheckpointerOptions();
+        options.Validate();
+        int max = options.MaxRequests;
+        ShmemRegion r = segment.InitStruct(ShmemName, ShmemSize(options), region =>
+        {
+            var h = (CheckpointerShmem*)region.Pointer;
+            new Span<byte>(h, sizeof(CheckpointerShmem)).Clear();
+            SLock.Init(ref h->CkptLock);
+            SLock.Init(ref h->QueueLock);
+            h->CheckpointerProcNo = PgProc.InvalidProcNumber;
+            h->StartCv.Initialize();
+            h->DoneCv.Initialize();
+            h->MaxRequests = max;
+            h->Magic = CheckpointerShmem.MagicValue;
+        }, out found);
+        var shared = (CheckpointerShmem*)r.Pointer;
+        if (shared->Magic != CheckpointerShmem.MagicValue)
+            throw new PgIpcException($"\"{ShmemName}\" in this segment is not a checkpointer's shared state");
+        if (shared->MaxRequests != max)
+            throw new PgIpcException($"the checkpointer in this segment has a queue of {shared->MaxRequests} fsync requests; asked for {max}");
+        return new Checkpointer(shared, procs, segment.Platform, pool, options);
+    }
+
+    /// <summary>The error of the last checkpoint this process's <see cref="Run"/> failed, if any.</summary>
+    public Exception? LastError => _lastError;
+
+    /// <summary>What the last checkpoint this process ran did.</summary>
+    public CheckpointStats? LastCheckpoint => _lastStats as CheckpointStats?;
+
+    /// <summary>A consistent snapshot of the shared counters.</summary>
+    public CheckpointerStatus Status
+    {
+        get
+        {
+            SLock.Acquire(ref _shared->CkptLock, "checkpointer");
+            CheckpointerShmem h = *_shared;
+            string? err = h.LastErrorLength == 0 ? null : Encoding.UTF8.GetString(&_shared->LastError, h.LastErrorLength);
+            SLock.Release(ref _shared->CkptLock);
+            SLock.Acquire(ref _shared->QueueLock, "checkpointer request queue");
+            int pending = _shared->NumRequests;
+            SLock.Release(ref _shared->QueueLock);
+            return new CheckpointerStatus(h.CheckpointerPid, h.CheckpointerProcNo, h.CkptStarted, h.CkptDone, h.CkptFailed,
+                (CheckpointFlags)h.CkptFlags, h.NumTimed, h.NumRequested, h.BuffersWritten, h.FilesSynced, pending, err);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // RequestCheckpoint
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Asks the checkpointer for a checkpoint (RequestCheckpoint): ORs <paramref name="flags"/> into the pending
+    /// flags and sets its latch. With <see cref="CheckpointFlags.Wait"/>, returns once a checkpoint that began after
+    /// this call has ended, and throws <see cref="CheckpointRequestFailedException"/> ("checkpoint request failed")
+    /// if a checkpoint failed meanwhile. Without a running checkpointer, a request without Wait is left pending for
+    /// the next one; with Wait it waits up to <see cref="CheckpointerOptions.StartupWaitMs"/> for one to start, then
+    /// throws <see cref="CheckpointerNotRunningException"/>, as it does if the checkpointer stops or dies meanwhile.
+    /// </summary>
+    public void RequestCheckpoint(Participant me, CheckpointFlags flags)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        const CheckpointFlags valid = CheckpointFlags.Shutdown | CheckpointFlags.EndOfRecovery | CheckpointFlags.Immediate
+            | CheckpointFlags.Force | CheckpointFlags.Wait | CheckpointFlags.Requested | CheckpointFlags.CauseTime;
+        if ((flags & ~valid) != 0)
+            throw new ArgumentOutOfRangeException(nameof(flags), flags, "unknown checkpoint flags");
+        CheckpointerShmem* h = _shared;
+
+        // Set the flags and snapshot the counters at once: ckpt_started moving past oldStarted then means the
+        // checkpointer has taken our flags. OR, never assign: a stronger request by someone else must survive.
+        SLock.Acquire(ref h->CkptLock, "checkpointer");
+        int oldFailed = h->CkptFailed;
+        int oldStarted = h->CkptStarted;
+        h->CkptFlags |= (int)(flags | CheckpointFlags.Requested);
+        int procno = h->CheckpointerProcNo;
+        SLock.Release(ref h->CkptLock);
+
+        bool wait = (flags & CheckpointFlags.Wait) != 0;
+        if (procno == PgProc.InvalidProcNumber)
+        {
+            if (!wait)
+                return; // the request stays pending; a checkpointer that starts will see it
+            procno = WaitForCheckpointer(me);
+        }
+        Latch.Latches.SetLatch(_procs, procno);
+        if (!wait)
+            return;
+
+        // Wait for a checkpoint to begin after our request ...
+        int newStarted;
+        ConditionVariable.PrepareToSleep(me, ref h->StartCv);
+        try
+        {
+            while (true)
+            {
+                SLock.Acquire(ref h->CkptLock, "checkpointer");
+                newStarted = h->CkptStarted;
+                SLock.Release(ref h->CkptLock);
+                if (newStarted != oldStarted)
+                    break;
+                CheckCheckpointerAlive();
+                ConditionVariable.Sleep(me, ref h->StartCv, RecheckMs, WaitEventCheckpointStart);
+            }
+        }
+        finally
+        {
+            ConditionVariable.CancelSleep(me);
+        }
+
+        // ... then for it to end: ckpt_done catches up with newStarted (modulo 2^32).
+        int newFailed;
+        ConditionVariable.PrepareToSleep(me, ref h->DoneCv);
+        try
+        {
+            while (true)
+            {
+                SLock.Acquire(ref h->CkptLock, "checkpointer");
+                int newDone = h->CkptDone;
+                newFailed = h->CkptFailed;
+                SLock.Release(ref h->CkptLock);
+                if (newDone - newStarted >= 0)
+                    break;
+                CheckCheckpointerAlive();
+                ConditionVariable.Sleep(me, ref h->DoneCv, RecheckMs, WaitEventCheckpointDone);
+            }
+        }
+        finally
+        {
+            ConditionVariable.CancelSleep(me);
+        }
+        if (newFailed != oldFailed)
+            throw new CheckpointRequestFailedException(Status.LastError);
+    }
+
+    /// <summary>Waits (polling, as RequestCheckpoint's signal retries do) for a checkpointer to register; its procno.</summary>
+    private int WaitForCheckpointer(Participant me)
+    {
+        long start = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            SLock.Acquire(ref _shared->CkptLock, "checkpointer");
+            int procno = _shared->CheckpointerProcNo;
+            SLock.Release(ref _shared->CkptLock);
+            if (procno != PgProc.InvalidProcNumber)
+                return procno;
+            if (Stopwatch.GetElapsedTime(start).TotalMilliseconds >= Options.StartupWaitMs)
+                throw new CheckpointerNotRunningException(
+                    $"could not request a checkpoint: no checkpointer started within {Options.StartupWaitMs} ms");
+            me.WaitLatch(WaitEvents.LatchSet | WaitEvents.Timeout, 100, WaitEventCheckpointStart);
+            me.ResetLatch();
+        }
+    }
+
+    private void CheckCheckpointerAlive()
+    {
+        SLock.Acquire(ref _shared->CkptLock, "checkpointer");
+        int pid = _shared->CheckpointerPid;
+        SLock.Release(ref _shared->CkptLock);
+        if (pid == 0)
+            throw new CheckpointerNotRunningException("the checkpointer stopped before the requested checkpoint completed");
+        if (pid != _platform.Processes.CurrentProcessId && !_platform.Processes.IsAlive(pid))
+            throw new CheckpointerNotRunningException($"the checkpointer (pid {pid}) died before the requested checkpoint completed");
+    }
+
+    // ------------------------------------------------------------------
+    // The fsync request queue
+    // ------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public uint AbsorbCycle => Volatile.Read(ref _shared->AbsorbCycle);
+
+    /// <summary>ForwardSyncRequest: queues an fsync request for one segment file; false when the queue is full.</summary>
+    public bool TryForward(uint rel, ForkNumber fork, uint segno, out uint cycle)
+    {
+        CheckpointerShmem* h = _shared;
+        SLock.Acquire(ref h->QueueLock, "checkpointer request queue");
+        cycle = h->AbsorbCycle;
+        int n = h->NumRequests;
+        if (n >= h->MaxRequests)
+        {
+            SLock.Release(ref h->QueueLock);
+            return false;
+        }
+        _requests[n] = new CheckpointerRequest { RelNumber = rel, Fork = fork, SegNo = segno };
+        h->NumRequests = n + 1;
+        SLock.Release(ref h->QueueLock);
+        return true;
+    }
+
+    /// <summary>
+    /// AbsorbSyncRequests: moves every queued fsync request into this process's Smgr for its next Sync, and bumps the
+    /// absorb cycle (writers then forward again). Only the checkpointer calls it. Returns how many it took.
+    /// </summary>
+    public int AbsorbSyncRequests()
+    {
+        BufferPool pool = _pool ?? throw new InvalidOperationException("this checkpointer view has no buffer pool (Init with one to absorb requests)");
+        CheckpointerRequest[] buf = _absorbBuffer ??= new CheckpointerRequest[_shared->MaxRequests];
+        CheckpointerShmem* h = _shared;
+        SLock.Acquire(ref h->QueueLock, "checkpointer request queue");
+        int n = h->NumRequests;
+        new ReadOnlySpan<CheckpointerRequest>(_requests, n).CopyTo(buf);
+        h->NumRequests = 0;
+        // Release store: a writer that reads the new cycle re-forwards; one that reads the old knows its request is queued.
+        Volatile.Write(ref h->AbsorbCycle, h->AbsorbCycle + 1);
+        SLock.Release(ref h->QueueLock);
+        for (int i = 0; i < n; i++)
+            pool.Smgr.RememberSyncRequest(buf[i].RelNumber, buf[i].Fork, buf[i].SegNo);
+        return n;
+    }
+
+    // ------------------------------------------------------------------
+    // The checkpointer's main loop
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// The checkpointer process's main loop (CheckpointerMain), on <paramref name="me"/>'s thread until
+    /// <paramref name="stop"/> is cancelled: registers as the cluster's checkpointer, then sleeps on its latch and
+    /// runs a checkpoint when one is requested or <see cref="CheckpointerOptions.TimeoutMs"/> passed since the last,
+    /// absorbing fsync requests as it goes. A failing checkpoint is counted (ckpt_failed) and the loop goes on. When
+    /// stopped it runs the shutdown checkpoint (unless the options say not to) and unregisters. Throws if another
+    /// live checkpointer is registered, or <see cref="SupervisorDiedException"/> when the supervisor dies.
+    /// </summary>
+    public void Run(Participant me, CancellationToken stop)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        if (_pool is null)
+            throw new InvalidOperationException("this checkpointer view has no buffer pool (Init with one to run the checkpointer)");
+        CheckpointerShmem* h = _shared;
+        int myPid = _platform.Processes.CurrentProcessId;
+        SLock.Acquire(ref h->CkptLock, "checkpointer");
+        int otherPid = h->CheckpointerPid;
+        int otherProc = h->CheckpointerProcNo;
+        bool taken = otherProc != PgProc.InvalidProcNumber && otherProc != me.ProcNumber
+            && otherPid != 0 && (otherPid == myPid || _platform.Processes.IsAlive(otherPid));
+        if (!taken)
+        {
+            h->CheckpointerProcNo = me.ProcNumber;
+            h->CheckpointerPid = myPid;
+        }
+        SLock.Release(ref h->CkptLock);
+        if (taken)
+            throw new PgIpcException($"a checkpointer is already running (pid {otherPid}, procno {otherProc})");
+
+        using CancellationTokenRegistration reg = stop.Register(static p => ((Participant)p!).SetLatch(), me);
+        long lastCheckpoint = Stopwatch.GetTimestamp();
+        try
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                me.ResetLatch();
+                me.ProcessInterrupts();
+                AbsorbSyncRequests();
+
+                bool doCheckpoint = Volatile.Read(ref h->CkptFlags) != 0; // peek; CreateCheckpoint takes them under the lock
+                CheckpointFlags extra = CheckpointFlags.None;
+                double elapsedMs = Stopwatch.GetElapsedTime(lastCheckpoint).TotalMilliseconds;
+                if (elapsedMs >= Options.TimeoutMs)
+                {
+                    extra = CheckpointFlags.CauseTime;
+                    doCheckpoint = true;
+                }
+                if (doCheckpoint)
+                {
+                    lastCheckpoint = Stopwatch.GetTimestamp();
+                    PerformCheckpoint(me, extra, stop);
+                    continue; // requests that came in meanwhile are served without sleeping
+                }
+                int sleepMs = (int)Math.Clamp(Options.TimeoutMs - elapsedMs, 1, int.MaxValue);
+                WaitEvents got = me.WaitLatch(WaitEvents.LatchSet | WaitEvents.Timeout | WaitEvents.SupervisorDeath, sleepMs,
+                    WaitEventCheckpointerMain);
+                if ((got & WaitEvents.SupervisorDeath) != 0)
+                    throw new SupervisorDiedException();
+            }
+            if (Options.ShutdownCheckpoint)
+            {
+                AbsorbSyncRequests();
+                PerformCheckpoint(me, CheckpointFlags.Shutdown | CheckpointFlags.Immediate, stop);
+            }
+        }
+        finally
+        {
+            SLock.Acquire(ref h->CkptLock, "checkpointer");
+            if (h->CheckpointerProcNo == me.ProcNumber && h->CheckpointerPid == myPid)
+            {
+                h->CheckpointerProcNo = PgProc.InvalidProcNumber;
+                h->CheckpointerPid = 0;
+            }
+            SLock.Release(ref h->CkptLock);
+            // Waiters re-check and find no checkpointer instead of sleeping on.
+            ConditionVariable.Broadcast(me, ref h->StartCv);
+            ConditionVariable.Broadcast(me, ref h->DoneCv);
+        }
+    }
+
+    /// <summary>One checkpoint: take the flags, bump started, broadcast start_cv, write and sync, set done (or failed), broadcast done_cv.</summary>
+    private void PerformCheckpoint(Participant me, CheckpointFlags extra, CancellationToken stop)
+    {
+        CheckpointerShmem* h = _shared;
+        SLock.Acquire(ref h->CkptLock, "checkpointer");
+        var flags = (CheckpointFlags)h->CkptFlags | extra;
+        h->CkptFlags = 0;
+        h->CkptStarted++;
+        if ((flags & CheckpointFlags.Requested) != 0)
+            h->NumRequested++;
+        else if ((flags & CheckpointFlags.CauseTime) != 0)
+            h->NumTimed++;
+        SLock.Release(ref h->CkptLock);
+        ConditionVariable.Broadcast(me, ref h->StartCv);
+
+        bool failed = false;
+        string? message = null;
+        CheckpointStats stats = default;
+        try
+        {
+            stats = CreateCheckpoint(me, flags, stop);
+            _lastStats = stats;
+        }
+        catch (Exception e) when (e is not SupervisorDiedException)
+        {
+            // The error path of CheckpointerMain: release what the checkpoint held, count the failure, go on.
+            me.ReleaseAllLWLocks();
+            _pool!.ReleaseAllBuffers(me);
+            _lastError = e;
+            failed = true;
+            message = e.Message;
+        }
+
+        SLock.Acquire(ref h->CkptLock, "checkpointer");
+        if (failed)
+        {
+            h->CkptFailed++;
+            int len = WriteLastError(h, message);
+            h->LastErrorLength = len;
+        }
+        else
+        {
+            h->BuffersWritten += stats.BuffersWritten;
+            h->FilesSynced += stats.FilesSynced;
+        }
+        h->CkptDone = h->CkptStarted;
+        SLock.Release(ref h->CkptLock);
+        ConditionVariable.Broadcast(me, ref h->DoneCv);
+    }
+
+    /// <summary>Copies the message's UTF-8 (cut at the buffer's size) into LastError; the caller holds CkptLock.</summary>
+    private static int WriteLastError(CheckpointerShmem* h, string? message)
+    {
+        var dest = new Span<byte>(&h->LastError, CheckpointerShmem.LastErrorBytes);
+        if (string.IsNullOrEmpty(message))
+            return 0;
+        // GetBytes into a span allocates nothing; a third of the room in chars always fits (at most 3 bytes each).
+        int max = Math.Min(message.Length, CheckpointerShmem.LastErrorBytes / 3);
+        return Encoding.UTF8.GetBytes(message.AsSpan(0, max), dest);
+    }
+
+    /// <summary>CheckPointBuffers with CheckpointWriteDelay pacing and the sync-request absorb before the fsyncs.</summary>
+    private CheckpointStats CreateCheckpoint(Participant me, CheckpointFlags flags, CancellationToken stop)
+    {
+        BufferPool pool = _pool!;
+        bool immediate = (flags & (CheckpointFlags.Immediate | CheckpointFlags.Shutdown | CheckpointFlags.EndOfRecovery)) != 0;
+        long start = Stopwatch.GetTimestamp();
+        Action<int, int>? delay = immediate ? null : (written, total) =>
+        {
+            // CheckpointWriteDelay: sleep while ahead of schedule, unless someone now wants it done at once.
+            if (stop.IsCancellationRequested || ImmediateCheckpointRequested())
+                return;
+            double progress = (double)written / total * Options.CompletionTarget;
+            double elapsed = Stopwatch.GetElapsedTime(start).TotalMilliseconds / Options.TimeoutMs;
+            if (progress < elapsed)
+                return;
+            AbsorbSyncRequests();
+            me.WaitLatch(WaitEvents.LatchSet | WaitEvents.Timeout, WriteDelayMs, WaitEventCheckpointWriteDelay);
+            me.ResetLatch();
+        };
+        return pool.CheckpointBuffers(me, delay, () => AbsorbSyncRequests());
+    }
+
+    /// <summary>ImmediateCheckpointRequested: a pending request wants the running checkpoint to hurry (unlocked peek).</summary>
+    private bool ImmediateCheckpointRequested() => (Volatile.Read(ref _shared->CkptFlags) & (int)CheckpointFlags.Immediate) != 0;
+}
