@@ -566,12 +566,15 @@ public sealed unsafe class Checkpointer : ISyncRequestQueue
             message = e.Message;
         }
 
+        // The message is encoded before the spinlock is taken (encoding allocates nothing, but is not a few instructions).
+        Span<byte> error = stackalloc byte[CheckpointerShmem.LastErrorBytes];
+        int errorLength = failed ? EncodeMessage(message, error) : 0;
         SLock.Acquire(ref h->CkptLock, "checkpointer");
         if (failed)
         {
             h->CkptFailed++;
-            int len = WriteLastError(h, message);
-            h->LastErrorLength = len;
+            error[..errorLength].CopyTo(new Span<byte>(&h->LastError, CheckpointerShmem.LastErrorBytes));
+            h->LastErrorLength = errorLength;
         }
         else
         {
@@ -583,15 +586,13 @@ public sealed unsafe class Checkpointer : ISyncRequestQueue
         ConditionVariable.Broadcast(me, ref h->DoneCv);
     }
 
-    /// <summary>Copies the message's UTF-8 (cut at the buffer's size) into LastError; the caller holds CkptLock.</summary>
-    private static int WriteLastError(CheckpointerShmem* h, string? message)
+    /// <summary>The message's UTF-8, as much as fits in <paramref name="dest"/> (cut between characters); its length.</summary>
+    private static int EncodeMessage(string? message, Span<byte> dest)
     {
-        var dest = new Span<byte>(&h->LastError, CheckpointerShmem.LastErrorBytes);
         if (string.IsNullOrEmpty(message))
             return 0;
-        // GetBytes into a span allocates nothing; a third of the room in chars always fits (at most 3 bytes each).
-        int max = Math.Min(message.Length, CheckpointerShmem.LastErrorBytes / 3);
-        return Encoding.UTF8.GetBytes(message.AsSpan(0, max), dest);
+        Encoding.UTF8.GetEncoder().Convert(message, dest, flush: true, out _, out int bytes, out _);
+        return bytes;
     }
 
     /// <summary>CheckPointBuffers with CheckpointWriteDelay pacing and the sync-request absorb before the fsyncs.</summary>
