@@ -13,6 +13,7 @@ using System.Globalization;
 using NUnit.Framework;
 using PgIpc.Buffers;
 using PgIpc.Platform;
+using PgIpc.Postmaster;
 using PgIpc.Proc;
 using S = PgIpc.Buffers.BufferDesc.State;
 
@@ -364,6 +365,73 @@ public sealed class CheckpointerTests(string backend)
             Assert.That(long.Parse(bg[1], CultureInfo.InvariantCulture), Is.GreaterThan(0), "the background writer ran");
             TestContext.Out.WriteLine($"dirty before the checkpoint {dirtyBefore}; bgwriter wrote {bg[0]} in {bg[1]} rounds; " +
                 $"checkpoints wrote {status.BuffersWritten}, fsynced {status.FilesSynced}");
+        });
+    }
+
+    [Test]
+    public void ASupervisorHostsThePoolAndTheCheckpointerThroughItsStartupHooks()
+    {
+        string dir = _dir = BufferCluster.NewDataDirectory();
+        var poolOptions = new BufferPoolOptions(32, dir);
+        CheckpointerOptions ckptOptions = BufferCluster.CheckpointerOptions;
+        using Cluster cluster = new ClusterBuilder(TestEnvironment.UniqueKey("buf-ckpt"))
+            .WithPlatform(PgIpcPlatform.Get(backend))
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
+            .WithDataDirectory(dir)
+            .WithLog(TextWriter.Null)
+            .RequestShmem("PgIpc.BufferPool", BufferPool.ShmemSize(poolOptions))
+            .RequestShmem(Checkpointer.ShmemName, Checkpointer.ShmemSize(ckptOptions))
+            .OnShmemStartup(c =>
+            {
+                BufferPool.Init(c.Segment, c.Procs, poolOptions, out _).Dispose();
+                Checkpointer.Init(c.Segment, c.Procs, null, ckptOptions, out _);
+            })
+            .Build();
+        using BufferPool pool = BufferPool.Init(cluster.Segment, cluster.Procs, poolOptions, out bool poolFound);
+        Checkpointer ckpt = Checkpointer.Init(cluster.Segment, cluster.Procs, pool, ckptOptions, out bool ckptFound);
+        Exception? runError = null;
+        using var stop = new CancellationTokenSource();
+        var runner = new Thread(() =>
+        {
+            try
+            {
+                using Participant me = cluster.Procs.Join(ProcKind.Auxiliary);
+                ckpt.Run(me, stop.Token);
+            }
+            catch (Exception e)
+            {
+                runError = e;
+            }
+        }) { IsBackground = true };
+        runner.Start();
+        Exception? requestError = null;
+        int dirtyBefore = 0;
+        TestThreads.Run(1, _ =>
+        {
+            using Participant me = cluster.Procs.Join();
+            BufferStress.Create(pool, me, 4, 6);
+            for (int i = 0; i < 6; i++)
+                Dirty(pool, me, 4, i, i);
+            dirtyBefore = DirtyBuffers(pool);
+            try
+            {
+                ckpt.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Force | CheckpointFlags.Wait);
+            }
+            catch (Exception e)
+            {
+                requestError = e;
+            }
+        });
+        stop.Cancel();
+        Assert.That(runner.Join(TimeSpan.FromSeconds(30)), Is.True);
+        Assert.Multiple(() =>
+        {
+            Assert.That(poolFound && ckptFound, Is.True, "the supervisor's hooks created both");
+            Assert.That(runError, Is.Null);
+            Assert.That(requestError, Is.Null);
+            Assert.That(dirtyBefore, Is.EqualTo(6));
+            Assert.That(ckpt.Status.BuffersWritten, Is.GreaterThanOrEqualTo(6));
+            Assert.That(ckpt.Status.Pid, Is.Zero, "the stopped checkpointer unregistered");
         });
     }
 
