@@ -102,6 +102,8 @@ public sealed class LayoutTests
         typeof(PgIpc.Platform.OccurredEvent), typeof(PgIpc.Latch.WaitEvent),
         // shm_toc / shm_mq: a chunk view, the size estimator, a message's pieces on the stack.
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
+        // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.
+        typeof(PgIpc.Buffers.CheckpointStats), typeof(PgIpc.Buffers.BgWriterRound), typeof(PgIpc.Buffers.CheckpointerStatus),
     ];
 
     private static IEnumerable<Type> SharedStructs()
