@@ -61,7 +61,11 @@ public sealed class BufferAccessStrategy
     public int RingSize => Ring.Length;
 }
 
-/// <summary>One participant's pins (PrivateRefCount). Process-local, used only by its participant's thread.</summary>
+/// <summary>
+/// One participant's pins (PrivateRefCount). Process-local, used only by its participant's thread. Because the counts
+/// live here, a process killed with SIGKILL leaves its pins in the shared refcounts until shared memory is rebuilt
+/// (the supervisor's crash restart, as in PostgreSQL); see the notes in BufferPool.cs.
+/// </summary>
 internal sealed class PrivateRefCount
 {
     public const int ArrayEntries = 8;

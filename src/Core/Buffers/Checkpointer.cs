@@ -317,6 +317,8 @@ public sealed unsafe class Checkpointer : ISyncRequestQueue
         SLock.Release(ref h->CkptLock);
 
         bool wait = (flags & CheckpointFlags.Wait) != 0;
+        if (wait && procno == me.ProcNumber)
+            throw new InvalidOperationException("the checkpointer cannot wait for a checkpoint it would have to run itself");
         if (procno == PgProc.InvalidProcNumber)
         {
             if (!wait)
