@@ -543,21 +543,20 @@ public sealed unsafe class LocalBuffers : IBufferManager, IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void CheckOwner(Participant me)
     {
-        if (!ReferenceEquals(me, _owner))
-            ThrowNotOwner(me);
-        if (_disposed)
-            ThrowDisposed();
+        if (!ReferenceEquals(me, _owner) || _disposed || me.IsDisposed)
+            ThrowBadCaller(me);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowNotOwner(Participant? me)
+    private void ThrowBadCaller(Participant? me)
     {
         ArgumentNullException.ThrowIfNull(me);
-        throw new BufferUsageException($"local buffers belong to {_owner}; {me} cannot use them");
+        if (!ReferenceEquals(me, _owner))
+            throw new BufferUsageException($"local buffers belong to {_owner}; {me} cannot use them");
+        if (_disposed)
+            throw new ObjectDisposedException(nameof(LocalBuffers), $"the local buffers of {_owner} were disposed");
+        throw new BufferUsageException($"{me} has left the cluster; its local buffers are unusable");
     }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowDisposed() => throw new ObjectDisposedException(nameof(LocalBuffers), $"the local buffers of {_owner} were disposed");
 
     /// <summary>Descriptor index of a local buffer number (-1 .. -NumBuffers).</summary>
     private int CheckBuffer(int buffer)
