@@ -24,7 +24,12 @@
  *   Workloads:
  *     hit-shared    both processes cycle over the same 64 resident pages
  *                   (the same state words and partition locks bounce);
- *     hit-disjoint  each process over its own 64 resident pages;
+ *     hit-disjoint  each process over its own 64 resident pages (some of
+ *                   whose mapping partitions the other's pages share: the
+ *                   partition LWLock's word bounces between the CPUs);
+ *     hit-partitioned  each process over its own 64 pages, chosen so that
+ *                   no mapping partition has pages of both (nothing shared
+ *                   is written by both processes);
  *     mix           a pool of --buffers over a relation of --pages pages
  *                   (so misses evict, dirty victims are written back), a
  *                   random page per operation, --write-pct percent of them
@@ -33,6 +38,13 @@
  *                   shared, read the counter. At the end the parent reads
  *                   every page: the counters must add up to the number of
  *                   updates both processes made (no lost update).
+ *
+ *   Each process also measures the CPU time it used in each half: on a
+ *   loaded machine two processes do not get two CPUs, and the wall-clock
+ *   ratio says more about the load than about the pool; 2 x (CPU time per
+ *   operation alone) / (CPU time per operation together) is what the pair
+ *   would reach with two CPUs to themselves (it charges the cost of cache
+ *   lines moving between CPUs, not the waiting for a CPU).
  *
  *   The loops allocate nothing; the clock is read between batches of 256.
  *   The parent kills the child in a finally if it has not exited, destroys
@@ -58,6 +70,7 @@ namespace PgIpc.Perf.Buffers;
 /// 16 Done         child: sample number finished (release store, after ChildOps and ChildWrites)
 /// 24 ChildOps     child: its operations in the sample, written before Done
 /// 32 ChildWrites  child: its updates so far (all samples), written before Done
+/// 40 ChildCpuNs   child: CPU time its process used in the sample, written before Done
 /// </code>
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Size = 64)]
@@ -68,6 +81,7 @@ internal struct BufferHarnessControl
     public long Done;
     public long ChildOps;
     public long ChildWrites;
+    public long ChildCpuNs;
 }
 
 public static unsafe class BufferHarness
@@ -78,6 +92,8 @@ public static unsafe class BufferHarness
     private const string ControlName = "PgIpc.Perf.BufferHarness";
     private const uint Rel = 1;
     private const int HitPages = 64;
+    /// <summary>The hit workloads' relation: room to find 64 pages in partitions the first 64 pages do not use.</summary>
+    private const int HitRelationPages = 512;
     private const int CounterOffset = 128;
     private const int Batch = 256;
 
@@ -85,6 +101,7 @@ public static unsafe class BufferHarness
     {
         HitShared,
         HitDisjoint,
+        HitPartitioned,
         Mix,
     }
 
@@ -114,15 +131,15 @@ public static unsafe class BufferHarness
                     return 2;
             }
         }
-        if (seconds <= 0 || samples < 1 || pages < 2 * HitPages || buffers < 16 || writePct is < 0 or > 100)
+        if (seconds <= 0 || samples < 1 || pages < 1 || buffers < 16 || writePct is < 0 or > 100)
         {
-            Console.Error.WriteLine($"buffers: need --seconds > 0, --samples >= 1, --pages >= {2 * HitPages}, --buffers >= 16, --write-pct 0..100");
+            Console.Error.WriteLine("buffers: need --seconds > 0, --samples >= 1, --pages >= 1, --buffers >= 16, --write-pct 0..100");
             return 2;
         }
         Workload[] kinds = workload switch
         {
-            "all" => [Workload.HitShared, Workload.HitDisjoint, Workload.Mix],
-            "hit" => [Workload.HitShared, Workload.HitDisjoint],
+            "all" => [Workload.HitShared, Workload.HitDisjoint, Workload.HitPartitioned, Workload.Mix],
+            "hit" => [Workload.HitShared, Workload.HitDisjoint, Workload.HitPartitioned],
             "mix" => [Workload.Mix],
             _ => [],
         };
@@ -140,7 +157,7 @@ public static unsafe class BufferHarness
             // The hit workloads keep every page resident: a pool larger than both processes' pages.
             var setup = w == Workload.Mix
                 ? new Setup(w, buffers, pages, writePct, NewDataDirectory())
-                : new Setup(w, Math.Max(buffers, 4 * HitPages), 2 * HitPages, 0, NewDataDirectory());
+                : new Setup(w, Math.Max(buffers, 1024), HitRelationPages, 0, NewDataDirectory());
             RunWorkload(backend, setup, sample, samples);
         }
         return 0;
@@ -186,22 +203,29 @@ public static unsafe class BufferHarness
             var solo = new double[samples];
             var duo = new double[samples];
             var ratio = new double[samples];
+            var soloCpu = new double[samples];
+            var duoCpu = new double[samples];
             long myWrites = 0, parentDuoOps = 0, childDuoOps = 0;
             for (int k = 1; k <= samples; k++)
             {
+                TimeSpan cpu0 = ProcessCpu();
                 long t0 = Stopwatch.GetTimestamp();
                 long alone = Loop(pool, me, setup, ref rng, parent: true, sample, ref myWrites);
                 solo[k - 1] = alone / Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                soloCpu[k - 1] = (ProcessCpu() - cpu0).TotalNanoseconds / alone;
 
+                cpu0 = ProcessCpu();
                 t0 = Stopwatch.GetTimestamp();
                 // Release store; pairs with the child's acquire read of Go.
                 Volatile.Write(ref ctl->Go, k);
                 long mine = Loop(pool, me, setup, ref rng, parent: true, sample, ref myWrites);
+                double myCpu = (ProcessCpu() - cpu0).TotalNanoseconds;
                 int kk = k;
                 // Acquire read; pairs with the child's release store of Done after ChildOps and ChildWrites.
                 HarnessChild.WaitUntil(() => Volatile.Read(ref ctl->Done) == kk, child, "buffers", $"sample {k}", spin: true);
                 long theirs = ctl->ChildOps;
                 duo[k - 1] = (mine + theirs) / Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                duoCpu[k - 1] = (myCpu + ctl->ChildCpuNs) / (mine + theirs);
                 ratio[k - 1] = duo[k - 1] / solo[k - 1];
                 parentDuoOps += mine;
                 childDuoOps += theirs;
@@ -220,9 +244,10 @@ public static unsafe class BufferHarness
             {
                 Workload.HitShared => "hit, same 64 pages",
                 Workload.HitDisjoint => "hit, 64 pages each",
+                Workload.HitPartitioned => "hit, 64 pages each, own partitions",
                 _ => $"mix {setup.WritePct}% RMW, {setup.Buffers} buf / {setup.Pages} pages",
             };
-            Report(what, solo, duo, ratio,
+            Report(what, solo, duo, ratio, soloCpu, duoCpu,
                 $"parent {100.0 * parentDuoOps / (parentDuoOps + childDuoOps):F0}% / child {100.0 * childDuoOps / (parentDuoOps + childDuoOps):F0}% of the two-process ops{check}");
         }
         finally
@@ -270,10 +295,12 @@ public static unsafe class BufferHarness
                     // Sleep, not spin: the parent's one-process half runs meanwhile and must have the CPU to itself.
                     Thread.Sleep(1);
                 }
+                TimeSpan cpu0 = ProcessCpu();
                 long ops = Loop(pool, me, setup, ref rng, parent: false, sample, ref writes);
+                ctl->ChildCpuNs = (long)(ProcessCpu() - cpu0).TotalNanoseconds;
                 ctl->ChildOps = ops;
                 ctl->ChildWrites = writes;
-                // Release store: ChildOps and ChildWrites first; pairs with the parent's acquire read of Done.
+                // Release store: ChildOps, ChildWrites and ChildCpuNs first; pairs with the parent's acquire read of Done.
                 Volatile.Write(ref ctl->Done, k);
             }
             pool.ReleaseAllBuffers(me);
@@ -290,7 +317,7 @@ public static unsafe class BufferHarness
     {
         long end = Stopwatch.GetTimestamp() + (long)(length.TotalSeconds * Stopwatch.Frequency);
         long ops = 0;
-        int first = s.Workload == Workload.HitDisjoint && !parent ? HitPages : 0;
+        int[] hitPages = HitPageList(s.Workload, parent);
         uint threshold = (uint)((ulong)s.WritePct * uint.MaxValue / 100);
         do
         {
@@ -322,12 +349,50 @@ public static unsafe class BufferHarness
             else
             {
                 for (int j = 0; j < Batch; j++)
-                    pool.ReleaseBuffer(me, pool.ReadBuffer(me, Rel, ForkNumber.Main, first + (j & (HitPages - 1))));
+                    pool.ReleaseBuffer(me, pool.ReadBuffer(me, Rel, ForkNumber.Main, hitPages[j & (HitPages - 1)]));
             }
             ops += Batch;
         }
         while (Stopwatch.GetTimestamp() < end);
         return ops;
+    }
+
+    /// <summary>
+    /// The 64 pages a process cycles over in a hit workload: blocks 0..63 for the parent (and for both with
+    /// HitShared); 64..127 for the child with HitDisjoint; with HitPartitioned the first 64 blocks from 64 on whose
+    /// mapping partition none of blocks 0..63 uses.
+    /// </summary>
+    private static int[] HitPageList(Workload w, bool parent)
+    {
+        var list = new int[HitPages];
+        if (parent || w is Workload.HitShared or Workload.Mix)
+        {
+            for (int i = 0; i < HitPages; i++)
+                list[i] = i;
+            return list;
+        }
+        if (w == Workload.HitDisjoint)
+        {
+            for (int i = 0; i < HitPages; i++)
+                list[i] = HitPages + i;
+            return list;
+        }
+        var taken = new bool[BufferPool.NumPartitions];
+        for (int i = 0; i < HitPages; i++)
+            taken[Partition(i)] = true;
+        int n = 0;
+        for (int block = HitPages; block < HitRelationPages && n < HitPages; block++)
+            if (!taken[Partition(block)])
+                list[n++] = block;
+        if (n < HitPages)
+            throw new InvalidOperationException($"only {n} of the first {HitRelationPages} blocks are in partitions blocks 0..{HitPages - 1} do not use");
+        return list;
+    }
+
+    private static int Partition(int block)
+    {
+        var tag = new BufferTag(Rel, ForkNumber.Main, (uint)block);
+        return (int)(SharedHash<BufferTag, int>.GetHashCode(in tag) & (BufferPool.NumPartitions - 1));
     }
 
     private static long SumCounters(BufferPool pool, Participant me, int pages)
@@ -344,7 +409,14 @@ public static unsafe class BufferHarness
         return sum;
     }
 
-    private static void Report(string what, double[] solo, double[] duo, double[] ratio, string split)
+    /// <summary>CPU time this process has used (user + system, all threads).</summary>
+    private static TimeSpan ProcessCpu()
+    {
+        using Process p = Process.GetCurrentProcess();
+        return p.TotalProcessorTime;
+    }
+
+    private static void Report(string what, double[] solo, double[] duo, double[] ratio, double[] soloCpu, double[] duoCpu, string split)
     {
         static (double Median, double Min, double Max) Stats(double[] v)
         {
@@ -358,6 +430,10 @@ public static unsafe class BufferHarness
         Console.WriteLine($"{what,-36} 1 proc {one.Median / 1e6,7:F2} Mops/s [{one.Min / 1e6:F2}..{one.Max / 1e6:F2}]  " +
                           $"2 procs {two.Median / 1e6,7:F2} Mops/s [{two.Min / 1e6:F2}..{two.Max / 1e6:F2}]  " +
                           $"ratio {r.Median:F2}x [{r.Min:F2}..{r.Max:F2}]  ({split})");
+        // On a loaded machine the two processes do not get two CPUs; CPU time per operation says what they would do with them.
+        var c1 = Stats(soloCpu);
+        var c2 = Stats(duoCpu);
+        Console.WriteLine($"{"",-36} CPU per op: 1 proc {c1.Median:F1} ns, 2 procs {c2.Median:F1} ns; with two free CPUs that is {2 * c1.Median / c2.Median:F2}x");
     }
 
     /// <summary>xorshift64*: a per-process page and operation picker that allocates nothing.</summary>
