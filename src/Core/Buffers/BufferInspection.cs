@@ -36,7 +36,7 @@ namespace PgIpc.Buffers;
 /// negative local); <see cref="Tag"/> is null while the buffer holds no page. <see cref="PinCount"/> is the number
 /// of pinning participants for a shared buffer (pinning_backends) and the owner's pins for a local one.
 /// </summary>
-public readonly record struct BufferRow(int Buffer, BufferTag? Tag, bool IsDirty, bool IsValid, int UsageCount, int PinCount, uint State)
+public sealed record BufferRow(int Buffer, BufferTag? Tag, bool IsDirty, bool IsValid, int UsageCount, int PinCount, uint State)
 {
     /// <summary>The raw flags (BufferDesc.State bits 22-31).</summary>
     public uint Flags => State & S.FlagMask;
