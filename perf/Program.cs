@@ -7,6 +7,7 @@
  *   dotnet run -c Release --project perf -- contend [--backend linux|posix|mutex|all] [--seconds 3]
  *   dotnet run -c Release --project perf -- pingpong [--backend linux|posix|pipe|socket|all] [--rounds 20000] [--samples 5]
  *   dotnet run -c Release --project perf -- mq [--backend linux|posix] [--seconds 2]
+ *   dotnet run -c Release --project perf -- buffers [--backend linux|posix] [--workload hit|mix|all]
  *
  *   BenchmarkSwitcher picks the classes the filter names. Unless the
  *   command line says otherwise (--artifacts), results go to
@@ -19,7 +20,9 @@
  *   (Contention/PingPongHarness.cs, child verb "pingpong-child") is the
  *   cross-process wake-up round-trip harness, the same way; so is "mq"
  *   (Contention/ShmMqHarness.cs, child verb "mq-child"), shm_mq between
- *   two processes with pipe and socket peers.
+ *   two processes with pipe and socket peers; so is "buffers"
+ *   (Buffers/BufferHarness.cs, child verb "buffers-child"), the buffer
+ *   pool's hit path and a mixed workload with one and two processes.
  *-------------------------------------------------------------------------
  */
 using System.Reflection;
@@ -45,6 +48,10 @@ public static class Program
             return ShmMqHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ShmMqHarness.ChildVerb)
             return ShmMqHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == Buffers.BufferHarness.ParentVerb)
+            return Buffers.BufferHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == Buffers.BufferHarness.ChildVerb)
+            return Buffers.BufferHarness.Child(args[1..]);
         IConfig config = DefaultConfig.Instance.WithArtifactsPath(ArtifactsPath());
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
         return 0;

@@ -1,8 +1,17 @@
 /*-------------------------------------------------------------------------
  * Inspect.cs
- *   pgipc inspect <handle>: a live segment's header and allocations.
+ *   pgipc inspect <handle> [--buffers]: a live segment's header and
+ *   allocations, and, when the segment holds a shared buffer pool, what is
+ *   in it (pg_buffercache_summary; with --buffers, pg_buffercache's rows).
+ *
+ * NOTES
+ *   The buffer pool is found by name in the ShmemIndex and read through a
+ *   read-only descriptor view, without locks and without joining the
+ *   ProcArray: inspecting a pool never pins, locks or changes it.
  *-------------------------------------------------------------------------
  */
+using System.Globalization;
+using PgIpc.Buffers;
 using PgIpc.Shmem;
 
 namespace PgIpc.Cli;
@@ -11,14 +20,25 @@ internal static class Inspect
 {
     public static int Run(string[] args)
     {
-        if (args.Length != 1)
-            throw new ArgumentException("usage: pgipc inspect <handle>");
-        using ShmemSegment seg = ShmemSegment.Attach(args[0]);
-        Print(seg, Console.Out);
+        bool buffers = false;
+        string? handle = null;
+        foreach (string a in args)
+        {
+            if (a == "--buffers")
+                buffers = true;
+            else if (handle is null && !a.StartsWith("--", StringComparison.Ordinal))
+                handle = a;
+            else
+                throw new ArgumentException($"usage: pgipc inspect <handle> [--buffers] (unexpected \"{a}\")");
+        }
+        if (handle is null)
+            throw new ArgumentException("usage: pgipc inspect <handle> [--buffers]");
+        using ShmemSegment seg = ShmemSegment.Attach(handle);
+        Print(seg, Console.Out, buffers);
         return 0;
     }
 
-    public static void Print(ShmemSegment seg, TextWriter w)
+    public static void Print(ShmemSegment seg, TextWriter w, bool buffers = false)
     {
         ShmemSegmentInfo i = seg.GetInfo();
         w.WriteLine($"segment     {i.Id} ({i.Backend})");
@@ -30,6 +50,16 @@ internal static class Inspect
         w.WriteLine($"attached    {i.AttachedProcesses} process(es): {string.Join(", ", seg.AttachedPids())}");
         w.WriteLine();
         PrintAllocations(seg, w);
+        if (BufferDescriptorView.TryOpen(seg, out BufferDescriptorView? view))
+        {
+            w.WriteLine();
+            PrintBufferPool(view!, w, buffers);
+        }
+        else if (buffers)
+        {
+            w.WriteLine();
+            w.WriteLine($"no buffer pool in this segment (no \"{BufferPool.DescriptorsName}\" in its index)");
+        }
     }
 
     public static void PrintAllocations(ShmemSegment seg, TextWriter w)
@@ -41,5 +71,34 @@ internal static class Inspect
             string off = a.Offset < 0 ? "" : a.Offset.ToString();
             w.WriteLine($"{name,-32} {off,12} {a.Size,12} {a.AllocatedSize,12}");
         }
+    }
+
+    /// <summary>The pool's summary (and with <paramref name="rows"/> one line per buffer that holds a page), read without locks.</summary>
+    public static void PrintBufferPool(BufferDescriptorView view, TextWriter w, bool rows)
+    {
+        // With rows, the summary is computed from the rows printed, so the two agree.
+        IReadOnlyList<BufferRow>? all = rows ? BufferInspection.Rows(view) : null;
+        BufferSummary s = all is null ? BufferInspection.Summarize(view) : BufferInspection.Summarize(all);
+        w.WriteLine($"buffer pool {s.NumBuffers} buffers of {BufferPool.BlockSize} bytes: {s.Used} used, {s.Unused} unused, " +
+                    $"{s.Dirty} dirty, {s.Pinned} pinned, average usage count {s.AverageUsageCount.ToString("F2", CultureInfo.InvariantCulture)}");
+        w.WriteLine($"usage count {string.Join(", ", s.UsageCounts.Select((n, u) => $"{u}: {n}"))}");
+        if (view.TryReadClock(out int hand, out uint passes))
+            w.WriteLine($"clock hand  at buffer {hand + 1}, {passes} complete passes");
+        if (all is null)
+            return;
+        w.WriteLine();
+        w.WriteLine($"{"buffer",8} {"relation",10} {"fork",-13} {"block",10} {"valid",5} {"dirty",5} {"usage",5} {"pins",5}");
+        int empty = 0;
+        foreach (BufferRow r in all)
+        {
+            if (r.Tag is not { } t)
+            {
+                empty++;
+                continue;
+            }
+            w.WriteLine($"{r.Buffer,8} {t.RelNumber,10} {t.Fork,-13} {t.BlockNumber,10} {(r.IsValid ? "t" : "f"),5} {(r.IsDirty ? "t" : "f"),5} {r.UsageCount,5} {r.PinCount,5}");
+        }
+        if (empty > 0)
+            w.WriteLine($"({empty} buffers hold no page and are not shown)");
     }
 }

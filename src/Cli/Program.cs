@@ -4,7 +4,7 @@
  *
  *     pgipc demo [--backend linux|posix|windows] [--rounds N]
  *     pgipc demo --parallel [--backend name] [--workers N] [--rows N]
- *     pgipc inspect <handle>
+ *     pgipc inspect <handle> [--buffers]
  *     pgipc cleanup [--backend name] [--dry-run]
  *     pgipc backends
  *-------------------------------------------------------------------------
@@ -52,7 +52,7 @@ internal static class Program
         TextWriter w = code == 0 ? Console.Out : Console.Error;
         w.WriteLine("usage: pgipc demo [--backend linux|posix|windows] [--rounds N]");
         w.WriteLine("       pgipc demo --parallel [--backend name] [--workers N] [--rows N]");
-        w.WriteLine("       pgipc inspect <handle>");
+        w.WriteLine("       pgipc inspect <handle> [--buffers]");
         w.WriteLine("       pgipc cleanup [--backend name] [--dry-run]");
         w.WriteLine("       pgipc backends");
         return code;
