@@ -124,7 +124,7 @@ public sealed class BufferUsageException : PgIpcException
 }
 
 /// <summary>The shared buffer pool as mapped in this process.</summary>
-public sealed unsafe class BufferPool : IDisposable
+public sealed unsafe class BufferPool : IBufferManager, IDisposable
 {
     public const int BlockSize = 8192;
     /// <summary>Blocks per fork are below this (InvalidBlockNumber is 0xFFFFFFFF).</summary>

@@ -15,11 +15,20 @@
  *   An all-zero page is valid without a checksum (a new, never-written page,
  *   as PageIsVerified accepts).
  *
+ *   The 32 columns are independent, so on a little-endian machine with
+ *   256-bit vectors the sums live in four Vector256<uint> and a row is four
+ *   loads, xors, multiplies and shifts (about 11x faster than the scalar
+ *   loop, which made the checksum cost as much as the 8 KiB pread on a
+ *   buffer miss; perf/Buffers/PageChecksumBenchmarks). The scalar loop stays
+ *   for other machines and as the tests' reference.
+ *
  *   Mirrors src/include/storage/checksum_impl.h and bufpage.c's PageIsVerified.
  *-------------------------------------------------------------------------
  */
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace PgIpc.Buffers;
 
@@ -42,6 +51,60 @@ public static class PageChecksum
 
     /// <summary>The checksum of <paramref name="page"/> at <paramref name="blockNumber"/> (1..65535).</summary>
     public static ushort Compute(ReadOnlySpan<byte> page, uint blockNumber)
+    {
+        if (page.Length != BufferPool.BlockSize)
+            throw new ArgumentException($"a page is {BufferPool.BlockSize} bytes, not {page.Length}", nameof(page));
+        return Vector256.IsHardwareAccelerated && BitConverter.IsLittleEndian
+            ? ComputeVector256(page, blockNumber)
+            : ComputeScalar(page, blockNumber);
+    }
+
+    /// <summary>The 32 sums in four Vector256&lt;uint&gt;; little-endian only (the words are loaded as they lie).</summary>
+    internal static ushort ComputeVector256(ReadOnlySpan<byte> page, uint blockNumber)
+    {
+        ref uint words = ref Unsafe.As<byte, uint>(ref MemoryMarshal.GetReference(page));
+        ref uint bases = ref MemoryMarshal.GetReference(BaseOffsets);
+        Vector256<uint> s0 = Vector256.LoadUnsafe(ref bases, 0);
+        Vector256<uint> s1 = Vector256.LoadUnsafe(ref bases, 8);
+        Vector256<uint> s2 = Vector256.LoadUnsafe(ref bases, 16);
+        Vector256<uint> s3 = Vector256.LoadUnsafe(ref bases, 24);
+        // Row 0: pd_checksum (the low half of word 2) counts as zero.
+        Vector256<uint> checksumMask = Vector256.Create(~0u, ~0u, 0xFFFF0000u, ~0u, ~0u, ~0u, ~0u, ~0u);
+        s0 = Comp(s0, Vector256.LoadUnsafe(ref words, 0) & checksumMask);
+        s1 = Comp(s1, Vector256.LoadUnsafe(ref words, 8));
+        s2 = Comp(s2, Vector256.LoadUnsafe(ref words, 16));
+        s3 = Comp(s3, Vector256.LoadUnsafe(ref words, 24));
+        for (nuint row = 1; row < BufferPool.BlockSize / (4 * NSums); row++)
+        {
+            nuint at = row * NSums;
+            s0 = Comp(s0, Vector256.LoadUnsafe(ref words, at));
+            s1 = Comp(s1, Vector256.LoadUnsafe(ref words, at + 8));
+            s2 = Comp(s2, Vector256.LoadUnsafe(ref words, at + 16));
+            s3 = Comp(s3, Vector256.LoadUnsafe(ref words, at + 24));
+        }
+        for (int round = 0; round < 2; round++)
+        {
+            s0 = Comp(s0, Vector256<uint>.Zero);
+            s1 = Comp(s1, Vector256<uint>.Zero);
+            s2 = Comp(s2, Vector256<uint>.Zero);
+            s3 = Comp(s3, Vector256<uint>.Zero);
+        }
+        Vector256<uint> x = s0 ^ s1 ^ s2 ^ s3;
+        Vector128<uint> h = x.GetLower() ^ x.GetUpper();
+        uint result = h.GetElement(0) ^ h.GetElement(1) ^ h.GetElement(2) ^ h.GetElement(3);
+        result ^= blockNumber;
+        return (ushort)(result % 65535 + 1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> Comp(Vector256<uint> sum, Vector256<uint> value)
+    {
+        Vector256<uint> tmp = sum ^ value;
+        return (tmp * FnvPrime) ^ Vector256.ShiftRightLogical(tmp, 17);
+    }
+
+    /// <summary>The column-by-column loop of checksum_impl.h, word by word.</summary>
+    internal static ushort ComputeScalar(ReadOnlySpan<byte> page, uint blockNumber)
     {
         if (page.Length != BufferPool.BlockSize)
             throw new ArgumentException($"a page is {BufferPool.BlockSize} bytes, not {page.Length}", nameof(page));

@@ -139,12 +139,12 @@ public sealed class Smgr : IDisposable
         CheckPage(page);
         BeforeRead?.Invoke(tag);
         uint segno = tag.BlockNumber / (uint)BlocksPerSegment;
-        string path = PathOf(tag.RelNumber, tag.Fork, segno);
+        // The path is built only for an error message: a read allocates nothing.
         SafeFileHandle? h;
         lock (_lock)
             h = Open(tag.RelNumber, tag.Fork, segno, create: false);
         if (h is null)
-            throw new SmgrException(tag, $"could not read block {tag.BlockNumber}: file \"{path}\" does not exist");
+            throw new SmgrException(tag, $"could not read block {tag.BlockNumber}: file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\" does not exist");
         long offset = (long)(tag.BlockNumber % (uint)BlocksPerSegment) * BufferPool.BlockSize;
         int total = 0;
         try
@@ -159,10 +159,10 @@ public sealed class Smgr : IDisposable
         }
         catch (IOException e)
         {
-            throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{path}\": {e.Message}", e);
+            throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": {e.Message}", e);
         }
         if (total < page.Length)
-            throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{path}\": read only {total} of {page.Length} bytes");
+            throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": read only {total} of {page.Length} bytes");
         Interlocked.Increment(ref _reads);
     }
 
@@ -177,7 +177,7 @@ public sealed class Smgr : IDisposable
         CheckPage(page);
         BeforeWrite?.Invoke(tag);
         uint segno = tag.BlockNumber / (uint)BlocksPerSegment;
-        string path = PathOf(tag.RelNumber, tag.Fork, segno);
+        // The path is built only for an error message: a write allocates nothing.
         SafeFileHandle? h;
         lock (_lock)
         {
@@ -186,21 +186,21 @@ public sealed class Smgr : IDisposable
                 _dirty.Add((tag.RelNumber, tag.Fork, segno));
         }
         if (h is null)
-            throw new SmgrException(tag, $"could not write block {tag.BlockNumber}: file \"{path}\" does not exist");
+            throw new SmgrException(tag, $"could not write block {tag.BlockNumber}: file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\" does not exist");
         long offset = (long)(tag.BlockNumber % (uint)BlocksPerSegment) * BufferPool.BlockSize;
         try
         {
             if (!extend && RandomAccess.GetLength(h) < offset + page.Length)
-                throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{path}\": the block is beyond the end of the file");
+                throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": the block is beyond the end of the file");
             RandomAccess.Write(h, page, offset);
         }
         catch (IOException e)
         {
-            throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{path}\": {e.Message}", e);
+            throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": {e.Message}", e);
         }
         Interlocked.Increment(ref _writes);
         if (SyncRequests is { } queue)
-            RegisterDirtySegment(queue, tag, (tag.RelNumber, tag.Fork, segno), h, path);
+            RegisterDirtySegment(queue, tag, (tag.RelNumber, tag.Fork, segno), h);
     }
 
     /// <summary>
@@ -209,7 +209,7 @@ public sealed class Smgr : IDisposable
     /// write we just made happened before we read the cycle, so that absorb's checkpoint fsyncs it).
     /// </summary>
     private void RegisterDirtySegment(ISyncRequestQueue queue, BufferTag tag, (uint Rel, ForkNumber Fork, uint Seg) key,
-        SafeFileHandle h, string path)
+        SafeFileHandle h)
     {
         uint cycle = queue.AbsorbCycle;
         lock (_lock)
@@ -230,7 +230,7 @@ public sealed class Smgr : IDisposable
         }
         catch (IOException e)
         {
-            throw new SmgrException(tag, $"could not fsync file \"{path}\": {e.Message}", e);
+            throw new SmgrException(tag, $"could not fsync file \"{PathOf(key.Rel, key.Fork, key.Seg)}\": {e.Message}", e);
         }
     }
 

@@ -388,24 +388,3 @@ public sealed class LocalBufferTests(string backend)
         });
     }
 }
-
-/// <summary>
-/// IBufferManager's members must be BufferPool's public methods exactly (names, parameter and return types), so
-/// BufferPool can be declared an IBufferManager without changes. Holds before and after that declaration.
-/// </summary>
-public sealed class BufferManagerShapeTests
-{
-    [Test]
-    public void BufferPoolHasEveryIBufferManagerMember()
-    {
-        var missing = new List<string>();
-        foreach (System.Reflection.MethodInfo m in typeof(IBufferManager).GetMethods().Where(m => !m.IsStatic))
-        {
-            Type[] parameters = m.GetParameters().Select(p => p.ParameterType).ToArray();
-            System.Reflection.MethodInfo? impl = typeof(BufferPool).GetMethod(m.Name, System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance, parameters);
-            if (impl is null || impl.ReturnType != m.ReturnType)
-                missing.Add($"{m.ReturnType.Name} {m.Name}({string.Join(", ", parameters.Select(t => t.Name))})");
-        }
-        Assert.That(missing, Is.Empty, "BufferPool lacks these IBufferManager members");
-    }
-}
