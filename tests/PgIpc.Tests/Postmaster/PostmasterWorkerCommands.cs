@@ -12,6 +12,14 @@
  *     exit0 <ms>   join, sleep ms, exit 0
  *     crash <ms>   join, sleep ms, exit 3
  *   Worker commands:
+ *     pm-supervise <backend> <key> <k> <mode> <ms> <dataDir|->
+ *                  this worker becomes a supervisor: builds a cluster
+ *                  (data directory optional), starts k children in
+ *                  <mode> <ms>, waits until all joined, creates a pinned
+ *                  DSM segment (a leftover if the supervisor is killed)
+ *                  -> ok <handle> <dsmHandle> <dsmOsName> <pid>...
+ *                  (the test kills this worker with SIGKILL: children
+ *                  and OS objects are what it then inspects)
  *     pm-attach <handle>                    -> ok
  *     pm-register <name> <restartMs> <mode> [ms] -> ok <slot> <generation>
  *     pm-status <slot> <generation>         -> ok <status> <pid>
@@ -19,6 +27,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Globalization;
+using PgIpc.Dsm;
 using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
@@ -90,11 +99,55 @@ internal static class PostmasterWorkerCommands
         }
     }
 
+    private static Cluster? s_supervised;
+
+    private static string Supervise(string[] a)
+    {
+        string backend = a[1];
+        string key = a[2];
+        int k = int.Parse(a[3], CultureInfo.InvariantCulture);
+        string mode = a[4];
+        int ms = int.Parse(a[5], CultureInfo.InvariantCulture);
+        string? dataDir = a[6] == "-" ? null : a[6];
+        if (k < 1 || k > 4)
+            throw new ArgumentOutOfRangeException(nameof(a), k, "1 to 4 children");
+        ClusterBuilder b = new ClusterBuilder(key)
+            .WithPlatform(PgIpcPlatform.Get(backend))
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
+            .WithMaxChildren(4)
+            .WithLog(TextWriter.Null)
+            .RequestShmem(CountersName, NumCounters * 8)
+            .OnShmemStartup(c => c.InitStruct(CountersName, NumCounters * 8, null, out _));
+        if (dataDir is not null)
+            b.WithDataDirectory(dataDir);
+        for (int i = 0; i < k; i++)
+            b.AddBackgroundWorker(Spec($"c{i}", backend, mode, ms));
+        s_supervised?.Dispose();
+        Cluster cluster = b.Build();
+        s_supervised = cluster;
+        cluster.Start();
+        long deadline = Environment.TickCount64 + 30_000;
+        while (cluster.Procs.GetProcs().Count < k)
+        {
+            if (Environment.TickCount64 > deadline)
+                throw new TimeoutException($"only {cluster.Procs.GetProcs().Count} of {k} children joined within 30 s");
+            Thread.Sleep(10);
+        }
+        DsmSegment dsm = DsmSegment.Create(cluster.Dsm, 64 * 1024) ?? throw new InvalidOperationException("no DSM segment");
+        dsm.Pin();
+        dsm.PinMapping();
+        IEnumerable<int> pids = cluster.GetChildren().Select(ch => ch.Pid);
+        return $"ok {cluster.Handle} {dsm.Handle} {cluster.Dsm.OsNameOf(dsm.Handle)} {string.Join(' ', pids)}";
+    }
+
     public static bool TryExecute(string[] a, ShmemSegment? seg, out string reply)
     {
         _ = seg;
         switch (a[0])
         {
+            case "pm-supervise":
+                reply = Supervise(a);
+                return true;
             case "pm-attach":
                 s_cluster?.Dispose();
                 s_cluster = Cluster.AttachChild(a[1]);
