@@ -13,6 +13,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using NUnit.Framework;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
@@ -192,8 +193,12 @@ public sealed class ClusterTests(string backend)
         using (Process p = Process.GetProcessById(victim))
             p.Kill(); // SIGKILL on Unix, TerminateProcess on Windows
 
+        var sw = Stopwatch.StartNew();
         WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
+        double restartedMs = sw.Elapsed.TotalMilliseconds;
         WaitUntil(() => Starts(c) == 2, "the permanent workers to attach to the new segment");
+        double workingMs = sw.Elapsed.TotalMilliseconds;
+        TestContext.Out.WriteLine($"[{backend}] child SIGKILL -> shared memory rebuilt: {restartedMs:F0} ms; -> permanent workers attached to it: {workingMs:F0} ms");
         Assert.That(c.Handle, Is.Not.EqualTo(oldHandle));
         Assert.That(c.Incarnation, Is.EqualTo(2));
         foreach (int pid in before)
@@ -207,6 +212,69 @@ public sealed class ClusterTests(string backend)
         Assert.That(log, Does.Contain($"\"perm1\" (PID {victim})"));
         Assert.That(log, Does.Contain("terminating any other active processes"));
         Assert.That(log, Does.Contain("reinitializing shared memory"));
+        AssertWorksAfterRestart(c, 2);
+    }
+
+    /// <summary>After a crash restart: a new child attaches to the new segment, bumps its counter and exits cleanly.</summary>
+    private void AssertWorksAfterRestart(Cluster c, long startsBefore)
+    {
+        int restarts = c.CrashRestarts;
+        BackgroundWorkerHandle h = c.StartChild(Spec("after", "exit0", 50));
+        _pids.Add(h.WaitForStartup(Patience));
+        h.WaitForShutdown(Patience);
+        Assert.That(h.GetStatus(), Is.EqualTo(BgwHandleStatus.Stopped));
+        Assert.That(Starts(c), Is.EqualTo(startsBefore + 1), "the new child used the new shared memory");
+        Assert.That(c.CrashRestarts, Is.EqualTo(restarts), "its clean exit was no crash");
+        Assert.That(c.State, Is.EqualTo(ClusterState.Running));
+    }
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int SysKill(int pid, int sig);
+
+    private const int SIGQUIT = 3;
+
+    [Test]
+    public void ChildKilledWithSigquitCausesCrashRestart()
+    {
+        if (OperatingSystem.IsWindows())
+            return; // no signals; TerminateProcess is covered by KilledChildCausesCrashRestartWithNewSegment
+        Cluster c = Start(Builder("pm-sigquit")
+            .AddBackgroundWorker(Spec("perm1", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("perm2", "sleep", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 2 && c.Procs.GetProcs().Count == 2, "both workers to join");
+        List<int> before = RunningPids(c);
+        int victim = c.GetChildren().Single(ch => ch.Name == "perm2").Pid;
+
+        // PostgreSQL's immediate-stop signal: the .NET runtime's default for SIGQUIT ends the process by it.
+        Assert.That(SysKill(victim, SIGQUIT), Is.Zero);
+
+        WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
+        WaitUntil(() => Starts(c) == 2, "the permanent workers to attach to the new segment");
+        foreach (int pid in before)
+            WaitUntil(() => IsGone(pid), $"old child {pid} to be stopped");
+        Assert.That(RunningPids(c).Intersect(before), Is.Empty);
+        Assert.That(LogText(), Does.Contain($"\"perm2\" (PID {victim}) exited with exit code {128 + SIGQUIT} (on Unix: terminated by signal {SIGQUIT})"));
+        AssertWorksAfterRestart(c, 2);
+    }
+
+    [Test]
+    public void RestartAfterCrashOffShutsDownWhenAChildIsKilled()
+    {
+        Cluster c = Start(Builder("pm-norestart-kill")
+            .WithRestartAfterCrash(false)
+            .AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("victim", "sleep", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 2, "both workers to attach");
+        RunningPids(c);
+        ShmemHandle handle = c.Segment.Handle;
+        using (Process p = Process.GetProcessById(c.GetChildren().Single(ch => ch.Name == "victim").Pid))
+            p.Kill(); // SIGKILL on Unix, TerminateProcess on Windows
+        Assert.That(c.WaitForStopped(Patience), Is.True, "the cluster stops after the crash");
+        Assert.That(c.CrashRestarts, Is.Zero);
+        AssertAllGone();
+        Assert.That(_platform.SharedMemory.QueryStatus(handle.Id).Exists, Is.False, "shared memory destroyed");
+        Assert.That(LogText(), Does.Contain("restart-after-crash is off"));
+        Assert.Throws<InvalidOperationException>(() => c.StartChild(Spec("late", "exit0")));
     }
 
     [Test]
