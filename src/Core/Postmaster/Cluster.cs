@@ -57,6 +57,7 @@
  */
 using System.Diagnostics;
 using System.Globalization;
+using PgIpc.Buffers;
 using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -132,9 +133,10 @@ public sealed class Cluster : IDisposable
     private SinvalQueue _sinval;
     private DsmRegistry _dsm;
     private BackgroundWorkerArray _workers;
+    private BufferPool? _buffers;
 
     private Cluster(ClusterBuilder? builder, IPgIpcPlatform platform, TextWriter log, ShmemSegment segment, ProcArray procs,
-        SinvalQueue sinval, DsmRegistry dsm, BackgroundWorkerArray workers)
+        SinvalQueue sinval, DsmRegistry dsm, BackgroundWorkerArray workers, BufferPool? buffers)
     {
         _builder = builder;
         _platform = platform;
@@ -144,6 +146,7 @@ public sealed class Cluster : IDisposable
         _sinval = sinval;
         _dsm = dsm;
         _workers = workers;
+        _buffers = buffers;
     }
 
     // ------------------------------------------------------------------
@@ -164,7 +167,9 @@ public sealed class Cluster : IDisposable
     /// <summary>CreateSharedMemoryAndSemaphores: a new segment with every subsystem initialised.</summary>
     private static Cluster InitShmem(ClusterBuilder b, IPgIpcPlatform platform, Cluster? into)
     {
+        BufferPoolOptions? bufferOptions = b.BufferOptions; // throws without a data directory, before anything is made
         ShmemSegment seg = ShmemSegment.Create(b.Key, b.Sizes(), platform);
+        BufferPool? buffers = null;
         try
         {
             ProcArray procs = ProcArray.Init(seg, b.ProcOptions, out _);
@@ -174,10 +179,14 @@ public sealed class Cluster : IDisposable
             SinvalQueue sinval = SinvalQueue.Init(seg, procs, out _);
             DsmRegistry dsm = DsmRegistry.Init(seg, procs, b.EffectiveDsmOptions, out _);
             BackgroundWorkerArray workers = BackgroundWorkerArray.Init(seg, b.MaxChildrenValue, out _);
+            ClusterConfig.Init(seg, bufferOptions);
+            if (bufferOptions is not null)
+                buffers = BufferPool.Init(seg, procs, bufferOptions, out _);
             if (into is null)
-                into = new Cluster(b, platform, b.LogWriter ?? Console.Error, seg, procs, sinval, dsm, workers);
+                into = new Cluster(b, platform, b.LogWriter ?? Console.Error, seg, procs, sinval, dsm, workers, buffers);
             else
             {
+                into._buffers = buffers;
                 into._segment = seg;
                 into._procs = procs;
                 into._sinval = sinval;
@@ -190,6 +199,7 @@ public sealed class Cluster : IDisposable
         }
         catch
         {
+            buffers?.Dispose();
             seg.Destroy();
             throw;
         }
@@ -219,7 +229,18 @@ public sealed class Cluster : IDisposable
                 throw new PgIpcException($"segment {seg.Handle.Id} had no sinval queue; it was not made by a ClusterBuilder");
             DsmRegistry dsm = DsmRegistry.Attach(seg);
             BackgroundWorkerArray workers = BackgroundWorkerArray.Attach(seg);
-            return new Cluster(null, seg.Platform, Console.Error, seg, procs, sinval, dsm, workers);
+            BufferPoolOptions? bufferOptions = ClusterConfig.ReadBufferOptions(seg);
+            BufferPool? buffers = null;
+            if (bufferOptions is not null)
+            {
+                buffers = BufferPool.Init(seg, procs, bufferOptions, out bool poolFound);
+                if (!poolFound)
+                {
+                    buffers.Dispose();
+                    throw new PgIpcException($"segment {seg.Handle.Id} records a buffer pool of {bufferOptions.NumBuffers} buffers but has none");
+                }
+            }
+            return new Cluster(null, seg.Platform, Console.Error, seg, procs, sinval, dsm, workers, buffers);
         }
         catch
         {
@@ -248,6 +269,12 @@ public sealed class Cluster : IDisposable
     public DsmRegistry Dsm => _dsm;
 
     public BackgroundWorkerArray BackgroundWorkers => _workers;
+
+    /// <summary>
+    /// The shared buffer pool (<see cref="ClusterBuilder.WithBufferPool"/>), or null when the cluster has none. The
+    /// supervisor replaces it at a crash restart, with the segment.
+    /// </summary>
+    public BufferPool? Buffers => _buffers;
 
     public IPgIpcPlatform Platform => _platform;
 
@@ -539,8 +566,38 @@ public sealed class Cluster : IDisposable
         }
     }
 
+    /// <summary>Writes every dirty shared buffer (the buffer half of the shutdown checkpoint); failures are logged.</summary>
+    private void FlushBuffersAtShutdown()
+    {
+        if (_buffers is null || !_segment.IsAttached)
+            return;
+        Participant? mine = null;
+        try
+        {
+            Participant? me = Participant.CurrentOrNull;
+            if (me is null || me.ProcArray != _procs)
+            {
+                try { mine = _procs.Join(ProcKind.Auxiliary); }
+                catch (NoFreeProcSlotException) { mine = _procs.Join(ProcKind.Backend); }
+                me = mine;
+            }
+            int written = _buffers.FlushAllBuffers(me);
+            if (written > 0)
+                Log($"shutdown: wrote {written} dirty buffers");
+        }
+        catch (Exception ex) when (ex is PgIpcException or IOException or InvalidOperationException)
+        {
+            Log($"shutdown: could not write the dirty buffers: {ex.Message}");
+        }
+        finally
+        {
+            mine?.Dispose();
+        }
+    }
+
     private void DestroyShmem()
     {
+        _buffers?.Dispose();
         if (!_segment.IsAttached)
             return;
         try
@@ -606,6 +663,9 @@ public sealed class Cluster : IDisposable
         {
             KillAllChildren();
             _children.Clear();
+            // The shutdown checkpoint's writes, when every child left on its own (a killed one may hold a buffer lock).
+            if (inTime && mode != ShutdownMode.Immediate && State == ClusterState.ShuttingDown)
+                FlushBuffersAtShutdown();
             DestroyShmem();
             State = ClusterState.Stopped;
         }
@@ -622,6 +682,7 @@ public sealed class Cluster : IDisposable
     {
         if (!IsSupervisor)
         {
+            _buffers?.Dispose();
             _segment.Dispose();
             return;
         }

@@ -11,6 +11,9 @@
  *                  supervisor's death (60 s at most), exit 0
  *     exit0 <ms>   join, sleep ms, exit 0
  *     crash <ms>   join, sleep ms, exit 3
+ *     pages <n>    join, extend relation PagesRelation by n blocks through
+ *                  the cluster's buffer pool, write PageValue(i) at
+ *                  PageOffset of block i, mark them dirty, exit 0
  *   Worker commands:
  *     pm-supervise <backend> <key> <k> <mode> <ms> <dataDir|->
  *                  this worker becomes a supervisor: builds a cluster
@@ -26,7 +29,9 @@
  *     pm-detach                             -> ok
  *-------------------------------------------------------------------------
  */
+using System.Buffers.Binary;
 using System.Globalization;
+using PgIpc.Buffers;
 using PgIpc.Dsm;
 using PgIpc.Latch;
 using PgIpc.Platform;
@@ -41,6 +46,12 @@ internal static class PostmasterWorkerCommands
     public const string CountersName = "test.pm";
     public const int NumCounters = 32;
     public const string RunChildOption = "--run-child";
+
+    public const uint PagesRelation = 4242;
+    public const int PageOffset = 512;
+
+    /// <summary>What the "pages" child writes into block <paramref name="block"/>.</summary>
+    public static long PageValue(long block) => 0x5EED_0000_0000L + block;
 
     private static Cluster? s_cluster;
     private static BackgroundWorkerHandle? s_last;
@@ -94,6 +105,20 @@ internal static class PostmasterWorkerCommands
             case "crash":
                 Thread.Sleep(ms);
                 return 3;
+            case "pages":
+            {
+                BufferPool pool = cluster.Buffers ?? throw new InvalidOperationException("the cluster has no buffer pool");
+                for (int b = 0; b < ms; b++)
+                {
+                    int buf = pool.ReadBuffer(me, PagesRelation, ForkNumber.Main, BufferPool.NewBlock, ReadBufferMode.Extend);
+                    pool.LockBuffer(me, buf, BufferLockMode.Exclusive);
+                    BinaryPrimitives.WriteInt64LittleEndian(pool.GetPage(me, buf)[PageOffset..], PageValue(pool.GetTag(me, buf).BlockNumber));
+                    pool.MarkBufferDirty(me, buf);
+                    pool.LockBuffer(me, buf, BufferLockMode.Unlock);
+                    pool.ReleaseBuffer(me, buf);
+                }
+                return 0;
+            }
             default:
                 return 2;
         }
