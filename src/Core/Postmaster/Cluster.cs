@@ -49,7 +49,21 @@
  *   Shutdown. Smart waits for the children to exit on their own; Fast sets
  *   ShutdownRequested and every participant's latch, then waits; Immediate
  *   kills them. Whichever mode, children still running at the deadline are
- *   killed; then the segment is destroyed. Dispose = Fast + destroy.
+ *   killed; then the segment is destroyed. Dispose = Fast + destroy. When
+ *   every child left on its own (Smart, Fast in time) the buffer pool's
+ *   dirty buffers are written first (the buffer half of the shutdown
+ *   checkpoint); after a kill a child may have died holding a buffer lock,
+ *   so nothing is written, as after a crash.
+ *
+ *   Buffer pool. With ClusterBuilder.WithBufferPool the pool is made in
+ *   every incarnation of shared memory; its size and data directory are
+ *   recorded in "PgIpc.ClusterConfig" (ClusterConfig.cs) so a child attaches
+ *   it from the handle alone.
+ *
+ *   The supervisor killed (SIGKILL). Children see WaitEvents.SupervisorDeath
+ *   and exit; the next Create on the key finds the stale segment and
+ *   removes it and the cluster's other OS objects (ShmemSegment.Create,
+ *   ClusterLeftovers.cs), or refuses while an orphaned child is attached.
  *
  *   Mirrors src/backend/postmaster/postmaster.c (ServerLoop, reaper,
  *   HandleChildCrash, PostmasterStateMachine) and pmchild.c.

@@ -15,7 +15,18 @@
  *     - ours, creator dead and nobody attached: a crashed run's leftover;
  *       remove it and create afresh.
  *   "Anyone attached" is the OS's count where it keeps one (SysV nattch),
- *   else the live pids in the header's attach table (POSIX, Windows).
+ *   the live pids in the header's attach table, and the pids the cluster
+ *   recorded in the segment (the supervisor's and every PGPROC slot's),
+ *   the only witnesses where the OS keeps no count (POSIX, Windows). A
+ *   zombie is not alive here (Linux: /proc/<pid>/stat): it has unmapped
+ *   everything, and where PID 1 does not reap (containers) an orphaned
+ *   child that exited stays one. The refusal says "pre-existing shared
+ *   memory block is still in use by pid N", N the creator if alive, else
+ *   an attached process. Before a stale segment is removed, the other OS
+ *   objects its cluster made (latch FIFOs, semaphores, DSM segments, the
+ *   data directory's DSM files) are removed, found through what the
+ *   segment records (Postmaster/ClusterLeftovers.cs); LeftoversRemoved
+ *   counts them.
  *
  *   Attach. By handle (backend, id, size, cookie): the header's magic,
  *   version, size and cookie must all match, so a forged or stale handle is
