@@ -23,6 +23,11 @@
  *                  -> ok <handle> <dsmHandle> <dsmOsName> <pid>...
  *                  (the test kills this worker with SIGKILL: children
  *                  and OS objects are what it then inspects)
+ *     pm-named-procs <key>
+ *                  on the Posix backend with named semaphores (the macOS
+ *                  path): a segment with a participant slot array, whose
+ *                  semaphores are /dev/shm/sem.pgipc.* and latches FIFOs
+ *                  -> ok <handle>   (the test kills this worker)
  *     pm-attach <handle>                    -> ok
  *     pm-register <name> <restartMs> <mode> [ms] -> ok <slot> <generation>
  *     pm-status <slot> <generation>         -> ok <status> <pid>
@@ -125,6 +130,7 @@ internal static class PostmasterWorkerCommands
     }
 
     private static Cluster? s_supervised;
+    private static ShmemSegment? s_named;
 
     private static string Supervise(string[] a)
     {
@@ -173,6 +179,15 @@ internal static class PostmasterWorkerCommands
             case "pm-supervise":
                 reply = Supervise(a);
                 return true;
+            case "pm-named-procs":
+            {
+                var platform = new NamedSemaphorePosixPlatform();
+                s_named?.Dispose();
+                s_named = ShmemSegment.Create(a[1], NamedSemaphorePosixPlatform.Sizes(), platform);
+                ProcArray.Init(s_named, NamedSemaphorePosixPlatform.Options, out _);
+                reply = $"ok {s_named.Handle}";
+                return true;
+            }
             case "pm-attach":
                 s_cluster?.Dispose();
                 s_cluster = Cluster.AttachChild(a[1]);
@@ -204,4 +219,22 @@ internal static class PostmasterWorkerCommands
                 return false;
         }
     }
+}
+
+/// <summary>The Posix backend with named semaphores (PosixSemaphoreProvider's macOS mode), for leftover tests.</summary>
+internal sealed class NamedSemaphorePosixPlatform : IPgIpcPlatform
+{
+    public static readonly ProcArrayOptions Options = new(MaxBackends: 2, MaxAuxiliary: 1, MaxBackgroundWorkers: 1);
+    private readonly IPgIpcPlatform _posix = PgIpcPlatform.Get("posix");
+    private readonly IProcSemaphoreProvider _named = new PgIpc.Platform.Posix.PosixSemaphoreProvider(forceNamed: true);
+
+    public static ShmemSizeBuilder Sizes() => new ShmemSizeBuilder().RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(Options));
+
+    public string Name => _posix.Name;
+    public bool IsSupported => _posix.IsSupported;
+    public ISharedMemoryProvider SharedMemory => _posix.SharedMemory;
+    public IProcessServices Processes => _posix.Processes;
+    public IProcSemaphoreProvider Semaphores => _named;
+    public ILatchProvider Latches => _posix.Latches;
+    public IDsmProvider Dsm => _posix.Dsm;
 }
