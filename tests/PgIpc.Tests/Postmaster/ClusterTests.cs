@@ -204,7 +204,7 @@ public sealed class ClusterTests(string backend)
         double restartedMs = sw.Elapsed.TotalMilliseconds;
         WaitUntil(() => Starts(c) == 2, "the permanent workers to attach to the new segment");
         double workingMs = sw.Elapsed.TotalMilliseconds;
-        TestContext.Out.WriteLine($"[{backend}] child SIGKILL -> shared memory rebuilt: {restartedMs:F0} ms; -> permanent workers attached to it: {workingMs:F0} ms");
+        TestContext.Out.WriteLine($"[{backend}] child killed (SIGKILL; TerminateProcess on Windows) -> shared memory rebuilt: {restartedMs:F0} ms; -> permanent workers attached to it: {workingMs:F0} ms");
         Assert.That(c.Handle, Is.Not.EqualTo(oldHandle));
         Assert.That(c.Incarnation, Is.EqualTo(2));
         foreach (int pid in before)

@@ -196,7 +196,7 @@ public sealed class SupervisorDeathTests(string backend)
             WaitUntil(() => IsGone(pid), ChildExitBound, $"child {pid} to exit after its supervisor was killed");
             lastExitMs = sw.Elapsed.TotalMilliseconds;
         }
-        TestContext.Out.WriteLine($"[{backend}] supervisor SIGKILL -> last of {s.Pids.Length} children gone: {lastExitMs:F0} ms");
+        TestContext.Out.WriteLine($"[{backend}] supervisor killed (SIGKILL; TerminateProcess on Windows) -> last of {s.Pids.Length} children gone: {lastExitMs:F0} ms");
         WaitUntil(() => IsGone(_supervisor.Pid), Patience, "the supervisor to be gone");
 
         if (!OperatingSystem.IsWindows())
