@@ -451,8 +451,8 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     /// <summary>
-    /// True when <paramref name="pid"/> may hold a mapping: alive, and on Linux not a zombie. kill(pid, 0) reports a
-    /// zombie alive, but a zombie has already unmapped everything; an orphaned child that exited stays one for good
+    /// True when <paramref name="pid"/> may hold a mapping: alive, and on Linux not a zombie whose threads are all gone.
+    /// kill(pid, 0) reports a zombie alive, but a zombie has already unmapped everything; an orphaned child that exited stays one for good
     /// where PID 1 does not reap (containers), and must not keep the cluster from starting.
     /// </summary>
     internal static bool IsLiveAttacher(IPgIpcPlatform platform, int pid)
@@ -466,7 +466,11 @@ public sealed unsafe class ShmemSegment : IDisposable
             // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain ')' so the state follows the last one.
             string stat = File.ReadAllText($"/proc/{pid}/stat");
             int close = stat.LastIndexOf(')');
-            return close < 0 || close + 2 >= stat.Length || stat[close + 2] != 'Z';
+            if (close < 0 || close + 2 >= stat.Length || stat[close + 2] != 'Z')
+                return true;
+            // A zombie leader whose other threads are still exiting may still hold the mappings (the last thread out
+            // drops them): dead only once it is the only task left.
+            return Directory.GetDirectories($"/proc/{pid}/task").Length > 1;
         }
         catch (IOException)
         {
