@@ -172,6 +172,8 @@ public sealed class Cluster : IDisposable
         IPgIpcPlatform platform = b.PlatformChoice ?? PgIpcPlatform.Current;
         Cluster c = InitShmem(b, platform, null);
         c._incarnation = 1;
+        if (c._segment.ReplacedStaleSegment)
+            c.Log($"removed the shared memory of a crashed run of \"{b.Key}\" and {c._segment.LeftoversRemoved} other leftover OS object set(s)");
         c.RunStartupHooks();
         foreach (ChildSpec spec in b.StaticWorkers)
             c.AddRecord(spec, 0);

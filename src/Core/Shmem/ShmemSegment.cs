@@ -129,6 +129,9 @@ public sealed unsafe class ShmemSegment : IDisposable
     /// </summary>
     public int LeftoversRemoved { get; private set; }
 
+    /// <summary>True when Create removed a stale segment of a crashed run of this cluster before making this one.</summary>
+    public bool ReplacedStaleSegment { get; private set; }
+
     /// <summary>The DSM segments among <see cref="LeftoversRemoved"/> (DsmRegistry reports them).</summary>
     internal int DsmLeftoversRemoved { get; private set; }
 
@@ -201,6 +204,7 @@ public sealed unsafe class ShmemSegment : IDisposable
                 {
                     ShmemSegment seg = InitializeNew(platform, mapping, key, keyHash, size, indexCapacity);
                     seg.LeftoversRemoved = leftovers.All;
+                    seg.ReplacedStaleSegment = leftovers.StaleSegments > 0;
                     seg.DsmLeftoversRemoved = leftovers.Dsm;
                     return seg;
                 }
@@ -210,8 +214,8 @@ public sealed unsafe class ShmemSegment : IDisposable
                     goto nextId;
                 if (verdict == Existing.InUse)
                     throw new SharedMemoryInUseException(id, pid, attached);
-                if (verdict == Existing.Stale)
-                    shm.Remove(id);
+                if (verdict == Existing.Stale && shm.Remove(id))
+                    leftovers.StaleSegments++;
                 // Vanished or removed: try the same id again.
             }
             throw new PgIpcException($"could not create shared memory segment {id} for \"{key}\": it kept reappearing (another process is creating the same cluster)");
@@ -356,6 +360,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     {
         public int All;
         public int Dsm;
+        public int StaleSegments;
     }
 
     /// <summary>

@@ -213,6 +213,11 @@ public sealed class SupervisorDeathTests(string backend)
         Cluster c = Builder(key).WithDataDirectory(_dataDir).Build();
         _clusters.Add(c);
         Assert.That(c.Segment.Handle.Cookie, Is.Not.EqualTo(s.Handle.Cookie), "a new segment");
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.That(c.Segment.ReplacedStaleSegment, Is.True);
+            Assert.That(c.Segment.LeftoversRemoved, Is.GreaterThanOrEqualTo(1), "at least the DSM segment");
+        }
         foreach (string n in oldNames)
             Assert.That(Exists(n), Is.False, $"{n} was removed");
         Assert.That(_platform.Dsm.Remove(c.Dsm.Implementation, s.DsmHandle, _dataDir), Is.False, "the old DSM segment was removed");
