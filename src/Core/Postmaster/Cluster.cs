@@ -140,6 +140,7 @@ public sealed class Cluster : IDisposable
     private Thread? _loop;
     private volatile bool _loopExit;
     private int _crashRestarts;
+    private bool _uncleanExit; // under _lock: a child of this shared memory was killed or exited non-zero during shutdown (no shutdown writes)
     private int _incarnation;
 
     private ShmemSegment _segment;
@@ -426,7 +427,10 @@ public sealed class Cluster : IDisposable
             if (code == 0 || State == ClusterState.ShuttingDown)
             {
                 if (code != 0)
+                {
                     Log($"{Describe(r)} exited with exit code {code} during shutdown");
+                    _uncleanExit = true;
+                }
                 _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
                 _children.RemoveAt(i);
                 anyClean = true;
@@ -528,6 +532,7 @@ public sealed class Cluster : IDisposable
             return;
         }
         Log("all server processes terminated; reinitializing shared memory");
+        _uncleanExit = false; // the killed ones' locks went with the old segment
         DestroyShmem();
         InitShmem(_builder, _platform, this);
         Interlocked.Increment(ref _incarnation);
@@ -568,7 +573,10 @@ public sealed class Cluster : IDisposable
             try
             {
                 if (!r.Process.HasExited)
+                {
+                    _uncleanExit = true;
                     r.Process.Kill(entireProcessTree: true);
+                }
             }
             catch (InvalidOperationException)
             {
@@ -680,7 +688,7 @@ public sealed class Cluster : IDisposable
             KillAllChildren();
             _children.Clear();
             // The shutdown checkpoint's writes, when every child left on its own (a killed one may hold a buffer lock).
-            if (inTime && mode != ShutdownMode.Immediate && State == ClusterState.ShuttingDown)
+            if (inTime && !_uncleanExit && mode != ShutdownMode.Immediate && State == ClusterState.ShuttingDown)
                 FlushBuffersAtShutdown();
             DestroyShmem();
             State = ClusterState.Stopped;
