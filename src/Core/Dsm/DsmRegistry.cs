@@ -32,8 +32,11 @@
  *   processes killed with SIGKILL while attached.
  *
  *   Crash leftovers. PostgreSQL finds the old control segment through
- *   postmaster.pid. Our main segment does not survive a crash restart
- *   (ShmemSegment.Create removes the stale one), so when the cluster has a
+ *   postmaster.pid. Ours is in the main segment: when ShmemSegment.Create
+ *   finds a dead run's stale segment it removes every segment that table
+ *   lists before removing the stale segment (RemoveLeftoversOf, called
+ *   through Postmaster/ClusterLeftovers.cs). As a second record, for a
+ *   stale segment someone else already removed, when the cluster has a
  *   data directory the table's live handles are mirrored in
  *   "<dataDir>/pg_dynshmem/control" (one "<kind> <handle>" per line,
  *   rewritten under the control lock, replaced atomically by rename). The
@@ -136,7 +139,10 @@ public sealed unsafe class DsmRegistry
     /// <summary>Control table slots.</summary>
     public int MaxSegments => _header->MaxItems;
 
-    /// <summary>OS objects of a crashed run that the Init which created the table removed.</summary>
+    /// <summary>
+    /// OS objects of a crashed run removed for this table: those ShmemSegment.Create found through the stale main
+    /// segment's table (see RemoveLeftoversOf) plus those the Init which created the table found in the data directory.
+    /// </summary>
     public int LeftoversRemoved { get; private set; }
 
     /// <summary>The main segment this registry lives in.</summary>
@@ -194,8 +200,8 @@ public sealed unsafe class DsmRegistry
             h->Magic = DsmControlHeader.MagicValue;
         }, out found);
         DsmRegistry reg = Register(new DsmRegistry(segment, procs, Check((DsmControlHeader*)region.Pointer, segment)));
-        if (!found && reg.DataDirectory is not null)
-            reg.LeftoversRemoved = CleanupUsingControlFile(segment.Platform, reg.DataDirectory);
+        if (!found)
+            reg.LeftoversRemoved = segment.DsmLeftoversRemoved + (reg.DataDirectory is null ? 0 : CleanupUsingControlFile(segment.Platform, reg.DataDirectory));
         if (!found)
             reg.WriteControlFile();
         return reg;
@@ -517,6 +523,51 @@ public sealed unsafe class DsmRegistry
         foreach (uint h in handles)
             if (h != 0 && platform.Dsm.Remove(kind, h, dataDirectory))
                 n++;
+        return n;
+    }
+
+    /// <summary>
+    /// A stale main segment's leftovers (its cluster is dead: ShmemSegment.Create found it so): removes every
+    /// segment its control table lists, then the data directory's DSM files (the control file's segments, "mmap.*",
+    /// the control file itself). Reads the table without its locks: whoever held them is dead. Returns how many
+    /// objects existed.
+    /// </summary>
+    internal static int RemoveLeftoversOf(ShmemSegment stale)
+    {
+        if (!stale.TryFindReadyStruct(ShmemName, out ShmemRegion region) || region.Size < sizeof(DsmControlHeader))
+            return 0;
+        var h = (DsmControlHeader*)region.Pointer;
+        if (h->Magic != DsmControlHeader.MagicValue || h->MaxItems <= 0 ||
+            region.Size < sizeof(DsmControlHeader) + (long)h->MaxItems * sizeof(DsmControlItem) + sizeof(int))
+            return 0;
+        var items = (DsmControlItem*)((byte*)h + sizeof(DsmControlHeader));
+        byte* dd = (byte*)items + (long)h->MaxItems * sizeof(DsmControlItem);
+        int ddLen = *(int*)dd;
+        string? dataDirectory = ddLen > 0 && ddLen <= DsmOptions.MaxDataDirectoryBytes && region.Size >= (dd - region.Pointer) + sizeof(int) + ddLen
+            ? Encoding.UTF8.GetString(dd + sizeof(int), ddLen) : null;
+        IPgIpcPlatform platform = stale.Platform;
+        int n = 0;
+        int used = Math.Min(h->NItems, h->MaxItems);
+        for (int i = 0; i < used; i++)
+        {
+            // Moribund (1) included: its remover died before finishing.
+            DsmControlItem it = items[i];
+            var kind = (DsmImplementation)it.Implementation;
+            if (it.RefCnt != 0 && it.Handle != 0 && platform.Dsm.Implementations.Contains(kind) &&
+                (kind != DsmImplementation.Mmap || dataDirectory is not null) && platform.Dsm.Remove(kind, it.Handle, dataDirectory))
+                n++;
+        }
+        if (dataDirectory is not null)
+        {
+            n += CleanupUsingControlFile(platform, dataDirectory);
+            string dir = Path.Combine(dataDirectory, DynShmemDirectory);
+            if (Directory.Exists(dir))
+            {
+                // The control file and a rewrite a killed process left half-done ("control.<pid>.tmp").
+                foreach (string f in Directory.EnumerateFiles(dir, ControlFileName + "*"))
+                    File.Delete(f);
+            }
+        }
         return n;
     }
 

@@ -39,7 +39,7 @@ public sealed class SharedMemoryInUseException : PgIpcException
 {
     public int Pid { get; }
     public SharedMemoryInUseException(string segment, int pid, long attached)
-        : base($"shared memory segment {segment} is in use by pid {pid} ({attached} process(es) attached); stop that process or remove the segment first")
+        : base($"pre-existing shared memory block is still in use by pid {pid} (segment {segment}, {attached} process(es) attached); stop that process or remove the segment first")
     {
         Pid = pid;
     }

@@ -24,9 +24,13 @@
  *   array's one spinlock: registration is rare, the critical sections are a
  *   few stores, and a single protector leaves nothing to pair.
  *
- *   Waiting for start-up or shutdown polls the slot every few milliseconds
- *   (PostgreSQL sleeps on the waiter's latch, which the postmaster sets via
- *   bgw_notify_pid); that is a later refinement.
+ *   Waiting for start-up or shutdown polls the slot every 5 ms (PostgreSQL
+ *   sleeps on the waiter's latch, which the postmaster sets via
+ *   bgw_notify_pid). Not done yet because a latch or condition variable
+ *   wait needs the waiter to be a participant (handles are waited on from
+ *   any thread), a notify slot in the shared layout, and care at a crash
+ *   restart, where the supervisor unmaps the segment the wait would sleep
+ *   in; the poll is bounded by the caller's timeout either way.
  *
  *   Mirrors src/backend/postmaster/bgworker.c.
  *-------------------------------------------------------------------------

@@ -49,7 +49,21 @@
  *   Shutdown. Smart waits for the children to exit on their own; Fast sets
  *   ShutdownRequested and every participant's latch, then waits; Immediate
  *   kills them. Whichever mode, children still running at the deadline are
- *   killed; then the segment is destroyed. Dispose = Fast + destroy.
+ *   killed; then the segment is destroyed. Dispose = Fast + destroy. When
+ *   every child left on its own (Smart, Fast in time) the buffer pool's
+ *   dirty buffers are written first (the buffer half of the shutdown
+ *   checkpoint); after a kill a child may have died holding a buffer lock,
+ *   so nothing is written, as after a crash.
+ *
+ *   Buffer pool. With ClusterBuilder.WithBufferPool the pool is made in
+ *   every incarnation of shared memory; its size and data directory are
+ *   recorded in "PgIpc.ClusterConfig" (ClusterConfig.cs) so a child attaches
+ *   it from the handle alone.
+ *
+ *   The supervisor killed (SIGKILL). Children see WaitEvents.SupervisorDeath
+ *   and exit; the next Create on the key finds the stale segment and
+ *   removes it and the cluster's other OS objects (ShmemSegment.Create,
+ *   ClusterLeftovers.cs), or refuses while an orphaned child is attached.
  *
  *   Mirrors src/backend/postmaster/postmaster.c (ServerLoop, reaper,
  *   HandleChildCrash, PostmasterStateMachine) and pmchild.c.
@@ -57,6 +71,7 @@
  */
 using System.Diagnostics;
 using System.Globalization;
+using PgIpc.Buffers;
 using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -125,6 +140,7 @@ public sealed class Cluster : IDisposable
     private Thread? _loop;
     private volatile bool _loopExit;
     private int _crashRestarts;
+    private bool _uncleanExit; // under _lock: a child of this shared memory was killed or exited non-zero during shutdown (no shutdown writes)
     private int _incarnation;
 
     private ShmemSegment _segment;
@@ -132,9 +148,10 @@ public sealed class Cluster : IDisposable
     private SinvalQueue _sinval;
     private DsmRegistry _dsm;
     private BackgroundWorkerArray _workers;
+    private BufferPool? _buffers;
 
     private Cluster(ClusterBuilder? builder, IPgIpcPlatform platform, TextWriter log, ShmemSegment segment, ProcArray procs,
-        SinvalQueue sinval, DsmRegistry dsm, BackgroundWorkerArray workers)
+        SinvalQueue sinval, DsmRegistry dsm, BackgroundWorkerArray workers, BufferPool? buffers)
     {
         _builder = builder;
         _platform = platform;
@@ -144,6 +161,7 @@ public sealed class Cluster : IDisposable
         _sinval = sinval;
         _dsm = dsm;
         _workers = workers;
+        _buffers = buffers;
     }
 
     // ------------------------------------------------------------------
@@ -155,6 +173,8 @@ public sealed class Cluster : IDisposable
         IPgIpcPlatform platform = b.PlatformChoice ?? PgIpcPlatform.Current;
         Cluster c = InitShmem(b, platform, null);
         c._incarnation = 1;
+        if (c._segment.ReplacedStaleSegment)
+            c.Log($"removed the shared memory of a crashed run of \"{b.Key}\" and {c._segment.LeftoversRemoved} other leftover OS object set(s)");
         c.RunStartupHooks();
         foreach (ChildSpec spec in b.StaticWorkers)
             c.AddRecord(spec, 0);
@@ -164,7 +184,9 @@ public sealed class Cluster : IDisposable
     /// <summary>CreateSharedMemoryAndSemaphores: a new segment with every subsystem initialised.</summary>
     private static Cluster InitShmem(ClusterBuilder b, IPgIpcPlatform platform, Cluster? into)
     {
+        BufferPoolOptions? bufferOptions = b.BufferOptions; // throws without a data directory, before anything is made
         ShmemSegment seg = ShmemSegment.Create(b.Key, b.Sizes(), platform);
+        BufferPool? buffers = null;
         try
         {
             ProcArray procs = ProcArray.Init(seg, b.ProcOptions, out _);
@@ -174,10 +196,14 @@ public sealed class Cluster : IDisposable
             SinvalQueue sinval = SinvalQueue.Init(seg, procs, out _);
             DsmRegistry dsm = DsmRegistry.Init(seg, procs, b.EffectiveDsmOptions, out _);
             BackgroundWorkerArray workers = BackgroundWorkerArray.Init(seg, b.MaxChildrenValue, out _);
+            ClusterConfig.Init(seg, bufferOptions);
+            if (bufferOptions is not null)
+                buffers = BufferPool.Init(seg, procs, bufferOptions, out _);
             if (into is null)
-                into = new Cluster(b, platform, b.LogWriter ?? Console.Error, seg, procs, sinval, dsm, workers);
+                into = new Cluster(b, platform, b.LogWriter ?? Console.Error, seg, procs, sinval, dsm, workers, buffers);
             else
             {
+                into._buffers = buffers;
                 into._segment = seg;
                 into._procs = procs;
                 into._sinval = sinval;
@@ -190,6 +216,7 @@ public sealed class Cluster : IDisposable
         }
         catch
         {
+            buffers?.Dispose();
             seg.Destroy();
             throw;
         }
@@ -219,7 +246,18 @@ public sealed class Cluster : IDisposable
                 throw new PgIpcException($"segment {seg.Handle.Id} had no sinval queue; it was not made by a ClusterBuilder");
             DsmRegistry dsm = DsmRegistry.Attach(seg);
             BackgroundWorkerArray workers = BackgroundWorkerArray.Attach(seg);
-            return new Cluster(null, seg.Platform, Console.Error, seg, procs, sinval, dsm, workers);
+            BufferPoolOptions? bufferOptions = ClusterConfig.ReadBufferOptions(seg);
+            BufferPool? buffers = null;
+            if (bufferOptions is not null)
+            {
+                buffers = BufferPool.Init(seg, procs, bufferOptions, out bool poolFound);
+                if (!poolFound)
+                {
+                    buffers.Dispose();
+                    throw new PgIpcException($"segment {seg.Handle.Id} records a buffer pool of {bufferOptions.NumBuffers} buffers but has none");
+                }
+            }
+            return new Cluster(null, seg.Platform, Console.Error, seg, procs, sinval, dsm, workers, buffers);
         }
         catch
         {
@@ -248,6 +286,12 @@ public sealed class Cluster : IDisposable
     public DsmRegistry Dsm => _dsm;
 
     public BackgroundWorkerArray BackgroundWorkers => _workers;
+
+    /// <summary>
+    /// The shared buffer pool (<see cref="ClusterBuilder.WithBufferPool"/>), or null when the cluster has none. The
+    /// supervisor replaces it at a crash restart, with the segment.
+    /// </summary>
+    public BufferPool? Buffers => _buffers;
 
     public IPgIpcPlatform Platform => _platform;
 
@@ -383,7 +427,10 @@ public sealed class Cluster : IDisposable
             if (code == 0 || State == ClusterState.ShuttingDown)
             {
                 if (code != 0)
+                {
                     Log($"{Describe(r)} exited with exit code {code} during shutdown");
+                    _uncleanExit = true;
+                }
                 _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
                 _children.RemoveAt(i);
                 anyClean = true;
@@ -485,6 +532,7 @@ public sealed class Cluster : IDisposable
             return;
         }
         Log("all server processes terminated; reinitializing shared memory");
+        _uncleanExit = false; // the killed ones' locks went with the old segment
         DestroyShmem();
         InitShmem(_builder, _platform, this);
         Interlocked.Increment(ref _incarnation);
@@ -525,7 +573,10 @@ public sealed class Cluster : IDisposable
             try
             {
                 if (!r.Process.HasExited)
+                {
+                    _uncleanExit = true;
                     r.Process.Kill(entireProcessTree: true);
+                }
             }
             catch (InvalidOperationException)
             {
@@ -539,8 +590,38 @@ public sealed class Cluster : IDisposable
         }
     }
 
+    /// <summary>Writes every dirty shared buffer (the buffer half of the shutdown checkpoint); failures are logged.</summary>
+    private void FlushBuffersAtShutdown()
+    {
+        if (_buffers is null || !_segment.IsAttached)
+            return;
+        Participant? mine = null;
+        try
+        {
+            Participant? me = Participant.CurrentOrNull;
+            if (me is null || me.ProcArray != _procs)
+            {
+                try { mine = _procs.Join(ProcKind.Auxiliary); }
+                catch (NoFreeProcSlotException) { mine = _procs.Join(ProcKind.Backend); }
+                me = mine;
+            }
+            int written = _buffers.FlushAllBuffers(me);
+            if (written > 0)
+                Log($"shutdown: wrote {written} dirty buffers");
+        }
+        catch (Exception ex) when (ex is PgIpcException or IOException or InvalidOperationException)
+        {
+            Log($"shutdown: could not write the dirty buffers: {ex.Message}");
+        }
+        finally
+        {
+            mine?.Dispose();
+        }
+    }
+
     private void DestroyShmem()
     {
+        _buffers?.Dispose();
         if (!_segment.IsAttached)
             return;
         try
@@ -606,6 +687,9 @@ public sealed class Cluster : IDisposable
         {
             KillAllChildren();
             _children.Clear();
+            // The shutdown checkpoint's writes, when every child left on its own (a killed one may hold a buffer lock).
+            if (inTime && !_uncleanExit && mode != ShutdownMode.Immediate && State == ClusterState.ShuttingDown)
+                FlushBuffersAtShutdown();
             DestroyShmem();
             State = ClusterState.Stopped;
         }
@@ -622,6 +706,7 @@ public sealed class Cluster : IDisposable
     {
         if (!IsSupervisor)
         {
+            _buffers?.Dispose();
             _segment.Dispose();
             return;
         }

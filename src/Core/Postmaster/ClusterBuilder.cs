@@ -5,6 +5,11 @@
  *   named LWLock tranches, static background workers and the options.
  *
  * NOTES
+ *   Options: participant slots, worker slots, restart-after-crash, data
+ *   directory, DSM settings, the shared buffer pool (WithBufferPool, which
+ *   needs the data directory: Build throws InvalidOperationException
+ *   without one), the backend, the log and the stop grace.
+ *
  *   PostgreSQL's postmaster calls each module's XxxShmemSize (and the
  *   shmem_request_hook, where extensions call RequestAddinShmemSpace and
  *   RequestNamedLWLockTranche), totals them with add_size in
@@ -16,6 +21,7 @@
  *   Mirrors src/backend/storage/ipc/ipci.c.
  *-------------------------------------------------------------------------
  */
+using PgIpc.Buffers;
 using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -49,6 +55,7 @@ public sealed class ClusterBuilder
     internal int MaxChildrenValue { get; private set; } = 16;
     internal TextWriter? LogWriter { get; private set; }
     internal TimeSpan StopGraceValue { get; private set; } = TimeSpan.FromSeconds(2);
+    internal int? BufferCountValue { get; private set; }
 
     /// <summary>The OS backend (default: <see cref="PgIpcPlatform.Current"/>).</summary>
     public ClusterBuilder WithPlatform(IPgIpcPlatform platform)
@@ -86,6 +93,20 @@ public sealed class ClusterBuilder
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         DataDirectoryValue = path;
+        return this;
+    }
+
+    /// <summary>
+    /// A shared buffer pool of <paramref name="numBuffers"/> 8 KiB buffers (shared_buffers) over relation files in the
+    /// data directory, which <see cref="WithDataDirectory"/> must name. Created by Build and again at each crash
+    /// restart; children find it in <see cref="Cluster.Buffers"/>.
+    /// </summary>
+    public ClusterBuilder WithBufferPool(int numBuffers)
+    {
+        // Same bounds as BufferPoolOptions, checked here so the caller learns at once.
+        ArgumentOutOfRangeException.ThrowIfLessThan(numBuffers, 16);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(numBuffers, 1 << 30);
+        BufferCountValue = numBuffers;
         return this;
     }
 
@@ -142,6 +163,13 @@ public sealed class ClusterBuilder
         return this;
     }
 
+    /// <summary>The buffer pool's options, or null without one. Throws when the pool has no data directory.</summary>
+    internal BufferPoolOptions? BufferOptions
+        => BufferCountValue is not int n ? null
+            : DataDirectoryValue is null
+                ? throw new InvalidOperationException($"cluster \"{Key}\": WithBufferPool({n}) needs a data directory for its relation files; call WithDataDirectory")
+                : new BufferPoolOptions(n, DataDirectoryValue);
+
     internal DsmOptions EffectiveDsmOptions
         => DsmSettings.DataDirectory is null && DataDirectoryValue is not null ? DsmSettings with { DataDirectory = DataDirectoryValue } : DsmSettings;
 
@@ -156,7 +184,10 @@ public sealed class ClusterBuilder
             .RequestAddinShmemSpace(Signals.PMSignal.ShmemName, Signals.PMSignal.ShmemSize())
             .RequestAddinShmemSpace(Sinval.SinvalQueue.ShmemName, Sinval.SinvalQueue.ShmemSize(o.TotalProcs))
             .RequestAddinShmemSpace(DsmRegistry.ShmemName, DsmRegistry.ShmemSize(EffectiveDsmOptions))
-            .RequestAddinShmemSpace(BackgroundWorkerArray.ShmemName, BackgroundWorkerArray.ShmemSize(MaxChildrenValue));
+            .RequestAddinShmemSpace(BackgroundWorkerArray.ShmemName, BackgroundWorkerArray.ShmemSize(MaxChildrenValue))
+            .RequestAddinShmemSpace(ClusterConfig.ShmemName, ClusterConfig.ShmemSize);
+        if (BufferOptions is { } bo)
+            sizes.RequestAddinShmemSpace("PgIpc.BufferPool", BufferPool.ShmemSize(bo));
         foreach ((string name, long size) in ShmemRequests)
             sizes.RequestAddinShmemSpace(name, size);
         return sizes;

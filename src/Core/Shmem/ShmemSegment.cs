@@ -15,7 +15,18 @@
  *     - ours, creator dead and nobody attached: a crashed run's leftover;
  *       remove it and create afresh.
  *   "Anyone attached" is the OS's count where it keeps one (SysV nattch),
- *   else the live pids in the header's attach table (POSIX, Windows).
+ *   the live pids in the header's attach table, and the pids the cluster
+ *   recorded in the segment (the supervisor's and every PGPROC slot's),
+ *   the only witnesses where the OS keeps no count (POSIX, Windows). A
+ *   zombie is not alive here (Linux: /proc/<pid>/stat): it has unmapped
+ *   everything, and where PID 1 does not reap (containers) an orphaned
+ *   child that exited stays one. The refusal says "pre-existing shared
+ *   memory block is still in use by pid N", N the creator if alive, else
+ *   an attached process. Before a stale segment is removed, the other OS
+ *   objects its cluster made (latch FIFOs, semaphores, DSM segments, the
+ *   data directory's DSM files) are removed, found through what the
+ *   segment records (Postmaster/ClusterLeftovers.cs); LeftoversRemoved
+ *   counts them.
  *
  *   Attach. By handle (backend, id, size, cookie): the header's magic,
  *   version, size and cookie must all match, so a forged or stale handle is
@@ -112,6 +123,18 @@ public sealed unsafe class ShmemSegment : IDisposable
     /// <summary>The cluster key this segment was created for.</summary>
     public string Key { get; }
 
+    /// <summary>
+    /// OS objects of a crashed run of this cluster that <see cref="Create(string, long, IPgIpcPlatform?, int)"/>
+    /// removed before making this segment (semaphores, latch FIFOs, DSM segments; not the stale segment itself).
+    /// </summary>
+    public int LeftoversRemoved { get; private set; }
+
+    /// <summary>True when Create removed a stale segment of a crashed run of this cluster before making this one.</summary>
+    public bool ReplacedStaleSegment { get; private set; }
+
+    /// <summary>The DSM segments among <see cref="LeftoversRemoved"/> (DsmRegistry reports them).</summary>
+    internal int DsmLeftoversRemoved { get; private set; }
+
     /// <summary>True in the process (object) that created the segment.</summary>
     public bool IsCreator { get; }
 
@@ -171,21 +194,28 @@ public sealed unsafe class ShmemSegment : IDisposable
         ISharedMemoryProvider shm = platform.SharedMemory;
         ulong keyHash = HashKey(key);
 
+        var leftovers = new LeftoverCount();
         foreach (string id in shm.CandidateIds(keyHash))
         {
             for (int attempt = 0; attempt < 5; attempt++)
             {
                 IMappedSegment? mapping = shm.TryCreate(id, size);
                 if (mapping is not null)
-                    return InitializeNew(platform, mapping, key, keyHash, size, indexCapacity);
+                {
+                    ShmemSegment seg = InitializeNew(platform, mapping, key, keyHash, size, indexCapacity);
+                    seg.LeftoversRemoved = leftovers.All;
+                    seg.ReplacedStaleSegment = leftovers.StaleSegments > 0;
+                    seg.DsmLeftoversRemoved = leftovers.Dsm;
+                    return seg;
+                }
 
-                Existing verdict = ExamineExisting(platform, id, keyHash, out int pid, out long attached);
+                Existing verdict = ExamineExisting(platform, id, keyHash, leftovers, out int pid, out long attached);
                 if (verdict == Existing.Foreign)
                     goto nextId;
                 if (verdict == Existing.InUse)
                     throw new SharedMemoryInUseException(id, pid, attached);
-                if (verdict == Existing.Stale)
-                    shm.Remove(id);
+                if (verdict == Existing.Stale && shm.Remove(id))
+                    leftovers.StaleSegments++;
                 // Vanished or removed: try the same id again.
             }
             throw new PgIpcException($"could not create shared memory segment {id} for \"{key}\": it kept reappearing (another process is creating the same cluster)");
@@ -325,8 +355,20 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     private enum Existing { Vanished, Foreign, Stale, InUse }
 
-    /// <summary>Looks at an existing OS object with a candidate id (see file notes).</summary>
-    private static Existing ExamineExisting(IPgIpcPlatform platform, string id, ulong? keyHash, out int pid, out long attached)
+    /// <summary>What ExamineExisting's leftover removal removed, over all stale segments it met.</summary>
+    internal sealed class LeftoverCount
+    {
+        public int All;
+        public int Dsm;
+        public int StaleSegments;
+    }
+
+    /// <summary>
+    /// Looks at an existing OS object with a candidate id (see file notes). With <paramref name="removeLeftovers"/>,
+    /// a stale PgIpc segment's other OS objects are removed (see <see cref="Postmaster.ClusterLeftovers"/>) while it is
+    /// still mapped here; the caller then removes the segment itself.
+    /// </summary>
+    private static Existing ExamineExisting(IPgIpcPlatform platform, string id, ulong? keyHash, LeftoverCount? removeLeftovers, out int pid, out long attached)
     {
         pid = 0;
         attached = 0;
@@ -365,17 +407,83 @@ public sealed unsafe class ShmemSegment : IDisposable
                 return Existing.Foreign;
 
             int creator = h->CreatorPid;
-            bool creatorAlive = platform.Processes.IsAlive(creator);
+            bool creatorAlive = IsLiveAttacher(platform, creator);
             int firstLive = 0;
             long livePids = CountLiveAttached(platform, h, ref firstLive);
             long osCount = status.AttachCount; // read before our probe attached
             attached = Math.Max(osCount, livePids);
-            if (creatorAlive || attached > 0)
+            // The participants the cluster recorded (PGPROC pids, the supervisor's): a second witness where the
+            // OS keeps no count (POSIX shm, Windows) and the attach table may have been overrun or cleared.
+            ShmemSegment? view = mapping.Size >= h->TotalSize && h->TotalSize > 0 && Volatile.Read(ref h->State) == (int)ShmemState.Ready
+                ? new ShmemSegment(platform, mapping, isCreator: false, ReadKey(h))
+                : null;
+            try
             {
-                pid = creatorAlive ? creator : firstLive != 0 ? firstLive : status.CreatorPid;
-                return Existing.InUse;
+                int clusterLive = 0;
+                if (!creatorAlive && attached == 0 && view is not null)
+                {
+                    foreach (int p in Postmaster.ClusterLeftovers.RecordedPids(view))
+                    {
+                        if (p != creator && IsLiveAttacher(platform, p))
+                        {
+                            clusterLive = p;
+                            attached = 1;
+                            break;
+                        }
+                    }
+                }
+                if (creatorAlive || attached > 0)
+                {
+                    pid = creatorAlive ? creator : firstLive != 0 ? firstLive : clusterLive != 0 ? clusterLive : status.CreatorPid;
+                    return Existing.InUse;
+                }
+                if (removeLeftovers is not null && view is not null)
+                    Postmaster.ClusterLeftovers.Remove(view, removeLeftovers);
+                return Existing.Stale;
             }
-            return Existing.Stale;
+            finally
+            {
+                view?.ReleaseView();
+            }
+        }
+    }
+
+    /// <summary>A view made by ExamineExisting over a mapping it owns: forget it without unmapping.</summary>
+    private void ReleaseView()
+    {
+        _state = 1;
+        _mapping = null;
+    }
+
+    /// <summary>
+    /// True when <paramref name="pid"/> may hold a mapping: alive, and on Linux not a zombie whose threads are all gone.
+    /// kill(pid, 0) reports a zombie alive, but a zombie has already unmapped everything; an orphaned child that exited stays one for good
+    /// where PID 1 does not reap (containers), and must not keep the cluster from starting.
+    /// </summary>
+    internal static bool IsLiveAttacher(IPgIpcPlatform platform, int pid)
+    {
+        if (!platform.Processes.IsAlive(pid))
+            return false;
+        if (!OperatingSystem.IsLinux())
+            return true;
+        try
+        {
+            // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain ')' so the state follows the last one.
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            int close = stat.LastIndexOf(')');
+            if (close < 0 || close + 2 >= stat.Length || stat[close + 2] != 'Z')
+                return true;
+            // A zombie leader whose other threads are still exiting may still hold the mappings (the last thread out
+            // drops them): dead only once it is the only task left.
+            return Directory.GetDirectories($"/proc/{pid}/task").Length > 1;
+        }
+        catch (IOException)
+        {
+            return false; // gone between the two checks
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return true;
         }
     }
 
@@ -385,7 +493,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
         {
             int p = Volatile.Read(ref h->AttachedPids[i]);
-            if (p != 0 && platform.Processes.IsAlive(p))
+            if (p != 0 && IsLiveAttacher(platform, p))
             {
                 if (firstLive == 0)
                     firstLive = p;
@@ -535,6 +643,27 @@ public sealed unsafe class ShmemSegment : IDisposable
             return false;
         }
         WaitEntryReady(e, name);
+        region = new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
+        return true;
+    }
+
+    /// <summary>
+    /// Looks up a named structure whose initialisation finished, without waiting (a stale segment's leftovers: an
+    /// entry still Initializing there belongs to a dead process).
+    /// </summary>
+    internal bool TryFindReadyStruct(string name, out ShmemRegion region)
+    {
+        ThrowIfNotAttached();
+        Span<byte> nameBytes = stackalloc byte[64];
+        int n = ShmemIndex.EncodeName(name, nameBytes);
+        nameBytes = nameBytes[..n];
+        ShmemIndexEntry* e = LookupLockFree(nameBytes, ShmemIndex.HashName(nameBytes));
+        // Acquire; pairs with the release store of Ready in InitStructCore.
+        if (e is null || Volatile.Read(ref e->State) != (int)ShmemEntryState.Ready || e->Offset <= 0 || e->Size <= 0 || e->Offset + e->Size > Header->TotalSize)
+        {
+            region = default;
+            return false;
+        }
         region = new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
         return true;
     }
@@ -863,7 +992,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         List<StaleSegmentReport> report = [];
         foreach (string id in platform.SharedMemory.EnumerateCandidates())
         {
-            Existing verdict = ExamineExisting(platform, id, null, out int pid, out long attached);
+            Existing verdict = ExamineExisting(platform, id, null, dryRun ? null : new LeftoverCount(), out int pid, out long attached);
             switch (verdict)
             {
                 case Existing.Stale:

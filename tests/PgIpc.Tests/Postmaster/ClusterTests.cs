@@ -12,8 +12,11 @@
  *   is gone (and kills any survivor so none outlives the test).
  *-------------------------------------------------------------------------
  */
+using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using NUnit.Framework;
+using PgIpc.Buffers;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
@@ -29,6 +32,7 @@ public sealed class ClusterTests(string backend)
     private readonly List<int> _pids = [];
     private StringWriter _log = new();
     private Cluster? _cluster;
+    private string? _dataDir;
 
     [SetUp]
     public void SetUp()
@@ -44,6 +48,9 @@ public sealed class ClusterTests(string backend)
         _cluster = null;
         foreach (int pid in _pids)
             KillQuietly(pid);
+        if (_dataDir is not null && Directory.Exists(_dataDir))
+            Directory.Delete(_dataDir, recursive: true);
+        _dataDir = null;
     }
 
     private ClusterBuilder Builder(string what)
@@ -192,8 +199,12 @@ public sealed class ClusterTests(string backend)
         using (Process p = Process.GetProcessById(victim))
             p.Kill(); // SIGKILL on Unix, TerminateProcess on Windows
 
+        var sw = Stopwatch.StartNew();
         WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
+        double restartedMs = sw.Elapsed.TotalMilliseconds;
         WaitUntil(() => Starts(c) == 2, "the permanent workers to attach to the new segment");
+        double workingMs = sw.Elapsed.TotalMilliseconds;
+        TestContext.Out.WriteLine($"[{backend}] child killed (SIGKILL; TerminateProcess on Windows) -> shared memory rebuilt: {restartedMs:F0} ms; -> permanent workers attached to it: {workingMs:F0} ms");
         Assert.That(c.Handle, Is.Not.EqualTo(oldHandle));
         Assert.That(c.Incarnation, Is.EqualTo(2));
         foreach (int pid in before)
@@ -207,6 +218,69 @@ public sealed class ClusterTests(string backend)
         Assert.That(log, Does.Contain($"\"perm1\" (PID {victim})"));
         Assert.That(log, Does.Contain("terminating any other active processes"));
         Assert.That(log, Does.Contain("reinitializing shared memory"));
+        AssertWorksAfterRestart(c, 2);
+    }
+
+    /// <summary>After a crash restart: a new child attaches to the new segment, bumps its counter and exits cleanly.</summary>
+    private void AssertWorksAfterRestart(Cluster c, long startsBefore)
+    {
+        int restarts = c.CrashRestarts;
+        BackgroundWorkerHandle h = c.StartChild(Spec("after", "exit0", 50));
+        _pids.Add(h.WaitForStartup(Patience));
+        h.WaitForShutdown(Patience);
+        Assert.That(h.GetStatus(), Is.EqualTo(BgwHandleStatus.Stopped));
+        Assert.That(Starts(c), Is.EqualTo(startsBefore + 1), "the new child used the new shared memory");
+        Assert.That(c.CrashRestarts, Is.EqualTo(restarts), "its clean exit was no crash");
+        Assert.That(c.State, Is.EqualTo(ClusterState.Running));
+    }
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int SysKill(int pid, int sig);
+
+    private const int SIGQUIT = 3;
+
+    [Test]
+    public void ChildKilledWithSigquitCausesCrashRestart()
+    {
+        if (OperatingSystem.IsWindows())
+            return; // no signals; TerminateProcess is covered by KilledChildCausesCrashRestartWithNewSegment
+        Cluster c = Start(Builder("pm-sigquit")
+            .AddBackgroundWorker(Spec("perm1", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("perm2", "sleep", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 2 && c.Procs.GetProcs().Count == 2, "both workers to join");
+        List<int> before = RunningPids(c);
+        int victim = c.GetChildren().Single(ch => ch.Name == "perm2").Pid;
+
+        // PostgreSQL's immediate-stop signal: the .NET runtime's default for SIGQUIT ends the process by it.
+        Assert.That(SysKill(victim, SIGQUIT), Is.Zero);
+
+        WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
+        WaitUntil(() => Starts(c) == 2, "the permanent workers to attach to the new segment");
+        foreach (int pid in before)
+            WaitUntil(() => IsGone(pid), $"old child {pid} to be stopped");
+        Assert.That(RunningPids(c).Intersect(before), Is.Empty);
+        Assert.That(LogText(), Does.Contain($"\"perm2\" (PID {victim}) exited with exit code {128 + SIGQUIT} (on Unix: terminated by signal {SIGQUIT})"));
+        AssertWorksAfterRestart(c, 2);
+    }
+
+    [Test]
+    public void RestartAfterCrashOffShutsDownWhenAChildIsKilled()
+    {
+        Cluster c = Start(Builder("pm-norestart-kill")
+            .WithRestartAfterCrash(false)
+            .AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("victim", "sleep", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 2, "both workers to attach");
+        RunningPids(c);
+        ShmemHandle handle = c.Segment.Handle;
+        using (Process p = Process.GetProcessById(c.GetChildren().Single(ch => ch.Name == "victim").Pid))
+            p.Kill(); // SIGKILL on Unix, TerminateProcess on Windows
+        Assert.That(c.WaitForStopped(Patience), Is.True, "the cluster stops after the crash");
+        Assert.That(c.CrashRestarts, Is.Zero);
+        AssertAllGone();
+        Assert.That(_platform.SharedMemory.QueryStatus(handle.Id).Exists, Is.False, "shared memory destroyed");
+        Assert.That(LogText(), Does.Contain("restart-after-crash is off"));
+        Assert.Throws<InvalidOperationException>(() => c.StartChild(Spec("late", "exit0")));
     }
 
     [Test]
@@ -297,6 +371,77 @@ public sealed class ClusterTests(string backend)
         Assert.That(c.Segment.IsAttached, Is.False);
         AssertAllGone();
         Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True, "idempotent");
+    }
+
+    /// <summary>Reads block <paramref name="block"/> of the "pages" relation through the supervisor's pool.</summary>
+    private static long ReadPage(Cluster c, long block)
+    {
+        long value = 0;
+        TestThreads.Run(1, _ =>
+        {
+            BufferPool pool = c.Buffers!;
+            using Participant me = c.Procs.Join(ProcKind.Backend);
+            int b = pool.ReadBuffer(me, PostmasterWorkerCommands.PagesRelation, ForkNumber.Main, block);
+            pool.LockBuffer(me, b, BufferLockMode.Shared);
+            value = BinaryPrimitives.ReadInt64LittleEndian(pool.GetPage(me, b)[PostmasterWorkerCommands.PageOffset..]);
+            pool.LockBuffer(me, b, BufferLockMode.Unlock);
+            pool.ReleaseBuffer(me, b);
+        });
+        return value;
+    }
+
+    [Test]
+    public void BufferPoolIsSharedWithChildrenAndRebuiltAtACrashRestart()
+    {
+        _dataDir = Directory.CreateTempSubdirectory("pgipc-pmbuf").FullName;
+        Cluster c = Start(Builder("pm-buffers").WithDataDirectory(_dataDir).WithBufferPool(32));
+        BufferPool first = c.Buffers!;
+        Assert.That(first, Is.Not.Null);
+        Assert.That(first.NumBuffers, Is.EqualTo(32));
+
+        // A child writes three pages through the pool; the supervisor reads them from shared memory.
+        BackgroundWorkerHandle h = c.StartChild(Spec("writer", "pages", 3));
+        _pids.Add(h.WaitForStartup(Patience));
+        h.WaitForShutdown(Patience);
+        Assert.That(c.CrashRestarts, Is.Zero, "the writer exited cleanly");
+        for (long b = 0; b < 3; b++)
+            Assert.That(ReadPage(c, b), Is.EqualTo(PostmasterWorkerCommands.PageValue(b)), $"block {b} as the child wrote it");
+
+        // A crash throws the pool away with the segment; the new one works for the next child.
+        BackgroundWorkerHandle crasher = c.StartChild(Spec("crasher", "crash", 0));
+        _pids.Add(crasher.WaitForStartup(Patience));
+        WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
+        Assert.That(c.Buffers, Is.Not.Null.And.Not.SameAs(first), "a new pool in the new segment");
+        h = c.StartChild(Spec("writer2", "pages", 2));
+        _pids.Add(h.WaitForStartup(Patience));
+        h.WaitForShutdown(Patience);
+        Assert.That(c.CrashRestarts, Is.EqualTo(1));
+        // The first writer's blocks were never written out (no checkpoint before the crash): blocks 3 and 4 are new.
+        Assert.That(ReadPage(c, 3), Is.EqualTo(PostmasterWorkerCommands.PageValue(3)));
+        Assert.That(ReadPage(c, 4), Is.EqualTo(PostmasterWorkerCommands.PageValue(4)));
+
+        // A clean shutdown writes the dirty buffers out.
+        Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True);
+        Assert.That(c.Buffers, Is.Not.Null);
+        byte[] page = new byte[BufferPool.BlockSize];
+        using (var f = new FileStream(Path.Combine(_dataDir, PostmasterWorkerCommands.PagesRelation.ToString()), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
+        {
+            Assert.That(f.Length, Is.EqualTo(5L * BufferPool.BlockSize));
+            f.Seek(4L * BufferPool.BlockSize, SeekOrigin.Begin);
+            f.ReadExactly(page);
+        }
+        Assert.That(BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(PostmasterWorkerCommands.PageOffset)), Is.EqualTo(PostmasterWorkerCommands.PageValue(4)), "written at shutdown");
+        Assert.That(LogText(), Does.Contain("shutdown: wrote"));
+    }
+
+    [Test]
+    public void BufferPoolNeedsADataDirectory()
+    {
+        var ex = Assert.Throws<InvalidOperationException>(() => Builder("pm-nodatadir").WithBufferPool(32).Build());
+        Assert.That(ex!.Message, Does.Contain("WithDataDirectory"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Builder("pm-fewbuffers").WithBufferPool(8));
+        using Cluster plain = Builder("pm-nobuffers").Build();
+        Assert.That(plain.Buffers, Is.Null);
     }
 
     [Test]

@@ -11,14 +11,33 @@
  *                  supervisor's death (60 s at most), exit 0
  *     exit0 <ms>   join, sleep ms, exit 0
  *     crash <ms>   join, sleep ms, exit 3
+ *     pages <n>    join, extend relation PagesRelation by n blocks through
+ *                  the cluster's buffer pool, write PageValue(i) at
+ *                  PageOffset of block i, mark them dirty, exit 0
  *   Worker commands:
+ *     pm-supervise <backend> <key> <k> <mode> <ms> <dataDir|->
+ *                  this worker becomes a supervisor: builds a cluster
+ *                  (data directory optional), starts k children in
+ *                  <mode> <ms>, waits until all joined, creates a pinned
+ *                  DSM segment (a leftover if the supervisor is killed)
+ *                  -> ok <handle> <dsmHandle> <dsmOsName> <pid>...
+ *                  (the test kills this worker with SIGKILL: children
+ *                  and OS objects are what it then inspects)
+ *     pm-named-procs <key>
+ *                  on the Posix backend with named semaphores (the macOS
+ *                  path): a segment with a participant slot array, whose
+ *                  semaphores are /dev/shm/sem.pgipc.* and latches FIFOs
+ *                  -> ok <handle>   (the test kills this worker)
  *     pm-attach <handle>                    -> ok
  *     pm-register <name> <restartMs> <mode> [ms] -> ok <slot> <generation>
  *     pm-status <slot> <generation>         -> ok <status> <pid>
  *     pm-detach                             -> ok
  *-------------------------------------------------------------------------
  */
+using System.Buffers.Binary;
 using System.Globalization;
+using PgIpc.Buffers;
+using PgIpc.Dsm;
 using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
@@ -32,6 +51,12 @@ internal static class PostmasterWorkerCommands
     public const string CountersName = "test.pm";
     public const int NumCounters = 32;
     public const string RunChildOption = "--run-child";
+
+    public const uint PagesRelation = 4242;
+    public const int PageOffset = 512;
+
+    /// <summary>What the "pages" child writes into block <paramref name="block"/>.</summary>
+    public static long PageValue(long block) => 0x5EED_0000_0000L + block;
 
     private static Cluster? s_cluster;
     private static BackgroundWorkerHandle? s_last;
@@ -85,9 +110,65 @@ internal static class PostmasterWorkerCommands
             case "crash":
                 Thread.Sleep(ms);
                 return 3;
+            case "pages":
+            {
+                BufferPool pool = cluster.Buffers ?? throw new InvalidOperationException("the cluster has no buffer pool");
+                for (int b = 0; b < ms; b++)
+                {
+                    int buf = pool.ReadBuffer(me, PagesRelation, ForkNumber.Main, BufferPool.NewBlock, ReadBufferMode.Extend);
+                    pool.LockBuffer(me, buf, BufferLockMode.Exclusive);
+                    BinaryPrimitives.WriteInt64LittleEndian(pool.GetPage(me, buf)[PageOffset..], PageValue(pool.GetTag(me, buf).BlockNumber));
+                    pool.MarkBufferDirty(me, buf);
+                    pool.LockBuffer(me, buf, BufferLockMode.Unlock);
+                    pool.ReleaseBuffer(me, buf);
+                }
+                return 0;
+            }
             default:
                 return 2;
         }
+    }
+
+    private static Cluster? s_supervised;
+    private static ShmemSegment? s_named;
+
+    private static string Supervise(string[] a)
+    {
+        string backend = a[1];
+        string key = a[2];
+        int k = int.Parse(a[3], CultureInfo.InvariantCulture);
+        string mode = a[4];
+        int ms = int.Parse(a[5], CultureInfo.InvariantCulture);
+        string? dataDir = a[6] == "-" ? null : a[6];
+        if (k < 1 || k > 4)
+            throw new ArgumentOutOfRangeException(nameof(a), k, "1 to 4 children");
+        ClusterBuilder b = new ClusterBuilder(key)
+            .WithPlatform(PgIpcPlatform.Get(backend))
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
+            .WithMaxChildren(4)
+            .WithLog(TextWriter.Null)
+            .RequestShmem(CountersName, NumCounters * 8)
+            .OnShmemStartup(c => c.InitStruct(CountersName, NumCounters * 8, null, out _));
+        if (dataDir is not null)
+            b.WithDataDirectory(dataDir);
+        for (int i = 0; i < k; i++)
+            b.AddBackgroundWorker(Spec($"c{i}", backend, mode, ms));
+        s_supervised?.Dispose();
+        Cluster cluster = b.Build();
+        s_supervised = cluster;
+        cluster.Start();
+        long deadline = Environment.TickCount64 + 30_000;
+        while (cluster.Procs.GetProcs().Count < k)
+        {
+            if (Environment.TickCount64 > deadline)
+                throw new TimeoutException($"only {cluster.Procs.GetProcs().Count} of {k} children joined within 30 s");
+            Thread.Sleep(10);
+        }
+        DsmSegment dsm = DsmSegment.Create(cluster.Dsm, 64 * 1024) ?? throw new InvalidOperationException("no DSM segment");
+        dsm.Pin();
+        dsm.PinMapping();
+        IEnumerable<int> pids = cluster.GetChildren().Select(ch => ch.Pid);
+        return $"ok {cluster.Handle} {dsm.Handle} {cluster.Dsm.OsNameOf(dsm.Handle)} {string.Join(' ', pids)}";
     }
 
     public static bool TryExecute(string[] a, ShmemSegment? seg, out string reply)
@@ -95,6 +176,18 @@ internal static class PostmasterWorkerCommands
         _ = seg;
         switch (a[0])
         {
+            case "pm-supervise":
+                reply = Supervise(a);
+                return true;
+            case "pm-named-procs":
+            {
+                var platform = new NamedSemaphorePosixPlatform();
+                s_named?.Dispose();
+                s_named = ShmemSegment.Create(a[1], NamedSemaphorePosixPlatform.Sizes(), platform);
+                ProcArray.Init(s_named, NamedSemaphorePosixPlatform.Options, out _);
+                reply = $"ok {s_named.Handle}";
+                return true;
+            }
             case "pm-attach":
                 s_cluster?.Dispose();
                 s_cluster = Cluster.AttachChild(a[1]);
@@ -126,4 +219,22 @@ internal static class PostmasterWorkerCommands
                 return false;
         }
     }
+}
+
+/// <summary>The Posix backend with named semaphores (PosixSemaphoreProvider's macOS mode), for leftover tests.</summary>
+internal sealed class NamedSemaphorePosixPlatform : IPgIpcPlatform
+{
+    public static readonly ProcArrayOptions Options = new(MaxBackends: 2, MaxAuxiliary: 1, MaxBackgroundWorkers: 1);
+    private readonly IPgIpcPlatform _posix = PgIpcPlatform.Get("posix");
+    private readonly IProcSemaphoreProvider _named = new PgIpc.Platform.Posix.PosixSemaphoreProvider(forceNamed: true);
+
+    public static ShmemSizeBuilder Sizes() => new ShmemSizeBuilder().RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(Options));
+
+    public string Name => _posix.Name;
+    public bool IsSupported => _posix.IsSupported;
+    public ISharedMemoryProvider SharedMemory => _posix.SharedMemory;
+    public IProcessServices Processes => _posix.Processes;
+    public IProcSemaphoreProvider Semaphores => _named;
+    public ILatchProvider Latches => _posix.Latches;
+    public IDsmProvider Dsm => _posix.Dsm;
 }
