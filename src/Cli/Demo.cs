@@ -1,165 +1,533 @@
 /*-------------------------------------------------------------------------
  * Demo.cs
- *   pgipc demo: a cluster segment, two child processes exchanging data
- *   through a named struct, the allocation table, and a clean teardown.
+ *   pgipc demo: a live cluster. The supervisor, a checkpointer, a background
+ *   writer and N worker processes doing read-modify-write on pages of the
+ *   shared buffer pool, with a status line per process refreshed in place,
+ *   then a clean shutdown that checks the data on disk and shows that no OS
+ *   object is left. With --crash one worker is killed midway (SIGKILL on
+ *   Unix, TerminateProcess on Windows) and the crash restart is shown.
  *
  * NOTES
- *   The supervisor side creates the segment sized by a ShmemSizeBuilder,
- *   initialises "demo.exchange" through ShmemInitStruct, and starts this
- *   same executable twice (exec, not fork) with the segment's handle on the
- *   command line. The producer child hands the numbers 1..N to the consumer
- *   child one at a time through a one-slot mailbox (publish the value, then
- *   release-store the turn flag; the reader acquire-loads the flag before
- *   reading the value). The consumer sums them; the supervisor checks the
- *   sum, prints the allocation table, destroys the segment and shows that
- *   no OS object is left. Latches (a later issue) will replace the spinning.
+ *   Every process is this executable (exec, not fork): the supervisor
+ *   builds the cluster (buffer pool, checkpointer shared state and the
+ *   demo's own counters requested through the builder, as an extension
+ *   would) and registers the children as permanent workers, so a crash
+ *   restart starts them again. A child attaches with the handle the
+ *   supervisor put in its environment and joins as the participant kind
+ *   it was started as.
+ *
+ *   The workload: relation 1 has --pages blocks; a worker pins a random
+ *   block, takes its content lock exclusive, adds one to the counter at
+ *   BufferStress-style offset 64 of the page, marks it dirty and lets go,
+ *   then counts the operation in its slot of "demo.stats". Worker 0 asks
+ *   for a checkpoint and waits for it every two seconds. The pool is far
+ *   smaller than the relation, so workers evict, the background writer
+ *   cleans ahead of the clock hand, and the checkpointer writes and fsyncs.
+ *
+ *   The check: at the end the supervisor tells the workers to stop, reads
+ *   their counts, asks for an immediate checkpoint, shuts down (fast) and
+ *   reads every page back from the files (checksums verified). Without a
+ *   crash the counters on disk add up to the operations counted. With one,
+ *   the increments that were only in shared memory when it was thrown away
+ *   are lost (PgIpc has no WAL), so the demo reports the figure instead.
+ *
+ *   DemoStats layout (in "demo.stats"): a 64-byte header, then one 64-byte
+ *   entry per participant slot (indexed by procno). Header.StopRequested:
+ *   written by the supervisor (release), read by workers (acquire).
+ *   Entry.Ops: written by the owning worker only (release), read by the
+ *   supervisor (acquire). Entry.Role, Entry.Stopped: written by the owner.
  *-------------------------------------------------------------------------
  */
+using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Text;
+using PgIpc.Buffers;
 using PgIpc.Platform;
+using PgIpc.Postmaster;
+using PgIpc.Proc;
 using PgIpc.Shmem;
 
 namespace PgIpc.Cli;
 
-/// <summary>
-/// The demo's mailbox in shared memory.
-/// Turn: atomic; 0 = the producer may write, 1 = the consumer may read. The producer writes Value then
-/// release-stores Turn = 1; the consumer acquire-loads Turn, reads Value, release-stores Turn = 0.
-/// Value: owned by whichever side Turn names. Rounds: immutable after initialisation.
-/// ProducerPid, ConsumerPid: written once by each child. Sum, Done: written by the consumer, Sum before the
-/// release store of Done (the supervisor acquire-loads Done).
-/// </summary>
-[StructLayout(LayoutKind.Sequential)]
-internal struct DemoExchange
+[StructLayout(LayoutKind.Sequential, Size = 64)]
+internal struct DemoStatsHeader
 {
-    public long Turn;
-    public long Value;
-    public long Rounds;
-    public long ProducerPid;
-    public long ConsumerPid;
-    public long Sum;
-    public long Done;
+    public long StopRequested;
+    public int NumEntries;
+}
+
+[StructLayout(LayoutKind.Sequential, Size = 64)]
+internal struct DemoStatsEntry
+{
+    public long Ops;
+    public int Role; // DemoRole + 1; 0 = unused
+    public int Index;
+    public int Stopped;
+}
+
+internal enum DemoRole
+{
+    Checkpointer,
+    BgWriter,
+    Worker,
 }
 
 internal static class Demo
 {
     public const string ChildVerb = "demo-child";
-    private const string StructName = "demo.exchange";
+    private const string StatsName = "demo.stats";
+    private const uint Relation = 1;
+    private const int CounterOffset = 64;
+
+    private static readonly CheckpointerOptions CkptOptions = new(TimeoutMs: 3_000, CompletionTarget: 0.5);
+    private static readonly BgWriterOptions BgwOptions = new(DelayMs: 100);
 
     public static unsafe int Run(string[] args)
     {
         IPgIpcPlatform platform = Program.Platform(args);
-        long rounds = long.Parse(Program.Option(args, "--rounds") ?? "20000");
-        if (rounds < 1)
-            throw new ArgumentException("--rounds must be at least 1");
+        int workers = int.Parse(Program.Option(args, "--workers") ?? "3");
+        double seconds = double.Parse(Program.Option(args, "--seconds") ?? "6", System.Globalization.CultureInfo.InvariantCulture);
+        int buffers = int.Parse(Program.Option(args, "--buffers") ?? "64");
+        int pages = int.Parse(Program.Option(args, "--pages") ?? "2000");
+        bool crash = args.Contains("--crash");
+        if (workers is < 1 or > 16)
+            throw new ArgumentException("--workers must be 1..16");
+        if (seconds is < 1 or > 600)
+            throw new ArgumentException("--seconds must be 1..600");
+        if (buffers < 16 || pages < 1)
+            throw new ArgumentException("--buffers must be at least 16 and --pages at least 1");
 
-        int before = platform.SharedMemory.EnumerateCandidates().Count();
+        int segmentsBefore = platform.SharedMemory.EnumerateCandidates().Count();
+        int devShmBefore = DevShmEntries();
+        string dir = Path.Combine(Path.GetTempPath(), $"pgipc-demo-{Environment.ProcessId}");
+        var log = new StringWriter();
+        var procOptions = new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 4, MaxBackgroundWorkers: workers + 2);
+        int entries = procOptions.TotalProcs;
         Console.WriteLine($"backend      {platform.Name}");
-        Console.WriteLine($"os objects   {before} PgIpc segment(s) before");
+        Console.WriteLine($"before       {segmentsBefore} PgIpc segment(s), {devShmBefore} PgIpc /dev/shm entr(ies)");
+        Console.WriteLine($"workload     {workers} worker(s) over {pages} pages of 8 KiB through {buffers} shared buffers, {seconds:F0} s{(crash ? ", one worker killed midway" : "")}");
 
-        ShmemSizeBuilder sizes = new ShmemSizeBuilder()
-            .RequestAddinShmemSpace(StructName, sizeof(DemoExchange));
-        string key = $"pgipc-demo-{Environment.ProcessId}";
-        long expected = rounds * (rounds + 1) / 2;
-        bool ok;
-        using (ShmemSegment seg = ShmemSegment.Create(key, sizes, platform))
-        {
-            Console.WriteLine($"segment      {seg.Handle.Id}, {seg.TotalSize} bytes");
-            Console.WriteLine($"handle       {seg.Handle}");
-            seg.InitStruct(StructName, sizeof(DemoExchange), r => r.As<DemoExchange>().Rounds = rounds, out _);
-
-            var sw = Stopwatch.StartNew();
-            using Process consumer = StartChild("consumer", seg.Handle, platform);
-            using Process producer = StartChild("producer", seg.Handle, platform);
-            bool exited = producer.WaitForExit(120_000) & consumer.WaitForExit(120_000);
-            sw.Stop();
-            if (!exited)
+        ClusterBuilder builder = new ClusterBuilder($"pgipc-demo-{Environment.ProcessId}")
+            .WithPlatform(platform)
+            .WithMaxParticipants(procOptions)
+            .WithMaxChildren(workers + 4)
+            .WithDataDirectory(dir)
+            .WithBufferPool(buffers)
+            .WithLog(TextWriter.Synchronized(log))
+            .RequestShmem(Checkpointer.ShmemName, Checkpointer.ShmemSize(CkptOptions))
+            .RequestShmem(StatsName, 64L + 64L * entries)
+            .OnShmemStartup(c =>
             {
-                KillQuietly(producer);
-                KillQuietly(consumer);
-                seg.Destroy();
-                throw new PgIpcException("demo children did not finish within 120 s; killed");
+                Checkpointer.Init(c.Segment, c.Procs, null, CkptOptions, out _);
+                c.InitStruct(StatsName, 64L + 64L * entries, r =>
+                {
+                    r.AsSpan().Clear();
+                    r.As<DemoStatsHeader>().NumEntries = entries;
+                }, out _);
+            })
+            .AddBackgroundWorker(Self("checkpointer", ProcKind.Auxiliary, ["checkpointer", "0"]))
+            .AddBackgroundWorker(Self("background writer", ProcKind.Auxiliary, ["bgwriter", "0"]));
+        for (int i = 0; i < workers; i++)
+            builder.AddBackgroundWorker(Self($"worker {i}", ProcKind.BackgroundWorker, ["worker", i.ToString(), pages.ToString()]));
+
+        bool ok = true;
+        long countedOps = 0;
+        var segmentIds = new HashSet<string>();
+        string? crashReport = null;
+        try
+        {
+            using (Cluster cluster = builder.Build())
+            {
+                Console.WriteLine($"cluster      segment {cluster.Segment.Handle.Id}, {cluster.Segment.TotalSize / 1024} KiB; data in {dir}");
+                CreateRelation(cluster, pages);
+                cluster.Start();
+                segmentIds.Add(cluster.Segment.Handle.Id);
+                var live = new StatusView(cluster, segmentIds);
+                var sw = Stopwatch.StartNew();
+                bool killed = false;
+                while (sw.Elapsed.TotalSeconds < seconds)
+                {
+                    Thread.Sleep(250);
+                    live.Refresh();
+                    if (crash && !killed && sw.Elapsed.TotalSeconds >= seconds / 2)
+                    {
+                        killed = true;
+                        crashReport = KillOneWorker(cluster, live, workers);
+                    }
+                }
+                live.Finish();
+                if (crash && crashReport is null)
+                    crashReport = "no worker could be killed";
+
+                // Stop the workers, count their work, checkpoint, shut down.
+                countedOps = StopWorkers(cluster, entries);
+                using (Participant me = cluster.Procs.Join(ProcKind.Backend))
+                {
+                    Checkpointer ck = Checkpointer.Init(cluster.Segment, cluster.Procs, null, CkptOptions, out _);
+                    ck.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Wait);
+                    CheckpointerStatus st = ck.Status;
+                    Console.WriteLine($"checkpoints  {st.Done} done ({st.NumTimed} timed, {st.NumRequested} requested), {st.BuffersWritten} buffers written, {st.FilesSynced} file syncs, {st.Failed} failed");
+                }
+                bool clean = cluster.Shutdown(ShutdownMode.Fast, TimeSpan.FromSeconds(20));
+                Console.WriteLine($"shutdown     fast: {(clean ? "every child exited" : "children had to be killed")}; {cluster.CrashRestarts} crash restart(s)");
+                ok &= clean && (crash ? cluster.CrashRestarts == 1 : cluster.CrashRestarts == 0);
             }
 
-            ref DemoExchange ex = ref seg.InitStruct<DemoExchange>(StructName, out bool found);
-            bool done = Volatile.Read(ref ex.Done) == 1; // acquire; pairs with the consumer's release store
-            ok = found && done && ex.Sum == expected && producer.ExitCode == 0 && consumer.ExitCode == 0;
-            Console.WriteLine($"children     producer pid {ex.ProducerPid} (exit {producer.ExitCode}), consumer pid {ex.ConsumerPid} (exit {consumer.ExitCode})");
-            Console.WriteLine($"exchange     {rounds} values handed over in {sw.Elapsed.TotalMilliseconds:F0} ms; sum {ex.Sum}, expected {expected}: {(ok ? "OK" : "WRONG")}");
-            Console.WriteLine();
-            Inspect.PrintAllocations(seg, Console.Out);
-            Console.WriteLine();
-            seg.Destroy();
+            long onDisk = SumCounters(dir, pages);
+            if (!crash)
+            {
+                bool match = onDisk == countedOps;
+                Console.WriteLine($"data         {countedOps} increments counted, {onDisk} found on disk after a cold read with checksums: {(match ? "OK" : "WRONG")}");
+                ok &= match && countedOps > 0;
+            }
+            else
+            {
+                Console.WriteLine($"crash        {crashReport}");
+                Console.WriteLine($"data         {onDisk} increments on disk, {countedOps} counted since the restart; increments only in shared memory at the crash are lost (no WAL)");
+                ok &= onDisk >= countedOps;
+            }
+        }
+        finally
+        {
+            string lines = log.ToString().Trim();
+            if (lines.Length > 0)
+            {
+                Console.WriteLine("supervisor log:");
+                foreach (string l in lines.Split('\n'))
+                    Console.WriteLine("  " + l.TrimEnd());
+            }
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
 
-        int after = platform.SharedMemory.EnumerateCandidates().Count();
-        Console.WriteLine($"shut down    segment destroyed; {after} PgIpc segment(s) left (before: {before})");
-        return ok && after <= before ? 0 : 1;
+        // Other programs may create or remove PgIpc objects meanwhile: the verdict is about this cluster's segments
+        // (every incarnation's) and its data directory; the counts are shown for the eye.
+        List<string> after = [.. platform.SharedMemory.EnumerateCandidates()];
+        List<string> ours = [.. after.Where(segmentIds.Contains)];
+        int devShmAfter = DevShmEntries();
+        bool nothingLeft = ours.Count == 0 && !Directory.Exists(dir);
+        Console.WriteLine($"after        {after.Count} PgIpc segment(s), {devShmAfter} PgIpc /dev/shm entr(ies); of this cluster's {segmentIds.Count} segment(s) {ours.Count} left, data directory {(Directory.Exists(dir) ? "still there" : "removed")}: {(nothingLeft ? "nothing left" : "LEFTOVERS " + string.Join(", ", ours))}");
+        return ok && nothingLeft ? 0 : 1;
     }
 
-    private static Process StartChild(string role, ShmemHandle handle, IPgIpcPlatform platform)
+    private static ChildSpec Self(string name, ProcKind kind, string[] args)
     {
-        string exe = Environment.ProcessPath ?? throw new PgIpcException("cannot find this executable to start the demo children");
-        var psi = new ProcessStartInfo { FileName = exe, UseShellExecute = false };
+        string exe = Environment.ProcessPath ?? throw new PgIpcException("cannot find this executable to start the demo's children");
+        List<string> a = [];
         if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            psi.ArgumentList.Add(typeof(Demo).Assembly.Location);
-        psi.ArgumentList.Add(ChildVerb);
-        psi.ArgumentList.Add(role);
-        psi.ArgumentList.Add(handle.ToString());
-        return Process.Start(psi) ?? throw new PgIpcException($"could not start the {role} child");
+            a.Add(typeof(Demo).Assembly.Location);
+        a.Add(ChildVerb);
+        a.AddRange(args);
+        return new ChildSpec(name, exe, a, kind, RestartIntervalMs: 0);
     }
 
-    private static void KillQuietly(Process p)
+    /// <summary>The demo's counters in the cluster's current segment.</summary>
+    private static unsafe byte* Stats(Cluster cluster)
     {
-        try { if (!p.HasExited) p.Kill(); } catch (InvalidOperationException) { }
+        if (!cluster.Segment.TryFindStruct(StatsName, out ShmemRegion r))
+            throw new PgIpcException($"{StatsName} was not initialised by the supervisor");
+        return (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(r.AsSpan()));
     }
 
-    /// <summary>Child side: attach by handle, play producer or consumer, detach.</summary>
+    private static int DevShmEntries()
+        => Directory.Exists("/dev/shm") ? Directory.EnumerateFiles("/dev/shm").Count(f => Path.GetFileName(f) is { } n && (n.StartsWith("pgipc.") || n.StartsWith("sem.pgipc."))) : 0;
+
+    private static void CreateRelation(Cluster cluster, int pages)
+    {
+        BufferPool pool = cluster.Buffers!;
+        using Participant me = cluster.Procs.Join(ProcKind.Backend);
+        pool.Smgr.Create(Relation, ForkNumber.Main);
+        for (int i = 0; i < pages; i++)
+        {
+            int b = pool.ReadBuffer(me, Relation, ForkNumber.Main, BufferPool.NewBlock, ReadBufferMode.Extend);
+            pool.ReleaseBuffer(me, b);
+        }
+        pool.FlushAllBuffers(me);
+    }
+
+    private static unsafe long StopWorkers(Cluster cluster, int entries)
+    {
+        var h = (DemoStatsHeader*)Stats(cluster);
+        var e = (DemoStatsEntry*)((byte*)h + 64);
+        Volatile.Write(ref h->StopRequested, 1); // release; pairs with the workers' acquire load
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            bool all = true;
+            for (int i = 0; i < entries; i++)
+                if (Volatile.Read(ref e[i].Role) == (int)DemoRole.Worker + 1 && Volatile.Read(ref e[i].Stopped) == 0)
+                    all = false;
+            if (all)
+                break;
+            Thread.Sleep(10);
+        }
+        long ops = 0;
+        for (int i = 0; i < entries; i++)
+            if (Volatile.Read(ref e[i].Role) == (int)DemoRole.Worker + 1)
+                ops += Volatile.Read(ref e[i].Ops); // acquire; pairs with the worker's release store
+        return ops;
+    }
+
+    private static string KillOneWorker(Cluster cluster, StatusView live, int workers)
+    {
+        ChildInfo? victim = cluster.GetChildren().FirstOrDefault(c => c.Name == "worker 0" && c.Pid != 0);
+        if (victim is null)
+            return "worker 0 was not running";
+        int before = cluster.Incarnation;
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            using Process p = Process.GetProcessById(victim.Pid);
+            p.Kill();
+        }
+        catch (ArgumentException)
+        {
+            return $"worker 0 (pid {victim.Pid}) had already exited";
+        }
+        live.Note($"killed worker 0 (pid {victim.Pid}) with {(OperatingSystem.IsWindows() ? "TerminateProcess" : "SIGKILL")}");
+        // Working again = a new incarnation whose workers all count operations.
+        while (sw.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            if (cluster.Incarnation > before && live.AllWorkersBusy(workers))
+            {
+                string s = $"worker 0 (pid {victim.Pid}) killed; shared memory rebuilt and every worker busy again after {sw.Elapsed.TotalMilliseconds:F0} ms";
+                live.Note(s);
+                return s;
+            }
+            Thread.Sleep(20);
+            live.Refresh();
+        }
+        return $"worker 0 (pid {victim.Pid}) killed; the cluster was not working again within 30 s";
+    }
+
+    private static long SumCounters(string dir, int pages)
+    {
+        using var smgr = new Smgr(dir);
+        byte[] page = new byte[BufferPool.BlockSize];
+        long sum = 0;
+        for (uint b = 0; b < (uint)pages; b++)
+        {
+            var tag = new BufferTag(Relation, ForkNumber.Main, b);
+            smgr.Read(tag, page);
+            if (!PageChecksum.Verify(page, b, out ushort stored, out ushort computed))
+                throw new PageChecksumException(tag, stored, computed, smgr.PathOf(Relation, ForkNumber.Main, 0));
+            sum += BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(CounterOffset));
+        }
+        return sum;
+    }
+
+    // ------------------------------------------------------------------
+    // Children
+    // ------------------------------------------------------------------
+
+    /// <summary>A child: checkpointer, bgwriter or worker.</summary>
     public static unsafe int RunChild(string[] args)
     {
-        if (args.Length != 2)
-            throw new ArgumentException("usage: pgipc demo-child producer|consumer <handle>");
-        using ShmemSegment seg = ShmemSegment.Attach(args[1]);
-        ref DemoExchange ex = ref seg.InitStruct<DemoExchange>(StructName, out bool found);
+        if (args.Length < 2)
+            throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|worker <index> [pages]");
+        using Cluster cluster = Cluster.AttachChild();
+        using Participant me = cluster.JoinAsChild();
+        BufferPool pool = cluster.Buffers ?? throw new PgIpcException("the demo cluster has no buffer pool");
+        Checkpointer ck = Checkpointer.Init(cluster.Segment, cluster.Procs, pool, CkptOptions, out bool found);
         if (!found)
-            throw new PgIpcException($"{StructName} was not initialised by the supervisor");
-        long rounds = ex.Rounds;
-        if (args[0] == "producer")
+            throw new PgIpcException("the checkpointer's shared state was not initialised by the supervisor");
+        var h = (DemoStatsHeader*)Stats(cluster);
+        if (me.ProcNumber >= h->NumEntries)
+            throw new PgIpcException($"{StatsName} has {h->NumEntries} entries; this participant is number {me.ProcNumber}");
+        DemoStatsEntry* mine = (DemoStatsEntry*)((byte*)h + 64) + me.ProcNumber;
+        int index = int.Parse(args[1]);
+        mine->Ops = 0;
+        mine->Stopped = 0;
+        mine->Index = index;
+        int supervisor = cluster.SupervisorPid;
+        IPgIpcPlatform platform = cluster.Platform;
+
+        using var stop = new CancellationTokenSource();
+        // The daemons sleep on their latch: a watcher turns the supervisor's stop request into a cancellation.
+        var watcher = new Thread(() =>
         {
-            ex.ProducerPid = Environment.ProcessId;
-            for (long i = 1; i <= rounds; i++)
+            while (!stop.IsCancellationRequested)
             {
-                WaitFor(ref ex.Turn, 0);
-                ex.Value = i;
-                Volatile.Write(ref ex.Turn, 1); // release: Value is visible before the turn passes
+                if (cluster.ShutdownRequested || !platform.Processes.IsAlive(supervisor))
+                {
+                    stop.Cancel();
+                    return;
+                }
+                Thread.Sleep(20);
+            }
+        }) { IsBackground = true, Name = "demo stop watcher" };
+        watcher.Start();
+        try
+        {
+            switch (args[0])
+            {
+                case "checkpointer":
+                    Volatile.Write(ref mine->Role, (int)DemoRole.Checkpointer + 1);
+                    ck.Run(me, stop.Token);
+                    break;
+                case "bgwriter":
+                    Volatile.Write(ref mine->Role, (int)DemoRole.BgWriter + 1);
+                    new BackgroundWriter(pool, BgwOptions).Run(me, stop.Token);
+                    break;
+                case "worker":
+                    Volatile.Write(ref mine->Role, (int)DemoRole.Worker + 1);
+                    Work(me, pool, ck, h, mine, index, int.Parse(args[2]), stop.Token);
+                    break;
+                default:
+                    throw new ArgumentException($"unknown demo role \"{args[0]}\"");
             }
         }
-        else if (args[0] == "consumer")
+        catch (OperationCanceledException)
         {
-            ex.ConsumerPid = Environment.ProcessId;
-            long sum = 0;
-            for (long i = 1; i <= rounds; i++)
-            {
-                WaitFor(ref ex.Turn, 1);
-                sum += ex.Value;
-                Volatile.Write(ref ex.Turn, 0); // release: hands the slot back
-            }
-            ex.Sum = sum;
-            Volatile.Write(ref ex.Done, 1); // release; pairs with the supervisor's acquire load
         }
-        else
+        finally
         {
-            throw new ArgumentException($"unknown demo role \"{args[0]}\"");
+            stop.Cancel();
         }
         return 0;
     }
 
-    private static void WaitFor(ref long word, long value)
+    private static unsafe void Work(Participant me, BufferPool pool, Checkpointer ck, DemoStatsHeader* h, DemoStatsEntry* mine,
+        int index, int pages, CancellationToken stop)
     {
-        var spinner = new SpinWait();
-        // Acquire; pairs with the other side's release store of the turn.
-        while (Volatile.Read(ref word) != value)
-            spinner.SpinOnce(sleep1Threshold: -1);
+        var rng = new Random(Environment.ProcessId);
+        long ops = 0;
+        long nextCheckpoint = Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency;
+        while (!stop.IsCancellationRequested && Volatile.Read(ref h->StopRequested) == 0) // acquire; pairs with the supervisor
+        {
+            int b = pool.ReadBuffer(me, Relation, ForkNumber.Main, rng.Next(pages));
+            pool.LockBuffer(me, b, BufferLockMode.Exclusive);
+            Span<byte> page = pool.GetPage(me, b)[CounterOffset..];
+            BinaryPrimitives.WriteInt64LittleEndian(page, BinaryPrimitives.ReadInt64LittleEndian(page) + 1);
+            pool.MarkBufferDirty(me, b);
+            pool.LockBuffer(me, b, BufferLockMode.Unlock);
+            pool.ReleaseBuffer(me, b);
+            Volatile.Write(ref mine->Ops, ++ops); // release; pairs with the supervisor's acquire load
+            if (index == 0 && Stopwatch.GetTimestamp() >= nextCheckpoint)
+            {
+                ck.RequestCheckpoint(me, CheckpointFlags.Wait);
+                nextCheckpoint = Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency;
+            }
+        }
+        Volatile.Write(ref mine->Stopped, 1);
+    }
+
+    // ------------------------------------------------------------------
+    // The live status
+    // ------------------------------------------------------------------
+
+    /// <summary>One line per participant (pid, kind, role, wait event, ops/s), redrawn in place on a terminal.</summary>
+    private sealed unsafe class StatusView(Cluster cluster, HashSet<string> segmentIds)
+    {
+        private readonly bool _inPlace = !Console.IsOutputRedirected;
+        private readonly Dictionary<int, (long Ops, long At)> _last = [];
+        private readonly List<string> _notes = [];
+        private int _drawn;
+        private long _lastPrint;
+
+        public void Note(string s)
+        {
+            _notes.Add(s);
+            if (!_inPlace)
+                Console.WriteLine("  * " + s);
+        }
+
+        /// <summary>True when <paramref name="workers"/> workers of the current shared memory have each done some work.</summary>
+        public bool AllWorkersBusy(int workers)
+        {
+            // Under ReadShared: a crash restart cannot unmap the segment while the counters are read.
+            return cluster.ReadShared(c =>
+            {
+                var e = (DemoStatsEntry*)(Stats(c) + 64);
+                int busy = 0;
+                foreach (PgProcInfo p in c.Procs.GetProcs())
+                    if (Volatile.Read(ref e[p.ProcNumber].Role) == (int)DemoRole.Worker + 1 && Volatile.Read(ref e[p.ProcNumber].Ops) > 0)
+                        busy++; // acquire; pairs with the worker's release store
+                return busy >= workers;
+            });
+        }
+
+        public void Refresh()
+        {
+            // Under ReadShared: a crash restart cannot unmap the segment while the counters are read.
+            List<string> lines = cluster.ReadShared(Snapshot);
+            long now = Stopwatch.GetTimestamp();
+            if (_inPlace)
+            {
+                var sb = new StringBuilder();
+                if (_drawn > 0)
+                    sb.Append($"\x1b[{_drawn}A");
+                foreach (string l in lines.Concat(_notes.Select(n => "  * " + n)))
+                    sb.Append(l).Append("\x1b[K\n");
+                for (int i = lines.Count + _notes.Count; i < _drawn; i++)
+                    sb.Append("\x1b[K\n");
+                Console.Write(sb.ToString());
+                _drawn = Math.Max(_drawn, lines.Count + _notes.Count);
+            }
+            else if (now - _lastPrint >= Stopwatch.Frequency)
+            {
+                _lastPrint = now;
+                foreach (string l in lines)
+                    Console.WriteLine(l);
+            }
+        }
+
+        private List<string> Snapshot(Cluster c)
+        {
+            segmentIds.Add(c.Segment.Handle.Id);
+            var e = (DemoStatsEntry*)(Stats(c) + 64);
+            long now = Stopwatch.GetTimestamp();
+            var lines = new List<string> { $"  {"pid",7}  {"kind",-16} {"role",-18} {"wait event",-22} {"ops/s",10}" };
+            foreach (PgProcInfo p in c.Procs.GetProcs())
+            {
+                int role = Volatile.Read(ref e[p.ProcNumber].Role);
+                string roleName = role switch
+                {
+                    (int)DemoRole.Checkpointer + 1 => "checkpointer",
+                    (int)DemoRole.BgWriter + 1 => "background writer",
+                    (int)DemoRole.Worker + 1 => $"worker {e[p.ProcNumber].Index}",
+                    _ => p.Pid == Environment.ProcessId ? "supervisor" : "(starting)",
+                };
+                string rate = "";
+                if (role == (int)DemoRole.Worker + 1)
+                {
+                    long ops = Volatile.Read(ref e[p.ProcNumber].Ops); // acquire; pairs with the worker's release store
+                    int key = p.Pid;
+                    if (_last.TryGetValue(key, out var prev) && now > prev.At)
+                    {
+                        double perSec = (ops - prev.Ops) * (double)Stopwatch.Frequency / (now - prev.At);
+                        rate = perSec.ToString("N0");
+                    }
+                    _last[key] = (ops, now);
+                }
+                lines.Add($"  {p.Pid,7}  {p.Kind,-16} {roleName,-18} {WaitEventName(p),-22} {rate,10}");
+            }
+            lines.Add($"  incarnation {c.Incarnation}, crash restarts {c.CrashRestarts}");
+            return lines;
+        }
+
+        public void Finish()
+        {
+            if (!_inPlace)
+                Refresh();
+        }
+
+        private static string WaitEventName(PgProcInfo p)
+        {
+            if (p.LwWaiting != LWLockWaitState.NotWaiting)
+                return "LWLock";
+            return p.WaitEventInfo switch
+            {
+                0 => "",
+                Checkpointer.WaitEventCheckpointerMain => "CheckpointerMain",
+                Checkpointer.WaitEventCheckpointStart => "CheckpointStart",
+                Checkpointer.WaitEventCheckpointDone => "CheckpointDone",
+                Checkpointer.WaitEventCheckpointWriteDelay => "CheckpointWriteDelay",
+                BackgroundWriter.WaitEventBgWriterMain => "BgWriterMain",
+                BackgroundWriter.WaitEventBgWriterHibernate => "BgWriterHibernate",
+                uint other => $"0x{other:X8}",
+            };
+        }
     }
 }

@@ -2,7 +2,7 @@
  * Program.cs
  *   pgipc: the command-line face of PgIpc.
  *
- *     pgipc demo [--backend linux|posix|windows] [--rounds N]
+ *     pgipc demo [--backend linux|posix|windows] [--workers N] [--seconds S] [--buffers N] [--pages N] [--crash]
  *     pgipc demo --parallel [--backend name] [--workers N] [--rows N]
  *     pgipc inspect <handle> [--buffers]
  *     pgipc cleanup [--backend name] [--dry-run]
@@ -50,7 +50,7 @@ internal static class Program
     private static int Usage(int code)
     {
         TextWriter w = code == 0 ? Console.Out : Console.Error;
-        w.WriteLine("usage: pgipc demo [--backend linux|posix|windows] [--rounds N]");
+        w.WriteLine("usage: pgipc demo [--backend linux|posix|windows] [--workers N] [--seconds S] [--buffers N] [--pages N] [--crash]");
         w.WriteLine("       pgipc demo --parallel [--backend name] [--workers N] [--rows N]");
         w.WriteLine("       pgipc inspect <handle> [--buffers]");
         w.WriteLine("       pgipc cleanup [--backend name] [--dry-run]");

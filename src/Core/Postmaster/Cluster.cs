@@ -373,6 +373,23 @@ public sealed class Cluster : IDisposable
             return [.. _children.Select(r => new ChildInfo(r.Spec.Name, r.Slot, r.Process is null ? 0 : r.Pid, r.Spec.Kind, r.Spec.IsPermanent, r.Starts))];
     }
 
+    /// <summary>
+    /// The supervisor: runs <paramref name="read"/> while no crash restart can replace shared memory (it holds the
+    /// supervisor's state lock, which the loop holds while it destroys and recreates the segment), so pointers into
+    /// <see cref="Segment"/> stay valid for its duration. Keep it short: the supervisor's loop waits meanwhile.
+    /// </summary>
+    public T ReadShared<T>(Func<Cluster, T> read)
+    {
+        ThrowIfNotSupervisor();
+        ArgumentNullException.ThrowIfNull(read);
+        lock (_lock)
+        {
+            if (!_segment.IsAttached)
+                throw new InvalidOperationException($"cluster \"{_builder!.Key}\" is {State}: its shared memory is gone");
+            return read(this);
+        }
+    }
+
     private BackgroundWorkerHandle AddRecord(ChildSpec spec, long notBeforeMs)
     {
         BackgroundWorkerHandle h = _workers.Register(spec);
