@@ -1,8 +1,11 @@
 /*-------------------------------------------------------------------------
  * ClusterTests.cs
  *   The supervisor with real child processes: static and dynamic workers,
- *   clean exits, crash restart (013_crash_restart's idea), restart-after-
- *   crash off, smart / fast / immediate shutdown, nothing left behind.
+ *   clean exits, crash restart after SIGKILL (TerminateProcess on Windows)
+ *   and SIGQUIT with the cluster working afterwards (013_crash_restart's
+ *   idea), restart-after-crash off, smart / fast / immediate shutdown, the
+ *   buffer pool shared with children and rebuilt at a restart, nothing
+ *   left behind. The supervisor's own death: SupervisorDeathTests.cs.
  *
  * NOTES
  *   Children are this test executable in "--run-child" mode (see
