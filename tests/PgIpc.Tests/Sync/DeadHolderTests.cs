@@ -13,6 +13,7 @@
  *   here measures how soon they are woken.
  *-------------------------------------------------------------------------
  */
+using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using NUnit.Framework;
@@ -74,7 +75,12 @@ public sealed class DeadHolderTests(string backend)
         public Exception? Error;
         public volatile bool Finished;
         public bool Acquired;
+        public long EndedAt;
     }
+
+    /// <summary>Reports (never asserts) how long after the kill the waiter was released.</summary>
+    private void Report(string what, long killedAt, Waiter w)
+        => TestContext.Out.WriteLine($"{backend}: {what} released {Stopwatch.GetElapsedTime(killedAt, w.EndedAt).TotalMilliseconds:F0} ms after the kill");
 
     /// <summary>Starts a thread that joins, runs <paramref name="take"/> (true: it now holds the lock, released at once), and leaves.</summary>
     private Waiter StartWaiter(int lockIndex, Func<Participant, bool> take)
@@ -100,6 +106,7 @@ public sealed class DeadHolderTests(string backend)
             }
             finally
             {
+                w.EndedAt = Stopwatch.GetTimestamp();
                 joined.Set();
                 w.Finished = true;
             }
@@ -142,9 +149,11 @@ public sealed class DeadHolderTests(string backend)
         other.Send("lw-hold 4 shared");
         WaitFor(() => QueueLength(4) == 3, "the other process's waiter to queue");
 
+        long killedAt = Stopwatch.GetTimestamp();
         victim.Kill();
 
         LockHolderDiedException ex = DiedOf(exclusive);
+        Report("the exclusive LWLock waiter", killedAt, exclusive);
         Assert.Multiple(() =>
         {
             Assert.That(ex.DeadPid, Is.EqualTo(victimPid));
@@ -238,8 +247,10 @@ public sealed class DeadHolderTests(string backend)
             SLock.Release(ref SpinWord());
             return false;
         });
+        long killedAt = Stopwatch.GetTimestamp();
         victim.Kill();
         Assert.That(waiter.Thread.Join(Patience), Is.True, "the spinning waiter was released instead of hanging");
+        Report("the spinlock waiter", killedAt, waiter);
         Assert.That(waiter.Error, Is.TypeOf<LockHolderDiedException>(), $"the waiter's error: {waiter.Error}");
         var ex = (LockHolderDiedException)waiter.Error!;
         Assert.Multiple(() =>
