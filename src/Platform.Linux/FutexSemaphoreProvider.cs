@@ -119,6 +119,8 @@ internal sealed unsafe class FutexSemaphoreSet : IProcSemaphoreSet
         }
     }
 
+    public bool HasNativeTimedWait => true;
+
     public bool Lock(int index, int timeoutMs)
     {
         if (timeoutMs < 0)

@@ -243,6 +243,8 @@ internal sealed unsafe class PosixSemaphoreSet : IProcSemaphoreSet
         }
     }
 
+    public bool HasNativeTimedWait => s_hasTimedWait;
+
     public bool Lock(int index, int timeoutMs)
     {
         if (timeoutMs < 0)

@@ -114,6 +114,8 @@ internal sealed unsafe class WindowsSemaphoreSet : IProcSemaphoreSet
 
     public void Lock(int index) => Lock(index, -1);
 
+    public bool HasNativeTimedWait => true;
+
     public bool Lock(int index, int timeoutMs)
         => Wait(Handle(index), index, timeoutMs < 0 ? Win.INFINITE : (uint)timeoutMs);
 

@@ -40,13 +40,14 @@ public sealed class LayoutTests
             ("Pid", 0), ("ProcNumber", 4), ("Kind", 8), ("FreeNext", 12), ("Generation", 16), ("OwnerThreadId", 20),
             ("AcquiredAtUnixMs", 24), ("LwWaiting", 32), ("LwWaitMode", 36), ("LwWaitNext", 40), ("LwWaitPrev", 44),
             ("LwWaitLockOffset", 48), ("CvWaitNext", 56), ("CvWaitPrev", 60), ("Latch", 64), ("ProcSignalFlags", 80),
-            ("WaitEventInfo", 88), ("BarrierGeneration", 96), ("BarrierFlags", 104), ("Semaphore", 128), ("LatchWake", 192)]),
+            ("WaitEventInfo", 88), ("BarrierGeneration", 96), ("BarrierFlags", 104), ("Semaphore", 128), ("LatchWake", 192),
+            ("NumHeldLWLocks", 224), ("HeldLWLocks", 228)]),
         [typeof(PgIpc.Proc.PgLatch)] = (16, [("IsSet", 0), ("MaybeSleeping", 4), ("OwnerPid", 8), ("OwnerProcNumber", 12)]),
         [typeof(PgIpc.Proc.ProcGlobalHeader)] = (192, [
             ("Lock", 0), ("MaxProcs", 64), ("NumBackends", 68), ("NumAuxiliary", 72), ("NumBackgroundWorkers", 76),
             ("FreeHeads", 80), ("SemaphoreStorageSize", 92), ("ProcsOffset", 96), ("SemaphoreName", 104),
             ("SlotsHandedOut", 136), ("SlotsReclaimed", 144), ("Magic", 152), ("SupervisorPid", 156)]),
-        [typeof(LWLock)] = (16, [("Tranche", 0), ("State", 4), ("WaitHead", 8), ("WaitTail", 12)]),
+        [typeof(LWLock)] = (16, [("Tranche", 0), ("ExclusiveHolder", 2), ("State", 4), ("WaitHead", 8), ("WaitTail", 12)]),
         [typeof(LWLockPadded)] = (64, [("Lock", 0)]),
         [typeof(PgIpc.Dsm.DsmControlHeader)] = (128, [
             ("Lock", 0), ("Magic", 64), ("MaxItems", 68), ("NItems", 72), ("Implementation", 76), ("CreatedCount", 80),

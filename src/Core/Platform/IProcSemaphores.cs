@@ -68,6 +68,13 @@ public interface IProcSemaphoreSet : IDisposable
     /// <summary>As <see cref="Lock(int)"/> but gives up after <paramref name="timeoutMs"/> ms (negative: forever); false on timeout.</summary>
     bool Lock(int index, int timeoutMs);
 
+    /// <summary>
+    /// True when <see cref="Lock(int, int)"/> sleeps in the OS until a post or the deadline (futex, sem_timedwait,
+    /// WaitForSingleObject), as cheaply as <see cref="Lock(int)"/>; false when it has to poll (macOS, which has no
+    /// sem_timedwait). LWLock waiters sleep with a timeout, to look for a dead holder, only when this is true.
+    /// </summary>
+    bool HasNativeTimedWait { get; }
+
     /// <summary>Decrements the count if it is positive, without waiting (PGSemaphoreTryLock).</summary>
     bool TryLock(int index);
 

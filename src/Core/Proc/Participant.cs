@@ -20,6 +20,12 @@
  *       try { ... } catch { Participant.Current.ReleaseAllLWLocks(); throw; }
  *   or, for one lock, `using (lockRef.Hold(mode)) { ... }`.
  *
+ *   Every change of the list is mirrored, with plain stores, into the slot's
+ *   NumHeldLWLocks / HeldLWLocks (PgProc.cs), so that if this process dies
+ *   while holding locks, their waiters can name it and ProcArray leaves the
+ *   slot in place. The mirror costs a store or two on this participant's
+ *   own cache line per acquire and release.
+ *
  *   A participant must not be used by two threads at once; locks are never
  *   held across an await.
  *-------------------------------------------------------------------------
@@ -47,6 +53,13 @@ public sealed unsafe class Participant : IDisposable
     private readonly Action<Participant, uint>?[] _barrierHandlers = new Action<Participant, uint>?[32];
     internal Sync.ConditionVariable* CvSleepTarget;
 
+    /// <summary>What an LWLock held exclusive by this participant records as its holder: procno + 1, or 0 past 65534.</summary>
+    internal readonly ushort HolderTag;
+
+    // The main segment as this process maps it, for the held-lock mirror's offsets.
+    private readonly byte* _segmentBase;
+    private readonly ulong _mirrorLimit;
+
     /// <summary>One entry of the held-lock list (process-local).</summary>
     private struct HeldLWLock
     {
@@ -60,6 +73,10 @@ public sealed unsafe class Participant : IDisposable
         ProcNumber = procNumber;
         Kind = kind;
         Proc = array.Procs + procNumber;
+        HolderTag = procNumber < ushort.MaxValue ? (ushort)(procNumber + 1) : (ushort)0;
+        _segmentBase = array.SegmentBase;
+        // Offsets are kept in units of 4 bytes in a uint: up to 16 GiB of segment.
+        _mirrorLimit = Math.Min((ulong)array.SegmentSize, (ulong)uint.MaxValue * 4);
         ThreadId = Environment.CurrentManagedThreadId;
         _latchOwner = array.Wakers.Own(procNumber);
         // Start at the current barrier generation: barriers emitted before we joined are not ours to absorb.
@@ -243,10 +260,24 @@ public sealed unsafe class Participant : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void PushHeld(LWLock* l, LWLockMode mode)
     {
-        ref HeldLWLock e = ref _held[_numHeld];
+        int n = _numHeld;
+        ref HeldLWLock e = ref _held[n];
         e.Lock = l;
         e.Mode = mode;
-        _numHeld++;
+        _numHeld = n + 1;
+        // The shared mirror, entry before count (plain stores: read only after this process is dead).
+        PgProc* proc = Proc;
+        if (n < PgProc.MirroredHeldLWLocks)
+            proc->HeldLWLocks[n] = MirrorTag(l);
+        proc->NumHeldLWLocks = n + 1;
+    }
+
+    /// <summary>How the held-lock mirror names <paramref name="l"/>: its main-segment offset / 4, or 0 when it lives elsewhere.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal uint MirrorTag(LWLock* l)
+    {
+        ulong off = (ulong)((byte*)l - _segmentBase);
+        return off < _mirrorLimit ? (uint)(off >> 2) : 0u;
     }
 
     /// <summary>Removes the most recent entry for <paramref name="l"/> and returns its mode; throws when there is none.</summary>
@@ -258,6 +289,7 @@ public sealed unsafe class Participant : IDisposable
         if (last >= 0 && _held[last].Lock == l)
         {
             _numHeld = last;
+            Proc->NumHeldLWLocks = last;
             return _held[last].Mode;
         }
         return RemoveHeldSlow(l);
@@ -274,6 +306,9 @@ public sealed unsafe class Participant : IDisposable
             for (int j = i + 1; j < _numHeld; j++)
                 _held[j - 1] = _held[j];
             _numHeld--;
+            for (int j = i; j < _numHeld && j < PgProc.MirroredHeldLWLocks; j++)
+                Proc->HeldLWLocks[j] = MirrorTag(_held[j].Lock);
+            Proc->NumHeldLWLocks = _numHeld;
             return mode;
         }
         throw new LWLockNotHeldException(LWLockTranches.NameOf(Array.Segment, l->Tranche), ProcNumber);
@@ -345,6 +380,7 @@ public sealed unsafe class Participant : IDisposable
             LWLock* l = _held[_numHeld - 1].Lock;
             LWLockMode mode = _held[_numHeld - 1].Mode;
             _numHeld--;
+            Proc->NumHeldLWLocks = _numHeld;
             // Same as LWLock.Release, without the held-list lookup (the participant is closed).
             l->ReleaseHeldByClosed(Array, mode);
         }

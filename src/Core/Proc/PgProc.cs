@@ -18,8 +18,18 @@
  *
  *   The slot is 256 bytes: identity and wait state in the first cache line,
  *   the latch and signal words in the second (set by other processes), the
- *   sleep semaphore on a line of its own (posted by wakers), and a reserve
- *   for the later layers.
+ *   sleep semaphore on a line of its own (posted by wakers), and on the last
+ *   line the latch wake storage and the mirror of the LWLocks the owner
+ *   holds.
+ *
+ *   The held-LWLock mirror (NumHeldLWLocks, HeldLWLocks) copies the owner's
+ *   private held-lock list into shared memory with plain stores, so that a
+ *   waiter whose lock is held by a process that has died can name that
+ *   process (a shared holder is recorded nowhere else) and so that dead-slot
+ *   reclamation leaves such a slot alone. Only the count and the first
+ *   MirroredHeldLWLocks entries fit; a holder of more counts as holding any
+ *   lock. Others read it only once the owner's pid is dead, when no store
+ *   of the owner can still be in flight: no ordering is needed.
  *
  *   Mirrors src/include/storage/proc.h and src/backend/storage/lmgr/proc.c.
  *-------------------------------------------------------------------------
@@ -95,7 +105,10 @@ public struct PgLatch
 /// 104  BarrierFlags      atomic only: barrier kinds pending absorption (emitter Or, owner Exchange)
 /// 128  Semaphore[64]     the backend's sleep semaphore (futex word, sem_t); only through IProcSemaphoreSet
 /// 192  LatchWake[32]     the backend's latch wake storage (Linux: the owner's eventfd); only through ILatchWakers
-/// 224  reserve
+/// 224  NumHeldLWLocks    the owner (plain stores, after each acquire and release): LWLocks it holds now
+/// 228  HeldLWLocks[7]    the owner: its first 7 held LWLocks, each as main-segment offset / 4 (0 = outside the main
+///                        segment); entries at or past NumHeldLWLocks are stale. Read by others only when the
+///                        owner's pid is dead (LWLock dead-holder checks, ReclaimDeadSlots)
 /// </code>
 /// </summary>
 [SharedStruct]
@@ -127,6 +140,11 @@ public unsafe struct PgProc
     private fixed byte _reserve0[20];
     public fixed byte Semaphore[ProcSemaphoreStorage.MaxSize];
     public fixed byte LatchWake[LatchStorage.MaxSize];
+    public int NumHeldLWLocks;
+    public fixed uint HeldLWLocks[MirroredHeldLWLocks];
+
+    /// <summary>Held LWLocks whose identity the slot mirrors (the rest are only counted).</summary>
+    public const int MirroredHeldLWLocks = 7;
 }
 
 /// <summary>

@@ -19,7 +19,10 @@
  *   taken off that queue and the lock's RELEASE_OK restored, so the waiters
  *   behind it still get woken (LWLock.RepairAfterDeadWaiter). A participant
  *   that died while *holding* a lock cannot be repaired this way: only the
- *   supervisor's crash restart can, as in PostgreSQL.
+ *   supervisor's crash restart can, as in PostgreSQL. Its slot is left in
+ *   place, dead pid and held-lock mirror included, so that every waiter on
+ *   those locks keeps finding out who died holding them and gets
+ *   LockHolderDiedException instead of a hang (see Sync/DeadHolder.cs).
  *
  *   Slots are given back on Dispose, on segment detach (on-detach callback)
  *   and at process exit (a ProcessExit hook), so a process that simply ends
@@ -68,7 +71,8 @@ public sealed class NoFreeProcSlotException : PgIpcException
 }
 
 /// <summary>One slot as seen by <see cref="ProcArray.GetProcs"/>.</summary>
-public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, uint WaitEventInfo);
+/// <remarks><paramref name="HeldLWLocks"/>: LWLocks the slot's owner holds (its mirror; a dead owner's stays as it died).</remarks>
+public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, uint WaitEventInfo, int HeldLWLocks = 0);
 
 /// <summary>The cluster's participant slots, as mapped in this process.</summary>
 public sealed unsafe class ProcArray
@@ -315,6 +319,14 @@ public sealed unsafe class ProcArray
 
     internal PgProc* Procs => _procs;
 
+    /// <summary>Where this process maps the main segment, and its size (the held-LWLock mirror's offsets).</summary>
+    internal byte* SegmentBase => _base;
+
+    internal long SegmentSize => _segmentSize;
+
+    /// <summary>Pid liveness (dead-holder checks).</summary>
+    internal IProcessServices Processes => _processes;
+
     internal IProcSemaphoreSet Semaphores => _semaphores;
 
     internal ILatchWakers Wakers => _wakers;
@@ -516,6 +528,7 @@ public sealed unsafe class ProcArray
         p->ProcSignalFlags = 0;
         p->WaitEventInfo = 0;
         p->OwnerThreadId = 0;
+        p->NumHeldLWLocks = 0;
     }
 
     /// <summary>Gives a slot back to its kind's free list (ProcKill).</summary>
@@ -540,7 +553,9 @@ public sealed unsafe class ProcArray
     /// <summary>
     /// Gives back every slot whose process is dead (killed, crashed) and repairs the LWLock queue a dead
     /// participant was waiting in. Returns the number of slots reclaimed. Slots of dead participants that were
-    /// waiting on a lock outside the main segment, or that a waker is just posting, are left for a later call.
+    /// waiting on a lock outside the main segment, or that a waker is just posting, are left for a later call;
+    /// slots of dead participants that still hold LWLocks are never reclaimed (only a restart of the cluster
+    /// repairs those locks; the slot keeps naming the dead holder to their waiters).
     /// </summary>
     public int ReclaimDeadSlots()
     {
@@ -557,13 +572,16 @@ public sealed unsafe class ProcArray
             long lockOffset = Volatile.Read(ref p->LwWaitLockOffset);
             if (lockOffset >= 0)
             {
-                if (!LWLock.RepairAfterDeadWaiter((LWLock*)(_base + lockOffset), this, i))
+                if (!LWLock.RepairAfterDeadWaiter((LWLock*)(_base + lockOffset), this, i, pid))
                     continue;
             }
             else if (lockOffset == -2 || Volatile.Read(ref p->LwWaiting) != (int)LWLockWaitState.NotWaiting)
             {
                 continue; // queued on a lock we cannot find from here: leave it to a crash restart
             }
+            // Died holding LWLocks (the owner's last stores are all visible: it is dead): keep the evidence.
+            if (Volatile.Read(ref p->NumHeldLWLocks) != 0)
+                continue;
             SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
             if (p->Pid == pid)
             {
@@ -594,7 +612,8 @@ public sealed unsafe class ProcArray
             if (pid == 0)
                 continue;
             list.Add(new PgProcInfo(i, (ProcKind)p->Kind, pid, Volatile.Read(ref p->Generation),
-                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), Volatile.Read(ref p->WaitEventInfo)));
+                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), Volatile.Read(ref p->WaitEventInfo),
+                Volatile.Read(ref p->NumHeldLWLocks)));
         }
         return list;
     }

@@ -58,7 +58,7 @@ public enum ShmemState
 public unsafe struct PgShmemHeader
 {
     public const uint MagicValue = 0x50474950; // "PGIP"
-    public const uint CurrentLayoutVersion = 2;
+    public const uint CurrentLayoutVersion = 3;
     public const int KeyCapacity = 64;
     public const int AttachTableCapacity = 128;
 

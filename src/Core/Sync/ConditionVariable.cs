@@ -31,9 +31,20 @@
  *   CancelSleep passes a signal on: if we were taken off the list (so a
  *   Signal chose us) but leave without consuming it, we signal the next one.
  *
+ *   A dead peer. A condition variable has no holder to blame: whoever was
+ *   going to change the condition and signal may have died, and nothing in
+ *   the variable says who that was. In a supervised cluster the crash
+ *   restart reaches every sleeper (the supervisor kills the processes; a
+ *   sleeper whose supervisor died gets SupervisorDiedException). Without a
+ *   supervisor, a caller that can die of a dead peer sleeps with a timeout
+ *   (Sleep's timeoutMs) and checks its peer at each return, as the shm_mq
+ *   does with its counterpart's pid. The variable's own mutex is an SLock,
+ *   so a process that died holding it makes the next Signal, Broadcast or
+ *   Sleep throw LockHolderDiedException instead of spinning forever.
+ *
  *   Ordering: the list and links are protected by the spinlock (its
- *   exchange / release store pair); the latch protocol orders the waker's
- *   writes before the wake-up against the sleeper's re-check.
+ *   compare-and-swap / release store pair); the latch protocol orders the
+ *   waker's writes before the wake-up against the sleeper's re-check.
  *
  *   Mirrors src/backend/storage/lmgr/condition_variable.c.
  *-------------------------------------------------------------------------

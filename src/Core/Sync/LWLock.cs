@@ -45,6 +45,33 @@
  *     - UpdateVar's Interlocked.Exchange on the variable <-> WaitForVar's
  *       Volatile.Read of it, both ordered against the wait-list lock.
  *
+ *   A holder that dies. PostgreSQL's postmaster kills every process when
+ *   one dies holding a lock (crash restart); PgIpc's supervisor does too.
+ *   Without a supervisor, waiters find out for themselves (DeadHolder.cs):
+ *     - the exclusive holder records itself in the lock (ExclusiveHolder,
+ *       procno + 1 in the two bytes after Tranche): a plain store after the
+ *       acquiring CAS, cleared by a plain store before the releasing add.
+ *       Both touch the line the atomic just owned, so the uncontended pair
+ *       stays two atomics; the field is advisory, read only by waiters;
+ *     - shared holders cannot be listed in 16 bytes; each participant
+ *       mirrors the locks it holds into its PGPROC (Participant.PushHeld);
+ *     - a sleeper waits on its semaphore with a timeout (DeadHolderCheckMs,
+ *       only in the slow path) and, at each timeout, while still queued:
+ *       takes dead waiters off this lock's queue (a releaser that woke a dead
+ *       waiter left RELEASE_OK clear, so nobody else would ever be woken);
+ *       then, if the lock is still held, looks for the holder: the recorded
+ *       exclusive holder's pid, else any slot whose pid is dead and whose
+ *       mirror says it holds this lock. If the holder is dead it leaves the
+ *       queue (under the wait-list lock, as DequeueSelf does; if a releaser
+ *       took it off meanwhile the lock was released after all and it simply
+ *       carries on), re-posts absorbed wake-ups, and throws
+ *       LockHolderDiedException naming the lock and the pid. The lock stays
+ *       held and the queue behind it intact: every later waiter gets the
+ *       same exception after one check interval.
+ *   A waker that dies between unlinking a sleeper and posting it, or a
+ *   participant thread that ends without releasing while its process lives,
+ *   is not detected: the supervisor's crash restart covers the former.
+ *
  *   An LWLock must live in shared (or native) memory: the held-lock list
  *   records its address. Locks are never held across an await.
  *
@@ -84,10 +111,12 @@ public sealed class LWLockUsageException : PgIpcException
 /// <summary>
 /// A lightweight lock in shared memory. Layout: 16 bytes.
 /// <code>
-///  0  Tranche   immutable after Initialize
-///  4  State     atomic only (see the bit map in this file's banner)
-///  8  WaitHead  the wait-list lock (FlagLocked in State): first queued procno, -1 = none
-/// 12  WaitTail  the wait-list lock: last queued procno
+///  0  Tranche          immutable after Initialize
+///  2  ExclusiveHolder  the exclusive holder: its procno + 1 (0 = none, or a procno past 65534), stored after its
+///                      acquiring CAS and cleared before its releasing add; advisory, read only by dead-holder checks
+///  4  State            atomic only (see the bit map in this file's banner)
+///  8  WaitHead         the wait-list lock (FlagLocked in State): first queued procno, -1 = none
+/// 12  WaitTail         the wait-list lock: last queued procno
 /// </code>
 /// Hot locks are padded to a cache line by <see cref="LWLockPadded"/>.
 /// </summary>
@@ -99,7 +128,7 @@ public unsafe struct LWLock
     public const int MaxHeldLocks = 200;
 
     public ushort Tranche;
-    private ushort _pad;
+    public ushort ExclusiveHolder;
     public uint State;
     public int WaitHead;
     public int WaitTail;
@@ -129,6 +158,7 @@ public unsafe struct LWLock
         if ((uint)trancheId > ushort.MaxValue)
             throw new ArgumentOutOfRangeException(nameof(trancheId), trancheId, "LWLock tranche id must be 0..65535");
         Tranche = (ushort)trancheId;
+        ExclusiveHolder = 0;
         WaitHead = PgProc.InvalidProcNumber;
         WaitTail = PgProc.InvalidProcNumber;
         // Release store; publication to other processes is the initialiser's (ShmemInitStruct's ready state).
@@ -151,7 +181,7 @@ public unsafe struct LWLock
         me.CheckCanTake(mode);
         if (!AttemptLock(l, mode))
         {
-            me.PushHeld(l, mode);
+            Granted(l, me, mode);
             return false;
         }
         AcquireSlow(l, me, mode);
@@ -169,7 +199,7 @@ public unsafe struct LWLock
         me.CheckCanTake(mode);
         if (AttemptLock(l, mode))
             return false;
-        me.PushHeld(l, mode);
+        Granted(l, me, mode);
         return true;
     }
 
@@ -194,7 +224,7 @@ public unsafe struct LWLock
                 QueueSelf(l, me, LWLockMode.WaitUntilFree);
                 mustWait = AttemptLock(l, mode);
                 if (mustWait)
-                    SleepUntilWoken(me, ref extraWaits);
+                    SleepUntilWoken(l, me, ref extraWaits);
                 else
                     DequeueSelf(l, me, ref extraWaits);
             }
@@ -204,7 +234,7 @@ public unsafe struct LWLock
             }
         }
         if (!mustWait)
-            me.PushHeld(l, mode);
+            Granted(l, me, mode);
         me.RepostExtraWaits(extraWaits);
         return !mustWait;
     }
@@ -227,18 +257,30 @@ public unsafe struct LWLock
                     DequeueSelf(l, me, ref extraWaits);
                     break;
                 }
-                SleepUntilWoken(me, ref extraWaits);
+                SleepUntilWoken(l, me, ref extraWaits);
                 // We are running again: let releasers wake waiters again (the waker cleared the flag for us).
                 Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
             }
         }
         finally
         {
-            // Also on a stuck wait-list lock (the only error possible here): the slot is not left marked as acquiring.
+            // Also on a stuck wait-list lock or a dead holder (LockHolderDiedException, thrown off the queue and with
+            // extra wake-ups re-posted): the slot is not left marked as acquiring.
             me.EndWait();
         }
-        me.PushHeld(l, mode);
+        Granted(l, me, mode);
         me.RepostExtraWaits(extraWaits);
+    }
+
+    /// <summary>The lock is ours: record an exclusive holder in the lock, and the lock in the held list and its mirror.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Granted(LWLock* l, Participant me, LWLockMode mode)
+    {
+        // Plain store after the acquiring CAS (which ordered it after the previous holder's clear); read only by
+        // dead-holder checks, which re-read it.
+        if (mode == LWLockMode.Exclusive)
+            l->ExclusiveHolder = me.HolderTag;
+        me.PushHeld(l, mode);
     }
 
     /// <summary>
@@ -300,18 +342,171 @@ public unsafe struct LWLock
     private static readonly bool s_singleCpu = Environment.ProcessorCount == 1;
 
     /// <summary>Sleeps on the semaphore until a waker has set LwWaiting to NotWaiting, counting posts meant for others.</summary>
-    private static void SleepUntilWoken(Participant me, ref int extraWaits)
+    /// <remarks>
+    /// Sleeps in slices of <see cref="DeadHolderCheckMs"/> when the semaphores have a native timed wait; after each
+    /// slice without a post it runs <see cref="CheckForDeadHolder"/>, which may throw <see cref="LockHolderDiedException"/>.
+    /// </remarks>
+    private static void SleepUntilWoken(LWLock* l, Participant me, ref int extraWaits)
     {
         PgProc* proc = me.Proc;
         IProcSemaphoreSet sems = me.Array.Semaphores;
+        int slice = sems.HasNativeTimedWait ? DeadHolderCheckMs : -1;
         while (true)
         {
-            sems.Lock(me.ProcNumber);
+            if (!sems.Lock(me.ProcNumber, slice))
+            {
+                CheckForDeadHolder(l, me, ref extraWaits);
+                continue;
+            }
             // Acquire load; pairs with the waker's release store of NotWaiting (after it unlinked us).
             if (Volatile.Read(ref proc->LwWaiting) == (int)LWLockWaitState.NotWaiting)
                 break;
             extraWaits++;
         }
+    }
+
+    /// <summary>How long a sleeper waits between two looks for a dead holder (ms); lowered only by tests.</summary>
+    internal static int DeadHolderCheckMs = 200;
+
+    // ------------------------------------------------------------------
+    // Dead holders and dead waiters (see the banner and DeadHolder.cs)
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// A sleeper's semaphore stayed silent for a slice. If it is still queued: repair this lock's queue of dead
+    /// waiters, then, if a dead process holds the lock, leave the queue and throw <see cref="LockHolderDiedException"/>.
+    /// Returns (to sleep again) otherwise.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void CheckForDeadHolder(LWLock* l, Participant me, ref int extraWaits)
+    {
+        PgProc* proc = me.Proc;
+        // Unlinked by a waker already: its post is on the way (it stores NotWaiting, then posts).
+        if (Volatile.Read(ref proc->LwWaiting) != (int)LWLockWaitState.Waiting)
+            return;
+        ProcArray array = me.Array;
+        RepairDeadWaitersOf(l, me);
+        (int deadPid, int deadProcno) = FindDeadHolder(l, me);
+        if (deadPid == 0)
+            return;
+
+        // Leave the queue, as DequeueSelf does. If a releaser unlinked us meanwhile, the lock was released after all:
+        // keep sleeping for its post and compete for the lock as usual.
+        PgProc* procs = array.Procs;
+        WaitListLock(l);
+        bool onList = proc->LwWaiting == (int)LWLockWaitState.Waiting;
+        if (onList)
+        {
+            ListDelete(l, procs, me.ProcNumber);
+            if (l->WaitHead == PgProc.InvalidProcNumber)
+                Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
+            proc->LwWaiting = (int)LWLockWaitState.NotWaiting;
+        }
+        WaitListUnlock(l);
+        if (!onList)
+            return;
+        me.RepostExtraWaits(extraWaits);
+        extraWaits = 0;
+        throw new LockHolderDiedException(DescribeLock(array, l), deadPid, deadProcno);
+    }
+
+    /// <summary>
+    /// The dead process holding <paramref name="l"/>, if any: (pid, procno), or (0, -1) when the lock is free or held
+    /// by live holders only as far as can be seen. A pid is blamed only while the lock stays held in the way it names.
+    /// </summary>
+    private static (int Pid, int ProcNumber) FindDeadHolder(LWLock* l, Participant me)
+    {
+        ProcArray array = me.Array;
+        PgProc* procs = array.Procs;
+        IProcessServices processes = array.Processes;
+        int myPid = processes.CurrentProcessId;
+        uint state = Volatile.Read(ref l->State);
+        if ((state & Bits.LockMask) == 0)
+            return (0, -1);
+
+        if ((state & Bits.ValExclusive) != 0)
+        {
+            int tag = Volatile.Read(ref l->ExclusiveHolder);
+            if (tag != 0 && tag <= array.MaxProcs)
+            {
+                int procno = tag - 1;
+                int pid = Volatile.Read(ref procs[procno].Pid);
+                if (pid == 0 || pid == myPid || processes.IsAlive(pid))
+                    return (0, -1); // a live holder (or one handing over right now): keep waiting
+                // Still the same holder and still exclusive after the check: it died holding the lock.
+                if (Volatile.Read(ref l->ExclusiveHolder) == tag && (Volatile.Read(ref l->State) & Bits.ValExclusive) != 0
+                    && Volatile.Read(ref procs[procno].Pid) == pid)
+                    return (pid, procno);
+                return (0, -1);
+            }
+        }
+
+        // Shared holders (or an exclusive one that is not recorded): a dead slot whose held-lock mirror names the lock.
+        uint want = me.MirrorTag(l);
+        for (int i = 0; i < array.MaxProcs; i++)
+        {
+            PgProc* p = procs + i;
+            int pid = Volatile.Read(ref p->Pid);
+            if (pid == 0 || pid == myPid)
+                continue;
+            int held = Volatile.Read(ref p->NumHeldLWLocks);
+            if (held <= 0 || !MirrorNames(p, held, want) || processes.IsAlive(pid))
+                continue;
+            // Dead: its stores are final. Blame it while the lock is still held.
+            if ((Volatile.Read(ref l->State) & Bits.LockMask) != 0 && Volatile.Read(ref p->Pid) == pid)
+                return (pid, i);
+        }
+        return (0, -1);
+    }
+
+    /// <summary>True when a held-lock mirror of <paramref name="held"/> locks may include the lock tagged <paramref name="want"/>.</summary>
+    private static bool MirrorNames(PgProc* p, int held, uint want)
+    {
+        // Locks past the mirrored ones are unknown, and so is a lock outside the main segment (tag 0): either may be ours.
+        if (held > PgProc.MirroredHeldLWLocks)
+            return true;
+        for (int k = 0; k < held; k++)
+            if (p->HeldLWLocks[k] == want)
+                return true;
+        return false;
+    }
+
+    /// <summary>
+    /// Takes dead waiters off <paramref name="l"/>'s queue and restores RELEASE_OK for them (as ReclaimDeadSlots would,
+    /// without freeing their slots): a releaser that woke a dead waiter cleared RELEASE_OK, and nobody else on the
+    /// queue would ever be woken. May wake waiters, this one included.
+    /// </summary>
+    private static void RepairDeadWaitersOf(LWLock* l, Participant me)
+    {
+        ProcArray array = me.Array;
+        long offset = array.OffsetInMainSegment(l);
+        if (offset < 0)
+            return;
+        PgProc* procs = array.Procs;
+        IProcessServices processes = array.Processes;
+        int myPid = processes.CurrentProcessId;
+        for (int i = 0; i < array.MaxProcs; i++)
+        {
+            PgProc* p = procs + i;
+            if (Volatile.Read(ref p->LwWaitLockOffset) != offset)
+                continue;
+            int pid = Volatile.Read(ref p->Pid);
+            if (pid == 0 || pid == myPid || processes.IsAlive(pid))
+                continue;
+            RepairAfterDeadWaiter(l, array, i, pid);
+        }
+    }
+
+    /// <summary>The lock as an exception names it: "LWLock tranche[index]" for a named tranche's lock, else its offset.</summary>
+    internal static string DescribeLock(ProcArray array, LWLock* l)
+    {
+        ShmemSegment segment = array.Segment;
+        string tranche = LWLockTranches.NameOf(segment, l->Tranche);
+        int index = LWLockTranches.IndexInNamedTranche(segment, l);
+        if (index >= 0)
+            return $"LWLock {tranche}[{index}]";
+        long offset = array.OffsetInMainSegment(l);
+        return offset >= 0 ? $"LWLock {tranche} at offset 0x{offset:x} of the main segment" : $"LWLock {tranche} (outside the main segment)";
     }
 
     // ------------------------------------------------------------------
@@ -334,6 +529,9 @@ public unsafe struct LWLock
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ReleaseState(LWLock* l, ProcArray array, LWLockMode mode)
     {
+        // Cleared before the add below (a full barrier) makes the lock free: the next holder's store comes after it.
+        if (mode == LWLockMode.Exclusive)
+            l->ExclusiveHolder = 0;
         // Full barrier; pairs with the acquiring CAS in AttemptLock.
         uint now = Interlocked.Add(ref l->State, mode == LWLockMode.Exclusive ? unchecked(0u - Bits.ValExclusive) : unchecked(0u - Bits.ValShared));
         const uint wake = Bits.FlagHasWaiters | Bits.FlagReleaseOk;
@@ -489,7 +687,7 @@ public unsafe struct LWLock
                     DequeueSelf(l, me, ref extraWaits);
                     break;
                 }
-                SleepUntilWoken(me, ref extraWaits);
+                SleepUntilWoken(l, me, ref extraWaits);
             }
         }
         finally
@@ -572,6 +770,9 @@ public unsafe struct LWLock
 
     /// <summary>Shared holders at this instant (diagnostics).</summary>
     public readonly int SharedHolders => (int)(Volatile.Read(ref Unsafe.AsRef(in State)) & Bits.SharedMask);
+
+    /// <summary>The procno of the exclusive holder the lock records at this instant, or -1 (diagnostics).</summary>
+    public readonly int ExclusiveHolderProcNumber => Volatile.Read(ref Unsafe.AsRef(in ExclusiveHolder)) - 1;
 
     /// <summary>True when the wait queue is not empty at this instant (diagnostics).</summary>
     public readonly bool HasWaiters => (Volatile.Read(ref Unsafe.AsRef(in State)) & Bits.FlagHasWaiters) != 0;
@@ -683,7 +884,7 @@ public unsafe struct LWLock
         // Someone dequeued us and has posted, or will post, our semaphore. They also cleared RELEASE_OK on our
         // behalf: set it again, then absorb their post now so it does not wake a later, unrelated sleep.
         Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
-        SleepUntilWoken(me, ref extraWaits);
+        SleepUntilWoken(l, me, ref extraWaits);
     }
 
     private static void ListDelete(LWLock* l, PgProc* procs, int procno)
@@ -716,12 +917,19 @@ public unsafe struct LWLock
     /// Repairs a lock whose acquirer died inside Acquire (its slot is being reclaimed): takes the dead slot off
     /// the queue, restores RELEASE_OK (a waker may have cleared it for the dead one), and wakes the next waiters
     /// if the lock is free. Returns false when a waker is half-way through posting the slot (try again later).
+    /// <paramref name="deadPid"/> is the pid found dead: if the slot has meanwhile been reclaimed and handed to a new
+    /// participant (which queues under the same wait-list lock), nothing is touched.
     /// </summary>
-    internal static bool RepairAfterDeadWaiter(LWLock* l, ProcArray array, int procno)
+    internal static bool RepairAfterDeadWaiter(LWLock* l, ProcArray array, int procno, int deadPid)
     {
         PgProc* procs = array.Procs;
         PgProc* p = procs + procno;
         WaitListLock(l);
+        if (Volatile.Read(ref p->Pid) != deadPid)
+        {
+            WaitListUnlock(l);
+            return true;
+        }
         int state = p->LwWaiting;
         if (state == (int)LWLockWaitState.PendingWakeup)
         {

@@ -265,6 +265,42 @@ public static unsafe class LWLockTranches
         return $"tranche {trancheId}";
     }
 
+    /// <summary>
+    /// The index of <paramref name="l"/> in the named tranche requested at start-up that holds it, or -1 (a lock
+    /// the caller placed itself, or no tranche table). For messages; never throws.
+    /// </summary>
+    internal static int IndexInNamedTranche(ShmemSegment? segment, LWLock* l)
+    {
+        try
+        {
+            if (segment is null || !segment.IsAttached || !segment.TryFindStruct(ShmemName, out ShmemRegion r))
+                return -1;
+            var h = (LWLockTrancheHeader*)r.Pointer;
+            long offset = (byte*)l - segment.Base;
+            int index = -1;
+            SLock.Acquire(ref h->Lock.Value, "LWLockTranches");
+            var entries = (LWLockTrancheEntry*)(h + 1);
+            for (int i = 0; i < h->Count && index < 0; i++)
+            {
+                LWLockTrancheEntry* e = entries + i;
+                long rel = offset - e->LocksOffset;
+                if (e->NumLocks > 0 && e->TrancheId == l->Tranche && rel >= 0 && rel % sizeof(LWLockPadded) == 0
+                    && rel / sizeof(LWLockPadded) < e->NumLocks)
+                    index = (int)(rel / sizeof(LWLockPadded));
+            }
+            SLock.Release(ref h->Lock.Value);
+            return index;
+        }
+        catch (PgIpcException)
+        {
+            return -1;
+        }
+        catch (ObjectDisposedException)
+        {
+            return -1;
+        }
+    }
+
     internal static void ValidateName(string name)
     {
         ArgumentNullException.ThrowIfNull(name);

@@ -4,7 +4,7 @@
  *
  * NOTES
  *   Test-and-test-and-set: a waiter reads the word until it looks free and
- *   only then tries the atomic exchange, so a spinning waiter does not keep
+ *   only then tries the compare-and-swap, so a spinning waiter does not keep
  *   stealing the cache line from the holder. While spinning it issues a CPU
  *   pause (SpinWait-style). After SpinsPerDelay failed tries it sleeps, with a
  *   randomised, exponentially growing delay between 1 ms and 1 s, as s_lock.c
@@ -12,14 +12,25 @@
  *   raises it, one we had to sleep for lowers it (on a uniprocessor spinning
  *   is useless, on a multiprocessor it usually wins).
  *
- *   After NumDelays sleeps (about a minute in total) the lock is declared
- *   stuck and a StuckSpinLockException is raised, instead of hanging forever:
- *   a holder that died while holding a spinlock is a broken invariant that
- *   only a cluster restart repairs.
+ *   The lock word holds the holder's pid (0 = free): Acquire is a
+ *   compare-and-swap of 0 to this process's pid, as cheap as the exchange of
+ *   1 it replaces. A waiter that has come to sleeping between tries checks,
+ *   at each sleep, whether that pid still exists; if not, the holder died
+ *   inside its critical section and the waiter throws
+ *   LockHolderDiedException naming the lock and the pid (DeadHolder.cs),
+ *   within a few milliseconds instead of hanging. The lock stays held: a
+ *   holder that died while holding a spinlock is a broken invariant that
+ *   only a cluster restart repairs. Threads of one process share the pid, so
+ *   a lock held by another thread of ours is never taken for dead.
  *
- *   Ordering: Acquire's Interlocked.Exchange is a full barrier (acquire side);
- *   Release's Volatile.Write is the release store that pairs with it: every
- *   write made inside the critical section is visible to the next acquirer.
+ *   After NumDelays sleeps (about a minute in total) the lock is declared
+ *   stuck and a StuckSpinLockException is raised, instead of hanging forever
+ *   (a holder that lives but never releases, or one whose pid was reused).
+ *
+ *   Ordering: Acquire's Interlocked.CompareExchange is a full barrier (acquire
+ *   side); Release's Volatile.Write is the release store that pairs with it:
+ *   every write made inside the critical section is visible to the next
+ *   acquirer.
  *
  *   Spinlocks are for a handful of instructions: never hold one across a call
  *   that can throw, allocate or block.
@@ -45,13 +56,13 @@ public sealed class StuckSpinLockException : PgIpcException
 
 /// <summary>
 /// One spinlock word padded to a cache line (as PostgreSQL pads hot locks).
-/// Layout: offset 0 int Value (0 free, 1 held; atomic only), then padding to 64 bytes.
+/// Layout: offset 0 int Value (0 free, else the holder's pid; atomic only), then padding to 64 bytes.
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
 public struct SpinLockPadded
 {
-    /// <summary>0 = free, 1 = held. Atomic only, through <see cref="SLock"/>.</summary>
+    /// <summary>0 = free, else the holder's pid. Atomic only, through <see cref="SLock"/>.</summary>
     public int Value;
 }
 
@@ -73,26 +84,32 @@ public static class SLock
     /// <summary>Marks the lock free. Used once, when the structure holding it is initialised.</summary>
     public static void Init(ref int lockWord) => Volatile.Write(ref lockWord, 0);
 
-    /// <summary>Takes the lock, spinning and then sleeping; throws <see cref="StuckSpinLockException"/> after about a minute.</summary>
+    /// <summary>
+    /// Takes the lock, spinning and then sleeping. Throws <see cref="LockHolderDiedException"/> when the holder's
+    /// process is found dead, and <see cref="StuckSpinLockException"/> after about a minute otherwise.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Acquire(ref int lockWord, string where = "spinlock")
     {
         // Full barrier; pairs with the Volatile.Write in Release.
-        if (Interlocked.Exchange(ref lockWord, 1) != 0)
+        if (Interlocked.CompareExchange(ref lockWord, HolderLiveness.MyPid, 0) != 0)
             AcquireSlow(ref lockWord, where);
     }
 
     /// <summary>Takes the lock if it is free right now.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryAcquire(ref int lockWord)
-        => Volatile.Read(ref lockWord) == 0 && Interlocked.Exchange(ref lockWord, 1) == 0;
+        => Volatile.Read(ref lockWord) == 0 && Interlocked.CompareExchange(ref lockWord, HolderLiveness.MyPid, 0) == 0;
 
-    /// <summary>Releases the lock (release store; pairs with the exchange in Acquire).</summary>
+    /// <summary>Releases the lock (release store; pairs with the compare-and-swap in Acquire).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Release(ref int lockWord) => Volatile.Write(ref lockWord, 0);
 
     /// <summary>True when someone holds the lock at this instant (diagnostics only).</summary>
     public static bool IsHeld(ref int lockWord) => Volatile.Read(ref lockWord) != 0;
+
+    /// <summary>Pid of the holder at this instant, 0 when free (diagnostics only).</summary>
+    public static int HolderPid(ref int lockWord) => Volatile.Read(ref lockWord);
 
     /// <summary>
     /// The spin-then-sleep schedule of every spin loop (PostgreSQL's SpinDelayStatus and perform_spin_delay):
@@ -112,12 +129,15 @@ public static class SLock
             _spinsPerDelay = Volatile.Read(ref s_spinsPerDelay);
         }
 
-        /// <summary>One more failed look at the lock: pause, and after a while sleep; throws when it looks stuck.</summary>
-        public void Perform()
+        /// <summary>
+        /// One more failed look at the lock: pause, and after a while sleep; throws when it looks stuck. Returns true
+        /// when it slept (the moment for a waiter that can name the holder to check that it still lives).
+        /// </summary>
+        public bool Perform()
         {
             Thread.SpinWait(1 << Math.Min(_spins & 7, 4));
             if (++_spins < _spinsPerDelay)
-                return;
+                return false;
             if (++_delays > NumDelays)
                 throw new StuckSpinLockException(_where, _delays - 1);
             if (_curDelayUsec == 0)
@@ -128,6 +148,7 @@ public static class SLock
             if (_curDelayUsec > MaxDelayUsec)
                 _curDelayUsec = MinDelayUsec;
             _spins = 0;
+            return true;
         }
 
         /// <summary>The lock was obtained: adapt the process's spin budget as Acquire does.</summary>
@@ -149,9 +170,17 @@ public static class SLock
     private static void AcquireSlow(ref int lockWord, string where)
     {
         var delay = new SpinDelay(where);
-        // Test, then test-and-set: only go for the exchange when the word looks free.
-        while (Volatile.Read(ref lockWord) != 0 || Interlocked.Exchange(ref lockWord, 1) != 0)
-            delay.Perform();
+        while (true)
+        {
+            // Test, then test-and-set: only go for the compare-and-swap when the word looks free.
+            int holder = Volatile.Read(ref lockWord);
+            if (holder == 0 && Interlocked.CompareExchange(ref lockWord, HolderLiveness.MyPid, 0) == 0)
+                break;
+            // Sleeping between tries already: is the holder still there? A dead one never releases. The word is read
+            // again after the check, so a pid seen just before a release-and-retake by a live process is not blamed.
+            if (delay.Perform() && holder != 0 && HolderLiveness.IsDead(holder) && Volatile.Read(ref lockWord) == holder)
+                throw new LockHolderDiedException($"spinlock {where}", holder);
+        }
         delay.Finish();
     }
 }

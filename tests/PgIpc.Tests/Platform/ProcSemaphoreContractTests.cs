@@ -161,6 +161,14 @@ public sealed class ProcSemaphoreContractTests(string variant)
     }
 
     [Test]
+    public void TheTimedWaitIsNativeExceptOnMacOS()
+    {
+        // LWLock sleepers wait in timed slices (to look for a dead holder) only where this is true.
+        IProcSemaphoreSet s = Create(1);
+        Assert.That(s.HasNativeTimedWait, Is.EqualTo(!OperatingSystem.IsMacOS()));
+    }
+
+    [Test]
     public void UnlocksAccumulateAndSemaphoresAreIndependent()
     {
         IProcSemaphoreSet s = Create(3);

@@ -5,10 +5,12 @@
  *   and cleanup with the segment.
  *-------------------------------------------------------------------------
  */
+using System.Runtime.CompilerServices;
 using NUnit.Framework;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
+using PgIpc.Sync;
 using PgIpc.Tests.Sync;
 
 namespace PgIpc.Tests.Proc;
@@ -69,6 +71,34 @@ public sealed class ProcArrayTests(string backend)
             Assert.That(info.Kind, Is.EqualTo(ProcKind.Backend));
             Assert.That(info.LwWaiting, Is.EqualTo(LWLockWaitState.NotWaiting));
         });
+    }
+
+    [Test]
+    public unsafe void TheSlotMirrorsTheLWLocksItsParticipantHolds()
+    {
+        LockCluster c = Create(new ProcArrayOptions(MaxBackends: 2, MaxAuxiliary: 0, MaxBackgroundWorkers: 0));
+        using Participant me = c.Procs.Join();
+        LWLockArray locks = c.Locks;
+        locks[0].Acquire(me, LWLockMode.Exclusive);
+        locks[1].Acquire(me, LWLockMode.Shared);
+        locks[2].Acquire(me, LWLockMode.Exclusive);
+        uint Tag(int i) => me.MirrorTag((LWLock*)Unsafe.AsPointer(ref locks[i]));
+        Assert.Multiple(() =>
+        {
+            Assert.That(c.Procs.GetProcs().Single().HeldLWLocks, Is.EqualTo(3));
+            Assert.That(Tag(0), Is.Not.Zero, "a lock in the main segment has a tag");
+            Assert.That(new[] { me.Proc->HeldLWLocks[0], me.Proc->HeldLWLocks[1], me.Proc->HeldLWLocks[2] }, Is.EqualTo(new[] { Tag(0), Tag(1), Tag(2) }));
+        });
+        locks[1].Release(me); // out of order: the mirror closes the gap
+        Assert.Multiple(() =>
+        {
+            Assert.That(me.Proc->NumHeldLWLocks, Is.EqualTo(2));
+            Assert.That(new[] { me.Proc->HeldLWLocks[0], me.Proc->HeldLWLocks[1] }, Is.EqualTo(new[] { Tag(0), Tag(2) }));
+        });
+        me.ReleaseAllLWLocks();
+        Assert.That(c.Procs.GetProcs().Single().HeldLWLocks, Is.Zero);
+        int outside = 0;
+        Assert.That(me.MirrorTag((LWLock*)&outside), Is.Zero, "a lock outside the main segment has no tag");
     }
 
     [Test]

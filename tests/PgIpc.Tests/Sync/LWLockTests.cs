@@ -83,6 +83,37 @@ public sealed unsafe class LWLockTests(string backend)
     }
 
     [Test]
+    public void TheLockRecordsItsExclusiveHolderWhileHeld()
+    {
+        ref LWLock l = ref Lock(3);
+        Assert.That(l.ExclusiveHolderProcNumber, Is.EqualTo(-1));
+        l.Acquire(LWLockMode.Exclusive);
+        Assert.That(l.ExclusiveHolderProcNumber, Is.EqualTo(_me!.ProcNumber));
+
+        // A waiter that sleeps through several dead-holder checks while the holder lives, then gets the lock.
+        var errors = new ConcurrentQueue<Exception>();
+        int waiterProc = -1, recorded = -2;
+        Thread t = Spawn("waiter", errors, p =>
+        {
+            waiterProc = p.ProcNumber;
+            _c.Locks[3].Acquire(p, LWLockMode.Exclusive);
+            recorded = _c.Locks[3].ExclusiveHolderProcNumber;
+            _c.Locks[3].Release(p);
+        });
+        WaitFor(() => QueueLength(3) == 1, "the waiter to queue");
+        Thread.Sleep(3 * LWLock.DeadHolderCheckMs + 50);
+        Assert.That(t.IsAlive, Is.True, "a waiter on a live holder keeps waiting");
+        l.Release();
+        Assert.That(t.Join(Patience), Is.True);
+        NoErrors(errors);
+        Assert.That(recorded, Is.EqualTo(waiterProc), "the woken waiter recorded itself");
+        Assert.That(l.ExclusiveHolderProcNumber, Is.EqualTo(-1), "a release clears the record");
+        l.Acquire(LWLockMode.Shared);
+        Assert.That(l.ExclusiveHolderProcNumber, Is.EqualTo(-1), "shared holders are not recorded in the lock");
+        l.Release();
+    }
+
+    [Test]
     public void ExclusiveExcludesAndSharedShares()
     {
         ref LWLock l = ref Lock(0);

@@ -12,8 +12,12 @@
  *                                                            they check both are equal in shared mode)
  *     lw-hold <lock> <mode>              -> ok <procno>      (a holder thread joins, then acquires;
  *                                                            it may block; it keeps the lock)
- *     lw-state                           -> ok waiting|acquired|done
+ *     lw-state                           -> ok waiting|acquired|done|died <pid> <lock name>
+ *                                                            (died: the holder's Acquire threw
+ *                                                            LockHolderDiedException; the thread has left)
  *     lw-unhold                          -> ok               (the holder releases and leaves)
+ *     lw-spin-hold <counter>             -> ok <pid>         (takes the spinlock in counter <counter>'s
+ *                                                            first 4 bytes and never releases it)
  *   The holder thread is a background thread: SIGKILL takes it with the process.
  *-------------------------------------------------------------------------
  */
@@ -29,7 +33,8 @@ internal static class LockWorkerCommands
     private static LockCluster? s_cluster;
     private static Participant? s_main;
     private static Thread? s_holder;
-    private static int s_holderState; // 0 none, 1 waiting, 2 acquired, 3 done
+    private static int s_holderState; // 0 none, 1 waiting, 2 acquired, 3 done, 4 died (s_holderDied says how)
+    private static string? s_holderDied;
     private static int s_holderProcno = -1;
     private static readonly ManualResetEventSlim s_unhold = new();
 
@@ -59,7 +64,11 @@ internal static class LockWorkerCommands
                 reply = $"ok {Hold(Int(a[1]), Enum.Parse<LWLockMode>(a[2], ignoreCase: true))}";
                 return true;
             case "lw-state":
-                reply = "ok " + (Volatile.Read(ref s_holderState) switch { 1 => "waiting", 2 => "acquired", 3 => "done", _ => "none" });
+                reply = "ok " + (Volatile.Read(ref s_holderState) switch { 1 => "waiting", 2 => "acquired", 3 => "done", 4 => "died " + s_holderDied, _ => "none" });
+                return true;
+            case "lw-spin-hold":
+                SLock.Acquire(ref System.Runtime.CompilerServices.Unsafe.As<long, int>(ref Cluster.Counter(Int(a[1]))), "test spin-hold");
+                reply = $"ok {Environment.ProcessId}";
                 return true;
             case "lw-unhold":
                 s_unhold.Set();
@@ -157,7 +166,16 @@ internal static class LockWorkerCommands
             }
             using (me)
             {
-                c.Locks[lockIndex].Acquire(me, mode);
+                try
+                {
+                    c.Locks[lockIndex].Acquire(me, mode);
+                }
+                catch (LockHolderDiedException ex)
+                {
+                    s_holderDied = $"{ex.DeadPid} {ex.LockName}";
+                    Volatile.Write(ref s_holderState, 4);
+                    return;
+                }
                 Volatile.Write(ref s_holderState, 2);
                 s_unhold.Wait();
                 c.Locks[lockIndex].Release(me);

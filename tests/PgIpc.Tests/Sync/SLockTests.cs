@@ -55,7 +55,7 @@ public sealed class SLockTests
         SLock.NumDelays = 5;
         try
         {
-            int lockWord = 1; // held by a "dead" owner
+            int lockWord = Environment.ProcessId; // held by a live owner (this process) that never releases
             var ex = Assert.Throws<StuckSpinLockException>(() => SLock.Acquire(ref lockWord, "test lock"));
             Assert.That(ex!.Message, Does.Contain("stuck spinlock").And.Contain("test lock"));
         }

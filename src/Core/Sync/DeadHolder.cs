@@ -1,0 +1,95 @@
+/*-------------------------------------------------------------------------
+ * DeadHolder.cs
+ *   "No hang on the dead": the exception a participant gets instead of
+ *   waiting forever on a lock whose holder's process has died, and the pid
+ *   liveness check the waiters use.
+ *
+ * NOTES
+ *   PostgreSQL never needs this: the postmaster sees every child die and,
+ *   when one dies abnormally, kills all the others before anybody could
+ *   wait long on a lock the dead one held (crash restart). PgIpc clusters
+ *   with a supervisor work the same way. Without a supervisor (processes
+ *   that attach to a segment on their own), a process killed with SIGKILL
+ *   while holding a lock would leave the others asleep forever, which is
+ *   what Boost.Interprocess users report for its robust-less mutexes.
+ *
+ *   So the waiters look for themselves, in their slow paths only:
+ *     - a spinlock's word holds the holder's pid (SLock), and a waiter that
+ *       has started sleeping between tries checks that pid at every sleep;
+ *     - an LWLock records its exclusive holder's procno, and every
+ *       participant mirrors the LWLocks it holds into its PGPROC slot; a
+ *       waiter sleeps on its semaphore with a timeout and, at each timeout,
+ *       looks for a dead process among the lock's holders (LWLock.cs).
+ *   Either throws LockHolderDiedException, naming the lock and the dead
+ *   pid, after leaving every queue it was on. The lock itself stays held:
+ *   the structure it protects may be half-changed, and only a restart of
+ *   the cluster (recreating the shared memory) repairs that, as in
+ *   PostgreSQL. A slot whose dead owner still holds LWLocks is therefore not
+ *   reclaimed (ProcArray.ReclaimDeadSlots): it keeps naming the culprit for
+ *   every later waiter.
+ *
+ *   Liveness is kill(pid, 0) / OpenProcess through the current backend's
+ *   IProcessServices. A pid the OS has already given to a new process looks
+ *   alive: the waiter then keeps waiting (the old behaviour), never blames
+ *   the wrong process. An unreaped zombie child also counts as alive on
+ *   Unix until its parent waits for it.
+ *-------------------------------------------------------------------------
+ */
+using PgIpc.Platform;
+
+namespace PgIpc.Sync;
+
+/// <summary>
+/// A lock is held by a process that has died: waiting would never end. The lock stays held (the data it protects
+/// may be half-changed); restart the cluster. <see cref="LockName"/> names the lock, <see cref="DeadPid"/> the process.
+/// </summary>
+public sealed class LockHolderDiedException : PgIpcException
+{
+    /// <summary>The lock: "LWLock &lt;tranche&gt;[index]" (or "... at offset 0x..."), or "spinlock &lt;where&gt;".</summary>
+    public string LockName { get; }
+
+    /// <summary>Pid of the dead holder.</summary>
+    public int DeadPid { get; }
+
+    /// <summary>The dead holder's participant slot, or -1 when the lock does not record one (spinlocks).</summary>
+    public int DeadProcNumber { get; }
+
+    public LockHolderDiedException(string lockName, int deadPid, int deadProcNumber = -1)
+        : base($"{lockName} is held by process {deadPid}{(deadProcNumber >= 0 ? $" (participant {deadProcNumber})" : "")}, "
+            + "which has died while holding it: the data it protects may be half-changed; restart the cluster")
+    {
+        LockName = lockName;
+        DeadPid = deadPid;
+        DeadProcNumber = deadProcNumber;
+    }
+}
+
+/// <summary>Whether a lock holder's process still exists (process-local; used only on slow paths).</summary>
+internal static class HolderLiveness
+{
+    /// <summary>This process's pid, as the lock words record it.</summary>
+    public static readonly int MyPid = Environment.ProcessId;
+
+    private static IProcessServices? s_processes;
+
+    /// <summary>True only when <paramref name="pid"/> is positive, not ours, and the OS says no such process exists. Never throws.</summary>
+    public static bool IsDead(int pid)
+    {
+        if (pid <= 0 || pid == MyPid)
+            return false;
+        IProcessServices? processes = Volatile.Read(ref s_processes);
+        if (processes is null)
+        {
+            try
+            {
+                processes = PgIpcPlatform.Current.Processes;
+            }
+            catch (PgIpcException)
+            {
+                return false; // no backend to ask: keep waiting, as before
+            }
+            Volatile.Write(ref s_processes, processes);
+        }
+        return !processes.IsAlive(pid);
+    }
+}
