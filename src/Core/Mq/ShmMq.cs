@@ -30,17 +30,40 @@
  *   it runs out of data. Because a consumed message is published only at the
  *   next Receive, the span Receive returns may point straight into the ring
  *   (zero copy) and stays valid until the handle's next Receive or Detach.
+ *   A message longer than a quarter of the ring is published by quarters
+ *   while it is written, and given back by quarters while it is copied out,
+ *   so both sides work at once on it (shm_mq.c publishes it only when the
+ *   ring is full).
  *   A message that wraps round the ring is copied into a per-handle buffer,
  *   grown to the next power of two only when a larger message arrives.
  *
  *   Waiting. A side that cannot progress publishes what it has pending, sets
  *   its peer's latch, then sleeps on its own latch; after waking it resets
  *   the latch and re-checks, so a wake-up between the check and the sleep is
- *   never lost (the latch stays set). Sleeps are bounded (1 s) so that a
- *   peer that died without detaching is noticed: before each sleep the
- *   handle asks the optional IShmMqPeer (for a peer that has not attached
- *   yet, e.g. a background worker that failed to start) and checks the pid
- *   the peer recorded when it attached. A dead peer reads as Detached.
+ *   never lost (the latch stays set).
+ *
+ *   Spinning (not in shm_mq.c). With SpinBeforeSleep (default: more than
+ *   one CPU) a side that must wait first polls the peer's counter for a few
+ *   microseconds, after it has published and set the peer's latch, so the
+ *   protocol above is unchanged: a spinner is not in the kernel, so setting
+ *   its latch costs the peer no system call, and a spinner that gives up
+ *   sleeps as before. After the first PureSpinMicroseconds it yields the
+ *   CPU between polls (sched_yield / SwitchToThread): on an oversubscribed
+ *   machine the peer is often queued on the spinner's own CPU, where a pure
+ *   spin only delays it (measured here: several times slower than not
+ *   spinning at all). The budget adapts per handle as s_lock's
+ *   spins_per_delay does: doubled (up to MaxSpinMicroseconds) when the
+ *   counter moved in time, or when a sleep ended with progress sooner than
+ *   that; an eighth off (down to MinSpinMicroseconds) when it did not. A
+ *   blocking call spins again only after a sleep that ended with progress,
+ *   never after a timeout, so an idle peer costs one budget of spinning and
+ *   then a sleep.
+ *
+ *   Sleeps are bounded (1 s) so that a peer that died without detaching is
+ *   noticed: before each sleep the handle asks the optional IShmMqPeer (for
+ *   a peer that has not attached yet, e.g. a background worker that failed
+ *   to start) and checks the pid the peer recorded when it attached. A dead
+ *   peer reads as Detached.
  *
  *   Detach (either side) sets the Detached flag under the spinlock and sets
  *   the peer's latch; a sender first publishes its pending bytes, and a
@@ -50,9 +73,12 @@
  *   Mirrors src/backend/storage/ipc/shm_mq.c and include/storage/shm_mq.h.
  *-------------------------------------------------------------------------
  */
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
 using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -377,6 +403,24 @@ public sealed unsafe class ShmMqHandle : IDisposable
     /// <summary>Longest sleep before the peer's liveness is checked again.</summary>
     public const int PeerCheckIntervalMs = 1000;
 
+    /// <summary>Shortest spin budget the adaptation goes down to, in microseconds.</summary>
+    public const int MinSpinMicroseconds = 1;
+
+    /// <summary>Longest spin budget the adaptation goes up to, in microseconds (about one kernel wake-up here).</summary>
+    public const int MaxSpinMicroseconds = 32;
+
+    /// <summary>A new handle's spin budget, in microseconds.</summary>
+    public const int InitialSpinMicroseconds = 8;
+
+    /// <summary>How long a spin polls with only a CPU pause before it also yields the CPU between polls, in microseconds.</summary>
+    public const int PureSpinMicroseconds = 2;
+
+    private const int SpinPollsPerClockRead = 4;
+    private static readonly long s_pureSpinTicks = MicrosecondsToTicks(PureSpinMicroseconds);
+    private static readonly long s_minSpinTicks = MicrosecondsToTicks(MinSpinMicroseconds);
+    private static readonly long s_maxSpinTicks = MicrosecondsToTicks(MaxSpinMicroseconds);
+    private static readonly long s_initialSpinTicks = MicrosecondsToTicks(InitialSpinMicroseconds);
+
     private const int LengthWordSize = sizeof(long);
 
     private readonly ShmMq _mq;
@@ -391,6 +435,10 @@ public sealed unsafe class ShmMqHandle : IDisposable
     private int _peerProcNo = PgProc.InvalidProcNumber;
     private int _peerPid;
     private bool _detached;
+
+    // Spinning before sleeping (this handle's thread only).
+    private bool _spin = SpinByDefault;
+    private long _spinTicks = s_initialSpinTicks; // adaptive budget, Stopwatch ticks, in [s_minSpinTicks, s_maxSpinTicks]
 
     // Sender state.
     private long _sendPending;       // bytes copied into the ring but not yet added to BytesWritten
@@ -425,6 +473,24 @@ public sealed unsafe class ShmMqHandle : IDisposable
 
     /// <summary>Size of the receive buffer (grows only when a wrapped message needs more).</summary>
     public int ReceiveBufferSize => _buffer.Length;
+
+    /// <summary>True where a new handle spins before sleeping: on a machine with more than one CPU.</summary>
+    public static bool SpinByDefault => Environment.ProcessorCount > 1;
+
+    /// <summary>
+    /// Whether a blocking send or receive that must wait first spins for a few microseconds (an adaptive budget between
+    /// <see cref="MinSpinMicroseconds"/> and <see cref="MaxSpinMicroseconds"/>) watching the peer's counter, and
+    /// sleeps on the latch only if nothing came. Saves the kernel wake-ups of a busy stream; an idle peer still
+    /// finds this side asleep. Default <see cref="SpinByDefault"/>; settable at any time by the handle's thread.
+    /// </summary>
+    public bool SpinBeforeSleep
+    {
+        get => _spin;
+        set => _spin = value;
+    }
+
+    /// <summary>The current adaptive spin budget (diagnostics).</summary>
+    public TimeSpan SpinBudget => Stopwatch.GetElapsedTime(0, _spinTicks);
 
     // ------------------------------------------------------------------
     // Send
@@ -479,6 +545,7 @@ public sealed unsafe class ShmMqHandle : IDisposable
         _sendLength = len;
         long total = LengthWordSize + Align8(len);
         long ring = _ringSize;
+        bool spin = _spin;
         while (_sendPartial < total)
         {
             // Acquire; pairs with the receiver's release store of BytesRead: the space it frees is no longer read
@@ -490,10 +557,11 @@ public sealed unsafe class ShmMqHandle : IDisposable
                 return SawDetached();
             if (available == 0)
             {
+                // Publish and wake the receiver before waiting: it may be asleep with the ring full of our bytes.
                 FlushPending();
                 if (nowait)
                     return ShmMqResult.WouldBlock;
-                if (!Sleep(WaitForSpaceEvent))
+                if (!WaitForPeer(&_h->BytesRead, rb, SendWaitEvent, ref spin))
                     return SawDetached();
                 continue;
             }
@@ -513,6 +581,11 @@ public sealed unsafe class ShmMqHandle : IDisposable
             }
             _sendPartial += n;
             _sendPending += n;
+            // Past a quarter of the ring, publish even in the middle of a message: a message larger than a quarter
+            // then streams through (the receiver copies one part out while we write the next) instead of the
+            // receiver seeing nothing until the ring is full.
+            if (_sendPending > (ring >> 2) && _sendPartial < total)
+                FlushPending();
         }
         _sendPartial = 0;
         _sendLength = -1;
@@ -572,10 +645,8 @@ public sealed unsafe class ShmMqHandle : IDisposable
     {
         ThrowIfNot(sender: false);
         message = default;
-        long ring = _ringSize;
-        // What the previous Receive returned is no longer needed: give its space back once it is worth a wake-up.
-        if (_consumePending > (ring >> 2))
-            PublishConsumed();
+        // What the previous Receive returned is no longer needed: ReceiveBytes gives its space back once that is
+        // worth a wake-up.
         ShmMqResult r;
         byte* p;
         long avail;
@@ -657,6 +728,11 @@ public sealed unsafe class ShmMqHandle : IDisposable
     private ShmMqResult ReceiveBytes(long needed, bool nowait, out long avail, out byte* data)
     {
         long ring = _ringSize;
+        bool spin = _spin;
+        // Bytes consumed so far are done with (a previous message, or parts of this one already copied out): past a
+        // quarter of the ring give them back, so a sender waiting in a long message goes on while we copy.
+        if (_consumePending > (ring >> 2))
+            PublishConsumed();
         for (;;)
         {
             // Acquire; pairs with the sender's release store in FlushPending: the bytes it covers are readable.
@@ -689,7 +765,7 @@ public sealed unsafe class ShmMqHandle : IDisposable
                 data = null;
                 return ShmMqResult.WouldBlock;
             }
-            if (!Sleep(WaitForDataEvent))
+            if (!WaitForPeer(&_h->BytesWritten, written, ReceiveWaitEvent, ref spin))
             {
                 // The peer died; take what it managed to publish first.
                 if (Volatile.Read(ref _h->BytesWritten) != written)
@@ -714,8 +790,89 @@ public sealed unsafe class ShmMqHandle : IDisposable
     // Waiting, peers, detach
     // ------------------------------------------------------------------
 
-    private const uint WaitForSpaceEvent = 0x0A00_0001; // MessageQueueSend
-    private const uint WaitForDataEvent = 0x0A00_0002;  // MessageQueueReceive
+    /// <summary>The wait event a sender shows in its slot while it sleeps for space (MessageQueueSend).</summary>
+    public const uint SendWaitEvent = 0x0A00_0001;
+
+    /// <summary>The wait event a receiver shows in its slot while it sleeps for data (MessageQueueReceive). A spin shows none.</summary>
+    public const uint ReceiveWaitEvent = 0x0A00_0002;
+
+    /// <summary>
+    /// Waits for the peer to move <paramref name="counter"/> (its own: BytesWritten for a receiver, BytesRead for a
+    /// sender) away from <paramref name="seen"/>, or to detach: first a bounded spin when <paramref name="spin"/>,
+    /// then one sleep on our latch. The caller re-checks either way (a wake-up may be early or redundant). False when
+    /// the peer is gone. The caller has published its own progress and set the peer's latch before calling.
+    /// </summary>
+    private bool WaitForPeer(long* counter, long seen, uint waitEvent, ref bool spin)
+    {
+        long spinStart = 0;
+        if (spin)
+        {
+            if (SpinUntilMoved(counter, seen, out spinStart))
+                return true;
+            // Sleep now. Spin again in this call only after a sleep that ended with the peer's progress: not after a
+            // timeout (an idle peer) nor after a latch left set earlier (which returns at once without progress).
+            spin = false;
+        }
+        if (!Sleep(waitEvent))
+            return false;
+        // Acquire; pairs with the peer's release store of the counter (FlushPending / PublishConsumed).
+        if (_spin && Volatile.Read(ref *counter) != seen)
+        {
+            spin = true;
+            // Progress came soon after a spin gave up: a budget of MaxSpin would have caught it (the wake-up's own
+            // latency only makes this test stricter), so count it as a success.
+            if (spinStart != 0 && Stopwatch.GetTimestamp() - spinStart < s_maxSpinTicks)
+                _spinTicks = Math.Min(s_maxSpinTicks, _spinTicks * 2);
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Polls <paramref name="counter"/> until it differs from <paramref name="seen"/> or the queue is detached, for at
+    /// most this handle's budget; adapts the budget (doubled after a success, an eighth off after a failure).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool SpinUntilMoved(long* counter, long seen, out long start)
+    {
+        start = Stopwatch.GetTimestamp();
+        long budget = _spinTicks;
+        while (true)
+        {
+            for (int i = 0; i < SpinPollsPerClockRead; i++)
+            {
+                // Acquire; pairs with the peer's release store of the counter (FlushPending / PublishConsumed) and
+                // with MarkDetached's release store of Detached. A plain read loop: the line stays shared in our
+                // cache until the peer writes it, so polling costs the peer nothing.
+                if (Volatile.Read(ref *counter) != seen || Volatile.Read(ref _h->Detached) != 0)
+                {
+                    _spinTicks = Math.Min(s_maxSpinTicks, budget * 2);
+                    return true;
+                }
+                CpuPause();
+            }
+            long elapsed = Stopwatch.GetTimestamp() - start;
+            if (elapsed >= budget)
+            {
+                _spinTicks = Math.Max(s_minSpinTicks, budget - (budget >> 3));
+                return false;
+            }
+            // Past the first microseconds, offer the CPU between polls: on a busy machine the peer may be waiting for
+            // this very CPU, and a pure spin would only delay it. With nothing else runnable this returns at once.
+            if (elapsed >= s_pureSpinTicks)
+                Thread.Yield();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CpuPause()
+    {
+        if (X86Base.IsSupported)
+            X86Base.Pause();
+        else if (ArmBase.IsSupported)
+            ArmBase.Yield();
+        else
+            Thread.SpinWait(1);
+    }
 
     /// <summary>Sleeps on our latch up to PeerCheckIntervalMs; false when the peer is gone (never throws for that).</summary>
     private bool Sleep(uint waitEvent)
@@ -791,4 +948,6 @@ public sealed unsafe class ShmMqHandle : IDisposable
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static long Align8(long n) => (n + 7) & ~7L;
+
+    private static long MicrosecondsToTicks(int us) => Math.Max(1, (long)(us * (double)Stopwatch.Frequency / 1_000_000));
 }

@@ -5,10 +5,11 @@
  *
  * NOTES
  *   mq-attach                         -> ok   (after "attach <handle>": the MqCluster another process made)
- *   mq-send <key> <ring> <n> <seed> <max> -> ok <procno>  (a thread joins, becomes the sender of queue <key>
- *                                         and sends n generated messages, then detaches)
- *   mq-recv <key> <ring> <n> <seed> <max> -> ok <procno>  (a thread joins, becomes the receiver and checks
- *                                         n generated messages, then detaches)
+ *   mq-send <key> <ring> <seed> <n> <max> [spin|nospin] -> ok <procno>  (a thread joins, becomes the sender
+ *                                         of queue <key> and sends n generated messages, then detaches)
+ *   mq-recv <key> <ring> <seed> <n> <max> [spin|nospin] -> ok <procno>  (a thread joins, becomes the receiver
+ *                                         and checks n generated messages, then detaches)
+ *                                         spin / nospin sets the handle's SpinBeforeSleep (default: as built)
  *   mq-result                         -> ok <"done" or the failure> (waits up to 60 s for that thread)
  *   The thread's peer check is the parent's pid (the test process).
  *-------------------------------------------------------------------------
@@ -46,6 +47,12 @@ internal static class MqWorkerCommands
                 long ring = long.Parse(a[2], CultureInfo.InvariantCulture);
                 ulong seed = ulong.Parse(a[3], CultureInfo.InvariantCulture);
                 int max = Int(a[5]);
+                bool? spin = a.Length > 6 ? a[6] switch
+                {
+                    "spin" => true,
+                    "nospin" => false,
+                    _ => throw new ArgumentException($"expected spin or nospin, got \"{a[6]}\""),
+                } : null;
                 using var ready = new ManualResetEventSlim();
                 int procno = -1;
                 s_result = "pending";
@@ -64,6 +71,8 @@ internal static class MqWorkerCommands
                         ready.Set();
                         var peer = new ShmMqProcessPeer(c.Segment.Platform.Processes, c.Procs.SupervisorPid);
                         using ShmMqHandle h = send ? mq.AttachAsSender(me, peer) : mq.AttachAsReceiver(me, peer);
+                        if (spin is bool on)
+                            h.SpinBeforeSleep = on;
                         string result = send ? MqMessages.SendAll(h, n, seed, max) : MqMessages.ReceiveAll(h, n, seed, max);
                         Volatile.Write(ref s_result, result);
                     }

@@ -3,7 +3,10 @@
  *   shm_mq between this process and a worker process, per backend: a stream
  *   of pseudo-random messages (with checksums) in each direction arrives
  *   intact; a sender killed with SIGKILL is noticed by the receiver through
- *   the peer check instead of a hang.
+ *   the peer check instead of a hang; a receiver process left idle sleeps
+ *   (its wait shows in its slot, its CPU time stays far below the idle
+ *   stretch) and the next message wakes it. Every test runs with the
+ *   handles' SpinBeforeSleep on and off, on both sides.
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
@@ -15,9 +18,19 @@ using PgIpc.Proc;
 
 namespace PgIpc.Tests.Mq;
 
-[TestFixtureSource(typeof(TestEnvironment), nameof(TestEnvironment.Backends))]
-public sealed class ShmMqCrossProcessTests(string backend)
+[TestFixtureSource(nameof(Sources))]
+public sealed class ShmMqCrossProcessTests(string backend, bool spin)
 {
+    /// <summary>Every backend, with the spin before sleeping on and off.</summary>
+    public static IEnumerable<TestFixtureData> Sources()
+        => TestEnvironment.Backends().SelectMany(b => new[] { new TestFixtureData(b, true), new TestFixtureData(b, false) });
+
+    private ShmMqHandle Spin(ShmMqHandle h)
+    {
+        h.SpinBeforeSleep = spin;
+        return h;
+    }
+
     private const int Ring = 8192;
     private const int Max = 3 * Ring;
     private MqCluster? _c;
@@ -44,7 +57,8 @@ public sealed class ShmMqCrossProcessTests(string backend)
         return w;
     }
 
-    private static string Args(int key, int n, ulong seed) => string.Create(CultureInfo.InvariantCulture, $"{key} {Ring} {seed} {n} {Max}");
+    private string Args(int key, int n, ulong seed)
+        => string.Create(CultureInfo.InvariantCulture, $"{key} {Ring} {seed} {n} {Max} {(spin ? "spin" : "nospin")}");
 
     [Test]
     public void WorkerSendsAndThisProcessReceives()
@@ -59,7 +73,7 @@ public sealed class ShmMqCrossProcessTests(string backend)
             using Participant me = Cluster.Procs.Join();
             ShmMq mq = Cluster.Queue(1, Ring);
             mq.SetReceiver(me);
-            using ShmMqHandle h = mq.Attach(me, new ShmMqProcessPeer(Cluster.Segment.Platform.Processes, w.Pid));
+            using ShmMqHandle h = Spin(mq.Attach(me, new ShmMqProcessPeer(Cluster.Segment.Platform.Processes, w.Pid)));
             received = MqMessages.ReceiveAll(h, N, 11, Max);
             Assert.That(h.Receive(out _), Is.EqualTo(ShmMqResult.Detached), "the worker detaches after its last message");
         });
@@ -80,7 +94,7 @@ public sealed class ShmMqCrossProcessTests(string backend)
             using Participant me = Cluster.Procs.Join();
             ShmMq mq = Cluster.Queue(2, Ring);
             mq.SetSender(me);
-            using ShmMqHandle h = mq.Attach(me, new ShmMqProcessPeer(Cluster.Segment.Platform.Processes, w.Pid));
+            using ShmMqHandle h = Spin(mq.Attach(me, new ShmMqProcessPeer(Cluster.Segment.Platform.Processes, w.Pid)));
             sent = MqMessages.SendAll(h, N, 12, Max);
         });
         Assert.That(sent, Is.EqualTo("done"));
@@ -104,13 +118,70 @@ public sealed class ShmMqCrossProcessTests(string backend)
                 mq.SetReceiver(me);
             else
                 mq.SetSender(me);
-            using ShmMqHandle h = mq.Attach(me);
+            using ShmMqHandle h = Spin(mq.Attach(me));
             results[t] = t == 0 ? MqMessages.ReceiveAll(h, N, 21, Max) : MqMessages.SendAll(h, N, 22, Max);
         });
         Assert.That(results, Is.EqualTo(new[] { "done", "done" }));
         Assert.That(tx.Send("mq-result"), Is.EqualTo("done"));
         Assert.That(rx.Send("mq-result"), Is.EqualTo("done"));
     }
+
+    [Test]
+    public void AnIdleReceiverProcessSleepsWithoutBurningCpuAndIsWoken()
+    {
+        const int N = 12, Burst = 10;
+        Cluster.CreateQueues(1, Ring);
+        ChildWorker w = StartWorker();
+        int receiver = int.Parse(w.Send("mq-recv " + Args(1, N, 41)), CultureInfo.InvariantCulture);
+        using Process worker = Process.GetProcessById(w.Pid);
+        bool sawAsleep = false;
+        int asleepSamples = 0, samples = 0;
+        TimeSpan cpu = TimeSpan.Zero, stretch = TimeSpan.Zero;
+        TestThreads.Run(1, thread =>
+        {
+            using Participant me = Cluster.Procs.Join();
+            ShmMq mq = Cluster.Queue(1, Ring);
+            mq.SetSender(me);
+            using ShmMqHandle h = Spin(mq.Attach(me, new ShmMqProcessPeer(Cluster.Segment.Platform.Processes, w.Pid)));
+            byte[] buf = new byte[Max];
+            void SendMessage(int i)
+            {
+                Span<byte> m = buf.AsSpan(0, MqMessages.SizeOf(41, i, Max));
+                MqMessages.Fill(m, 41, i);
+                Assert.That(h.Send(m), Is.EqualTo(ShmMqResult.Success), $"message {i}");
+            }
+            for (int i = 0; i < Burst; i++)
+                SendMessage(i);
+            // The idle stretch starts now, while the receiver may still be spinning after the burst.
+            worker.Refresh();
+            TimeSpan cpu0 = worker.TotalProcessorTime;
+            var sw = Stopwatch.StartNew();
+            var deadline = TimeSpan.FromSeconds(10);
+            while (!(sawAsleep = IsAsleep(receiver)) && sw.Elapsed < deadline)
+                Thread.Sleep(5);
+            // Then it stays asleep (the 1 s peer check wakes it for a moment: allow a few misses).
+            while (sw.Elapsed < TimeSpan.FromSeconds(1.5))
+            {
+                Thread.Sleep(50);
+                samples++;
+                if (IsAsleep(receiver))
+                    asleepSamples++;
+            }
+            worker.Refresh();
+            cpu = worker.TotalProcessorTime - cpu0;
+            stretch = sw.Elapsed;
+            for (int i = Burst; i < N; i++)
+                SendMessage(i);
+        });
+        Assert.That(sawAsleep, Is.True, "the idle receiver never showed the shm_mq receive wait: it did not go to sleep");
+        Assert.That(asleepSamples, Is.GreaterThanOrEqualTo(samples * 3 / 4), $"asleep in {asleepSamples} of {samples} looks");
+        // A receiver that kept spinning would burn about one CPU for the whole stretch.
+        Assert.That(cpu, Is.LessThan(stretch * 0.25), $"CPU time of the idle receiver's process over {stretch.TotalSeconds:F2} s");
+        Assert.That(w.Send("mq-result"), Is.EqualTo("done"), "the sleeping receiver got the messages sent after the stretch");
+    }
+
+    private bool IsAsleep(int procNumber)
+        => Cluster.Procs.GetProcs().Any(p => p.ProcNumber == procNumber && p.WaitEventInfo == ShmMqHandle.ReceiveWaitEvent);
 
     [Test]
     public void AKilledSenderIsNoticedInsteadOfAHang()
@@ -127,7 +198,7 @@ public sealed class ShmMqCrossProcessTests(string backend)
             ShmMq mq = Cluster.Queue(1, Ring);
             mq.SetReceiver(me);
             // No IShmMqPeer: the pid the sender recorded when it attached is what gets checked.
-            using ShmMqHandle h = mq.Attach(me);
+            using ShmMqHandle h = Spin(mq.Attach(me));
             byte[] scratch = new byte[Max];
             for (; received < 20; received++)
             {

@@ -3,7 +3,10 @@
  *   shm_mq between threads of this process, per backend: messages of many
  *   sizes (empty to three rings) arrive intact and in order; nowait sends
  *   and receives resume where they stopped; detach by either side is seen;
- *   a peer that is gone is noticed; zero copy; no allocation per message.
+ *   a peer that is gone is noticed; zero copy; no allocation per message;
+ *   an idle peer (with or without the spin before sleeping) ends up asleep
+ *   in the latch wait and is woken by the next message or the freed space.
+ *   Every test runs with the handles' SpinBeforeSleep on and off.
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
@@ -14,11 +17,22 @@ using PgIpc.Proc;
 
 namespace PgIpc.Tests.Mq;
 
-[TestFixtureSource(typeof(TestEnvironment), nameof(TestEnvironment.Backends))]
-public sealed class ShmMqTests(string backend)
+[TestFixtureSource(nameof(Sources))]
+public sealed class ShmMqTests(string backend, bool spin)
 {
     private const int Ring = 4096;
     private MqCluster? _c;
+
+    /// <summary>Every backend, with the spin before sleeping on and off.</summary>
+    public static IEnumerable<TestFixtureData> Sources()
+        => TestEnvironment.Backends().SelectMany(b => new[] { new TestFixtureData(b, true), new TestFixtureData(b, false) });
+
+    /// <summary>Applies this fixture's spin setting to a new handle.</summary>
+    private ShmMqHandle Spin(ShmMqHandle h)
+    {
+        h.SpinBeforeSleep = spin;
+        return h;
+    }
 
     [TearDown]
     public void TearDown()
@@ -48,7 +62,7 @@ public sealed class ShmMqTests(string backend)
                 mq.SetReceiver(me);
             // Both slots are taken before either side can finish and give its slot back for the other to reuse.
             bothSet.SignalAndWait();
-            using ShmMqHandle h = mq.Attach(me);
+            using ShmMqHandle h = Spin(mq.Attach(me));
             if (t == 0)
                 sender(h);
             else
@@ -137,8 +151,8 @@ public sealed class ShmMqTests(string backend)
             ShmMq mq = c.Queue(1, Ring);
             mq.SetSender(me);
             mq.SetReceiver(me);
-            using ShmMqHandle tx = mq.AttachAsSender(me);
-            using ShmMqHandle rx = mq.AttachAsReceiver(me);
+            using ShmMqHandle tx = Spin(mq.AttachAsSender(me));
+            using ShmMqHandle rx = Spin(mq.AttachAsReceiver(me));
             Assert.Throws<InvalidOperationException>(() => mq.Attach(me));
             Assert.Throws<InvalidOperationException>(() => rx.Send([1]));
             Assert.Throws<InvalidOperationException>(() => tx.Receive(out _));
@@ -207,8 +221,8 @@ public sealed class ShmMqTests(string backend)
             ShmMq mq = c.Queue(1, Ring);
             mq.SetSender(me);
             mq.SetReceiver(me);
-            using ShmMqHandle tx = mq.AttachAsSender(me);
-            using ShmMqHandle rx = mq.AttachAsReceiver(me);
+            using ShmMqHandle tx = Spin(mq.AttachAsSender(me));
+            using ShmMqHandle rx = Spin(mq.AttachAsReceiver(me));
             Span<byte> region = c.Region.AsSpan();
             byte[] m1 = new byte[1000];
             m1.AsSpan().Fill(1);
@@ -273,6 +287,114 @@ public sealed class ShmMqTests(string backend)
         Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)));
     }
 
+    /// <summary>Waits up to 10 s for participant <paramref name="procNumber"/> to show <paramref name="waitEvent"/>.</summary>
+    private bool WaitsIn(int procNumber, uint waitEvent)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            if (Cluster.Procs.GetProcs().Any(p => p.ProcNumber == procNumber && p.WaitEventInfo == waitEvent))
+                return true;
+            Thread.Sleep(5);
+        }
+        return false;
+    }
+
+    [Test]
+    public void AnIdleReceiverEndsUpAsleepAndTheNextMessageWakesIt()
+    {
+        bool asleep = false;
+        int received = 0;
+        RunPair(
+            h =>
+            {
+                // A burst first, so that a spinning receiver has just succeeded (its budget is up), then nothing.
+                for (int i = 0; i < 200; i++)
+                    Assert.That(h.Send(new byte[i % 50]), Is.EqualTo(ShmMqResult.Success));
+                asleep = WaitsIn(h.Queue.ReceiverProcNumber, ShmMqHandle.ReceiveWaitEvent);
+                Assert.That(h.Send(new byte[7]), Is.EqualTo(ShmMqResult.Success));
+            },
+            h =>
+            {
+                for (int i = 0; i < 201; i++)
+                {
+                    Assert.That(h.Receive(out ReadOnlySpan<byte> m), Is.EqualTo(ShmMqResult.Success));
+                    Assert.That(m.Length, Is.EqualTo(i < 200 ? i % 50 : 7));
+                    received++;
+                }
+            });
+        Assert.That(asleep, Is.True, "the receiver never showed the shm_mq receive wait: it did not go to sleep");
+        Assert.That(received, Is.EqualTo(201), "the sleeping receiver was not woken by the last message");
+    }
+
+    [Test]
+    public void ASenderWaitingOnAnIdleReceiverEndsUpAsleepAndFreedSpaceWakesIt()
+    {
+        bool asleep = false;
+        int received = 0;
+        const int N = 40; // 40 x 1 KiB: ten rings' worth
+        RunPair(
+            h =>
+            {
+                for (int i = 0; i < N; i++)
+                    Assert.That(h.Send(new byte[1000]), Is.EqualTo(ShmMqResult.Success));
+            },
+            h =>
+            {
+                asleep = WaitsIn(h.Queue.SenderProcNumber, ShmMqHandle.SendWaitEvent);
+                for (int i = 0; i < N; i++)
+                {
+                    Assert.That(h.Receive(out ReadOnlySpan<byte> m), Is.EqualTo(ShmMqResult.Success));
+                    Assert.That(m.Length, Is.EqualTo(1000));
+                    received++;
+                }
+            });
+        Assert.That(asleep, Is.True, "the sender never showed the shm_mq send wait: it did not go to sleep");
+        Assert.That(received, Is.EqualTo(N));
+    }
+
+    [Test]
+    public void TheSpinSettingIsPerHandleAndItsBudgetStaysBounded()
+    {
+        TimeSpan min = TimeSpan.FromMicroseconds(ShmMqHandle.MinSpinMicroseconds) - TimeSpan.FromTicks(1);
+        TimeSpan max = TimeSpan.FromMicroseconds(ShmMqHandle.MaxSpinMicroseconds) + TimeSpan.FromTicks(1);
+        var budgets = new TimeSpan[2];
+        bool[] defaults = new bool[2];
+        RunPair(
+            h =>
+            {
+                for (int i = 0; i < 3000; i++)
+                    h.Send(new byte[i % 3000], forceFlush: (i & 1) == 0);
+                budgets[0] = h.SpinBudget;
+            },
+            h =>
+            {
+                for (int i = 0; i < 3000; i++)
+                {
+                    Assert.That(h.Receive(out ReadOnlySpan<byte> m), Is.EqualTo(ShmMqResult.Success));
+                    Assert.That(m.Length, Is.EqualTo(i % 3000));
+                    if (i % 500 == 0)
+                        Thread.Sleep(20); // some waits fail, some succeed
+                }
+                budgets[1] = h.SpinBudget;
+            });
+        Assert.That(budgets, Has.All.InRange(min, max));
+        MqCluster c = Cluster;
+        TestThreads.Run(1, _ =>
+        {
+            using Participant me = c.Procs.Join();
+            ShmMq mq = ShmMq.Create(c.Segment.Alloc(ShmMq.SizeFor(Ring)));
+            mq.SetSender(me);
+            mq.SetReceiver(me);
+            using ShmMqHandle tx = mq.AttachAsSender(me), rx = mq.AttachAsReceiver(me);
+            defaults[0] = tx.SpinBeforeSleep;
+            tx.SpinBeforeSleep = !tx.SpinBeforeSleep;
+            defaults[1] = rx.SpinBeforeSleep;
+        });
+        Assert.That(defaults[0], Is.EqualTo(Environment.ProcessorCount > 1), "on by default, off on one CPU");
+        Assert.That(defaults[1], Is.EqualTo(defaults[0]), "changing one handle's setting leaves the other's alone");
+    }
+
     private sealed class FlagPeer : IShmMqPeer
     {
         public volatile bool Alive = true;
@@ -298,7 +420,7 @@ public sealed class ShmMqTests(string backend)
             using Participant me = c.Procs.Join();
             ShmMq mq = c.Queue(1, Ring);
             mq.SetReceiver(me);
-            using ShmMqHandle h = mq.Attach(me, peer);
+            using ShmMqHandle h = Spin(mq.Attach(me, peer));
             sw.Start();
             result = h.Receive(out _);
             sw.Stop();
@@ -319,8 +441,8 @@ public sealed class ShmMqTests(string backend)
             ShmMq mq = c.Queue(1, Ring);
             mq.SetSender(me);
             mq.SetReceiver(me);
-            using ShmMqHandle tx = mq.AttachAsSender(me);
-            using ShmMqHandle rx = mq.AttachAsReceiver(me);
+            using ShmMqHandle tx = Spin(mq.AttachAsSender(me));
+            using ShmMqHandle rx = Spin(mq.AttachAsReceiver(me));
             // One round fits the ring (at most 2008 + 728 + 728 bytes), so a loopback queue never blocks; the last,
             // nowait receive finds no data and gives the consumed space back.
             byte[] msg = new byte[2000];
