@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  * ClusterBuildFailureTests.cs
  *   ClusterBuilder.Build failing after shared memory exists (a startup hook
- *   that throws, more static workers than child slots): the exception
+ *   that throws, more static workers than child slots, a subsystem's
+ *   initialisation refusing its options): the exception
  *   reaches the caller, who has no Cluster to dispose, so Build itself
  *   removes everything it made: the segment, the latch FIFOs and their
  *   directory (Posix), the semaphores; the same key builds again at once.
  *-------------------------------------------------------------------------
  */
 using NUnit.Framework;
+using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
@@ -100,5 +102,17 @@ public sealed class ClusterBuildFailureTests(string backend)
             .Build());
         Assert.That(handle, Is.Not.Null, "shared memory was made before the workers were registered");
         AssertNothingLeft(handle!.Value, paths, key);
+    }
+
+    [Test]
+    public void SubsystemThatFailsAfterTheSlotsExistLeavesNothingBehind()
+    {
+        string key = TestEnvironment.UniqueKey("pm-dsmfail");
+        // DsmRegistry.Init refuses mmap without a data directory (or a kind the backend lacks), after ProcArray.Init made the slots' objects.
+        Assert.Catch<ArgumentException>(() => Builder(key, 2).WithDsmOptions(new DsmOptions(Implementation: DsmImplementation.Mmap)).Build());
+        // The segment of a live creator (this process) would make the next Create refuse with "in use"; a stale one would be replaced.
+        Cluster again = Builder(key, 2).Build();
+        _clusters.Add(again);
+        Assert.That(again.Segment.ReplacedStaleSegment, Is.False);
     }
 }
