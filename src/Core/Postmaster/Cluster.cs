@@ -53,7 +53,11 @@
  *   every child left on its own (Smart, Fast in time) the buffer pool's
  *   dirty buffers are written first (the buffer half of the shutdown
  *   checkpoint); after a kill a child may have died holding a buffer lock,
- *   so nothing is written, as after a crash.
+ *   so nothing is written, as after a crash. A Build that fails once the
+ *   segment exists (a startup hook throws, more static workers than child
+ *   slots) shuts the new cluster down before it rethrows: the caller has no
+ *   Cluster to dispose, and the segment (ipcs -m, /dev/shm) and the Posix
+ *   latch FIFOs' directory would otherwise outlive the process.
  *
  *   Buffer pool. With ClusterBuilder.WithBufferPool the pool is made in
  *   every incarnation of shared memory; its size and data directory are
@@ -175,9 +179,18 @@ public sealed class Cluster : IDisposable
         c._incarnation = 1;
         if (c._segment.ReplacedStaleSegment)
             c.Log($"removed the shared memory of a crashed run of \"{b.Key}\" and {c._segment.LeftoversRemoved} other leftover OS object set(s)");
-        c.RunStartupHooks();
-        foreach (ChildSpec spec in b.StaticWorkers)
-            c.AddRecord(spec, 0);
+        try
+        {
+            c.RunStartupHooks();
+            foreach (ChildSpec spec in b.StaticWorkers)
+                c.AddRecord(spec, 0); // NoFreeBackgroundWorkerSlotException: more static workers than WithMaxChildren
+        }
+        catch
+        {
+            // The caller gets no Cluster to dispose: remove the segment, latch FIFOs and semaphores made above.
+            c.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero); // no children yet; Immediate: nothing flushed
+            throw;
+        }
         return c;
     }
 
