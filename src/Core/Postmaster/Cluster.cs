@@ -454,6 +454,17 @@ public sealed class Cluster : IDisposable
             int code = r.Process.ExitCode;
             r.Process.Dispose();
             r.Process = null;
+            // A clean exit that left LWLocks held (its slot still names them: Participant.Close keeps the locks of a
+            // participant that ends with the process) is a crash: what the locks protect may be half-changed.
+            int held = code == 0 ? HeldLWLocksOf(r.Pid) : 0;
+            if (held > 0 && State == ClusterState.Running)
+            {
+                crash ??= $"{Describe(r)} exited with exit code 0 while holding {held} LWLock(s)";
+                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
+                if (!r.Spec.IsPermanent)
+                    _children.RemoveAt(i);
+                continue;
+            }
             if (code == 0 || State == ClusterState.ShuttingDown)
             {
                 if (code != 0)
@@ -749,6 +760,18 @@ public sealed class Cluster : IDisposable
 
     private static string Describe(ChildRecord r)
         => $"{r.Spec.Kind switch { ProcKind.Auxiliary => "auxiliary process", ProcKind.Backend => "backend process", _ => "background worker" }} \"{r.Spec.Name}\" (PID {r.Pid})";
+
+    /// <summary>LWLocks still held by the slots of <paramref name="pid"/> (their owner has exited).</summary>
+    private int HeldLWLocksOf(int pid)
+    {
+        int held = 0;
+        if (pid == 0 || !_segment.IsAttached)
+            return 0;
+        foreach (PgProcInfo p in _procs.GetProcs())
+            if (p.Pid == pid)
+                held += p.HeldLWLocks;
+        return held;
+    }
 
     private static string ExitReason(int code)
         => code > 128 && code < 128 + 65

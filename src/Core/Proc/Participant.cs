@@ -375,6 +375,15 @@ public sealed unsafe class Participant : IDisposable
             Array.Forget(this);
             return;
         }
+        if (fromExit && _numHeld > 0)
+        {
+            // The process is ending while this participant holds LWLocks (its thread did not get to release them):
+            // what they protect may be half-changed, so they are not released. The slot keeps its pid and its mirror
+            // of the held locks: waiters get LockHolderDiedException once the process is gone, and a supervisor
+            // treats the exit as a crash (Cluster.Step), as the postmaster does for an exit inside a critical section.
+            Array.Forget(this);
+            return;
+        }
         while (_numHeld > 0)
         {
             LWLock* l = _held[_numHeld - 1].Lock;

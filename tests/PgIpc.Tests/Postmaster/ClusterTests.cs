@@ -188,6 +188,27 @@ public sealed class ClusterTests(string backend)
     }
 
     [Test]
+    public void ChildExitingZeroWhileHoldingAnLWLockIsACrash()
+    {
+        // An exit code of 0 is not enough: a child whose process ended while it held an LWLock may have left what the
+        // lock protects half-changed, so the supervisor restarts as for a kill (postmaster: exit in a critical section).
+        Cluster c = Start(Builder("pm-heldexit").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 1, "the static worker to attach");
+        string oldHandle = c.Handle;
+
+        BackgroundWorkerHandle h = c.StartChild(Spec("holder", "exit0-holding-lwlock", 100));
+        int pid = h.WaitForStartup(Patience);
+        _pids.Add(pid);
+        WaitUntil(() => c.CrashRestarts == 1, "the crash restart after the clean exit with a lock held");
+        Assert.That(c.Handle, Is.Not.EqualTo(oldHandle), "shared memory was rebuilt");
+        string log = LogText();
+        Assert.That(log, Does.Contain($"\"holder\" (PID {pid}) exited with exit code 0 while holding 1 LWLock(s)"));
+        Assert.That(log, Does.Contain("reinitializing shared memory"));
+        WaitUntil(() => Starts(c) == 1, "the permanent worker to attach to the new segment");
+        AssertWorksAfterRestart(c, 1);
+    }
+
+    [Test]
     public void KilledChildCausesCrashRestartWithNewSegment()
     {
         Cluster c = Start(Builder("pm-crash")

@@ -43,6 +43,7 @@ using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
+using PgIpc.Sync;
 
 namespace PgIpc.Tests.Postmaster;
 
@@ -51,6 +52,9 @@ internal static class PostmasterWorkerCommands
     public const string CountersName = "test.pm";
     public const int NumCounters = 32;
     public const string RunChildOption = "--run-child";
+
+    /// <summary>The LWLock "exit0-holding-lwlock" children take and never release.</summary>
+    public const string HeldLockName = "pm.held-lock";
 
     public const uint PagesRelation = 4242;
     public const int PageOffset = 512;
@@ -110,6 +114,16 @@ internal static class PostmasterWorkerCommands
             case "crash":
                 Thread.Sleep(ms);
                 return 3;
+            case "exit0-holding-lwlock":
+            {
+                // Takes the test's LWLock exclusive and ends the process with exit code 0 while holding it (as when
+                // another thread calls exit in the middle of a critical section): no Dispose runs, only the exit hook.
+                ShmemRegion lockRegion = cluster.InitStruct(HeldLockName, 64, reg => reg.As<LWLock>().Initialize(BuiltinTranche.Main), out _);
+                lockRegion.As<LWLock>().Acquire(me, LWLockMode.Exclusive);
+                Thread.Sleep(ms);
+                Environment.Exit(0);
+                return 0;
+            }
             case "pages":
             {
                 BufferPool pool = cluster.Buffers ?? throw new InvalidOperationException("the cluster has no buffer pool");
