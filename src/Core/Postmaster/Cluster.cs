@@ -43,6 +43,9 @@
  *   get the new handle; dynamic workers with RestartIntervalMs -1 are
  *   forgotten (a handle always belongs to one incarnation of shared
  *   memory). With restart-after-crash off the cluster shuts down instead.
+ *   An exit code of 0 is a crash too when the child's slots still hold
+ *   LWLocks (a participant closed by the process-exit hook keeps them, and
+ *   its PGPROC mirror says so): the process ended inside a critical section.
  *   A non-zero exit that is not a crash (PostgreSQL's exit code 1 for
  *   bgworkers) is not distinguished yet.
  *
