@@ -309,9 +309,7 @@ internal static class Demo
         for (uint b = 0; b < (uint)pages; b++)
         {
             var tag = new BufferTag(Relation, ForkNumber.Main, b);
-            smgr.Read(tag, page);
-            if (!PageChecksum.Verify(page, b, out ushort stored, out ushort computed))
-                throw new PageChecksumException(tag, stored, computed, smgr.PathOf(Relation, ForkNumber.Main, 0));
+            smgr.ReadVerified(tag, page);
             sum += BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(CounterOffset));
         }
         return sum;

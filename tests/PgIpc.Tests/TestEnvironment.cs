@@ -88,3 +88,21 @@ internal static class TestThreads
             throw new AggregateException(errors);
     }
 }
+
+/// <summary>Exceptions as values, for tests that collect several outcomes before asserting them together.</summary>
+internal static class Outcome
+{
+    /// <summary>What <paramref name="a"/> threw, or null.</summary>
+    public static Exception? Capture(Action a)
+    {
+        try
+        {
+            a();
+            return null;
+        }
+        catch (Exception ex)
+        {
+            return ex;
+        }
+    }
+}

@@ -195,9 +195,7 @@ public sealed unsafe class LocalBuffers : IBufferManager, IDisposable
                 }
                 else
                 {
-                    Smgr.Read(tag, page);
-                    if (!PageChecksum.Verify(page, tag.BlockNumber, out ushort stored, out ushort computed))
-                        throw new PageChecksumException(tag, stored, computed, Smgr.PathOf(tag.RelNumber, tag.Fork, tag.BlockNumber / (uint)Smgr.BlocksPerSegment));
+                    Smgr.ReadVerified(tag, page);
                 }
             }
             catch

@@ -166,6 +166,17 @@ public sealed class Smgr : IDisposable
         Interlocked.Increment(ref _reads);
     }
 
+    /// <summary>
+    /// Reads one block and verifies its checksum (mdreadv, then PageIsVerified): a mismatch is a
+    /// <see cref="PageChecksumException"/> naming the block and its file; an all-zero page passes.
+    /// </summary>
+    public void ReadVerified(BufferTag tag, Span<byte> page)
+    {
+        Read(tag, page);
+        if (!PageChecksum.Verify(page, tag.BlockNumber, out ushort stored, out ushort computed))
+            throw new PageChecksumException(tag, stored, computed, PathOf(tag.RelNumber, tag.Fork, tag.BlockNumber / (uint)BlocksPerSegment));
+    }
+
     /// <summary>Writes one existing block (mdwritev).</summary>
     public void Write(BufferTag tag, ReadOnlySpan<byte> page) => WriteBlock(tag, page, extend: false);
 

@@ -40,18 +40,7 @@ public sealed class BufferPoolTests(string backend)
             body(me);
         });
 
-    private static Exception? Capture(Action a)
-    {
-        try
-        {
-            a();
-            return null;
-        }
-        catch (Exception ex)
-        {
-            return ex;
-        }
-    }
+    private static Exception? Capture(Action a) => Outcome.Capture(a);
 
     private static long ValueOf(BufferPool pool, Participant me, int buffer)
         => BinaryPrimitives.ReadInt64LittleEndian(pool.GetPage(me, buffer)[ValueOffset..]);

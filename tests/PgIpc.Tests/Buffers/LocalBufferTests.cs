@@ -51,18 +51,7 @@ public sealed class LocalBufferTests(string backend)
             body(me);
         });
 
-    private static Exception? Capture(Action a)
-    {
-        try
-        {
-            a();
-            return null;
-        }
-        catch (Exception ex)
-        {
-            return ex;
-        }
-    }
+    private static Exception? Capture(Action a) => Outcome.Capture(a);
 
     private static long ValueOf(IBufferManager bufs, Participant me, int buffer)
         => BinaryPrimitives.ReadInt64LittleEndian(bufs.GetPage(me, buffer)[ValueOffset..]);

@@ -105,34 +105,15 @@ public sealed class ClusterTests(string backend)
             return _log.ToString();
     }
 
-    private static bool IsGone(int pid)
-    {
-        try
-        {
-            using Process p = Process.GetProcessById(pid);
-            return p.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return true;
-        }
-        catch (InvalidOperationException)
-        {
-            return true;
-        }
-    }
+    // Zombie-aware (an unreaped child that has let go of its mappings is gone); shared with SupervisorDeathTests.
+    private static bool IsGone(int pid) => SupervisorDeathTests.IsGone(pid);
 
     private static void KillQuietly(int pid)
     {
-        try
-        {
-            using Process p = Process.GetProcessById(pid);
-            p.Kill();
-            p.WaitForExit(5000);
-        }
-        catch (ArgumentException) { }
-        catch (InvalidOperationException) { }
-        catch (System.ComponentModel.Win32Exception) { }
+        SupervisorDeathTests.KillHard(pid);
+        long deadline = Environment.TickCount64 + 5000;
+        while (!IsGone(pid) && Environment.TickCount64 < deadline)
+            Thread.Sleep(5);
     }
 
     private void AssertAllGone()
