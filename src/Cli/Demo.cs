@@ -347,6 +347,10 @@ internal static class Demo
         {
             while (!stop.IsCancellationRequested)
             {
+                // A crash stop: leave at once (quickdie), without the shutdown checkpoint, which could wait on a
+                // buffer the crashed worker held. Shared memory is being thrown away.
+                if (cluster.ImmediateStopRequested)
+                    Environment.Exit(2);
                 if (cluster.ShutdownRequested || !platform.Processes.IsAlive(supervisor))
                 {
                     stop.Cancel();

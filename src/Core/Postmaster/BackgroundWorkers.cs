@@ -73,8 +73,8 @@ public enum BgwHandleStatus
 /// Header of "PgIpc.BackgroundWorkers"; the slots follow it.
 /// Lock: spinlock protecting every field of every slot.
 /// Magic, NumSlots, SupervisorPid: immutable after initialisation.
-/// ShutdownRequested: atomic only; the supervisor release-stores 1 to ask every child to exit (fast shutdown,
-/// crash stop); children acquire-load it after their latch wakes them.
+/// ShutdownRequested: atomic only; the supervisor release-stores 1 to ask every child to exit (fast shutdown) or 2
+/// to ask them to exit at once (crash stop); children acquire-load it after their latch wakes them.
 /// Registrations: under Lock; only grows.
 /// </summary>
 [SharedStruct]
@@ -179,7 +179,15 @@ public sealed unsafe class BackgroundWorkerArray
     /// <summary>True once the supervisor asked every child to exit (fast shutdown or a crash stop).</summary>
     public bool ShutdownRequested => _segment.IsAttached && Volatile.Read(ref _header->ShutdownRequested) != 0; // acquire; pairs with RequestShutdown
 
-    internal void RequestShutdown() => Volatile.Write(ref _header->ShutdownRequested, 1); // release; pairs with ShutdownRequested
+    /// <summary>
+    /// True when the supervisor is stopping every child because another one crashed: exit at once, without shutdown
+    /// work (a shutdown checkpoint, flushing), as a PostgreSQL child does on SIGQUIT; shared memory is thrown away.
+    /// </summary>
+    public bool ImmediateStopRequested => _segment.IsAttached && Volatile.Read(ref _header->ShutdownRequested) == 2; // acquire; pairs with RequestShutdown
+
+    /// <summary>1: exit when convenient (fast shutdown); 2: exit at once (a crash stop). Never lowered.</summary>
+    internal void RequestShutdown(bool immediate = false)
+        => Volatile.Write(ref _header->ShutdownRequested, immediate ? 2 : 1); // release; pairs with ShutdownRequested / ImmediateStopRequested
 
     /// <summary>Fills a free slot with <paramref name="spec"/> (state Registered) and returns its handle.</summary>
     internal BackgroundWorkerHandle Register(ChildSpec spec)

@@ -317,6 +317,12 @@ public sealed class Cluster : IDisposable
     /// <summary>A child: true once the supervisor asked every child to exit (fast shutdown, crash stop).</summary>
     public bool ShutdownRequested => _workers.ShutdownRequested;
 
+    /// <summary>
+    /// A child: true when the supervisor stops every child after a crash. Exit at once without shutdown work (no
+    /// shutdown checkpoint: a dead process may hold the locks it would need), as quickdie does on SIGQUIT.
+    /// </summary>
+    public bool ImmediateStopRequested => _workers.ImmediateStopRequested;
+
     /// <summary>How many times shared memory was rebuilt after a crash.</summary>
     public int CrashRestarts => Volatile.Read(ref _crashRestarts);
 
@@ -563,7 +569,7 @@ public sealed class Cluster : IDisposable
     private void HandleChildCrash(string why)
     {
         Log($"{why}; terminating any other active processes");
-        StopAllChildren(_builder!.StopGraceValue);
+        StopAllChildren(_builder!.StopGraceValue, immediate: true);
         List<ChildSpec> permanent = [.. _children.Where(r => r.Spec.IsPermanent).Select(r => r.Spec)];
         _children.Clear();
         if (!_builder.RestartAfterCrashValue)
@@ -588,9 +594,9 @@ public sealed class Cluster : IDisposable
     }
 
     /// <summary>Asks every child to exit, waits up to <paramref name="grace"/>, kills the rest and reaps them all.</summary>
-    private void StopAllChildren(TimeSpan grace)
+    private void StopAllChildren(TimeSpan grace, bool immediate = false)
     {
-        RequestChildrenStop();
+        RequestChildrenStop(immediate);
         long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
         while (_children.Any(r => r.Process is { HasExited: false }) && Environment.TickCount64 < deadline)
             Thread.Sleep(10);
@@ -598,11 +604,11 @@ public sealed class Cluster : IDisposable
     }
 
     /// <summary>Sets ShutdownRequested and every in-use participant's latch (the children's wake-up).</summary>
-    private void RequestChildrenStop()
+    private void RequestChildrenStop(bool immediate = false)
     {
         if (!_segment.IsAttached)
             return;
-        _workers.RequestShutdown();
+        _workers.RequestShutdown(immediate);
         foreach (PgProcInfo p in _procs.GetProcs())
             Latch.Latches.SetLatch(_procs, p.ProcNumber);
     }

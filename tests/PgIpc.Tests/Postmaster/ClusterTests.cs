@@ -190,6 +190,44 @@ public sealed class ClusterTests(string backend)
     }
 
     [Test]
+    public void CrashStopAsksTheOthersToLeaveAtOnceAndFastShutdownDoesNot()
+    {
+        // After a crash the others must not do shutdown work (a dead process may hold what it needs): they are asked
+        // for an immediate stop; a fast shutdown asks them to leave when convenient.
+        Cluster c = Start(Builder("pm-stopkind")
+            .AddBackgroundWorker(Spec("victim", "sleep", restartIntervalMs: 0))
+            .AddBackgroundWorker(Spec("witness", "sleep-report", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 2, "both workers to attach");
+        int victim = c.GetChildren().Single(ch => ch.Name == "victim").Pid;
+        int witness = c.GetChildren().Single(ch => ch.Name == "witness").Pid;
+        string crashFile = PostmasterWorkerCommands.StopKindFile(witness);
+        try
+        {
+            SupervisorDeathTests.KillHard(victim);
+            WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
+            WaitUntil(() => IsGone(witness), "the witness to leave");
+            Assert.That(File.Exists(crashFile) ? File.ReadAllText(crashFile) : "(no report)", Is.EqualTo("immediate"));
+
+            WaitUntil(() => Starts(c) == 2, "both workers to attach to the new segment");
+            int witness2 = c.GetChildren().Single(ch => ch.Name == "witness").Pid;
+            string fastFile = PostmasterWorkerCommands.StopKindFile(witness2);
+            try
+            {
+                Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True);
+                Assert.That(File.Exists(fastFile) ? File.ReadAllText(fastFile) : "(no report)", Is.EqualTo("fast"));
+            }
+            finally
+            {
+                File.Delete(fastFile);
+            }
+        }
+        finally
+        {
+            File.Delete(crashFile);
+        }
+    }
+
+    [Test]
     public void KilledChildCausesCrashRestartWithNewSegment()
     {
         Cluster c = Start(Builder("pm-crash")

@@ -53,6 +53,9 @@ internal static class PostmasterWorkerCommands
     public const int NumCounters = 32;
     public const string RunChildOption = "--run-child";
 
+    /// <summary>Where a "sleep-report" child writes how it was asked to stop ("immediate", "fast").</summary>
+    public static string StopKindFile(int pid) => Path.Combine(Path.GetTempPath(), $"pgipc-test-stopkind-{pid}");
+
     /// <summary>The LWLock "exit0-holding-lwlock" children take and never release.</summary>
     public const string HeldLockName = "pm.held-lock";
 
@@ -97,6 +100,7 @@ internal static class PostmasterWorkerCommands
         switch (mode)
         {
             case "sleep":
+            case "sleep-report":
             {
                 long deadline = Environment.TickCount64 + 60_000;
                 while (!cluster.ShutdownRequested && Environment.TickCount64 < deadline)
@@ -106,6 +110,8 @@ internal static class PostmasterWorkerCommands
                         return 1;
                     me.ResetLatch();
                 }
+                if (mode == "sleep-report")
+                    File.WriteAllText(StopKindFile(Environment.ProcessId), cluster.ImmediateStopRequested ? "immediate" : cluster.ShutdownRequested ? "fast" : "none");
                 return 0;
             }
             case "exit0":
