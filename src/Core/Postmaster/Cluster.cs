@@ -46,8 +46,10 @@
  *   An exit code of 0 is a crash too when the child's slots still hold
  *   LWLocks (a participant closed by the process-exit hook keeps them, and
  *   its PGPROC mirror says so): the process ended inside a critical section.
- *   A non-zero exit that is not a crash (PostgreSQL's exit code 1 for
- *   bgworkers) is not distinguished yet.
+ *   Exit code 1 of a background worker or a backend is an error exit, not
+ *   a crash (as bgworker.c and the postmaster treat exit(1)): a permanent
+ *   worker is started again in its slot after its restart interval, any
+ *   other is unregistered; an auxiliary process has no such exit.
  *
  *   Shutdown. Smart waits for the children to exit on their own; Fast sets
  *   ShutdownRequested and every participant's latch, then waits; Immediate
@@ -465,13 +467,32 @@ public sealed class Cluster : IDisposable
             r.Process = null;
             // A clean exit that left LWLocks held (its slot still names them: Participant.Close keeps the locks of a
             // participant that ends with the process) is a crash: what the locks protect may be half-changed.
-            int held = code == 0 ? HeldLWLocksOf(r.Pid) : 0;
+            int held = code is 0 or 1 ? HeldLWLocksOf(r.Pid) : 0;
             if (held > 0 && State == ClusterState.Running)
             {
-                crash ??= $"{Describe(r)} exited with exit code 0 while holding {held} LWLock(s)";
+                crash ??= $"{Describe(r)} exited with exit code {code} while holding {held} LWLock(s)";
                 _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
                 if (!r.Spec.IsPermanent)
                     _children.RemoveAt(i);
+                continue;
+            }
+            if (code == 1 && r.Spec.Kind != ProcKind.Auxiliary && State == ClusterState.Running)
+            {
+                // Exit code 1 of a background worker or backend is an error exit, not a crash (bgworker.c: exit(1)
+                // means "restart me after my interval"): a permanent worker is started again in the same slot, others
+                // are unregistered. Auxiliary processes have no such exit; theirs is a crash.
+                anyClean = true;
+                if (r.Spec.IsPermanent)
+                {
+                    Log($"{Describe(r)} exited with exit code 1; restarting it in {r.Spec.RestartIntervalMs} ms");
+                    _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Registered, 0, free: false);
+                    r.NotBeforeMs = Environment.TickCount64 + r.Spec.RestartIntervalMs;
+                }
+                else
+                {
+                    _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
+                    _children.RemoveAt(i);
+                }
                 continue;
             }
             if (code == 0 || State == ClusterState.ShuttingDown)

@@ -169,6 +169,34 @@ public sealed class ClusterTests(string backend)
     }
 
     [Test]
+    public void WorkerExitingOneIsRestartedOrUnregisteredNotACrash()
+    {
+        // bgworker.c: exit(1) is an error exit. A permanent worker is started again after its interval, in its slot
+        // (its handle sees it again); a worker that is never restarted is unregistered. No crash restart either way.
+        Cluster c = Start(Builder("pm-exit1").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
+        WaitUntil(() => Starts(c) == 1, "the static worker to attach");
+        string handle = c.Handle;
+
+        BackgroundWorkerHandle once = c.StartChild(Spec("once", "exit1", 50));
+        _pids.Add(once.WaitForStartup(Patience));
+        once.WaitForShutdown(Patience);
+        Assert.That(once.GetStatus(), Is.EqualTo(BgwHandleStatus.Stopped));
+
+        BackgroundWorkerHandle again = c.StartChild(Spec("again", "exit1", 50, restartIntervalMs: 100));
+        int first = again.WaitForStartup(Patience);
+        _pids.Add(first);
+        WaitUntil(() => again.GetStatus(out int pid) == BgwHandleStatus.Started && pid != first, "the worker to be started again");
+        again.GetStatus(out int second);
+        _pids.Add(second);
+        WaitUntil(() => Starts(c) >= 4, "the restarted worker to attach (stay, once, again twice)");
+        Assert.That(c.CrashRestarts, Is.Zero);
+        Assert.That(c.Handle, Is.EqualTo(handle), "shared memory was not rebuilt");
+        string log = LogText();
+        Assert.That(log, Does.Contain($"\"again\" (PID {first}) exited with exit code 1; restarting it in 100 ms"));
+        Assert.That(log, Does.Not.Contain("terminating any other"));
+    }
+
+    [Test]
     public void ChildExitingZeroWhileHoldingAnLWLockIsACrash()
     {
         // An exit code of 0 is not enough: a child whose process ended while it held an LWLock may have left what the

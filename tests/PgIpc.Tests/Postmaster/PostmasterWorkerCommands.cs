@@ -120,6 +120,9 @@ internal static class PostmasterWorkerCommands
             case "crash":
                 Thread.Sleep(ms);
                 return 3;
+            case "exit1":
+                Thread.Sleep(ms);
+                return 1;
             case "exit0-holding-lwlock":
             {
                 // Takes the test's LWLock exclusive and ends the process with exit code 0 while holding it (as when
