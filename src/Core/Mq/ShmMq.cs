@@ -30,10 +30,12 @@
  *   it runs out of data. Because a consumed message is published only at the
  *   next Receive, the span Receive returns may point straight into the ring
  *   (zero copy) and stays valid until the handle's next Receive or Detach.
- *   A message longer than a quarter of the ring is published by quarters
- *   while it is written, and given back by quarters while it is copied out,
- *   so both sides work at once on it (shm_mq.c publishes it only when the
- *   ring is full).
+ *   A message longer than a quarter of the ring is also published at each
+ *   wrap of the ring and whenever the sender runs out of space while
+ *   writing it, and given back while it is copied out at the same points
+ *   (shm_mq.c publishes it only when the ring is full); a piece is not cut
+ *   at quarter boundaries, so a message written into an empty ring from
+ *   offset 0 still goes in one piece.
  *   A message that wraps round the ring is copied into a per-handle buffer,
  *   grown to the next power of two only when a larger message arrives.
  *
@@ -904,6 +906,12 @@ public sealed unsafe class ShmMqHandle : IDisposable
         int p = _peerProcNo;
         if (p == PgProc.InvalidProcNumber)
         {
+            // While the peer is not known to be attached: a full barrier between our counter's store (just before a
+            // WakePeer) and this load. The attaching peer stores its procno, fences, then reads our counter (SetSide);
+            // without the barrier our store could still sit in the store buffer while we read -1 and wake nobody, and
+            // the peer would sleep until its next timeout (PostgreSQL reads mq_receiver under mq_mutex for the same
+            // reason). Once known, the procno is cached and the barrier is gone.
+            Interlocked.MemoryBarrier();
             // Acquire; pairs with the release store in ShmMq.SetSide. Set once, so it is cached from then on.
             p = Volatile.Read(ref (_isSender ? ref _h->ReceiverProcNo : ref _h->SenderProcNo));
             _peerProcNo = p;

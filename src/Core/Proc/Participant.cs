@@ -362,7 +362,9 @@ public sealed unsafe class Participant : IDisposable
         Close(fromExit: false);
     }
 
-    internal void Close(bool fromExit)
+    /// <param name="fromExit">Closed for its thread (process exit or segment detach), not by the thread itself.</param>
+    /// <param name="processExiting">The process is ending: held LWLocks are kept, not released.</param>
+    internal void Close(bool fromExit, bool processExiting = false)
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
             return;
@@ -375,7 +377,7 @@ public sealed unsafe class Participant : IDisposable
             Array.Forget(this);
             return;
         }
-        if (fromExit && _numHeld > 0)
+        if (processExiting && _numHeld > 0)
         {
             // The process is ending while this participant holds LWLocks (its thread did not get to release them):
             // what they protect may be half-changed, so they are not released. The slot keeps its pid and its mirror

@@ -295,7 +295,7 @@ public sealed unsafe class ProcArray
         lock (s_registryLock)
             all = [.. s_live];
         foreach (ProcArray a in all)
-            a.ReleaseParticipants();
+            a.ReleaseParticipants(processExiting: true);
     }
 
     // ------------------------------------------------------------------
@@ -634,20 +634,20 @@ public sealed unsafe class ProcArray
     // Detach
     // ------------------------------------------------------------------
 
-    private void ReleaseParticipants()
+    private void ReleaseParticipants(bool processExiting)
     {
         Participant[] all;
         lock (_participants)
             all = [.. _participants];
         foreach (Participant p in all)
-            p.Close(fromExit: true);
+            p.Close(fromExit: true, processExiting);
     }
 
     private void OnSegmentDetach(bool destroying)
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
             return;
-        ReleaseParticipants();
+        ReleaseParticipants(processExiting: false);
         lock (s_registryLock)
         {
             s_live.Remove(this);

@@ -385,7 +385,11 @@ public unsafe struct LWLock
         if (Volatile.Read(ref proc->LwWaiting) != (int)LWLockWaitState.Waiting)
             return;
         ProcArray array = me.Array;
-        RepairDeadWaitersOf(l, me);
+        // A dead waiter harms the queue only once a releaser has woken it (RELEASE_OK stays clear) or when the lock is
+        // free while we still wait; only then look for one (each look is a liveness check per queued waiter).
+        uint seen = Volatile.Read(ref l->State);
+        if ((seen & Bits.FlagReleaseOk) == 0 || (seen & Bits.LockMask) == 0)
+            RepairDeadWaitersOf(l, me);
         (int deadPid, int deadProcno) = FindDeadHolder(l, me);
         if (deadPid == 0)
             return;
@@ -459,13 +463,16 @@ public unsafe struct LWLock
         return (0, -1);
     }
 
-    /// <summary>True when a held-lock mirror of <paramref name="held"/> locks may include the lock tagged <paramref name="want"/>.</summary>
+    /// <summary>True when a held-lock mirror of <paramref name="held"/> locks names the lock tagged <paramref name="want"/>.</summary>
     private static bool MirrorNames(PgProc* p, int held, uint want)
     {
-        // Locks past the mirrored ones are unknown, and so is a lock outside the main segment (tag 0): either may be ours.
-        if (held > PgProc.MirroredHeldLWLocks)
-            return true;
-        for (int k = 0; k < held; k++)
+        // Only an exact match blames a dead slot. Locks past the mirrored ones, and locks outside the main segment
+        // (tag 0), are unknown: treating them as a match would blame a dead process for a lock live ones hold (and,
+        // since such a slot is never reclaimed, for good). Those waiters are left to the crash restart.
+        if (want == 0)
+            return false;
+        int n = Math.Min(held, PgProc.MirroredHeldLWLocks);
+        for (int k = 0; k < n; k++)
             if (p->HeldLWLocks[k] == want)
                 return true;
         return false;
@@ -924,23 +931,29 @@ public unsafe struct LWLock
     {
         PgProc* procs = array.Procs;
         PgProc* p = procs + procno;
+        long offset = array.OffsetInMainSegment(l);
         WaitListLock(l);
-        if (Volatile.Read(ref p->Pid) != deadPid)
+        // The wait state first, then the owner: a new owner of the slot stores its pid before it ever queues (and it
+        // queues under another lock's wait-list lock, which this one does not exclude), so a state read here that is
+        // the new owner's is followed by a pid read that is not deadPid. Acquire loads; pair with those stores.
+        int state = Volatile.Read(ref p->LwWaiting);
+        if (Volatile.Read(ref p->Pid) != deadPid || (state == (int)LWLockWaitState.Waiting && Volatile.Read(ref p->LwWaitLockOffset) != offset))
         {
             WaitListUnlock(l);
             return true;
         }
-        int state = p->LwWaiting;
         if (state == (int)LWLockWaitState.PendingWakeup)
         {
             WaitListUnlock(l);
             return false;
         }
         if (state == (int)LWLockWaitState.Waiting)
+        {
             ListDelete(l, procs, procno);
+            p->LwWaiting = (int)LWLockWaitState.NotWaiting;
+        }
         if (l->WaitHead == PgProc.InvalidProcNumber)
             Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
-        p->LwWaiting = (int)LWLockWaitState.NotWaiting;
         WaitListUnlock(l);
 
         uint now = Interlocked.Or(ref l->State, Bits.FlagReleaseOk) | Bits.FlagReleaseOk;
