@@ -14,7 +14,7 @@
  *   cl-serve                     -> ok <procno>   (a thread joins and runs ProcessInterrupts on every latch
  *                                                 wake-up; barrier kind 0 increments counter 3)
  *   cl-cv-wait <cv> <threads>    -> ok            (threads join and sleep on the CV until counter 4 is
- *                                                 non-zero; each then increments counter 5)
+ *                                                 non-zero, showing CvWaitEvent; each then increments counter 5)
  *   cl-pmsignal <reason>         -> ok <sent>
  *   cl-stop                      -> ok            (stops the background threads)
  *-------------------------------------------------------------------------
@@ -31,6 +31,9 @@ namespace PgIpc.Tests.Latch;
 
 internal static class CoreLatchWorkerCommands
 {
+    /// <summary>The wait event cl-cv-wait's threads show while they sleep on the condition variable.</summary>
+    public const uint CvWaitEvent = 0x7E57_C001;
+
     private static LockCluster? s_cluster;
     private static Participant? s_main;
     private static readonly List<Thread> s_threads = [];
@@ -119,7 +122,7 @@ internal static class CoreLatchWorkerCommands
                         LockCluster c = Cluster;
                         ConditionVariable.PrepareToSleep(me, ref c.Cv(cv));
                         while (Volatile.Read(ref c.Counter(4)) == 0 && !s_stop)
-                            ConditionVariable.Sleep(me, ref c.Cv(cv), 30_000);
+                            ConditionVariable.Sleep(me, ref c.Cv(cv), 30_000, CvWaitEvent);
                         ConditionVariable.CancelSleep(me);
                         Interlocked.Increment(ref c.Counter(5));
                     });
