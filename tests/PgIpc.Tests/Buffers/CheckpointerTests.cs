@@ -85,6 +85,14 @@ public sealed class CheckpointerTests(string backend)
         pool.ReleaseBuffer(me, b);
     }
 
+    /// <summary>Creates relation 1 with <paramref name="pages"/> pages and dirties each, page i holding i.</summary>
+    private void CreateDirtyPages(BufferCluster c, int pages) => AsParticipant(me =>
+    {
+        BufferStress.Create(c.Pool, me, 1, pages);
+        for (int i = 0; i < pages; i++)
+            Dirty(c.Pool, me, 1, i, i);
+    });
+
     private static int DirtyBuffers(BufferPool pool)
     {
         int n = 0;
@@ -206,12 +214,7 @@ public sealed class CheckpointerTests(string backend)
     public void TimedCheckpointsRunWithoutRequests()
     {
         BufferCluster c = Cluster(16);
-        AsParticipant(me =>
-        {
-            BufferStress.Create(c.Pool, me, 1, 8);
-            for (int i = 0; i < 8; i++)
-                Dirty(c.Pool, me, 1, i, i);
-        });
+        CreateDirtyPages(c, 8);
         StartCheckpointer(c, BufferCluster.CheckpointerOptions with { TimeoutMs = 100 });
         Assert.That(WaitFor(() => c.Checkpointer.Status.NumTimed >= 2), Is.True, "checkpoint_timeout started checkpoints");
         Assert.That(DirtyBuffers(c.Pool), Is.Zero, "a spread (non-immediate) checkpoint wrote them");
@@ -286,12 +289,7 @@ public sealed class CheckpointerTests(string backend)
     public void AWaiterWhoseCheckpointerDiesGetsAClearError()
     {
         BufferCluster c = Cluster(256);
-        AsParticipant(me =>
-        {
-            BufferStress.Create(c.Pool, me, 1, 200);
-            for (int i = 0; i < 200; i++)
-                Dirty(c.Pool, me, 1, i, i);
-        });
+        CreateDirtyPages(c, 200);
         ChildWorker ckpt = Worker(c);
         ckpt.Send("buf-ckpt-start 300000 0");
         // A spread checkpoint of 200 buffers sleeps 100 ms per write: it is still running when its process dies.
