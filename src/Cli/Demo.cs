@@ -116,11 +116,11 @@ internal static class Demo
             .WithDataDirectory(dir)
             .WithBufferPool(buffers)
             .WithLog(TextWriter.Synchronized(log))
-            .RequestShmem(Checkpointer.ShmemName, Checkpointer.ShmemSize(CkptOptions))
+            .WithCheckpointer(CkptOptions)
+            .WithBackgroundWriter(BgwOptions)
             .RequestShmem(StatsName, 64L + 64L * entries)
             .OnShmemStartup(c =>
             {
-                Checkpointer.Init(c.Segment, c.Procs, null, CkptOptions, out _);
                 c.InitStruct(StatsName, 64L + 64L * entries, r =>
                 {
                     r.AsSpan().Clear();
@@ -138,12 +138,12 @@ internal static class Demo
         string? crashReport = null;
         try
         {
-            using (Cluster cluster = builder.Build())
+            using (Supervisor cluster = builder.Build())
             {
-                Console.WriteLine($"cluster      segment {cluster.Segment.Handle.Id}, {cluster.Segment.TotalSize / 1024} KiB; data in {dir}");
-                CreateRelation(cluster, pages);
+                Console.WriteLine($"cluster      segment {cluster.Cluster.Segment.Handle.Id}, {cluster.Cluster.Segment.TotalSize / 1024} KiB; data in {dir}");
+                CreateRelation(cluster.Cluster, pages);
                 cluster.Start();
-                segmentIds.Add(cluster.Segment.Handle.Id);
+                segmentIds.Add(cluster.Cluster.Segment.Handle.Id);
                 var live = new StatusView(cluster, segmentIds);
                 var sw = Stopwatch.StartNew();
                 bool killed = false;
@@ -162,10 +162,11 @@ internal static class Demo
                     crashReport = "no worker could be killed";
 
                 // Stop the workers, count their work, checkpoint, shut down.
-                countedOps = StopWorkers(cluster, entries);
-                using (Participant me = cluster.Procs.Join(ProcKind.Backend))
+                countedOps = StopWorkers(cluster.Cluster, entries);
+                Cluster view = cluster.Cluster;
+                using (Participant me = view.Procs.Join(ProcKind.Backend))
                 {
-                    Checkpointer ck = Checkpointer.Init(cluster.Segment, cluster.Procs, null, CkptOptions, out _);
+                    Checkpointer ck = view.Get<Checkpointer>();
                     ck.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Wait);
                     CheckpointerStatus st = ck.Status;
                     Console.WriteLine($"checkpoints  {st.Done} done ({st.NumTimed} timed, {st.NumRequested} requested), {st.BuffersWritten} buffers written, {st.FilesSynced} file syncs, {st.Failed} failed");
@@ -269,7 +270,7 @@ internal static class Demo
         return ops;
     }
 
-    private static string KillOneWorker(Cluster cluster, StatusView live, int workers)
+    private static string KillOneWorker(Supervisor cluster, StatusView live, int workers)
     {
         ChildInfo? victim = cluster.GetChildren().FirstOrDefault(c => c.Name == "worker 0" && c.Pid != 0);
         if (victim is null)
@@ -324,12 +325,10 @@ internal static class Demo
     {
         if (args.Length < 2)
             throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|worker <index> [pages]");
-        using Cluster cluster = Cluster.AttachChild();
+        using Cluster cluster = Cluster.Attach();
         using Participant me = cluster.JoinAsChild();
         BufferPool pool = cluster.Buffers ?? throw new PgIpcException("the demo cluster has no buffer pool");
-        Checkpointer ck = Checkpointer.Init(cluster.Segment, cluster.Procs, pool, CkptOptions, out bool found);
-        if (!found)
-            throw new PgIpcException("the checkpointer's shared state was not initialised by the supervisor");
+        Checkpointer ck = cluster.Get<Checkpointer>();
         var h = (DemoStatsHeader*)Stats(cluster);
         if (me.ProcNumber >= h->NumEntries)
             throw new PgIpcException($"{StatsName} has {h->NumEntries} entries; this participant is number {me.ProcNumber}");
@@ -370,7 +369,7 @@ internal static class Demo
                     break;
                 case "bgwriter":
                     Volatile.Write(ref mine->Role, (int)DemoRole.BgWriter + 1);
-                    new BackgroundWriter(pool, BgwOptions).Run(me, stop.Token);
+                    cluster.Get<BackgroundWriter>().Run(me, stop.Token);
                     break;
                 case "worker":
                     Volatile.Write(ref mine->Role, (int)DemoRole.Worker + 1);
@@ -420,7 +419,7 @@ internal static class Demo
     // ------------------------------------------------------------------
 
     /// <summary>One line per participant (pid, kind, role, wait event, ops/s), redrawn in place on a terminal.</summary>
-    private sealed unsafe class StatusView(Cluster cluster, HashSet<string> segmentIds)
+    private sealed unsafe class StatusView(Supervisor cluster, HashSet<string> segmentIds)
     {
         private readonly bool _inPlace = !Console.IsOutputRedirected;
         private readonly Dictionary<int, (long Ops, long At)> _last = [];
@@ -505,7 +504,7 @@ internal static class Demo
                 }
                 lines.Add($"  {p.Pid,7}  {p.Kind,-16} {roleName,-18} {WaitEventName(p),-22} {rate,10}");
             }
-            lines.Add($"  incarnation {c.Incarnation}, crash restarts {c.CrashRestarts}");
+            lines.Add($"  incarnation {cluster.Incarnation}, crash restarts {cluster.CrashRestarts}");
             return lines;
         }
 

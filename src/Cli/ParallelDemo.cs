@@ -39,12 +39,13 @@ internal static class ParallelDemo
             throw new ArgumentException("--rows must be 1..67108864");
 
         Console.WriteLine($"backend      {platform.Name}");
-        using Cluster cluster = new ClusterBuilder($"pgipc-pdemo-{Environment.ProcessId}")
+        using Supervisor supervisor = new ClusterBuilder($"pgipc-pdemo-{Environment.ProcessId}")
             .WithPlatform(platform)
             .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 2, MaxAuxiliary: 1, MaxBackgroundWorkers: workers))
             .WithMaxChildren(workers)
             .Build();
-        cluster.Start();
+        supervisor.Start();
+        Cluster cluster = supervisor.Cluster;
         using Participant leader = cluster.Procs.Join(ProcKind.Backend);
         var sw = Stopwatch.StartNew();
         long total = 0, expected = 0, received = 0;

@@ -89,7 +89,7 @@ public sealed unsafe class ParallelWorker : IDisposable
     {
         ArgumentNullException.ThrowIfNull(args);
         (uint handle, int number) = ParseArgument(args);
-        Cluster cluster = Cluster.AttachChild();
+        Cluster cluster = Cluster.Attach();
         Participant? me = null;
         DsmSegment? seg = null;
         try

@@ -1,286 +1,202 @@
 /*-------------------------------------------------------------------------
  * Cluster.cs
- *   A cluster: its shared memory and, on the supervisor's side, the
- *   processes it runs. The supervisor creates it (ClusterBuilder.Build),
- *   starts children by exec, watches them, restarts after a crash and
- *   shuts down; a child attaches by handle (AttachChild).
+ *   A process's view of a cluster: its shared memory segment, the
+ *   participant slots, and the modules (the library's subsystems and the
+ *   user's) as mapped in this process, plus the supervisor's stop flags.
  *
  * NOTES
- *   Children. Every child is described by a slot of "PgIpc.BackgroundWorkers"
- *   (see BackgroundWorkers.cs): static workers and StartChild fill one from
- *   the supervisor, RegisterDynamicBackgroundWorker from any process, which
- *   then sends PMSignal BackgroundWorkerChange. The supervisor keeps a
- *   private record per child (its spec, its Process), as the postmaster
- *   keeps BackgroundWorkerList, so a crash restart that throws the shared
- *   slots away still knows which workers are permanent. A child is started
- *   with System.Diagnostics.Process (exec, not fork); it gets the segment's
- *   handle in PGIPC_CLUSTER, the supervisor's pid in PGIPC_SUPERVISOR_PID,
- *   its slot kind in PGIPC_PROC_KIND and its worker slot and generation in
- *   PGIPC_WORKER_SLOT / PGIPC_WORKER_GENERATION. Nothing else is inherited:
- *   .NET opens descriptors close-on-exec and the supervisor-death watch is
- *   found by name (ProcArray's lifeline), so a child learns of the
- *   supervisor's death through WaitEvents.SupervisorDeath.
+ *   Every process of a cluster has one Cluster. The supervisor's comes
+ *   from ClusterBuilder.Build (Supervisor.Cluster) and is replaced at each
+ *   crash restart with the segment; a child's comes from Cluster.Attach,
+ *   which needs only the handle the supervisor passes in PGIPC_CLUSTER.
+ *   Attach reads the module list the supervisor recorded in the segment
+ *   (ClusterConfig.cs) and runs each module's init-or-attach in the same
+ *   order the supervisor created them (ShmemModule.cs).
  *
- *   The loop. One dedicated thread (not the thread pool) runs the
- *   supervisor's loop, the ServerLoop of postmaster.c. It sleeps on an
- *   event that child exits (Process.Exited) and PMSignal interrupts (the
- *   OnSignal hook) set, and also wakes every 100 ms and polls each child's
- *   HasExited: Exited is raised on a runtime thread and may come late (or,
- *   under Wine, slowly), so the poll bounds the delay. All supervisor state
- *   is under one monitor, taken by the loop and by the public methods.
+ *   Dispose detaches a child: each module's per-process resources are
+ *   released (in reverse order), then the segment is unmapped. The
+ *   supervisor's view belongs to the Supervisor, which destroys the
+ *   segment at shutdown; disposing that view does nothing.
  *
- *   Exits. Exit code 0 is a clean exit: the worker's slot is freed (and
- *   ProcArray's slots of dead pids reclaimed); it is not restarted
- *   (PostgreSQL: a worker that exits 0 is unregistered). Any other exit,
- *   including death by a signal (.NET reports 128 + signal on Unix) or
- *   TerminateProcess, is a crash, because the child may have died inside a
- *   critical section and left shared structures half-changed: the
- *   supervisor logs why, asks every other child to stop (ShutdownRequested
- *   plus a SetLatch on every participant slot), kills those still running
- *   after the stop grace, destroys the segment and (restart-after-crash on)
- *   creates a new one, runs the startup hooks again and re-registers the
- *   permanent workers, each started after its restart interval. Children
- *   get the new handle; dynamic workers with RestartIntervalMs -1 are
- *   forgotten (a handle always belongs to one incarnation of shared
- *   memory). With restart-after-crash off the cluster shuts down instead.
- *   An exit code of 0 is a crash too when the child's slots still hold
- *   LWLocks (a participant closed by the process-exit hook keeps them, and
- *   its PGPROC mirror says so): the process ended inside a critical section.
- *   Exit code 1 of a background worker or a backend is an error exit, not
- *   a crash (as bgworker.c and the postmaster treat exit(1)): a permanent
- *   worker is started again in its slot after its restart interval, any
- *   other is unregistered; an auxiliary process has no such exit.
- *
- *   Shutdown. Smart waits for the children to exit on their own; Fast sets
- *   ShutdownRequested and every participant's latch, then waits; Immediate
- *   kills them. Whichever mode, children still running at the deadline are
- *   killed; then the segment is destroyed. Dispose = Fast + destroy. When
- *   every child left on its own (Smart, Fast in time) the buffer pool's
- *   dirty buffers are written first (the buffer half of the shutdown
- *   checkpoint); after a kill a child may have died holding a buffer lock,
- *   so nothing is written, as after a crash. A Build that fails once the
- *   segment exists (a startup hook throws, more static workers than child
- *   slots) shuts the new cluster down before it rethrows: the caller has no
- *   Cluster to dispose, and the segment (ipcs -m, /dev/shm) and the Posix
- *   latch FIFOs' directory would otherwise outlive the process.
- *
- *   Buffer pool. With ClusterBuilder.WithBufferPool the pool is made in
- *   every incarnation of shared memory; its size and data directory are
- *   recorded in "PgIpc.ClusterConfig" (ClusterConfig.cs) so a child attaches
- *   it from the handle alone.
- *
- *   The supervisor killed (SIGKILL). Children see WaitEvents.SupervisorDeath
- *   and exit; the next Create on the key finds the stale segment and
- *   removes it and the cluster's other OS objects (ShmemSegment.Create,
- *   ClusterLeftovers.cs), or refuses while an orphaned child is attached.
- *
- *   Mirrors src/backend/postmaster/postmaster.c (ServerLoop, reaper,
- *   HandleChildCrash, PostmasterStateMachine) and pmchild.c.
+ *   Mirrors the backend side of src/backend/storage/ipc/ipci.c
+ *   (AttachSharedMemoryStructs under EXEC_BACKEND) and the child's half of
+ *   postmaster.c (SubPostmasterMain reading the handle and settings).
  *-------------------------------------------------------------------------
  */
-using System.Diagnostics;
-using System.Globalization;
 using PgIpc.Buffers;
 using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
-using PgIpc.Signals;
 using PgIpc.Sinval;
 
 namespace PgIpc.Postmaster;
 
-/// <summary>How the supervisor stops its children.</summary>
-public enum ShutdownMode
-{
-    /// <summary>Wait for the children to exit on their own (SIGTERM to the postmaster).</summary>
-    Smart,
-    /// <summary>Ask every child to stop (ShutdownRequested + latch), then wait (SIGINT).</summary>
-    Fast,
-    /// <summary>Kill every child at once (SIGQUIT).</summary>
-    Immediate,
-}
-
-/// <summary>Where the supervisor is.</summary>
-public enum ClusterState
-{
-    /// <summary>Built; children not started.</summary>
-    Created,
-    Running,
-    ShuttingDown,
-    /// <summary>Shut down: no child runs, shared memory is destroyed.</summary>
-    Stopped,
-}
-
-/// <summary>A child as the supervisor sees it.</summary>
-public sealed record ChildInfo(string Name, int Slot, int Pid, ProcKind Kind, bool Permanent, int Starts);
-
-/// <summary>A cluster: the supervisor's (owner of shared memory and children) or a child's view.</summary>
+/// <summary>This process's view of a cluster: the segment, the participant slots and the modules.</summary>
 public sealed class Cluster : IDisposable
 {
+    /// <summary>Environment variable with the segment's handle (set by the supervisor for its children).</summary>
     public const string HandleVariable = "PGIPC_CLUSTER";
+    /// <summary>Environment variable with the supervisor's pid.</summary>
     public const string SupervisorPidVariable = "PGIPC_SUPERVISOR_PID";
+    /// <summary>Environment variable with the participant kind the child was started as.</summary>
     public const string ProcKindVariable = "PGIPC_PROC_KIND";
+    /// <summary>Environment variable with the child's background worker slot.</summary>
     public const string WorkerSlotVariable = "PGIPC_WORKER_SLOT";
+    /// <summary>Environment variable with the generation of the child's worker slot.</summary>
     public const string WorkerGenerationVariable = "PGIPC_WORKER_GENERATION";
 
-    /// <summary>How often the loop polls children when no event woke it.</summary>
-    public const int PollIntervalMs = 100;
-
-    private sealed class ChildRecord(ChildSpec spec)
-    {
-        public readonly ChildSpec Spec = spec;
-        public int Slot = -1;
-        public int Generation;
-        public Process? Process;
-        public int Pid;
-        public long NotBeforeMs;
-        public int Starts;
-    }
-
-    private readonly ClusterBuilder? _builder;
-    private readonly IPgIpcPlatform _platform;
-    private readonly TextWriter _log;
+    private readonly ShmemSegment _segment;
+    private readonly bool _ownedBySupervisor;
     private readonly Lock _lock = new();
-    private readonly AutoResetEvent _wake = new(false);
-    private readonly ManualResetEventSlim _childrenGone = new(false);
-    private readonly ManualResetEventSlim _stopped = new(false);
-    private readonly List<ChildRecord> _children = [];
-    private Thread? _loop;
-    private volatile bool _loopExit;
-    private int _crashRestarts;
-    private bool _uncleanExit; // under _lock: a child of this shared memory was killed or exited non-zero during shutdown (no shutdown writes)
-    private int _incarnation;
+    // Instances by module name, and the modules in creation/attach order (for detach in reverse). Filled by the
+    // creating or attaching thread before the Cluster is published; later only by Get(module) under _lock.
+    private readonly Dictionary<string, (ShmemModule Module, object Instance)> _byName = new(StringComparer.Ordinal);
+    private readonly List<(ShmemModule Module, object Instance)> _order = [];
+    private readonly HashSet<string> _recorded = new(StringComparer.Ordinal);
+    private ProcArray? _procs;
+    private BackgroundWorkerArray? _workers;
+    private bool _disposed;
 
-    private ShmemSegment _segment;
-    private ProcArray _procs;
-    private SinvalQueue _sinval;
-    private DsmRegistry _dsm;
-    private BackgroundWorkerArray _workers;
-    private BufferPool? _buffers;
-
-    private Cluster(ClusterBuilder? builder, IPgIpcPlatform platform, TextWriter log, ShmemSegment segment, ProcArray procs,
-        SinvalQueue sinval, DsmRegistry dsm, BackgroundWorkerArray workers, BufferPool? buffers)
+    private Cluster(ShmemSegment segment, bool ownedBySupervisor)
     {
-        _builder = builder;
-        _platform = platform;
-        _log = log;
         _segment = segment;
-        _procs = procs;
-        _sinval = sinval;
-        _dsm = dsm;
-        _workers = workers;
-        _buffers = buffers;
+        _ownedBySupervisor = ownedBySupervisor;
     }
 
     // ------------------------------------------------------------------
-    // Creation (supervisor) and attachment (child)
+    // Creation (the supervisor) and attach (any other process)
     // ------------------------------------------------------------------
 
-    internal static Cluster Create(ClusterBuilder b)
+    /// <summary>
+    /// The supervisor: records <paramref name="modules"/> in <paramref name="segment"/> and creates each in order.
+    /// On failure the caller destroys the segment (the modules made so far are detached first).
+    /// </summary>
+    internal static Cluster Create(ShmemSegment segment, IReadOnlyList<ShmemModule> modules, ClusterSettings settings)
     {
-        IPgIpcPlatform platform = b.PlatformChoice ?? PgIpcPlatform.Current;
-        Cluster c = InitShmem(b, platform, null);
-        c._incarnation = 1;
-        if (c._segment.ReplacedStaleSegment)
-            c.Log($"removed the shared memory of a crashed run of \"{b.Key}\" and {c._segment.LeftoversRemoved} other leftover OS object set(s)");
+        var c = new Cluster(segment, ownedBySupervisor: true);
         try
         {
-            c.RunStartupHooks();
-            foreach (ChildSpec spec in b.StaticWorkers)
-                c.AddRecord(spec, 0); // NoFreeBackgroundWorkerSlotException: more static workers than WithMaxChildren
-        }
-        catch
-        {
-            // The caller gets no Cluster to dispose: remove the segment, latch FIFOs and semaphores made above.
-            c.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero); // no children yet; Immediate: nothing flushed
-            throw;
-        }
-        return c;
-    }
-
-    /// <summary>CreateSharedMemoryAndSemaphores: a new segment with every subsystem initialised.</summary>
-    private static Cluster InitShmem(ClusterBuilder b, IPgIpcPlatform platform, Cluster? into)
-    {
-        BufferPoolOptions? bufferOptions = b.BufferOptions; // throws without a data directory, before anything is made
-        ShmemSegment seg = ShmemSegment.Create(b.Key, b.Sizes(), platform);
-        BufferPool? buffers = null;
-        try
-        {
-            ProcArray procs = ProcArray.Init(seg, b.ProcOptions, out _);
-            Sync.LWLockTranches.Init(seg, b.Tranches, out _);
-            ProcSignal.Init(seg, procs, out _);
-            PMSignal.Init(seg, procs, out _);
-            SinvalQueue sinval = SinvalQueue.Init(seg, procs, out _);
-            DsmRegistry dsm = DsmRegistry.Init(seg, procs, b.EffectiveDsmOptions, out _);
-            BackgroundWorkerArray workers = BackgroundWorkerArray.Init(seg, b.MaxChildrenValue, out _);
-            ClusterConfig.Init(seg, bufferOptions);
-            if (bufferOptions is not null)
-                buffers = BufferPool.Init(seg, procs, bufferOptions, out _);
-            if (into is null)
-                into = new Cluster(b, platform, b.LogWriter ?? Console.Error, seg, procs, sinval, dsm, workers, buffers);
-            else
+            ClusterConfig.Init(segment, modules);
+            var ctx = new ShmemModuleContext(c, isCreating: true, settings);
+            foreach (ShmemModule m in modules)
             {
-                into._buffers = buffers;
-                into._segment = seg;
-                into._procs = procs;
-                into._sinval = sinval;
-                into._dsm = dsm;
-                into._workers = workers;
+                c._recorded.Add(m.Name);
+                c.Add(m, m.InitOrAttach(ctx));
             }
-            Cluster c = into;
-            PMSignal.OnSignal(procs, () => c._wake.Set());
+            c.CacheKernel();
             return c;
         }
         catch
         {
-            buffers?.Dispose();
-            seg.Destroy();
+            c.DetachModules();
             throw;
         }
     }
 
-    private void RunStartupHooks()
-    {
-        foreach (Action<Cluster> hook in _builder!.StartupHooks)
-            hook(this);
-    }
-
     /// <summary>
-    /// The child's side: attaches to the cluster whose handle is <paramref name="handle"/> (or, when null, the
-    /// PGIPC_CLUSTER environment variable the supervisor sets) and finds every subsystem.
+    /// Attaches to the cluster whose handle is <paramref name="handle"/> (or, when null, the PGIPC_CLUSTER
+    /// environment variable the supervisor sets for its children) and attaches every module the supervisor
+    /// recorded: the library's own from their recorded options, the user's from <paramref name="modules"/> (a
+    /// user's module not passed here is attached by <see cref="Get{T}(ShmemModule{T})"/> when first used).
     /// </summary>
-    public static Cluster AttachChild(string? handle = null)
+    public static Cluster Attach(string? handle = null, params ShmemModule[] modules)
     {
         handle ??= Environment.GetEnvironmentVariable(HandleVariable);
         if (string.IsNullOrEmpty(handle))
             throw new InvalidShmemHandleException($"no cluster handle: pass one, or start the process from a supervisor (which sets {HandleVariable})");
+        ArgumentNullException.ThrowIfNull(modules);
         ShmemSegment seg = ShmemSegment.Attach(ShmemHandle.Parse(handle));
+        var c = new Cluster(seg, ownedBySupervisor: false);
         try
         {
-            ProcArray procs = ProcArray.Attach(seg);
-            SinvalQueue sinval = SinvalQueue.Init(seg, procs, out bool found);
-            if (!found)
-                throw new PgIpcException($"segment {seg.Handle.Id} had no sinval queue; it was not made by a ClusterBuilder");
-            DsmRegistry dsm = DsmRegistry.Attach(seg);
-            BackgroundWorkerArray workers = BackgroundWorkerArray.Attach(seg);
-            BufferPoolOptions? bufferOptions = ClusterConfig.ReadBufferOptions(seg);
-            BufferPool? buffers = null;
-            if (bufferOptions is not null)
+            var ctx = new ShmemModuleContext(c, isCreating: false, null);
+            foreach (ModuleRecord rec in ClusterConfig.Read(seg))
             {
-                buffers = BufferPool.Init(seg, procs, bufferOptions, out bool poolFound);
-                if (!poolFound)
-                {
-                    buffers.Dispose();
-                    throw new PgIpcException($"segment {seg.Handle.Id} records a buffer pool of {bufferOptions.NumBuffers} buffers but has none");
-                }
+                c._recorded.Add(rec.Name);
+                ShmemModule? m = BuiltinModules.FromRecord(rec.Name, rec.Factory, rec.Options)
+                    ?? Array.Find(modules, x => x is not null && x.Name == rec.Name);
+                if (m is not null)
+                    c.Add(m, m.InitOrAttach(ctx));
             }
-            return new Cluster(null, seg.Platform, Console.Error, seg, procs, sinval, dsm, workers, buffers);
+            foreach (ShmemModule m in modules)
+            {
+                ArgumentNullException.ThrowIfNull(m, nameof(modules));
+                if (!c._recorded.Contains(m.Name))
+                    throw new ModuleNotFoundException($"cluster segment {seg.Handle.Id} has no module \"{m.Name}\" (its supervisor did not register it)");
+            }
+            c.CacheKernel();
+            return c;
         }
         catch
         {
+            c.DetachModules();
             seg.Dispose();
             throw;
+        }
+    }
+
+    private void Add(ShmemModule m, object instance)
+    {
+        if (!_byName.TryAdd(m.Name, (m, instance)))
+            throw new ArgumentException($"two modules are named \"{m.Name}\"");
+        _order.Add((m, instance));
+    }
+
+    private void CacheKernel()
+    {
+        _ = Procs;
+        _workers = Find<BackgroundWorkerArray>();
+    }
+
+    // ------------------------------------------------------------------
+    // Modules
+    // ------------------------------------------------------------------
+
+    /// <summary>The instance of the module whose instance type is <typeparamref name="T"/>; throws <see cref="ModuleNotFoundException"/>.</summary>
+    public T Get<T>() where T : class
+        => Find<T>() ?? throw new ModuleNotFoundException($"cluster segment {_segment.Handle.Id} has no module of type {typeof(T).Name} attached in this process");
+
+    /// <summary>The instance of the module whose instance type is <typeparamref name="T"/>, or null.</summary>
+    public T? Find<T>() where T : class
+    {
+        lock (_lock)
+        {
+            foreach ((ShmemModule _, object instance) in _order)
+                if (instance is T t)
+                    return t;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// The instance of <paramref name="module"/> in this process: attached on first use when the supervisor
+    /// registered it and this process has not attached it yet. Throws <see cref="ModuleNotFoundException"/> when the
+    /// cluster has no module of that name.
+    /// </summary>
+    public T Get<T>(ShmemModule<T> module) where T : notnull
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        ThrowIfDisposed();
+        lock (_lock)
+        {
+            if (_byName.TryGetValue(module.Name, out (ShmemModule Module, object Instance) e))
+                return (T)e.Instance;
+            if (!_recorded.Contains(module.Name))
+                throw new ModuleNotFoundException($"cluster segment {_segment.Handle.Id} has no module \"{module.Name}\" (its supervisor did not register it)");
+            object instance = module.InitOrAttach(new ShmemModuleContext(this, isCreating: false, null));
+            Add(module, instance);
+            return (T)instance;
+        }
+    }
+
+    /// <summary>The names of the modules of this cluster, in creation order.</summary>
+    public IReadOnlyCollection<string> ModuleNames
+    {
+        get
+        {
+            lock (_lock)
+                return [.. _recorded];
         }
     }
 
@@ -288,98 +204,49 @@ public sealed class Cluster : IDisposable
     // Properties
     // ------------------------------------------------------------------
 
-    /// <summary>True in the supervisor's process (the creator); false in a child.</summary>
-    public bool IsSupervisor => _builder is not null;
-
-    /// <summary>The current segment. The supervisor replaces it at a crash restart.</summary>
+    /// <summary>The segment.</summary>
     public ShmemSegment Segment => _segment;
 
-    /// <summary>The current segment's handle, as children receive it.</summary>
+    /// <summary>The segment's handle, as children receive it.</summary>
     public string Handle => _segment.Handle.ToString();
 
-    public ProcArray Procs => _procs;
+    /// <summary>The OS backend the segment was made with.</summary>
+    public IPgIpcPlatform Platform => _segment.Platform;
 
-    public SinvalQueue Sinval => _sinval;
+    /// <summary>The participant slots.</summary>
+    public ProcArray Procs
+        => _procs ??= Find<ProcArray>() ?? throw new ModuleNotFoundException($"cluster segment {_segment.Handle.Id} has no participant slots ({ProcArray.ShmemName})");
 
-    public DsmRegistry Dsm => _dsm;
+    /// <summary>The shared invalidation queue.</summary>
+    public SinvalQueue Sinval => Get<SinvalQueue>();
 
-    public BackgroundWorkerArray BackgroundWorkers => _workers;
+    /// <summary>Dynamic shared memory's control table.</summary>
+    public DsmRegistry Dsm => Get<DsmRegistry>();
 
-    /// <summary>
-    /// The shared buffer pool (<see cref="ClusterBuilder.WithBufferPool"/>), or null when the cluster has none. The
-    /// supervisor replaces it at a crash restart, with the segment.
-    /// </summary>
-    public BufferPool? Buffers => _buffers;
+    /// <summary>The background worker (child) slots.</summary>
+    public BackgroundWorkerArray BackgroundWorkers => _workers ?? Get<BackgroundWorkerArray>();
 
-    public IPgIpcPlatform Platform => _platform;
+    /// <summary>The shared buffer pool (<see cref="ClusterBuilder.WithBufferPool(int, int)"/>), or null when the cluster has none.</summary>
+    public BufferPool? Buffers => Find<BufferPool>();
 
     /// <summary>Pid of the supervisor (the creator of the segment).</summary>
-    public int SupervisorPid => _procs.SupervisorPid;
+    public int SupervisorPid => Procs.SupervisorPid;
 
-    /// <summary>A child: true once the supervisor asked every child to exit (fast shutdown, crash stop).</summary>
-    public bool ShutdownRequested => _workers.ShutdownRequested;
+    /// <summary>True once the supervisor asked every child to exit (fast shutdown, crash stop).</summary>
+    public bool ShutdownRequested => _workers?.ShutdownRequested ?? false;
 
     /// <summary>
-    /// A child: true when the supervisor stops every child after a crash. Exit at once without shutdown work (no
-    /// shutdown checkpoint: a dead process may hold the locks it would need), as quickdie does on SIGQUIT.
+    /// True when the supervisor stops every child after a crash: exit at once without shutdown work (no shutdown
+    /// checkpoint: a dead process may hold the locks it would need), as quickdie does on SIGQUIT.
     /// </summary>
-    public bool ImmediateStopRequested => _workers.ImmediateStopRequested;
+    public bool ImmediateStopRequested => _workers?.ImmediateStopRequested ?? false;
 
-    /// <summary>How many times shared memory was rebuilt after a crash.</summary>
-    public int CrashRestarts => Volatile.Read(ref _crashRestarts);
-
-    /// <summary>1 for the first shared memory, one more per crash restart.</summary>
-    public int Incarnation => Volatile.Read(ref _incarnation);
-
-    public ClusterState State { get; private set; } = ClusterState.Created;
-
-    /// <summary>A child: the participant kind the supervisor started it as (PGIPC_PROC_KIND), else Backend.</summary>
+    /// <summary>The participant kind the supervisor started this process as (PGIPC_PROC_KIND), else Backend.</summary>
     public static ProcKind ChildKind
         => Enum.TryParse(Environment.GetEnvironmentVariable(ProcKindVariable), out ProcKind k) ? k : ProcKind.Backend;
 
-    /// <summary>A child: joins the calling thread with the kind the supervisor started it as.</summary>
-    public Participant JoinAsChild() => _procs.Join(ChildKind);
-
-    /// <summary>Shared memory of the user's structure <paramref name="name"/> (ShmemInitStruct).</summary>
-    public ShmemRegion InitStruct(string name, long size, ShmemInitializer? init, out bool found)
-        => init is null ? _segment.InitStruct(name, size, out found) : _segment.InitStruct(name, size, init, out found);
-
-    // ------------------------------------------------------------------
-    // Children
-    // ------------------------------------------------------------------
-
-    /// <summary>Starts the supervisor's loop and the static workers.</summary>
-    public void Start()
-    {
-        ThrowIfNotSupervisor();
-        lock (_lock)
-        {
-            if (State != ClusterState.Created)
-                throw new InvalidOperationException($"cluster \"{_builder!.Key}\" is {State}, not Created");
-            State = ClusterState.Running;
-            _loop = new Thread(Loop) { IsBackground = true, Name = $"pgipc supervisor {_builder!.Key}" };
-            _loop.Start();
-        }
-        _wake.Set();
-    }
-
-    /// <summary>
-    /// Starts a child now (the supervisor only). Returns its handle, which reports its pid once it runs.
-    /// </summary>
-    public BackgroundWorkerHandle StartChild(ChildSpec spec)
-    {
-        ThrowIfNotSupervisor();
-        ArgumentNullException.ThrowIfNull(spec);
-        BackgroundWorkerHandle h;
-        lock (_lock)
-        {
-            if (State is ClusterState.ShuttingDown or ClusterState.Stopped)
-                throw new InvalidOperationException($"cluster \"{_builder!.Key}\" is {State}; no child can be started");
-            h = AddRecord(spec, 0);
-        }
-        _wake.Set();
-        return h;
-    }
+    /// <summary>Joins the calling thread with the kind the supervisor started this process as.</summary>
+    public Participant JoinAsChild() => Procs.Join(ChildKind);
 
     /// <summary>
     /// Registers a worker from any process of the cluster (RegisterDynamicBackgroundWorker): fills a shared slot and
@@ -387,439 +254,70 @@ public sealed class Cluster : IDisposable
     /// <see cref="NoFreeBackgroundWorkerSlotException"/> when every slot is taken.
     /// </summary>
     public BackgroundWorkerHandle RegisterDynamicBackgroundWorker(ChildSpec spec)
-        => _workers.RegisterDynamicBackgroundWorker(spec, _procs);
+        => BackgroundWorkers.RegisterDynamicBackgroundWorker(spec, Procs);
 
-    /// <summary>The children the supervisor knows of, with their pids (0 when not running).</summary>
-    public IReadOnlyList<ChildInfo> GetChildren()
-    {
-        ThrowIfNotSupervisor();
-        lock (_lock)
-            return [.. _children.Select(r => new ChildInfo(r.Spec.Name, r.Slot, r.Process is null ? 0 : r.Pid, r.Spec.Kind, r.Spec.IsPermanent, r.Starts))];
-    }
+    /// <summary>Shared memory of the user's structure <paramref name="name"/> (ShmemInitStruct).</summary>
+    public ShmemRegion InitStruct(string name, long size, ShmemInitializer? init, out bool found)
+        => init is null ? _segment.InitStruct(name, size, out found) : _segment.InitStruct(name, size, init, out found);
 
-    /// <summary>
-    /// The supervisor: runs <paramref name="read"/> while no crash restart can replace shared memory (it holds the
-    /// supervisor's state lock, which the loop holds while it destroys and recreates the segment), so pointers into
-    /// <see cref="Segment"/> stay valid for its duration. Keep it short: the supervisor's loop waits meanwhile.
-    /// </summary>
-    public T ReadShared<T>(Func<Cluster, T> read)
-    {
-        ThrowIfNotSupervisor();
-        ArgumentNullException.ThrowIfNull(read);
-        lock (_lock)
-        {
-            if (!_segment.IsAttached)
-                throw new InvalidOperationException($"cluster \"{_builder!.Key}\" is {State}: its shared memory is gone");
-            return read(this);
-        }
-    }
-
-    private BackgroundWorkerHandle AddRecord(ChildSpec spec, long notBeforeMs)
-    {
-        BackgroundWorkerHandle h = _workers.Register(spec);
-        _children.Add(new ChildRecord(spec) { Slot = h.Slot, Generation = h.Generation, NotBeforeMs = notBeforeMs });
-        return h;
-    }
+    /// <summary>True while this process is attached to the segment.</summary>
+    public bool IsAttached => _segment.IsAttached;
 
     // ------------------------------------------------------------------
-    // The loop
+    // Detach
     // ------------------------------------------------------------------
 
-    private void Loop()
+    /// <summary>Releases every module's per-process resources, in reverse order. Errors are collected, not thrown singly.</summary>
+    internal void DetachModules()
     {
-        while (!_loopExit)
+        List<Exception>? errors = null;
+        lock (_lock)
         {
-            _wake.WaitOne(PollIntervalMs);
-            lock (_lock)
+            for (int i = _order.Count - 1; i >= 0; i--)
             {
-                if (_loopExit)
-                    break;
                 try
                 {
-                    Step();
+                    _order[i].Module.Detach(_order[i].Instance);
                 }
-                catch (Exception ex)
+                catch (Exception ex) when (ex is IOException or PgIpcException or InvalidOperationException)
                 {
-                    // The loop must survive anything one step throws (a start that fails, a log that fails).
-                    Log($"supervisor loop error: {ex}");
+                    (errors ??= []).Add(ex);
                 }
             }
+            _order.Clear();
+            _byName.Clear();
+            _disposed = true;
         }
+        if (errors is not null)
+            throw new AggregateException("detaching the cluster's modules", errors);
     }
 
-    /// <summary>One turn of the loop: adopt new registrations, reap exits, handle a crash, start what is due.</summary>
-    private void Step()
+    /// <summary>A child: detaches (modules, then the segment). The supervisor's view: nothing (the supervisor owns it).</summary>
+    public void Dispose()
     {
-        if (State is ClusterState.Stopped or ClusterState.Created)
+        if (_ownedBySupervisor)
             return;
-        if (PMSignal.CheckPostmasterSignal(_procs, PMSignalReason.BackgroundWorkerChange))
-            AdoptRegistrations();
-
-        string? crash = null;
-        bool anyClean = false;
-        for (int i = _children.Count - 1; i >= 0; i--)
+        lock (_lock)
         {
-            ChildRecord r = _children[i];
-            if (r.Process is null || !r.Process.HasExited)
-                continue;
-            int code = r.Process.ExitCode;
-            r.Process.Dispose();
-            r.Process = null;
-            // A clean exit that left LWLocks held (its slot still names them: Participant.Close keeps the locks of a
-            // participant that ends with the process) is a crash: what the locks protect may be half-changed.
-            int held = code is 0 or 1 ? HeldLWLocksOf(r.Pid) : 0;
-            if (held > 0 && State == ClusterState.Running)
-            {
-                crash ??= $"{Describe(r)} exited with exit code {code} while holding {held} LWLock(s)";
-                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
-                if (!r.Spec.IsPermanent)
-                    _children.RemoveAt(i);
-                continue;
-            }
-            if (code == 1 && r.Spec.Kind != ProcKind.Auxiliary && State == ClusterState.Running)
-            {
-                // Exit code 1 of a background worker or backend is an error exit, not a crash (bgworker.c: exit(1)
-                // means "restart me after my interval"): a permanent worker is started again in the same slot, others
-                // are unregistered. Auxiliary processes have no such exit; theirs is a crash.
-                anyClean = true;
-                if (r.Spec.IsPermanent)
-                {
-                    Log($"{Describe(r)} exited with exit code 1; restarting it in {r.Spec.RestartIntervalMs} ms");
-                    _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Registered, 0, free: false);
-                    r.NotBeforeMs = Environment.TickCount64 + r.Spec.RestartIntervalMs;
-                }
-                else
-                {
-                    _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
-                    _children.RemoveAt(i);
-                }
-                continue;
-            }
-            if (code == 0 || State == ClusterState.ShuttingDown)
-            {
-                if (code != 0)
-                {
-                    Log($"{Describe(r)} exited with exit code {code} during shutdown");
-                    _uncleanExit = true;
-                }
-                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
-                _children.RemoveAt(i);
-                anyClean = true;
-            }
-            else
-            {
-                crash ??= $"{Describe(r)} {ExitReason(code)}";
-                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
-                if (!r.Spec.IsPermanent)
-                    _children.RemoveAt(i);
-            }
+            if (_disposed)
+                return;
         }
-        if (anyClean)
-            _procs.ReclaimDeadSlots();
-        if (crash is not null && State == ClusterState.Running)
-            HandleChildCrash(crash);
-
-        if (State == ClusterState.Running)
-            StartDueChildren();
-        if (State == ClusterState.ShuttingDown && !_children.Any(r => r.Process is not null))
-            _childrenGone.Set();
-    }
-
-    private void AdoptRegistrations()
-    {
-        foreach ((int slot, int generation, ChildSpec spec) in _workers.RegisteredSlots())
-        {
-            if (_children.Any(r => r.Slot == slot && r.Generation == generation))
-                continue;
-            if (State != ClusterState.Running)
-            {
-                _workers.SetState(slot, generation, BackgroundWorkerState.Stopped, 0, free: true);
-                continue;
-            }
-            _children.Add(new ChildRecord(spec) { Slot = slot, Generation = generation });
-        }
-    }
-
-    private void StartDueChildren()
-    {
-        long now = Environment.TickCount64;
-        for (int i = _children.Count - 1; i >= 0; i--)
-        {
-            ChildRecord r = _children[i];
-            if (r.Process is not null || now < r.NotBeforeMs)
-                continue;
-            try
-            {
-                StartProcess(r);
-            }
-            catch (Exception ex)
-            {
-                // Not a crash: nothing ran. Forget the worker, as the postmaster does when fork fails for good.
-                Log($"could not start {Describe(r)}: {ex.Message}");
-                _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
-                _children.RemoveAt(i);
-            }
-        }
-    }
-
-    private void StartProcess(ChildRecord r)
-    {
-        var psi = new ProcessStartInfo { FileName = r.Spec.FileName, UseShellExecute = false };
-        foreach (string a in r.Spec.Arguments)
-            psi.ArgumentList.Add(a);
-        psi.Environment[HandleVariable] = _segment.Handle.ToString();
-        psi.Environment[SupervisorPidVariable] = _platform.Processes.CurrentProcessId.ToString(CultureInfo.InvariantCulture);
-        psi.Environment[ProcKindVariable] = r.Spec.Kind.ToString();
-        psi.Environment[WorkerSlotVariable] = r.Slot.ToString(CultureInfo.InvariantCulture);
-        psi.Environment[WorkerGenerationVariable] = r.Generation.ToString(CultureInfo.InvariantCulture);
-        var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
-        // Runs on a runtime thread; only wakes the loop (the 100 ms poll covers a late or lost event).
-        p.Exited += (_, _) => _wake.Set();
-        if (!p.Start())
-        {
-            p.Dispose();
-            throw new PgIpcException($"Process.Start of \"{r.Spec.FileName}\" started nothing");
-        }
-        r.Process = p;
-        r.Pid = p.Id;
-        r.Starts++;
-        _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Started, p.Id, free: false);
-    }
-
-    /// <summary>HandleChildCrash + the restart: stop everyone, rebuild shared memory, re-register permanent workers.</summary>
-    private void HandleChildCrash(string why)
-    {
-        Log($"{why}; terminating any other active processes");
-        StopAllChildren(_builder!.StopGraceValue, immediate: true);
-        List<ChildSpec> permanent = [.. _children.Where(r => r.Spec.IsPermanent).Select(r => r.Spec)];
-        _children.Clear();
-        if (!_builder.RestartAfterCrashValue)
-        {
-            Log("shutting down because restart-after-crash is off");
-            DestroyShmem();
-            State = ClusterState.Stopped;
-            _childrenGone.Set();
-            _stopped.Set();
-            return;
-        }
-        Log("all server processes terminated; reinitializing shared memory");
-        _uncleanExit = false; // the killed ones' locks went with the old segment
-        DestroyShmem();
-        InitShmem(_builder, _platform, this);
-        Interlocked.Increment(ref _incarnation);
-        Interlocked.Increment(ref _crashRestarts);
-        RunStartupHooks();
-        long now = Environment.TickCount64;
-        foreach (ChildSpec spec in permanent)
-            AddRecord(spec, now + spec.RestartIntervalMs);
-    }
-
-    /// <summary>Asks every child to exit, waits up to <paramref name="grace"/>, kills the rest and reaps them all.</summary>
-    private void StopAllChildren(TimeSpan grace, bool immediate = false)
-    {
-        RequestChildrenStop(immediate);
-        long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
-        while (_children.Any(r => r.Process is { HasExited: false }) && Environment.TickCount64 < deadline)
-            Thread.Sleep(10);
-        KillAllChildren();
-    }
-
-    /// <summary>Sets ShutdownRequested and every in-use participant's latch (the children's wake-up).</summary>
-    private void RequestChildrenStop(bool immediate = false)
-    {
-        if (!_segment.IsAttached)
-            return;
-        _workers.RequestShutdown(immediate);
-        foreach (PgProcInfo p in _procs.GetProcs())
-            Latch.Latches.SetLatch(_procs, p.ProcNumber);
-    }
-
-    /// <summary>Kills every child still running (SIGKILL / TerminateProcess) and reaps all of them.</summary>
-    private void KillAllChildren()
-    {
-        foreach (ChildRecord r in _children)
-        {
-            if (r.Process is null)
-                continue;
-            try
-            {
-                if (!r.Process.HasExited)
-                {
-                    _uncleanExit = true;
-                    r.Process.Kill(entireProcessTree: true);
-                }
-            }
-            catch (InvalidOperationException)
-            {
-                // It exited between the check and the kill.
-            }
-            if (!r.Process.WaitForExit(10_000))
-                Log($"{Describe(r)} did not exit within 10 s of being killed");
-            r.Process.Dispose();
-            r.Process = null;
-            _workers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
-        }
-    }
-
-    /// <summary>Writes every dirty shared buffer (the buffer half of the shutdown checkpoint); failures are logged.</summary>
-    private void FlushBuffersAtShutdown()
-    {
-        if (_buffers is null || !_segment.IsAttached)
-            return;
-        Participant? mine = null;
         try
         {
-            Participant? me = Participant.CurrentOrNull;
-            if (me is null || me.ProcArray != _procs)
-            {
-                try { mine = _procs.Join(ProcKind.Auxiliary); }
-                catch (NoFreeProcSlotException) { mine = _procs.Join(ProcKind.Backend); }
-                me = mine;
-            }
-            int written = _buffers.FlushAllBuffers(me);
-            if (written > 0)
-                Log($"shutdown: wrote {written} dirty buffers");
-        }
-        catch (Exception ex) when (ex is PgIpcException or IOException or InvalidOperationException)
-        {
-            Log($"shutdown: could not write the dirty buffers: {ex.Message}");
+            DetachModules();
         }
         finally
         {
-            mine?.Dispose();
-        }
-    }
-
-    private void DestroyShmem()
-    {
-        _buffers?.Dispose();
-        if (!_segment.IsAttached)
-            return;
-        try
-        {
-            _segment.Destroy();
-        }
-        catch (AggregateException ex)
-        {
-            // The segment is gone; report what an on-detach callback could not undo.
-            Log($"destroying shared memory segment {_segment.Handle.Id}: {ex.Flatten().Message}");
-        }
-    }
-
-    // ------------------------------------------------------------------
-    // Shutdown
-    // ------------------------------------------------------------------
-
-    /// <summary>
-    /// Shuts the cluster down: <paramref name="mode"/> decides how children are stopped; those still running after
-    /// <paramref name="timeout"/> are killed. Then shared memory is destroyed. Returns false when children had to be
-    /// killed at the deadline. Idempotent.
-    /// </summary>
-    public bool Shutdown(ShutdownMode mode, TimeSpan timeout)
-    {
-        ThrowIfNotSupervisor();
-        bool inTime = true;
-        lock (_lock)
-        {
-            if (State == ClusterState.Created)
-            {
-                _children.Clear();
-                State = ClusterState.ShuttingDown;
-                _childrenGone.Set();
-            }
-            else if (State == ClusterState.Running)
-            {
-                State = ClusterState.ShuttingDown;
-                if (mode == ShutdownMode.Fast)
-                    RequestChildrenStop();
-                else if (mode == ShutdownMode.Immediate)
-                    KillAllChildren();
-                _children.RemoveAll(r => r.Process is null);
-                if (_children.Count == 0)
-                    _childrenGone.Set();
-            }
-        }
-        _wake.Set();
-        if (!_childrenGone.Wait(timeout))
-        {
-            inTime = false;
-            lock (_lock)
-            {
-                Log($"shutdown: children still running after {timeout.TotalMilliseconds} ms; killing them");
-                KillAllChildren();
-                _children.Clear();
-            }
-        }
-        _loopExit = true;
-        _wake.Set();
-        if (_loop is not null && _loop != Thread.CurrentThread)
-            _loop.Join();
-        lock (_lock)
-        {
-            KillAllChildren();
-            _children.Clear();
-            // The shutdown checkpoint's writes, when every child left on its own (a killed one may hold a buffer lock).
-            if (inTime && !_uncleanExit && mode != ShutdownMode.Immediate && State == ClusterState.ShuttingDown)
-                FlushBuffersAtShutdown();
-            DestroyShmem();
-            State = ClusterState.Stopped;
-        }
-        _childrenGone.Set();
-        _stopped.Set();
-        return inTime;
-    }
-
-    /// <summary>Waits until the cluster has stopped (after a shutdown, or a crash with restart-after-crash off).</summary>
-    public bool WaitForStopped(TimeSpan timeout) => _stopped.Wait(timeout);
-
-    /// <summary>The supervisor: Fast shutdown and destroy; nothing is left behind. A child: detaches.</summary>
-    public void Dispose()
-    {
-        if (!IsSupervisor)
-        {
-            _buffers?.Dispose();
             _segment.Dispose();
-            return;
-        }
-        Shutdown(ShutdownMode.Fast, TimeSpan.FromSeconds(10));
-    }
-
-    // ------------------------------------------------------------------
-    // Helpers
-    // ------------------------------------------------------------------
-
-    private static string Describe(ChildRecord r)
-        => $"{r.Spec.Kind switch { ProcKind.Auxiliary => "auxiliary process", ProcKind.Backend => "backend process", _ => "background worker" }} \"{r.Spec.Name}\" (PID {r.Pid})";
-
-    /// <summary>LWLocks still held by the slots of <paramref name="pid"/> (their owner has exited).</summary>
-    private int HeldLWLocksOf(int pid)
-    {
-        int held = 0;
-        if (pid == 0 || !_segment.IsAttached)
-            return 0;
-        foreach (PgProcInfo p in _procs.GetProcs())
-            if (p.Pid == pid)
-                held += p.HeldLWLocks;
-        return held;
-    }
-
-    private static string ExitReason(int code)
-        => code > 128 && code < 128 + 65
-            ? $"exited with exit code {code} (on Unix: terminated by signal {code - 128})"
-            : $"exited with exit code {code}";
-
-    private void Log(string message)
-    {
-        lock (_log)
-        {
-            _log.WriteLine($"pgipc supervisor {_platform.Processes.CurrentProcessId}: {message}");
-            _log.Flush();
         }
     }
 
-    private void ThrowIfNotSupervisor()
+    private void ThrowIfDisposed()
     {
-        if (_builder is null)
-            throw new InvalidOperationException("only the supervisor's process can do this; this process attached as a child");
+        if (_disposed)
+            throw new ObjectDisposedException(nameof(Cluster), $"this view of cluster segment {_segment.Handle.Id} was detached");
     }
 }
+
+/// <summary>The cluster has no such module (or this process has not attached it).</summary>
+public sealed class ModuleNotFoundException(string message) : PgIpcException(message);

@@ -30,10 +30,13 @@ using PgIpc.Sync;
 
 namespace PgIpc.Postmaster;
 
-/// <summary>Builds a <see cref="Cluster"/>: requests, initialisers, options, static workers.</summary>
+/// <summary>
+/// Builds a cluster: its modules (the library's and the user's), start-up initialisers, options and static workers.
+/// <see cref="Build"/> creates the shared memory and returns its <see cref="Supervisor"/>.
+/// </summary>
 public sealed class ClusterBuilder
 {
-    internal readonly List<(string Name, long Size)> ShmemRequests = [];
+    private readonly List<ShmemModule> _userModules = [];
     internal readonly List<Action<Cluster>> StartupHooks = [];
     internal readonly LWLockTrancheRequests Tranches = new();
     internal readonly List<ChildSpec> StaticWorkers = [];
@@ -56,6 +59,9 @@ public sealed class ClusterBuilder
     internal TextWriter? LogWriter { get; private set; }
     internal TimeSpan StopGraceValue { get; private set; } = TimeSpan.FromSeconds(2);
     internal int? BufferCountValue { get; private set; }
+    internal int BlocksPerSegmentValue { get; private set; } = Smgr.DefaultBlocksPerSegment;
+    internal CheckpointerOptions? CheckpointerValue { get; private set; }
+    internal BgWriterOptions? BgWriterValue { get; private set; }
 
     /// <summary>The OS backend (default: <see cref="PgIpcPlatform.Current"/>).</summary>
     public ClusterBuilder WithPlatform(IPgIpcPlatform platform)
@@ -98,15 +104,50 @@ public sealed class ClusterBuilder
 
     /// <summary>
     /// A shared buffer pool of <paramref name="numBuffers"/> 8 KiB buffers (shared_buffers) over relation files in the
-    /// data directory, which <see cref="WithDataDirectory"/> must name. Created by Build and again at each crash
-    /// restart; children find it in <see cref="Cluster.Buffers"/>.
+    /// data directory, which <see cref="WithDataDirectory"/> must name, in segment files of
+    /// <paramref name="blocksPerSegment"/> blocks. A module: created by Build and again at each crash restart; every
+    /// process finds it in <see cref="Cluster.Buffers"/> (or <c>Get&lt;BufferPool&gt;()</c>).
     /// </summary>
-    public ClusterBuilder WithBufferPool(int numBuffers)
+    public ClusterBuilder WithBufferPool(int numBuffers, int blocksPerSegment = Smgr.DefaultBlocksPerSegment)
     {
         // Same bounds as BufferPoolOptions, checked here so the caller learns at once.
         ArgumentOutOfRangeException.ThrowIfLessThan(numBuffers, 16);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(numBuffers, 1 << 30);
+        ArgumentOutOfRangeException.ThrowIfLessThan(blocksPerSegment, 1);
         BufferCountValue = numBuffers;
+        BlocksPerSegmentValue = blocksPerSegment;
+        return this;
+    }
+
+    /// <summary>
+    /// The checkpointer's shared state (a module: every process gets a <see cref="Checkpointer"/> view, through which
+    /// it requests checkpoints and, with the buffer pool, forwards its fsyncs; one auxiliary child runs it).
+    /// </summary>
+    public ClusterBuilder WithCheckpointer(CheckpointerOptions? options = null)
+    {
+        options ??= new CheckpointerOptions();
+        options.Validate();
+        CheckpointerValue = options;
+        return this;
+    }
+
+    /// <summary>The background writer's settings (a module: every process gets a <see cref="BackgroundWriter"/>; one child runs it). Needs the buffer pool.</summary>
+    public ClusterBuilder WithBackgroundWriter(BgWriterOptions? options = null)
+    {
+        BgWriterValue = options ?? new BgWriterOptions();
+        return this;
+    }
+
+    /// <summary>
+    /// Registers the user's module: sized, created in the supervisor at every (re)creation of shared memory after the
+    /// library's modules, in registration order, and attached in children (see <see cref="Cluster.Get{T}(ShmemModule{T})"/>).
+    /// </summary>
+    public ClusterBuilder AddModule<T>(ShmemModule<T> module) where T : notnull
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        if (_userModules.Any(m => m.Name == module.Name))
+            throw new ArgumentException($"a module named \"{module.Name}\" is already registered", nameof(module));
+        _userModules.Add(module);
         return this;
     }
 
@@ -131,13 +172,16 @@ public sealed class ClusterBuilder
         return this;
     }
 
-    /// <summary>Reserves <paramref name="size"/> bytes for the user's structure <paramref name="name"/> (RequestAddinShmemSpace).</summary>
+    /// <summary>
+    /// Reserves <paramref name="size"/> bytes for the user's structure <paramref name="name"/> (RequestAddinShmemSpace):
+    /// a module whose view is the zeroed region; initialise it in <see cref="OnShmemStartup"/> or through
+    /// <see cref="Cluster.InitStruct"/>.
+    /// </summary>
     public ClusterBuilder RequestShmem(string name, long size)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         ArgumentOutOfRangeException.ThrowIfNegative(size);
-        ShmemRequests.Add((name, size));
-        return this;
+        return AddModule((ShmemModule<ShmemRegion>)BuiltinModules.RegionModule(name, size));
     }
 
     /// <summary>Runs <paramref name="init"/> in the supervisor each time shared memory is (re)created (shmem_startup_hook).</summary>
@@ -154,7 +198,7 @@ public sealed class ClusterBuilder
         return this;
     }
 
-    /// <summary>A static worker, started by <see cref="Cluster.Start"/> (RegisterBackgroundWorker).</summary>
+    /// <summary>A static worker, started by <see cref="Supervisor.Start"/> (RegisterBackgroundWorker).</summary>
     public ClusterBuilder AddBackgroundWorker(ChildSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
@@ -168,31 +212,43 @@ public sealed class ClusterBuilder
         => BufferCountValue is not int n ? null
             : DataDirectoryValue is null
                 ? throw new InvalidOperationException($"cluster \"{Key}\": WithBufferPool({n}) needs a data directory for its relation files; call WithDataDirectory")
-                : new BufferPoolOptions(n, DataDirectoryValue);
+                : new BufferPoolOptions(n, DataDirectoryValue, BlocksPerSegmentValue);
 
     internal DsmOptions EffectiveDsmOptions
         => DsmSettings.DataDirectory is null && DataDirectoryValue is not null ? DsmSettings with { DataDirectory = DataDirectoryValue } : DsmSettings;
 
-    /// <summary>CalculateShmemSize: the sizes of every subsystem and request.</summary>
-    internal ShmemSizeBuilder Sizes()
+    internal ClusterSettings Settings => new(Key, ProcOptions, MaxChildrenValue, DataDirectoryValue);
+
+    /// <summary>
+    /// The cluster's one module list, in creation order: the kernel (slots, tranches, signals, sinval, DSM, worker
+    /// slots), the buffer pool, checkpointer and background writer when asked for, then the user's modules. Sizing,
+    /// creation and (through the record in the segment) every child's attach follow it.
+    /// </summary>
+    internal IReadOnlyList<ShmemModule> Modules()
     {
-        ProcArrayOptions o = ProcOptions;
-        var sizes = new ShmemSizeBuilder()
-            .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(o))
-            .RequestAddinShmemSpace(LWLockTranches.ShmemName, LWLockTranches.ShmemSize(Tranches))
-            .RequestAddinShmemSpace(Signals.ProcSignal.ShmemName, Signals.ProcSignal.ShmemSize(o.TotalProcs))
-            .RequestAddinShmemSpace(Signals.PMSignal.ShmemName, Signals.PMSignal.ShmemSize())
-            .RequestAddinShmemSpace(Sinval.SinvalQueue.ShmemName, Sinval.SinvalQueue.ShmemSize(o.TotalProcs))
-            .RequestAddinShmemSpace(DsmRegistry.ShmemName, DsmRegistry.ShmemSize(EffectiveDsmOptions))
-            .RequestAddinShmemSpace(BackgroundWorkerArray.ShmemName, BackgroundWorkerArray.ShmemSize(MaxChildrenValue))
-            .RequestAddinShmemSpace(ClusterConfig.ShmemName, ClusterConfig.ShmemSize);
+        List<ShmemModule> list = BuiltinModules.Kernel(ProcOptions, Tranches, EffectiveDsmOptions, MaxChildrenValue);
         if (BufferOptions is { } bo)
-            sizes.RequestAddinShmemSpace("PgIpc.BufferPool", BufferPool.ShmemSize(bo));
-        foreach ((string name, long size) in ShmemRequests)
-            sizes.RequestAddinShmemSpace(name, size);
-        return sizes;
+            list.Add(BuiltinModules.BufferPoolModule(bo));
+        if (CheckpointerValue is { } co)
+            list.Add(BuiltinModules.CheckpointerModule(co));
+        if (BgWriterValue is { } bw)
+        {
+            if (BufferCountValue is null)
+                throw new InvalidOperationException($"cluster \"{Key}\": WithBackgroundWriter needs the buffer pool; call WithBufferPool");
+            list.Add(BuiltinModules.BgWriterModule(bw));
+        }
+        foreach (ShmemModule m in _userModules)
+        {
+            if (list.Any(x => x.Name == m.Name))
+                throw new ArgumentException($"module \"{m.Name}\" has the name of one of the library's modules");
+            list.Add(m);
+        }
+        return list;
     }
 
-    /// <summary>Creates the cluster's shared memory and runs the initialisers. Children start with <see cref="Cluster.Start"/>.</summary>
-    public Cluster Build() => Cluster.Create(this);
+    /// <summary>
+    /// Creates the cluster's shared memory (every module) and runs the start-up initialisers. Returns the
+    /// <see cref="Supervisor"/>; its children start with <see cref="Supervisor.Start"/>.
+    /// </summary>
+    public Supervisor Build() => Supervisor.Create(this);
 }

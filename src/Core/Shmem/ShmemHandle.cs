@@ -25,11 +25,11 @@ public readonly record struct ShmemHandle(string Backend, string Id, long Size, 
     public override string ToString()
         => $"{Prefix};{Backend};{Size.ToString(CultureInfo.InvariantCulture)};{Cookie:x16};{Id}";
 
-    /// <summary>Parses the text form; throws <see cref="Platform.InvalidShmemHandleException"/> saying what is wrong.</summary>
+    /// <summary>Parses the text form; throws <see cref="InvalidShmemHandleException"/> saying what is wrong.</summary>
     public static ShmemHandle Parse(string text)
     {
         if (!TryParse(text, out ShmemHandle h, out string? error))
-            throw new Platform.InvalidShmemHandleException(error!);
+            throw new InvalidShmemHandleException(error!);
         return h;
     }
 

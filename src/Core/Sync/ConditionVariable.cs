@@ -292,7 +292,7 @@ public unsafe struct ConditionVariable
 }
 
 /// <summary>The supervisor died while this participant waited (WL_EXIT_ON_PM_DEATH): the process should exit.</summary>
-public sealed class SupervisorDiedException : Platform.PgIpcException
+public sealed class SupervisorDiedException : PgIpcException
 {
     public SupervisorDiedException() : base("the cluster's supervisor process died; this process must exit") { }
 }

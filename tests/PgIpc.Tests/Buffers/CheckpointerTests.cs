@@ -367,26 +367,24 @@ public sealed class CheckpointerTests(string backend)
     }
 
     [Test]
-    public void ASupervisorHostsThePoolAndTheCheckpointerThroughItsStartupHooks()
+    public void ASupervisorHostsThePoolAndTheCheckpointerAsModules()
     {
         string dir = _dir = BufferCluster.NewDataDirectory();
         var poolOptions = new BufferPoolOptions(32, dir);
         CheckpointerOptions ckptOptions = BufferCluster.CheckpointerOptions;
-        using Cluster cluster = new ClusterBuilder(TestEnvironment.UniqueKey("buf-ckpt"))
+        using Supervisor supervisor = new ClusterBuilder(TestEnvironment.UniqueKey("buf-ckpt"))
             .WithPlatform(PgIpcPlatform.Get(backend))
             .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
             .WithDataDirectory(dir)
             .WithLog(TextWriter.Null)
-            .RequestShmem("PgIpc.BufferPool", BufferPool.ShmemSize(poolOptions))
-            .RequestShmem(Checkpointer.ShmemName, Checkpointer.ShmemSize(ckptOptions))
-            .OnShmemStartup(c =>
-            {
-                BufferPool.Init(c.Segment, c.Procs, poolOptions, out _).Dispose();
-                Checkpointer.Init(c.Segment, c.Procs, null, ckptOptions, out _);
-            })
+            .WithBufferPool(poolOptions.NumBuffers)
+            .WithCheckpointer(ckptOptions)
             .Build();
-        using BufferPool pool = BufferPool.Init(cluster.Segment, cluster.Procs, poolOptions, out bool poolFound);
-        Checkpointer ckpt = Checkpointer.Init(cluster.Segment, cluster.Procs, pool, ckptOptions, out bool ckptFound);
+        Cluster cluster = supervisor.Cluster;
+        bool poolFound = cluster.Segment.TryFindStruct(BufferPool.DescriptorsName, out _);
+        bool ckptFound = cluster.Segment.TryFindStruct(Checkpointer.ShmemName, out _);
+        BufferPool pool = cluster.Get<BufferPool>();
+        Checkpointer ckpt = cluster.Get<Checkpointer>();
         Exception? runError = null;
         using var stop = new CancellationTokenSource();
         var runner = new Thread(() =>
@@ -424,7 +422,7 @@ public sealed class CheckpointerTests(string backend)
         Assert.That(runner.Join(TimeSpan.FromSeconds(30)), Is.True);
         Assert.Multiple(() =>
         {
-            Assert.That(poolFound && ckptFound, Is.True, "the supervisor's hooks created both");
+            Assert.That(poolFound && ckptFound, Is.True, "the supervisor created both modules");
             Assert.That(runError, Is.Null);
             Assert.That(requestError, Is.Null);
             Assert.That(dirtyBefore, Is.EqualTo(6));

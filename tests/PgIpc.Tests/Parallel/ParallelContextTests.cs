@@ -43,7 +43,7 @@ public sealed class ParallelContextTests(string backend)
     private readonly IPgIpcPlatform _platform = PgIpcPlatform.Get(backend);
     private readonly List<int> _pids = [];
     private StringWriter _log = new();
-    private Cluster? _cluster;
+    private Supervisor? _cluster;
     private Participant? _leader;
     private ParallelContext? _ctx;
 
@@ -59,13 +59,13 @@ public sealed class ParallelContextTests(string backend)
     {
         try
         {
-            if (_cluster is { Segment.IsAttached: true })
+            if (_cluster is { Cluster.IsAttached: true })
                 _ctx?.Dispose();
         }
         finally
         {
             _ctx = null;
-            if (_cluster is { Segment.IsAttached: true })
+            if (_cluster is { Cluster.IsAttached: true })
                 _leader?.Dispose();
             _leader = null;
             _cluster?.Dispose();
@@ -75,7 +75,7 @@ public sealed class ParallelContextTests(string backend)
         }
     }
 
-    private Cluster Start(string what, bool restartAfterCrash = true, TimeSpan? stopGrace = null)
+    private Supervisor Start(string what, bool restartAfterCrash = true, TimeSpan? stopGrace = null)
     {
         _cluster = new ClusterBuilder(TestEnvironment.UniqueKey(what))
             .WithPlatform(_platform)
@@ -86,7 +86,7 @@ public sealed class ParallelContextTests(string backend)
             .WithStopGrace(stopGrace ?? TimeSpan.FromSeconds(2))
             .Build();
         _cluster.Start();
-        _leader = _cluster.Procs.Join(ProcKind.Backend);
+        _leader = _cluster.Cluster.Procs.Join(ProcKind.Backend);
         return _cluster;
     }
 
@@ -103,17 +103,17 @@ public sealed class ParallelContextTests(string backend)
     private bool SegmentExists((DsmImplementation Kind, uint Handle, string? Dir) s)
         => DsmCluster.OsObjectExists(_platform, s.Kind, s.Handle, s.Dir);
 
-    private static (DsmImplementation Kind, uint Handle, string? Dir) SegmentOf(Cluster c, ParallelContext ctx)
-        => (ctx.Segment.Implementation, ctx.Segment.Handle, c.Dsm.DataDirectory);
+    private static (DsmImplementation Kind, uint Handle, string? Dir) SegmentOf(Supervisor c, ParallelContext ctx)
+        => (ctx.Segment.Implementation, ctx.Segment.Handle, c.Cluster.Dsm.DataDirectory);
 
     /// <summary>Disposes the context and checks nothing is left: no segment in the registry, no OS object.</summary>
-    private void DisposeAndCheckClean(Cluster c)
+    private void DisposeAndCheckClean(Supervisor c)
     {
         var seg = SegmentOf(c, _ctx!);
         Assert.That(SegmentExists(seg), Is.True, "the check below would prove nothing");
         _ctx!.Dispose();
         _ctx = null;
-        Assert.That(c.Dsm.LiveSegments(), Is.EqualTo(0), "a dynamic segment outlived its parallel context");
+        Assert.That(c.Cluster.Dsm.LiveSegments(), Is.EqualTo(0), "a dynamic segment outlived its parallel context");
         _leader!.Dispose();
         _leader = null;
         Assert.That(SegmentExists(seg), Is.False, $"the parallel segment {seg.Handle} ({seg.Kind}) outlived its context");
@@ -125,9 +125,9 @@ public sealed class ParallelContextTests(string backend)
     [Test]
     public void ParallelSumReturnsPartialSumsThroughTheTupleQueues()
     {
-        Cluster c = Start("psum");
+        Supervisor c = Start("psum");
         const int n = 200_000;
-        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-sum"), 2);
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-sum"), 2);
         _ctx.Estimator.EstimateChunk(8 + n * 8L);
         _ctx.Estimator.EstimateKeys(1);
         _ctx.InitializeDsm();
@@ -165,8 +165,8 @@ public sealed class ParallelContextTests(string backend)
     [Test]
     public void AWorkersErrorIsRethrownInTheLeaderWithItsMessage()
     {
-        Cluster c = Start("perr");
-        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-error"), 2);
+        Supervisor c = Start("perr");
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-error"), 2);
         _ctx.InitializeDsm();
         _ctx.LaunchParallelWorkers();
         RecordPids(_ctx);
@@ -185,8 +185,8 @@ public sealed class ParallelContextTests(string backend)
     public void MessagesPassRoundARingOfTwoWorkersIntact()
     {
         const int k = 2;
-        Cluster c = Start("pring");
-        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-ring"), k);
+        Supervisor c = Start("pring");
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-ring"), k);
         long qbytes = ParallelWorkerMain.RingQueueBytes;
         for (int i = 0; i <= k; i++)
             _ctx.Estimator.EstimateChunk(qbytes);
@@ -235,13 +235,13 @@ public sealed class ParallelContextTests(string backend)
     [Test]
     public void AWorkerKilledMidStreamEndsTheLeadersReceiveWithAClearError()
     {
-        Cluster c = Start("pkill", restartAfterCrash: false, stopGrace: TimeSpan.FromSeconds(60));
+        Supervisor c = Start("pkill", restartAfterCrash: false, stopGrace: TimeSpan.FromSeconds(60));
         // Keeps shared memory alive through the crash handling until the test kills it (see the banner).
         BackgroundWorkerHandle lingerer = c.StartChild(PostmasterWorkerCommands.Spec("lingerer", backend, "exit0", 20_000));
         int lingererPid = lingerer.WaitForStartup(Patience);
         _pids.Add(lingererPid);
 
-        _ctx = ParallelContext.Create(c, WorkerSpec("parallel-stream"), 1);
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-stream"), 1);
         _ctx.InitializeDsm();
         _ctx.LaunchParallelWorkers();
         _ctx.WaitForParallelWorkersToAttach(Patience);

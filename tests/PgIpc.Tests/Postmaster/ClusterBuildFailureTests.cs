@@ -3,7 +3,7 @@
  *   ClusterBuilder.Build failing after shared memory exists (a startup hook
  *   that throws, more static workers than child slots, a subsystem's
  *   initialisation refusing its options): the exception
- *   reaches the caller, who has no Cluster to dispose, so Build itself
+ *   reaches the caller, who has no Supervisor to dispose, so Build itself
  *   removes everything it made: the segment, the latch FIFOs and their
  *   directory (Posix), the semaphores; the same key builds again at once.
  *-------------------------------------------------------------------------
@@ -21,12 +21,12 @@ namespace PgIpc.Tests.Postmaster;
 public sealed class ClusterBuildFailureTests(string backend)
 {
     private readonly IPgIpcPlatform _platform = PgIpcPlatform.Get(backend);
-    private readonly List<Cluster> _clusters = [];
+    private readonly List<Supervisor> _clusters = [];
 
     [TearDown]
     public void TearDown()
     {
-        foreach (Cluster c in _clusters)
+        foreach (Supervisor c in _clusters)
             c.Dispose();
         _clusters.Clear();
     }
@@ -58,9 +58,9 @@ public sealed class ClusterBuildFailureTests(string backend)
         foreach (string p in paths)
             Assert.That(File.Exists(p) || Directory.Exists(p), Is.False, $"{p} is gone");
         // The same key starts again: nothing stale to replace, nothing "in use" by this live process.
-        Cluster again = Builder(key, 2).Build();
+        Supervisor again = Builder(key, 2).Build();
         _clusters.Add(again);
-        Assert.That(again.Segment.ReplacedStaleSegment, Is.False);
+        Assert.That(again.Cluster.Segment.ReplacedStaleSegment, Is.False);
     }
 
     [Test]
@@ -111,8 +111,8 @@ public sealed class ClusterBuildFailureTests(string backend)
         // DsmRegistry.Init refuses mmap without a data directory (or a kind the backend lacks), after ProcArray.Init made the slots' objects.
         Assert.Catch<ArgumentException>(() => Builder(key, 2).WithDsmOptions(new DsmOptions(Implementation: DsmImplementation.Mmap)).Build());
         // The segment of a live creator (this process) would make the next Create refuse with "in use"; a stale one would be replaced.
-        Cluster again = Builder(key, 2).Build();
+        Supervisor again = Builder(key, 2).Build();
         _clusters.Add(again);
-        Assert.That(again.Segment.ReplacedStaleSegment, Is.False);
+        Assert.That(again.Cluster.Segment.ReplacedStaleSegment, Is.False);
     }
 }

@@ -34,7 +34,7 @@ public sealed class ClusterTests(string backend)
     private readonly IPgIpcPlatform _platform = PgIpcPlatform.Get(backend);
     private readonly List<int> _pids = [];
     private StringWriter _log = new();
-    private Cluster? _cluster;
+    private Supervisor? _cluster;
     private string? _dataDir;
 
     [SetUp]
@@ -69,15 +69,15 @@ public sealed class ClusterTests(string backend)
     private ChildSpec Spec(string name, string mode, int ms = 0, int restartIntervalMs = -1, ProcKind kind = ProcKind.BackgroundWorker)
         => PostmasterWorkerCommands.Spec(name, backend, mode, ms, kind, restartIntervalMs);
 
-    private Cluster Start(ClusterBuilder b)
+    private Supervisor Start(ClusterBuilder b)
     {
         _cluster = b.Build();
         _cluster.Start();
         return _cluster;
     }
 
-    private static long Starts(Cluster c)
-        => c.Segment.IsAttached && c.Segment.TryFindStruct(PostmasterWorkerCommands.CountersName, out ShmemRegion r) ? Volatile.Read(ref r.AsSpan<long>()[0]) : -1;
+    private static long Starts(Supervisor c)
+        => c.Cluster.Segment.IsAttached && c.Cluster.Segment.TryFindStruct(PostmasterWorkerCommands.CountersName, out ShmemRegion r) ? Volatile.Read(ref r.AsSpan<long>()[0]) : -1;
 
     private static void WaitUntil(Func<bool> condition, string what)
     {
@@ -90,7 +90,7 @@ public sealed class ClusterTests(string backend)
         }
     }
 
-    private List<int> RunningPids(Cluster c)
+    private List<int> RunningPids(Supervisor c)
     {
         List<int> pids = [.. c.GetChildren().Where(ch => ch.Pid != 0).Select(ch => ch.Pid)];
         foreach (int p in pids)
@@ -125,18 +125,18 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void StaticWorkersStartAttachAndDisposeLeavesNothing()
     {
-        Cluster c = Start(Builder("pm-static")
+        Supervisor c = Start(Builder("pm-static")
             .AddBackgroundWorker(Spec("w1", "sleep"))
             .AddBackgroundWorker(Spec("w2", "sleep", kind: ProcKind.Auxiliary)));
         WaitUntil(() => Starts(c) == 2, "both static workers to attach");
-        WaitUntil(() => c.Procs.GetProcs().Count == 2, "both workers to join");
+        WaitUntil(() => c.Cluster.Procs.GetProcs().Count == 2, "both workers to join");
         Assert.That(RunningPids(c), Has.Count.EqualTo(2));
-        ShmemHandle handle = c.Segment.Handle;
-        Assert.That(c.Procs.GetProcs().Select(p => p.Kind), Is.EquivalentTo(new[] { ProcKind.BackgroundWorker, ProcKind.Auxiliary }));
+        ShmemHandle handle = c.Cluster.Segment.Handle;
+        Assert.That(c.Cluster.Procs.GetProcs().Select(p => p.Kind), Is.EquivalentTo(new[] { ProcKind.BackgroundWorker, ProcKind.Auxiliary }));
 
         c.Dispose();
         Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
-        Assert.That(c.Segment.IsAttached, Is.False);
+        Assert.That(c.Cluster.Segment.IsAttached, Is.False);
         AssertAllGone();
         // Global counts (OsObjects) race with other test runs on the machine; look for this cluster's own objects.
         Assert.That(_platform.SharedMemory.QueryStatus(handle.Id).Exists, Is.False, $"segment {handle.Id}");
@@ -151,7 +151,7 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void ChildExitingZeroIsNotACrash()
     {
-        Cluster c = Start(Builder("pm-clean").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
+        Supervisor c = Start(Builder("pm-clean").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
         WaitUntil(() => Starts(c) == 1, "the static worker to attach");
         int stayPid = RunningPids(c).Single();
 
@@ -173,7 +173,7 @@ public sealed class ClusterTests(string backend)
     {
         // bgworker.c: exit(1) is an error exit. A permanent worker is started again after its interval, in its slot
         // (its handle sees it again); a worker that is never restarted is unregistered. No crash restart either way.
-        Cluster c = Start(Builder("pm-exit1").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
+        Supervisor c = Start(Builder("pm-exit1").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
         WaitUntil(() => Starts(c) == 1, "the static worker to attach");
         string handle = c.Handle;
 
@@ -201,7 +201,7 @@ public sealed class ClusterTests(string backend)
     {
         // An exit code of 0 is not enough: a child whose process ended while it held an LWLock may have left what the
         // lock protects half-changed, so the supervisor restarts as for a kill (postmaster: exit in a critical section).
-        Cluster c = Start(Builder("pm-heldexit").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
+        Supervisor c = Start(Builder("pm-heldexit").AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0)));
         WaitUntil(() => Starts(c) == 1, "the static worker to attach");
         string oldHandle = c.Handle;
 
@@ -222,7 +222,7 @@ public sealed class ClusterTests(string backend)
     {
         // After a crash the others must not do shutdown work (a dead process may hold what it needs): they are asked
         // for an immediate stop; a fast shutdown asks them to leave when convenient.
-        Cluster c = Start(Builder("pm-stopkind")
+        Supervisor c = Start(Builder("pm-stopkind")
             .AddBackgroundWorker(Spec("victim", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("witness", "sleep-report", restartIntervalMs: 0)));
         WaitUntil(() => Starts(c) == 2, "both workers to attach");
@@ -258,7 +258,7 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void KilledChildCausesCrashRestartWithNewSegment()
     {
-        Cluster c = Start(Builder("pm-crash")
+        Supervisor c = Start(Builder("pm-crash")
             .AddBackgroundWorker(Spec("perm1", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("perm2", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("once", "sleep")));
@@ -293,7 +293,7 @@ public sealed class ClusterTests(string backend)
     }
 
     /// <summary>After a crash restart: a new child attaches to the new segment, bumps its counter and exits cleanly.</summary>
-    private void AssertWorksAfterRestart(Cluster c, long startsBefore)
+    private void AssertWorksAfterRestart(Supervisor c, long startsBefore)
     {
         int restarts = c.CrashRestarts;
         BackgroundWorkerHandle h = c.StartChild(Spec("after", "exit0", 50));
@@ -315,10 +315,10 @@ public sealed class ClusterTests(string backend)
     {
         if (OperatingSystem.IsWindows())
             return; // no signals; TerminateProcess is covered by KilledChildCausesCrashRestartWithNewSegment
-        Cluster c = Start(Builder("pm-sigquit")
+        Supervisor c = Start(Builder("pm-sigquit")
             .AddBackgroundWorker(Spec("perm1", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("perm2", "sleep", restartIntervalMs: 0)));
-        WaitUntil(() => Starts(c) == 2 && c.Procs.GetProcs().Count == 2, "both workers to join");
+        WaitUntil(() => Starts(c) == 2 && c.Cluster.Procs.GetProcs().Count == 2, "both workers to join");
         List<int> before = RunningPids(c);
         int victim = c.GetChildren().Single(ch => ch.Name == "perm2").Pid;
 
@@ -337,13 +337,13 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void RestartAfterCrashOffShutsDownWhenAChildIsKilled()
     {
-        Cluster c = Start(Builder("pm-norestart-kill")
+        Supervisor c = Start(Builder("pm-norestart-kill")
             .WithRestartAfterCrash(false)
             .AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("victim", "sleep", restartIntervalMs: 0)));
         WaitUntil(() => Starts(c) == 2, "both workers to attach");
         RunningPids(c);
-        ShmemHandle handle = c.Segment.Handle;
+        ShmemHandle handle = c.Cluster.Segment.Handle;
         using (Process p = Process.GetProcessById(c.GetChildren().Single(ch => ch.Name == "victim").Pid))
             p.Kill(); // SIGKILL on Unix, TerminateProcess on Windows
         Assert.That(c.WaitForStopped(Patience), Is.True, "the cluster stops after the crash");
@@ -357,7 +357,7 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void RestartAfterCrashOffShutsDown()
     {
-        Cluster c = Start(Builder("pm-norestart")
+        Supervisor c = Start(Builder("pm-norestart")
             .WithRestartAfterCrash(false)
             .AddBackgroundWorker(Spec("stay", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("crasher", "crash", 500)));
@@ -366,7 +366,7 @@ public sealed class ClusterTests(string backend)
         Assert.That(c.WaitForStopped(Patience), Is.True, "the cluster stops after the crash");
         Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
         Assert.That(c.CrashRestarts, Is.Zero);
-        Assert.That(c.Segment.IsAttached, Is.False);
+        Assert.That(c.Cluster.Segment.IsAttached, Is.False);
         AssertAllGone();
         Assert.That(LogText(), Does.Contain("exited with exit code 3"));
         Assert.That(LogText(), Does.Contain("restart-after-crash is off"));
@@ -375,7 +375,7 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void DynamicWorkerRegisteredFromAnotherProcess()
     {
-        Cluster c = Start(Builder("pm-dynamic"));
+        Supervisor c = Start(Builder("pm-dynamic"));
         using ChildWorker other = ChildWorker.Start(backend);
         other.Send($"pm-attach {c.Handle}");
         string[] reg = other.Send("pm-register dyn -1 exit0 1500").Split(' ');
@@ -402,7 +402,7 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void SmartShutdownWaitsForChildren()
     {
-        Cluster c = Start(Builder("pm-smart")
+        Supervisor c = Start(Builder("pm-smart")
             .AddBackgroundWorker(Spec("a", "exit0", 1000))
             .AddBackgroundWorker(Spec("b", "exit0", 1000)));
         WaitUntil(() => Starts(c) == 2, "both workers to attach");
@@ -418,10 +418,10 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void FastShutdownAsksChildrenToStop()
     {
-        Cluster c = Start(Builder("pm-fast")
+        Supervisor c = Start(Builder("pm-fast")
             .AddBackgroundWorker(Spec("a", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("b", "sleep")));
-        WaitUntil(() => Starts(c) == 2 && c.Procs.GetProcs().Count == 2, "both workers to join");
+        WaitUntil(() => Starts(c) == 2 && c.Cluster.Procs.GetProcs().Count == 2, "both workers to join");
         RunningPids(c);
         Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True, "children stopped when asked");
         Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
@@ -432,26 +432,26 @@ public sealed class ClusterTests(string backend)
     [Test]
     public void ImmediateShutdownKillsChildren()
     {
-        Cluster c = Start(Builder("pm-immediate")
+        Supervisor c = Start(Builder("pm-immediate")
             .AddBackgroundWorker(Spec("a", "sleep", restartIntervalMs: 0))
             .AddBackgroundWorker(Spec("b", "sleep")));
         WaitUntil(() => Starts(c) == 2, "both workers to attach");
         RunningPids(c);
         Assert.That(c.Shutdown(ShutdownMode.Immediate, Patience), Is.True);
         Assert.That(c.State, Is.EqualTo(ClusterState.Stopped));
-        Assert.That(c.Segment.IsAttached, Is.False);
+        Assert.That(c.Cluster.Segment.IsAttached, Is.False);
         AssertAllGone();
         Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True, "idempotent");
     }
 
     /// <summary>Reads block <paramref name="block"/> of the "pages" relation through the supervisor's pool.</summary>
-    private static long ReadPage(Cluster c, long block)
+    private static long ReadPage(Supervisor c, long block)
     {
         long value = 0;
         TestThreads.Run(1, _ =>
         {
-            BufferPool pool = c.Buffers!;
-            using Participant me = c.Procs.Join(ProcKind.Backend);
+            BufferPool pool = c.Cluster.Buffers!;
+            using Participant me = c.Cluster.Procs.Join(ProcKind.Backend);
             int b = pool.ReadBuffer(me, PostmasterWorkerCommands.PagesRelation, ForkNumber.Main, block);
             pool.LockBuffer(me, b, BufferLockMode.Shared);
             value = BinaryPrimitives.ReadInt64LittleEndian(pool.GetPage(me, b)[PostmasterWorkerCommands.PageOffset..]);
@@ -465,8 +465,8 @@ public sealed class ClusterTests(string backend)
     public void BufferPoolIsSharedWithChildrenAndRebuiltAtACrashRestart()
     {
         _dataDir = Directory.CreateTempSubdirectory("pgipc-pmbuf").FullName;
-        Cluster c = Start(Builder("pm-buffers").WithDataDirectory(_dataDir).WithBufferPool(32));
-        BufferPool first = c.Buffers!;
+        Supervisor c = Start(Builder("pm-buffers").WithDataDirectory(_dataDir).WithBufferPool(32));
+        BufferPool first = c.Cluster.Buffers!;
         Assert.That(first, Is.Not.Null);
         Assert.That(first.NumBuffers, Is.EqualTo(32));
 
@@ -482,7 +482,7 @@ public sealed class ClusterTests(string backend)
         BackgroundWorkerHandle crasher = c.StartChild(Spec("crasher", "crash", 0));
         _pids.Add(crasher.WaitForStartup(Patience));
         WaitUntil(() => c.CrashRestarts == 1, "the crash restart");
-        Assert.That(c.Buffers, Is.Not.Null.And.Not.SameAs(first), "a new pool in the new segment");
+        Assert.That(c.Cluster.Buffers, Is.Not.Null.And.Not.SameAs(first), "a new pool in the new segment");
         h = c.StartChild(Spec("writer2", "pages", 2));
         _pids.Add(h.WaitForStartup(Patience));
         h.WaitForShutdown(Patience);
@@ -493,7 +493,7 @@ public sealed class ClusterTests(string backend)
 
         // A clean shutdown writes the dirty buffers out.
         Assert.That(c.Shutdown(ShutdownMode.Fast, Patience), Is.True);
-        Assert.That(c.Buffers, Is.Not.Null);
+        Assert.That(c.Cluster.IsAttached, Is.False, "the shutdown destroyed the segment and detached its modules");
         byte[] page = new byte[BufferPool.BlockSize];
         using (var f = new FileStream(Path.Combine(_dataDir, PostmasterWorkerCommands.PagesRelation.ToString()), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
         {
@@ -511,8 +511,8 @@ public sealed class ClusterTests(string backend)
         var ex = Assert.Throws<InvalidOperationException>(() => Builder("pm-nodatadir").WithBufferPool(32).Build());
         Assert.That(ex!.Message, Does.Contain("WithDataDirectory"));
         Assert.Throws<ArgumentOutOfRangeException>(() => Builder("pm-fewbuffers").WithBufferPool(8));
-        using Cluster plain = Builder("pm-nobuffers").Build();
-        Assert.That(plain.Buffers, Is.Null);
+        using Supervisor plain = Builder("pm-nobuffers").Build();
+        Assert.That(plain.Cluster.Buffers, Is.Null);
     }
 
     [Test]
@@ -520,7 +520,7 @@ public sealed class ClusterTests(string backend)
     {
         string? saved = Environment.GetEnvironmentVariable(Cluster.HandleVariable);
         Assert.That(saved, Is.Null.Or.Empty, "the test host is not a cluster child");
-        Assert.Throws<InvalidShmemHandleException>(() => Cluster.AttachChild());
+        Assert.Throws<InvalidShmemHandleException>(() => Cluster.Attach());
         Assert.Throws<ArgumentException>(() => new ClusterBuilder(TestEnvironment.UniqueKey("pm-spec")).AddBackgroundWorker(new ChildSpec("", "x", [])));
     }
 }

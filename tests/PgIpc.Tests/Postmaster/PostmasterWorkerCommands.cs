@@ -87,7 +87,7 @@ internal static class PostmasterWorkerCommands
             return -1;
         string mode = args[i + 1];
         int ms = i + 2 < args.Length ? int.Parse(args[i + 2], CultureInfo.InvariantCulture) : 0;
-        using Cluster cluster = Cluster.AttachChild();
+        using Cluster cluster = Cluster.Attach();
         using Participant me = cluster.JoinAsChild();
         if (cluster.Segment.TryFindStruct(CountersName, out ShmemRegion r))
         {
@@ -152,7 +152,7 @@ internal static class PostmasterWorkerCommands
         }
     }
 
-    private static Cluster? s_supervised;
+    private static Supervisor? s_supervised;
     private static ShmemSegment? s_named;
 
     private static string Supervise(string[] a)
@@ -177,21 +177,21 @@ internal static class PostmasterWorkerCommands
         for (int i = 0; i < k; i++)
             b.AddBackgroundWorker(Spec($"c{i}", backend, mode, ms));
         s_supervised?.Dispose();
-        Cluster cluster = b.Build();
+        Supervisor cluster = b.Build();
         s_supervised = cluster;
         cluster.Start();
         long deadline = Environment.TickCount64 + 30_000;
-        while (cluster.Procs.GetProcs().Count < k)
+        while (cluster.Cluster.Procs.GetProcs().Count < k)
         {
             if (Environment.TickCount64 > deadline)
-                throw new TimeoutException($"only {cluster.Procs.GetProcs().Count} of {k} children joined within 30 s");
+                throw new TimeoutException($"only {cluster.Cluster.Procs.GetProcs().Count} of {k} children joined within 30 s");
             Thread.Sleep(10);
         }
-        DsmSegment dsm = DsmSegment.Create(cluster.Dsm, 64 * 1024) ?? throw new InvalidOperationException("no DSM segment");
+        DsmSegment dsm = DsmSegment.Create(cluster.Cluster.Dsm, 64 * 1024) ?? throw new InvalidOperationException("no DSM segment");
         dsm.Pin();
         dsm.PinMapping();
         IEnumerable<int> pids = cluster.GetChildren().Select(ch => ch.Pid);
-        return $"ok {cluster.Handle} {dsm.Handle} {cluster.Dsm.OsNameOf(dsm.Handle)} {string.Join(' ', pids)}";
+        return $"ok {cluster.Handle} {dsm.Handle} {cluster.Cluster.Dsm.OsNameOf(dsm.Handle)} {string.Join(' ', pids)}";
     }
 
     public static bool TryExecute(string[] a, ShmemSegment? seg, out string reply)
@@ -213,7 +213,7 @@ internal static class PostmasterWorkerCommands
             }
             case "pm-attach":
                 s_cluster?.Dispose();
-                s_cluster = Cluster.AttachChild(a[1]);
+                s_cluster = Cluster.Attach(a[1]);
                 reply = "ok";
                 return true;
             case "pm-register":

@@ -36,7 +36,7 @@ public sealed class SupervisorDeathTests(string backend)
 
     private readonly IPgIpcPlatform _platform = PgIpcPlatform.Get(backend);
     private readonly List<int> _pids = [];
-    private readonly List<Cluster> _clusters = [];
+    private readonly List<Supervisor> _clusters = [];
     private ChildWorker? _supervisor;
     private string? _dataDir;
 
@@ -51,7 +51,7 @@ public sealed class SupervisorDeathTests(string backend)
     [TearDown]
     public void TearDown()
     {
-        foreach (Cluster c in _clusters)
+        foreach (Supervisor c in _clusters)
             c.Dispose();
         _supervisor?.Dispose();
         _supervisor = null;
@@ -210,17 +210,17 @@ public sealed class SupervisorDeathTests(string backend)
         Assert.That(File.ReadAllText(Path.Combine(_dataDir, "pg_dynshmem", "control")), Does.Contain(s.DsmHandle.ToString()), "the data directory records the DSM segment");
 
         // The next start on the same key: stale segment and every leftover removed, a working cluster.
-        Cluster c = Builder(key).WithDataDirectory(_dataDir).Build();
+        Supervisor c = Builder(key).WithDataDirectory(_dataDir).Build();
         _clusters.Add(c);
-        Assert.That(c.Segment.Handle.Cookie, Is.Not.EqualTo(s.Handle.Cookie), "a new segment");
+        Assert.That(c.Cluster.Segment.Handle.Cookie, Is.Not.EqualTo(s.Handle.Cookie), "a new segment");
         if (!OperatingSystem.IsWindows())
         {
-            Assert.That(c.Segment.ReplacedStaleSegment, Is.True);
-            Assert.That(c.Segment.LeftoversRemoved, Is.GreaterThanOrEqualTo(1), "at least the DSM segment");
+            Assert.That(c.Cluster.Segment.ReplacedStaleSegment, Is.True);
+            Assert.That(c.Cluster.Segment.LeftoversRemoved, Is.GreaterThanOrEqualTo(1), "at least the DSM segment");
         }
         foreach (string n in oldNames)
             Assert.That(Exists(n), Is.False, $"{n} was removed");
-        Assert.That(_platform.Dsm.Remove(c.Dsm.Implementation, s.DsmHandle, _dataDir), Is.False, "the old DSM segment was removed");
+        Assert.That(_platform.Dsm.Remove(c.Cluster.Dsm.Implementation, s.DsmHandle, _dataDir), Is.False, "the old DSM segment was removed");
         string control = Path.Combine(_dataDir, "pg_dynshmem", "control");
         Assert.That(File.Exists(control) ? File.ReadAllText(control) : "", Does.Not.Contain(s.DsmHandle.ToString()));
         Assert.That(Directory.EnumerateFiles(Path.Combine(_dataDir, "pg_dynshmem"), "mmap.*"), Is.Empty);
@@ -230,10 +230,10 @@ public sealed class SupervisorDeathTests(string backend)
         _pids.Add(h.WaitForStartup(Patience));
         h.WaitForShutdown(Patience);
         Assert.That(c.CrashRestarts, Is.Zero);
-        Assert.That(c.Segment.TryFindStruct(PostmasterWorkerCommands.CountersName, out ShmemRegion r), Is.True);
+        Assert.That(c.Cluster.Segment.TryFindStruct(PostmasterWorkerCommands.CountersName, out ShmemRegion r), Is.True);
         Assert.That(Volatile.Read(ref r.AsSpan<long>()[0]), Is.EqualTo(1), "the new cluster's child attached and wrote shared memory");
 
-        ShmemHandle newHandle = c.Segment.Handle;
+        ShmemHandle newHandle = c.Cluster.Segment.Handle;
         c.Dispose();
         _clusters.Remove(c);
         Assert.That(_platform.SharedMemory.QueryStatus(newHandle.Id).Exists, Is.False, "ipcs -m / /dev/shm: the new segment is gone");
@@ -262,12 +262,12 @@ public sealed class SupervisorDeathTests(string backend)
 
         KillHard(orphan);
         WaitUntil(() => IsGone(orphan), Patience, "the orphan to be gone");
-        Cluster c = Builder(key).Build();
+        Supervisor c = Builder(key).Build();
         _clusters.Add(c);
-        Assert.That(c.Segment.Handle.Cookie, Is.Not.EqualTo(s.Handle.Cookie));
+        Assert.That(c.Cluster.Segment.Handle.Cookie, Is.Not.EqualTo(s.Handle.Cookie));
         foreach (string n in ObjectNames(s.Handle, s.DsmName))
             Assert.That(Exists(n), Is.False, $"{n} was removed");
-        ShmemHandle newHandle = c.Segment.Handle;
+        ShmemHandle newHandle = c.Cluster.Segment.Handle;
         c.Dispose();
         _clusters.Remove(c);
         Assert.That(_platform.SharedMemory.QueryStatus(newHandle.Id).Exists, Is.False);

@@ -3,7 +3,7 @@
  *   Typed errors for PgIpc. Each carries the values that explain it.
  *-------------------------------------------------------------------------
  */
-namespace PgIpc.Platform;
+namespace PgIpc;
 
 /// <summary>Base of every error PgIpc raises on purpose.</summary>
 public class PgIpcException : Exception
