@@ -57,6 +57,7 @@ public sealed class Cluster : IDisposable
     private ProcArray? _procs;
     private BackgroundWorkerArray? _workers;
     private bool _disposed;
+    private bool _ownsSegment = true;
 
     private Cluster(ShmemSegment segment, bool ownedBySupervisor)
     {
@@ -107,7 +108,27 @@ public sealed class Cluster : IDisposable
             throw new InvalidShmemHandleException($"no cluster handle: pass one, or start the process from a supervisor (which sets {HandleVariable})");
         ArgumentNullException.ThrowIfNull(modules);
         ShmemSegment seg = ShmemSegment.Attach(ShmemHandle.Parse(handle));
-        var c = new Cluster(seg, ownedBySupervisor: false);
+        try
+        {
+            return AttachModules(seg, ownsSegment: true, modules);
+        }
+        catch
+        {
+            seg.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Attaches the modules of a segment this process has already attached (a test's worker process); Dispose then
+    /// detaches the modules only and leaves the segment to its owner.
+    /// </summary>
+    internal static Cluster AttachTo(ShmemSegment segment, params ShmemModule[] modules)
+        => AttachModules(segment, ownsSegment: false, modules);
+
+    private static Cluster AttachModules(ShmemSegment seg, bool ownsSegment, ShmemModule[] modules)
+    {
+        var c = new Cluster(seg, ownedBySupervisor: false) { _ownsSegment = ownsSegment };
         try
         {
             var ctx = new ShmemModuleContext(c, isCreating: false, null);
@@ -131,7 +152,6 @@ public sealed class Cluster : IDisposable
         catch
         {
             c.DetachModules();
-            seg.Dispose();
             throw;
         }
     }
@@ -308,7 +328,8 @@ public sealed class Cluster : IDisposable
         }
         finally
         {
-            _segment.Dispose();
+            if (_ownsSegment)
+                _segment.Dispose();
         }
     }
 

@@ -177,7 +177,7 @@ public sealed unsafe class SinvalQueue
         // Catch-up goes through ProcSignal (PROCSIG_CATCHUP_INTERRUPT), checked against the reader's pid.
         queue._catchupSignal = (procno, pid) => ProcSignal.SendProcSignal(procs, procno, ProcSignalReason.CatchupInterrupt, pid);
         // A slot given back or reclaimed from a dead process stops being a reader.
-        procs.AddSlotReleaseHook(queue.ForgetSlot);
+        procs.AddSlotReleaseHook(queue.ForgetReleasedSlot);
         segment.RegisterOnDetach(queue.OnSegmentDetach);
         return queue;
     }
@@ -319,6 +319,16 @@ public sealed unsafe class SinvalQueue
         // see the old pid or 0 (a dead reader gets a flag it never reads, or is reset or signalled in vain).
         Interlocked.Exchange(ref _states[procno].Pid, 0);
         _local[procno] = null;
+    }
+
+    /// <summary>
+    /// ProcArray's slot-release hook: <see cref="ForgetSlot"/>, except while the segment goes away (the participants
+    /// are closed by ProcArray's on-detach callback, which may run after this queue's own): the queue goes with it.
+    /// </summary>
+    private void ForgetReleasedSlot(int procno)
+    {
+        if (Volatile.Read(ref _closed) == 0)
+            ForgetSlot(procno);
     }
 
     /// <summary>

@@ -9,6 +9,7 @@
  */
 using PgIpc.Buffers;
 using PgIpc.Platform;
+using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 using PgIpc.Sync;
@@ -17,24 +18,26 @@ namespace PgIpc.Tests.Buffers;
 
 internal sealed class BufferCluster : IDisposable
 {
-    public ShmemSegment Segment { get; }
-    public ProcArray Procs { get; }
+    private readonly Supervisor? _supervisor;
+    private readonly Cluster _cluster;
+    private readonly bool _ownsDirectory;
+
+    public ShmemSegment Segment => _cluster.Segment;
+    public ProcArray Procs => _cluster.Procs;
     public BufferPool Pool { get; }
     public BufferPoolOptions Options { get; }
     public Checkpointer Checkpointer { get; }
-    private readonly bool _ownsDirectory;
 
     /// <summary>The checkpointer options every process of a test cluster uses (short waits for a missing checkpointer).</summary>
     public static CheckpointerOptions CheckpointerOptions { get; } = new(StartupWaitMs: 2000);
 
-    private BufferCluster(ShmemSegment segment, ProcArray procs, BufferPool pool, BufferPoolOptions options, Checkpointer checkpointer,
-        bool ownsDirectory)
+    private BufferCluster(Supervisor? supervisor, Cluster cluster, bool ownsDirectory)
     {
-        Segment = segment;
-        Procs = procs;
-        Pool = pool;
-        Options = options;
-        Checkpointer = checkpointer;
+        _supervisor = supervisor;
+        _cluster = cluster;
+        Pool = cluster.Get<BufferPool>();
+        Options = new BufferPoolOptions(Pool.NumBuffers, Pool.Smgr.DataDirectory, Pool.Smgr.BlocksPerSegment);
+        Checkpointer = cluster.Get<Checkpointer>();
         _ownsDirectory = ownsDirectory;
     }
 
@@ -45,53 +48,46 @@ internal sealed class BufferCluster : IDisposable
     public static BufferCluster Create(IPgIpcPlatform platform, int numBuffers, int blocksPerSegment = Smgr.DefaultBlocksPerSegment,
         string? dataDirectory = null)
     {
-        var options = new BufferPoolOptions(numBuffers, dataDirectory ?? NewDataDirectory(), blocksPerSegment);
-        var procOptions = new ProcArrayOptions(MaxBackends: 16, MaxAuxiliary: 2, MaxBackgroundWorkers: 2);
-        var sizes = new ShmemSizeBuilder()
-            .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(procOptions))
-            .RequestAddinShmemSpace(LWLockTranches.ShmemName, LWLockTranches.ShmemSize(null))
-            .RequestAddinShmemSpace(PgIpc.Signals.ProcSignal.ShmemName, PgIpc.Signals.ProcSignal.ShmemSize(procOptions.TotalProcs))
-            .RequestAddinShmemSpace(PgIpc.Signals.PMSignal.ShmemName, PgIpc.Signals.PMSignal.ShmemSize())
-            .RequestAddinShmemSpace("PgIpc.BufferPool", BufferPool.ShmemSize(options))
-            .RequestAddinShmemSpace(Checkpointer.ShmemName, Checkpointer.ShmemSize(CheckpointerOptions));
-        ShmemSegment seg = ShmemSegment.Create(TestEnvironment.UniqueKey("buf"), sizes, platform);
+        Supervisor s = new ClusterBuilder(TestEnvironment.UniqueKey("buf"))
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 16, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
+            .WithDataDirectory(dataDirectory ?? NewDataDirectory())
+            .WithBufferPool(numBuffers, blocksPerSegment)
+            .WithCheckpointer(CheckpointerOptions)
+            .WithLog(TextWriter.Null)
+            .Build();
         try
         {
-            ProcArray procs = ProcArray.Init(seg, procOptions, out _);
-            LWLockTranches.Init(seg, null, out _);
-            PgIpc.Signals.ProcSignal.Init(seg, procs, out _);
-            PgIpc.Signals.PMSignal.Init(seg, procs, out _);
-            BufferPool pool = BufferPool.Init(seg, procs, options, out bool found);
-            if (found)
-                throw new InvalidOperationException("a new segment already had a buffer pool");
-            Checkpointer ckpt = Checkpointer.Init(seg, procs, pool, CheckpointerOptions, out _);
-            return new BufferCluster(seg, procs, pool, options, ckpt, ownsDirectory: dataDirectory is null);
+            return new BufferCluster(s, s.Cluster, ownsDirectory: dataDirectory is null);
         }
         catch
         {
-            seg.Destroy();
+            s.Dispose();
             throw;
         }
     }
 
-    /// <summary>The worker side: the pool another process made.</summary>
+    /// <summary>The worker side: the pool another process made (whose options must be <paramref name="options"/>).</summary>
     public static BufferCluster Attach(ShmemSegment seg, BufferPoolOptions options)
     {
-        ProcArray procs = ProcArray.Attach(seg);
-        BufferPool pool = BufferPool.Init(seg, procs, options, out _);
-        Checkpointer ckpt = Checkpointer.Init(seg, procs, pool, CheckpointerOptions, out _);
-        return new BufferCluster(seg, procs, pool, options, ckpt, ownsDirectory: false);
+        Cluster c = Cluster.AttachTo(seg);
+        var bc = new BufferCluster(null, c, ownsDirectory: false);
+        if (bc.Options != options)
+        {
+            c.Dispose();
+            throw new InvalidOperationException($"the segment's pool is {bc.Options}, the worker was told {options}");
+        }
+        return bc;
     }
 
     public void Dispose()
     {
-        Pool.Dispose();
-        if (Segment.IsAttached)
+        if (_supervisor is not null)
+            _supervisor.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
+        else if (Segment.IsAttached)
         {
-            if (Segment.IsCreator)
-                Segment.Destroy();
-            else
-                Segment.Dispose();
+            _cluster.Dispose();
+            Segment.Dispose();
         }
         if (_ownsDirectory && Directory.Exists(Options.DataDirectory))
             Directory.Delete(Options.DataDirectory, recursive: true);

@@ -8,6 +8,7 @@ using System.Diagnostics;
 using System.Globalization;
 using PgIpc.Dsm;
 using PgIpc.Platform;
+using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 
@@ -15,43 +16,29 @@ namespace PgIpc.Tests.Dsm;
 
 internal sealed class DsmCluster : IDisposable
 {
-    public ShmemSegment Segment { get; }
-    public ProcArray Procs { get; }
-    public DsmRegistry Registry { get; }
+    private readonly Supervisor _supervisor;
 
-    private DsmCluster(ShmemSegment segment, ProcArray procs, DsmRegistry registry)
+    public ShmemSegment Segment => _supervisor.Cluster.Segment;
+    public ProcArray Procs => _supervisor.Cluster.Procs;
+    public DsmRegistry Registry => _supervisor.Cluster.Dsm;
+
+    private DsmCluster(Supervisor supervisor)
     {
-        Segment = segment;
-        Procs = procs;
-        Registry = registry;
+        _supervisor = supervisor;
     }
 
     public static DsmCluster Create(IPgIpcPlatform platform, DsmImplementation kind, string? dataDirectory = null, int maxSegments = 16, string? key = null)
     {
-        var options = new ProcArrayOptions(MaxBackends: 8, MaxAuxiliary: 4, MaxBackgroundWorkers: 2);
-        var dsm = new DsmOptions(maxSegments, kind, dataDirectory);
-        var sizes = new ShmemSizeBuilder()
-            .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(options))
-            .RequestAddinShmemSpace(DsmRegistry.ShmemName, DsmRegistry.ShmemSize(dsm));
-        ShmemSegment seg = ShmemSegment.Create(key ?? TestEnvironment.UniqueKey("dsm"), sizes, platform);
-        try
-        {
-            ProcArray procs = ProcArray.Init(seg, options, out _);
-            DsmRegistry reg = DsmRegistry.Init(seg, procs, dsm, out _);
-            return new DsmCluster(seg, procs, reg);
-        }
-        catch
-        {
-            seg.Destroy();
-            throw;
-        }
+        Supervisor s = new ClusterBuilder(key ?? TestEnvironment.UniqueKey("dsm"))
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 8, MaxAuxiliary: 4, MaxBackgroundWorkers: 2))
+            .WithDsmOptions(new DsmOptions(maxSegments, kind, dataDirectory))
+            .WithLog(TextWriter.Null)
+            .Build();
+        return new DsmCluster(s);
     }
 
-    public void Dispose()
-    {
-        if (Segment.IsAttached)
-            Segment.Destroy();
-    }
+    public void Dispose() => _supervisor.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
 
     /// <summary>Whether the OS object of <paramref name="handle"/> exists, asked the way an administrator would.</summary>
     public static bool OsObjectExists(IPgIpcPlatform platform, DsmImplementation kind, uint handle, string? dataDirectory)

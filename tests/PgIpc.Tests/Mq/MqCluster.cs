@@ -7,8 +7,8 @@
 using PgIpc.Mq;
 using PgIpc.Platform;
 using PgIpc.Proc;
+using PgIpc.Postmaster;
 using PgIpc.Shmem;
-using PgIpc.Signals;
 
 namespace PgIpc.Tests.Mq;
 
@@ -18,41 +18,32 @@ internal sealed class MqCluster : IDisposable
     public const long RegionSize = 2 * 1024 * 1024;
     public const ulong TocMagic = 0x4D51_5445_5354_0001; // "MQTEST" 1
 
-    public ShmemSegment Segment { get; }
-    public ProcArray Procs { get; }
+    private readonly Supervisor? _supervisor;
+    private readonly Cluster _cluster;
 
-    private MqCluster(ShmemSegment segment, ProcArray procs)
+    public ShmemSegment Segment => _cluster.Segment;
+    public ProcArray Procs => _cluster.Procs;
+
+    private MqCluster(Supervisor? supervisor, Cluster cluster)
     {
-        Segment = segment;
-        Procs = procs;
+        _supervisor = supervisor;
+        _cluster = cluster;
     }
 
+    /// <summary>The kernel and one 2 MiB region for the queues' toc.</summary>
     public static MqCluster Create(IPgIpcPlatform platform, string? key = null)
     {
-        var options = new ProcArrayOptions(MaxBackends: 16, MaxAuxiliary: 2, MaxBackgroundWorkers: 2);
-        var sizes = new ShmemSizeBuilder()
-            .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(options))
-            .RequestAddinShmemSpace(ProcSignal.ShmemName, ProcSignal.ShmemSize(options.TotalProcs))
-            .RequestAddinShmemSpace(PMSignal.ShmemName, PMSignal.ShmemSize())
-            .RequestAddinShmemSpace(RegionName, RegionSize);
-        ShmemSegment seg = ShmemSegment.Create(key ?? TestEnvironment.UniqueKey("mq"), sizes, platform);
-        try
-        {
-            ProcArray procs = ProcArray.Init(seg, options, out _);
-            ProcSignal.Init(seg, procs, out _);
-            PMSignal.Init(seg, procs, out _);
-            seg.InitStruct(RegionName, RegionSize, out _);
-            return new MqCluster(seg, procs);
-        }
-        catch
-        {
-            seg.Destroy();
-            throw;
-        }
+        Supervisor s = new ClusterBuilder(key ?? TestEnvironment.UniqueKey("mq"))
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 16, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
+            .WithLog(TextWriter.Null)
+            .RequestShmem(RegionName, RegionSize)
+            .Build();
+        return new MqCluster(s, s.Cluster);
     }
 
     /// <summary>The worker side: the structures another process made.</summary>
-    public static MqCluster Attach(ShmemSegment seg) => new(seg, ProcArray.Attach(seg));
+    public static MqCluster Attach(ShmemSegment seg) => new(null, Cluster.AttachTo(seg));
 
     public ShmemRegion Region
         => Segment.TryFindStruct(RegionName, out ShmemRegion r) ? r : throw new InvalidOperationException($"no {RegionName}");
@@ -79,12 +70,12 @@ internal sealed class MqCluster : IDisposable
 
     public void Dispose()
     {
-        if (Segment.IsAttached)
+        if (_supervisor is not null)
+            _supervisor.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
+        else if (Segment.IsAttached)
         {
-            if (Segment.IsCreator)
-                Segment.Destroy();
-            else
-                Segment.Dispose();
+            _cluster.Dispose();
+            Segment.Dispose();
         }
     }
 }

@@ -6,6 +6,7 @@
  *-------------------------------------------------------------------------
  */
 using PgIpc.Platform;
+using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 using PgIpc.Sinval;
@@ -14,48 +15,32 @@ namespace PgIpc.Tests.Sinval;
 
 internal sealed class SinvalCluster : IDisposable
 {
-    public ShmemSegment Segment { get; }
-    public ProcArray Procs { get; }
-    public SinvalQueue Queue { get; }
+    private readonly Supervisor? _supervisor;
+    private readonly Cluster _cluster;
 
-    private SinvalCluster(ShmemSegment segment, ProcArray procs, SinvalQueue queue)
+    public ShmemSegment Segment => _cluster.Segment;
+    public ProcArray Procs => _cluster.Procs;
+    public SinvalQueue Queue => _cluster.Sinval;
+
+    private SinvalCluster(Supervisor? supervisor, Cluster cluster)
     {
-        Segment = segment;
-        Procs = procs;
-        Queue = queue;
+        _supervisor = supervisor;
+        _cluster = cluster;
     }
 
     public static SinvalCluster Create(IPgIpcPlatform platform, ProcArrayOptions? options = null)
     {
         options ??= new ProcArrayOptions(MaxBackends: 24, MaxAuxiliary: 2, MaxBackgroundWorkers: 2);
-        var sizes = new ShmemSizeBuilder()
-            .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(options))
-            .RequestAddinShmemSpace(SinvalQueue.ShmemName, SinvalQueue.ShmemSize(options.TotalProcs));
-        ShmemSegment seg = ShmemSegment.Create(TestEnvironment.UniqueKey("si"), sizes, platform);
-        try
-        {
-            ProcArray procs = ProcArray.Init(seg, options, out _);
-            SinvalQueue queue = SinvalQueue.Init(seg, procs, out bool found);
-            if (found)
-                throw new InvalidOperationException("a fresh segment already had a queue");
-            return new SinvalCluster(seg, procs, queue);
-        }
-        catch
-        {
-            seg.Destroy();
-            throw;
-        }
+        Supervisor s = new ClusterBuilder(TestEnvironment.UniqueKey("si"))
+            .WithPlatform(platform)
+            .WithMaxParticipants(options)
+            .WithLog(TextWriter.Null)
+            .Build();
+        return new SinvalCluster(s, s.Cluster);
     }
 
     /// <summary>The worker side: the structures another process made.</summary>
-    public static SinvalCluster Attach(ShmemSegment seg)
-    {
-        ProcArray procs = ProcArray.Attach(seg);
-        SinvalQueue queue = SinvalQueue.Init(seg, procs, out bool found);
-        if (!found)
-            throw new InvalidOperationException("the worker created the queue: the parent should have");
-        return new SinvalCluster(seg, procs, queue);
-    }
+    public static SinvalCluster Attach(ShmemSegment seg) => new(null, Cluster.AttachTo(seg));
 
     /// <summary>Message number <paramref name="seq"/> from sender <paramref name="sender"/>: every field derived from both.</summary>
     public static SharedInvalidationMessage Message(uint sender, uint seq)
@@ -66,12 +51,12 @@ internal sealed class SinvalCluster : IDisposable
 
     public void Dispose()
     {
-        if (Segment.IsAttached)
+        if (_supervisor is not null)
+            _supervisor.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
+        else if (Segment.IsAttached)
         {
-            if (Segment.IsCreator)
-                Segment.Destroy();
-            else
-                Segment.Dispose();
+            _cluster.Dispose();
+            Segment.Dispose();
         }
     }
 }

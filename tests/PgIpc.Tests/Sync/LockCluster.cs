@@ -5,6 +5,7 @@
  *-------------------------------------------------------------------------
  */
 using PgIpc.Platform;
+using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 using PgIpc.Sync;
@@ -20,51 +21,40 @@ internal sealed class LockCluster : IDisposable
     public const string CvName = "test.cvs";
     public const int NumCvs = 4;
 
-    public ShmemSegment Segment { get; }
-    public ProcArray Procs { get; }
+    private readonly Supervisor? _supervisor;
+    private readonly Cluster _cluster;
 
-    private LockCluster(ShmemSegment segment, ProcArray procs)
+    public ShmemSegment Segment => _cluster.Segment;
+    public ProcArray Procs => _cluster.Procs;
+
+    private LockCluster(Supervisor? supervisor, Cluster cluster)
     {
-        Segment = segment;
-        Procs = procs;
+        _supervisor = supervisor;
+        _cluster = cluster;
     }
 
+    /// <summary>The test's modules: a named tranche, counters, condition variables and spare room, over the kernel.</summary>
     public static LockCluster Create(IPgIpcPlatform platform, ProcArrayOptions? options = null, string? key = null)
     {
         options ??= new ProcArrayOptions(MaxBackends: 24, MaxAuxiliary: 2, MaxBackgroundWorkers: 2);
-        var tranches = new LWLockTrancheRequests().RequestNamedLWLockTranche(TrancheName, NumLocks);
-        var sizes = new ShmemSizeBuilder()
-            .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(options))
-            .RequestAddinShmemSpace(LWLockTranches.ShmemName, LWLockTranches.ShmemSize(tranches))
-            .RequestAddinShmemSpace(CountersName, NumCounters * 8)
-            .RequestAddinShmemSpace(PgIpc.Signals.ProcSignal.ShmemName, PgIpc.Signals.ProcSignal.ShmemSize(options.TotalProcs))
-            .RequestAddinShmemSpace(PgIpc.Signals.PMSignal.ShmemName, PgIpc.Signals.PMSignal.ShmemSize())
-            .RequestAddinShmemSpace(CvName, NumCvs * 16)
-            .RequestAddinShmemSpace("test.extra", 64 * 1024);
-        ShmemSegment seg = ShmemSegment.Create(key ?? TestEnvironment.UniqueKey("lw"), sizes, platform);
-        try
-        {
-            ProcArray procs = ProcArray.Init(seg, options, out _);
-            LWLockTranches.Init(seg, tranches, out _);
-            seg.InitStruct(CountersName, NumCounters * 8, out _);
-            PgIpc.Signals.ProcSignal.Init(seg, procs, out _);
-            PgIpc.Signals.PMSignal.Init(seg, procs, out _);
-            seg.InitStruct(CvName, NumCvs * 16, r =>
+        Supervisor s = new ClusterBuilder(key ?? TestEnvironment.UniqueKey("lw"))
+            .WithPlatform(platform)
+            .WithMaxParticipants(options)
+            .WithLog(TextWriter.Null)
+            .RequestNamedLWLockTranche(TrancheName, NumLocks)
+            .RequestShmem(CountersName, NumCounters * 8)
+            .AddModule(new ShmemModule<ShmemRegion>(CvName, _ => NumCvs * 16, c => c.Segment.InitStruct(CvName, NumCvs * 16, r =>
             {
                 foreach (ref ConditionVariable cv in r.AsSpan<ConditionVariable>())
                     cv.Initialize();
-            }, out _);
-            return new LockCluster(seg, procs);
-        }
-        catch
-        {
-            seg.Destroy();
-            throw;
-        }
+            }, out _)))
+            .RequestShmem("test.extra", 64 * 1024)
+            .Build();
+        return new LockCluster(s, s.Cluster);
     }
 
     /// <summary>The worker side: the structures another process made.</summary>
-    public static LockCluster Attach(ShmemSegment seg) => new(seg, ProcArray.Attach(seg));
+    public static LockCluster Attach(ShmemSegment seg) => new(null, Cluster.AttachTo(seg));
 
     public LWLockArray Locks => LWLockTranches.GetNamedLWLockTranche(Segment, TrancheName);
 
@@ -84,12 +74,12 @@ internal sealed class LockCluster : IDisposable
 
     public void Dispose()
     {
-        if (Segment.IsAttached)
+        if (_supervisor is not null)
+            _supervisor.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
+        else if (Segment.IsAttached)
         {
-            if (Segment.IsCreator)
-                Segment.Destroy();
-            else
-                Segment.Dispose();
+            _cluster.Dispose();
+            Segment.Dispose();
         }
     }
 }
