@@ -64,7 +64,7 @@ public sealed class BufferAccessStrategy
 /// <summary>
 /// One participant's pins (PrivateRefCount). Process-local, used only by its participant's thread. Because the counts
 /// live here, a process killed with SIGKILL leaves its pins in the shared refcounts until shared memory is rebuilt
-/// (the supervisor's crash restart, as in PostgreSQL); see the notes in BufferPool.cs.
+/// (the supervisor's crash restart, as in PostgreSQL); see the notes in BufferPool.Pin.cs.
 /// </summary>
 internal sealed class PrivateRefCount
 {
