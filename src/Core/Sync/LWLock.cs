@@ -522,25 +522,9 @@ public unsafe partial struct LWLock
         proc->LwWaiting = (int)LWLockWaitState.Waiting;
         proc->LwWaitMode = (int)mode;
         if (mode == LWLockMode.WaitUntilFree)
-        {
-            proc->LwWaitPrev = PgProc.InvalidProcNumber;
-            proc->LwWaitNext = l->WaitHead;
-            if (l->WaitHead == PgProc.InvalidProcNumber)
-                l->WaitTail = self;
-            else
-                procs[l->WaitHead].LwWaitPrev = self;
-            l->WaitHead = self;
-        }
+            ProcList.PushHead<ProcList.LwWait>(procs, self, ref l->WaitHead, ref l->WaitTail);
         else
-        {
-            proc->LwWaitNext = PgProc.InvalidProcNumber;
-            proc->LwWaitPrev = l->WaitTail;
-            if (l->WaitTail == PgProc.InvalidProcNumber)
-                l->WaitHead = self;
-            else
-                procs[l->WaitTail].LwWaitNext = self;
-            l->WaitTail = self;
-        }
+            ProcList.PushTail<ProcList.LwWait>(procs, self, ref l->WaitHead, ref l->WaitTail);
         WaitListUnlock(l);
     }
 
@@ -572,20 +556,7 @@ public unsafe partial struct LWLock
     }
 
     private static void ListDelete(LWLock* l, PgProc* procs, int procno)
-    {
-        PgProc* p = procs + procno;
-        int prev = p->LwWaitPrev, next = p->LwWaitNext;
-        if (prev == PgProc.InvalidProcNumber)
-            l->WaitHead = next;
-        else
-            procs[prev].LwWaitNext = next;
-        if (next == PgProc.InvalidProcNumber)
-            l->WaitTail = prev;
-        else
-            procs[next].LwWaitPrev = prev;
-        p->LwWaitNext = PgProc.InvalidProcNumber;
-        p->LwWaitPrev = PgProc.InvalidProcNumber;
-    }
+        => ProcList.Delete<ProcList.LwWait>(procs, procno, ref l->WaitHead, ref l->WaitTail);
 
     private static void AppendLocal(PgProc* procs, int procno, ref int head, ref int tail)
     {
