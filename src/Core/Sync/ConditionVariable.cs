@@ -5,9 +5,10 @@
  *
  * NOTES
  *   A condition variable is a spinlock and a wait list of procnos, linked
- *   through PGPROC's CvWaitNext / CvWaitPrev. Sleeping is the latch's job:
- *   Signal and Broadcast take participants off the list and set their
- *   latches. The usage pattern is the one condition_variable.c documents:
+ *   through PGPROC's CvWaitNext / CvWaitPrev (a ProcList). Sleeping is the
+ *   latch's job: Signal and Broadcast take participants off the list and
+ *   set their latches. The usage pattern is the one condition_variable.c
+ *   documents:
  *
  *       ConditionVariable.PrepareToSleep(me, cv);      // optional
  *       while (!condition)
