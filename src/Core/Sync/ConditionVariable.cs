@@ -5,9 +5,10 @@
  *
  * NOTES
  *   A condition variable is a spinlock and a wait list of procnos, linked
- *   through PGPROC's CvWaitNext / CvWaitPrev. Sleeping is the latch's job:
- *   Signal and Broadcast take participants off the list and set their
- *   latches. The usage pattern is the one condition_variable.c documents:
+ *   through PGPROC's CvWaitNext / CvWaitPrev (a ProcList). Sleeping is the
+ *   latch's job: Signal and Broadcast take participants off the list and
+ *   set their latches. The usage pattern is the one condition_variable.c
+ *   documents:
  *
  *       ConditionVariable.PrepareToSleep(me, cv);      // optional
  *       while (!condition)
@@ -249,43 +250,16 @@ public unsafe struct ConditionVariable
 
     // The list, under Mutex. A slot is on a list when it is the head or has a predecessor.
     private static bool Contains(ConditionVariable* cv, PgProc* procs, int procno)
-        => cv->WakeupHead == procno || procs[procno].CvWaitPrev != PgProc.InvalidProcNumber;
+        => ProcList.Contains<ProcList.CvWait>(procs, procno, cv->WakeupHead);
 
     private static void PushTail(ConditionVariable* cv, PgProc* procs, int procno)
-    {
-        PgProc* me = procs + procno;
-        me->CvWaitNext = PgProc.InvalidProcNumber;
-        me->CvWaitPrev = cv->WakeupTail;
-        if (cv->WakeupTail == PgProc.InvalidProcNumber)
-            cv->WakeupHead = procno;
-        else
-            procs[cv->WakeupTail].CvWaitNext = procno;
-        cv->WakeupTail = procno;
-    }
+        => ProcList.PushTail<ProcList.CvWait>(procs, procno, ref cv->WakeupHead, ref cv->WakeupTail);
 
     private static int PopHead(ConditionVariable* cv, PgProc* procs)
-    {
-        int head = cv->WakeupHead;
-        if (head != PgProc.InvalidProcNumber)
-            Delete(cv, procs, head);
-        return head;
-    }
+        => ProcList.PopHead<ProcList.CvWait>(procs, ref cv->WakeupHead, ref cv->WakeupTail);
 
     private static void Delete(ConditionVariable* cv, PgProc* procs, int procno)
-    {
-        PgProc* p = procs + procno;
-        int prev = p->CvWaitPrev, next = p->CvWaitNext;
-        if (prev == PgProc.InvalidProcNumber)
-            cv->WakeupHead = next;
-        else
-            procs[prev].CvWaitNext = next;
-        if (next == PgProc.InvalidProcNumber)
-            cv->WakeupTail = prev;
-        else
-            procs[next].CvWaitPrev = prev;
-        p->CvWaitNext = PgProc.InvalidProcNumber;
-        p->CvWaitPrev = PgProc.InvalidProcNumber;
-    }
+        => ProcList.Delete<ProcList.CvWait>(procs, procno, ref cv->WakeupHead, ref cv->WakeupTail);
 
     /// <summary>Overload of <see cref="CancelSleep(Participant)"/> for an internal pointer target (participant close).</summary>
     internal static void CancelSleepIfAny(Participant me) => CancelSleep(me);

@@ -1,7 +1,10 @@
 /*-------------------------------------------------------------------------
  * LWLock.cs
  *   Lightweight locks: shared/exclusive locks in shared memory whose
- *   waiters sleep on their slot's semaphore (PostgreSQL's LWLock).
+ *   waiters sleep on their slot's semaphore (PostgreSQL's LWLock): the
+ *   state word, acquire, release, wake-up and the wait list. AcquireOrWait
+ *   and the variable calls are in LWLock.Variable.cs; the dead-holder and
+ *   dead-waiter checks in LWLock.DeadHolder.cs.
  *
  * NOTES
  *   The whole lock is one 32-bit state word plus a wait queue:
@@ -42,35 +45,9 @@
  *       by the unlock;
  *     - waker's Volatile.Write(LwWaiting = NotWaiting) (release) <-> the
  *       sleeper's Volatile.Read(LwWaiting) after its semaphore returns (acquire);
- *     - UpdateVar's Interlocked.Exchange on the variable <-> WaitForVar's
- *       Volatile.Read of it, both ordered against the wait-list lock.
+ *     - the variable's pair (UpdateVar / WaitForVar): LWLock.Variable.cs.
  *
- *   A holder that dies. PostgreSQL's postmaster kills every process when
- *   one dies holding a lock (crash restart); PgIpc's supervisor does too.
- *   Without a supervisor, waiters find out for themselves (DeadHolder.cs):
- *     - the exclusive holder records itself in the lock (ExclusiveHolder,
- *       procno + 1 in the two bytes after Tranche): a plain store after the
- *       acquiring CAS, cleared by a plain store before the releasing add.
- *       Both touch the line the atomic just owned, so the uncontended pair
- *       stays two atomics; the field is advisory, read only by waiters;
- *     - shared holders cannot be listed in 16 bytes; each participant
- *       mirrors the locks it holds into its PGPROC (Participant.PushHeld);
- *     - a sleeper waits on its semaphore with a timeout (DeadHolderCheckMs,
- *       only in the slow path) and, at each timeout, while still queued:
- *       takes dead waiters off this lock's queue (a releaser that woke a dead
- *       waiter left RELEASE_OK clear, so nobody else would ever be woken);
- *       then, if the lock is still held, looks for the holder: the recorded
- *       exclusive holder's pid, else any slot whose pid is dead and whose
- *       mirror says it holds this lock. If the holder is dead it leaves the
- *       queue (under the wait-list lock, as DequeueSelf does; if a releaser
- *       took it off meanwhile the lock was released after all and it simply
- *       carries on), re-posts absorbed wake-ups, and throws
- *       LockHolderDiedException naming the lock and the pid. The lock stays
- *       held and the queue behind it intact: every later waiter gets the
- *       same exception after one check interval.
- *   A waker that dies between unlinking a sleeper and posting it, or a
- *   participant thread that ends without releasing while its process lives,
- *   is not detected: the supervisor's crash restart covers the former.
+ *   A holder that dies: see LWLock.DeadHolder.cs and DeadHolder.cs.
  *
  *   An LWLock must live in shared (or native) memory: the held-lock list
  *   records its address. Locks are never held across an await.
@@ -122,7 +99,7 @@ public sealed class LWLockUsageException : PgIpcException
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 16)]
-public unsafe struct LWLock
+public unsafe partial struct LWLock
 {
     /// <summary>Most LWLocks one participant may hold at once (MAX_SIMUL_LWLOCKS).</summary>
     public const int MaxHeldLocks = 200;
@@ -201,42 +178,6 @@ public unsafe struct LWLock
             return false;
         Granted(l, me, mode);
         return true;
-    }
-
-    /// <summary>
-    /// Takes the lock if it is free; otherwise waits until it is free and returns false without taking it
-    /// (LWLockAcquireOrWait: for work that one participant does on behalf of all, like a WAL flush).
-    /// </summary>
-    public bool AcquireOrWait(LWLockMode mode) => AcquireOrWait(Participant.Current, mode);
-
-    /// <inheritdoc cref="AcquireOrWait(LWLockMode)"/>
-    public bool AcquireOrWait(Participant me, LWLockMode mode)
-    {
-        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
-        me.CheckCanTake(mode);
-        int extraWaits = 0;
-        bool mustWait = AttemptLock(l, mode);
-        if (mustWait)
-        {
-            me.BeginWait(l);
-            try
-            {
-                QueueSelf(l, me, LWLockMode.WaitUntilFree);
-                mustWait = AttemptLock(l, mode);
-                if (mustWait)
-                    SleepUntilWoken(l, me, ref extraWaits);
-                else
-                    DequeueSelf(l, me, ref extraWaits);
-            }
-            finally
-            {
-                me.EndWait();
-            }
-        }
-        if (!mustWait)
-            Granted(l, me, mode);
-        me.RepostExtraWaits(extraWaits);
-        return !mustWait;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -369,154 +310,6 @@ public unsafe struct LWLock
     internal static int DeadHolderCheckMs = 200;
 
     // ------------------------------------------------------------------
-    // Dead holders and dead waiters (see the banner and DeadHolder.cs)
-    // ------------------------------------------------------------------
-
-    /// <summary>
-    /// A sleeper's semaphore stayed silent for a slice. If it is still queued: repair this lock's queue of dead
-    /// waiters, then, if a dead process holds the lock, leave the queue and throw <see cref="LockHolderDiedException"/>.
-    /// Returns (to sleep again) otherwise.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void CheckForDeadHolder(LWLock* l, Participant me, ref int extraWaits)
-    {
-        PgProc* proc = me.Proc;
-        // Unlinked by a waker already: its post is on the way (it stores NotWaiting, then posts).
-        if (Volatile.Read(ref proc->LwWaiting) != (int)LWLockWaitState.Waiting)
-            return;
-        ProcArray array = me.Array;
-        // A dead waiter harms the queue only once a releaser has woken it (RELEASE_OK stays clear) or when the lock is
-        // free while we still wait; only then look for one (each look is a liveness check per queued waiter).
-        uint seen = Volatile.Read(ref l->State);
-        if ((seen & Bits.FlagReleaseOk) == 0 || (seen & Bits.LockMask) == 0)
-            RepairDeadWaitersOf(l, me);
-        (int deadPid, int deadProcno) = FindDeadHolder(l, me);
-        if (deadPid == 0)
-            return;
-
-        // Leave the queue, as DequeueSelf does. If a releaser unlinked us meanwhile, the lock was released after all:
-        // keep sleeping for its post and compete for the lock as usual.
-        PgProc* procs = array.Procs;
-        WaitListLock(l);
-        bool onList = proc->LwWaiting == (int)LWLockWaitState.Waiting;
-        if (onList)
-        {
-            ListDelete(l, procs, me.ProcNumber);
-            if (l->WaitHead == PgProc.InvalidProcNumber)
-                Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
-            proc->LwWaiting = (int)LWLockWaitState.NotWaiting;
-        }
-        WaitListUnlock(l);
-        if (!onList)
-            return;
-        me.RepostExtraWaits(extraWaits);
-        extraWaits = 0;
-        throw new LockHolderDiedException(DescribeLock(array, l), deadPid, deadProcno);
-    }
-
-    /// <summary>
-    /// The dead process holding <paramref name="l"/>, if any: (pid, procno), or (0, -1) when the lock is free or held
-    /// by live holders only as far as can be seen. A pid is blamed only while the lock stays held in the way it names.
-    /// </summary>
-    private static (int Pid, int ProcNumber) FindDeadHolder(LWLock* l, Participant me)
-    {
-        ProcArray array = me.Array;
-        PgProc* procs = array.Procs;
-        IProcessServices processes = array.Processes;
-        int myPid = processes.CurrentProcessId;
-        uint state = Volatile.Read(ref l->State);
-        if ((state & Bits.LockMask) == 0)
-            return (0, -1);
-
-        if ((state & Bits.ValExclusive) != 0)
-        {
-            int tag = Volatile.Read(ref l->ExclusiveHolder);
-            if (tag != 0 && tag <= array.MaxProcs)
-            {
-                int procno = tag - 1;
-                int pid = Volatile.Read(ref procs[procno].Pid);
-                if (pid == 0 || pid == myPid || processes.IsAlive(pid))
-                    return (0, -1); // a live holder (or one handing over right now): keep waiting
-                // Still the same holder and still exclusive after the check: it died holding the lock.
-                if (Volatile.Read(ref l->ExclusiveHolder) == tag && (Volatile.Read(ref l->State) & Bits.ValExclusive) != 0
-                    && Volatile.Read(ref procs[procno].Pid) == pid)
-                    return (pid, procno);
-                return (0, -1);
-            }
-        }
-
-        // Shared holders (or an exclusive one that is not recorded): a dead slot whose held-lock mirror names the lock.
-        uint want = me.MirrorTag(l);
-        for (int i = 0; i < array.MaxProcs; i++)
-        {
-            PgProc* p = procs + i;
-            int pid = Volatile.Read(ref p->Pid);
-            if (pid == 0 || pid == myPid)
-                continue;
-            int held = Volatile.Read(ref p->NumHeldLWLocks);
-            if (held <= 0 || !MirrorNames(p, held, want) || processes.IsAlive(pid))
-                continue;
-            // Dead: its stores are final. Blame it while the lock is still held.
-            if ((Volatile.Read(ref l->State) & Bits.LockMask) != 0 && Volatile.Read(ref p->Pid) == pid)
-                return (pid, i);
-        }
-        return (0, -1);
-    }
-
-    /// <summary>True when a held-lock mirror of <paramref name="held"/> locks names the lock tagged <paramref name="want"/>.</summary>
-    private static bool MirrorNames(PgProc* p, int held, uint want)
-    {
-        // Only an exact match blames a dead slot. Locks past the mirrored ones, and locks outside the main segment
-        // (tag 0), are unknown: treating them as a match would blame a dead process for a lock live ones hold (and,
-        // since such a slot is never reclaimed, for good). Those waiters are left to the crash restart.
-        if (want == 0)
-            return false;
-        int n = Math.Min(held, PgProc.MirroredHeldLWLocks);
-        for (int k = 0; k < n; k++)
-            if (p->HeldLWLocks[k] == want)
-                return true;
-        return false;
-    }
-
-    /// <summary>
-    /// Takes dead waiters off <paramref name="l"/>'s queue and restores RELEASE_OK for them (as ReclaimDeadSlots would,
-    /// without freeing their slots): a releaser that woke a dead waiter cleared RELEASE_OK, and nobody else on the
-    /// queue would ever be woken. May wake waiters, this one included.
-    /// </summary>
-    private static void RepairDeadWaitersOf(LWLock* l, Participant me)
-    {
-        ProcArray array = me.Array;
-        long offset = array.OffsetInMainSegment(l);
-        if (offset < 0)
-            return;
-        PgProc* procs = array.Procs;
-        IProcessServices processes = array.Processes;
-        int myPid = processes.CurrentProcessId;
-        for (int i = 0; i < array.MaxProcs; i++)
-        {
-            PgProc* p = procs + i;
-            if (Volatile.Read(ref p->LwWaitLockOffset) != offset)
-                continue;
-            int pid = Volatile.Read(ref p->Pid);
-            if (pid == 0 || pid == myPid || processes.IsAlive(pid))
-                continue;
-            RepairAfterDeadWaiter(l, array, i, pid);
-        }
-    }
-
-    /// <summary>The lock as an exception names it: "LWLock tranche[index]" for a named tranche's lock, else its offset.</summary>
-    internal static string DescribeLock(ProcArray array, LWLock* l)
-    {
-        ShmemSegment segment = array.Segment;
-        string tranche = LWLockTranches.NameOf(segment, l->Tranche);
-        int index = LWLockTranches.IndexInNamedTranche(segment, l);
-        if (index >= 0)
-            return $"LWLock {tranche}[{index}]";
-        long offset = array.OffsetInMainSegment(l);
-        return offset >= 0 ? $"LWLock {tranche} at offset 0x{offset:x} of the main segment" : $"LWLock {tranche} (outside the main segment)";
-    }
-
-    // ------------------------------------------------------------------
     // Release
     // ------------------------------------------------------------------
 
@@ -574,14 +367,6 @@ public unsafe struct LWLock
         }
 
         public void Dispose() => _lock->Release(_me);
-    }
-
-    /// <summary>Sets <paramref name="variable"/> to <paramref name="value"/> and releases (LWLockReleaseClearVar).</summary>
-    public void ReleaseClearVar(ref ulong variable, ulong value)
-    {
-        // Full barrier; pairs with WaitForVar's read of the variable.
-        Interlocked.Exchange(ref variable, value);
-        Release();
     }
 
     /// <summary>Wakes the waiters a release entitles to run (LWLockWakeup).</summary>
@@ -652,114 +437,6 @@ public unsafe struct LWLock
             sems.Unlock(cur);
             cur = next;
         }
-    }
-
-    // ------------------------------------------------------------------
-    // Variables (WaitForVar / UpdateVar)
-    // ------------------------------------------------------------------
-
-    /// <summary>
-    /// Waits until the lock is free or <paramref name="variable"/> differs from <paramref name="oldValue"/>
-    /// (LWLockWaitForVar). Returns true when the lock is free (nothing to wait for); false when the variable
-    /// changed, with its value in <paramref name="newValue"/>. Does not take the lock.
-    /// </summary>
-    public bool WaitForVar(ref ulong variable, ulong oldValue, out ulong newValue)
-        => WaitForVar(Participant.Current, ref variable, oldValue, out newValue);
-
-    /// <inheritdoc cref="WaitForVar(ref ulong, ulong, out ulong)"/>
-    public bool WaitForVar(Participant me, ref ulong variable, ulong oldValue, out ulong newValue)
-    {
-        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
-        me.CheckNotWaiting();
-        newValue = 0;
-        bool result = true;
-        int extraWaits = 0;
-        bool began = false;
-        try
-        {
-            while (true)
-            {
-                if (!ConflictsWithVar(l, ref variable, oldValue, ref newValue, out result))
-                    break;
-                if (!began)
-                {
-                    me.BeginWait(l);
-                    began = true;
-                }
-                QueueSelf(l, me, LWLockMode.WaitUntilFree);
-                // Be woken as soon as the lock is released.
-                Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
-                if (!ConflictsWithVar(l, ref variable, oldValue, ref newValue, out result))
-                {
-                    DequeueSelf(l, me, ref extraWaits);
-                    break;
-                }
-                SleepUntilWoken(l, me, ref extraWaits);
-            }
-        }
-        finally
-        {
-            if (began)
-                me.EndWait();
-        }
-        me.RepostExtraWaits(extraWaits);
-        return result;
-    }
-
-    private static bool ConflictsWithVar(LWLock* l, ref ulong variable, ulong oldValue, ref ulong newValue, out bool result)
-    {
-        // Acquire load of the state; pairs with the release's Interlocked.Add.
-        if ((Volatile.Read(ref l->State) & Bits.ValExclusive) == 0)
-        {
-            result = true;
-            return false;
-        }
-        result = false;
-        // Acquire load; pairs with UpdateVar's / ReleaseClearVar's Interlocked.Exchange.
-        ulong value = Volatile.Read(ref variable);
-        if (value != oldValue)
-        {
-            newValue = value;
-            return false;
-        }
-        return true;
-    }
-
-    /// <summary>
-    /// Sets <paramref name="variable"/> and wakes every WaitForVar waiter (LWLockUpdateVar). The caller holds the
-    /// lock exclusive.
-    /// </summary>
-    public void UpdateVar(ref ulong variable, ulong value) => UpdateVar(Participant.Current, ref variable, value);
-
-    /// <inheritdoc cref="UpdateVar(ref ulong, ulong)"/>
-    public void UpdateVar(Participant me, ref ulong variable, ulong value)
-    {
-        LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
-        if (!me.HoldsInMode(l, LWLockMode.Exclusive))
-            throw new LWLockUsageException($"UpdateVar on lock {TrancheNameOf(me, l)} by participant {me.ProcNumber}, which does not hold it exclusive");
-        // Full barrier; pairs with ConflictsWithVar's acquire load.
-        Interlocked.Exchange(ref variable, value);
-
-        PgProc* procs = me.Array.Procs;
-        int wakeHead = PgProc.InvalidProcNumber, wakeTail = PgProc.InvalidProcNumber;
-        WaitListLock(l);
-        int cur = l->WaitHead;
-        while (cur != PgProc.InvalidProcNumber)
-        {
-            PgProc* w = procs + cur;
-            int next = w->LwWaitNext;
-            // Wait-until-free waiters are queued at the head; stop at the first real acquirer.
-            if (w->LwWaitMode != (int)LWLockMode.WaitUntilFree)
-                break;
-            ListDelete(l, procs, cur);
-            AppendLocal(procs, cur, ref wakeHead, ref wakeTail);
-            w->LwWaiting = (int)LWLockWaitState.PendingWakeup;
-            cur = next;
-        }
-        if (l->WaitHead == PgProc.InvalidProcNumber)
-            Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
-        WaitListUnlock(l);
-        WakeList(me.Array, wakeHead);
     }
 
     // ------------------------------------------------------------------
@@ -845,25 +522,9 @@ public unsafe struct LWLock
         proc->LwWaiting = (int)LWLockWaitState.Waiting;
         proc->LwWaitMode = (int)mode;
         if (mode == LWLockMode.WaitUntilFree)
-        {
-            proc->LwWaitPrev = PgProc.InvalidProcNumber;
-            proc->LwWaitNext = l->WaitHead;
-            if (l->WaitHead == PgProc.InvalidProcNumber)
-                l->WaitTail = self;
-            else
-                procs[l->WaitHead].LwWaitPrev = self;
-            l->WaitHead = self;
-        }
+            ProcList.PushHead<ProcList.LwWait>(procs, self, ref l->WaitHead, ref l->WaitTail);
         else
-        {
-            proc->LwWaitNext = PgProc.InvalidProcNumber;
-            proc->LwWaitPrev = l->WaitTail;
-            if (l->WaitTail == PgProc.InvalidProcNumber)
-                l->WaitHead = self;
-            else
-                procs[l->WaitTail].LwWaitNext = self;
-            l->WaitTail = self;
-        }
+            ProcList.PushTail<ProcList.LwWait>(procs, self, ref l->WaitHead, ref l->WaitTail);
         WaitListUnlock(l);
     }
 
@@ -895,20 +556,7 @@ public unsafe struct LWLock
     }
 
     private static void ListDelete(LWLock* l, PgProc* procs, int procno)
-    {
-        PgProc* p = procs + procno;
-        int prev = p->LwWaitPrev, next = p->LwWaitNext;
-        if (prev == PgProc.InvalidProcNumber)
-            l->WaitHead = next;
-        else
-            procs[prev].LwWaitNext = next;
-        if (next == PgProc.InvalidProcNumber)
-            l->WaitTail = prev;
-        else
-            procs[next].LwWaitPrev = prev;
-        p->LwWaitNext = PgProc.InvalidProcNumber;
-        p->LwWaitPrev = PgProc.InvalidProcNumber;
-    }
+        => ProcList.Delete<ProcList.LwWait>(procs, procno, ref l->WaitHead, ref l->WaitTail);
 
     private static void AppendLocal(PgProc* procs, int procno, ref int head, ref int tail)
     {
@@ -920,47 +568,6 @@ public unsafe struct LWLock
         tail = procno;
     }
 
-    /// <summary>
-    /// Repairs a lock whose acquirer died inside Acquire (its slot is being reclaimed): takes the dead slot off
-    /// the queue, restores RELEASE_OK (a waker may have cleared it for the dead one), and wakes the next waiters
-    /// if the lock is free. Returns false when a waker is half-way through posting the slot (try again later).
-    /// <paramref name="deadPid"/> is the pid found dead: if the slot has meanwhile been reclaimed and handed to a new
-    /// participant (which queues under the same wait-list lock), nothing is touched.
-    /// </summary>
-    internal static bool RepairAfterDeadWaiter(LWLock* l, ProcArray array, int procno, int deadPid)
-    {
-        PgProc* procs = array.Procs;
-        PgProc* p = procs + procno;
-        long offset = array.OffsetInMainSegment(l);
-        WaitListLock(l);
-        // The wait state first, then the owner: a new owner of the slot stores its pid before it ever queues (and it
-        // queues under another lock's wait-list lock, which this one does not exclude), so a state read here that is
-        // the new owner's is followed by a pid read that is not deadPid. Acquire loads; pair with those stores.
-        int state = Volatile.Read(ref p->LwWaiting);
-        if (Volatile.Read(ref p->Pid) != deadPid || (state == (int)LWLockWaitState.Waiting && Volatile.Read(ref p->LwWaitLockOffset) != offset))
-        {
-            WaitListUnlock(l);
-            return true;
-        }
-        if (state == (int)LWLockWaitState.PendingWakeup)
-        {
-            WaitListUnlock(l);
-            return false;
-        }
-        if (state == (int)LWLockWaitState.Waiting)
-        {
-            ListDelete(l, procs, procno);
-            p->LwWaiting = (int)LWLockWaitState.NotWaiting;
-        }
-        if (l->WaitHead == PgProc.InvalidProcNumber)
-            Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
-        WaitListUnlock(l);
-
-        uint now = Interlocked.Or(ref l->State, Bits.FlagReleaseOk) | Bits.FlagReleaseOk;
-        if ((now & (Bits.FlagHasWaiters | Bits.LockMask)) == Bits.FlagHasWaiters)
-            Wakeup(l, array);
-        return true;
-    }
 }
 
 /// <summary>An LWLock alone on a cache line (LWLockPadded). Layout: the lock at 0, 64 bytes in all.</summary>

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * IDynamicSharedMemory.cs
+ * IDsmProvider.cs
  *   The OS side of dynamic shared memory (DSM) segments: create, attach and
  *   remove a segment named by a 32-bit handle, in one of the
  *   implementation kinds a backend offers.

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * IProcSemaphores.cs
+ * IProcSemaphoreProvider.cs
  *   Per-slot sleep/wake semaphores: what a participant sleeps on while it
  *   waits for an LWLock (PostgreSQL's PGSemaphore).
  *

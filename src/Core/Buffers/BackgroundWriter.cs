@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * BgWriter.cs
+ * BackgroundWriter.cs
  *   The background writer: cleans the buffers the clock sweep is about to
  *   reach, so that backends find clean victims instead of writing dirty
  *   ones themselves; sleeps on its latch, hibernating when idle.

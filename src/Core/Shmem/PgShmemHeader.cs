@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * ShmemHeader.cs
+ * PgShmemHeader.cs
  *   The header at offset 0 of every PgIpc main segment.
  *
  * NOTES

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * IWaitEvents.cs
+ * ILatchProvider.cs
  *   What a backend provides so that a participant can sleep until something
  *   happens (its latch is set, a socket is ready, the supervisor dies, a
  *   timeout) and so that any process can wake it; and process interrupts
@@ -7,7 +7,7 @@
  *
  * NOTES
  *   Core keeps the latch protocol (is_set / maybe_sleeping in PGPROC, see
- *   Latch/Latch.cs); a backend only supplies the kernel object a sleeper
+ *   Latch/Latches.cs); a backend only supplies the kernel object a sleeper
  *   blocks on and the way another process makes it ready:
  *     - Linux: an eventfd per owned slot, in an epoll set. Another process
  *       writes it through a duplicate obtained with pidfd_getfd; where that

@@ -1,0 +1,275 @@
+/*-------------------------------------------------------------------------
+ * BufferPool.IO.cs
+ *   The buffer pool's I/O: the I/O-in-progress handshake, writing a page
+ *   (FlushBuffer, FlushPinned), and the buffer half of a checkpoint and of
+ *   the background writer (CheckpointBuffers, SyncOneBuffer).
+ *
+ * NOTES
+ *   Reading a page that is tagged but not valid is the I/O-in-progress
+ *   handshake: StartBufferIO sets IoInProgress under the header lock
+ *   unless the buffer became valid or another participant's I/O is under
+ *   way, in which case it sleeps on the descriptor's condition variable
+ *   until TerminateBufferIO clears the flag and broadcasts. So two
+ *   participants that miss on the same block read it from disk once.
+ *   A failed read sets IoError and leaves the buffer not valid: the next
+ *   reader tries again.
+ *
+ *   Writes copy the page, stamp the checksum into the copy (the in-memory
+ *   page may change under a shared content lock, as with hint bits) and
+ *   write the copy; JustDirtied, cleared when the write starts, keeps the
+ *   dirty bit if the page was dirtied again meanwhile.
+ *
+ *   CheckpointBuffers is the buffer half of a checkpoint (BufferSync):
+ *   mark every dirty buffer CheckpointNeeded, write them sorted by file and
+ *   block, then fsync through Smgr.Sync: the files this process wrote and
+ *   the sync requests other processes forwarded to the checkpointer (see
+ *   Checkpointer.cs). FlushAllBuffers is the same, run by the caller.
+ *   SyncOneBuffer is shared with the background writer (BackgroundWriter.cs),
+ *   which writes only unpinned buffers of usage count 0 ahead of the clock
+ *   hand.
+ *
+ *   Mirrors the I/O and BufferSync parts of
+ *   src/backend/storage/buffer/bufmgr.c.
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.CompilerServices;
+using PgIpc.Platform;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+using S = PgIpc.Buffers.BufferDesc.State;
+
+namespace PgIpc.Buffers;
+
+public sealed unsafe partial class BufferPool
+{
+    [ThreadStatic] private static byte[]? t_writeCopy;
+
+
+    /// <summary>
+    /// Writes the page if dirty (FlushOneBuffer): under the content lock shared (taken here unless the
+    /// participant holds it) with the I/O-in-progress handshake. True when this call wrote it.
+    /// </summary>
+    public bool FlushBuffer(Participant me, int buffer)
+    {
+        int id = CheckPinned(Refs(me), buffer);
+        BufferDesc* d = _descs + id;
+        bool lockHere = !me.HoldsInMode(&d->ContentLock, null);
+        if (lockHere)
+            d->ContentLock.Acquire(me, LWLockMode.Shared);
+        try
+        {
+            return FlushPinned(me, id);
+        }
+        finally
+        {
+            if (lockHere)
+                d->ContentLock.Release(me);
+        }
+    }
+
+    /// <summary>
+    /// Writes every dirty buffer, sorted by relation, fork and block, then fsyncs the files this process wrote
+    /// (BufferSync + smgr sync, the write half of a checkpoint, run by the caller). Buffers dirtied after the scan
+    /// began are left for the next call. Returns the number of buffers written. See <see cref="CheckpointBuffers"/>.
+    /// </summary>
+    public int FlushAllBuffers(Participant me) => CheckpointBuffers(me).BuffersWritten;
+
+    /// <summary>
+    /// The buffer half of a checkpoint (BufferSync, then the sync phase): marks every dirty buffer
+    /// CheckpointNeeded, sorts them by relation, fork and block, writes each that still needs it (a buffer
+    /// written or evicted meanwhile has lost the flag and is skipped; one dirtied again after the scan began
+    /// keeps its new changes for the next checkpoint), then fsyncs through <see cref="Smgr.Sync"/>: the files
+    /// this process wrote plus every request absorbed into its Smgr (the checkpointer's sync queue).
+    /// <paramref name="afterWrite"/> runs after each write with (written so far, to write) and may sleep to
+    /// spread the checkpoint (CheckpointWriteDelay); <paramref name="beforeSync"/> runs between the two phases
+    /// (the checkpointer absorbs its sync requests there).
+    /// </summary>
+    public CheckpointStats CheckpointBuffers(Participant me, Action<int, int>? afterWrite = null, Action? beforeSync = null)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        PrivateRefCount refs = Refs(me);
+        var toWrite = new List<(BufferTag Tag, int Id)>();
+        for (int id = 0; id < _n; id++)
+        {
+            uint st = LockBufHdr(id);
+            if ((st & (S.Dirty | S.Valid)) == (S.Dirty | S.Valid))
+            {
+                st |= S.CheckpointNeeded;
+                toWrite.Add((_descs[id].Tag, id));
+            }
+            UnlockBufHdr(id, st);
+        }
+        // CkptBuffers sorted as ckpt_buforder_comparator does (without the tablespace balancing: one directory).
+        toWrite.Sort((a, b) => a.Tag.RelNumber != b.Tag.RelNumber ? a.Tag.RelNumber.CompareTo(b.Tag.RelNumber)
+            : a.Tag.Fork != b.Tag.Fork ? a.Tag.Fork.CompareTo(b.Tag.Fork) : a.Tag.BlockNumber.CompareTo(b.Tag.BlockNumber));
+        int written = 0;
+        for (int i = 0; i < toWrite.Count; i++)
+        {
+            (BufferTag tag, int id) = toWrite[i];
+            // Still needs the write (nobody wrote or evicted it meanwhile)? Then SyncOneBuffer without the usage check.
+            uint st = LockBufHdr(id);
+            if ((st & S.CheckpointNeeded) == 0 || _descs[id].Tag != tag)
+            {
+                UnlockBufHdr(id, st);
+                continue;
+            }
+            UnlockBufHdr(id, st);
+            if ((SyncOneBuffer(me, refs, id, skipRecentlyUsed: false) & SyncResult.Written) != 0)
+            {
+                written++;
+                afterWrite?.Invoke(written, toWrite.Count);
+            }
+        }
+        beforeSync?.Invoke();
+        int files = Smgr.Sync();
+        return new CheckpointStats(toWrite.Count, written, files);
+    }
+
+    /// <summary>What <see cref="SyncOneBuffer"/> found (BUF_REUSABLE, BUF_WRITTEN).</summary>
+    [Flags]
+    internal enum SyncResult
+    {
+        None = 0,
+        /// <summary>Unpinned with usage count 0: the clock sweep can reuse it without a write.</summary>
+        Reusable = 1,
+        Written = 2,
+    }
+
+    /// <summary>
+    /// SyncOneBuffer: writes buffer <paramref name="id"/> if it is valid and dirty. With
+    /// <paramref name="skipRecentlyUsed"/> (the background writer) a pinned or recently used buffer is left
+    /// alone and only a reusable one is written. The header check is a snapshot: the buffer may be pinned,
+    /// dirtied or evicted right after, which the write path (pin, content lock shared, I/O handshake) copes with.
+    /// </summary>
+    internal SyncResult SyncOneBuffer(Participant me, int id, bool skipRecentlyUsed) => SyncOneBuffer(me, Refs(me), id, skipRecentlyUsed);
+
+    private SyncResult SyncOneBuffer(Participant me, PrivateRefCount refs, int id, bool skipRecentlyUsed)
+    {
+        SyncResult result = SyncResult.None;
+        uint st = LockBufHdr(id);
+        if (S.RefCount(st) == 0 && S.UsageCount(st) == 0)
+        {
+            result |= SyncResult.Reusable;
+        }
+        else if (skipRecentlyUsed)
+        {
+            UnlockBufHdr(id, st);
+            return result;
+        }
+        if ((st & (S.Valid | S.Dirty)) != (S.Valid | S.Dirty))
+        {
+            UnlockBufHdr(id, st);
+            return result;
+        }
+        // PinBuffer_Locked: the header is locked, so the refcount cannot move under us; a pin of our own
+        // already counts in the shared refcount.
+        bool alreadyPinned = refs.Get(id) > 0;
+        refs.Add(id, 1);
+        UnlockBufHdr(id, alreadyPinned ? st : st + S.RefCountOne);
+        BufferDesc* d = _descs + id;
+        bool lockHere = !me.HoldsInMode(&d->ContentLock, null);
+        try
+        {
+            if (lockHere)
+                d->ContentLock.Acquire(me, LWLockMode.Shared);
+            try
+            {
+                if (FlushPinned(me, id))
+                    result |= SyncResult.Written;
+            }
+            finally
+            {
+                if (lockHere)
+                    d->ContentLock.Release(me);
+            }
+        }
+        finally
+        {
+            Unpin(refs, id);
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// StartBufferIO: waits out another participant's I/O; false when none is needed any more (valid for input,
+    /// clean for output); else sets IoInProgress and returns true.
+    /// </summary>
+    private bool StartBufferIO(Participant me, int id, bool forInput)
+    {
+        uint st;
+        while (true)
+        {
+            st = LockBufHdr(id);
+            if ((st & S.IoInProgress) == 0)
+                break;
+            UnlockBufHdr(id, st);
+            WaitIO(me, id);
+        }
+        if (forInput ? (st & S.Valid) != 0 : (st & S.Dirty) == 0)
+        {
+            UnlockBufHdr(id, st);
+            return false;
+        }
+        UnlockBufHdr(id, st | S.IoInProgress);
+        return true;
+    }
+
+    private void WaitIO(Participant me, int id)
+    {
+        BufferDesc* d = _descs + id;
+        ConditionVariable.PrepareToSleep(me, ref d->IoCv);
+        try
+        {
+            // TerminateBufferIO clears the flag under the header lock before it broadcasts.
+            while ((Volatile.Read(ref d->StateWord) & S.IoInProgress) != 0)
+                ConditionVariable.Sleep(me, ref d->IoCv, 1000);
+        }
+        finally
+        {
+            ConditionVariable.CancelSleep(me);
+        }
+    }
+
+    private void TerminateBufferIO(Participant me, int id, bool clearDirty, uint setFlags)
+    {
+        uint st = LockBufHdr(id);
+        st &= ~(S.IoInProgress | S.IoError);
+        if (clearDirty && (st & S.JustDirtied) == 0)
+            st &= ~(S.Dirty | S.CheckpointNeeded);
+        UnlockBufHdr(id, st | setFlags);
+        ConditionVariable.Broadcast(me, ref _descs[id].IoCv);
+    }
+
+    private void AbortBufferIO(Participant me, int id)
+    {
+        uint st = LockBufHdr(id);
+        UnlockBufHdr(id, (st & ~S.IoInProgress) | S.IoError);
+        ConditionVariable.Broadcast(me, ref _descs[id].IoCv);
+    }
+
+    /// <summary>Writes a pinned buffer whose content lock the caller holds (FlushBuffer). True when it wrote.</summary>
+    private bool FlushPinned(Participant me, int id)
+    {
+        if (!StartBufferIO(me, id, forInput: false))
+            return false;
+        BufferDesc* d = _descs + id;
+        uint st = LockBufHdr(id);
+        BufferTag tag = d->Tag;
+        UnlockBufHdr(id, st & ~S.JustDirtied);
+        byte[] copy = t_writeCopy ??= new byte[BlockSize];
+        try
+        {
+            PageOf(id).CopyTo(copy);
+            PageChecksum.Set(copy, tag.BlockNumber);
+            Smgr.Write(tag, copy);
+        }
+        catch
+        {
+            AbortBufferIO(me, id);
+            throw;
+        }
+        TerminateBufferIO(me, id, clearDirty: true, setFlags: 0);
+        return true;
+    }
+}
