@@ -115,9 +115,7 @@ public sealed class ProcSemaphoreContractTests(string variant)
 
     private ChildWorker ChildAttachedTo(string name, int count)
     {
-        ChildWorker c = ChildWorker.Start(_backend);
-        _children.Add(c);
-        c.Send($"attach {_segment.Handle}");
+        ChildWorker c = Workers.StartAttached(_backend, _children, _segment.Handle);
         Storage(name, count); // the structure exists before the child looks for it
         c.Send($"sem-attach {name} {StructName(name)} {count}{(variant == PosixNamed ? " named" : "")}");
         return c;

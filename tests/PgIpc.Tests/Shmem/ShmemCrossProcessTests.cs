@@ -34,12 +34,7 @@ public sealed class ShmemCrossProcessTests(string backend)
         _segment = null;
     }
 
-    private ChildWorker Child()
-    {
-        ChildWorker c = ChildWorker.Start(backend);
-        _children.Add(c);
-        return c;
-    }
+    private ChildWorker Child() => Workers.Start(backend, _children);
 
     private ShmemSegment CreateSegment(string what)
         => _segment = ShmemSegment.Create(TestEnvironment.UniqueKey(what), Size, _platform);
