@@ -137,14 +137,14 @@ public sealed class BgWriterTests(string backend)
             }
         }) { IsBackground = true };
         thread.Start();
-        bool hibernated = WaitFor(() => bgw.IsHibernating && c.Pool.HibernatingBgWriter == Volatile.Read(ref procno));
+        bool hibernated = Poll.Until(() => bgw.IsHibernating && c.Pool.HibernatingBgWriter == Volatile.Read(ref procno), pollMs: 5);
         long roundsAsleep = bgw.Rounds;
         long roundsAfter = 0;
         bool woke = false;
         if (hibernated)
         {
             AsParticipant(me => ReadPages(c.Pool, me, 1, 50, 40)); // allocations
-            woke = WaitFor(() => bgw.Rounds > roundsAsleep);
+            woke = Poll.Until(() => bgw.Rounds > roundsAsleep, pollMs: 5);
             roundsAfter = bgw.Rounds;
         }
         stop.Cancel();
@@ -168,16 +168,4 @@ public sealed class BgWriterTests(string backend)
         Assert.Throws<ArgumentOutOfRangeException>(() => c.Pool.StrategyNotifyBgWriter(c.Procs.MaxProcs));
     }
 
-    /// <summary>Polls <paramref name="condition"/> for up to 30 s.</summary>
-    private static bool WaitFor(Func<bool> condition)
-    {
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > TimeSpan.FromSeconds(30))
-                return false;
-            Thread.Sleep(5);
-        }
-        return true;
-    }
 }

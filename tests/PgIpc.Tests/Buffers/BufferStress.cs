@@ -161,10 +161,7 @@ public sealed class BufferStressTests(string backend)
         });
         for (int i = 0; i < processes; i++)
         {
-            ChildWorker w = ChildWorker.Start(backend);
-            _workers.Add(w);
-            w.Send($"attach {c.Segment.Handle}");
-            w.Send($"buf-attach {c.Options.NumBuffers} {c.Options.DataDirectory}");
+            Workers.StartAttached(backend, _workers, c.Segment.Handle, $"buf-attach {c.Options.NumBuffers} {c.Options.DataDirectory}");
         }
         for (int i = 0; i < processes; i++)
             _workers[i].Begin($"buf-incr 1 {Pages} {iterations} {100 + i}");

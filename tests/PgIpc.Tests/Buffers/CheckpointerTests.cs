@@ -62,18 +62,12 @@ public sealed class CheckpointerTests(string backend)
     {
         Checkpointer ckpt = options is null ? c.Checkpointer : Checkpointer.Init(c.Segment, c.Procs, c.Pool, options, out _);
         Daemon d = _daemon = Daemon.Start("checkpointer", c, ckpt.Run);
-        Assert.That(WaitFor(() => c.Checkpointer.Status.ProcNumber == d.ProcNumber), Is.True, "the checkpointer registered");
+        Assert.That(Poll.Until(() => c.Checkpointer.Status.ProcNumber == d.ProcNumber, pollMs: 5), Is.True, "the checkpointer registered");
         return d;
     }
 
     private ChildWorker Worker(BufferCluster c)
-    {
-        ChildWorker w = ChildWorker.Start(backend);
-        _workers.Add(w);
-        w.Send($"attach {c.Segment.Handle}");
-        w.Send($"buf-attach {c.Options.NumBuffers} {c.Options.DataDirectory}");
-        return w;
-    }
+        => Workers.StartAttached(backend, _workers, c.Segment.Handle, $"buf-attach {c.Options.NumBuffers} {c.Options.DataDirectory}");
 
     private static void Dirty(BufferPool pool, Participant me, uint rel, int block, long value)
     {
@@ -177,7 +171,7 @@ public sealed class CheckpointerTests(string backend)
 
         // A checkpointer that starts serves the pending request without being asked again.
         StartCheckpointer(c);
-        Assert.That(WaitFor(() => c.Checkpointer.Status.Done == 1), Is.True, "the pending request was served");
+        Assert.That(Poll.Until(() => c.Checkpointer.Status.Done == 1, pollMs: 5), Is.True, "the pending request was served");
         Assert.That(DirtyBuffers(c.Pool), Is.Zero);
         Assert.Throws<ArgumentOutOfRangeException>(() => AsParticipantRethrow(me => c.Checkpointer.RequestCheckpoint(me, (CheckpointFlags)(1 << 20))));
         // A second checkpointer is refused while the first runs.
@@ -216,7 +210,7 @@ public sealed class CheckpointerTests(string backend)
         BufferCluster c = Cluster(16);
         CreateDirtyPages(c, 8);
         StartCheckpointer(c, BufferCluster.CheckpointerOptions with { TimeoutMs = 100 });
-        Assert.That(WaitFor(() => c.Checkpointer.Status.NumTimed >= 2), Is.True, "checkpoint_timeout started checkpoints");
+        Assert.That(Poll.Until(() => c.Checkpointer.Status.NumTimed >= 2, pollMs: 5), Is.True, "checkpoint_timeout started checkpoints");
         Assert.That(DirtyBuffers(c.Pool), Is.Zero, "a spread (non-immediate) checkpoint wrote them");
         Assert.That(c.Checkpointer.Status.NumRequested, Is.Zero);
     }
@@ -307,7 +301,7 @@ public sealed class CheckpointerTests(string backend)
             }
         }) { IsBackground = true };
         waiter.Start();
-        Assert.That(WaitFor(() => c.Checkpointer.Status.Started == 1), Is.True, "the checkpoint began");
+        Assert.That(Poll.Until(() => c.Checkpointer.Status.Started == 1, pollMs: 5), Is.True, "the checkpoint began");
         ckpt.Kill();
         Assert.That(waiter.Join(TimeSpan.FromSeconds(30)), Is.True, "the waiter was released");
         Assert.That(error, Is.InstanceOf<CheckpointerNotRunningException>());
@@ -431,16 +425,4 @@ public sealed class CheckpointerTests(string backend)
         });
     }
 
-    /// <summary>Polls <paramref name="condition"/> for up to 30 s.</summary>
-    private static bool WaitFor(Func<bool> condition)
-    {
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > TimeSpan.FromSeconds(30))
-                return false;
-            Thread.Sleep(5);
-        }
-        return true;
-    }
 }

@@ -46,27 +46,7 @@ public sealed class LatchSignalTests(string backend)
     private LockCluster Cluster => _c ??= LockCluster.Create(PgIpcPlatform.Get(backend));
 
     private ChildWorker StartWorker(bool attach = true)
-    {
-        ChildWorker w = ChildWorker.Start(backend);
-        _workers.Add(w);
-        if (attach)
-        {
-            w.Send($"attach {Cluster.Segment.Handle}");
-            w.Send("cl-attach");
-        }
-        return w;
-    }
-
-    private static void WaitFor(Func<bool> condition, string what)
-    {
-        var sw = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > Patience)
-                Assert.Fail($"timed out waiting for {what}");
-            Thread.Sleep(2);
-        }
-    }
+        => attach ? Workers.StartAttached(backend, _workers, Cluster.Segment.Handle, "cl-attach") : Workers.Start(backend, _workers);
 
     private static int Int(string s) => int.Parse(s, CultureInfo.InvariantCulture);
 
@@ -221,7 +201,7 @@ public sealed class LatchSignalTests(string backend)
                 Is.EqualTo(WaitEvents.SupervisorDeath));
             Assert.That(waiter.Join(Patience), Is.True);
             Assert.That(mine, Is.EqualTo(WaitEvents.SupervisorDeath));
-            WaitFor(() => other.Send("cl-result") != "pending", "the other process's waiter");
+            Poll.WaitFor(() => other.Send("cl-result") != "pending", "the other process's waiter");
             Assert.That(other.Send("cl-result"), Is.EqualTo("SupervisorDeath"));
             Assert.That(procs.IsSupervisorDead, Is.True);
         }
@@ -317,18 +297,17 @@ public sealed class LatchSignalTests(string backend)
         local.Start();
         // Every waiter must be asleep in Sleep, not merely on the list: one that is on the list but has not yet
         // looked at the condition would see it true and leave by itself, without the signal.
-        WaitFor(() => ConditionVariable.Waiters(c.Procs, ref c.Cv(0)).Length == 3, "three waiters");
+        Poll.WaitFor(() => ConditionVariable.Waiters(c.Procs, ref c.Cv(0)).Length == 3, "three waiters");
         int[] waiters = ConditionVariable.Waiters(c.Procs, ref c.Cv(0));
-        WaitFor(() => waiters.All(n => c.Procs.GetProcs().Any(p => p.ProcNumber == n && p.WaitEventInfo == CoreLatchWorkerCommands.CvWaitEvent)),
-            "the three waiters asleep");
+        Poll.WaitFor(() => waiters.All(n => c.Procs.GetProcs().Any(p => p.ProcNumber == n && p.WaitEventInfo == CoreLatchWorkerCommands.CvWaitEvent)), "the three waiters asleep");
         Volatile.Write(ref c.Counter(4), 1);
         ConditionVariable.Signal(c.Procs, ref c.Cv(0));
-        WaitFor(() => Volatile.Read(ref c.Counter(5)) >= 1, "the signalled waiter");
+        Poll.WaitFor(() => Volatile.Read(ref c.Counter(5)) >= 1, "the signalled waiter");
         int[] left = ConditionVariable.Waiters(c.Procs, ref c.Cv(0));
         Assert.That(left, Is.EqualTo(waiters[1..]), "Signal took exactly the longest waiter off the list");
         Assert.That(Volatile.Read(ref c.Counter(5)), Is.EqualTo(1), "Signal woke exactly one");
         ConditionVariable.Broadcast(me, ref c.Cv(0));
-        WaitFor(() => Volatile.Read(ref c.Counter(5)) == 3, "every waiter after Broadcast");
+        Poll.WaitFor(() => Volatile.Read(ref c.Counter(5)) == 3, "every waiter after Broadcast");
         Assert.That(ConditionVariable.Waiters(c.Procs, ref c.Cv(0)), Is.Empty);
     }
 
@@ -353,7 +332,7 @@ public sealed class LatchSignalTests(string backend)
         });
         _threads.Add(t);
         t.Start();
-        WaitFor(() => ConditionVariable.Waiters(c.Procs, ref c.Cv(1)).Length == 2, "the second waiter");
+        Poll.WaitFor(() => ConditionVariable.Waiters(c.Procs, ref c.Cv(1)).Length == 2, "the second waiter");
         Volatile.Write(ref c.Counter(6), 1);
         ConditionVariable.Signal(c.Procs, ref c.Cv(1)); // takes us (the head)
         Assert.That(ConditionVariable.CancelSleep(me), Is.True, "we had been signalled");

@@ -253,7 +253,6 @@ public sealed class ParallelContextTests(string backend)
 
         using (Process victim = Process.GetProcessById(workerPid))
             victim.Kill(); // SIGKILL on Unix, TerminateProcess on Windows: no detach, no report
-        var sw = Stopwatch.StartNew();
         ParallelContext ctx = _ctx;
         ParallelWorkerException ex = Assert.Throws<ParallelWorkerException>(() =>
         {
@@ -261,7 +260,6 @@ public sealed class ParallelContextTests(string backend)
             {
             }
         })!;
-        sw.Stop();
         ctx.Dispose();
         _ctx = null;
         _leader!.Dispose();
@@ -269,7 +267,6 @@ public sealed class ParallelContextTests(string backend)
         Assert.That(ex.WorkerNumber, Is.EqualTo(0));
         Assert.That(ex.Reported, Is.False);
         Assert.That(ex.Message, Does.Contain("terminated without reporting"));
-        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "the leader took too long to notice the killed worker");
 
         KillQuietly(lingererPid);
         Assert.That(c.WaitForStopped(Patience), Is.True, "the cluster did not stop after the crash (restart-after-crash off)");

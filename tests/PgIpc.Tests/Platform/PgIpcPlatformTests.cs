@@ -22,14 +22,8 @@ public sealed class PgIpcPlatformTests
         Assert.That(PgIpcPlatform.Available().Select(p => p.Name), Does.Contain(current.Name));
     }
 
-    /// <summary>
-    /// Linux-only tests take their one case from here, so elsewhere they simply do not exist
-    /// (an ignored test hangs NUnit's reporting under Wine).
-    /// </summary>
-    public static IEnumerable<string> OnLinux() => OperatingSystem.IsLinux() ? ["linux"] : [];
-
-    [TestCaseSource(nameof(OnLinux))]
-    public void PosixCanBeChosenExplicitlyOnLinux(string os)
+    [Test, OnlyOn(Os.Linux, "the posix backend is selectable beside linux only on Linux")]
+    public void PosixCanBeChosenExplicitlyOnLinux()
     {
         Assert.That(PgIpcPlatform.Get("posix").Name, Is.EqualTo("posix"));
         Assert.That(PgIpcPlatform.Available().Select(p => p.Name), Is.EqualTo(new[] { "linux", "posix" }));
@@ -56,8 +50,8 @@ public sealed class PgIpcPlatformTests
         }
     }
 
-    [TestCaseSource(nameof(OnLinux))]
-    public void IpcsAndDevShmAreBackWhereTheyStartedAfterCreateAndDestroy(string os)
+    [Test, OnlyOn(Os.Linux, "ipcs -m and /dev/shm with both the linux and posix backends")]
+    public void IpcsAndDevShmAreBackWhereTheyStartedAfterCreateAndDestroy()
     {
         int sysv = OsObjects.SysVSegments(), shm = OsObjects.DevShmEntries();
         ShmemSegment a = ShmemSegment.Create(TestEnvironment.UniqueKey("ipcs"), 1 << 20, PgIpcPlatform.Get("linux"));

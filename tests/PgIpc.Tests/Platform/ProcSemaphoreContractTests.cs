@@ -13,8 +13,8 @@
  *   Blocking calls are timed (10 s) so a lost wake-up fails a test instead
  *   of hanging the run, except the two that test the untimed Lock: one
  *   posts first, the other runs it on its own thread joined with a timeout.
- *   No test asserts a duration. Tests that do not apply to a variant return
- *   early rather than call Assert.Ignore, which hangs NUnit under Wine.
+ *   No test asserts a duration. Tests that do not apply to a variant are
+ *   reported skipped, decided at discovery ([NamedOnly], SkipAtDiscovery.cs).
  *-------------------------------------------------------------------------
  */
 using NUnit.Framework;
@@ -48,7 +48,16 @@ public sealed class ProcSemaphoreContractTests(string variant)
         => TestEnvironment.Backends().SelectMany(b => b == "posix" ? new[] { b, PosixNamed } : [b]);
 
     /// <summary>True when the semaphores are named OS objects (Create can collide, Destroy removes names).</summary>
-    private bool Named => variant is PosixNamed or "windows" || _provider.StorageSize == 0;
+    private bool Named => IsNamed(variant);
+
+    /// <summary>Whether <paramref name="v"/>'s semaphores are named OS objects (no storage in the slot).</summary>
+    private static bool IsNamed(string v) => v is PosixNamed or "windows" || PgIpcPlatform.Get(v).Semaphores.StorageSize == 0;
+
+    /// <summary>Tests of what only named semaphores do: skipped (at discovery) for the variants without names.</summary>
+    private sealed class NamedOnlyAttribute() : OnlyForVariantsAttribute("no names: the storage is the caller's to keep apart")
+    {
+        public override bool AppliesTo(string variant) => IsNamed(variant);
+    }
 
     [SetUp]
     public void SetUp()
@@ -106,9 +115,7 @@ public sealed class ProcSemaphoreContractTests(string variant)
 
     private ChildWorker ChildAttachedTo(string name, int count)
     {
-        ChildWorker c = ChildWorker.Start(_backend);
-        _children.Add(c);
-        c.Send($"attach {_segment.Handle}");
+        ChildWorker c = Workers.StartAttached(_backend, _children, _segment.Handle);
         Storage(name, count); // the structure exists before the child looks for it
         c.Send($"sem-attach {name} {StructName(name)} {count}{(variant == PosixNamed ? " named" : "")}");
         return c;
@@ -427,11 +434,9 @@ public sealed class ProcSemaphoreContractTests(string variant)
         }
     }
 
-    [Test]
+    [Test, NamedOnly]
     public void CreatingANameTwiceIsRefusedAndTheFirstSetKeepsWorking()
     {
-        if (!Named)
-            return; // no names: the storage is the caller's to keep apart (Assert.Ignore hangs NUnit under Wine)
         HashSet<string> before = DevShmSemaphores();
         string name = NewName();
         IProcSemaphoreSet first = Create(2, name);
@@ -444,11 +449,9 @@ public sealed class ProcSemaphoreContractTests(string variant)
         Assert.That(DevShmSemaphores().Except(before), Is.Empty);
     }
 
-    [Test]
+    [Test, NamedOnly]
     public void CreateFailingHalfWayRemovesWhatItMade()
     {
-        if (!Named)
-            return; // no names, so nothing can collide half-way
         HashSet<string> before = DevShmSemaphores();
         string name = NewName();
         using IDisposable blocker = HoldNamedObject(name, 2); // Create of 4 makes 0 and 1, then fails on 2

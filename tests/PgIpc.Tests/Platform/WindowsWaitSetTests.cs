@@ -9,11 +9,11 @@
  *
  * NOTES
  *   The backend-neutral contract is WaitEventContractTests; this fixture
- *   adds the Windows-specific cases. It is instantiated for every backend
- *   on the machine (so it has cases only where "windows" is available) and
- *   each test returns early on the others: Assert.Ignore hangs NUnit under
- *   Wine. Every wait is bounded (10 s) so a lost wake-up fails instead of
- *   hanging; no test asserts a duration.
+ *   adds the Windows-specific cases. It is instantiated for the windows
+ *   backend only, and reported skipped (decided at discovery, nothing
+ *   thrown: SkipAtDiscovery.cs) where this machine lacks it. Every wait is
+ *   bounded (10 s) so a lost wake-up fails instead of hanging; no test
+ *   asserts a duration.
  *-------------------------------------------------------------------------
  */
 using System.Net;
@@ -26,7 +26,7 @@ using WinApi = PgIpc.Platform.Windows.Interop.Windows;
 
 namespace PgIpc.Tests.Platform;
 
-[TestFixtureSource(typeof(TestEnvironment), nameof(TestEnvironment.Backends))]
+[TestFixtureSource(nameof(Backend))]
 public sealed class WindowsWaitSetTests(string backend)
 {
     private const int Wait = 10_000;
@@ -35,14 +35,11 @@ public sealed class WindowsWaitSetTests(string backend)
     private ILatchProvider _latches = null!;
     private readonly List<IDisposable> _cleanup = [];
 
-    private bool Windows => backend == "windows";
+    /// <summary>The windows backend alone: skipped at discovery where this machine lacks it.</summary>
+    public static IEnumerable<TestFixtureData> Backend() => SkipAtDiscovery.OnlyBackend("windows");
 
     [SetUp]
-    public void SetUp()
-    {
-        if (Windows)
-            _latches = PgIpcPlatform.Get(backend).Latches;
-    }
+    public void SetUp() => _latches = PgIpcPlatform.Get(backend).Latches;
 
     [TearDown]
     public void TearDown()
@@ -70,16 +67,12 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void StorageIsUnused()
     {
-        if (!Windows)
-            return;
         Assert.That(_latches.StorageSize, Is.Zero);
     }
 
     [Test]
     public void CapacityAbove64IsRefused()
     {
-        if (!Windows)
-            return;
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => _latches.CreateWaitSet(65))!;
         Assert.That(ex.Message, Does.Contain("64").And.Contain("MAXIMUM_WAIT_OBJECTS"));
         Assert.Throws<ArgumentOutOfRangeException>(() => _latches.CreateWaitSet(0));
@@ -90,8 +83,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void SixtyFourHandlesFillTheSetAndTheLastIsReported()
     {
-        if (!Windows)
-            return;
         using IPlatformWaitSet set = _latches.CreateWaitSet(64);
         var events = new ManualResetEvent[64];
         for (int i = 0; i < 64; i++)
@@ -110,8 +101,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void AddHandleReportsAnArbitraryEvent()
     {
-        if (!Windows)
-            return;
         using var ev = new AutoResetEvent(false);
         nint h = ev.SafeWaitHandle.DangerousGetHandle();
         using IPlatformWaitSet set = _latches.CreateWaitSet(2);
@@ -135,8 +124,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void AddHandleRefusesNullAndInvalid()
     {
-        if (!Windows)
-            return;
         using IPlatformWaitSet set = _latches.CreateWaitSet(2);
         Assert.Throws<ArgumentException>(() => set.AddHandle(0));
         Assert.Throws<ArgumentException>(() => set.AddHandle(-1));
@@ -145,8 +132,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void OneWaitReportsSeveralEvents()
     {
-        if (!Windows)
-            return;
         ILatchWakers wakers = NewLatches(3, out _);
         ILatchOwner[] owners = [Keep(wakers.Own(0)), Keep(wakers.Own(1)), Keep(wakers.Own(2))];
         using var manual = new ManualResetEvent(false);
@@ -175,8 +160,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void NothingIsConsumedBeyondTheCallersSpan()
     {
-        if (!Windows)
-            return;
         ILatchWakers wakers = NewLatches(3, out _);
         using IPlatformWaitSet set = _latches.CreateWaitSet(3);
         for (int i = 0; i < 3; i++)
@@ -196,8 +179,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void CreateCollisionFailsAndLeavesTheFirstSetWorking()
     {
-        if (!Windows)
-            return;
         ILatchWakers first = NewLatches(2, out string name);
         var ex = Assert.Throws<PgIpcOsException>(() => _latches.Create(name, 0, 0, 2))!;
         Assert.That(ex.ErrorCode, Is.EqualTo(WinApi.ERROR_ALREADY_EXISTS));
@@ -213,8 +194,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void AttachWakesLazilyAndOwnDrainsStaleWakes()
     {
-        if (!Windows)
-            return;
         ILatchWakers created = NewLatches(4, out string name);
         ILatchWakers attached = Keep(_latches.Attach(name, 0, 0, 4));
         attached.Wake(3); // before anyone owns slot 3: a stale wake
@@ -234,8 +213,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void WakeAllocatesNothingAfterTheFirst()
     {
-        if (!Windows)
-            return;
         ILatchWakers created = NewLatches(2, out string name);
         ILatchWakers attached = Keep(_latches.Attach(name, 0, 0, 2));
         using ILatchOwner owner = created.Own(1);
@@ -254,8 +231,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void WaitAllocatesNothing()
     {
-        if (!Windows)
-            return;
         ILatchWakers wakers = NewLatches(2, out _);
         using ILatchOwner a = wakers.Own(0), b = wakers.Own(1);
         using IPlatformWaitSet set = _latches.CreateWaitSet(2);
@@ -279,8 +254,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void SocketReadableWriteableAndClosed()
     {
-        if (!Windows)
-            return;
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         listener.Listen(1);
@@ -321,8 +294,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void SocketAndLatchInOneWait()
     {
-        if (!Windows)
-            return;
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         listener.Listen(1);
@@ -357,8 +328,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void AddSocketRefusesANonSocket()
     {
-        if (!Windows)
-            return;
         using var ev = new ManualResetEvent(false);
         using IPlatformWaitSet set = _latches.CreateWaitSet(1);
         var ex = Assert.Throws<PgIpcOsException>(() => set.AddSocket(ev.SafeWaitHandle.DangerousGetHandle(), WaitEvents.SocketReadable))!;
@@ -369,8 +338,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void SupervisorWatchOfAMissingPidIsDead()
     {
-        if (!Windows)
-            return;
         // Windows pids are multiples of 4; an odd one never exists.
         using ISupervisorWatch watch = _latches.WatchSupervisor("sup", 0x7FFFFFF1);
         Assert.That(watch.IsSupervisorDead, Is.True);
@@ -385,8 +352,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void SupervisorWatchSeesAChildDie()
     {
-        if (!Windows)
-            return;
         using ChildWorker child = ChildWorker.Start(backend);
         using ISupervisorWatch watch = _latches.WatchSupervisor("sup", child.Pid);
         Assert.That(watch.IsSupervisorDead, Is.False);
@@ -403,8 +368,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void InterruptsRunEveryListenerAndStopOnDispose()
     {
-        if (!Windows)
-            return;
         string name = NewName();
         int pid = Environment.ProcessId;
         Assert.That(_latches.Interrupt(name, pid), Is.False, "nobody listens yet");
@@ -435,8 +398,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void ListenerMayDisposeItselfFromItsAction()
     {
-        if (!Windows)
-            return;
         string name = NewName();
         using var done = new ManualResetEventSlim();
         IDisposable? self = null;
@@ -453,8 +414,6 @@ public sealed class WindowsWaitSetTests(string backend)
     [Test]
     public void WsaNetworkEventsLayout()
     {
-        if (!Windows)
-            return;
         Assert.That(Unsafe.SizeOf<WinApi.WSANETWORKEVENTS>(), Is.EqualTo(44));
         Assert.That(System.Runtime.InteropServices.Marshal.OffsetOf<WinApi.WSANETWORKEVENTS>("iErrorCode"), Is.EqualTo((nint)4));
     }

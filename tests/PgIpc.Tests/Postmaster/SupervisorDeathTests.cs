@@ -130,17 +130,6 @@ public sealed class SupervisorDeathTests(string backend)
         catch (System.ComponentModel.Win32Exception) { }
     }
 
-    private static void WaitUntil(Func<bool> condition, TimeSpan patience, string what)
-    {
-        long deadline = Environment.TickCount64 + (long)patience.TotalMilliseconds;
-        while (!condition())
-        {
-            if (Environment.TickCount64 > deadline)
-                Assert.Fail($"timed out after {patience.TotalSeconds} s waiting for {what}");
-            Thread.Sleep(2);
-        }
-    }
-
     /// <summary>
     /// Paths of the cluster's objects besides its main segment (whose name the next cluster of the same key reuses
     /// on Posix), which the tests look for after it is gone: the latch directory (Posix), the DSM segment.
@@ -194,11 +183,11 @@ public sealed class SupervisorDeathTests(string backend)
         double lastExitMs = 0;
         foreach (int pid in s.Pids)
         {
-            WaitUntil(() => IsGone(pid), ChildExitBound, $"child {pid} to exit after its supervisor was killed");
+            Poll.WaitFor(() => IsGone(pid), $"child {pid} to exit after its supervisor was killed", ChildExitBound);
             lastExitMs = sw.Elapsed.TotalMilliseconds;
         }
         TestContext.Out.WriteLine($"[{backend}] supervisor killed (SIGKILL; TerminateProcess on Windows) -> last of {s.Pids.Length} children gone: {lastExitMs:F0} ms");
-        WaitUntil(() => IsGone(_supervisor.Pid), Patience, "the supervisor to be gone");
+        Poll.WaitFor(() => IsGone(_supervisor.Pid), "the supervisor to be gone", Patience);
 
         if (!OperatingSystem.IsWindows())
         {
@@ -253,7 +242,7 @@ public sealed class SupervisorDeathTests(string backend)
         Supervised s = StartSupervisor(key, 1, "exit0", 30_000, null);
         int orphan = s.Pids[0];
         KillHard(_supervisor!.Pid);
-        WaitUntil(() => IsGone(_supervisor.Pid), Patience, "the supervisor to be gone");
+        Poll.WaitFor(() => IsGone(_supervisor.Pid), "the supervisor to be gone", Patience);
         Assert.That(IsGone(orphan), Is.False, "the orphan still runs");
 
         var ex = Assert.Throws<SharedMemoryInUseException>(() => Builder(key).Build());
@@ -261,7 +250,7 @@ public sealed class SupervisorDeathTests(string backend)
         Assert.That(ex.Pid, Is.EqualTo(orphan));
 
         KillHard(orphan);
-        WaitUntil(() => IsGone(orphan), Patience, "the orphan to be gone");
+        Poll.WaitFor(() => IsGone(orphan), "the orphan to be gone", Patience);
         Supervisor c = Builder(key).Build();
         _clusters.Add(c);
         Assert.That(c.Cluster.Segment.Handle.Cookie, Is.Not.EqualTo(s.Handle.Cookie));

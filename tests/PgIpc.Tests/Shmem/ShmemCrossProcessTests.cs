@@ -34,12 +34,7 @@ public sealed class ShmemCrossProcessTests(string backend)
         _segment = null;
     }
 
-    private ChildWorker Child()
-    {
-        ChildWorker c = ChildWorker.Start(backend);
-        _children.Add(c);
-        return c;
-    }
+    private ChildWorker Child() => Workers.Start(backend, _children);
 
     private ShmemSegment CreateSegment(string what)
         => _segment = ShmemSegment.Create(TestEnvironment.UniqueKey(what), Size, _platform);
@@ -117,10 +112,7 @@ public sealed class ShmemCrossProcessTests(string backend)
 
         // Kill it in the middle of its work: it is incrementing when the signal lands.
         child.Begin("add work 0 1000000000");
-        long deadline = Environment.TickCount64 + 10_000;
-        while (Volatile.Read(ref r.AsSpan<long>()[0]) == 0 && Environment.TickCount64 < deadline)
-            Thread.Sleep(1);
-        Assert.That(Volatile.Read(ref r.AsSpan<long>()[0]), Is.GreaterThan(0), "the child started working");
+        Poll.WaitFor(() => Volatile.Read(ref r.AsSpan<long>()[0]) > 0, "the child to start working", TimeSpan.FromSeconds(10), pollMs: 1);
         child.Kill();
         Assert.That(Assert.Catch<InvalidOperationException>(() => child.EndRaw("add", TimeSpan.FromSeconds(30)), "the worker died mid-command")!.Message, Does.Contain("exited"));
 

@@ -19,11 +19,9 @@ namespace PgIpc.Tests.Shmem;
 
 public sealed class StaleLeftoversTests
 {
-    [Test]
+    [Test, OnlyOn(Os.Linux, "the names checked live in /dev/shm and the temp directory of the posix backend on Linux")]
     public void NamedSemaphoresAndLatchFifosOfAKilledCreatorAreRemovedByTheNextCreate()
     {
-        if (!OperatingSystem.IsLinux())
-            return; // the names checked live in /dev/shm and the temp directory of the Posix backend on Linux
         var platform = new NamedSemaphorePosixPlatform();
         string key = TestEnvironment.UniqueKey("stale-named");
         ShmemHandle old;

@@ -484,14 +484,7 @@ public sealed class SinvalQueueTests(string backend)
     // Across processes
     // ------------------------------------------------------------------
 
-    private ChildWorker StartWorker()
-    {
-        ChildWorker w = ChildWorker.Start(backend);
-        _workers.Add(w);
-        w.Send($"attach {_c.Segment.Handle}");
-        w.Send("si-attach");
-        return w;
-    }
+    private ChildWorker StartWorker() => Workers.StartAttached(backend, _workers, _c.Segment.Handle, "si-attach");
 
     [Test]
     public void AWorkerProcessReceivesWhatTheParentSentAndViceVersa()

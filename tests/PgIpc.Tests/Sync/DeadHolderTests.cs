@@ -47,25 +47,7 @@ public sealed class DeadHolderTests(string backend)
         _c.Dispose();
     }
 
-    private ChildWorker StartWorker()
-    {
-        ChildWorker w = ChildWorker.Start(backend);
-        _workers.Add(w);
-        w.Send($"attach {_c.Segment.Handle}");
-        w.Send("lw-attach");
-        return w;
-    }
-
-    private static void WaitFor(Func<bool> condition, string what)
-    {
-        DateTime deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-                Assert.Fail($"timed out waiting for {what}");
-            Thread.Sleep(2);
-        }
-    }
+    private ChildWorker StartWorker() => Workers.StartAttached(backend, _workers, _c.Segment.Handle, "lw-attach");
 
     /// <summary>A participant thread in this process that runs one lock operation and records how it ended.</summary>
     private sealed class Waiter
@@ -137,17 +119,17 @@ public sealed class DeadHolderTests(string backend)
         ChildWorker victim = StartWorker();
         int victimPid = victim.Pid;
         int victimProc = int.Parse(victim.Send("lw-hold 4 exclusive"), CultureInfo.InvariantCulture);
-        WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock");
+        Poll.WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock", Patience);
         Assert.That(_c.Locks[4].ExclusiveHolderProcNumber, Is.EqualTo(victimProc), "the lock records its exclusive holder");
 
         // Waiters: two here (exclusive, shared) and one in another process.
         Waiter exclusive = StartAcquirer(4, LWLockMode.Exclusive);
-        WaitFor(() => QueueLength(4) == 1, "the exclusive waiter to queue");
+        Poll.WaitFor(() => QueueLength(4) == 1, "the exclusive waiter to queue", Patience);
         Waiter shared = StartAcquirer(4, LWLockMode.Shared);
-        WaitFor(() => QueueLength(4) == 2, "the shared waiter to queue");
+        Poll.WaitFor(() => QueueLength(4) == 2, "the shared waiter to queue", Patience);
         ChildWorker other = StartWorker();
         other.Send("lw-hold 4 shared");
-        WaitFor(() => QueueLength(4) == 3, "the other process's waiter to queue");
+        Poll.WaitFor(() => QueueLength(4) == 3, "the other process's waiter to queue", Patience);
 
         long killedAt = Stopwatch.GetTimestamp();
         victim.Kill();
@@ -162,7 +144,7 @@ public sealed class DeadHolderTests(string backend)
             Assert.That(ex.Message, Does.Contain(victimPid.ToString(CultureInfo.InvariantCulture)).And.Contain("test.locks[4]"));
         });
         Assert.That(DiedOf(shared).DeadPid, Is.EqualTo(victimPid));
-        WaitFor(() => other.Send("lw-state").StartsWith("died", StringComparison.Ordinal), "the other process's waiter to give up");
+        Poll.WaitFor(() => other.Send("lw-state").StartsWith("died", StringComparison.Ordinal), "the other process's waiter to give up", Patience);
         Assert.That(other.Send("lw-state"), Is.EqualTo($"died {victimPid} LWLock {LockCluster.TrancheName}[4]"));
 
         // The waiters left the queue; the lock stays held by the dead process, whose slot stays to name it.
@@ -196,9 +178,9 @@ public sealed class DeadHolderTests(string backend)
         ChildWorker victim = StartWorker();
         int victimPid = victim.Pid;
         int victimProc = int.Parse(victim.Send("lw-hold 6 shared"), CultureInfo.InvariantCulture);
-        WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock");
+        Poll.WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock", Patience);
         Waiter waiter = StartAcquirer(6, LWLockMode.Exclusive);
-        WaitFor(() => QueueLength(6) == 1, "the waiter to queue");
+        Poll.WaitFor(() => QueueLength(6) == 1, "the waiter to queue", Patience);
 
         // Live holders are never blamed: several check intervals later the waiter still waits.
         Thread.Sleep(3 * LWLock.DeadHolderCheckMs + 100);
@@ -226,9 +208,9 @@ public sealed class DeadHolderTests(string backend)
         ChildWorker victim = StartWorker();
         int victimPid = victim.Pid;
         victim.Send("lw-hold 7 exclusive");
-        WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock");
+        Poll.WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock", Patience);
         Waiter waiter = StartWaiter(7, me => _c.Locks[7].AcquireOrWait(me, LWLockMode.Exclusive));
-        WaitFor(() => QueueLength(7) == 1, "the waiter to queue");
+        Poll.WaitFor(() => QueueLength(7) == 1, "the waiter to queue", Patience);
         victim.Kill();
         Assert.That(DiedOf(waiter).DeadPid, Is.EqualTo(victimPid));
         Assert.That(_c.Locks[7].HasWaiters, Is.False);
@@ -272,9 +254,9 @@ public sealed class DeadHolderTests(string backend)
         ChildWorker victim = StartWorker();
         ChildWorker survivor = StartWorker();
         int victimProc = int.Parse(victim.Send("lw-hold 1 exclusive"), CultureInfo.InvariantCulture);
-        WaitFor(() => QueueLength(1) == 1, "the victim to queue");
+        Poll.WaitFor(() => QueueLength(1) == 1, "the victim to queue", Patience);
         int survivorProc = int.Parse(survivor.Send("lw-hold 1 exclusive"), CultureInfo.InvariantCulture);
-        WaitFor(() => QueueLength(1) == 2, "the survivor to queue");
+        Poll.WaitFor(() => QueueLength(1) == 2, "the survivor to queue", Patience);
         Assert.That(_c.Locks[1].WaitQueue(_c.Procs), Is.EqualTo(new[] { victimProc, survivorProc }));
         long reclaimedBefore = _c.Procs.Statistics.Reclaimed;
 
@@ -282,7 +264,7 @@ public sealed class DeadHolderTests(string backend)
         // The release wakes the dead victim, which will never let releasers wake anybody again; the survivor's own
         // check repairs that.
         _c.Locks[1].Release(me);
-        WaitFor(() => survivor.Send("lw-state") == "acquired", "the survivor to get the lock");
+        Poll.WaitFor(() => survivor.Send("lw-state") == "acquired", "the survivor to get the lock", Patience);
         survivor.Send("lw-unhold");
         Assert.Multiple(() =>
         {

@@ -33,25 +33,7 @@ public sealed class LWLockCrossProcessTests(string backend)
         _c.Dispose();
     }
 
-    private ChildWorker StartWorker()
-    {
-        ChildWorker w = ChildWorker.Start(backend);
-        _workers.Add(w);
-        w.Send($"attach {_c.Segment.Handle}");
-        w.Send("lw-attach");
-        return w;
-    }
-
-    private static void WaitFor(Func<bool> condition, string what)
-    {
-        DateTime deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-                Assert.Fail($"timed out waiting for {what}");
-            Thread.Sleep(2);
-        }
-    }
+    private ChildWorker StartWorker() => Workers.StartAttached(backend, _workers, _c.Segment.Handle, "lw-attach");
 
     [Test]
     public void CountersStayExactAcrossProcessesAndThreads()
@@ -93,16 +75,16 @@ public sealed class LWLockCrossProcessTests(string backend)
         ChildWorker victim = StartWorker();
         ChildWorker survivor = StartWorker();
         int victimProc = int.Parse(victim.Send("lw-hold 1 exclusive"), CultureInfo.InvariantCulture);
-        WaitFor(() => _c.Locks[1].WaitQueue(_c.Procs).Length == 1, "the victim to queue");
+        Poll.WaitFor(() => _c.Locks[1].WaitQueue(_c.Procs).Length == 1, "the victim to queue");
         int survivorProc = int.Parse(survivor.Send("lw-hold 1 exclusive"), CultureInfo.InvariantCulture);
-        WaitFor(() => _c.Locks[1].WaitQueue(_c.Procs).Length == 2, "the survivor to queue");
+        Poll.WaitFor(() => _c.Locks[1].WaitQueue(_c.Procs).Length == 2, "the survivor to queue");
         Assert.That(_c.Locks[1].WaitQueue(_c.Procs), Is.EqualTo(new[] { victimProc, survivorProc }));
 
         victim.Kill();
         // The release wakes the (dead) victim, which will never run again nor re-enable wake-ups.
         l.Release();
         Assert.That(_c.Procs.ReclaimDeadSlots(), Is.EqualTo(1), "the victim's slot is reclaimed");
-        WaitFor(() => survivor.Send("lw-state") == "acquired", "the survivor to get the lock");
+        Poll.WaitFor(() => survivor.Send("lw-state") == "acquired", "the survivor to get the lock");
         survivor.Send("lw-unhold");
         Assert.Multiple(() =>
         {
@@ -122,14 +104,14 @@ public sealed class LWLockCrossProcessTests(string backend)
         ChildWorker victim = StartWorker();
         ChildWorker survivor = StartWorker();
         int victimProc = int.Parse(victim.Send("lw-hold 2 shared"), CultureInfo.InvariantCulture);
-        WaitFor(() => _c.Locks[2].WaitQueue(_c.Procs).Length == 1, "the victim to queue");
+        Poll.WaitFor(() => _c.Locks[2].WaitQueue(_c.Procs).Length == 1, "the victim to queue");
         int survivorProc = int.Parse(survivor.Send("lw-hold 2 exclusive"), CultureInfo.InvariantCulture);
-        WaitFor(() => _c.Locks[2].WaitQueue(_c.Procs).Length == 2, "the survivor to queue");
+        Poll.WaitFor(() => _c.Locks[2].WaitQueue(_c.Procs).Length == 2, "the survivor to queue");
         victim.Kill();
         Assert.That(_c.Procs.ReclaimDeadSlots(), Is.EqualTo(1));
         Assert.That(_c.Locks[2].WaitQueue(_c.Procs), Is.EqualTo(new[] { survivorProc }), "the dead waiter left the queue");
         _c.Locks[2].Release();
-        WaitFor(() => survivor.Send("lw-state") == "acquired", "the survivor to get the lock");
+        Poll.WaitFor(() => survivor.Send("lw-state") == "acquired", "the survivor to get the lock");
         survivor.Send("lw-unhold");
         Assert.That(_c.Procs.GetProcs().Select(p => p.ProcNumber), Does.Not.Contain(victimProc));
     }

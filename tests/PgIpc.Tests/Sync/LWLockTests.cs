@@ -63,17 +63,6 @@ public sealed unsafe class LWLockTests(string backend)
         return t;
     }
 
-    private static void WaitFor(Func<bool> condition, string what)
-    {
-        DateTime deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-                Assert.Fail($"timed out waiting for {what}");
-            Thread.Sleep(1);
-        }
-    }
-
     private int QueueLength(int lockIndex) => Lock(lockIndex).WaitQueue(_c.Procs).Length;
 
     private static void NoErrors(ConcurrentQueue<Exception> errors)
@@ -100,7 +89,7 @@ public sealed unsafe class LWLockTests(string backend)
             recorded = _c.Locks[3].ExclusiveHolderProcNumber;
             _c.Locks[3].Release(p);
         });
-        WaitFor(() => QueueLength(3) == 1, "the waiter to queue");
+        Poll.WaitFor(() => QueueLength(3) == 1, "the waiter to queue", Patience, pollMs: 1);
         Thread.Sleep(3 * LWLock.DeadHolderCheckMs + 50);
         Assert.That(t.IsAlive, Is.True, "a waiter on a live holder keeps waiting");
         l.Release();
@@ -152,7 +141,7 @@ public sealed unsafe class LWLockTests(string backend)
                 order.Enqueue(id);
                 locks[1].Release();
             });
-            WaitFor(() => QueueLength(1) == id + 1, $"waiter {id} to queue");
+            Poll.WaitFor(() => QueueLength(1) == id + 1, $"waiter {id} to queue", Patience, pollMs: 1);
         }
         l.Release();
         foreach (Thread t in _threads)
@@ -187,15 +176,15 @@ public sealed unsafe class LWLockTests(string backend)
                 locks[2].Release();
             });
             int expect = i + 1;
-            WaitFor(() => QueueLength(2) == expect, $"waiter {i} to queue");
+            Poll.WaitFor(() => QueueLength(2) == expect, $"waiter {i} to queue", Patience, pollMs: 1);
         }
         int exclusiveProc = Lock(2).WaitQueue(_c.Procs)[2];
         l.Release();
-        WaitFor(() => Volatile.Read(ref sharedIn) == 3, "the three shared waiters to get the lock together");
+        Poll.WaitFor(() => Volatile.Read(ref sharedIn) == 3, "the three shared waiters to get the lock together", Patience, pollMs: 1);
         Assert.That(Volatile.Read(ref exclusiveIn), Is.False);
         Assert.That(Lock(2).WaitQueue(_c.Procs), Is.EqualTo(new[] { exclusiveProc }), "only the exclusive waiter stays queued");
         go.Set();
-        WaitFor(() => Volatile.Read(ref exclusiveIn), "the exclusive waiter after the shared holders left");
+        Poll.WaitFor(() => Volatile.Read(ref exclusiveIn), "the exclusive waiter after the shared holders left", Patience, pollMs: 1);
         foreach (Thread t in _threads)
             Assert.That(t.Join(Patience), Is.True);
         NoErrors(errors);
@@ -264,7 +253,7 @@ public sealed unsafe class LWLockTests(string backend)
             if (p.HeldLockCount != 0)
                 throw new InvalidOperationException("AcquireOrWait left a lock in the held list");
         });
-        WaitFor(() => QueueLength(4) == 1, "the waiter to queue");
+        Poll.WaitFor(() => QueueLength(4) == 1, "the waiter to queue", Patience, pollMs: 1);
         Assert.That(Volatile.Read(ref result), Is.EqualTo(-1));
         l.Release();
         Assert.That(_threads[0].Join(Patience), Is.True);
@@ -291,10 +280,10 @@ public sealed unsafe class LWLockTests(string backend)
             free = locks[5].WaitForVar(ref *v, nv, out nv);
             results.Enqueue((free, nv));
         });
-        WaitFor(() => QueueLength(5) == 1, "the WaitForVar waiter to queue");
+        Poll.WaitFor(() => QueueLength(5) == 1, "the WaitForVar waiter to queue", Patience, pollMs: 1);
         l.UpdateVar(ref *v, 5);
-        WaitFor(() => results.Count == 1, "the waiter to see the new value");
-        WaitFor(() => QueueLength(5) == 1, "the waiter to queue again");
+        Poll.WaitFor(() => results.Count == 1, "the waiter to see the new value", Patience, pollMs: 1);
+        Poll.WaitFor(() => QueueLength(5) == 1, "the waiter to queue again", Patience, pollMs: 1);
         Assert.That(l.IsHeldExclusive, Is.True, "UpdateVar keeps the lock");
         l.ReleaseClearVar(ref *v, 0);
         Assert.That(_threads[0].Join(Patience), Is.True);
@@ -325,7 +314,7 @@ public sealed unsafe class LWLockTests(string backend)
             release.Wait(Patience);
             locks[0].Release();
         });
-        WaitFor(() => Lock(0).IsHeldExclusive, "the other thread to hold the lock");
+        Poll.WaitFor(() => Lock(0).IsHeldExclusive, "the other thread to hold the lock", Patience, pollMs: 1);
         Assert.Throws<LWLockNotHeldException>(() => Lock(0).Release());
         Assert.That(Lock(0).IsHeldExclusive, Is.True, "a refused release changes nothing");
         release.Set();
@@ -421,7 +410,7 @@ public sealed unsafe class LWLockTests(string backend)
             locks[0].Acquire(LWLockMode.Exclusive);
             locks[0].Release();
         });
-        WaitFor(() => QueueLength(0) == 1, "the waiter to queue");
+        Poll.WaitFor(() => QueueLength(0) == 1, "the waiter to queue", Patience, pollMs: 1);
         Participant w = Volatile.Read(ref waiter)!;
         Assert.That(Assert.Throws<LWLockUsageException>(() => Lock(1).Acquire(w, LWLockMode.Exclusive))!.Message, Does.Contain("already waiting"));
         Assert.That(Lock(1).IsHeldExclusive, Is.False);
