@@ -112,7 +112,8 @@ public interface IShmMqPeer
 /// <summary>A peer known by its process id.</summary>
 public sealed class ShmMqProcessPeer(IProcessServices processes, int pid) : IShmMqPeer
 {
-    public bool IsAlive => processes.IsAlive(pid);
+    // An unreaped zombie counts as alive until reaped (kill(pid, 0)'s view).
+    public bool IsAlive => processes.GetLiveness(pid) != ProcessLiveness.Gone;
 }
 
 /// <summary>The queue's shared memory looks corrupt (a message length no sender could have written).</summary>
@@ -897,7 +898,8 @@ public sealed unsafe class ShmMqHandle : IDisposable
             return true;
         if (_peerPid == 0)
             _peerPid = Volatile.Read(ref (_isSender ? ref _h->ReceiverPid : ref _h->SenderPid));
-        return _peerPid == 0 || _processes.IsAlive(_peerPid);
+        // An unreaped zombie peer counts as attached until reaped (kill(pid, 0)'s view).
+        return _peerPid == 0 || _processes.GetLiveness(_peerPid) != ProcessLiveness.Gone;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

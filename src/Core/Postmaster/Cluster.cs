@@ -203,7 +203,7 @@ public sealed class Cluster : IDisposable
     private static Cluster InitShmem(ClusterBuilder b, IPgIpcPlatform platform, Cluster? into)
     {
         BufferPoolOptions? bufferOptions = b.BufferOptions; // throws without a data directory, before anything is made
-        ShmemSegment seg = ShmemSegment.Create(b.Key, b.Sizes(), platform);
+        ShmemSegment seg = ShmemSegment.Create(b.Key, b.Sizes(), platform, ClusterLeftovers.Instance);
         BufferPool? buffers = null;
         try
         {

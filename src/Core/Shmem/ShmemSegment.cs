@@ -8,25 +8,14 @@
  *   The backend turns the key's hash into candidate OS ids (SysV tries
  *   successive keys, as PostgreSQL tries successive shmem keys from the
  *   port). For each id we try an exclusive create. If something already
- *   exists there we look at it, as PGSharedMemoryCreate does:
- *     - not a PgIpc segment, or another cluster's: try the next id;
- *     - ours, and its creator is alive or anyone is attached: refuse with
- *       "in use by pid N";
- *     - ours, creator dead and nobody attached: a crashed run's leftover;
- *       remove it and create afresh.
- *   "Anyone attached" is the OS's count where it keeps one (SysV nattch),
- *   the live pids in the header's attach table, and the pids the cluster
- *   recorded in the segment (the supervisor's and every PGPROC slot's),
- *   the only witnesses where the OS keeps no count (POSIX, Windows). A
- *   zombie is not alive here (Linux: /proc/<pid>/stat): it has unmapped
- *   everything, and where PID 1 does not reap (containers) an orphaned
- *   child that exited stays one. The refusal says "pre-existing shared
- *   memory block is still in use by pid N", N the creator if alive, else
- *   an attached process. Before a stale segment is removed, the other OS
- *   objects its cluster made (latch FIFOs, semaphores, DSM segments, the
- *   data directory's DSM files) are removed, found through what the
- *   segment records (Postmaster/ClusterLeftovers.cs); LeftoversRemoved
- *   counts them.
+ *   exists there PreExistingSegment.cs says what it is: another cluster's
+ *   or not PgIpc's (next id), in use (refused: "pre-existing shared memory
+ *   block is still in use by pid N"), or a crashed run's leftover (removed,
+ *   and the create retried). The caller may supply an IStaleSegmentHandler
+ *   (the cluster layer does): it names further pids the stale segment
+ *   records as possible attachers, and removes the other OS objects the
+ *   segment records before the segment goes; LeftoversRemoved counts them.
+ *   Without one, a stale segment is still removed, its other objects not.
  *
  *   Attach. By handle (backend, id, size, cookie): the header's magic,
  *   version, size and cookie must all match, so a forged or stale handle is
@@ -103,6 +92,8 @@ public sealed unsafe class ShmemSegment : IDisposable
     private ShmemSegment(IPgIpcPlatform platform, IMappedSegment mapping, bool isCreator, string key)
     {
         _platform = platform;
+        // Spinlock waiters in this process ask the backend of the segments it maps (Sync/DeadHolder.cs).
+        HolderLiveness.Use(platform.Processes);
         _mapping = mapping;
         _base = (byte*)mapping.BaseAddress;
         IsCreator = isCreator;
@@ -124,8 +115,8 @@ public sealed unsafe class ShmemSegment : IDisposable
     public string Key { get; }
 
     /// <summary>
-    /// OS objects of a crashed run of this cluster that <see cref="Create(string, long, IPgIpcPlatform?, int)"/>
-    /// removed before making this segment (semaphores, latch FIFOs, DSM segments; not the stale segment itself).
+    /// OS objects of a crashed run of this cluster that Create's stale-segment handler removed before making this
+    /// segment (semaphores, latch FIFOs, DSM segments; not the stale segment itself); 0 without a handler.
     /// </summary>
     public int LeftoversRemoved { get; private set; }
 
@@ -174,9 +165,16 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     /// <summary>Creates the segment for <paramref name="key"/> sized by <paramref name="sizes"/>.</summary>
     public static ShmemSegment Create(string key, ShmemSizeBuilder sizes, IPgIpcPlatform? platform = null)
+        => Create(key, sizes, platform, staleHandler: null);
+
+    /// <summary>
+    /// As <see cref="Create(string, ShmemSizeBuilder, IPgIpcPlatform?)"/>; <paramref name="staleHandler"/> (the
+    /// cluster layer's) also reads the pids a stale segment records and removes the OS objects it records.
+    /// </summary>
+    internal static ShmemSegment Create(string key, ShmemSizeBuilder sizes, IPgIpcPlatform? platform, IStaleSegmentHandler? staleHandler)
     {
         ArgumentNullException.ThrowIfNull(sizes);
-        return Create(key, sizes.CalculateShmemSize(), platform, sizes.IndexCapacity);
+        return CreateCore(key, sizes.CalculateShmemSize(), platform, sizes.IndexCapacity, staleHandler);
     }
 
     /// <summary>
@@ -184,6 +182,9 @@ public sealed unsafe class ShmemSegment : IDisposable
     /// nobody attached) is removed first; a live one is refused with <see cref="SharedMemoryInUseException"/>.
     /// </summary>
     public static ShmemSegment Create(string key, long size, IPgIpcPlatform? platform = null, int indexCapacity = ShmemIndex.DefaultCapacity)
+        => CreateCore(key, size, platform, indexCapacity, null);
+
+    private static ShmemSegment CreateCore(string key, long size, IPgIpcPlatform? platform, int indexCapacity, IStaleSegmentHandler? staleHandler)
     {
         ValidateKey(key);
         ShmemIndex.ValidateCapacity(indexCapacity);
@@ -194,7 +195,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         ISharedMemoryProvider shm = platform.SharedMemory;
         ulong keyHash = HashKey(key);
 
-        var leftovers = new LeftoverCount();
+        var leftovers = new PreExistingSegment.Leftovers();
         foreach (string id in shm.CandidateIds(keyHash))
         {
             for (int attempt = 0; attempt < 5; attempt++)
@@ -209,12 +210,12 @@ public sealed unsafe class ShmemSegment : IDisposable
                     return seg;
                 }
 
-                Existing verdict = ExamineExisting(platform, id, keyHash, leftovers, out int pid, out long attached);
-                if (verdict == Existing.Foreign)
+                PreExistingSegment.Verdict verdict = PreExistingSegment.Examine(platform, id, keyHash, staleHandler, leftovers, out int pid, out long attached);
+                if (verdict == PreExistingSegment.Verdict.Foreign)
                     goto nextId;
-                if (verdict == Existing.InUse)
+                if (verdict == PreExistingSegment.Verdict.InUse)
                     throw new SharedMemoryInUseException(id, pid, attached);
-                if (verdict == Existing.Stale && shm.Remove(id))
+                if (verdict == PreExistingSegment.Verdict.Stale && shm.Remove(id))
                     leftovers.StaleSegments++;
                 // Vanished or removed: try the same id again.
             }
@@ -353,147 +354,25 @@ public sealed unsafe class ShmemSegment : IDisposable
         }
     }
 
-    private enum Existing { Vanished, Foreign, Stale, InUse }
+    /// <summary>A read-only view over a stale segment's mapping, owned by PreExistingSegment (forget it with <see cref="ReleaseView"/>).</summary>
+    internal static ShmemSegment StaleView(IPgIpcPlatform platform, IMappedSegment mapping)
+        => new(platform, mapping, isCreator: false, ReadKey((PgShmemHeader*)mapping.BaseAddress));
 
-    /// <summary>What ExamineExisting's leftover removal removed, over all stale segments it met.</summary>
-    internal sealed class LeftoverCount
-    {
-        public int All;
-        public int Dsm;
-        public int StaleSegments;
-    }
-
-    /// <summary>
-    /// Looks at an existing OS object with a candidate id (see file notes). With <paramref name="removeLeftovers"/>,
-    /// a stale PgIpc segment's other OS objects are removed (see <see cref="Postmaster.ClusterLeftovers"/>) while it is
-    /// still mapped here; the caller then removes the segment itself.
-    /// </summary>
-    private static Existing ExamineExisting(IPgIpcPlatform platform, string id, ulong? keyHash, LeftoverCount? removeLeftovers, out int pid, out long attached)
-    {
-        pid = 0;
-        attached = 0;
-        ISharedMemoryProvider shm = platform.SharedMemory;
-        SegmentOsStatus status = shm.QueryStatus(id);
-        if (!status.Exists)
-            return Existing.Vanished;
-
-        IMappedSegment mapping;
-        try { mapping = shm.Attach(id); }
-        catch (SharedMemoryNotFoundException) { return Existing.Vanished; }
-        using (mapping)
-        {
-            PgShmemHeader* h = (PgShmemHeader*)mapping.BaseAddress;
-            if (mapping.Size < sizeof(PgShmemHeader))
-                return Existing.Foreign;
-            uint magic = Volatile.Read(ref h->Magic);
-            if (magic == 0)
-            {
-                // Either a creator is between create and header write, or one crashed there.
-                Thread.Sleep(200);
-                magic = Volatile.Read(ref h->Magic);
-                if (magic == 0)
-                {
-                    long osOthers = status.AttachCount;
-                    if (osOthers > 0)
-                    {
-                        pid = status.CreatorPid;
-                        attached = osOthers;
-                        return Existing.InUse;
-                    }
-                    return Existing.Stale;
-                }
-            }
-            if (magic != PgShmemHeader.MagicValue || (keyHash is ulong kh && h->KeyHash != kh))
-                return Existing.Foreign;
-
-            int creator = h->CreatorPid;
-            bool creatorAlive = IsLiveAttacher(platform, creator);
-            int firstLive = 0;
-            long livePids = CountLiveAttached(platform, h, ref firstLive);
-            long osCount = status.AttachCount; // read before our probe attached
-            attached = Math.Max(osCount, livePids);
-            // The participants the cluster recorded (PGPROC pids, the supervisor's): a second witness where the
-            // OS keeps no count (POSIX shm, Windows) and the attach table may have been overrun or cleared.
-            ShmemSegment? view = mapping.Size >= h->TotalSize && h->TotalSize > 0 && Volatile.Read(ref h->State) == (int)ShmemState.Ready
-                ? new ShmemSegment(platform, mapping, isCreator: false, ReadKey(h))
-                : null;
-            try
-            {
-                int clusterLive = 0;
-                if (!creatorAlive && attached == 0 && view is not null)
-                {
-                    foreach (int p in Postmaster.ClusterLeftovers.RecordedPids(view))
-                    {
-                        if (p != creator && IsLiveAttacher(platform, p))
-                        {
-                            clusterLive = p;
-                            attached = 1;
-                            break;
-                        }
-                    }
-                }
-                if (creatorAlive || attached > 0)
-                {
-                    pid = creatorAlive ? creator : firstLive != 0 ? firstLive : clusterLive != 0 ? clusterLive : status.CreatorPid;
-                    return Existing.InUse;
-                }
-                if (removeLeftovers is not null && view is not null)
-                    Postmaster.ClusterLeftovers.Remove(view, removeLeftovers);
-                return Existing.Stale;
-            }
-            finally
-            {
-                view?.ReleaseView();
-            }
-        }
-    }
-
-    /// <summary>A view made by ExamineExisting over a mapping it owns: forget it without unmapping.</summary>
-    private void ReleaseView()
+    /// <summary>A view made by <see cref="StaleView"/> over a mapping it does not own: forget it without unmapping.</summary>
+    internal void ReleaseView()
     {
         _state = 1;
         _mapping = null;
     }
 
-    /// <summary>
-    /// True when <paramref name="pid"/> may hold a mapping: alive, and on Linux not a zombie whose threads are all gone.
-    /// kill(pid, 0) reports a zombie alive, but a zombie has already unmapped everything; an orphaned child that exited stays one for good
-    /// where PID 1 does not reap (containers), and must not keep the cluster from starting.
-    /// </summary>
-    internal static bool IsLiveAttacher(IPgIpcPlatform platform, int pid)
-    {
-        if (!platform.Processes.IsAlive(pid))
-            return false;
-        if (!OperatingSystem.IsLinux())
-            return true;
-        try
-        {
-            // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain ')' so the state follows the last one.
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            int close = stat.LastIndexOf(')');
-            if (close < 0 || close + 2 >= stat.Length || stat[close + 2] != 'Z')
-                return true;
-            // A zombie leader whose other threads are still exiting may still hold the mappings (the last thread out
-            // drops them): dead only once it is the only task left.
-            return Directory.GetDirectories($"/proc/{pid}/task").Length > 1;
-        }
-        catch (IOException)
-        {
-            return false; // gone between the two checks
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return true;
-        }
-    }
-
-    private static long CountLiveAttached(IPgIpcPlatform platform, PgShmemHeader* h, ref int firstLive)
+    /// <summary>Attach-table pids that may hold a mapping: Alive only (a zombie has unmapped everything).</summary>
+    internal static long CountLiveAttached(IProcessServices processes, PgShmemHeader* h, ref int firstLive)
     {
         long n = 0;
         for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
         {
             int p = Volatile.Read(ref h->AttachedPids[i]);
-            if (p != 0 && IsLiveAttacher(platform, p))
+            if (p != 0 && processes.GetLiveness(p) == ProcessLiveness.Alive)
             {
                 if (firstLive == 0)
                     firstLive = p;
@@ -514,7 +393,8 @@ public sealed unsafe class ShmemSegment : IDisposable
                 return;
             if (state == (int)ShmemState.Destroyed)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} has been destroyed");
-            if (!platform.Processes.IsAlive(h->CreatorPid))
+            // Gone only: an unreaped zombie creator is waited for (up to the deadline) as kill(pid, 0) sees it.
+            if (platform.Processes.GetLiveness(h->CreatorPid) == ProcessLiveness.Gone)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} was never finished: its creator pid {h->CreatorPid} died while initialising it");
             if (Environment.TickCount64 > deadline)
                 throw new PgIpcException($"shared memory segment {id} is still being initialised by pid {h->CreatorPid} after 30 s");
@@ -532,7 +412,8 @@ public sealed unsafe class ShmemSegment : IDisposable
             for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
             {
                 int cur = Volatile.Read(ref h->AttachedPids[i]);
-                bool usable = pass == 0 ? cur == 0 : cur != 0 && cur != me && !_platform.Processes.IsAlive(cur);
+                // Gone only: an unreaped zombie's slot is not reused until it is reaped.
+                bool usable = pass == 0 ? cur == 0 : cur != 0 && cur != me && _platform.Processes.GetLiveness(cur) == ProcessLiveness.Gone;
                 // CAS is a full barrier; pairs with the CAS in UnregisterAttach and the reads in CountLiveAttached.
                 if (usable && Interlocked.CompareExchange(ref h->AttachedPids[i], me, cur) == cur)
                 {
@@ -797,7 +678,8 @@ public sealed unsafe class ShmemSegment : IDisposable
             if (st == (int)ShmemEntryState.Failed)
                 throw new PgIpcException($"initialisation of shared structure \"{name}\" failed in pid {e->InitializerPid}");
             int pid = e->InitializerPid;
-            if (pid != _platform.Processes.CurrentProcessId && !_platform.Processes.IsAlive(pid))
+            // Gone only: an unreaped zombie initialiser is waited for until reaped (kill(pid, 0)'s view).
+            if (pid != _platform.Processes.CurrentProcessId && _platform.Processes.GetLiveness(pid) == ProcessLiveness.Gone)
                 throw new PgIpcException($"shared structure \"{name}\" was never initialised: its initialiser pid {pid} died");
             if (++spins < 50)
                 Thread.SpinWait(20);
@@ -862,7 +744,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         if (st.AttachCount >= 0)
             return st.AttachCount;
         int first = 0;
-        return CountLiveAttached(_platform, Header, ref first);
+        return CountLiveAttached(_platform.Processes, Header, ref first);
     }
 
     /// <summary>The live pids in the attach table (a pid appears once per attachment).</summary>
@@ -873,7 +755,8 @@ public sealed unsafe class ShmemSegment : IDisposable
         for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
         {
             int p = Volatile.Read(ref Header->AttachedPids[i]);
-            if (p != 0 && _platform.Processes.IsAlive(p))
+            // Not Gone: an unreaped zombie is listed until reaped (unlike AttachedProcessCount, which counts Alive only).
+            if (p != 0 && _platform.Processes.GetLiveness(p) != ProcessLiveness.Gone)
                 pids.Add(p);
         }
         return pids;
@@ -984,31 +867,15 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     /// <summary>
     /// Looks at every segment of <paramref name="platform"/> that may be PgIpc's and removes those left by a
-    /// crashed run (creator dead, nobody attached). With <paramref name="dryRun"/> only reports.
+    /// crashed run (creator dead, nobody attached). With <paramref name="dryRun"/> only reports. The stale
+    /// segments' other OS objects are left alone: the cluster layer's ClusterLeftovers.CleanupStale removes them too.
     /// </summary>
     public static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform = null, bool dryRun = false)
-    {
-        platform ??= PgIpcPlatform.Current;
-        List<StaleSegmentReport> report = [];
-        foreach (string id in platform.SharedMemory.EnumerateCandidates())
-        {
-            Existing verdict = ExamineExisting(platform, id, null, dryRun ? null : new LeftoverCount(), out int pid, out long attached);
-            switch (verdict)
-            {
-                case Existing.Stale:
-                    bool removed = !dryRun && platform.SharedMemory.Remove(id);
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, removed));
-                    break;
-                case Existing.InUse:
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.InUse, pid, attached, false));
-                    break;
-                case Existing.Foreign:
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.NotPgIpc, 0, 0, false));
-                    break;
-            }
-        }
-        return report;
-    }
+        => PreExistingSegment.CleanupStale(platform ?? PgIpcPlatform.Current, dryRun, null);
+
+    /// <summary>As <see cref="CleanupStale(IPgIpcPlatform?, bool)"/>; <paramref name="staleHandler"/> also removes each stale segment's other OS objects.</summary>
+    internal static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform, bool dryRun, IStaleSegmentHandler? staleHandler)
+        => PreExistingSegment.CleanupStale(platform ?? PgIpcPlatform.Current, dryRun, staleHandler);
 
     // ------------------------------------------------------------------
     // Keys
@@ -1036,7 +903,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         return h;
     }
 
-    private static string ReadKey(PgShmemHeader* h)
+    internal static string ReadKey(PgShmemHeader* h)
     {
         var bytes = new ReadOnlySpan<byte>(h->Key, PgShmemHeader.KeyCapacity);
         int n = bytes.IndexOf((byte)0);

@@ -49,10 +49,10 @@ public sealed class PgIpcPlatformTests
     {
         foreach (IPgIpcPlatform p in PgIpcPlatform.Available())
         {
-            Assert.That(p.Processes.IsAlive(Environment.ProcessId), Is.True, p.Name);
-            Assert.That(p.Processes.IsAlive(0), Is.False, p.Name);
-            Assert.That(p.Processes.IsAlive(-1), Is.False, p.Name);
-            Assert.That(p.Processes.IsAlive(int.MaxValue - 7), Is.False, p.Name);
+            Assert.That(p.Processes.GetLiveness(Environment.ProcessId), Is.EqualTo(ProcessLiveness.Alive), p.Name);
+            Assert.That(p.Processes.GetLiveness(0), Is.EqualTo(ProcessLiveness.Gone), p.Name);
+            Assert.That(p.Processes.GetLiveness(-1), Is.EqualTo(ProcessLiveness.Gone), p.Name);
+            Assert.That(p.Processes.GetLiveness(int.MaxValue - 7), Is.EqualTo(ProcessLiveness.Gone), p.Name);
         }
     }
 
