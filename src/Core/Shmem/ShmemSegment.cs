@@ -156,8 +156,11 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     private PgShmemHeader* Header => (PgShmemHeader*)_base;
-    private ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + Header->IndexOffset);
-    private ShmemIndexEntry* IndexEntries => (ShmemIndexEntry*)(_base + Header->IndexOffset + sizeof(ShmemIndexHeader));
+    /// <summary>The ShmemIndex header; its entries follow it (ShmemIndex.cs).</summary>
+    internal ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + Header->IndexOffset);
+
+    /// <summary>The index capacity the segment header records (equal to the index header's).</summary>
+    internal int IndexCapacity => Header->IndexCapacity;
 
     // ------------------------------------------------------------------
     // Create / attach
@@ -460,7 +463,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     /// <summary>Bump allocation under AllocLock. Returns -1 (and what is left) when there is no room; never throws while holding the lock.</summary>
-    private long AllocRaw(long size, bool anonymous, out long available)
+    internal long AllocRaw(long size, bool anonymous, out long available)
     {
         ThrowIfNotAttached();
         PgShmemHeader* h = Header;
@@ -514,18 +517,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     public bool TryFindStruct(string name, out ShmemRegion region)
     {
         ThrowIfNotAttached();
-        Span<byte> nameBytes = stackalloc byte[64];
-        int n = ShmemIndex.EncodeName(name, nameBytes);
-        nameBytes = nameBytes[..n];
-        ShmemIndexEntry* e = LookupLockFree(nameBytes, ShmemIndex.HashName(nameBytes));
-        if (e is null)
-        {
-            region = default;
-            return false;
-        }
-        WaitEntryReady(e, name);
-        region = new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
-        return true;
+        return ShmemIndex.TryFind(this, name, waitReady: true, out region);
     }
 
     /// <summary>
@@ -535,157 +527,13 @@ public sealed unsafe class ShmemSegment : IDisposable
     internal bool TryFindReadyStruct(string name, out ShmemRegion region)
     {
         ThrowIfNotAttached();
-        Span<byte> nameBytes = stackalloc byte[64];
-        int n = ShmemIndex.EncodeName(name, nameBytes);
-        nameBytes = nameBytes[..n];
-        ShmemIndexEntry* e = LookupLockFree(nameBytes, ShmemIndex.HashName(nameBytes));
-        // Acquire; pairs with the release store of Ready in InitStructCore.
-        if (e is null || Volatile.Read(ref e->State) != (int)ShmemEntryState.Ready || e->Offset <= 0 || e->Size <= 0 || e->Offset + e->Size > Header->TotalSize)
-        {
-            region = default;
-            return false;
-        }
-        region = new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
-        return true;
+        return ShmemIndex.TryFind(this, name, waitReady: false, out region);
     }
 
     private ShmemRegion InitStructCore(string name, long size, ShmemInitializer? initializer, out bool found)
     {
         ThrowIfNotAttached();
-        Span<byte> nameBytes = stackalloc byte[64];
-        int n = ShmemIndex.EncodeName(name, nameBytes);
-        nameBytes = nameBytes[..n];
-        if (size <= 0)
-            throw new ArgumentOutOfRangeException(nameof(size), size, $"size of shared structure \"{name}\" must be positive");
-        uint hash = ShmemIndex.HashName(nameBytes);
-
-        // Fast path: the structure exists (the common case in every process but the first).
-        ShmemIndexEntry* e = LookupLockFree(nameBytes, hash);
-        if (e is null)
-        {
-            ShmemIndexHeader* ih = IndexHeader;
-            SLock.Acquire(ref ih->Lock.Value, "ShmemIndexLock");
-            e = FindSlotLocked(nameBytes, hash, out bool exists);
-            if (!exists)
-            {
-                if (e is null)
-                {
-                    int cap = ih->Capacity;
-                    SLock.Release(ref ih->Lock.Value);
-                    throw new OutOfSharedMemoryException($"ShmemIndex (full at {cap} entries) adding \"{name}\"", size, FreeBytes);
-                }
-                long offset = AllocRaw(size, anonymous: false, out long available);
-                if (offset < 0)
-                {
-                    SLock.Release(ref ih->Lock.Value);
-                    throw new OutOfSharedMemoryException($"shared structure \"{name}\"", size, available);
-                }
-                nameBytes.CopyTo(new Span<byte>(e->Name, 64));
-                e->NameLength = n;
-                e->NameHash = hash;
-                e->Offset = offset;
-                e->Size = size;
-                e->AllocatedSize = ShmemSize.CacheLineAlign(size);
-                e->InitializerPid = _platform.Processes.CurrentProcessId;
-                ih->Count++;
-                // Publish the entry: fields above first. Pairs with the acquire load in LookupLockFree.
-                Volatile.Write(ref e->State, (int)(initializer is null ? ShmemEntryState.Ready : ShmemEntryState.Initializing));
-                SLock.Release(ref ih->Lock.Value);
-
-                var region = new ShmemRegion(_base + offset, offset, size);
-                if (initializer is not null)
-                {
-                    try
-                    {
-                        initializer(region);
-                    }
-                    catch
-                    {
-                        Volatile.Write(ref e->State, (int)ShmemEntryState.Failed);
-                        throw;
-                    }
-                    // Publish the initialised contents. Pairs with the acquire load in WaitEntryReady.
-                    Volatile.Write(ref e->State, (int)ShmemEntryState.Ready);
-                }
-                found = false;
-                return region;
-            }
-            SLock.Release(ref ih->Lock.Value);
-        }
-
-        WaitEntryReady(e, name);
-        if (e->Size != size)
-            throw new PgIpcException($"ShmemIndex entry size is wrong for data structure \"{name}\": expected {size}, actual {e->Size}");
-        found = true;
-        return new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ShmemIndexEntry* LookupLockFree(ReadOnlySpan<byte> name, uint hash)
-    {
-        ShmemIndexEntry* entries = IndexEntries;
-        int cap = Header->IndexCapacity;
-        int mask = cap - 1;
-        int i = (int)(hash & (uint)mask);
-        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
-        {
-            ShmemIndexEntry* e = entries + i;
-            // Acquire; pairs with the release store that published the entry in InitStructCore.
-            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
-                return null;
-            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
-                return e;
-        }
-        return null;
-    }
-
-    /// <summary>Under the index lock: the entry for the name (exists = true), or the empty slot to fill, or null when full.</summary>
-    private ShmemIndexEntry* FindSlotLocked(ReadOnlySpan<byte> name, uint hash, out bool exists)
-    {
-        ShmemIndexEntry* entries = IndexEntries;
-        ShmemIndexHeader* ih = IndexHeader;
-        int cap = ih->Capacity;
-        int mask = cap - 1;
-        int i = (int)(hash & (uint)mask);
-        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
-        {
-            ShmemIndexEntry* e = entries + i;
-            if (e->State == (int)ShmemEntryState.Empty)
-            {
-                exists = false;
-                // Keep one slot empty so lock-free probes always terminate early.
-                return ih->Count >= cap - 1 ? null : e;
-            }
-            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
-            {
-                exists = true;
-                return e;
-            }
-        }
-        exists = false;
-        return null;
-    }
-
-    private void WaitEntryReady(ShmemIndexEntry* e, string name)
-    {
-        int spins = 0;
-        while (true)
-        {
-            // Acquire; pairs with the release store of Ready (or Failed) by the initialiser.
-            int st = Volatile.Read(ref e->State);
-            if (st == (int)ShmemEntryState.Ready)
-                return;
-            if (st == (int)ShmemEntryState.Failed)
-                throw new PgIpcException($"initialisation of shared structure \"{name}\" failed in pid {e->InitializerPid}");
-            int pid = e->InitializerPid;
-            // Gone only: an unreaped zombie initialiser is waited for until reaped (kill(pid, 0)'s view).
-            if (pid != _platform.Processes.CurrentProcessId && _platform.Processes.GetLiveness(pid) == ProcessLiveness.Gone)
-                throw new PgIpcException($"shared structure \"{name}\" was never initialised: its initialiser pid {pid} died");
-            if (++spins < 50)
-                Thread.SpinWait(20);
-            else
-                Thread.Sleep(1);
-        }
+        return ShmemIndex.InitStruct(this, name, size, initializer, out found);
     }
 
     // ------------------------------------------------------------------
@@ -699,18 +547,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     public IReadOnlyList<ShmemAllocation> GetAllocations()
     {
         ThrowIfNotAttached();
-        List<ShmemAllocation> rows = [];
-        ShmemIndexEntry* entries = IndexEntries;
-        int cap = Header->IndexCapacity;
-        for (int i = 0; i < cap; i++)
-        {
-            ShmemIndexEntry* e = entries + i;
-            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
-                continue;
-            string name = Encoding.UTF8.GetString(e->Name, e->NameLength);
-            rows.Add(new ShmemAllocation(name, e->Offset, e->Size, e->AllocatedSize));
-        }
-        rows.Sort((a, b) => a.Offset.CompareTo(b.Offset));
+        List<ShmemAllocation> rows = ShmemIndex.NamedAllocations(this);
         PgShmemHeader* h = Header;
         SLock.Acquire(ref h->AllocLock.Value, "ShmemAlloc");
         long anon = h->AnonymousBytes;
