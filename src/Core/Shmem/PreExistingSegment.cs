@@ -99,7 +99,7 @@ internal static unsafe class PreExistingSegment
             // Alive only: a zombie creator has unmapped the segment (file notes).
             bool creatorAlive = processes.GetLiveness(creator) == ProcessLiveness.Alive;
             int firstLive = 0;
-            long livePids = ShmemSegment.CountLiveAttached(processes, h, ref firstLive);
+            long livePids = ShmemAttachTable.CountAlive(processes, h, ref firstLive);
             long osCount = status.AttachCount; // read before our probe attached
             attached = Math.Max(osCount, livePids);
             // The participants the layers above recorded: a second witness where the OS keeps no count (POSIX shm,

@@ -20,7 +20,9 @@
  *   Attach. By handle (backend, id, size, cookie): the header's magic,
  *   version, size and cookie must all match, so a forged or stale handle is
  *   refused, and a destroyed segment is reported as such. Every attacher
- *   records its pid in the header's attach table; detach clears it.
+ *   records its pid in the header's attach table; detach clears it
+ *   (ShmemAttachTable.cs). The creator's header writes are
+ *   PgShmemHeader.Initialize (ShmemHeader.cs).
  *
  *   Carving. ShmemAlloc is a cache-line-aligned bump allocator under a
  *   spinlock; memory is never returned (a structure lives as long as the
@@ -28,52 +30,20 @@
  *   reused, so every allocation starts zeroed. ShmemInitStruct goes through
  *   the ShmemIndex (see ShmemIndex.cs).
  *
- *   Destroy marks the header Destroyed (so a late attacher is refused even
- *   where the OS still lets it map), detaches and removes the OS object.
+ *   Detach runs this process's on-detach callbacks (OnDetachCallbacks.cs)
+ *   and unmaps. Destroy marks the header Destroyed (so a late attacher is
+ *   refused even where the OS still lets it map), detaches and removes the
+ *   OS object.
  *
  *   Mirrors src/backend/storage/ipc/shmem.c, ipci.c and port/sysv_shmem.c.
  *-------------------------------------------------------------------------
  */
 using System.Runtime.CompilerServices;
-using System.Security.Cryptography;
 using System.Text;
 using PgIpc.Platform;
 using PgIpc.Sync;
 
 namespace PgIpc.Shmem;
-
-/// <summary>Delegate that initialises a freshly allocated named structure (zero-filled on entry).</summary>
-public delegate void ShmemInitializer(ShmemRegion region);
-
-/// <summary>Header fields of a segment, for inspection.</summary>
-public sealed record ShmemSegmentInfo(
-    string Backend,
-    string Id,
-    string Key,
-    uint LayoutVersion,
-    int CreatorPid,
-    DateTimeOffset CreatedAt,
-    long TotalSize,
-    long FreeOffset,
-    ShmemState State,
-    int IndexEntries,
-    int IndexCapacity,
-    long AttachedProcesses,
-    bool HugePages);
-
-/// <summary>What <see cref="ShmemSegment.CleanupStale"/> found about one segment.</summary>
-public enum StaleVerdict
-{
-    /// <summary>Creator dead and nobody attached: a crashed run's leftover.</summary>
-    Stale,
-    /// <summary>A live process created it or is attached.</summary>
-    InUse,
-    /// <summary>Not a PgIpc segment (left alone).</summary>
-    NotPgIpc,
-}
-
-/// <summary>One row of <see cref="ShmemSegment.CleanupStale"/>'s report.</summary>
-public sealed record StaleSegmentReport(string Backend, string Id, StaleVerdict Verdict, int Pid, long Attached, bool Removed);
 
 /// <summary>The main shared memory segment of a cluster, as mapped in this process.</summary>
 public sealed unsafe class ShmemSegment : IDisposable
@@ -86,7 +56,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     private readonly byte* _base;
     private int _attachSlot = -1;
     private int _state; // 0 attached, 1 detached, 2 destroyed (this object's view)
-    private readonly List<Action<bool>> _onDetach = [];
+    private readonly OnDetachCallbacks _onDetach = new();
     private AggregateException? _detachErrors;
 
     private ShmemSegment(IPgIpcPlatform platform, IMappedSegment mapping, bool isCreator, string key)
@@ -156,6 +126,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     private PgShmemHeader* Header => (PgShmemHeader*)_base;
+
     /// <summary>The ShmemIndex header; its entries follow it (ShmemIndex.cs).</summary>
     internal ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + Header->IndexOffset);
 
@@ -315,31 +286,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         try
         {
             PgShmemHeader* h = (PgShmemHeader*)mapping.BaseAddress;
-            h->Magic = PgShmemHeader.MagicValue;
-            h->LayoutVersion = PgShmemHeader.CurrentLayoutVersion;
-            h->CreatorPid = platform.Processes.CurrentProcessId;
-            h->CreationTimeUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-            h->TotalSize = size;
-            ulong cookie;
-            do { cookie = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)); } while (cookie == 0);
-            h->Cookie = cookie;
-            h->KeyHash = keyHash;
-            h->AttachTableSize = PgShmemHeader.AttachTableCapacity;
-            Span<byte> keyBytes = new(h->Key, PgShmemHeader.KeyCapacity);
-            keyBytes.Clear();
-            Encoding.UTF8.GetBytes(key, keyBytes);
-            SLock.Init(ref h->AllocLock.Value);
-
-            long indexOffset = HeaderSize;
-            h->IndexOffset = indexOffset;
-            h->IndexCapacity = indexCapacity;
-            ShmemIndexHeader* ih = (ShmemIndexHeader*)((byte*)h + indexOffset);
-            SLock.Init(ref ih->Lock.Value);
-            ih->Capacity = indexCapacity;
-            ih->Count = 0;
-            h->FreeOffset = ShmemSize.Add(indexOffset, ShmemSize.CacheLineAlign(ShmemIndex.SizeFor(indexCapacity)));
-            h->AnonymousBytes = h->FreeOffset;
-            h->AnonymousCount = 0;
+            PgShmemHeader.Initialize(h, platform.Processes.CurrentProcessId, key, keyHash, size, HeaderSize, indexCapacity);
 
             var seg = new ShmemSegment(platform, mapping, isCreator: true, key);
             seg.RegisterAttach();
@@ -368,23 +315,6 @@ public sealed unsafe class ShmemSegment : IDisposable
         _mapping = null;
     }
 
-    /// <summary>Attach-table pids that may hold a mapping: Alive only (a zombie has unmapped everything).</summary>
-    internal static long CountLiveAttached(IProcessServices processes, PgShmemHeader* h, ref int firstLive)
-    {
-        long n = 0;
-        for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
-        {
-            int p = Volatile.Read(ref h->AttachedPids[i]);
-            if (p != 0 && processes.GetLiveness(p) == ProcessLiveness.Alive)
-            {
-                if (firstLive == 0)
-                    firstLive = p;
-                n++;
-            }
-        }
-        return n;
-    }
-
     private static void WaitUntilReady(IPgIpcPlatform platform, PgShmemHeader* h, string id)
     {
         long deadline = Environment.TickCount64 + 30_000;
@@ -407,33 +337,16 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     private void RegisterAttach()
     {
-        PgShmemHeader* h = Header;
-        int me = _platform.Processes.CurrentProcessId;
-        // First pass: a free slot. Second pass: a slot whose process is dead (killed without detaching).
-        for (int pass = 0; pass < 2; pass++)
-        {
-            for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
-            {
-                int cur = Volatile.Read(ref h->AttachedPids[i]);
-                // Gone only: an unreaped zombie's slot is not reused until it is reaped.
-                bool usable = pass == 0 ? cur == 0 : cur != 0 && cur != me && _platform.Processes.GetLiveness(cur) == ProcessLiveness.Gone;
-                // CAS is a full barrier; pairs with the CAS in UnregisterAttach and the reads in CountLiveAttached.
-                if (usable && Interlocked.CompareExchange(ref h->AttachedPids[i], me, cur) == cur)
-                {
-                    _attachSlot = i;
-                    return;
-                }
-            }
-        }
-        throw new PgIpcException($"too many attachments to shared memory segment {Handle.Id}: all {PgShmemHeader.AttachTableCapacity} attach slots hold live processes");
+        _attachSlot = ShmemAttachTable.Register(Header, _platform.Processes, _platform.Processes.CurrentProcessId);
+        if (_attachSlot < 0)
+            throw new PgIpcException($"too many attachments to shared memory segment {Handle.Id}: all {PgShmemHeader.AttachTableCapacity} attach slots hold live processes");
     }
 
     private void UnregisterAttach()
     {
         if (_attachSlot < 0)
             return;
-        int me = _platform.Processes.CurrentProcessId;
-        Interlocked.CompareExchange(ref Header->AttachedPids[_attachSlot], 0, me);
+        ShmemAttachTable.Unregister(Header, _attachSlot, _platform.Processes.CurrentProcessId);
         _attachSlot = -1;
     }
 
@@ -581,22 +494,14 @@ public sealed unsafe class ShmemSegment : IDisposable
         if (st.AttachCount >= 0)
             return st.AttachCount;
         int first = 0;
-        return CountLiveAttached(_platform.Processes, Header, ref first);
+        return ShmemAttachTable.CountAlive(_platform.Processes, Header, ref first);
     }
 
-    /// <summary>The live pids in the attach table (a pid appears once per attachment).</summary>
+    /// <summary>The pids in the attach table that are not gone, an unreaped zombie included (a pid appears once per attachment).</summary>
     public IReadOnlyList<int> AttachedPids()
     {
         ThrowIfNotAttached();
-        List<int> pids = [];
-        for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
-        {
-            int p = Volatile.Read(ref Header->AttachedPids[i]);
-            // Not Gone: an unreaped zombie is listed until reaped (unlike AttachedProcessCount, which counts Alive only).
-            if (p != 0 && _platform.Processes.GetLiveness(p) != ProcessLiveness.Gone)
-                pids.Add(p);
-        }
-        return pids;
+        return ShmemAttachTable.PidsNotGone(_platform.Processes, Header);
     }
 
     // ------------------------------------------------------------------
@@ -655,34 +560,10 @@ public sealed unsafe class ShmemSegment : IDisposable
     {
         ArgumentNullException.ThrowIfNull(callback);
         ThrowIfNotAttached();
-        lock (_onDetach)
-            _onDetach.Add(callback);
+        _onDetach.Add(callback);
     }
 
-    private void RunOnDetach(bool destroying)
-    {
-        Action<bool>[] callbacks;
-        lock (_onDetach)
-        {
-            callbacks = [.. _onDetach];
-            _onDetach.Clear();
-        }
-        List<Exception>? errors = null;
-        for (int i = callbacks.Length - 1; i >= 0; i--)
-        {
-            try
-            {
-                callbacks[i](destroying);
-            }
-            catch (Exception ex)
-            {
-                // Run every callback; report the failures together once the segment is gone.
-                (errors ??= []).Add(ex);
-            }
-        }
-        if (errors is not null)
-            _detachErrors = new AggregateException($"on-detach callbacks of shared memory segment {Handle.Id} failed", errors);
-    }
+    private void RunOnDetach(bool destroying) => _detachErrors = _onDetach.RunAll(destroying, Handle.Id);
 
     /// <summary>Failures of on-detach callbacks in the last detach or destroy (null when none).</summary>
     public AggregateException? DetachErrors => _detachErrors;
@@ -697,10 +578,6 @@ public sealed unsafe class ShmemSegment : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowNotAttached()
         => throw new ObjectDisposedException(nameof(ShmemSegment), $"shared memory segment {Handle.Id} is no longer attached in this process ({(_state == 2 ? "destroyed" : "detached")})");
-
-    // ------------------------------------------------------------------
-    // Cleanup of leftovers (pgipc cleanup)
-    // ------------------------------------------------------------------
 
     /// <summary>
     /// Looks at every segment of <paramref name="platform"/> that may be PgIpc's and removes those left by a
@@ -740,22 +617,5 @@ public sealed unsafe class ShmemSegment : IDisposable
         return h;
     }
 
-    internal static string ReadKey(PgShmemHeader* h)
-    {
-        var bytes = new ReadOnlySpan<byte>(h->Key, PgShmemHeader.KeyCapacity);
-        int n = bytes.IndexOf((byte)0);
-        return Encoding.UTF8.GetString(n < 0 ? bytes : bytes[..n]);
-    }
-
-    internal static string? TryReadKey(nint baseAddress, long size, out PgShmemHeader header)
-    {
-        header = default;
-        if (size < sizeof(PgShmemHeader))
-            return null;
-        PgShmemHeader* h = (PgShmemHeader*)baseAddress;
-        if (h->Magic != PgShmemHeader.MagicValue)
-            return null;
-        header = *h;
-        return ReadKey(h);
-    }
+    private static string ReadKey(PgShmemHeader* h) => PgShmemHeader.ReadKey(h);
 }
