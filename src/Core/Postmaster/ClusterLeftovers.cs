@@ -52,6 +52,9 @@ namespace PgIpc.Postmaster;
 /// <summary>Removes the OS objects a dead cluster left behind, found through its stale main segment.</summary>
 public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
 {
+    private static readonly int SemaphoreOffset = (int)Marshal.OffsetOf<PgProc>(nameof(PgProc.Semaphore));
+    private static readonly int LatchOffset = (int)Marshal.OffsetOf<PgProc>(nameof(PgProc.LatchWake));
+
     /// <summary>The handler the cluster supplies to <see cref="ShmemSegment"/>.</summary>
     internal static readonly ClusterLeftovers Instance = new();
 
@@ -64,8 +67,6 @@ public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
     /// </summary>
     public static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform = null, bool dryRun = false)
         => ShmemSegment.CleanupStale(platform, dryRun, Instance);
-    private static readonly int SemaphoreOffset = (int)Marshal.OffsetOf<PgProc>(nameof(PgProc.Semaphore));
-    private static readonly int LatchOffset = (int)Marshal.OffsetOf<PgProc>(nameof(PgProc.LatchWake));
 
     /// <summary>The stale segment's slot array, or null when it has none (a bare segment) or it looks damaged.</summary>
     private static ProcGlobalHeader* ProcGlobal(ShmemSegment stale, out PgProc* procs, out string name)
@@ -86,9 +87,7 @@ public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
     }
 
     /// <summary>The supervisor's pid and the pid of every slot in use, as the stale segment recorded them.</summary>
-    IEnumerable<int> IStaleSegmentHandler.RecordedPids(ShmemSegment stale) => RecordedPids(stale);
-
-    internal static List<int> RecordedPids(ShmemSegment stale)
+    IEnumerable<int> IStaleSegmentHandler.RecordedPids(ShmemSegment stale)
     {
         List<int> pids = [];
         ProcGlobalHeader* h = ProcGlobal(stale, out PgProc* procs, out _);
