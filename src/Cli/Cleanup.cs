@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  * Cleanup.cs
- *   pgipc cleanup: find and remove segments left by crashed runs.
+ *   pgipc cleanup: find and remove segments left by crashed runs, and the
+ *   other OS objects their clusters made (Postmaster/ClusterLeftovers.cs).
  *-------------------------------------------------------------------------
  */
 using PgIpc.Platform;
+using PgIpc.Postmaster;
 using PgIpc.Shmem;
 
 namespace PgIpc.Cli;
@@ -19,7 +21,7 @@ internal static class Cleanup
         int stale = 0, inUse = 0;
         foreach (IPgIpcPlatform p in platforms)
         {
-            foreach (StaleSegmentReport r in ShmemSegment.CleanupStale(p, dryRun))
+            foreach (StaleSegmentReport r in ClusterLeftovers.CleanupStale(p, dryRun))
             {
                 switch (r.Verdict)
                 {

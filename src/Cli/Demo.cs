@@ -350,7 +350,8 @@ internal static class Demo
                 // buffer the crashed worker held. Shared memory is being thrown away.
                 if (cluster.ImmediateStopRequested)
                     Environment.Exit(2);
-                if (cluster.ShutdownRequested || !platform.Processes.IsAlive(supervisor))
+                // Gone only: a zombie supervisor (exited, its parent not yet waiting) counts as alive, as kill(pid, 0) sees it.
+                if (cluster.ShutdownRequested || platform.Processes.GetLiveness(supervisor) == ProcessLiveness.Gone)
                 {
                     stop.Cancel();
                     return;

@@ -13,17 +13,18 @@ public sealed unsafe class WindowsProcessServices : IProcessServices
 {
     public int CurrentProcessId { get; } = Environment.ProcessId;
 
-    public bool IsAlive(int pid)
+    /// <summary>Alive or Gone: an exited process whose object is still open somewhere has an exit code, so it is Gone.</summary>
+    public ProcessLiveness GetLiveness(int pid)
     {
         if (pid <= 0)
-            return false;
+            return ProcessLiveness.Gone;
         nint h = Win.OpenProcess(Win.PROCESS_QUERY_LIMITED_INFORMATION, 0, (uint)pid);
         if (h == 0)
-            return Marshal.GetLastPInvokeError() == Win.ERROR_ACCESS_DENIED; // exists, not ours to open
+            return Marshal.GetLastPInvokeError() == Win.ERROR_ACCESS_DENIED ? ProcessLiveness.Alive : ProcessLiveness.Gone; // exists, not ours to open
         try
         {
             uint code;
-            return Win.GetExitCodeProcess(h, &code) != 0 && code == Win.STILL_ACTIVE;
+            return Win.GetExitCodeProcess(h, &code) != 0 && code == Win.STILL_ACTIVE ? ProcessLiveness.Alive : ProcessLiveness.Gone;
         }
         finally
         {

@@ -401,7 +401,8 @@ public sealed unsafe class Checkpointer : ISyncRequestQueue
         SLock.Release(ref _shared->CkptLock);
         if (pid == 0)
             throw new CheckpointerNotRunningException("the checkpointer stopped before the requested checkpoint completed");
-        if (pid != _platform.Processes.CurrentProcessId && !_platform.Processes.IsAlive(pid))
+        // Gone only: an unreaped zombie checkpointer is waited for until reaped (kill(pid, 0)'s view).
+        if (pid != _platform.Processes.CurrentProcessId && _platform.Processes.GetLiveness(pid) == ProcessLiveness.Gone)
             throw new CheckpointerNotRunningException($"the checkpointer (pid {pid}) died before the requested checkpoint completed");
     }
 
@@ -474,7 +475,7 @@ public sealed unsafe class Checkpointer : ISyncRequestQueue
         int otherPid = h->CheckpointerPid;
         int otherProc = h->CheckpointerProcNo;
         bool taken = otherProc != PgProc.InvalidProcNumber && otherProc != me.ProcNumber
-            && otherPid != 0 && (otherPid == myPid || _platform.Processes.IsAlive(otherPid));
+            && otherPid != 0 && (otherPid == myPid || _platform.Processes.GetLiveness(otherPid) != ProcessLiveness.Gone); // a zombie still holds the role until reaped
         if (!taken)
         {
             h->CheckpointerProcNo = me.ProcNumber;

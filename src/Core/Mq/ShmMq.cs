@@ -64,7 +64,8 @@ public interface IShmMqPeer
 /// <summary>A peer known by its process id.</summary>
 public sealed class ShmMqProcessPeer(IProcessServices processes, int pid) : IShmMqPeer
 {
-    public bool IsAlive => processes.IsAlive(pid);
+    // An unreaped zombie counts as alive until reaped (kill(pid, 0)'s view).
+    public bool IsAlive => processes.GetLiveness(pid) != ProcessLiveness.Gone;
 }
 
 /// <summary>The queue's shared memory looks corrupt (a message length no sender could have written).</summary>

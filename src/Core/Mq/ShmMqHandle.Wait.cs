@@ -166,7 +166,8 @@ public sealed unsafe partial class ShmMqHandle
             return true;
         if (_peerPid == 0)
             _peerPid = Volatile.Read(ref (_isSender ? ref _h->ReceiverPid : ref _h->SenderPid));
-        return _peerPid == 0 || _processes.IsAlive(_peerPid);
+        // An unreaped zombie peer counts as attached until reaped (kill(pid, 0)'s view).
+        return _peerPid == 0 || _processes.GetLiveness(_peerPid) != ProcessLiveness.Gone;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -46,10 +46,11 @@ public interface IProcessServices
     int CurrentProcessId { get; }
 
     /// <summary>
-    /// True when a process with this id exists (a zombie counts as alive on Unix until reaped,
-    /// as kill(pid, 0) reports). Never throws; a pid of 0 or below is never alive.
+    /// Whether a process with this id runs, has exited unreaped (<see cref="ProcessLiveness.Zombie"/>, where the
+    /// backend can tell), or does not exist. Never throws; a pid of 0 or below is <see cref="ProcessLiveness.Gone"/>.
+    /// A pid the OS has given to a new process reports that process.
     /// </summary>
-    bool IsAlive(int pid);
+    ProcessLiveness GetLiveness(int pid);
 }
 
 /// <summary>What the OS itself knows about a segment, without attaching to it.</summary>

@@ -7,8 +7,11 @@
  * NOTES
  *   ShmemSegment.Create (and `pgipc cleanup`) finds a stale main segment
  *   (creator dead, nobody attached) and removes it. The cluster's other OS
- *   objects are named from what that segment records, so they are removed
- *   first, while the stale segment is still mapped:
+ *   objects are named from what that segment records, which only this
+ *   layer can read: this class is the IStaleSegmentHandler the cluster
+ *   passes to ShmemSegment.Create (Cluster.InitShmem) and to CleanupStale
+ *   (this class's CleanupStale, for `pgipc cleanup`). The segment layer
+ *   calls it while the stale segment is still mapped, and it removes:
  *     - the participant slots' sleep semaphores and latch wake objects
  *       (ProcGlobal's set name, slot count and storage): Attach + Destroy
  *       through the backend, which on Posix unlinks the latch FIFOs, the
@@ -24,7 +27,7 @@
  *   Nothing here writes to the stale segment except what a backend's
  *   Destroy does to its own storage (sem_destroy of an unnamed sem_t).
  *
- *   RecordedPids gives ShmemSegment's in-use check a second witness: the
+ *   RecordedPids gives the segment's in-use check a second witness: the
  *   supervisor pid and the pid of every PGPROC slot in use. Where the OS
  *   keeps no attach count (POSIX shm, Windows) a live pid there means an
  *   orphaned participant may still use the memory.
@@ -47,10 +50,23 @@ using PgIpc.Shmem;
 namespace PgIpc.Postmaster;
 
 /// <summary>Removes the OS objects a dead cluster left behind, found through its stale main segment.</summary>
-internal static unsafe class ClusterLeftovers
+public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
 {
     private static readonly int SemaphoreOffset = (int)Marshal.OffsetOf<PgProc>(nameof(PgProc.Semaphore));
     private static readonly int LatchOffset = (int)Marshal.OffsetOf<PgProc>(nameof(PgProc.LatchWake));
+
+    /// <summary>The handler the cluster supplies to <see cref="ShmemSegment"/>.</summary>
+    internal static readonly ClusterLeftovers Instance = new();
+
+    private ClusterLeftovers() { }
+
+    /// <summary>
+    /// `pgipc cleanup`: removes every stale main segment of <paramref name="platform"/> (see
+    /// <see cref="ShmemSegment.CleanupStale(IPgIpcPlatform?, bool)"/>) and, before each, the other OS objects its
+    /// cluster left. With <paramref name="dryRun"/> only reports.
+    /// </summary>
+    public static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform = null, bool dryRun = false)
+        => ShmemSegment.CleanupStale(platform, dryRun, Instance);
 
     /// <summary>The stale segment's slot array, or null when it has none (a bare segment) or it looks damaged.</summary>
     private static ProcGlobalHeader* ProcGlobal(ShmemSegment stale, out PgProc* procs, out string name)
@@ -71,7 +87,7 @@ internal static unsafe class ClusterLeftovers
     }
 
     /// <summary>The supervisor's pid and the pid of every slot in use, as the stale segment recorded them.</summary>
-    public static List<int> RecordedPids(ShmemSegment stale)
+    IEnumerable<int> IStaleSegmentHandler.RecordedPids(ShmemSegment stale)
     {
         List<int> pids = [];
         ProcGlobalHeader* h = ProcGlobal(stale, out PgProc* procs, out _);
@@ -89,8 +105,8 @@ internal static unsafe class ClusterLeftovers
         return pids;
     }
 
-    /// <summary>Removes every OS object the stale segment's cluster made (see file notes) and adds what it removed to <paramref name="total"/>.</summary>
-    public static void Remove(ShmemSegment stale, ShmemSegment.LeftoverCount total)
+    /// <summary>Removes every OS object the stale segment's cluster made (see file notes); returns how many sets, the DSM segments among them in <paramref name="dsmSegments"/>.</summary>
+    int IStaleSegmentHandler.RemoveLeftovers(ShmemSegment stale, out int dsmSegments)
     {
         int removed = 0;
         IPgIpcPlatform platform = stale.Platform;
@@ -131,7 +147,7 @@ internal static unsafe class ClusterLeftovers
         {
             // A damaged table or an unreadable data directory: leave it to `pgipc cleanup`.
         }
-        total.All += removed + dsm;
-        total.Dsm += dsm;
+        dsmSegments = dsm;
+        return removed + dsm;
     }
 }

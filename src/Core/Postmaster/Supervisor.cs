@@ -200,7 +200,7 @@ public sealed class Supervisor : IDisposable
         sizes.RequestAddinShmemSpace(ClusterConfig.ShmemName, ClusterConfig.ShmemSize(modules));
         foreach (ShmemModule m in modules)
             sizes.RequestAddinShmemSpace(m.Name, m.Size(settings));
-        ShmemSegment seg = ShmemSegment.Create(_builder.Key, sizes, _platform);
+        ShmemSegment seg = ShmemSegment.Create(_builder.Key, sizes, _platform, ClusterLeftovers.Instance);
         try
         {
             Cluster c = Cluster.Create(seg, modules, settings);

@@ -567,7 +567,8 @@ public sealed unsafe class ProcArray
             PgProc* p = _procs + i;
             // Acquire load; pairs with the release store in AcquireSlot.
             int pid = Volatile.Read(ref p->Pid);
-            if (pid == 0 || pid == me || _processes.IsAlive(pid))
+            // Gone only: an unreaped zombie keeps its slot until its parent waits for it (kill(pid, 0)'s view).
+            if (pid == 0 || pid == me || _processes.GetLiveness(pid) != ProcessLiveness.Gone)
                 continue;
             long lockOffset = Volatile.Read(ref p->LwWaitLockOffset);
             if (lockOffset >= 0)

@@ -15,6 +15,9 @@
  *       attached" is answered by the live pids in this table. A process killed
  *       with SIGKILL leaves its pid behind, but a dead pid is not counted.
  *
+ *   The creator writes it once (PgShmemHeader.Initialize) before
+ *   ShmemSegment release-stores State = Ready.
+ *
  *   Layout (bytes):
  *     0   Magic, LayoutVersion, CreatorPid, State          immutable / atomic
  *     16  CreationTimeUnixMs, TotalSize, Cookie, KeyHash   immutable
@@ -27,6 +30,8 @@
  *-------------------------------------------------------------------------
  */
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
 using PgIpc.Sync;
 
 namespace PgIpc.Shmem;
@@ -80,4 +85,44 @@ public unsafe struct PgShmemHeader
     public long AnonymousCount;
     private fixed long _pad0[5];
     public fixed int AttachedPids[AttachTableCapacity];
+
+    /// <summary>
+    /// The creator's writes to a fresh (zero-filled) segment: every immutable field, the allocator, and the index
+    /// header at <paramref name="indexOffset"/>. State stays Initializing: the caller publishes Ready.
+    /// </summary>
+    internal static void Initialize(PgShmemHeader* h, int creatorPid, string key, ulong keyHash, long size, long indexOffset, int indexCapacity)
+    {
+        h->Magic = MagicValue;
+        h->LayoutVersion = CurrentLayoutVersion;
+        h->CreatorPid = creatorPid;
+        h->CreationTimeUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        h->TotalSize = size;
+        ulong cookie;
+        do { cookie = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)); } while (cookie == 0);
+        h->Cookie = cookie;
+        h->KeyHash = keyHash;
+        h->AttachTableSize = AttachTableCapacity;
+        Span<byte> keyBytes = new(h->Key, KeyCapacity);
+        keyBytes.Clear();
+        Encoding.UTF8.GetBytes(key, keyBytes);
+        SLock.Init(ref h->AllocLock.Value);
+
+        h->IndexOffset = indexOffset;
+        h->IndexCapacity = indexCapacity;
+        ShmemIndexHeader* ih = (ShmemIndexHeader*)((byte*)h + indexOffset);
+        SLock.Init(ref ih->Lock.Value);
+        ih->Capacity = indexCapacity;
+        ih->Count = 0;
+        h->FreeOffset = ShmemSize.Add(indexOffset, ShmemSize.CacheLineAlign(ShmemIndex.SizeFor(indexCapacity)));
+        h->AnonymousBytes = h->FreeOffset;
+        h->AnonymousCount = 0;
+    }
+
+    /// <summary>The cluster key in <paramref name="h"/> (up to its first NUL). The bytes come from another process: never longer than the field.</summary>
+    internal static string ReadKey(PgShmemHeader* h)
+    {
+        var bytes = new ReadOnlySpan<byte>(h->Key, KeyCapacity);
+        int n = bytes.IndexOf((byte)0);
+        return Encoding.UTF8.GetString(n < 0 ? bytes : bytes[..n]);
+    }
 }

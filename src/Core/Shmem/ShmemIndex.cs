@@ -24,14 +24,24 @@
  *   for the same name waits for Ready (or learns that the initialiser failed
  *   or died) instead of reading half-built memory.
  *
+ *   The probing code (lookup, insert under the lock, waiting for an
+ *   initialiser, the allocations rows) is here; ShmemSegment's InitStruct,
+ *   TryFindStruct and GetAllocations check that the segment is attached and
+ *   delegate to it.
+ *
  *   Slot layout (128 bytes):
  *     0   Name[64]       written once, before State leaves Empty
  *     64  NameLength, NameHash, State, InitializerPid
  *     80  Offset, Size, AllocatedSize
  *     104 padding
+ *
+ *   Mirrors ShmemInitStruct and the ShmemIndex in
+ *   src/backend/storage/ipc/shmem.c.
  *-------------------------------------------------------------------------
  */
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using PgIpc.Platform;
 using PgIpc.Sync;
 
 namespace PgIpc.Shmem;
@@ -85,7 +95,7 @@ public unsafe struct ShmemIndexEntry
 /// <param name="Name">Structure name; "&lt;anonymous&gt;" for unnamed allocations, null for the free space.</param>
 public sealed record ShmemAllocation(string? Name, long Offset, long Size, long AllocatedSize);
 
-/// <summary>Sizing and hashing helpers for the index.</summary>
+/// <summary>Sizing, hashing, and the probing code of the index (lookup, insert, wait for an initialiser).</summary>
 public static unsafe class ShmemIndex
 {
     public const int DefaultCapacity = 256;
@@ -124,5 +134,198 @@ public static unsafe class ShmemIndex
         foreach (byte b in name)
             h = (h ^ b) * 16777619;
         return h == 0 ? 1 : h;
+    }
+
+    // ------------------------------------------------------------------
+    // Probing, in a mapped segment (ShmemSegment's InitStruct / TryFindStruct / GetAllocations delegate here;
+    // they have checked that the segment is attached)
+    // ------------------------------------------------------------------
+
+    /// <summary>ShmemInitStruct: the entry for <paramref name="name"/> (found = true), or a new one allocated and published (see file notes).</summary>
+    internal static ShmemRegion InitStruct(ShmemSegment seg, string name, long size, ShmemInitializer? initializer, out bool found)
+    {
+        Span<byte> nameBytes = stackalloc byte[64];
+        int n = EncodeName(name, nameBytes);
+        nameBytes = nameBytes[..n];
+        if (size <= 0)
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"size of shared structure \"{name}\" must be positive");
+        uint hash = HashName(nameBytes);
+        byte* @base = seg.Base;
+        IProcessServices processes = seg.Platform.Processes;
+
+        // Fast path: the structure exists (the common case in every process but the first).
+        ShmemIndexEntry* e = LookupLockFree(seg, nameBytes, hash);
+        if (e is null)
+        {
+            ShmemIndexHeader* ih = seg.IndexHeader;
+            SLock.Acquire(ref ih->Lock.Value, "ShmemIndexLock");
+            e = FindSlotLocked(ih, nameBytes, hash, out bool exists);
+            if (!exists)
+            {
+                if (e is null)
+                {
+                    int cap = ih->Capacity;
+                    SLock.Release(ref ih->Lock.Value);
+                    throw new OutOfSharedMemoryException($"ShmemIndex (full at {cap} entries) adding \"{name}\"", size, seg.FreeBytes);
+                }
+                long offset = seg.AllocRaw(size, anonymous: false, out long available);
+                if (offset < 0)
+                {
+                    SLock.Release(ref ih->Lock.Value);
+                    throw new OutOfSharedMemoryException($"shared structure \"{name}\"", size, available);
+                }
+                nameBytes.CopyTo(new Span<byte>(e->Name, 64));
+                e->NameLength = n;
+                e->NameHash = hash;
+                e->Offset = offset;
+                e->Size = size;
+                e->AllocatedSize = ShmemSize.CacheLineAlign(size);
+                e->InitializerPid = processes.CurrentProcessId;
+                ih->Count++;
+                // Publish the entry: fields above first. Pairs with the acquire load in LookupLockFree.
+                Volatile.Write(ref e->State, (int)(initializer is null ? ShmemEntryState.Ready : ShmemEntryState.Initializing));
+                SLock.Release(ref ih->Lock.Value);
+
+                var region = new ShmemRegion(@base + offset, offset, size);
+                if (initializer is not null)
+                {
+                    try
+                    {
+                        initializer(region);
+                    }
+                    catch
+                    {
+                        Volatile.Write(ref e->State, (int)ShmemEntryState.Failed);
+                        throw;
+                    }
+                    // Publish the initialised contents. Pairs with the acquire load in WaitEntryReady.
+                    Volatile.Write(ref e->State, (int)ShmemEntryState.Ready);
+                }
+                found = false;
+                return region;
+            }
+            SLock.Release(ref ih->Lock.Value);
+        }
+
+        WaitEntryReady(e, name, processes);
+        if (e->Size != size)
+            throw new PgIpcException($"ShmemIndex entry size is wrong for data structure \"{name}\": expected {size}, actual {e->Size}");
+        found = true;
+        return new ShmemRegion(@base + e->Offset, e->Offset, e->Size);
+    }
+
+    /// <summary>
+    /// Looks up <paramref name="name"/> without creating it. With <paramref name="waitReady"/>, waits for an entry
+    /// still being initialised; without, only a Ready entry that lies inside the segment is found (a stale segment's
+    /// leftovers: an entry still Initializing there belongs to a dead process, and its fields are untrusted input).
+    /// </summary>
+    internal static bool TryFind(ShmemSegment seg, string name, bool waitReady, out ShmemRegion region)
+    {
+        Span<byte> nameBytes = stackalloc byte[64];
+        int n = EncodeName(name, nameBytes);
+        nameBytes = nameBytes[..n];
+        ShmemIndexEntry* e = LookupLockFree(seg, nameBytes, HashName(nameBytes));
+        if (e is null)
+        {
+            region = default;
+            return false;
+        }
+        if (waitReady)
+        {
+            WaitEntryReady(e, name, seg.Platform.Processes);
+        }
+        // Acquire; pairs with the release store of Ready in InitStruct.
+        else if (Volatile.Read(ref e->State) != (int)ShmemEntryState.Ready || e->Offset <= 0 || e->Size <= 0 || e->Offset + e->Size > seg.TotalSize)
+        {
+            region = default;
+            return false;
+        }
+        region = new ShmemRegion(seg.Base + e->Offset, e->Offset, e->Size);
+        return true;
+    }
+
+    /// <summary>One row per published entry, in offset order (the named part of pg_shmem_allocations).</summary>
+    internal static List<ShmemAllocation> NamedAllocations(ShmemSegment seg)
+    {
+        List<ShmemAllocation> rows = [];
+        var entries = (ShmemIndexEntry*)(seg.IndexHeader + 1);
+        int cap = seg.IndexCapacity;
+        for (int i = 0; i < cap; i++)
+        {
+            ShmemIndexEntry* e = entries + i;
+            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
+                continue;
+            string name = System.Text.Encoding.UTF8.GetString(e->Name, e->NameLength);
+            rows.Add(new ShmemAllocation(name, e->Offset, e->Size, e->AllocatedSize));
+        }
+        rows.Sort((a, b) => a.Offset.CompareTo(b.Offset));
+        return rows;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ShmemIndexEntry* LookupLockFree(ShmemSegment seg, ReadOnlySpan<byte> name, uint hash)
+    {
+        var entries = (ShmemIndexEntry*)(seg.IndexHeader + 1);
+        int cap = seg.IndexCapacity;
+        int mask = cap - 1;
+        int i = (int)(hash & (uint)mask);
+        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
+        {
+            ShmemIndexEntry* e = entries + i;
+            // Acquire; pairs with the release store that published the entry in InitStruct.
+            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
+                return null;
+            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
+                return e;
+        }
+        return null;
+    }
+
+    /// <summary>Under the index lock: the entry for the name (exists = true), or the empty slot to fill, or null when full.</summary>
+    private static ShmemIndexEntry* FindSlotLocked(ShmemIndexHeader* ih, ReadOnlySpan<byte> name, uint hash, out bool exists)
+    {
+        var entries = (ShmemIndexEntry*)(ih + 1);
+        int cap = ih->Capacity;
+        int mask = cap - 1;
+        int i = (int)(hash & (uint)mask);
+        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
+        {
+            ShmemIndexEntry* e = entries + i;
+            if (e->State == (int)ShmemEntryState.Empty)
+            {
+                exists = false;
+                // Keep one slot empty so lock-free probes always terminate early.
+                return ih->Count >= cap - 1 ? null : e;
+            }
+            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
+            {
+                exists = true;
+                return e;
+            }
+        }
+        exists = false;
+        return null;
+    }
+
+    private static void WaitEntryReady(ShmemIndexEntry* e, string name, IProcessServices processes)
+    {
+        int spins = 0;
+        while (true)
+        {
+            // Acquire; pairs with the release store of Ready (or Failed) by the initialiser.
+            int st = Volatile.Read(ref e->State);
+            if (st == (int)ShmemEntryState.Ready)
+                return;
+            if (st == (int)ShmemEntryState.Failed)
+                throw new PgIpcException($"initialisation of shared structure \"{name}\" failed in pid {e->InitializerPid}");
+            int pid = e->InitializerPid;
+            // Gone only: an unreaped zombie initialiser is waited for until reaped (kill(pid, 0)'s view).
+            if (pid != processes.CurrentProcessId && processes.GetLiveness(pid) == ProcessLiveness.Gone)
+                throw new PgIpcException($"shared structure \"{name}\" was never initialised: its initialiser pid {pid} died");
+            if (++spins < 50)
+                Thread.SpinWait(20);
+            else
+                Thread.Sleep(1);
+        }
     }
 }

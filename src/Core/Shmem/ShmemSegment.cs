@@ -8,30 +8,21 @@
  *   The backend turns the key's hash into candidate OS ids (SysV tries
  *   successive keys, as PostgreSQL tries successive shmem keys from the
  *   port). For each id we try an exclusive create. If something already
- *   exists there we look at it, as PGSharedMemoryCreate does:
- *     - not a PgIpc segment, or another cluster's: try the next id;
- *     - ours, and its creator is alive or anyone is attached: refuse with
- *       "in use by pid N";
- *     - ours, creator dead and nobody attached: a crashed run's leftover;
- *       remove it and create afresh.
- *   "Anyone attached" is the OS's count where it keeps one (SysV nattch),
- *   the live pids in the header's attach table, and the pids the cluster
- *   recorded in the segment (the supervisor's and every PGPROC slot's),
- *   the only witnesses where the OS keeps no count (POSIX, Windows). A
- *   zombie is not alive here (Linux: /proc/<pid>/stat): it has unmapped
- *   everything, and where PID 1 does not reap (containers) an orphaned
- *   child that exited stays one. The refusal says "pre-existing shared
- *   memory block is still in use by pid N", N the creator if alive, else
- *   an attached process. Before a stale segment is removed, the other OS
- *   objects its cluster made (latch FIFOs, semaphores, DSM segments, the
- *   data directory's DSM files) are removed, found through what the
- *   segment records (Postmaster/ClusterLeftovers.cs); LeftoversRemoved
- *   counts them.
+ *   exists there PreExistingSegment.cs says what it is: another cluster's
+ *   or not PgIpc's (next id), in use (refused: "pre-existing shared memory
+ *   block is still in use by pid N"), or a crashed run's leftover (removed,
+ *   and the create retried). The caller may supply an IStaleSegmentHandler
+ *   (the cluster layer does): it names further pids the stale segment
+ *   records as possible attachers, and removes the other OS objects the
+ *   segment records before the segment goes; LeftoversRemoved counts them.
+ *   Without one, a stale segment is still removed, its other objects not.
  *
  *   Attach. By handle (backend, id, size, cookie): the header's magic,
  *   version, size and cookie must all match, so a forged or stale handle is
  *   refused, and a destroyed segment is reported as such. Every attacher
- *   records its pid in the header's attach table; detach clears it.
+ *   records its pid in the header's attach table; detach clears it
+ *   (ShmemAttachTable.cs). The creator's header writes are
+ *   PgShmemHeader.Initialize (ShmemHeader.cs).
  *
  *   Carving. ShmemAlloc is a cache-line-aligned bump allocator under a
  *   spinlock; memory is never returned (a structure lives as long as the
@@ -39,52 +30,20 @@
  *   reused, so every allocation starts zeroed. ShmemInitStruct goes through
  *   the ShmemIndex (see ShmemIndex.cs).
  *
- *   Destroy marks the header Destroyed (so a late attacher is refused even
- *   where the OS still lets it map), detaches and removes the OS object.
+ *   Detach runs this process's on-detach callbacks (OnDetachCallbacks.cs)
+ *   and unmaps. Destroy marks the header Destroyed (so a late attacher is
+ *   refused even where the OS still lets it map), detaches and removes the
+ *   OS object.
  *
  *   Mirrors src/backend/storage/ipc/shmem.c, ipci.c and port/sysv_shmem.c.
  *-------------------------------------------------------------------------
  */
 using System.Runtime.CompilerServices;
-using System.Security.Cryptography;
 using System.Text;
 using PgIpc.Platform;
 using PgIpc.Sync;
 
 namespace PgIpc.Shmem;
-
-/// <summary>Delegate that initialises a freshly allocated named structure (zero-filled on entry).</summary>
-public delegate void ShmemInitializer(ShmemRegion region);
-
-/// <summary>Header fields of a segment, for inspection.</summary>
-public sealed record ShmemSegmentInfo(
-    string Backend,
-    string Id,
-    string Key,
-    uint LayoutVersion,
-    int CreatorPid,
-    DateTimeOffset CreatedAt,
-    long TotalSize,
-    long FreeOffset,
-    ShmemState State,
-    int IndexEntries,
-    int IndexCapacity,
-    long AttachedProcesses,
-    bool HugePages);
-
-/// <summary>What <see cref="ShmemSegment.CleanupStale"/> found about one segment.</summary>
-public enum StaleVerdict
-{
-    /// <summary>Creator dead and nobody attached: a crashed run's leftover.</summary>
-    Stale,
-    /// <summary>A live process created it or is attached.</summary>
-    InUse,
-    /// <summary>Not a PgIpc segment (left alone).</summary>
-    NotPgIpc,
-}
-
-/// <summary>One row of <see cref="ShmemSegment.CleanupStale"/>'s report.</summary>
-public sealed record StaleSegmentReport(string Backend, string Id, StaleVerdict Verdict, int Pid, long Attached, bool Removed);
 
 /// <summary>The main shared memory segment of a cluster, as mapped in this process.</summary>
 public sealed unsafe class ShmemSegment : IDisposable
@@ -97,12 +56,14 @@ public sealed unsafe class ShmemSegment : IDisposable
     private readonly byte* _base;
     private int _attachSlot = -1;
     private int _state; // 0 attached, 1 detached, 2 destroyed (this object's view)
-    private readonly List<Action<bool>> _onDetach = [];
+    private readonly OnDetachCallbacks _onDetach = new();
     private AggregateException? _detachErrors;
 
     private ShmemSegment(IPgIpcPlatform platform, IMappedSegment mapping, bool isCreator, string key)
     {
         _platform = platform;
+        // Spinlock waiters in this process ask the backend of the segments it maps (Sync/DeadHolder.cs).
+        HolderLiveness.Use(platform.Processes);
         _mapping = mapping;
         _base = (byte*)mapping.BaseAddress;
         IsCreator = isCreator;
@@ -124,8 +85,8 @@ public sealed unsafe class ShmemSegment : IDisposable
     public string Key { get; }
 
     /// <summary>
-    /// OS objects of a crashed run of this cluster that <see cref="Create(string, long, IPgIpcPlatform?, int)"/>
-    /// removed before making this segment (semaphores, latch FIFOs, DSM segments; not the stale segment itself).
+    /// OS objects of a crashed run of this cluster that Create's stale-segment handler removed before making this
+    /// segment (semaphores, latch FIFOs, DSM segments; not the stale segment itself); 0 without a handler.
     /// </summary>
     public int LeftoversRemoved { get; private set; }
 
@@ -165,8 +126,12 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     private PgShmemHeader* Header => (PgShmemHeader*)_base;
-    private ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + Header->IndexOffset);
-    private ShmemIndexEntry* IndexEntries => (ShmemIndexEntry*)(_base + Header->IndexOffset + sizeof(ShmemIndexHeader));
+
+    /// <summary>The ShmemIndex header; its entries follow it (ShmemIndex.cs).</summary>
+    internal ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + Header->IndexOffset);
+
+    /// <summary>The index capacity the segment header records (equal to the index header's).</summary>
+    internal int IndexCapacity => Header->IndexCapacity;
 
     // ------------------------------------------------------------------
     // Create / attach
@@ -174,9 +139,16 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     /// <summary>Creates the segment for <paramref name="key"/> sized by <paramref name="sizes"/>.</summary>
     public static ShmemSegment Create(string key, ShmemSizeBuilder sizes, IPgIpcPlatform? platform = null)
+        => Create(key, sizes, platform, staleHandler: null);
+
+    /// <summary>
+    /// As <see cref="Create(string, ShmemSizeBuilder, IPgIpcPlatform?)"/>; <paramref name="staleHandler"/> (the
+    /// cluster layer's) also reads the pids a stale segment records and removes the OS objects it records.
+    /// </summary>
+    internal static ShmemSegment Create(string key, ShmemSizeBuilder sizes, IPgIpcPlatform? platform, IStaleSegmentHandler? staleHandler)
     {
         ArgumentNullException.ThrowIfNull(sizes);
-        return Create(key, sizes.CalculateShmemSize(), platform, sizes.IndexCapacity);
+        return CreateCore(key, sizes.CalculateShmemSize(), platform, sizes.IndexCapacity, staleHandler);
     }
 
     /// <summary>
@@ -184,6 +156,9 @@ public sealed unsafe class ShmemSegment : IDisposable
     /// nobody attached) is removed first; a live one is refused with <see cref="SharedMemoryInUseException"/>.
     /// </summary>
     public static ShmemSegment Create(string key, long size, IPgIpcPlatform? platform = null, int indexCapacity = ShmemIndex.DefaultCapacity)
+        => CreateCore(key, size, platform, indexCapacity, null);
+
+    private static ShmemSegment CreateCore(string key, long size, IPgIpcPlatform? platform, int indexCapacity, IStaleSegmentHandler? staleHandler)
     {
         ValidateKey(key);
         ShmemIndex.ValidateCapacity(indexCapacity);
@@ -194,7 +169,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         ISharedMemoryProvider shm = platform.SharedMemory;
         ulong keyHash = HashKey(key);
 
-        var leftovers = new LeftoverCount();
+        var leftovers = new PreExistingSegment.Leftovers();
         foreach (string id in shm.CandidateIds(keyHash))
         {
             for (int attempt = 0; attempt < 5; attempt++)
@@ -209,12 +184,12 @@ public sealed unsafe class ShmemSegment : IDisposable
                     return seg;
                 }
 
-                Existing verdict = ExamineExisting(platform, id, keyHash, leftovers, out int pid, out long attached);
-                if (verdict == Existing.Foreign)
+                PreExistingSegment.Verdict verdict = PreExistingSegment.Examine(platform, id, keyHash, staleHandler, leftovers, out int pid, out long attached);
+                if (verdict == PreExistingSegment.Verdict.Foreign)
                     goto nextId;
-                if (verdict == Existing.InUse)
+                if (verdict == PreExistingSegment.Verdict.InUse)
                     throw new SharedMemoryInUseException(id, pid, attached);
-                if (verdict == Existing.Stale && shm.Remove(id))
+                if (verdict == PreExistingSegment.Verdict.Stale && shm.Remove(id))
                     leftovers.StaleSegments++;
                 // Vanished or removed: try the same id again.
             }
@@ -311,31 +286,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         try
         {
             PgShmemHeader* h = (PgShmemHeader*)mapping.BaseAddress;
-            h->Magic = PgShmemHeader.MagicValue;
-            h->LayoutVersion = PgShmemHeader.CurrentLayoutVersion;
-            h->CreatorPid = platform.Processes.CurrentProcessId;
-            h->CreationTimeUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-            h->TotalSize = size;
-            ulong cookie;
-            do { cookie = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)); } while (cookie == 0);
-            h->Cookie = cookie;
-            h->KeyHash = keyHash;
-            h->AttachTableSize = PgShmemHeader.AttachTableCapacity;
-            Span<byte> keyBytes = new(h->Key, PgShmemHeader.KeyCapacity);
-            keyBytes.Clear();
-            Encoding.UTF8.GetBytes(key, keyBytes);
-            SLock.Init(ref h->AllocLock.Value);
-
-            long indexOffset = HeaderSize;
-            h->IndexOffset = indexOffset;
-            h->IndexCapacity = indexCapacity;
-            ShmemIndexHeader* ih = (ShmemIndexHeader*)((byte*)h + indexOffset);
-            SLock.Init(ref ih->Lock.Value);
-            ih->Capacity = indexCapacity;
-            ih->Count = 0;
-            h->FreeOffset = ShmemSize.Add(indexOffset, ShmemSize.CacheLineAlign(ShmemIndex.SizeFor(indexCapacity)));
-            h->AnonymousBytes = h->FreeOffset;
-            h->AnonymousCount = 0;
+            PgShmemHeader.Initialize(h, platform.Processes.CurrentProcessId, key, keyHash, size, HeaderSize, indexCapacity);
 
             var seg = new ShmemSegment(platform, mapping, isCreator: true, key);
             seg.RegisterAttach();
@@ -353,154 +304,15 @@ public sealed unsafe class ShmemSegment : IDisposable
         }
     }
 
-    private enum Existing { Vanished, Foreign, Stale, InUse }
+    /// <summary>A read-only view over a stale segment's mapping, owned by PreExistingSegment (forget it with <see cref="ReleaseView"/>).</summary>
+    internal static ShmemSegment StaleView(IPgIpcPlatform platform, IMappedSegment mapping)
+        => new(platform, mapping, isCreator: false, ReadKey((PgShmemHeader*)mapping.BaseAddress));
 
-    /// <summary>What ExamineExisting's leftover removal removed, over all stale segments it met.</summary>
-    internal sealed class LeftoverCount
-    {
-        public int All;
-        public int Dsm;
-        public int StaleSegments;
-    }
-
-    /// <summary>
-    /// Looks at an existing OS object with a candidate id (see file notes). With <paramref name="removeLeftovers"/>,
-    /// a stale PgIpc segment's other OS objects are removed (see <see cref="Postmaster.ClusterLeftovers"/>) while it is
-    /// still mapped here; the caller then removes the segment itself.
-    /// </summary>
-    private static Existing ExamineExisting(IPgIpcPlatform platform, string id, ulong? keyHash, LeftoverCount? removeLeftovers, out int pid, out long attached)
-    {
-        pid = 0;
-        attached = 0;
-        ISharedMemoryProvider shm = platform.SharedMemory;
-        SegmentOsStatus status = shm.QueryStatus(id);
-        if (!status.Exists)
-            return Existing.Vanished;
-
-        IMappedSegment mapping;
-        try { mapping = shm.Attach(id); }
-        catch (SharedMemoryNotFoundException) { return Existing.Vanished; }
-        using (mapping)
-        {
-            PgShmemHeader* h = (PgShmemHeader*)mapping.BaseAddress;
-            if (mapping.Size < sizeof(PgShmemHeader))
-                return Existing.Foreign;
-            uint magic = Volatile.Read(ref h->Magic);
-            if (magic == 0)
-            {
-                // Either a creator is between create and header write, or one crashed there.
-                Thread.Sleep(200);
-                magic = Volatile.Read(ref h->Magic);
-                if (magic == 0)
-                {
-                    long osOthers = status.AttachCount;
-                    if (osOthers > 0)
-                    {
-                        pid = status.CreatorPid;
-                        attached = osOthers;
-                        return Existing.InUse;
-                    }
-                    return Existing.Stale;
-                }
-            }
-            if (magic != PgShmemHeader.MagicValue || (keyHash is ulong kh && h->KeyHash != kh))
-                return Existing.Foreign;
-
-            int creator = h->CreatorPid;
-            bool creatorAlive = IsLiveAttacher(platform, creator);
-            int firstLive = 0;
-            long livePids = CountLiveAttached(platform, h, ref firstLive);
-            long osCount = status.AttachCount; // read before our probe attached
-            attached = Math.Max(osCount, livePids);
-            // The participants the cluster recorded (PGPROC pids, the supervisor's): a second witness where the
-            // OS keeps no count (POSIX shm, Windows) and the attach table may have been overrun or cleared.
-            ShmemSegment? view = mapping.Size >= h->TotalSize && h->TotalSize > 0 && Volatile.Read(ref h->State) == (int)ShmemState.Ready
-                ? new ShmemSegment(platform, mapping, isCreator: false, ReadKey(h))
-                : null;
-            try
-            {
-                int clusterLive = 0;
-                if (!creatorAlive && attached == 0 && view is not null)
-                {
-                    foreach (int p in Postmaster.ClusterLeftovers.RecordedPids(view))
-                    {
-                        if (p != creator && IsLiveAttacher(platform, p))
-                        {
-                            clusterLive = p;
-                            attached = 1;
-                            break;
-                        }
-                    }
-                }
-                if (creatorAlive || attached > 0)
-                {
-                    pid = creatorAlive ? creator : firstLive != 0 ? firstLive : clusterLive != 0 ? clusterLive : status.CreatorPid;
-                    return Existing.InUse;
-                }
-                if (removeLeftovers is not null && view is not null)
-                    Postmaster.ClusterLeftovers.Remove(view, removeLeftovers);
-                return Existing.Stale;
-            }
-            finally
-            {
-                view?.ReleaseView();
-            }
-        }
-    }
-
-    /// <summary>A view made by ExamineExisting over a mapping it owns: forget it without unmapping.</summary>
-    private void ReleaseView()
+    /// <summary>A view made by <see cref="StaleView"/> over a mapping it does not own: forget it without unmapping.</summary>
+    internal void ReleaseView()
     {
         _state = 1;
         _mapping = null;
-    }
-
-    /// <summary>
-    /// True when <paramref name="pid"/> may hold a mapping: alive, and on Linux not a zombie whose threads are all gone.
-    /// kill(pid, 0) reports a zombie alive, but a zombie has already unmapped everything; an orphaned child that exited stays one for good
-    /// where PID 1 does not reap (containers), and must not keep the cluster from starting.
-    /// </summary>
-    internal static bool IsLiveAttacher(IPgIpcPlatform platform, int pid)
-    {
-        if (!platform.Processes.IsAlive(pid))
-            return false;
-        if (!OperatingSystem.IsLinux())
-            return true;
-        try
-        {
-            // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain ')' so the state follows the last one.
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            int close = stat.LastIndexOf(')');
-            if (close < 0 || close + 2 >= stat.Length || stat[close + 2] != 'Z')
-                return true;
-            // A zombie leader whose other threads are still exiting may still hold the mappings (the last thread out
-            // drops them): dead only once it is the only task left.
-            return Directory.GetDirectories($"/proc/{pid}/task").Length > 1;
-        }
-        catch (IOException)
-        {
-            return false; // gone between the two checks
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return true;
-        }
-    }
-
-    private static long CountLiveAttached(IPgIpcPlatform platform, PgShmemHeader* h, ref int firstLive)
-    {
-        long n = 0;
-        for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
-        {
-            int p = Volatile.Read(ref h->AttachedPids[i]);
-            if (p != 0 && IsLiveAttacher(platform, p))
-            {
-                if (firstLive == 0)
-                    firstLive = p;
-                n++;
-            }
-        }
-        return n;
     }
 
     private static void WaitUntilReady(IPgIpcPlatform platform, PgShmemHeader* h, string id)
@@ -514,7 +326,8 @@ public sealed unsafe class ShmemSegment : IDisposable
                 return;
             if (state == (int)ShmemState.Destroyed)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} has been destroyed");
-            if (!platform.Processes.IsAlive(h->CreatorPid))
+            // Gone only: an unreaped zombie creator is waited for (up to the deadline) as kill(pid, 0) sees it.
+            if (platform.Processes.GetLiveness(h->CreatorPid) == ProcessLiveness.Gone)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} was never finished: its creator pid {h->CreatorPid} died while initialising it");
             if (Environment.TickCount64 > deadline)
                 throw new PgIpcException($"shared memory segment {id} is still being initialised by pid {h->CreatorPid} after 30 s");
@@ -524,32 +337,16 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     private void RegisterAttach()
     {
-        PgShmemHeader* h = Header;
-        int me = _platform.Processes.CurrentProcessId;
-        // First pass: a free slot. Second pass: a slot whose process is dead (killed without detaching).
-        for (int pass = 0; pass < 2; pass++)
-        {
-            for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
-            {
-                int cur = Volatile.Read(ref h->AttachedPids[i]);
-                bool usable = pass == 0 ? cur == 0 : cur != 0 && cur != me && !_platform.Processes.IsAlive(cur);
-                // CAS is a full barrier; pairs with the CAS in UnregisterAttach and the reads in CountLiveAttached.
-                if (usable && Interlocked.CompareExchange(ref h->AttachedPids[i], me, cur) == cur)
-                {
-                    _attachSlot = i;
-                    return;
-                }
-            }
-        }
-        throw new PgIpcException($"too many attachments to shared memory segment {Handle.Id}: all {PgShmemHeader.AttachTableCapacity} attach slots hold live processes");
+        _attachSlot = ShmemAttachTable.Register(Header, _platform.Processes, _platform.Processes.CurrentProcessId);
+        if (_attachSlot < 0)
+            throw new PgIpcException($"too many attachments to shared memory segment {Handle.Id}: all {PgShmemHeader.AttachTableCapacity} attach slots hold live processes");
     }
 
     private void UnregisterAttach()
     {
         if (_attachSlot < 0)
             return;
-        int me = _platform.Processes.CurrentProcessId;
-        Interlocked.CompareExchange(ref Header->AttachedPids[_attachSlot], 0, me);
+        ShmemAttachTable.Unregister(Header, _attachSlot, _platform.Processes.CurrentProcessId);
         _attachSlot = -1;
     }
 
@@ -579,7 +376,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     /// <summary>Bump allocation under AllocLock. Returns -1 (and what is left) when there is no room; never throws while holding the lock.</summary>
-    private long AllocRaw(long size, bool anonymous, out long available)
+    internal long AllocRaw(long size, bool anonymous, out long available)
     {
         ThrowIfNotAttached();
         PgShmemHeader* h = Header;
@@ -633,18 +430,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     public bool TryFindStruct(string name, out ShmemRegion region)
     {
         ThrowIfNotAttached();
-        Span<byte> nameBytes = stackalloc byte[64];
-        int n = ShmemIndex.EncodeName(name, nameBytes);
-        nameBytes = nameBytes[..n];
-        ShmemIndexEntry* e = LookupLockFree(nameBytes, ShmemIndex.HashName(nameBytes));
-        if (e is null)
-        {
-            region = default;
-            return false;
-        }
-        WaitEntryReady(e, name);
-        region = new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
-        return true;
+        return ShmemIndex.TryFind(this, name, waitReady: true, out region);
     }
 
     /// <summary>
@@ -654,156 +440,13 @@ public sealed unsafe class ShmemSegment : IDisposable
     internal bool TryFindReadyStruct(string name, out ShmemRegion region)
     {
         ThrowIfNotAttached();
-        Span<byte> nameBytes = stackalloc byte[64];
-        int n = ShmemIndex.EncodeName(name, nameBytes);
-        nameBytes = nameBytes[..n];
-        ShmemIndexEntry* e = LookupLockFree(nameBytes, ShmemIndex.HashName(nameBytes));
-        // Acquire; pairs with the release store of Ready in InitStructCore.
-        if (e is null || Volatile.Read(ref e->State) != (int)ShmemEntryState.Ready || e->Offset <= 0 || e->Size <= 0 || e->Offset + e->Size > Header->TotalSize)
-        {
-            region = default;
-            return false;
-        }
-        region = new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
-        return true;
+        return ShmemIndex.TryFind(this, name, waitReady: false, out region);
     }
 
     private ShmemRegion InitStructCore(string name, long size, ShmemInitializer? initializer, out bool found)
     {
         ThrowIfNotAttached();
-        Span<byte> nameBytes = stackalloc byte[64];
-        int n = ShmemIndex.EncodeName(name, nameBytes);
-        nameBytes = nameBytes[..n];
-        if (size <= 0)
-            throw new ArgumentOutOfRangeException(nameof(size), size, $"size of shared structure \"{name}\" must be positive");
-        uint hash = ShmemIndex.HashName(nameBytes);
-
-        // Fast path: the structure exists (the common case in every process but the first).
-        ShmemIndexEntry* e = LookupLockFree(nameBytes, hash);
-        if (e is null)
-        {
-            ShmemIndexHeader* ih = IndexHeader;
-            SLock.Acquire(ref ih->Lock.Value, "ShmemIndexLock");
-            e = FindSlotLocked(nameBytes, hash, out bool exists);
-            if (!exists)
-            {
-                if (e is null)
-                {
-                    int cap = ih->Capacity;
-                    SLock.Release(ref ih->Lock.Value);
-                    throw new OutOfSharedMemoryException($"ShmemIndex (full at {cap} entries) adding \"{name}\"", size, FreeBytes);
-                }
-                long offset = AllocRaw(size, anonymous: false, out long available);
-                if (offset < 0)
-                {
-                    SLock.Release(ref ih->Lock.Value);
-                    throw new OutOfSharedMemoryException($"shared structure \"{name}\"", size, available);
-                }
-                nameBytes.CopyTo(new Span<byte>(e->Name, 64));
-                e->NameLength = n;
-                e->NameHash = hash;
-                e->Offset = offset;
-                e->Size = size;
-                e->AllocatedSize = ShmemSize.CacheLineAlign(size);
-                e->InitializerPid = _platform.Processes.CurrentProcessId;
-                ih->Count++;
-                // Publish the entry: fields above first. Pairs with the acquire load in LookupLockFree.
-                Volatile.Write(ref e->State, (int)(initializer is null ? ShmemEntryState.Ready : ShmemEntryState.Initializing));
-                SLock.Release(ref ih->Lock.Value);
-
-                var region = new ShmemRegion(_base + offset, offset, size);
-                if (initializer is not null)
-                {
-                    try
-                    {
-                        initializer(region);
-                    }
-                    catch
-                    {
-                        Volatile.Write(ref e->State, (int)ShmemEntryState.Failed);
-                        throw;
-                    }
-                    // Publish the initialised contents. Pairs with the acquire load in WaitEntryReady.
-                    Volatile.Write(ref e->State, (int)ShmemEntryState.Ready);
-                }
-                found = false;
-                return region;
-            }
-            SLock.Release(ref ih->Lock.Value);
-        }
-
-        WaitEntryReady(e, name);
-        if (e->Size != size)
-            throw new PgIpcException($"ShmemIndex entry size is wrong for data structure \"{name}\": expected {size}, actual {e->Size}");
-        found = true;
-        return new ShmemRegion(_base + e->Offset, e->Offset, e->Size);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ShmemIndexEntry* LookupLockFree(ReadOnlySpan<byte> name, uint hash)
-    {
-        ShmemIndexEntry* entries = IndexEntries;
-        int cap = Header->IndexCapacity;
-        int mask = cap - 1;
-        int i = (int)(hash & (uint)mask);
-        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
-        {
-            ShmemIndexEntry* e = entries + i;
-            // Acquire; pairs with the release store that published the entry in InitStructCore.
-            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
-                return null;
-            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
-                return e;
-        }
-        return null;
-    }
-
-    /// <summary>Under the index lock: the entry for the name (exists = true), or the empty slot to fill, or null when full.</summary>
-    private ShmemIndexEntry* FindSlotLocked(ReadOnlySpan<byte> name, uint hash, out bool exists)
-    {
-        ShmemIndexEntry* entries = IndexEntries;
-        ShmemIndexHeader* ih = IndexHeader;
-        int cap = ih->Capacity;
-        int mask = cap - 1;
-        int i = (int)(hash & (uint)mask);
-        for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
-        {
-            ShmemIndexEntry* e = entries + i;
-            if (e->State == (int)ShmemEntryState.Empty)
-            {
-                exists = false;
-                // Keep one slot empty so lock-free probes always terminate early.
-                return ih->Count >= cap - 1 ? null : e;
-            }
-            if (e->NameHash == hash && e->NameLength == name.Length && new ReadOnlySpan<byte>(e->Name, name.Length).SequenceEqual(name))
-            {
-                exists = true;
-                return e;
-            }
-        }
-        exists = false;
-        return null;
-    }
-
-    private void WaitEntryReady(ShmemIndexEntry* e, string name)
-    {
-        int spins = 0;
-        while (true)
-        {
-            // Acquire; pairs with the release store of Ready (or Failed) by the initialiser.
-            int st = Volatile.Read(ref e->State);
-            if (st == (int)ShmemEntryState.Ready)
-                return;
-            if (st == (int)ShmemEntryState.Failed)
-                throw new PgIpcException($"initialisation of shared structure \"{name}\" failed in pid {e->InitializerPid}");
-            int pid = e->InitializerPid;
-            if (pid != _platform.Processes.CurrentProcessId && !_platform.Processes.IsAlive(pid))
-                throw new PgIpcException($"shared structure \"{name}\" was never initialised: its initialiser pid {pid} died");
-            if (++spins < 50)
-                Thread.SpinWait(20);
-            else
-                Thread.Sleep(1);
-        }
+        return ShmemIndex.InitStruct(this, name, size, initializer, out found);
     }
 
     // ------------------------------------------------------------------
@@ -817,18 +460,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     public IReadOnlyList<ShmemAllocation> GetAllocations()
     {
         ThrowIfNotAttached();
-        List<ShmemAllocation> rows = [];
-        ShmemIndexEntry* entries = IndexEntries;
-        int cap = Header->IndexCapacity;
-        for (int i = 0; i < cap; i++)
-        {
-            ShmemIndexEntry* e = entries + i;
-            if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
-                continue;
-            string name = Encoding.UTF8.GetString(e->Name, e->NameLength);
-            rows.Add(new ShmemAllocation(name, e->Offset, e->Size, e->AllocatedSize));
-        }
-        rows.Sort((a, b) => a.Offset.CompareTo(b.Offset));
+        List<ShmemAllocation> rows = ShmemIndex.NamedAllocations(this);
         PgShmemHeader* h = Header;
         SLock.Acquire(ref h->AllocLock.Value, "ShmemAlloc");
         long anon = h->AnonymousBytes;
@@ -862,21 +494,14 @@ public sealed unsafe class ShmemSegment : IDisposable
         if (st.AttachCount >= 0)
             return st.AttachCount;
         int first = 0;
-        return CountLiveAttached(_platform, Header, ref first);
+        return ShmemAttachTable.CountAlive(_platform.Processes, Header, ref first);
     }
 
-    /// <summary>The live pids in the attach table (a pid appears once per attachment).</summary>
+    /// <summary>The pids in the attach table that are not gone, an unreaped zombie included (a pid appears once per attachment).</summary>
     public IReadOnlyList<int> AttachedPids()
     {
         ThrowIfNotAttached();
-        List<int> pids = [];
-        for (int i = 0; i < PgShmemHeader.AttachTableCapacity; i++)
-        {
-            int p = Volatile.Read(ref Header->AttachedPids[i]);
-            if (p != 0 && _platform.Processes.IsAlive(p))
-                pids.Add(p);
-        }
-        return pids;
+        return ShmemAttachTable.PidsNotGone(_platform.Processes, Header);
     }
 
     // ------------------------------------------------------------------
@@ -935,34 +560,10 @@ public sealed unsafe class ShmemSegment : IDisposable
     {
         ArgumentNullException.ThrowIfNull(callback);
         ThrowIfNotAttached();
-        lock (_onDetach)
-            _onDetach.Add(callback);
+        _onDetach.Add(callback);
     }
 
-    private void RunOnDetach(bool destroying)
-    {
-        Action<bool>[] callbacks;
-        lock (_onDetach)
-        {
-            callbacks = [.. _onDetach];
-            _onDetach.Clear();
-        }
-        List<Exception>? errors = null;
-        for (int i = callbacks.Length - 1; i >= 0; i--)
-        {
-            try
-            {
-                callbacks[i](destroying);
-            }
-            catch (Exception ex)
-            {
-                // Run every callback; report the failures together once the segment is gone.
-                (errors ??= []).Add(ex);
-            }
-        }
-        if (errors is not null)
-            _detachErrors = new AggregateException($"on-detach callbacks of shared memory segment {Handle.Id} failed", errors);
-    }
+    private void RunOnDetach(bool destroying) => _detachErrors = _onDetach.RunAll(destroying, Handle.Id);
 
     /// <summary>Failures of on-detach callbacks in the last detach or destroy (null when none).</summary>
     public AggregateException? DetachErrors => _detachErrors;
@@ -978,37 +579,17 @@ public sealed unsafe class ShmemSegment : IDisposable
     private void ThrowNotAttached()
         => throw new ObjectDisposedException(nameof(ShmemSegment), $"shared memory segment {Handle.Id} is no longer attached in this process ({(_state == 2 ? "destroyed" : "detached")})");
 
-    // ------------------------------------------------------------------
-    // Cleanup of leftovers (pgipc cleanup)
-    // ------------------------------------------------------------------
-
     /// <summary>
     /// Looks at every segment of <paramref name="platform"/> that may be PgIpc's and removes those left by a
-    /// crashed run (creator dead, nobody attached). With <paramref name="dryRun"/> only reports.
+    /// crashed run (creator dead, nobody attached). With <paramref name="dryRun"/> only reports. The stale
+    /// segments' other OS objects are left alone: the cluster layer's ClusterLeftovers.CleanupStale removes them too.
     /// </summary>
     public static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform = null, bool dryRun = false)
-    {
-        platform ??= PgIpcPlatform.Current;
-        List<StaleSegmentReport> report = [];
-        foreach (string id in platform.SharedMemory.EnumerateCandidates())
-        {
-            Existing verdict = ExamineExisting(platform, id, null, dryRun ? null : new LeftoverCount(), out int pid, out long attached);
-            switch (verdict)
-            {
-                case Existing.Stale:
-                    bool removed = !dryRun && platform.SharedMemory.Remove(id);
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, removed));
-                    break;
-                case Existing.InUse:
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.InUse, pid, attached, false));
-                    break;
-                case Existing.Foreign:
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.NotPgIpc, 0, 0, false));
-                    break;
-            }
-        }
-        return report;
-    }
+        => PreExistingSegment.CleanupStale(platform ?? PgIpcPlatform.Current, dryRun, null);
+
+    /// <summary>As <see cref="CleanupStale(IPgIpcPlatform?, bool)"/>; <paramref name="staleHandler"/> also removes each stale segment's other OS objects.</summary>
+    internal static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform, bool dryRun, IStaleSegmentHandler? staleHandler)
+        => PreExistingSegment.CleanupStale(platform ?? PgIpcPlatform.Current, dryRun, staleHandler);
 
     // ------------------------------------------------------------------
     // Keys
@@ -1036,22 +617,5 @@ public sealed unsafe class ShmemSegment : IDisposable
         return h;
     }
 
-    private static string ReadKey(PgShmemHeader* h)
-    {
-        var bytes = new ReadOnlySpan<byte>(h->Key, PgShmemHeader.KeyCapacity);
-        int n = bytes.IndexOf((byte)0);
-        return Encoding.UTF8.GetString(n < 0 ? bytes : bytes[..n]);
-    }
-
-    internal static string? TryReadKey(nint baseAddress, long size, out PgShmemHeader header)
-    {
-        header = default;
-        if (size < sizeof(PgShmemHeader))
-            return null;
-        PgShmemHeader* h = (PgShmemHeader*)baseAddress;
-        if (h->Magic != PgShmemHeader.MagicValue)
-            return null;
-        header = *h;
-        return ReadKey(h);
-    }
+    private static string ReadKey(PgShmemHeader* h) => PgShmemHeader.ReadKey(h);
 }

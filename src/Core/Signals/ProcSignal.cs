@@ -212,7 +212,8 @@ public static unsafe class ProcSignal
                     me.ProcessInterrupts();
                     continue;
                 }
-                if (!processes.IsAlive(pid))
+                // Gone only (kill(pid, 0)'s view): an unreaped zombie is waited for like a live one until reaped.
+                if (processes.GetLiveness(pid) == ProcessLiveness.Gone)
                     break; // a dead participant will never absorb; its slot will be reclaimed
                 ConditionVariable.PrepareToSleep(me, ref cvs[i]);
                 if (Volatile.Read(ref p->BarrierGeneration) >= generation)

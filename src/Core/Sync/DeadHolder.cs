@@ -28,11 +28,17 @@
  *   reclaimed (ProcArray.ReclaimDeadSlots): it keeps naming the culprit for
  *   every later waiter.
  *
- *   Liveness is kill(pid, 0) / OpenProcess through the current backend's
- *   IProcessServices. A pid the OS has already given to a new process looks
- *   alive: the waiter then keeps waiting (the old behaviour), never blames
- *   the wrong process. An unreaped zombie child also counts as alive on
- *   Unix until its parent waits for it.
+ *   Liveness is IProcessServices.GetLiveness of the backend that maps the
+ *   lock's segment: LWLock waiters ask their ProcArray's; a spinlock word
+ *   knows no segment, so every segment this process creates or attaches
+ *   registers its backend here (HolderLiveness.Use), and the spinlock's
+ *   waiter asks the last one registered (every backend of one OS answers
+ *   alike for a pid). A pid the OS has already given to a new process
+ *   looks alive: the waiter then keeps waiting (the old behaviour), never
+ *   blames the wrong process. Only Gone counts as dead: an unreaped zombie
+ *   holder counts as alive until its parent waits for it (kill(pid, 0)'s
+ *   view, kept; its locks are in fact dead, so treating Zombie as dead
+ *   would also be sound).
  *-------------------------------------------------------------------------
  */
 using PgIpc.Platform;
@@ -72,24 +78,19 @@ internal static class HolderLiveness
 
     private static IProcessServices? s_processes;
 
-    /// <summary>True only when <paramref name="pid"/> is positive, not ours, and the OS says no such process exists. Never throws.</summary>
+    /// <summary>Makes <paramref name="processes"/> (the backend of a segment this process maps) the one spinlock waiters ask.</summary>
+    public static void Use(IProcessServices processes) => Volatile.Write(ref s_processes, processes);
+
+    /// <summary>
+    /// True only when <paramref name="pid"/> is positive, not ours, and the OS says no such process exists
+    /// (<see cref="ProcessLiveness.Gone"/>; see file notes for zombies). Never throws; false when no segment has
+    /// registered a backend yet.
+    /// </summary>
     public static bool IsDead(int pid)
     {
         if (pid <= 0 || pid == MyPid)
             return false;
         IProcessServices? processes = Volatile.Read(ref s_processes);
-        if (processes is null)
-        {
-            try
-            {
-                processes = PgIpcPlatform.Current.Processes;
-            }
-            catch (PgIpcException)
-            {
-                return false; // no backend to ask: keep waiting, as before
-            }
-            Volatile.Write(ref s_processes, processes);
-        }
-        return !processes.IsAlive(pid);
+        return processes is not null && processes.GetLiveness(pid) == ProcessLiveness.Gone;
     }
 }

@@ -115,7 +115,8 @@ public unsafe partial struct LWLock
             {
                 int procno = tag - 1;
                 int pid = Volatile.Read(ref procs[procno].Pid);
-                if (pid == 0 || pid == myPid || processes.IsAlive(pid))
+                // Gone only: an unreaped zombie holder is waited for until it is reaped (DeadHolder.cs).
+                if (pid == 0 || pid == myPid || processes.GetLiveness(pid) != ProcessLiveness.Gone)
                     return (0, -1); // a live holder (or one handing over right now): keep waiting
                 // Still the same holder and still exclusive after the check: it died holding the lock.
                 if (Volatile.Read(ref l->ExclusiveHolder) == tag && (Volatile.Read(ref l->State) & Bits.ValExclusive) != 0
@@ -134,7 +135,7 @@ public unsafe partial struct LWLock
             if (pid == 0 || pid == myPid)
                 continue;
             int held = Volatile.Read(ref p->NumHeldLWLocks);
-            if (held <= 0 || !MirrorNames(p, held, want) || processes.IsAlive(pid))
+            if (held <= 0 || !MirrorNames(p, held, want) || processes.GetLiveness(pid) != ProcessLiveness.Gone) // as above
                 continue;
             // Dead: its stores are final. Blame it while the lock is still held.
             if ((Volatile.Read(ref l->State) & Bits.LockMask) != 0 && Volatile.Read(ref p->Pid) == pid)
@@ -178,7 +179,8 @@ public unsafe partial struct LWLock
             if (Volatile.Read(ref p->LwWaitLockOffset) != offset)
                 continue;
             int pid = Volatile.Read(ref p->Pid);
-            if (pid == 0 || pid == myPid || processes.IsAlive(pid))
+            // Gone only, as ReclaimDeadSlots: an unreaped zombie waiter is left on the queue until reaped.
+            if (pid == 0 || pid == myPid || processes.GetLiveness(pid) != ProcessLiveness.Gone)
                 continue;
             RepairAfterDeadWaiter(l, array, i, pid);
         }

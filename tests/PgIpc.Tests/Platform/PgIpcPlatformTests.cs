@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  * PgIpcPlatformTests.cs
- *   Backend selection, and the OS-level view of what a segment leaves.
+ *   Backend selection, process liveness (zombies on Linux), and the
+ *   OS-level view of what a segment leaves.
  *-------------------------------------------------------------------------
  */
+using System.Diagnostics;
 using NUnit.Framework;
 using PgIpc.Platform;
 using PgIpc.Shmem;
@@ -43,10 +45,39 @@ public sealed class PgIpcPlatformTests
     {
         foreach (IPgIpcPlatform p in PgIpcPlatform.Available())
         {
-            Assert.That(p.Processes.IsAlive(Environment.ProcessId), Is.True, p.Name);
-            Assert.That(p.Processes.IsAlive(0), Is.False, p.Name);
-            Assert.That(p.Processes.IsAlive(-1), Is.False, p.Name);
-            Assert.That(p.Processes.IsAlive(int.MaxValue - 7), Is.False, p.Name);
+            Assert.That(p.Processes.GetLiveness(Environment.ProcessId), Is.EqualTo(ProcessLiveness.Alive), p.Name);
+            Assert.That(p.Processes.GetLiveness(0), Is.EqualTo(ProcessLiveness.Gone), p.Name);
+            Assert.That(p.Processes.GetLiveness(-1), Is.EqualTo(ProcessLiveness.Gone), p.Name);
+            Assert.That(p.Processes.GetLiveness(int.MaxValue - 7), Is.EqualTo(ProcessLiveness.Gone), p.Name);
+        }
+    }
+
+    [Test, OnlyOn(Os.Linux, "zombies are told apart through /proc (linux and posix backends on Linux)")]
+    public void AnExitedUnreapedChildIsAZombieAndNotAlive()
+    {
+        // sh starts a subshell, prints its pid, then execs `sleep`, which never waits for a child. The subshell exits
+        // only once its parent has become that sleep (so the shell cannot reap it), and then stays a zombie.
+        const string script = "(while [ \"$(cat /proc/$$/comm)\" != sleep ]; do sleep 0.01; done) & echo $!; exec sleep 60";
+        var psi = new ProcessStartInfo("/bin/sh", ["-c", script]) { RedirectStandardOutput = true };
+        using Process parent = Process.Start(psi)!;
+        try
+        {
+            int child = int.Parse(parent.StandardOutput.ReadLine()!);
+            foreach (string name in new[] { "linux", "posix" })
+            {
+                IProcessServices processes = PgIpcPlatform.Get(name).Processes;
+                long deadline = Environment.TickCount64 + 30_000;
+                ProcessLiveness seen;
+                while ((seen = processes.GetLiveness(child)) == ProcessLiveness.Alive && Environment.TickCount64 < deadline)
+                    Thread.Sleep(5);
+                Assert.That(seen, Is.EqualTo(ProcessLiveness.Zombie), $"{name}: pid {child}, exited and not reaped by its parent {parent.Id}");
+            }
+            Assert.That(PgIpcPlatform.Get("linux").Processes.GetLiveness(parent.Id), Is.EqualTo(ProcessLiveness.Alive), "the sleeping parent");
+        }
+        finally
+        {
+            parent.Kill();
+            parent.WaitForExit();
         }
     }
 

@@ -2,7 +2,8 @@
  * StaleLeftoversTests.cs
  *   A creator killed with SIGKILL leaves its segment's other OS objects
  *   behind (named semaphores, latch FIFOs); the next Create of the same
- *   key removes them with the stale segment.
+ *   key, given the cluster layer's stale-segment handler, removes them
+ *   with the stale segment.
  *
  * NOTES
  *   Posix backend on Linux only: the backend whose objects have names in
@@ -12,6 +13,7 @@
  *-------------------------------------------------------------------------
  */
 using NUnit.Framework;
+using PgIpc.Postmaster;
 using PgIpc.Shmem;
 using PgIpc.Tests.Postmaster;
 
@@ -37,7 +39,7 @@ public sealed class StaleLeftoversTests
         Assert.That(sems, Has.Length.EqualTo(slots), "the killed creator left its named semaphores");
         Assert.That(Directory.GetFileSystemEntries(latchDir), Has.Length.EqualTo(slots + 1), "and its latch FIFOs and lifeline");
 
-        ShmemSegment seg = ShmemSegment.Create(key, NamedSemaphorePosixPlatform.Sizes(), platform);
+        ShmemSegment seg = ShmemSegment.Create(key, NamedSemaphorePosixPlatform.Sizes(), platform, ClusterLeftovers.Instance);
         try
         {
             Assert.That(seg.Handle.Cookie, Is.Not.EqualTo(old.Cookie));

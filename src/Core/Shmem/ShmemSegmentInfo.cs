@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ * ShmemSegmentInfo.cs
+ *   A segment's header fields and live counts, as ShmemSegment.GetInfo
+ *   reports them (`pgipc inspect`).
+ *-------------------------------------------------------------------------
+ */
+namespace PgIpc.Shmem;
+
+/// <summary>Header fields of a segment, for inspection.</summary>
+public sealed record ShmemSegmentInfo(
+    string Backend,
+    string Id,
+    string Key,
+    uint LayoutVersion,
+    int CreatorPid,
+    DateTimeOffset CreatedAt,
+    long TotalSize,
+    long FreeOffset,
+    ShmemState State,
+    int IndexEntries,
+    int IndexCapacity,
+    long AttachedProcesses,
+    bool HugePages);

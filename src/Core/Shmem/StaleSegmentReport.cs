@@ -1,0 +1,9 @@
+/*-------------------------------------------------------------------------
+ * StaleSegmentReport.cs
+ *   One row of `pgipc cleanup`'s report (ShmemSegment.CleanupStale).
+ *-------------------------------------------------------------------------
+ */
+namespace PgIpc.Shmem;
+
+/// <summary>One row of <see cref="ShmemSegment.CleanupStale(PgIpc.Platform.IPgIpcPlatform?, bool)"/>'s report.</summary>
+public sealed record StaleSegmentReport(string Backend, string Id, StaleVerdict Verdict, int Pid, long Attached, bool Removed);

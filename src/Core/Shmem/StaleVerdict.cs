@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ * StaleVerdict.cs
+ *   What `pgipc cleanup` (ShmemSegment.CleanupStale) found about one
+ *   segment (PreExistingSegment.cs).
+ *-------------------------------------------------------------------------
+ */
+namespace PgIpc.Shmem;
+
+/// <summary>What <see cref="ShmemSegment.CleanupStale(PgIpc.Platform.IPgIpcPlatform?, bool)"/> found about one segment.</summary>
+public enum StaleVerdict
+{
+    /// <summary>Creator dead and nobody attached: a crashed run's leftover.</summary>
+    Stale,
+    /// <summary>A live process created it or is attached.</summary>
+    InUse,
+    /// <summary>Not a PgIpc segment (left alone).</summary>
+    NotPgIpc,
+}
