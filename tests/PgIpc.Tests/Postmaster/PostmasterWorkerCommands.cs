@@ -65,6 +65,16 @@ internal static class PostmasterWorkerCommands
     /// <summary>What the "pages" child writes into block <paramref name="block"/>.</summary>
     public static long PageValue(long block) => 0x5EED_0000_0000L + block;
 
+    public const string UserModuleName = "pm.user-module";
+    public const long UserModuleMagic = 0x4D4F_4455_4C45; // "MODULE"
+
+    /// <summary>
+    /// A user's module as the module tests register it: 64 bytes whose first word the supervisor's init sets to
+    /// <see cref="UserModuleMagic"/>; the "user-module" child writes its pid into the second.
+    /// </summary>
+    public static readonly ShmemModule<ShmemRegion> UserModule = new(UserModuleName, _ => 64,
+        c => c.Segment.InitStruct(UserModuleName, 64, r => r.AsSpan<long>()[0] = UserModuleMagic, out _));
+
     private static Cluster? s_cluster;
     private static BackgroundWorkerHandle? s_last;
 
@@ -117,6 +127,15 @@ internal static class PostmasterWorkerCommands
             case "exit0":
                 Thread.Sleep(ms);
                 return 0;
+            case "user-module":
+            {
+                // Attached on first use through its descriptor (the supervisor recorded its name, not its code).
+                Span<long> words = cluster.Get(UserModule).AsSpan<long>();
+                if (words[0] != UserModuleMagic)
+                    return 4; // a crash for the supervisor: the test sees a restart
+                Volatile.Write(ref words[1], Environment.ProcessId); // release; the test reads it after the child exited
+                return 0;
+            }
             case "crash":
                 Thread.Sleep(ms);
                 return 3;
