@@ -1,6 +1,23 @@
 /*-------------------------------------------------------------------------
  * Exceptions.cs
- *   Typed errors for PgIpc. Each carries the values that explain it.
+ *   Every error PgIpc raises on purpose, in the root namespace, so a
+ *   consumer needs one `using PgIpc;` to catch them. Each carries the
+ *   values that explain it.
+ *
+ * NOTES
+ *   One convention, as .NET's own libraries draw the line:
+ *     - The caller's code is wrong: ArgumentException and its kin for a
+ *       bad argument, InvalidOperationException (or a typed subclass that
+ *       names the rule: LWLockUsageException, LWLockNotHeldException,
+ *       BufferUsageException) for a call in the wrong state, and
+ *       ObjectDisposedException after a detach or dispose. Fix the code;
+ *       do not catch these to go on.
+ *     - The world is not as the call needs it: PgIpcException and its
+ *       subclasses. Another process died holding a lock, shared memory
+ *       written by another process is corrupt, the OS refused, a table is
+ *       full, a segment is in use. These can happen with correct code and
+ *       are worth catching (PostgreSQL's ERROR level; a broken invariant of
+ *       this process's own state is Environment.FailFast, its PANIC).
  *-------------------------------------------------------------------------
  */
 namespace PgIpc;

@@ -95,6 +95,8 @@ public sealed class LayoutTests
     private static readonly HashSet<Type> s_processLocal =
     [
         typeof(ShmemHandle), typeof(ShmemRegion), typeof(PgIpc.Platform.SegmentOsStatus),
+        // The module list as read from PgIpc.ClusterConfig (a managed copy; the record itself is bytes, see ClusterConfig.cs).
+        typeof(PgIpc.Postmaster.ModuleRecord),
         // Per-process memory contexts (native, process-local memory; never in a segment).
         typeof(PgIpc.Memory.MemoryChunk), typeof(PgIpc.Memory.AllocSetBlock), typeof(PgIpc.Memory.GenerationBlock),
         typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters),
