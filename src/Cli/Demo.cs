@@ -213,15 +213,7 @@ internal static class Demo
     }
 
     private static ChildSpec Self(string name, ProcKind kind, string[] args)
-    {
-        string exe = Environment.ProcessPath ?? throw new PgIpcException("cannot find this executable to start the demo's children");
-        List<string> a = [];
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            a.Add(typeof(Demo).Assembly.Location);
-        a.Add(ChildVerb);
-        a.AddRange(args);
-        return new ChildSpec(name, exe, a, kind, RestartIntervalMs: 0);
-    }
+        => ChildSpec.ForThisProgram(name, ChildVerb, args, kind, restartIntervalMs: 0);
 
     /// <summary>The demo's counters in the cluster's current segment.</summary>
     private static unsafe byte* Stats(Cluster cluster)
