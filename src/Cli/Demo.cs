@@ -121,11 +121,11 @@ internal static class Demo
             .RequestShmem(StatsName, 64L + 64L * entries)
             .OnShmemStartup(c =>
             {
-                c.InitStruct(StatsName, 64L + 64L * entries, r =>
-                {
-                    r.AsSpan().Clear();
-                    r.As<DemoStatsHeader>().NumEntries = entries;
-                }, out _);
+                // RequestShmem made the region with the segment (found: an initializer would not run); the hook
+                // runs in the supervisor before any child starts, each time shared memory is (re)created.
+                ShmemRegion r = c.InitStruct(StatsName, 64L + 64L * entries, null, out _);
+                r.AsSpan().Clear();
+                r.As<DemoStatsHeader>().NumEntries = entries;
             })
             .AddBackgroundWorker(Self("checkpointer", ProcKind.Auxiliary, ["checkpointer", "0"]))
             .AddBackgroundWorker(Self("background writer", ProcKind.Auxiliary, ["bgwriter", "0"]));
