@@ -6,6 +6,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
+using PgIpc.Postmaster;
 
 namespace PgIpc.Perf.Contention;
 
@@ -17,14 +18,8 @@ internal static class HarnessChild
     /// <summary>Starts this program as <paramref name="verb"/> with <paramref name="args"/> (through the dotnet host when that runs us).</summary>
     public static Process Start(string verb, params string[] args)
     {
-        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path to start the child with");
-        var psi = new ProcessStartInfo { FileName = exe, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            psi.ArgumentList.Add(typeof(HarnessChild).Assembly.Location);
-        psi.ArgumentList.Add(verb);
-        foreach (string a in args)
-            psi.ArgumentList.Add(a);
-        return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {exe}");
+        ProcessStartInfo psi = ThisProgram.StartInfo(verb, args);
+        return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {psi.FileName}");
     }
 
     /// <summary>

@@ -121,6 +121,8 @@ internal static class Demo
             .RequestShmem(StatsName, 64L + 64L * entries)
             .OnShmemStartup(c =>
             {
+                // RequestShmem reserved the room; the hook creates the counters in the supervisor before any child
+                // starts, each time shared memory is (re)created (shmem_startup_hook).
                 c.InitStruct(StatsName, 64L + 64L * entries, r =>
                 {
                     r.AsSpan().Clear();
@@ -213,15 +215,7 @@ internal static class Demo
     }
 
     private static ChildSpec Self(string name, ProcKind kind, string[] args)
-    {
-        string exe = Environment.ProcessPath ?? throw new PgIpcException("cannot find this executable to start the demo's children");
-        List<string> a = [];
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            a.Add(typeof(Demo).Assembly.Location);
-        a.Add(ChildVerb);
-        a.AddRange(args);
-        return new ChildSpec(name, exe, a, kind, RestartIntervalMs: 0);
-    }
+        => ChildSpec.ForThisProgram(name, ChildVerb, args, kind, restartIntervalMs: 0);
 
     /// <summary>The demo's counters in the cluster's current segment.</summary>
     private static unsafe byte* Stats(Cluster cluster)

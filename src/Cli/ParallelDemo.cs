@@ -82,15 +82,7 @@ internal static class ParallelDemo
         return ok ? 0 : 1;
     }
 
-    private static ChildSpec WorkerSpec()
-    {
-        string exe = Environment.ProcessPath ?? throw new PgIpcException("cannot find this executable to start the parallel workers");
-        List<string> a = [];
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            a.Add(typeof(ParallelDemo).Assembly.Location);
-        a.Add(ChildVerb);
-        return new ChildSpec("parallel demo worker", exe, a);
-    }
+    private static ChildSpec WorkerSpec() => ChildSpec.ForThisProgram("parallel demo worker", ChildVerb, []);
 
     /// <summary>Worker side: sums its share in blocks, one (block, sum) row per block.</summary>
     public static int RunChild(string[] args) => ParallelWorker.Run(args, w =>

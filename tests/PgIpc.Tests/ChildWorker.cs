@@ -13,6 +13,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using NUnit.Framework;
+using PgIpc.Postmaster;
 
 namespace PgIpc.Tests;
 
@@ -63,27 +64,10 @@ internal sealed class ChildWorker : IDisposable
             if (s_live.Count >= MaxChildren)
                 Assert.Fail($"test started more than {MaxChildren} live worker processes");
         }
-        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
-        var psi = new ProcessStartInfo
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        string name = Path.GetFileNameWithoutExtension(exe);
-        if (name.Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-        {
-            psi.FileName = exe;
-            psi.ArgumentList.Add(typeof(ChildWorker).Assembly.Location);
-        }
-        else
-        {
-            psi.FileName = exe;
-        }
-        psi.ArgumentList.Add(TestWorker.Verb);
-        psi.ArgumentList.Add("--backend");
-        psi.ArgumentList.Add(backend);
+        ProcessStartInfo psi = ThisProgram.StartInfo(TestWorker.Verb, "--backend", backend);
+        psi.RedirectStandardInput = true;
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
         Process p = Process.Start(psi) ?? throw new InvalidOperationException("could not start worker");
         p.ErrorDataReceived += (_, _) => { };
         p.BeginErrorReadLine();

@@ -24,30 +24,13 @@
  *   detach, when joining is no longer possible, only the ItemsLock spinlock
  *   is taken (see DsmControl.cs).
  *
- *   Process exit and detach. Every DsmSegment this process still has is
- *   detached when the process detaches from the main segment (an on-detach
- *   callback), including those whose mapping is pinned. When the main
- *   segment is destroyed, every segment still in the table is removed, as
- *   dsm_postmaster_shutdown does: this also reclaims the references of
- *   processes killed with SIGKILL while attached.
- *
- *   Crash leftovers. PostgreSQL finds the old control segment through
- *   postmaster.pid. Ours is in the main segment: when ShmemSegment.Create
- *   finds a dead run's stale segment it removes every segment that table
- *   lists before removing the stale segment (RemoveLeftoversOf, called
- *   through Postmaster/ClusterLeftovers.cs). As a second record, for a
- *   stale segment someone else already removed, when the cluster has a
- *   data directory the table's live handles are mirrored in
- *   "<dataDir>/pg_dynshmem/control" (one "<kind> <handle>" per line,
- *   rewritten under the control lock, replaced atomically by rename). The
- *   next Init that creates the table reads it and removes every object it
- *   names, and removes stray "mmap.*" files as dsm_cleanup_for_mmap does.
- *   Without a data directory CleanupLeftovers does the same for handles the
- *   caller recorded.
+ *   Detaching at process exit, removing every segment when the main
+ *   segment is destroyed, and crash leftovers (the stale table, the data
+ *   directory's control file) are in DsmRegistry.Leftovers.cs.
  *
  *   Mirrors src/backend/storage/ipc/dsm.c (dsm_postmaster_startup,
- *   dsm_cleanup_using_control_segment, dsm_create, dsm_attach, dsm_detach,
- *   dsm_pin_segment, dsm_unpin_segment, dsm_postmaster_shutdown).
+ *   dsm_create, dsm_attach, dsm_detach, dsm_pin_segment,
+ *   dsm_unpin_segment).
  *-------------------------------------------------------------------------
  */
 using System.Globalization;
@@ -98,7 +81,7 @@ public sealed class DsmSlotsExhaustedException : PgIpcException
 }
 
 /// <summary>The cluster's dynamic shared memory, as this process sees it.</summary>
-public sealed unsafe class DsmRegistry
+public sealed unsafe partial class DsmRegistry
 {
     /// <summary>Name of the control table in the ShmemIndex.</summary>
     public const string ShmemName = "PgIpc.DsmControl";
@@ -463,169 +446,6 @@ public sealed unsafe class DsmRegistry
     {
         lock (_attached)
             _attached.Remove(seg);
-    }
-
-    // ------------------------------------------------------------------
-    // Cluster detach and destroy
-    // ------------------------------------------------------------------
-
-    private void OnClusterDetach(bool destroying)
-    {
-        lock (s_registryLock)
-            s_bySegment.Remove(_segment);
-        DsmSegment[] mine;
-        lock (_attached)
-            mine = [.. _attached];
-        List<Exception>? errors = null;
-        for (int i = mine.Length - 1; i >= 0; i--)
-        {
-            try { mine[i].Detach(); }
-            catch (Exception ex) { (errors ??= []).Add(ex); }
-        }
-        if (destroying)
-        {
-            // dsm_postmaster_shutdown: whatever is left (pinned, or held by processes that died) goes now.
-            using (LockControl())
-            {
-                for (int i = 0; i < _header->NItems; i++)
-                {
-                    DsmControlItem* it = &_items[i];
-                    if (it->RefCnt == 0)
-                        continue;
-                    try { _provider.Remove((DsmImplementation)it->Implementation, it->Handle, DataDirectory); }
-                    catch (Exception ex) { (errors ??= []).Add(ex); }
-                    it->RefCnt = 0;
-                    it->Pinned = 0;
-                    _header->DestroyedCount++;
-                }
-                _header->NItems = 0;
-                if (DataDirectory is not null)
-                    File.Delete(ControlFilePath(DataDirectory));
-            }
-        }
-        if (errors is not null)
-            throw new AggregateException("detaching this process's dynamic shared memory segments failed", errors);
-    }
-
-    // ------------------------------------------------------------------
-    // Crash leftovers
-    // ------------------------------------------------------------------
-
-    /// <summary>
-    /// Removes the OS objects of <paramref name="handles"/> (segments a crashed cluster left behind). Returns how
-    /// many existed. Segments of a live cluster must not be passed: their users would lose them.
-    /// </summary>
-    public static int CleanupLeftovers(IPgIpcPlatform platform, DsmImplementation kind, string? dataDirectory, IEnumerable<uint> handles)
-    {
-        ArgumentNullException.ThrowIfNull(platform);
-        ArgumentNullException.ThrowIfNull(handles);
-        int n = 0;
-        foreach (uint h in handles)
-            if (h != 0 && platform.Dsm.Remove(kind, h, dataDirectory))
-                n++;
-        return n;
-    }
-
-    /// <summary>
-    /// A stale main segment's leftovers (its cluster is dead: ShmemSegment.Create found it so): removes every
-    /// segment its control table lists, then the data directory's DSM files (the control file's segments, "mmap.*",
-    /// the control file itself). Reads the table without its locks: whoever held them is dead. Returns how many
-    /// objects existed.
-    /// </summary>
-    internal static int RemoveLeftoversOf(ShmemSegment stale)
-    {
-        if (!stale.TryFindReadyStruct(ShmemName, out ShmemRegion region) || region.Size < sizeof(DsmControlHeader))
-            return 0;
-        var h = (DsmControlHeader*)region.Pointer;
-        if (h->Magic != DsmControlHeader.MagicValue || h->MaxItems <= 0 ||
-            region.Size < sizeof(DsmControlHeader) + (long)h->MaxItems * sizeof(DsmControlItem) + sizeof(int))
-            return 0;
-        var items = (DsmControlItem*)((byte*)h + sizeof(DsmControlHeader));
-        byte* dd = (byte*)items + (long)h->MaxItems * sizeof(DsmControlItem);
-        int ddLen = *(int*)dd;
-        string? dataDirectory = ddLen > 0 && ddLen <= DsmOptions.MaxDataDirectoryBytes && region.Size >= (dd - region.Pointer) + sizeof(int) + ddLen
-            ? Encoding.UTF8.GetString(dd + sizeof(int), ddLen) : null;
-        IPgIpcPlatform platform = stale.Platform;
-        int n = 0;
-        int used = Math.Min(h->NItems, h->MaxItems);
-        for (int i = 0; i < used; i++)
-        {
-            // Moribund (1) included: its remover died before finishing.
-            DsmControlItem it = items[i];
-            var kind = (DsmImplementation)it.Implementation;
-            if (it.RefCnt != 0 && it.Handle != 0 && platform.Dsm.Implementations.Contains(kind) &&
-                (kind != DsmImplementation.Mmap || dataDirectory is not null) && platform.Dsm.Remove(kind, it.Handle, dataDirectory))
-                n++;
-        }
-        if (dataDirectory is not null)
-        {
-            n += CleanupUsingControlFile(platform, dataDirectory);
-            string dir = Path.Combine(dataDirectory, DynShmemDirectory);
-            if (Directory.Exists(dir))
-            {
-                // The control file and a rewrite a killed process left half-done ("control.<pid>.tmp").
-                foreach (string f in Directory.EnumerateFiles(dir, ControlFileName + "*"))
-                    File.Delete(f);
-            }
-        }
-        return n;
-    }
-
-    /// <summary>The handles a cluster with data directory <paramref name="dataDirectory"/> last recorded as live.</summary>
-    public static IReadOnlyList<(DsmImplementation Kind, uint Handle)> ReadControlFile(string dataDirectory)
-    {
-        string path = ControlFilePath(dataDirectory);
-        var list = new List<(DsmImplementation, uint)>();
-        if (!File.Exists(path))
-            return list;
-        foreach (string line in File.ReadAllLines(path))
-        {
-            string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (f.Length == 2 && Enum.TryParse(f[0], out DsmImplementation k) &&
-                uint.TryParse(f[1], NumberStyles.None, CultureInfo.InvariantCulture, out uint h) && h != 0)
-                list.Add((k, h));
-        }
-        return list;
-    }
-
-    /// <summary>dsm_cleanup_using_control_segment + dsm_cleanup_for_mmap, from the control file (see file notes).</summary>
-    private static int CleanupUsingControlFile(IPgIpcPlatform platform, string dataDirectory)
-    {
-        int n = 0;
-        foreach ((DsmImplementation kind, uint handle) in ReadControlFile(dataDirectory))
-        {
-            if (platform.Dsm.Implementations.Contains(kind) && platform.Dsm.Remove(kind, handle, dataDirectory))
-                n++;
-        }
-        string dir = Path.Combine(dataDirectory, DynShmemDirectory);
-        if (Directory.Exists(dir))
-        {
-            foreach (string f in Directory.EnumerateFiles(dir, "mmap.*"))
-            {
-                File.Delete(f);
-                n++;
-            }
-        }
-        return n;
-    }
-
-    private static string ControlFilePath(string dataDirectory) => Path.Combine(dataDirectory, DynShmemDirectory, ControlFileName);
-
-    /// <summary>Rewrites the control file from the table. Caller holds the control lock.</summary>
-    private void WriteControlFile()
-    {
-        if (DataDirectory is null)
-            return;
-        var sb = new StringBuilder();
-        for (int i = 0; i < _header->NItems; i++)
-            if (_items[i].RefCnt != 0)
-                sb.Append(((DsmImplementation)_items[i].Implementation).ToString()).Append(' ')
-                  .Append(_items[i].Handle.ToString(CultureInfo.InvariantCulture)).Append('\n');
-        string path = ControlFilePath(DataDirectory);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + ".tmp";
-        File.WriteAllText(tmp, sb.ToString());
-        File.Move(tmp, path, overwrite: true);
     }
 
     // ------------------------------------------------------------------

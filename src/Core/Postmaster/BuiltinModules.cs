@@ -162,17 +162,16 @@ internal static class BuiltinModules
             c => new BackgroundWriter(c.Get<BufferPool>(), options), null, w.ToArray());
     }
 
-    /// <summary>A user's raw structure (RequestShmem): found or created zeroed; the view is its region.</summary>
+    /// <summary>
+    /// A user's reservation (RequestShmem, RequestAddinShmemSpace): only bytes in the segment's size. The structure is
+    /// made by whoever calls InitStruct first with its initializer (the start-up hook, as shmem_startup_hook does), so
+    /// the module itself creates nothing and its instance is a marker.
+    /// </summary>
     public static ShmemModule RegionModule(string name, long size)
     {
         var w = new OptionsWriter();
         w.Long(size);
-        return new BuiltinModule<ShmemRegion>(name, RegionFactory, _ => size, c =>
-        {
-            if (!c.IsCreating && !c.Segment.TryFindStruct(name, out _))
-                throw new PgIpcException($"segment {c.Segment.Handle.Id} records module \"{name}\" but has no such structure");
-            return c.Segment.InitStruct(name, size, out _);
-        }, null, w.ToArray());
+        return new BuiltinModule<StaticModule>(name, RegionFactory, _ => size, _ => new StaticModule(name), null, w.ToArray());
     }
 
     /// <summary>Rebuilds a library module's descriptor from what the supervisor recorded; null for a user's module.</summary>

@@ -6,7 +6,8 @@
  * NOTES
  *   PostgreSQL's BackgroundWorker struct names a library and a function to
  *   call in the forked child; PgIpc execs, so a child is named by file and
- *   arguments (an executable, or the dotnet host with an assembly first).
+ *   arguments (an executable, or the dotnet host with an assembly first);
+ *   ForThisProgram names this program again (ThisProgram.cs).
  *   The spec travels through shared memory for dynamic workers, so it has a
  *   fixed encoding (file, then arguments, NUL-separated UTF-8) and limits.
  *
@@ -39,8 +40,21 @@ public sealed record ChildSpec(string Name, string FileName, IReadOnlyList<strin
     /// <summary>A child run as `dotnet <paramref name="assemblyPath"/> args...` with the current dotnet host.</summary>
     public static ChildSpec ForDotnet(string name, string assemblyPath, IEnumerable<string> arguments, ProcKind kind = ProcKind.BackgroundWorker, int restartIntervalMs = NeverRestart)
     {
-        string host = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p).Equals("dotnet", StringComparison.OrdinalIgnoreCase) ? p : "dotnet";
+        string host = Environment.ProcessPath is { } p && ThisProgram.IsDotnetHost(p) ? p : "dotnet";
         return new ChildSpec(name, host, [assemblyPath, .. arguments], kind, restartIntervalMs);
+    }
+
+    /// <summary>
+    /// A child that runs this program again with <paramref name="verb"/> and <paramref name="arguments"/>: the
+    /// program's executable, with the entry assembly's path first when that is the dotnet host
+    /// (<see cref="ThisProgram.Command"/>). The supervisor adds the cluster's handle in the environment, and a
+    /// parallel context its own arguments after these.
+    /// </summary>
+    /// <exception cref="PgIpcException">This program's executable (or entry assembly) cannot be found.</exception>
+    public static ChildSpec ForThisProgram(string name, string verb, IEnumerable<string> arguments, ProcKind kind = ProcKind.BackgroundWorker, int restartIntervalMs = NeverRestart)
+    {
+        (string file, List<string> args) = ThisProgram.Command(verb, arguments);
+        return new ChildSpec(name, file, args, kind, restartIntervalMs);
     }
 
     internal void Validate()

@@ -174,14 +174,19 @@ public sealed class ClusterBuilder
 
     /// <summary>
     /// Reserves <paramref name="size"/> bytes for the user's structure <paramref name="name"/> (RequestAddinShmemSpace):
-    /// a module whose view is the zeroed region; initialise it in <see cref="OnShmemStartup"/> or through
-    /// <see cref="Cluster.InitStruct"/>.
+    /// only room in the segment, in the module list's order. Create the structure with
+    /// <see cref="Cluster.InitStruct"/> and its initializer in <see cref="OnShmemStartup"/> (shmem_startup_hook), or
+    /// register a <see cref="ShmemModule{T}"/> with <see cref="AddModule{T}"/> to have it created and attached for you.
     /// </summary>
     public ClusterBuilder RequestShmem(string name, long size)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         ArgumentOutOfRangeException.ThrowIfNegative(size);
-        return AddModule((ShmemModule<ShmemRegion>)BuiltinModules.RegionModule(name, size));
+        ShmemModule reservation = BuiltinModules.RegionModule(name, size);
+        if (_userModules.Any(m => m.Name == name))
+            throw new ArgumentException($"a module named \"{name}\" is already registered", nameof(name));
+        _userModules.Add(reservation);
+        return this;
     }
 
     /// <summary>Runs <paramref name="init"/> in the supervisor each time shared memory is (re)created (shmem_startup_hook).</summary>

@@ -80,14 +80,7 @@ internal static class PostmasterWorkerCommands
 
     /// <summary>The spec of a child that runs this test executable in <paramref name="mode"/>.</summary>
     public static ChildSpec Spec(string name, string backend, string mode, int ms = 0, ProcKind kind = ProcKind.BackgroundWorker, int restartIntervalMs = -1)
-    {
-        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
-        List<string> args = [];
-        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
-            args.Add(typeof(PostmasterWorkerCommands).Assembly.Location);
-        args.AddRange([TestWorker.Verb, "--backend", backend, RunChildOption, mode, ms.ToString(CultureInfo.InvariantCulture)]);
-        return new ChildSpec(name, exe, args, kind, restartIntervalMs);
-    }
+        => ChildSpec.ForThisProgram(name, TestWorker.Verb, ["--backend", backend, RunChildOption, mode, ms.ToString(CultureInfo.InvariantCulture)], kind, restartIntervalMs);
 
     /// <summary>Runs the child when <paramref name="args"/> has --run-child; returns its exit code, or -1 when not a child.</summary>
     public static int TryRunChild(string[] args)
