@@ -8,7 +8,7 @@ using PgIpc.Platform.Posix.Interop;
 namespace PgIpc.Platform.Posix;
 
 /// <summary>kill(pid, 0): 0 or EPERM means the process exists; ESRCH means it does not.</summary>
-public sealed class UnixProcessServices : IProcessServices
+internal sealed class UnixProcessServices : IProcessServices
 {
     public int CurrentProcessId { get; } = Environment.ProcessId;
 

@@ -90,7 +90,7 @@ public sealed class ShmMqCorruptException(string message) : PgIpcException(messa
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Explicit, Size = 192)]
-public struct ShmMqHeader
+internal struct ShmMqHeader
 {
     public const uint MagicValue = 0x514D4853; // "SHMQ"
 

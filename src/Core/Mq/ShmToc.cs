@@ -89,7 +89,7 @@ public sealed class ShmTocOutOfSpaceException : PgIpcException
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
-public struct ShmTocHeader
+internal struct ShmTocHeader
 {
     public ulong Magic;
     public int Mutex;
@@ -104,7 +104,7 @@ public struct ShmTocHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
-public struct ShmTocEntry
+internal struct ShmTocEntry
 {
     public ulong Key;
     public long Offset;

@@ -63,7 +63,7 @@ public sealed class StuckSpinLockException : PgIpcException
 public struct SpinLockPadded
 {
     /// <summary>0 = free, else the holder's pid. Atomic only, through <see cref="SLock"/>.</summary>
-    public int Value;
+    internal int Value;
 }
 
 /// <summary>Operations on a spinlock word in shared memory.</summary>
