@@ -31,7 +31,7 @@ using PgIpc.Sync;
 namespace PgIpc.Sinval;
 
 /// <summary>Sizes and thresholds of the queue, the same as sinvaladt.c's.</summary>
-public static class SinvalConstants
+internal static class SinvalConstants
 {
     /// <summary>Ring capacity in messages (MAXNUMMESSAGES); a power of two.</summary>
     public const int MaxNumMessages = 4096;
