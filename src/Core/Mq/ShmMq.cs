@@ -117,7 +117,7 @@ public sealed unsafe class ShmMq
     public const long MaxMessageSize = 0x3FFF_FFFF;
 
     /// <summary>Bytes of the header before the ring.</summary>
-    public static int HeaderSize => sizeof(ShmMqHeader);
+    internal static int HeaderSize => sizeof(ShmMqHeader);
 
     /// <summary>Smallest ring.</summary>
     public const int MinRingSize = 16;

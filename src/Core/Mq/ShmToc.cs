@@ -197,10 +197,10 @@ public sealed unsafe class ShmToc
     public const int Alignment = ShmemSize.CacheLineSize;
 
     /// <summary>Bytes of the header before the first entry.</summary>
-    public static int HeaderSize => sizeof(ShmTocHeader);
+    internal static int HeaderSize => sizeof(ShmTocHeader);
 
     /// <summary>Bytes per entry.</summary>
-    public static int EntrySize => sizeof(ShmTocEntry);
+    internal static int EntrySize => sizeof(ShmTocEntry);
 
     private readonly byte* _base;
     private readonly long _regionSize;
