@@ -282,7 +282,7 @@ public sealed unsafe class BackgroundWorkerArray
     /// Registers a worker from any process of the cluster and tells the supervisor (RegisterDynamicBackgroundWorker):
     /// the slot is filled, then PMSignal BackgroundWorkerChange wakes the supervisor's loop, which starts it.
     /// </summary>
-    public BackgroundWorkerHandle RegisterDynamicBackgroundWorker(ChildSpec spec, ProcArray procs)
+    internal BackgroundWorkerHandle RegisterDynamicBackgroundWorker(ChildSpec spec, ProcArray procs)
     {
         ArgumentNullException.ThrowIfNull(procs);
         BackgroundWorkerHandle h = Register(spec);
