@@ -37,7 +37,7 @@ using PgIpc.Platform.Posix;
 namespace PgIpc.Platform.Linux;
 
 /// <summary>Futex-word semaphores in shared storage (4 bytes each).</summary>
-public sealed class FutexSemaphoreProvider : IProcSemaphoreProvider
+internal sealed class FutexSemaphoreProvider : IProcSemaphoreProvider
 {
     public int StorageSize => sizeof(int);
 

@@ -20,7 +20,7 @@ using PgIpc.Platform.Posix;
 namespace PgIpc.Platform.Linux;
 
 /// <summary>DSM for the Linux backend: Posix, SysV and Mmap.</summary>
-public sealed class LinuxDsmProvider : PosixDsmProvider
+internal sealed class LinuxDsmProvider : PosixDsmProvider
 {
     private readonly SysVSharedMemory _sysv = new();
 

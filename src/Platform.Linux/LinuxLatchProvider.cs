@@ -96,7 +96,7 @@ internal struct LinuxLatchSlot
 }
 
 /// <summary>eventfd latches woken through pidfd_getfd (or SIGURG), epoll wait sets, pidfd supervisor watch.</summary>
-public sealed class LinuxLatchProvider : ILatchProvider
+internal sealed class LinuxLatchProvider : ILatchProvider
 {
     private readonly bool _forceSignalWake;
 

@@ -31,7 +31,7 @@ using PgIpc.Platform.Posix;
 namespace PgIpc.Platform.Linux;
 
 /// <summary>System V shared memory (shmget / shmat / shmdt / shmctl).</summary>
-public sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
+internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
 {
     private const int Permissions = 0x180; // 0600
     private const long HugePageSize = 2 * 1024 * 1024;

@@ -26,7 +26,7 @@ using PgIpc.Platform.Posix.Interop;
 namespace PgIpc.Platform.Posix;
 
 /// <summary>DSM through POSIX shared memory objects or files in pg_dynshmem.</summary>
-public class PosixDsmProvider : IDsmProvider
+internal class PosixDsmProvider : IDsmProvider
 {
     public const string PosixNamePrefix = "/pgipc.dsm.";
     public const string MmapDirectory = "pg_dynshmem";

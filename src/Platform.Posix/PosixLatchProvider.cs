@@ -62,7 +62,7 @@ using PgIpc.Platform.Posix.Interop;
 namespace PgIpc.Platform.Posix;
 
 /// <summary>FIFO latches, poll/select wait sets, the lifeline FIFO and SIGUSR1 interrupts.</summary>
-public sealed class PosixLatchProvider : ILatchProvider
+internal sealed class PosixLatchProvider : ILatchProvider
 {
     internal const string DirectoryPrefix = "pgipc.";
 

@@ -44,7 +44,7 @@ using PgIpc.Platform.Posix.Interop;
 namespace PgIpc.Platform.Posix;
 
 /// <summary>POSIX semaphores: unnamed process-shared sem_t in shared storage, or named semaphores.</summary>
-public sealed class PosixSemaphoreProvider : IProcSemaphoreProvider
+internal sealed class PosixSemaphoreProvider : IProcSemaphoreProvider
 {
     /// <summary>Longest named-semaphore name, with its leading '/' (macOS PSEMNAMLEN).</summary>
     internal const int MaxSemNameLength = 31;

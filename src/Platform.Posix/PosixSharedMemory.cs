@@ -23,7 +23,7 @@ using PgIpc.Platform.Posix.Interop;
 namespace PgIpc.Platform.Posix;
 
 /// <summary>POSIX shared memory (shm_open / mmap / shm_unlink).</summary>
-public sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
+internal sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
 {
     public const string NamePrefix = "/pgipc.";
     private const string DevShm = "/dev/shm";

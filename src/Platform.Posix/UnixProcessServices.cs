@@ -19,8 +19,8 @@ using PgIpc.Platform.Posix.Interop;
 
 namespace PgIpc.Platform.Posix;
 
-/// <summary>kill(pid, 0): 0 or EPERM means the process exists; ESRCH means it does not. /proc tells zombies apart.</summary>
-public sealed class UnixProcessServices : IProcessServices
+/// <summary>kill(pid, 0): 0 or EPERM means the process exists; ESRCH means it does not.</summary>
+internal sealed class UnixProcessServices : IProcessServices
 {
     // Decided once: the per-pid stat files are there (Linux, or a Linux-compatible procfs).
     private readonly bool _procStat = File.Exists("/proc/self/stat");

@@ -25,7 +25,7 @@ using Win = PgIpc.Platform.Windows.Interop.Windows;
 namespace PgIpc.Platform.Windows;
 
 /// <summary>DSM through paging-file sections.</summary>
-public sealed class WindowsDsmProvider : IDsmProvider
+internal sealed class WindowsDsmProvider : IDsmProvider
 {
     public const string NamePrefix = @"Local\pgipc.dsm.";
     private const int ERROR_DISK_FULL = 112;

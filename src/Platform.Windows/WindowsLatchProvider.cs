@@ -66,7 +66,7 @@ using Win = PgIpc.Platform.Windows.Interop.Windows;
 namespace PgIpc.Platform.Windows;
 
 /// <summary>Latches as named auto-reset events, supervisor watch by process handle, interrupts by named event.</summary>
-public sealed unsafe class WindowsLatchProvider : ILatchProvider
+internal sealed unsafe class WindowsLatchProvider : ILatchProvider
 {
     internal const string NamePrefix = WindowsSemaphoreProvider.NamePrefix;
 

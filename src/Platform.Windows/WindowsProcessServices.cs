@@ -9,7 +9,7 @@ using Win = PgIpc.Platform.Windows.Interop.Windows;
 namespace PgIpc.Platform.Windows;
 
 /// <summary>A pid is alive when it can be opened and has not exited (exit code STILL_ACTIVE).</summary>
-public sealed unsafe class WindowsProcessServices : IProcessServices
+internal sealed unsafe class WindowsProcessServices : IProcessServices
 {
     public int CurrentProcessId { get; } = Environment.ProcessId;
 

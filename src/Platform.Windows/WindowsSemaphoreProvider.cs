@@ -28,7 +28,7 @@ using Win = PgIpc.Platform.Windows.Interop.Windows;
 namespace PgIpc.Platform.Windows;
 
 /// <summary>Named Windows semaphore objects, one per index (no shared storage).</summary>
-public sealed class WindowsSemaphoreProvider : IProcSemaphoreProvider
+internal sealed class WindowsSemaphoreProvider : IProcSemaphoreProvider
 {
     internal const string NamePrefix = @"Local\pgipc.";
 

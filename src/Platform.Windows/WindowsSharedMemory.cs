@@ -26,7 +26,7 @@ using Win = PgIpc.Platform.Windows.Interop.Windows;
 namespace PgIpc.Platform.Windows;
 
 /// <summary>Named paging-file mappings (CreateFileMappingW / OpenFileMappingW / MapViewOfFile).</summary>
-public sealed unsafe class WindowsSharedMemory : ISharedMemoryProvider
+internal sealed unsafe class WindowsSharedMemory : ISharedMemoryProvider
 {
     public const string NamePrefix = @"Local\PgIpc.";
 

@@ -107,6 +107,8 @@ public sealed class LayoutTests
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
         // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.
         typeof(PgIpc.Buffers.CheckpointStats), typeof(PgIpc.Buffers.BgWriterRound), typeof(PgIpc.Buffers.CheckpointerStatus),
+        // The cluster's module list as this process read it (serialised into PgIpc.ClusterConfig, never mapped).
+        typeof(PgIpc.Postmaster.ModuleRecord),
     ];
 
     private static IEnumerable<Type> SharedStructs()

@@ -109,7 +109,7 @@ public sealed class BackgroundWriter
     private long _buffersAllocated;
     private int _hibernating;
 
-    public BackgroundWriter(BufferPool pool, BgWriterOptions? options = null)
+    internal BackgroundWriter(BufferPool pool, BgWriterOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(pool);
         options ??= new BgWriterOptions();
@@ -146,7 +146,7 @@ public sealed class BackgroundWriter
     /// upcoming allocations need, within <see cref="BgWriterOptions.LruMaxPages"/>. Returns true when the writer
     /// may hibernate (no allocations and nothing left to scan).
     /// </summary>
-    public bool BgBufferSync(Participant me)
+    internal bool BgBufferSync(Participant me)
     {
         ArgumentNullException.ThrowIfNull(me);
         int n = _pool.NumBuffers;

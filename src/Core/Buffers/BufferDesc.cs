@@ -51,7 +51,7 @@ namespace PgIpc.Buffers;
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
-public struct BufferDesc
+internal struct BufferDesc
 {
     public const int FreeNextEndOfList = -1;
     public const int FreeNextNotInList = -2;
@@ -128,7 +128,7 @@ public struct BufferDesc
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Explicit, Size = 128)]
-public struct BufferStrategyControl
+internal struct BufferStrategyControl
 {
     public const uint MagicValue = 0x42554653; // "SFUB"
     [FieldOffset(0)] public int Lock;

@@ -39,7 +39,7 @@ public sealed unsafe partial class BufferPool
     /// Where allocators wake a hibernating background writer (StrategyNotifyBgWriter): its procno, or
     /// <see cref="PgProc.InvalidProcNumber"/> to stop. The next buffer allocation clears it and sets that latch.
     /// </summary>
-    public void StrategyNotifyBgWriter(int procno)
+    internal void StrategyNotifyBgWriter(int procno)
     {
         if (procno != PgProc.InvalidProcNumber && (uint)procno >= (uint)_procs.MaxProcs)
             throw new ArgumentOutOfRangeException(nameof(procno), procno, $"procno must be -1 or 0..{_procs.MaxProcs - 1}");
@@ -49,13 +49,13 @@ public sealed unsafe partial class BufferPool
     }
 
     /// <summary>The hibernating background writer the next allocation will wake, or -1 (unlocked read).</summary>
-    public int HibernatingBgWriter => Volatile.Read(ref _ctl->BgwProcNo);
+    internal int HibernatingBgWriter => Volatile.Read(ref _ctl->BgwProcNo);
 
     /// <summary>
     /// Where the clock hand is (StrategySyncStart): its buffer index, how many times it went round, and the
     /// allocations since the previous call (the counter is reset).
     /// </summary>
-    public int StrategySyncStart(out uint completePasses, out uint numBufferAllocs)
+    internal int StrategySyncStart(out uint completePasses, out uint numBufferAllocs)
     {
         SLock.Acquire(ref _ctl->Lock, "buffer strategy");
         uint next = Volatile.Read(ref _ctl->NextVictimBuffer);

@@ -85,7 +85,7 @@ public sealed unsafe partial class BufferPool
     /// spread the checkpoint (CheckpointWriteDelay); <paramref name="beforeSync"/> runs between the two phases
     /// (the checkpointer absorbs its sync requests there).
     /// </summary>
-    public CheckpointStats CheckpointBuffers(Participant me, Action<int, int>? afterWrite = null, Action? beforeSync = null)
+    internal CheckpointStats CheckpointBuffers(Participant me, Action<int, int>? afterWrite = null, Action? beforeSync = null)
     {
         ArgumentNullException.ThrowIfNull(me);
         PrivateRefCount refs = Refs(me);

@@ -93,16 +93,16 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
     public const long MaxBlockNumber = 0xFFFFFFFE;
     /// <summary>The block number to pass with <see cref="ReadBufferMode.Extend"/> (P_NEW).</summary>
     public const long NewBlock = -1;
-    public const int NumPartitions = 128;
-    public const int NumExtensionLocks = 16;
+    internal const int NumPartitions = 128;
+    internal const int NumExtensionLocks = 16;
     /// <summary>Buffer numbers are 1-based; 0 is none (InvalidBuffer).</summary>
     public const int InvalidBuffer = 0;
 
     public const string DescriptorsName = "PgIpc.BufferDescriptors";
-    public const string BlocksName = "PgIpc.BufferBlocks";
-    public const string StrategyName = "PgIpc.BufferStrategy";
-    public const string LocksName = "PgIpc.BufferMappingLocks";
-    public const string MappingName = "PgIpc.BufferMapping";
+    internal const string BlocksName = "PgIpc.BufferBlocks";
+    internal const string StrategyName = "PgIpc.BufferStrategy";
+    internal const string LocksName = "PgIpc.BufferMappingLocks";
+    internal const string MappingName = "PgIpc.BufferMapping";
 
     private readonly ProcArray _procs;
     private readonly BufferDesc* _descs;
@@ -136,7 +136,7 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
     public Smgr Smgr { get; }
 
     /// <summary>Bytes <see cref="Init"/> needs (BufferManagerShmemSize), with alignment slack.</summary>
-    public static long ShmemSize(BufferPoolOptions options)
+    internal static long ShmemSize(BufferPoolOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -149,7 +149,7 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
     }
 
     /// <summary>Finds or creates the pool's structures (BufferManagerShmemInit) and opens this process's view.</summary>
-    public static BufferPool Init(ShmemSegment segment, ProcArray procs, BufferPoolOptions options, out bool found)
+    internal static BufferPool Init(ShmemSegment segment, ProcArray procs, BufferPoolOptions options, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(procs);

@@ -144,7 +144,7 @@ public sealed class CheckpointerNotRunningException : PgIpcException
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Explicit, Size = 384)]
-public struct CheckpointerShmem
+internal struct CheckpointerShmem
 {
     public const uint MagicValue = 0x544B4843; // "CHKT"
     public const int LastErrorBytes = 256;
@@ -174,7 +174,7 @@ public struct CheckpointerShmem
 /// <summary>One fsync request (CheckpointerRequest): a segment file of a relation fork. Layout: 12 bytes, QueueLock.</summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 12)]
-public struct CheckpointerRequest
+internal struct CheckpointerRequest
 {
     public uint RelNumber;
     public ForkNumber Fork;
@@ -184,7 +184,7 @@ public struct CheckpointerRequest
 /// <summary>The checkpointer's shared state as mapped in this process, its main loop and RequestCheckpoint.</summary>
 public sealed unsafe partial class Checkpointer : ISyncRequestQueue
 {
-    public const string ShmemName = "PgIpc.Checkpointer";
+    internal const string ShmemName = "PgIpc.Checkpointer";
 
     // Wait events (the checkpointer's own class).
     public const uint WaitEventCheckpointerMain = 0x0B00_0001;
@@ -219,7 +219,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
     public CheckpointerOptions Options { get; }
 
     /// <summary>Bytes <see cref="Init"/> needs (CheckpointerShmemSize).</summary>
-    public static long ShmemSize(CheckpointerOptions? options = null)
+    internal static long ShmemSize(CheckpointerOptions? options = null)
     {
         options ??= new CheckpointerOptions();
         options.Validate();
@@ -232,7 +232,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
     /// <see cref="Run"/> the checkpointer; without, it can only request checkpoints (the supervisor's start-up
     /// hook passes none).
     /// </summary>
-    public static Checkpointer Init(ShmemSegment segment, ProcArray procs, BufferPool? pool, CheckpointerOptions? options, out bool found)
+    internal static Checkpointer Init(ShmemSegment segment, ProcArray procs, BufferPool? pool, CheckpointerOptions? options, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(procs);
@@ -431,7 +431,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
     /// AbsorbSyncRequests: moves every queued fsync request into this process's Smgr for its next Sync, and bumps the
     /// absorb cycle (writers then forward again). Only the checkpointer calls it. Returns how many it took.
     /// </summary>
-    public int AbsorbSyncRequests()
+    internal int AbsorbSyncRequests()
     {
         BufferPool pool = _pool ?? throw new InvalidOperationException("this checkpointer view has no buffer pool (Init with one to absorb requests)");
         CheckpointerRequest[] buf = _absorbBuffer ??= new CheckpointerRequest[_shared->MaxRequests];

@@ -67,7 +67,7 @@ public sealed unsafe class LocalBuffers : IBufferManager, IDisposable
     /// <summary>Upper bound of temp_buffers (buffer numbers must fit in an int, negated).</summary>
     public const int MaxNumBuffers = 1 << 30;
     /// <summary>The first chunk of page memory is this many blocks; each next one doubles.</summary>
-    public const int FirstChunkBlocks = 16;
+    internal const int FirstChunkBlocks = 16;
 
     /// <summary>A local descriptor: process-private, written by the owner only.</summary>
     private struct LocalBufferDesc

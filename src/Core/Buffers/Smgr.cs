@@ -107,7 +107,7 @@ public sealed class Smgr : IDisposable
     internal Action<BufferTag>? BeforeWrite;
 
     /// <summary>Where writes forward their fsync requests (the checkpointer's queue); null: only this process's Sync fsyncs.</summary>
-    public ISyncRequestQueue? SyncRequests { get; set; }
+    internal ISyncRequestQueue? SyncRequests { get; set; }
 
     /// <summary>The path of a fork's segment file (relpath + segment suffix).</summary>
     public string PathOf(uint rel, ForkNumber fork, uint segno)
@@ -246,7 +246,7 @@ public sealed class Smgr : IDisposable
     }
 
     /// <summary>Remembers that a file needs an fsync at the next <see cref="Sync"/> (RememberSyncRequest; the checkpointer's absorb).</summary>
-    public void RememberSyncRequest(uint rel, ForkNumber fork, uint segno)
+    internal void RememberSyncRequest(uint rel, ForkNumber fork, uint segno)
     {
         if ((uint)fork > (uint)BufferTag.MaxFork)
             throw new ArgumentOutOfRangeException(nameof(fork), fork, $"unknown fork {(int)fork} of relation {rel}");

@@ -49,7 +49,7 @@ namespace PgIpc.Dsm;
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 128)]
-public struct DsmControlHeader
+internal struct DsmControlHeader
 {
     public const uint MagicValue = 0x9A793C5D;
 
@@ -75,7 +75,7 @@ public struct DsmControlHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 24)]
-public struct DsmControlItem
+internal struct DsmControlItem
 {
     public uint Handle;
     public uint RefCnt;

@@ -92,7 +92,7 @@ unsafe partial class DsmRegistry
     /// Removes the OS objects of <paramref name="handles"/> (segments a crashed cluster left behind). Returns how
     /// many existed. Segments of a live cluster must not be passed: their users would lose them.
     /// </summary>
-    public static int CleanupLeftovers(IPgIpcPlatform platform, DsmImplementation kind, string? dataDirectory, IEnumerable<uint> handles)
+    internal static int CleanupLeftovers(IPgIpcPlatform platform, DsmImplementation kind, string? dataDirectory, IEnumerable<uint> handles)
     {
         ArgumentNullException.ThrowIfNull(platform);
         ArgumentNullException.ThrowIfNull(handles);
@@ -149,7 +149,7 @@ unsafe partial class DsmRegistry
     }
 
     /// <summary>The handles a cluster with data directory <paramref name="dataDirectory"/> last recorded as live.</summary>
-    public static IReadOnlyList<(DsmImplementation Kind, uint Handle)> ReadControlFile(string dataDirectory)
+    internal static IReadOnlyList<(DsmImplementation Kind, uint Handle)> ReadControlFile(string dataDirectory)
     {
         string path = ControlFilePath(dataDirectory);
         var list = new List<(DsmImplementation, uint)>();

@@ -84,10 +84,10 @@ public sealed class DsmSlotsExhaustedException : PgIpcException
 public sealed unsafe partial class DsmRegistry
 {
     /// <summary>Name of the control table in the ShmemIndex.</summary>
-    public const string ShmemName = "PgIpc.DsmControl";
+    internal const string ShmemName = "PgIpc.DsmControl";
 
     /// <summary>File under "&lt;dataDir&gt;/pg_dynshmem" that lists the live handles (see file notes).</summary>
-    public const string ControlFileName = "control";
+    internal const string ControlFileName = "control";
 
     private const string DynShmemDirectory = "pg_dynshmem";
 
@@ -138,7 +138,7 @@ public sealed unsafe partial class DsmRegistry
     private byte* DataDirectoryBytes => (byte*)_items + (long)_header->MaxItems * sizeof(DsmControlItem);
 
     /// <summary>Bytes <see cref="Init"/> takes from the main segment.</summary>
-    public static long ShmemSize(DsmOptions options)
+    internal static long ShmemSize(DsmOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -150,7 +150,7 @@ public sealed unsafe partial class DsmRegistry
     /// Finds the control table in <paramref name="segment"/> or creates it (found = false). The creating call also
     /// removes the leftovers of a crashed run recorded in the data directory (see <see cref="LeftoversRemoved"/>).
     /// </summary>
-    public static DsmRegistry Init(ShmemSegment segment, ProcArray procs, DsmOptions options, out bool found)
+    internal static DsmRegistry Init(ShmemSegment segment, ProcArray procs, DsmOptions options, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(procs);
@@ -191,7 +191,7 @@ public sealed unsafe partial class DsmRegistry
     }
 
     /// <summary>Opens the control table another process created (a worker's side).</summary>
-    public static DsmRegistry Attach(ShmemSegment segment)
+    internal static DsmRegistry Attach(ShmemSegment segment)
     {
         ArgumentNullException.ThrowIfNull(segment);
         lock (s_registryLock)

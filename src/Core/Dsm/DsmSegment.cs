@@ -85,7 +85,7 @@ public sealed unsafe class DsmSegment : IDisposable
     public bool IsMappingPinned => Volatile.Read(ref _mappingPinned) != 0;
 
     /// <summary>Address of the mapping in this process, for native callers; valid until Detach. Prefer <see cref="AsSpan"/>.</summary>
-    public nint Address => (nint)Pointer;
+    internal nint Address => (nint)Pointer;
 
     internal byte* Pointer
     {

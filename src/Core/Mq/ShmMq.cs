@@ -91,7 +91,7 @@ public sealed class ShmMqCorruptException(string message) : PgIpcException(messa
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Explicit, Size = 192)]
-public struct ShmMqHeader
+internal struct ShmMqHeader
 {
     public const uint MagicValue = 0x514D4853; // "SHMQ"
 
@@ -118,7 +118,7 @@ public sealed unsafe class ShmMq
     public const long MaxMessageSize = 0x3FFF_FFFF;
 
     /// <summary>Bytes of the header before the ring.</summary>
-    public static int HeaderSize => sizeof(ShmMqHeader);
+    internal static int HeaderSize => sizeof(ShmMqHeader);
 
     /// <summary>Smallest ring.</summary>
     public const int MinRingSize = 16;

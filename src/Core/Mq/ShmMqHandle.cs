@@ -46,19 +46,19 @@ namespace PgIpc.Mq;
 public sealed unsafe partial class ShmMqHandle : IDisposable
 {
     /// <summary>Longest sleep before the peer's liveness is checked again.</summary>
-    public const int PeerCheckIntervalMs = 1000;
+    internal const int PeerCheckIntervalMs = 1000;
 
     /// <summary>Shortest spin budget the adaptation goes down to, in microseconds.</summary>
-    public const int MinSpinMicroseconds = 1;
+    internal const int MinSpinMicroseconds = 1;
 
     /// <summary>Longest spin budget the adaptation goes up to, in microseconds (about one kernel wake-up here).</summary>
-    public const int MaxSpinMicroseconds = 32;
+    internal const int MaxSpinMicroseconds = 32;
 
     /// <summary>A new handle's spin budget, in microseconds.</summary>
-    public const int InitialSpinMicroseconds = 8;
+    internal const int InitialSpinMicroseconds = 8;
 
     /// <summary>How long a spin polls with only a CPU pause before it also yields the CPU between polls, in microseconds.</summary>
-    public const int PureSpinMicroseconds = 2;
+    internal const int PureSpinMicroseconds = 2;
 
     private const int SpinPollsPerClockRead = 4;
     private static readonly long s_pureSpinTicks = MicrosecondsToTicks(PureSpinMicroseconds);

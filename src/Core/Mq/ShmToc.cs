@@ -89,7 +89,7 @@ public sealed class ShmTocOutOfSpaceException : PgIpcException
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
-public struct ShmTocHeader
+internal struct ShmTocHeader
 {
     public ulong Magic;
     public int Mutex;
@@ -104,7 +104,7 @@ public struct ShmTocHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
-public struct ShmTocEntry
+internal struct ShmTocEntry
 {
     public ulong Key;
     public long Offset;
@@ -197,10 +197,10 @@ public sealed unsafe class ShmToc
     public const int Alignment = ShmemSize.CacheLineSize;
 
     /// <summary>Bytes of the header before the first entry.</summary>
-    public static int HeaderSize => sizeof(ShmTocHeader);
+    internal static int HeaderSize => sizeof(ShmTocHeader);
 
     /// <summary>Bytes per entry.</summary>
-    public static int EntrySize => sizeof(ShmTocEntry);
+    internal static int EntrySize => sizeof(ShmTocEntry);
 
     private readonly byte* _base;
     private readonly long _regionSize;

@@ -89,19 +89,19 @@ public sealed class ParallelWorkerException(int workerNumber, string workerMessa
 public sealed unsafe class ParallelContext : IDisposable
 {
     /// <summary>Magic of the toc (PARALLEL_MAGIC).</summary>
-    public const ulong ParallelMagic = 0x50477c7c;
+    internal const ulong ParallelMagic = 0x50477c7c;
 
     /// <summary>Keys at or above this are the context's own; user keys must be below.</summary>
     public const ulong FirstReservedKey = 0xFFFFFFFFFFFF0000;
-    public const ulong KeyFixed = 0xFFFFFFFFFFFF0001;
-    public const ulong KeyErrorQueues = 0xFFFFFFFFFFFF0002;
-    public const ulong KeyTupleQueues = 0xFFFFFFFFFFFF0003;
+    internal const ulong KeyFixed = 0xFFFFFFFFFFFF0001;
+    internal const ulong KeyErrorQueues = 0xFFFFFFFFFFFF0002;
+    internal const ulong KeyTupleQueues = 0xFFFFFFFFFFFF0003;
 
     /// <summary>Default bytes of each queue (PARALLEL_ERROR_QUEUE_SIZE / PARALLEL_TUPLE_QUEUE_SIZE are 16 and 64 KiB).</summary>
     public const long DefaultQueueSize = 64 * 1024;
 
     /// <summary>The argument that hands a worker its segment and number.</summary>
-    public const string WorkerArgumentPrefix = "--pgipc-parallel=";
+    internal const string WorkerArgumentPrefix = "--pgipc-parallel=";
 
     /// <summary>
     /// The fixed state under <see cref="KeyFixed"/> (FixedParallelState): <see cref="FixedWords"/> 64-bit words,

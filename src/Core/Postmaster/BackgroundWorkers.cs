@@ -79,7 +79,7 @@ public enum BgwHandleStatus
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 128)]
-public struct BackgroundWorkerArrayHeader
+internal struct BackgroundWorkerArrayHeader
 {
     public const uint MagicValue = 0x42475752; // "BGWR"
     public SpinLockPadded Lock;
@@ -97,7 +97,7 @@ public struct BackgroundWorkerArrayHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 1024)]
-public unsafe struct BackgroundWorkerSlot
+internal unsafe struct BackgroundWorkerSlot
 {
     public const int NameCapacity = 64;
     public const int CommandCapacity = 928;
@@ -124,7 +124,7 @@ public sealed class NoFreeBackgroundWorkerSlotException(int capacity)
 /// <summary>The slot array of one segment, as this process sees it.</summary>
 public sealed unsafe class BackgroundWorkerArray
 {
-    public const string ShmemName = "PgIpc.BackgroundWorkers";
+    internal const string ShmemName = "PgIpc.BackgroundWorkers";
 
     private readonly ShmemSegment _segment;
     private readonly BackgroundWorkerArrayHeader* _header;
@@ -137,14 +137,14 @@ public sealed unsafe class BackgroundWorkerArray
         _slots = (BackgroundWorkerSlot*)(header + 1);
     }
 
-    public static long ShmemSize(int numSlots)
+    internal static long ShmemSize(int numSlots)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(numSlots, 1);
         return Shmem.ShmemSize.Add(sizeof(BackgroundWorkerArrayHeader), Shmem.ShmemSize.Mul(numSlots, sizeof(BackgroundWorkerSlot)));
     }
 
     /// <summary>Finds or creates the slots; the creating process is the supervisor.</summary>
-    public static BackgroundWorkerArray Init(ShmemSegment segment, int numSlots, out bool found)
+    internal static BackgroundWorkerArray Init(ShmemSegment segment, int numSlots, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         int pid = segment.Platform.Processes.CurrentProcessId;
@@ -161,7 +161,7 @@ public sealed unsafe class BackgroundWorkerArray
     }
 
     /// <summary>Opens the slots another process created.</summary>
-    public static BackgroundWorkerArray Attach(ShmemSegment segment)
+    internal static BackgroundWorkerArray Attach(ShmemSegment segment)
     {
         ArgumentNullException.ThrowIfNull(segment);
         if (!segment.TryFindStruct(ShmemName, out ShmemRegion r))
@@ -282,7 +282,7 @@ public sealed unsafe class BackgroundWorkerArray
     /// Registers a worker from any process of the cluster and tells the supervisor (RegisterDynamicBackgroundWorker):
     /// the slot is filled, then PMSignal BackgroundWorkerChange wakes the supervisor's loop, which starts it.
     /// </summary>
-    public BackgroundWorkerHandle RegisterDynamicBackgroundWorker(ChildSpec spec, ProcArray procs)
+    internal BackgroundWorkerHandle RegisterDynamicBackgroundWorker(ChildSpec spec, ProcArray procs)
     {
         ArgumentNullException.ThrowIfNull(procs);
         BackgroundWorkerHandle h = Register(spec);

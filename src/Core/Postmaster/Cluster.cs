@@ -38,13 +38,13 @@ public sealed class Cluster : IDisposable
     /// <summary>Environment variable with the segment's handle (set by the supervisor for its children).</summary>
     public const string HandleVariable = "PGIPC_CLUSTER";
     /// <summary>Environment variable with the supervisor's pid.</summary>
-    public const string SupervisorPidVariable = "PGIPC_SUPERVISOR_PID";
+    internal const string SupervisorPidVariable = "PGIPC_SUPERVISOR_PID";
     /// <summary>Environment variable with the participant kind the child was started as.</summary>
-    public const string ProcKindVariable = "PGIPC_PROC_KIND";
+    internal const string ProcKindVariable = "PGIPC_PROC_KIND";
     /// <summary>Environment variable with the child's background worker slot.</summary>
-    public const string WorkerSlotVariable = "PGIPC_WORKER_SLOT";
+    internal const string WorkerSlotVariable = "PGIPC_WORKER_SLOT";
     /// <summary>Environment variable with the generation of the child's worker slot.</summary>
-    public const string WorkerGenerationVariable = "PGIPC_WORKER_GENERATION";
+    internal const string WorkerGenerationVariable = "PGIPC_WORKER_GENERATION";
 
     private readonly ShmemSegment _segment;
     private readonly bool _ownedBySupervisor;

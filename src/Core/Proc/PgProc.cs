@@ -70,7 +70,7 @@ public enum LWLockWaitState
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 16)]
-public struct PgLatch
+internal struct PgLatch
 {
     public int IsSet;
     public int MaybeSleeping;
@@ -113,7 +113,7 @@ public struct PgLatch
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 256)]
-public unsafe struct PgProc
+internal unsafe struct PgProc
 {
     public const int InvalidProcNumber = -1;
 
@@ -164,7 +164,7 @@ public unsafe struct PgProc
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 192)]
-public unsafe struct ProcGlobalHeader
+internal unsafe struct ProcGlobalHeader
 {
     public const uint MagicValue = 0x50524F43; // "PROC"
     public SpinLockPadded Lock;

@@ -78,7 +78,7 @@ public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid,
 public sealed unsafe class ProcArray
 {
     /// <summary>Name of the structure in the ShmemIndex.</summary>
-    public const string ShmemName = "PgIpc.ProcGlobal";
+    internal const string ShmemName = "PgIpc.ProcGlobal";
 
     /// <summary>Most slots a cluster can have; the LWLock shared-holder count is checked against it.</summary>
     public const int MaxProcsLimit = 1 << 17;
@@ -123,7 +123,7 @@ public sealed unsafe class ProcArray
     }
 
     /// <summary>Bytes <see cref="Init"/> takes from the segment for <paramref name="options"/>.</summary>
-    public static long ShmemSize(ProcArrayOptions options)
+    internal static long ShmemSize(ProcArrayOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -134,7 +134,7 @@ public sealed unsafe class ProcArray
     /// Finds the slot array in <paramref name="segment"/>, or creates it (with its semaphores) when this is the
     /// first process to ask (found = false). Returns this process's one view of it.
     /// </summary>
-    public static ProcArray Init(ShmemSegment segment, ProcArrayOptions options, out bool found)
+    internal static ProcArray Init(ShmemSegment segment, ProcArrayOptions options, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         long size = ShmemSize(options);
@@ -161,7 +161,7 @@ public sealed unsafe class ProcArray
     }
 
     /// <summary>Opens the slot array another process created in <paramref name="segment"/>.</summary>
-    public static ProcArray Attach(ShmemSegment segment)
+    internal static ProcArray Attach(ShmemSegment segment)
     {
         ArgumentNullException.ThrowIfNull(segment);
         lock (s_registryLock)
@@ -368,7 +368,7 @@ public sealed unsafe class ProcArray
     }
 
     /// <summary>Called with a slot number whenever a slot is given back or reclaimed (per-slot state of other subsystems).</summary>
-    public void AddSlotReleaseHook(Action<int> hook)
+    internal void AddSlotReleaseHook(Action<int> hook)
     {
         ArgumentNullException.ThrowIfNull(hook);
         lock (_slotReleaseHooks)

@@ -60,7 +60,7 @@ public enum ShmemState
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
-public unsafe struct PgShmemHeader
+internal unsafe struct PgShmemHeader
 {
     public const uint MagicValue = 0x50474950; // "PGIP"
     public const uint CurrentLayoutVersion = 3;

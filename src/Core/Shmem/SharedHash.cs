@@ -47,7 +47,7 @@ namespace PgIpc.Shmem;
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
-public struct SharedHashHeader
+internal struct SharedHashHeader
 {
     public const uint MagicValue = 0x48534850; // "PHSH"
     public uint Magic;
@@ -68,7 +68,7 @@ public struct SharedHashHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
-public struct SharedHashPartition
+internal struct SharedHashPartition
 {
     public int FreeListLock;
     public int FreeHead;

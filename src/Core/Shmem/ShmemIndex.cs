@@ -61,7 +61,7 @@ public enum ShmemEntryState
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
-public struct ShmemIndexHeader
+internal struct ShmemIndexHeader
 {
     public SpinLockPadded Lock;
     public int Count;
@@ -76,7 +76,7 @@ public struct ShmemIndexHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
-public unsafe struct ShmemIndexEntry
+internal unsafe struct ShmemIndexEntry
 {
     public const int MaxNameLength = 63;
 
@@ -101,17 +101,17 @@ public static unsafe class ShmemIndex
     public const int DefaultCapacity = 256;
     public const int MaxCapacity = 1 << 20;
 
-    public static void ValidateCapacity(int capacity)
+    internal static void ValidateCapacity(int capacity)
     {
         if (capacity < 8 || capacity > MaxCapacity || (capacity & (capacity - 1)) != 0)
             throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"ShmemIndex capacity must be a power of two between 8 and {MaxCapacity}");
     }
 
-    public static long SizeFor(int capacity)
+    internal static long SizeFor(int capacity)
         => ShmemSize.Add(sizeof(ShmemIndexHeader), ShmemSize.Mul(capacity, sizeof(ShmemIndexEntry)));
 
     /// <summary>Validates a structure name and encodes it as UTF-8 into <paramref name="dest"/> (64 bytes); returns its length.</summary>
-    public static int EncodeName(string name, Span<byte> dest)
+    internal static int EncodeName(string name, Span<byte> dest)
     {
         ArgumentNullException.ThrowIfNull(name);
         if (name.Length == 0)
@@ -128,7 +128,7 @@ public static unsafe class ShmemIndex
     private static string Truncate(string s) => s.Length <= 80 ? s : s[..80] + "...";
 
     /// <summary>FNV-1a over the name bytes: deterministic in every process (string.GetHashCode is not).</summary>
-    public static uint HashName(ReadOnlySpan<byte> name)
+    internal static uint HashName(ReadOnlySpan<byte> name)
     {
         uint h = 2166136261;
         foreach (byte b in name)

@@ -72,7 +72,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     /// <summary>Bytes taken by the header (a whole number of cache lines).</summary>
-    public static long HeaderSize => ShmemSize.CacheLineAlign(sizeof(PgShmemHeader));
+    internal static long HeaderSize => ShmemSize.CacheLineAlign(sizeof(PgShmemHeader));
 
     /// <summary>Smallest segment that holds the header and an index of <paramref name="indexCapacity"/> entries.</summary>
     public static long MinimumSize(int indexCapacity = ShmemIndex.DefaultCapacity)
@@ -596,7 +596,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     // ------------------------------------------------------------------
 
     /// <summary>Checks a cluster key: 1 to 63 UTF-8 bytes, no NUL or control characters.</summary>
-    public static void ValidateKey(string key)
+    internal static void ValidateKey(string key)
     {
         ArgumentNullException.ThrowIfNull(key);
         if (key.Length == 0)
@@ -609,7 +609,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     }
 
     /// <summary>64-bit FNV-1a of the key's UTF-8 bytes; the same in every process.</summary>
-    public static ulong HashKey(string key)
+    internal static ulong HashKey(string key)
     {
         ulong h = 14695981039346656037UL;
         foreach (byte b in Encoding.UTF8.GetBytes(key))

@@ -47,7 +47,7 @@ public enum PMSignalReason
 /// <summary>Header of the PMSignal state; the flags follow it. Immutable after initialisation except Flags (atomic only).</summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 192)]
-public unsafe struct PMSignalState
+internal unsafe struct PMSignalState
 {
     public const int NumReasons = 32;
     public const uint MagicValue = 0x504D5347; // "PMSG"
@@ -60,12 +60,12 @@ public unsafe struct PMSignalState
 /// <summary>Flags from children to the supervisor.</summary>
 public static unsafe class PMSignal
 {
-    public const string ShmemName = "PgIpc.PMSignal";
+    internal const string ShmemName = "PgIpc.PMSignal";
 
-    public static long ShmemSize() => sizeof(PMSignalState);
+    internal static long ShmemSize() => sizeof(PMSignalState);
 
     /// <summary>Finds or creates the flags; the creator's process is the supervisor that receives them.</summary>
-    public static void Init(ShmemSegment segment, ProcArray procs, out bool found)
+    internal static void Init(ShmemSegment segment, ProcArray procs, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(procs);

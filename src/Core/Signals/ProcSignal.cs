@@ -69,7 +69,7 @@ public enum ProcSignalReason
 /// <summary>Header of the ProcSignal state. BarrierGeneration: atomic only (Interlocked increment by emitters).</summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
-public struct ProcSignalHeader
+internal struct ProcSignalHeader
 {
     public const uint MagicValue = 0x50534947; // "PSIG"
     public ulong BarrierGeneration;
@@ -80,17 +80,17 @@ public struct ProcSignalHeader
 /// <summary>ProcSignal and ProcSignalBarrier.</summary>
 public static unsafe class ProcSignal
 {
-    public const string ShmemName = "PgIpc.ProcSignal";
+    internal const string ShmemName = "PgIpc.ProcSignal";
 
     /// <summary>Bytes <see cref="Init"/> takes.</summary>
-    public static long ShmemSize(int maxProcs)
+    internal static long ShmemSize(int maxProcs)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxProcs, 1);
         return Shmem.ShmemSize.Add(sizeof(ProcSignalHeader), Shmem.ShmemSize.Mul(maxProcs, sizeof(ConditionVariable)));
     }
 
     /// <summary>Finds or creates the ProcSignal state for <paramref name="procs"/>'s slots.</summary>
-    public static void Init(ShmemSegment segment, ProcArray procs, out bool found)
+    internal static void Init(ShmemSegment segment, ProcArray procs, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(procs);

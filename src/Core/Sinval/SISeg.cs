@@ -31,7 +31,7 @@ using PgIpc.Sync;
 namespace PgIpc.Sinval;
 
 /// <summary>Sizes and thresholds of the queue, the same as sinvaladt.c's.</summary>
-public static class SinvalConstants
+internal static class SinvalConstants
 {
     /// <summary>Ring capacity in messages (MAXNUMMESSAGES); a power of two.</summary>
     public const int MaxNumMessages = 4096;
@@ -87,7 +87,7 @@ public static class SinvalConstants
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 256)]
-public struct SISegHeader
+internal struct SISegHeader
 {
     public const uint MagicValue = 0x53494E56; // "SINV"
 
@@ -127,7 +127,7 @@ public struct SISegHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
-public struct ProcState
+internal struct ProcState
 {
     public int Pid;
     public int Generation;

@@ -33,16 +33,17 @@ namespace PgIpc.Sinval;
 ///  12  Payload     anything else (a hash value, a version number, a second id)
 /// </code>
 /// Written by the sender into the queue's ring under SInvalWriteLock; read by receivers under SInvalReadLock
-/// (see <see cref="SinvalQueue"/>). Immutable while in the ring.
+/// (see <see cref="SinvalQueue"/>). Immutable while in the ring. A value: its fields are read-only; a message is made
+/// with the constructor and copied whole into and out of the ring.
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 16)]
-public struct SharedInvalidationMessage : IEquatable<SharedInvalidationMessage>
+public readonly struct SharedInvalidationMessage : IEquatable<SharedInvalidationMessage>
 {
-    public int Kind;
-    public uint DatabaseId;
-    public uint ObjectId;
-    public uint Payload;
+    public readonly int Kind;
+    public readonly uint DatabaseId;
+    public readonly uint ObjectId;
+    public readonly uint Payload;
 
     public SharedInvalidationMessage(int kind, uint databaseId, uint objectId, uint payload)
     {
@@ -52,18 +53,18 @@ public struct SharedInvalidationMessage : IEquatable<SharedInvalidationMessage>
         Payload = payload;
     }
 
-    public readonly bool Equals(SharedInvalidationMessage other)
+    public bool Equals(SharedInvalidationMessage other)
         => Kind == other.Kind && DatabaseId == other.DatabaseId && ObjectId == other.ObjectId && Payload == other.Payload;
 
-    public override readonly bool Equals(object? obj) => obj is SharedInvalidationMessage m && Equals(m);
+    public override bool Equals(object? obj) => obj is SharedInvalidationMessage m && Equals(m);
 
-    public override readonly int GetHashCode() => HashCode.Combine(Kind, DatabaseId, ObjectId, Payload);
+    public override int GetHashCode() => HashCode.Combine(Kind, DatabaseId, ObjectId, Payload);
 
     public static bool operator ==(SharedInvalidationMessage a, SharedInvalidationMessage b) => a.Equals(b);
 
     public static bool operator !=(SharedInvalidationMessage a, SharedInvalidationMessage b) => !a.Equals(b);
 
-    public override readonly string ToString() => $"sinval(kind {Kind}, db {DatabaseId}, object {ObjectId}, payload {Payload})";
+    public override string ToString() => $"sinval(kind {Kind}, db {DatabaseId}, object {ObjectId}, payload {Payload})";
 }
 
 /// <summary>

@@ -54,7 +54,7 @@ public sealed record SinvalStatistics(
 public sealed unsafe partial class SinvalQueue
 {
     /// <summary>Name of the structure in the ShmemIndex.</summary>
-    public const string ShmemName = "PgIpc.SInvalSeg";
+    internal const string ShmemName = "PgIpc.SInvalSeg";
 
     private static readonly ConditionalWeakTable<ShmemSegment, SinvalQueue> s_bySegment = new();
     private static readonly Lock s_registryLock = new();
@@ -94,7 +94,7 @@ public sealed unsafe partial class SinvalQueue
     }
 
     /// <summary>Bytes <see cref="Init"/> takes from the segment for <paramref name="maxProcs"/> participant slots (SInvalShmemSize).</summary>
-    public static long ShmemSize(int maxProcs)
+    internal static long ShmemSize(int maxProcs)
     {
         if (maxProcs < 1 || maxProcs > ProcArray.MaxProcsLimit)
             throw new ArgumentOutOfRangeException(nameof(maxProcs), maxProcs, $"the queue needs 1..{ProcArray.MaxProcsLimit} reader slots");
@@ -106,7 +106,7 @@ public sealed unsafe partial class SinvalQueue
     /// Finds the queue in <paramref name="segment"/>, or creates it (found = false) with one reader slot per slot of
     /// <paramref name="procs"/> (SharedInvalShmemInit). Returns this process's one view of it.
     /// </summary>
-    public static SinvalQueue Init(ShmemSegment segment, ProcArray procs, out bool found)
+    internal static SinvalQueue Init(ShmemSegment segment, ProcArray procs, out bool found)
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(procs);
@@ -178,7 +178,7 @@ public sealed unsafe partial class SinvalQueue
     /// <see cref="ReceiveAll"/> soon. Null: nobody is signalled; readers find out through <see cref="CatchupPending"/>.
     /// An exception it throws propagates to the sender, after the queue's locks are back in order.
     /// </summary>
-    public Action<int, int>? CatchupSignal
+    internal Action<int, int>? CatchupSignal
     {
         get => _catchupSignal;
         set => _catchupSignal = value;
@@ -269,7 +269,7 @@ public sealed unsafe partial class SinvalQueue
     /// supervisor calls it when ProcArray reclaims the dead slot, before the slot is handed out again. Takes no lock
     /// (the caller need not be a participant): the registration stops counting at the next cleanup.
     /// </summary>
-    public void ForgetSlot(int procno)
+    internal void ForgetSlot(int procno)
     {
         ThrowIfClosed();
         if ((uint)procno >= (uint)MaxProcs)

@@ -70,9 +70,9 @@ namespace PgIpc.Sync;
 [StructLayout(LayoutKind.Sequential, Size = 16)]
 public unsafe struct ConditionVariable
 {
-    public int Mutex;
-    public int WakeupHead;
-    public int WakeupTail;
+    internal int Mutex;
+    internal int WakeupHead;
+    internal int WakeupTail;
 
     /// <summary>Makes the variable empty. Call once, before anyone can see it.</summary>
     public void Initialize()

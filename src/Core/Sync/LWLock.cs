@@ -104,11 +104,11 @@ public unsafe partial struct LWLock
     /// <summary>Most LWLocks one participant may hold at once (MAX_SIMUL_LWLOCKS).</summary>
     public const int MaxHeldLocks = 200;
 
-    public ushort Tranche;
-    public ushort ExclusiveHolder;
-    public uint State;
-    public int WaitHead;
-    public int WaitTail;
+    internal ushort Tranche;
+    internal ushort ExclusiveHolder;
+    internal uint State;
+    internal int WaitHead;
+    internal int WaitTail;
 
     /// <summary>The state word's bit budget.</summary>
     internal static class Bits
@@ -573,7 +573,7 @@ public unsafe partial struct LWLock
 /// <summary>An LWLock alone on a cache line (LWLockPadded). Layout: the lock at 0, 64 bytes in all.</summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
-public struct LWLockPadded
+internal struct LWLockPadded
 {
     public LWLock Lock;
 }

@@ -89,7 +89,7 @@ public sealed class LWLockTrancheRequests
 /// <summary>Header of the tranche table. Lock protects NextTrancheId, Count and the entries; the rest is immutable.</summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 128)]
-public struct LWLockTrancheHeader
+internal struct LWLockTrancheHeader
 {
     public const uint MagicValue = 0x4C57544E; // "LWTN"
     public SpinLockPadded Lock;
@@ -105,7 +105,7 @@ public struct LWLockTrancheHeader
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 128)]
-public unsafe struct LWLockTrancheEntry
+internal unsafe struct LWLockTrancheEntry
 {
     public fixed byte Name[64];
     public int NameLength;
@@ -146,12 +146,12 @@ public readonly unsafe struct LWLockArray
 /// <summary>The shared tranche table.</summary>
 public static unsafe class LWLockTranches
 {
-    public const string ShmemName = "PgIpc.LWLockTranches";
+    internal const string ShmemName = "PgIpc.LWLockTranches";
     public const int MaxNameLength = 63;
-    public const int DefaultCapacity = 128;
+    internal const int DefaultCapacity = 128;
 
     /// <summary>Bytes <see cref="Init"/> needs for the table and the requested locks.</summary>
-    public static long ShmemSize(LWLockTrancheRequests? requests, int capacity = DefaultCapacity)
+    internal static long ShmemSize(LWLockTrancheRequests? requests, int capacity = DefaultCapacity)
     {
         int cap = Math.Max(capacity, requests?.Requests.Count ?? 0);
         long size = Shmem.ShmemSize.Add(sizeof(LWLockTrancheHeader), Shmem.ShmemSize.Mul(cap, sizeof(LWLockTrancheEntry)));
@@ -159,7 +159,7 @@ public static unsafe class LWLockTranches
     }
 
     /// <summary>Finds or creates the table; the creator also carves and initialises the requested named tranches.</summary>
-    public static void Init(ShmemSegment segment, LWLockTrancheRequests? requests, out bool found, int capacity = DefaultCapacity)
+    internal static void Init(ShmemSegment segment, LWLockTrancheRequests? requests, out bool found, int capacity = DefaultCapacity)
     {
         ArgumentNullException.ThrowIfNull(segment);
         if (capacity < 1 || capacity > ushort.MaxValue - BuiltinTranche.FirstUserDefined)

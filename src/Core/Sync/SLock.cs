@@ -60,10 +60,10 @@ public sealed class StuckSpinLockException : PgIpcException
 /// </summary>
 [SharedStruct]
 [StructLayout(LayoutKind.Sequential, Size = 64)]
-public struct SpinLockPadded
+internal struct SpinLockPadded
 {
     /// <summary>0 = free, else the holder's pid. Atomic only, through <see cref="SLock"/>.</summary>
-    public int Value;
+    internal int Value;
 }
 
 /// <summary>Operations on a spinlock word in shared memory.</summary>
