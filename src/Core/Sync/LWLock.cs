@@ -17,7 +17,8 @@
  *     bit   30    the wait list is not empty       FlagHasWaiters
  *
  *   Acquisition is a compare-and-swap on the state word when the lock is
- *   compatible. When it is not, the participant queues itself (by procno)
+ *   compatible (Acquire then returns true, as LWLockAcquire does: true means
+ *   "had without sleeping", false "slept for it"). When it is not, the participant queues itself (by procno)
  *   on the wait list, then tries the CAS once more: a release that happened
  *   between the first attempt and the queueing would otherwise never wake
  *   it. Only if that second attempt fails does it sleep on its semaphore.
@@ -146,7 +147,11 @@ public unsafe partial struct LWLock
     // Acquire
     // ------------------------------------------------------------------
 
-    /// <summary>Takes the lock in <paramref name="mode"/>, sleeping until it can (LWLockAcquire). Returns true if it had to wait.</summary>
+    /// <summary>
+    /// Takes the lock in <paramref name="mode"/>, sleeping until it can (LWLockAcquire). Returns true when the lock
+    /// was had without sleeping (free at once, or freed during the short spin or the re-check after queueing), false
+    /// when the participant slept on its semaphore for it: lwlock.c's meaning.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Acquire(LWLockMode mode) => Acquire(Participant.Current, mode);
 
@@ -159,10 +164,9 @@ public unsafe partial struct LWLock
         if (!AttemptLock(l, mode))
         {
             Granted(l, me, mode);
-            return false;
+            return true;
         }
-        AcquireSlow(l, me, mode);
-        return true;
+        return AcquireSlow(l, me, mode);
     }
 
     /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire).</summary>
@@ -180,9 +184,11 @@ public unsafe partial struct LWLock
         return true;
     }
 
+    /// <summary>The contended path of <see cref="Acquire(Participant, LWLockMode)"/>: true unless it slept.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void AcquireSlow(LWLock* l, Participant me, LWLockMode mode)
+    private static bool AcquireSlow(LWLock* l, Participant me, LWLockMode mode)
     {
+        bool result = true;
         int extraWaits = 0;
         me.BeginWait(l);
         try
@@ -199,6 +205,7 @@ public unsafe partial struct LWLock
                     break;
                 }
                 SleepUntilWoken(l, me, ref extraWaits);
+                result = false;
                 // We are running again: let releasers wake waiters again (the waker cleared the flag for us).
                 Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
             }
@@ -211,6 +218,7 @@ public unsafe partial struct LWLock
         }
         Granted(l, me, mode);
         me.RepostExtraWaits(extraWaits);
+        return result;
     }
 
     /// <summary>The lock is ours: record an exclusive holder in the lock, and the lock in the held list and its mirror.</summary>
