@@ -34,6 +34,7 @@
  */
 using System.Runtime.CompilerServices;
 using System.Text;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Shmem;
 using PgIpc.Sync;
@@ -72,7 +73,7 @@ public sealed class NoFreeProcSlotException : PgIpcException
 
 /// <summary>One slot as seen by <see cref="ProcArray.GetProcs"/>.</summary>
 /// <remarks><paramref name="HeldLWLocks"/>: LWLocks the slot's owner holds (its mirror; a dead owner's stays as it died).</remarks>
-public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, uint WaitEventInfo, int HeldLWLocks = 0);
+public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, WaitEventId WaitEvent, int HeldLWLocks = 0);
 
 /// <summary>The cluster's participant slots, as mapped in this process.</summary>
 public sealed unsafe class ProcArray
@@ -612,7 +613,7 @@ public sealed unsafe class ProcArray
             if (pid == 0)
                 continue;
             list.Add(new PgProcInfo(i, (ProcKind)p->Kind, pid, Volatile.Read(ref p->Generation),
-                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), Volatile.Read(ref p->WaitEventInfo),
+                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), new WaitEventId(Volatile.Read(ref p->WaitEventInfo)),
                 Volatile.Read(ref p->NumHeldLWLocks)));
         }
         return list;

@@ -52,6 +52,7 @@
  */
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
@@ -107,7 +108,7 @@ public unsafe struct ConditionVariable
     /// Exits the process's wait when the supervisor dies (WL_EXIT_ON_PM_DEATH is the caller's choice: it gets
     /// <see cref="SupervisorDiedException"/>).
     /// </summary>
-    public static bool Sleep(Participant me, ref ConditionVariable cv, int timeoutMs = -1, uint waitEventInfo = 0)
+    public static bool Sleep(Participant me, ref ConditionVariable cv, int timeoutMs = -1, WaitEventId waitEvent = default)
     {
         ArgumentNullException.ThrowIfNull(me);
         ArgumentOutOfRangeException.ThrowIfLessThan(timeoutMs, -1);
@@ -124,7 +125,7 @@ public unsafe struct ConditionVariable
             while (true)
             {
                 WaitEvents events = WaitEvents.LatchSet | WaitEvents.SupervisorDeath | (timeoutMs >= 0 ? WaitEvents.Timeout : WaitEvents.None);
-                WaitEvents got = me.WaitLatch(events, Math.Max(remaining, 0), waitEventInfo);
+                WaitEvents got = me.WaitLatch(events, Math.Max(remaining, 0), waitEvent);
                 me.ResetLatch();
                 if ((got & WaitEvents.SupervisorDeath) != 0)
                     throw new SupervisorDiedException();
