@@ -172,7 +172,11 @@ public sealed unsafe class Participant : IDisposable
     }
 
 
-    /// <summary>The calling thread's participant; throws when the thread has not joined (ProcArray.Join).</summary>
+    /// <summary>
+    /// The calling thread's participant; throws when the thread has not joined (ProcArray.Join). Behind the
+    /// convenience overloads only (LWLock.Acquire(mode), SinvalQueue.SendMessages(messages), ...): every API that needs
+    /// a participant also takes one explicitly, which is what code that hands participants between threads uses.
+    /// </summary>
     public static Participant Current
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

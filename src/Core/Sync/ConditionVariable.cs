@@ -181,7 +181,24 @@ public unsafe struct ConditionVariable
         return signaled;
     }
 
-    /// <summary>Wakes the longest waiter, if any (ConditionVariableSignal).</summary>
+    // Signal and Broadcast both take the signalling participant. Neither needs the caller to be on the variable (or
+    // prepared to sleep on it): Signal only pops the head and sets its latch, which any slot of the array could do;
+    // Broadcast needs a slot of its own, which it queues as the sentinel behind the current waiters (as
+    // condition_variable.c uses MyProc). One shape for both: "who signals". Signal(ProcArray, ...) stays for a
+    // thread that is not a participant (the latch it sets belongs to the woken one, not to the caller).
+
+    /// <summary>Wakes the longest waiter, if any (ConditionVariableSignal). <paramref name="me"/> need not be on the variable.</summary>
+    public static void Signal(Participant me, ref ConditionVariable cv)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        fixed (ConditionVariable* p = &cv)
+            SignalCore(me.ProcArray, p);
+    }
+
+    /// <summary>
+    /// Wakes the longest waiter, if any (ConditionVariableSignal), from a thread that is not a participant: Signal
+    /// needs only the slot array (see <see cref="Signal(Participant, ref ConditionVariable)"/>).
+    /// </summary>
     public static void Signal(ProcArray procs, ref ConditionVariable cv)
     {
         ArgumentNullException.ThrowIfNull(procs);
@@ -198,7 +215,10 @@ public unsafe struct ConditionVariable
             Latch.Latches.SetLatch(procs, woken);
     }
 
-    /// <summary>Wakes every participant waiting when the call began (ConditionVariableBroadcast).</summary>
+    /// <summary>
+    /// Wakes every participant waiting when the call began (ConditionVariableBroadcast). <paramref name="me"/>'s slot is
+    /// the sentinel: a sleep it had prepared on any variable is cancelled first.
+    /// </summary>
     public static void Broadcast(Participant me, ref ConditionVariable cv)
     {
         ArgumentNullException.ThrowIfNull(me);

@@ -151,6 +151,7 @@ public unsafe partial struct LWLock
     /// Takes the lock in <paramref name="mode"/>, sleeping until it can (LWLockAcquire). Returns true when the lock
     /// was had without sleeping (free at once, or freed during the short spin or the re-check after queueing), false
     /// when the participant slept on its semaphore for it: lwlock.c's meaning.
+    /// Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Acquire(LWLockMode mode) => Acquire(Participant.Current, mode);
@@ -169,11 +170,11 @@ public unsafe partial struct LWLock
         return AcquireSlow(l, me, mode);
     }
 
-    /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire).</summary>
+    /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire); true when taken. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool ConditionalAcquire(LWLockMode mode) => ConditionalAcquire(Participant.Current, mode);
 
-    /// <inheritdoc cref="ConditionalAcquire(LWLockMode)"/>
+    /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire); true when taken.</summary>
     public bool ConditionalAcquire(Participant me, LWLockMode mode)
     {
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
@@ -321,11 +322,11 @@ public unsafe partial struct LWLock
     // Release
     // ------------------------------------------------------------------
 
-    /// <summary>Releases the lock (LWLockRelease); throws <see cref="LWLockNotHeldException"/> if it is not held.</summary>
+    /// <summary>Releases the lock (LWLockRelease); throws <see cref="LWLockNotHeldException"/> if it is not held. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Release() => Release(Participant.Current);
 
-    /// <inheritdoc cref="Release()"/>
+    /// <summary>Releases the lock <paramref name="me"/> holds (LWLockRelease); throws <see cref="LWLockNotHeldException"/> if it is not held.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Release(Participant me)
     {
@@ -353,11 +354,14 @@ public unsafe partial struct LWLock
 
     /// <summary>
     /// Acquires the lock and returns a guard whose Dispose releases it: <c>using (l.Hold(LWLockMode.Shared)) { ... }</c>.
-    /// An exception inside the block releases the lock on the way out.
+    /// An exception inside the block releases the lock on the way out. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.
     /// </summary>
-    public Guard Hold(LWLockMode mode)
+    public Guard Hold(LWLockMode mode) => Hold(Participant.Current, mode);
+
+    /// <summary>As <see cref="Hold(LWLockMode)"/> for an explicit participant: <c>using (l.Hold(me, LWLockMode.Shared)) { ... }</c>.</summary>
+    public Guard Hold(Participant me, LWLockMode mode)
     {
-        Participant me = Participant.Current;
+        ArgumentNullException.ThrowIfNull(me);
         Acquire(me, mode);
         return new Guard((LWLock*)Unsafe.AsPointer(ref this), me);
     }
@@ -451,11 +455,17 @@ public unsafe partial struct LWLock
     // Queries
     // ------------------------------------------------------------------
 
-    /// <summary>True when the calling participant holds this lock in any mode (LWLockHeldByMe).</summary>
-    public bool HeldByMe() => Participant.Current.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), null);
+    /// <summary>True when the calling participant holds this lock in any mode (LWLockHeldByMe). Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
+    public bool HeldByMe() => HeldByMe(Participant.Current);
 
-    /// <summary>True when the calling participant holds this lock in <paramref name="mode"/> (LWLockHeldByMeInMode).</summary>
-    public bool HeldByMeInMode(LWLockMode mode) => Participant.Current.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), mode);
+    /// <summary>True when <paramref name="me"/> holds this lock in any mode (LWLockHeldByMe).</summary>
+    public bool HeldByMe(Participant me) => me.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), null);
+
+    /// <summary>True when the calling participant holds this lock in <paramref name="mode"/> (LWLockHeldByMeInMode). Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
+    public bool HeldByMeInMode(LWLockMode mode) => HeldByMeInMode(Participant.Current, mode);
+
+    /// <summary>True when <paramref name="me"/> holds this lock in <paramref name="mode"/> (LWLockHeldByMeInMode).</summary>
+    public bool HeldByMeInMode(Participant me, LWLockMode mode) => me.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), mode);
 
     /// <summary>True when anyone holds the lock exclusive at this instant (diagnostics).</summary>
     public readonly bool IsHeldExclusive => (Volatile.Read(ref Unsafe.AsRef(in State)) & Bits.ValExclusive) != 0;

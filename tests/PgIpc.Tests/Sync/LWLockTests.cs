@@ -294,6 +294,26 @@ public sealed unsafe class LWLockTests(string backend)
     }
 
     [Test]
+    public void ExplicitParticipantOverloadsMatchTheConvenienceOnes()
+    {
+        ref LWLock l = ref Lock(6);
+        Participant me = _me!;
+        using (l.Hold(me, LWLockMode.Shared))
+        {
+            Assert.That(l.HeldByMe(me), Is.True);
+            Assert.That(l.HeldByMeInMode(me, LWLockMode.Shared), Is.True);
+            Assert.That(l.HeldByMeInMode(me, LWLockMode.Exclusive), Is.False);
+            Assert.That(l.HeldByMe(), Is.EqualTo(l.HeldByMe(me)));
+        }
+        Assert.That(l.HeldByMe(me), Is.False);
+        ulong* v = (ulong*)_c.Segment.Alloc(8, "test var 6").Pointer;
+        Assert.That(l.Acquire(me, LWLockMode.Exclusive), Is.True, "free: had without sleeping");
+        l.ReleaseClearVar(me, ref *v, 7);
+        Assert.That(*v, Is.EqualTo(7UL));
+        Assert.That(l.HeldByMe(me), Is.False);
+    }
+
+    [Test]
     public void UpdateVarWithoutHoldingIsRefused()
     {
         ulong v = 0;
