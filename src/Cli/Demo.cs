@@ -122,11 +122,11 @@ internal static class Demo
             .RequestShmem(StatsName, 64L + 64L * entries)
             .OnShmemStartup(c =>
             {
-                c.InitStruct(StatsName, 64L + 64L * entries, r =>
-                {
-                    r.AsSpan().Clear();
-                    r.As<DemoStatsHeader>().NumEntries = entries;
-                }, out _);
+                // RequestShmem's module has already made the region (zero-filled) with the segment, so InitStruct
+                // finds it and its initializer does not run: fill the header here, each time shared memory is made.
+                ShmemRegion r = c.InitStruct(StatsName, 64L + 64L * entries, null, out _);
+                r.AsSpan().Clear();
+                r.As<DemoStatsHeader>().NumEntries = entries;
             })
             .AddBackgroundWorker(Self("checkpointer", ProcKind.Auxiliary, ["checkpointer", "0"]))
             .AddBackgroundWorker(Self("background writer", ProcKind.Auxiliary, ["bgwriter", "0"]));
