@@ -12,6 +12,12 @@
  *   one thread; waiting allocates nothing. The latch protocol is described
  *   in Latches.cs; this class performs its Wait step.
  *
+ *   Names, PostgreSQL's: WaitEvents are the WL_* flags a wait asks for and
+ *   reports; WaitEvent is one event a wait returned (the type the platform
+ *   wait set fills; this class adds the user data); WaitEventId is what the
+ *   participant shows while it sleeps (wait_event_info, WaitEventId.cs),
+ *   named by WaitEventRegistry.cs.
+ *
  *   Mirrors src/backend/storage/ipc/waiteventset.c.
  *-------------------------------------------------------------------------
  */
