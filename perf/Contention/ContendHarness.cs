@@ -83,7 +83,8 @@ internal unsafe struct LWLockSection : ICriticalSection
         _me = me;
     }
 
-    public readonly bool Enter() => _lock->Acquire(_me, LWLockMode.Exclusive);
+    // Acquire is true when the lock was had without sleeping (lwlock.c): "slept" is its negation.
+    public readonly bool Enter() => !_lock->Acquire(_me, LWLockMode.Exclusive);
 
     public readonly void Exit() => _lock->Release(_me);
 }

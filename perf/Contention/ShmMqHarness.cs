@@ -258,7 +258,7 @@ public static class ShmMqHarness
         child.Refresh();
         TimeSpan cpu1 = child.TotalProcessorTime;
         double stretch = Stopwatch.GetElapsedTime(t0).TotalSeconds;
-        bool asleep = procs.GetProcs().Any(p => p.Pid == child.Id && p.WaitEventInfo == ShmMqHandle.ReceiveWaitEvent);
+        bool asleep = procs.GetProcs().Any(p => p.Pid == child.Id && p.WaitEvent == ShmMqHandle.ReceiveWaitEvent);
         return ((cpu1 - cpu0).TotalSeconds / stretch, asleep);
     }
 

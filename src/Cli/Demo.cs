@@ -44,6 +44,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using PgIpc.Buffers;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
@@ -513,17 +514,8 @@ internal static class Demo
         {
             if (p.LwWaiting != LWLockWaitState.NotWaiting)
                 return "LWLock";
-            return p.WaitEventInfo switch
-            {
-                0 => "",
-                Checkpointer.WaitEventCheckpointerMain => "CheckpointerMain",
-                Checkpointer.WaitEventCheckpointStart => "CheckpointStart",
-                Checkpointer.WaitEventCheckpointDone => "CheckpointDone",
-                Checkpointer.WaitEventCheckpointWriteDelay => "CheckpointWriteDelay",
-                BackgroundWriter.WaitEventBgWriterMain => "BgWriterMain",
-                BackgroundWriter.WaitEventBgWriterHibernate => "BgWriterHibernate",
-                uint other => $"0x{other:X8}",
-            };
+            // The modules' names (CheckpointerMain, BgWriterHibernate, ...); hex for a number nobody registered.
+            return WaitEventRegistry.NameOf(p.WaitEvent);
         }
     }
 }

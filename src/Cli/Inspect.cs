@@ -12,7 +12,10 @@
  */
 using System.Globalization;
 using PgIpc.Buffers;
+using PgIpc.Latch;
+using PgIpc.Proc;
 using PgIpc.Shmem;
+using PgIpc.Sync;
 
 namespace PgIpc.Cli;
 
@@ -50,6 +53,8 @@ internal static class Inspect
         w.WriteLine($"attached    {i.AttachedProcesses} process(es): {string.Join(", ", seg.AttachedPids())}");
         w.WriteLine();
         PrintAllocations(seg, w);
+        w.WriteLine();
+        PrintParticipants(seg, w);
         if (BufferDescriptorView.TryOpen(seg, out BufferDescriptorView? view))
         {
             w.WriteLine();
@@ -70,6 +75,34 @@ internal static class Inspect
             string name = a.Name ?? "<free>";
             string off = a.Offset < 0 ? "" : a.Offset.ToString();
             w.WriteLine($"{name,-32} {off,12} {a.Size,12} {a.AllocatedSize,12}");
+        }
+    }
+
+    /// <summary>The participant slots in use and what each waits for (pg_stat_activity's pid, wait_event_type, wait_event).</summary>
+    public static void PrintParticipants(ShmemSegment seg, TextWriter w)
+    {
+        IReadOnlyList<PgProcInfo> procs;
+        try
+        {
+            if (!ProcArray.TryReadProcs(seg, out procs))
+            {
+                w.WriteLine("participants: none (the segment has no participant slots)");
+                return;
+            }
+        }
+        catch (PgIpcException e)
+        {
+            w.WriteLine($"participants: cannot open the slot array ({e.Message})");
+            return;
+        }
+        w.WriteLine($"{"procno",6} {"pid",8} {"kind",-16} {"wait type",-10} {"wait event",-22} {"lwlocks",7}");
+        foreach (PgProcInfo p in procs)
+        {
+            // An LWLock sleep is shown by LwWaiting (LWLock waits set no wait event here).
+            bool lw = p.LwWaiting != LWLockWaitState.NotWaiting;
+            string type = lw ? "LWLock" : WaitEventRegistry.ClassNameOf(p.WaitEvent);
+            string name = lw ? "" : WaitEventRegistry.NameOf(p.WaitEvent);
+            w.WriteLine($"{p.ProcNumber,6} {p.Pid,8} {p.Kind,-16} {type,-10} {name,-22} {p.HeldLWLocks,7}");
         }
     }
 

@@ -69,7 +69,7 @@ internal sealed unsafe class EpollWaitSet : UnixWaitSet
         _registered[position] = op != LibC.EPOLL_CTL_DEL;
     }
 
-    protected override int KernelWait(int timeoutMs, Span<OccurredEvent> occurred)
+    protected override int KernelWait(int timeoutMs, Span<WaitEvent> occurred)
     {
         int ready;
         fixed (byte* events = _ready)
@@ -89,7 +89,7 @@ internal sealed unsafe class EpollWaitSet : UnixWaitSet
                 int position = (int)LibC.EpollData(ev);
                 WaitEvents got = Translate(position, (int)LibC.EpollEvents(ev));
                 if (got != WaitEvents.None)
-                    occurred[n++] = new OccurredEvent(position, got, FdAt(position));
+                    occurred[n++] = new WaitEvent(position, got, FdAt(position));
             }
             return n;
         }

@@ -43,7 +43,7 @@ internal sealed unsafe class PosixPollWaitSet : UnixWaitSet
         _pollfds[position] = new LibC.pollfd { fd = bits != 0 ? FdAt(position) : -1, events = bits };
     }
 
-    protected override int KernelWait(int timeoutMs, Span<OccurredEvent> occurred)
+    protected override int KernelWait(int timeoutMs, Span<WaitEvent> occurred)
     {
         int ready;
         fixed (LibC.pollfd* fds = _pollfds)
@@ -64,7 +64,7 @@ internal sealed unsafe class PosixPollWaitSet : UnixWaitSet
             ready--;
             WaitEvents got = Translate(i, revents);
             if (got != WaitEvents.None)
-                occurred[n++] = new OccurredEvent(i, got, FdAt(i));
+                occurred[n++] = new WaitEvent(i, got, FdAt(i));
         }
         return n;
     }
@@ -92,7 +92,7 @@ internal sealed unsafe class PosixSelectWaitSet : UnixWaitSet
     {
     }
 
-    protected override int KernelWait(int timeoutMs, Span<OccurredEvent> occurred)
+    protected override int KernelWait(int timeoutMs, Span<WaitEvent> occurred)
     {
         LibC.fd_set readfds, writefds;
         LibC.FD_ZERO(&readfds);
@@ -130,7 +130,7 @@ internal sealed unsafe class PosixSelectWaitSet : UnixWaitSet
                 continue;
             WaitEvents got = Translate(i, revents);
             if (got != WaitEvents.None)
-                occurred[n++] = new OccurredEvent(i, got, fd);
+                occurred[n++] = new WaitEvent(i, got, fd);
         }
         return n;
     }

@@ -196,12 +196,12 @@ internal abstract unsafe class UnixWaitSet : IPlatformWaitSet
     /// One kernel wait of up to <paramref name="timeoutMs"/> (-1 forever): fills <paramref name="occurred"/> through
     /// <see cref="Translate"/> and returns how many; 0 on timeout, on EINTR, or when nothing was reportable.
     /// </summary>
-    protected abstract int KernelWait(int timeoutMs, Span<OccurredEvent> occurred);
+    protected abstract int KernelWait(int timeoutMs, Span<WaitEvent> occurred);
 
     /// <summary>Releases the kernel object.</summary>
     protected abstract void KernelDispose();
 
-    public int Wait(int timeoutMs, Span<OccurredEvent> occurred)
+    public int Wait(int timeoutMs, Span<WaitEvent> occurred)
     {
         CheckOpen();
         if (timeoutMs < -1)
@@ -230,13 +230,13 @@ internal abstract unsafe class UnixWaitSet : IPlatformWaitSet
         }
     }
 
-    private int ReportPollingWatches(Span<OccurredEvent> occurred)
+    private int ReportPollingWatches(Span<WaitEvent> occurred)
     {
         int n = 0;
         for (int i = 0; i < Count && n < occurred.Length; i++)
         {
             if (_kinds[i] == EntryKind.Supervisor && _fds[i] < 0 && _events[i] != WaitEvents.None && _watches[i]!.IsSupervisorDead)
-                occurred[n++] = new OccurredEvent(i, WaitEvents.SupervisorDeath, -1);
+                occurred[n++] = new WaitEvent(i, WaitEvents.SupervisorDeath, -1);
         }
         return n;
     }

@@ -98,7 +98,7 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
         public WaitEvents Events;
         /// <summary>What WaitForMultipleObjects waits on (a socket's WSA event).</summary>
         public nint WaitHandle;
-        /// <summary>The socket (sockets), or WaitHandle: what OccurredEvent.Handle reports.</summary>
+        /// <summary>The socket (sockets), or WaitHandle: what WaitEvent.Handle reports.</summary>
         public nint Reported;
         /// <summary>Sockets: SOCK_STREAM, so the readiness probes apply.</summary>
         public bool Stream;
@@ -259,7 +259,7 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
         _active = n;
     }
 
-    public int Wait(int timeoutMs, Span<OccurredEvent> occurred)
+    public int Wait(int timeoutMs, Span<WaitEvent> occurred)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (occurred.Length == 0)
@@ -327,7 +327,7 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
     /// <paramref name="occurred"/> has room: each signalled one is reported (the poll consumed it), and a socket
     /// the probes found ready is reported even when its event is not signalled.
     /// </summary>
-    private int Sweep(int from, Span<OccurredEvent> occurred, int n)
+    private int Sweep(int from, Span<WaitEvent> occurred, int n)
     {
         for (int i = from; i < _active && n < occurred.Length; i++)
         {
@@ -340,13 +340,13 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
             int pos = _positions[i];
             ref Entry e = ref _entries[pos];
             if (e.Kind == Kind.Socket && e.Probed != WaitEvents.None)
-                occurred[n++] = new OccurredEvent(pos, e.Probed, e.Reported);
+                occurred[n++] = new WaitEvent(pos, e.Probed, e.Reported);
         }
         return n;
     }
 
     /// <summary>Adds the event of active index <paramref name="index"/> (its handle was signalled and waited on) to <paramref name="occurred"/>[n] when there is one.</summary>
-    private int Report(int index, Span<OccurredEvent> occurred, int n)
+    private int Report(int index, Span<WaitEvent> occurred, int n)
     {
         int pos = _positions[index];
         ref Entry e = ref _entries[pos];
@@ -359,7 +359,7 @@ internal sealed unsafe class WindowsWaitSet : IPlatformWaitSet
         };
         if (what == WaitEvents.None)
             return n;
-        occurred[n] = new OccurredEvent(pos, what, e.Reported);
+        occurred[n] = new WaitEvent(pos, what, e.Reported);
         return n + 1;
     }
 

@@ -44,6 +44,9 @@
  *   SyncOneBuffer) and src/backend/postmaster/bgwriter.c.
  *-------------------------------------------------------------------------
  */
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Sync;
@@ -84,8 +87,19 @@ public readonly record struct BgWriterRound(int RecentAllocs, int Scanned, int W
 /// <summary>A background writer: its state between rounds, BgBufferSync and the main loop.</summary>
 public sealed class BackgroundWriter
 {
-    public const uint WaitEventBgWriterMain = 0x0B00_0011;
-    public const uint WaitEventBgWriterHibernate = 0x0B00_0012;
+    /// <summary>The background writer between two rounds (Activity).</summary>
+    public static readonly WaitEventId WaitEventBgWriterMain = new(WaitEventClass.Activity, 2);
+    /// <summary>The background writer hibernating, nothing to do (Activity).</summary>
+    public static readonly WaitEventId WaitEventBgWriterHibernate = new(WaitEventClass.Activity, 1);
+
+    /// <summary>Names this module's wait events when Core is loaded (see WaitEventRegistry.cs).</summary>
+    [ModuleInitializer]
+    [SuppressMessage("Usage", "CA2255", Justification = "fills the wait-event name table only: no I/O, no other module touched (WaitEventRegistry.cs)")]
+    internal static void RegisterWaitEvents()
+    {
+        WaitEventRegistry.RegisterBuiltin(WaitEventBgWriterMain, "BgWriterMain");
+        WaitEventRegistry.RegisterBuiltin(WaitEventBgWriterHibernate, "BgWriterHibernate");
+    }
 
     // Rounds over which the allocation rate and density estimates are smoothed (smoothing_samples).
     private const int SmoothingSamples = 16;

@@ -46,8 +46,11 @@
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
@@ -186,11 +189,26 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
 {
     internal const string ShmemName = "PgIpc.Checkpointer";
 
-    // Wait events (the checkpointer's own class).
-    public const uint WaitEventCheckpointerMain = 0x0B00_0001;
-    public const uint WaitEventCheckpointStart = 0x0B00_0002;
-    public const uint WaitEventCheckpointDone = 0x0B00_0003;
-    public const uint WaitEventCheckpointWriteDelay = 0x0B00_0004;
+    // Wait events, in PostgreSQL's classes; named in WaitEventRegistry by RegisterWaitEvents.
+    /// <summary>The checkpointer idle in its main loop (Activity).</summary>
+    public static readonly WaitEventId WaitEventCheckpointerMain = new(WaitEventClass.Activity, 3);
+    /// <summary>A requester waiting for a checkpoint to start (IPC).</summary>
+    public static readonly WaitEventId WaitEventCheckpointStart = new(WaitEventClass.IPC, 2);
+    /// <summary>A requester waiting for a checkpoint to finish (IPC).</summary>
+    public static readonly WaitEventId WaitEventCheckpointDone = new(WaitEventClass.IPC, 1);
+    /// <summary>The checkpointer pacing its writes (Timeout).</summary>
+    public static readonly WaitEventId WaitEventCheckpointWriteDelay = new(WaitEventClass.Timeout, 1);
+
+    /// <summary>Names this module's wait events when Core is loaded (see WaitEventRegistry.cs).</summary>
+    [ModuleInitializer]
+    [SuppressMessage("Usage", "CA2255", Justification = "fills the wait-event name table only: no I/O, no other module touched (WaitEventRegistry.cs)")]
+    internal static void RegisterWaitEvents()
+    {
+        WaitEventRegistry.RegisterBuiltin(WaitEventCheckpointerMain, "CheckpointerMain");
+        WaitEventRegistry.RegisterBuiltin(WaitEventCheckpointStart, "CheckpointStart");
+        WaitEventRegistry.RegisterBuiltin(WaitEventCheckpointDone, "CheckpointDone");
+        WaitEventRegistry.RegisterBuiltin(WaitEventCheckpointWriteDelay, "CheckpointWriteDelay");
+    }
 
     private const int RecheckMs = 1000;
     private const int WriteDelayMs = 100;

@@ -85,13 +85,13 @@ public static unsafe class Latches
     /// Waits on the calling participant's own latch (WaitLatch). <paramref name="events"/> may combine LatchSet,
     /// Timeout and SupervisorDeath. Returns what happened (Timeout when the time ran out).
     /// </summary>
-    public static WaitEvents WaitLatch(Participant me, WaitEvents events, int timeoutMs, uint waitEventInfo = 0)
+    public static WaitEvents WaitLatch(Participant me, WaitEvents events, int timeoutMs, WaitEventId waitEvent = default)
     {
         ArgumentNullException.ThrowIfNull(me);
         ValidateLatchEvents(events, timeoutMs);
         WaitEventSet set = me.LatchWaitSet(events);
         Span<WaitEvent> got = me.LatchEventBuffer;
-        int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEventInfo);
+        int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEvent);
         if (n == 0)
             return WaitEvents.Timeout;
         WaitEvents result = WaitEvents.None;
@@ -101,7 +101,7 @@ public static unsafe class Latches
     }
 
     /// <summary>Waits on the latch and a socket together (WaitLatchOrSocket). Returns what happened.</summary>
-    public static WaitEvents WaitLatchOrSocket(Participant me, WaitEvents events, nint socket, int timeoutMs, uint waitEventInfo = 0)
+    public static WaitEvents WaitLatchOrSocket(Participant me, WaitEvents events, nint socket, int timeoutMs, WaitEventId waitEvent = default)
     {
         ArgumentNullException.ThrowIfNull(me);
         const WaitEvents socketEvents = WaitEvents.SocketReadable | WaitEvents.SocketWriteable | WaitEvents.SocketConnected | WaitEvents.SocketClosed;
@@ -114,7 +114,7 @@ public static unsafe class Latches
         if ((events & socketEvents) != 0)
             set.AddSocket(socket, events & socketEvents);
         Span<WaitEvent> got = new WaitEvent[3];
-        int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEventInfo);
+        int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEvent);
         if (n == 0)
             return WaitEvents.Timeout;
         WaitEvents result = WaitEvents.None;

@@ -12,6 +12,12 @@
  *   one thread; waiting allocates nothing. The latch protocol is described
  *   in Latches.cs; this class performs its Wait step.
  *
+ *   Names, PostgreSQL's: WaitEvents are the WL_* flags a wait asks for and
+ *   reports; WaitEvent is one event a wait returned (the type the platform
+ *   wait set fills; this class adds the user data); WaitEventId is what the
+ *   participant shows while it sleeps (wait_event_info, WaitEventId.cs),
+ *   named by WaitEventRegistry.cs.
+ *
  *   Mirrors src/backend/storage/ipc/waiteventset.c.
  *-------------------------------------------------------------------------
  */
@@ -22,9 +28,6 @@ using PgIpc.Proc;
 
 namespace PgIpc.Latch;
 
-/// <summary>One event a <see cref="WaitEventSet.Wait"/> returned: what happened, at which position, with which user data.</summary>
-public readonly record struct WaitEvent(int Position, WaitEvents Events, nint Handle, object? UserData);
-
 /// <summary>
 /// Things one participant can sleep on together (WaitEventSet): its own latch, sockets, the supervisor's death,
 /// Windows handles. Create it once and reuse it; Dispose releases its kernel objects.
@@ -33,7 +36,7 @@ public sealed unsafe class WaitEventSet : IDisposable
 {
     private readonly Participant _owner;
     private readonly IPlatformWaitSet _set;
-    private readonly OccurredEvent[] _raw;
+    private readonly WaitEvent[] _raw;
     private readonly object?[] _userData;
     private readonly WaitEvents[] _events;
     private int _latchPosition = -1;
@@ -48,7 +51,7 @@ public sealed unsafe class WaitEventSet : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         _owner = owner;
         _set = owner.ProcArray.Latches.CreateWaitSet(capacity);
-        _raw = new OccurredEvent[capacity];
+        _raw = new WaitEvent[capacity];
         _userData = new object?[capacity];
         _events = new WaitEvents[capacity];
     }
@@ -125,10 +128,10 @@ public sealed unsafe class WaitEventSet : IDisposable
     /// <summary>
     /// Sleeps until at least one watched event happens or <paramref name="timeoutMs"/> ms pass (-1: no timeout) and
     /// fills <paramref name="occurred"/>; returns how many (0 means the timeout expired). Never returns early on a
-    /// timeout: spurious kernel wake-ups go back to sleep for the remaining time. <paramref name="waitEventInfo"/>
+    /// timeout: spurious kernel wake-ups go back to sleep for the remaining time. <paramref name="waitEvent"/>
     /// is shown in the participant's slot while it sleeps.
     /// </summary>
-    public int Wait(int timeoutMs, Span<WaitEvent> occurred, uint waitEventInfo = 0)
+    public int Wait(int timeoutMs, Span<WaitEvent> occurred, WaitEventId waitEvent = default)
     {
         ThrowIfDisposed();
         if (occurred.Length == 0)
@@ -138,7 +141,7 @@ public sealed unsafe class WaitEventSet : IDisposable
         bool watchLatch = _latchPosition >= 0 && _events[_latchPosition] == WaitEvents.LatchSet;
         long start = timeoutMs > 0 ? Stopwatch.GetTimestamp() : 0;
         int remaining = timeoutMs;
-        Volatile.Write(ref proc->WaitEventInfo, waitEventInfo);
+        Volatile.Write(ref proc->WaitEventInfo, waitEvent.Value);
         try
         {
             while (true)
@@ -160,7 +163,7 @@ public sealed unsafe class WaitEventSet : IDisposable
                             int m = _set.Wait(0, _raw.AsSpan(0, Math.Min(_raw.Length, occurred.Length)));
                             for (int i = 0; i < m && count < occurred.Length; i++)
                                 if (_raw[i].Position != _latchPosition)
-                                    occurred[count++] = new WaitEvent(_raw[i].Position, _raw[i].Events, _raw[i].Handle, _userData[_raw[i].Position]);
+                                    occurred[count++] = _raw[i] with { UserData = _userData[_raw[i].Position] };
                         }
                         return count;
                     }
@@ -171,14 +174,14 @@ public sealed unsafe class WaitEventSet : IDisposable
                 int reported = 0;
                 for (int i = 0; i < n && reported < occurred.Length; i++)
                 {
-                    OccurredEvent e = _raw[i];
+                    WaitEvent e = _raw[i];
                     if (e.Position == _latchPosition)
                     {
                         // The kernel object is drained; report the latch only if it really is set (a stale wake-up is not an event).
                         if (!watchLatch || Volatile.Read(ref proc->Latch.IsSet) == 0)
                             continue;
                     }
-                    occurred[reported++] = new WaitEvent(e.Position, e.Events, e.Handle, _userData[e.Position]);
+                    occurred[reported++] = e with { UserData = _userData[e.Position] };
                 }
                 if (reported > 0)
                     return reported;

@@ -43,6 +43,7 @@
  */
 using System.Diagnostics;
 using System.Numerics;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.Arm;
@@ -62,10 +63,19 @@ public sealed unsafe partial class ShmMqHandle
     // ------------------------------------------------------------------
 
     /// <summary>The wait event a sender shows in its slot while it sleeps for space (MessageQueueSend).</summary>
-    public const uint SendWaitEvent = 0x0A00_0001;
+    public static readonly WaitEventId SendWaitEvent = new(WaitEventClass.IPC, 4);
 
     /// <summary>The wait event a receiver shows in its slot while it sleeps for data (MessageQueueReceive). A spin shows none.</summary>
-    public const uint ReceiveWaitEvent = 0x0A00_0002;
+    public static readonly WaitEventId ReceiveWaitEvent = new(WaitEventClass.IPC, 3);
+
+    /// <summary>Names this module's wait events when Core is loaded (see WaitEventRegistry.cs).</summary>
+    [ModuleInitializer]
+    [SuppressMessage("Usage", "CA2255", Justification = "fills the wait-event name table only: no I/O, no other module touched (WaitEventRegistry.cs)")]
+    internal static void RegisterWaitEvents()
+    {
+        WaitEventRegistry.RegisterBuiltin(SendWaitEvent, "MessageQueueSend");
+        WaitEventRegistry.RegisterBuiltin(ReceiveWaitEvent, "MessageQueueReceive");
+    }
 
     /// <summary>
     /// Waits for the peer to move <paramref name="counter"/> (its own: BytesWritten for a receiver, BytesRead for a
@@ -73,7 +83,7 @@ public sealed unsafe partial class ShmMqHandle
     /// then one sleep on our latch. The caller re-checks either way (a wake-up may be early or redundant). False when
     /// the peer is gone. The caller has published its own progress and set the peer's latch before calling.
     /// </summary>
-    private bool WaitForPeer(long* counter, long seen, uint waitEvent, ref bool spin)
+    private bool WaitForPeer(long* counter, long seen, WaitEventId waitEvent, ref bool spin)
     {
         long spinStart = 0;
         if (spin)
@@ -146,7 +156,7 @@ public sealed unsafe partial class ShmMqHandle
     }
 
     /// <summary>Sleeps on our latch up to PeerCheckIntervalMs; false when the peer is gone (never throws for that).</summary>
-    private bool Sleep(uint waitEvent)
+    private bool Sleep(WaitEventId waitEvent)
     {
         if (!PeerAlive())
             return false;

@@ -141,15 +141,25 @@ public sealed unsafe class ParallelContext : IDisposable
     /// <summary>
     /// A context for <paramref name="nworkers"/> workers run as <paramref name="workerSpec"/> (CreateParallelContext).
     /// The calling thread must have joined the cluster (<see cref="Participant.Current"/>): it is the leader.
-    /// Each worker's process must call <see cref="ParallelWorker.Attach()"/>.
+    /// Each worker's process must call <see cref="ParallelWorker.Attach()"/>. Convenience for
+    /// <see cref="Create(Cluster, Participant, ChildSpec, int, long)"/> with the calling thread's participant.
     /// </summary>
     public static ParallelContext Create(Cluster cluster, ChildSpec workerSpec, int nworkers, long queueSize = DefaultQueueSize)
+        => Create(cluster, Participant.Current, workerSpec, nworkers, queueSize);
+
+    /// <summary>
+    /// A context for <paramref name="nworkers"/> workers run as <paramref name="workerSpec"/> (CreateParallelContext),
+    /// led by <paramref name="leader"/> (a participant of <paramref name="cluster"/>, used by one thread at a time).
+    /// Each worker's process must call <see cref="ParallelWorker.Attach()"/>.
+    /// </summary>
+    public static ParallelContext Create(Cluster cluster, Participant leader, ChildSpec workerSpec, int nworkers, long queueSize = DefaultQueueSize)
     {
         ArgumentNullException.ThrowIfNull(cluster);
+        ArgumentNullException.ThrowIfNull(leader);
         ArgumentNullException.ThrowIfNull(workerSpec);
         ArgumentOutOfRangeException.ThrowIfLessThan(nworkers, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(queueSize, ShmMq.HeaderSize + ShmMq.MinRingSize);
-        return new ParallelContext(cluster, Participant.Current, workerSpec, nworkers, queueSize);
+        return new ParallelContext(cluster, leader, workerSpec, nworkers, queueSize);
     }
 
     /// <summary>Number of workers the context launches.</summary>

@@ -56,8 +56,14 @@ public enum WaitEvents : uint
     Timeout = 1 << 7,
 }
 
-/// <summary>One event a wait returned. Position is what Add* returned.</summary>
-public readonly record struct OccurredEvent(int Position, WaitEvents Events, nint Handle);
+/// <summary>
+/// One event a wait returned (PostgreSQL's WaitEvent): at which position (what Add* returned), what happened, the
+/// fd or HANDLE watched there, and the user data given to <see cref="Latch.WaitEventSet"/>'s Add* call. The
+/// platform's <see cref="IPlatformWaitSet.Wait"/> returns the same type with <paramref name="UserData"/> null;
+/// the WaitEventSet fills it in. Not to be confused with <see cref="WaitEvents"/> (the WL_* flags) or
+/// <see cref="Latch.WaitEventId"/> (what a participant is waiting for, wait_event_info).
+/// </summary>
+public readonly record struct WaitEvent(int Position, WaitEvents Events, nint Handle, object? UserData = null);
 
 /// <summary>Per-backend latch wake objects, wait sets, supervisor watch and process interrupts.</summary>
 public interface ILatchProvider
@@ -177,5 +183,5 @@ public interface IPlatformWaitSet : IDisposable
     /// its length of ready events; returns how many (0 on timeout). An interrupted wait (EINTR) returns 0 early
     /// only if the caller's deadline passed; otherwise it resumes with the remaining time.
     /// </summary>
-    int Wait(int timeoutMs, Span<OccurredEvent> occurred);
+    int Wait(int timeoutMs, Span<WaitEvent> occurred);
 }

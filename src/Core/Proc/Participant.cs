@@ -31,6 +31,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Runtime.CompilerServices;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Sync;
 
@@ -87,7 +88,7 @@ public sealed unsafe class Participant : IDisposable
     internal ILatchOwner LatchOwner => _latchOwner;
 
     /// <summary>Room for WaitLatch's results, allocated once (WaitEvent holds a reference, so it cannot live on the stack).</summary>
-    internal Latch.WaitEvent[] LatchEventBuffer { get; } = new Latch.WaitEvent[2];
+    internal WaitEvent[] LatchEventBuffer { get; } = new WaitEvent[2];
 
     /// <summary>The cached wait set WaitLatch uses for this combination of latch / supervisor death.</summary>
     internal Latch.WaitEventSet LatchWaitSet(WaitEvents events)
@@ -117,8 +118,8 @@ public sealed unsafe class Participant : IDisposable
     public void ResetLatch() => Latch.Latches.ResetLatch(this);
 
     /// <summary>Waits on this participant's latch (WaitLatch); see <see cref="Latch.Latches.WaitLatch"/>.</summary>
-    public WaitEvents WaitLatch(WaitEvents events, int timeoutMs, uint waitEventInfo = 0)
-        => Latch.Latches.WaitLatch(this, events, timeoutMs, waitEventInfo);
+    public WaitEvents WaitLatch(WaitEvents events, int timeoutMs, WaitEventId waitEvent = default)
+        => Latch.Latches.WaitLatch(this, events, timeoutMs, waitEvent);
 
     /// <summary>
     /// Registers what <see cref="ProcessInterrupts"/> runs for <paramref name="reason"/> (null removes it). Handlers run
@@ -171,7 +172,11 @@ public sealed unsafe class Participant : IDisposable
     }
 
 
-    /// <summary>The calling thread's participant; throws when the thread has not joined (ProcArray.Join).</summary>
+    /// <summary>
+    /// The calling thread's participant; throws when the thread has not joined (ProcArray.Join). Behind the
+    /// convenience overloads only (LWLock.Acquire(mode), SinvalQueue.SendMessages(messages), ...): every API that needs
+    /// a participant also takes one explicitly, which is what code that hands participants between threads uses.
+    /// </summary>
     public static Participant Current
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -212,18 +217,21 @@ public sealed unsafe class Participant : IDisposable
     /// <summary>True once disposed.</summary>
     public bool IsDisposed => Volatile.Read(ref _closed) != 0;
 
-    /// <summary>What this participant is waiting for, for diagnostics (PostgreSQL's wait_event_info). Atomic store.</summary>
-    public uint WaitEventInfo
+    /// <summary>
+    /// What this participant is waiting for, for diagnostics (PostgreSQL's wait_event_info, kept as a uint in its
+    /// PGPROC's WaitEventInfo). Atomic store. Named by <see cref="WaitEventRegistry"/>.
+    /// </summary>
+    public WaitEventId WaitEvent
     {
         get
         {
             ThrowIfClosed();
-            return Volatile.Read(ref Proc->WaitEventInfo);
+            return new WaitEventId(Volatile.Read(ref Proc->WaitEventInfo));
         }
         set
         {
             ThrowIfClosed();
-            Volatile.Write(ref Proc->WaitEventInfo, value);
+            Volatile.Write(ref Proc->WaitEventInfo, value.Value);
         }
     }
 

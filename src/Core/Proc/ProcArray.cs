@@ -34,6 +34,7 @@
  */
 using System.Runtime.CompilerServices;
 using System.Text;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Shmem;
 using PgIpc.Sync;
@@ -72,7 +73,7 @@ public sealed class NoFreeProcSlotException : PgIpcException
 
 /// <summary>One slot as seen by <see cref="ProcArray.GetProcs"/>.</summary>
 /// <remarks><paramref name="HeldLWLocks"/>: LWLocks the slot's owner holds (its mirror; a dead owner's stays as it died).</remarks>
-public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, uint WaitEventInfo, int HeldLWLocks = 0);
+public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, WaitEventId WaitEvent, int HeldLWLocks = 0);
 
 /// <summary>The cluster's participant slots, as mapped in this process.</summary>
 public sealed unsafe class ProcArray
@@ -158,6 +159,22 @@ public sealed unsafe class ProcArray
             return Register(new ProcArray(segment, header, c.Sems, c.Wakers, c.Lifeline));
         (IProcSemaphoreSet sems, ILatchWakers wakers) = OpenObjects(segment, header);
         return Register(new ProcArray(segment, header, sems, wakers, null));
+    }
+
+    /// <summary>
+    /// The slots in use in <paramref name="segment"/>, read without joining and without locks (pg_stat_activity's
+    /// view, for inspection tools). False when the segment has no participant slots.
+    /// </summary>
+    public static bool TryReadProcs(ShmemSegment segment, out IReadOnlyList<PgProcInfo> procs)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        if (!segment.TryFindStruct(ShmemName, out _))
+        {
+            procs = [];
+            return false;
+        }
+        procs = Attach(segment).GetProcs();
+        return true;
     }
 
     /// <summary>Opens the slot array another process created in <paramref name="segment"/>.</summary>
@@ -613,7 +630,7 @@ public sealed unsafe class ProcArray
             if (pid == 0)
                 continue;
             list.Add(new PgProcInfo(i, (ProcKind)p->Kind, pid, Volatile.Read(ref p->Generation),
-                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), Volatile.Read(ref p->WaitEventInfo),
+                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), new WaitEventId(Volatile.Read(ref p->WaitEventInfo)),
                 Volatile.Read(ref p->NumHeldLWLocks)));
         }
         return list;

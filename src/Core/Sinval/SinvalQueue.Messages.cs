@@ -46,7 +46,10 @@ unsafe partial class SinvalQueue
     // Sending
     // ------------------------------------------------------------------
 
-    /// <summary>Broadcasts <paramref name="messages"/> to every other reader, in order, as the calling thread's participant.</summary>
+    /// <summary>
+    /// Broadcasts <paramref name="messages"/> to every other reader, in order. Convenience: as the calling thread's
+    /// <see cref="Participant.Current"/>; <see cref="SendMessages(Participant, ReadOnlySpan{SharedInvalidationMessage})"/> is the primary API.
+    /// </summary>
     public void SendMessages(ReadOnlySpan<SharedInvalidationMessage> messages) => SendMessages(Participant.Current, messages);
 
     /// <summary>

@@ -52,6 +52,7 @@
  */
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
@@ -107,7 +108,7 @@ public unsafe struct ConditionVariable
     /// Exits the process's wait when the supervisor dies (WL_EXIT_ON_PM_DEATH is the caller's choice: it gets
     /// <see cref="SupervisorDiedException"/>).
     /// </summary>
-    public static bool Sleep(Participant me, ref ConditionVariable cv, int timeoutMs = -1, uint waitEventInfo = 0)
+    public static bool Sleep(Participant me, ref ConditionVariable cv, int timeoutMs = -1, WaitEventId waitEvent = default)
     {
         ArgumentNullException.ThrowIfNull(me);
         ArgumentOutOfRangeException.ThrowIfLessThan(timeoutMs, -1);
@@ -124,7 +125,7 @@ public unsafe struct ConditionVariable
             while (true)
             {
                 WaitEvents events = WaitEvents.LatchSet | WaitEvents.SupervisorDeath | (timeoutMs >= 0 ? WaitEvents.Timeout : WaitEvents.None);
-                WaitEvents got = me.WaitLatch(events, Math.Max(remaining, 0), waitEventInfo);
+                WaitEvents got = me.WaitLatch(events, Math.Max(remaining, 0), waitEvent);
                 me.ResetLatch();
                 if ((got & WaitEvents.SupervisorDeath) != 0)
                     throw new SupervisorDiedException();
@@ -180,7 +181,24 @@ public unsafe struct ConditionVariable
         return signaled;
     }
 
-    /// <summary>Wakes the longest waiter, if any (ConditionVariableSignal).</summary>
+    // Signal and Broadcast both take the signalling participant. Neither needs the caller to be on the variable (or
+    // prepared to sleep on it): Signal only pops the head and sets its latch, which any slot of the array could do;
+    // Broadcast needs a slot of its own, which it queues as the sentinel behind the current waiters (as
+    // condition_variable.c uses MyProc). One shape for both: "who signals". Signal(ProcArray, ...) stays for a
+    // thread that is not a participant (the latch it sets belongs to the woken one, not to the caller).
+
+    /// <summary>Wakes the longest waiter, if any (ConditionVariableSignal). <paramref name="me"/> need not be on the variable.</summary>
+    public static void Signal(Participant me, ref ConditionVariable cv)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        fixed (ConditionVariable* p = &cv)
+            SignalCore(me.ProcArray, p);
+    }
+
+    /// <summary>
+    /// Wakes the longest waiter, if any (ConditionVariableSignal), from a thread that is not a participant: Signal
+    /// needs only the slot array (see <see cref="Signal(Participant, ref ConditionVariable)"/>).
+    /// </summary>
     public static void Signal(ProcArray procs, ref ConditionVariable cv)
     {
         ArgumentNullException.ThrowIfNull(procs);
@@ -197,7 +215,10 @@ public unsafe struct ConditionVariable
             Latch.Latches.SetLatch(procs, woken);
     }
 
-    /// <summary>Wakes every participant waiting when the call began (ConditionVariableBroadcast).</summary>
+    /// <summary>
+    /// Wakes every participant waiting when the call began (ConditionVariableBroadcast). <paramref name="me"/>'s slot is
+    /// the sentinel: a sleep it had prepared on any variable is cancelled first.
+    /// </summary>
     public static void Broadcast(Participant me, ref ConditionVariable cv)
     {
         ArgumentNullException.ThrowIfNull(me);

@@ -31,11 +31,15 @@ public unsafe partial struct LWLock
 {
     /// <summary>
     /// Takes the lock if it is free; otherwise waits until it is free and returns false without taking it
-    /// (LWLockAcquireOrWait: for work that one participant does on behalf of all, like a WAL flush).
+    /// (LWLockAcquireOrWait: for work that one participant does on behalf of all, like a WAL flush). Returns true
+    /// when it took the lock (lwlock.c's meaning too). Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.
     /// </summary>
     public bool AcquireOrWait(LWLockMode mode) => AcquireOrWait(Participant.Current, mode);
 
-    /// <inheritdoc cref="AcquireOrWait(LWLockMode)"/>
+    /// <summary>
+    /// Takes the lock if it is free; otherwise waits until it is free and returns false without taking it
+    /// (LWLockAcquireOrWait). True when it took the lock.
+    /// </summary>
     public bool AcquireOrWait(Participant me, LWLockMode mode)
     {
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
@@ -65,12 +69,15 @@ public unsafe partial struct LWLock
         return !mustWait;
     }
 
-    /// <summary>Sets <paramref name="variable"/> to <paramref name="value"/> and releases (LWLockReleaseClearVar).</summary>
-    public void ReleaseClearVar(ref ulong variable, ulong value)
+    /// <summary>Sets <paramref name="variable"/> to <paramref name="value"/> and releases (LWLockReleaseClearVar). Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
+    public void ReleaseClearVar(ref ulong variable, ulong value) => ReleaseClearVar(Participant.Current, ref variable, value);
+
+    /// <summary>Sets <paramref name="variable"/> to <paramref name="value"/> and releases the lock <paramref name="me"/> holds (LWLockReleaseClearVar).</summary>
+    public void ReleaseClearVar(Participant me, ref ulong variable, ulong value)
     {
         // Full barrier; pairs with WaitForVar's read of the variable.
         Interlocked.Exchange(ref variable, value);
-        Release();
+        Release(me);
     }
 
     // ------------------------------------------------------------------
@@ -80,12 +87,12 @@ public unsafe partial struct LWLock
     /// <summary>
     /// Waits until the lock is free or <paramref name="variable"/> differs from <paramref name="oldValue"/>
     /// (LWLockWaitForVar). Returns true when the lock is free (nothing to wait for); false when the variable
-    /// changed, with its value in <paramref name="newValue"/>. Does not take the lock.
+    /// changed, with its value in <paramref name="newValue"/>. Does not take the lock. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.
     /// </summary>
     public bool WaitForVar(ref ulong variable, ulong oldValue, out ulong newValue)
         => WaitForVar(Participant.Current, ref variable, oldValue, out newValue);
 
-    /// <inheritdoc cref="WaitForVar(ref ulong, ulong, out ulong)"/>
+    /// <summary>As <see cref="WaitForVar(ref ulong, ulong, out ulong)"/> for an explicit participant <paramref name="me"/>.</summary>
     public bool WaitForVar(Participant me, ref ulong variable, ulong oldValue, out ulong newValue)
     {
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
@@ -146,11 +153,11 @@ public unsafe partial struct LWLock
 
     /// <summary>
     /// Sets <paramref name="variable"/> and wakes every WaitForVar waiter (LWLockUpdateVar). The caller holds the
-    /// lock exclusive.
+    /// lock exclusive. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.
     /// </summary>
     public void UpdateVar(ref ulong variable, ulong value) => UpdateVar(Participant.Current, ref variable, value);
 
-    /// <inheritdoc cref="UpdateVar(ref ulong, ulong)"/>
+    /// <summary>As <see cref="UpdateVar(ref ulong, ulong)"/> for an explicit participant <paramref name="me"/>, which holds the lock exclusive.</summary>
     public void UpdateVar(Participant me, ref ulong variable, ulong value)
     {
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);

@@ -17,7 +17,8 @@
  *     bit   30    the wait list is not empty       FlagHasWaiters
  *
  *   Acquisition is a compare-and-swap on the state word when the lock is
- *   compatible. When it is not, the participant queues itself (by procno)
+ *   compatible (Acquire then returns true, as LWLockAcquire does: true means
+ *   "had without sleeping", false "slept for it"). When it is not, the participant queues itself (by procno)
  *   on the wait list, then tries the CAS once more: a release that happened
  *   between the first attempt and the queueing would otherwise never wake
  *   it. Only if that second attempt fails does it sleep on its semaphore.
@@ -146,7 +147,12 @@ public unsafe partial struct LWLock
     // Acquire
     // ------------------------------------------------------------------
 
-    /// <summary>Takes the lock in <paramref name="mode"/>, sleeping until it can (LWLockAcquire). Returns true if it had to wait.</summary>
+    /// <summary>
+    /// Takes the lock in <paramref name="mode"/>, sleeping until it can (LWLockAcquire). Returns true when the lock
+    /// was had without sleeping (free at once, or freed during the short spin or the re-check after queueing), false
+    /// when the participant slept on its semaphore for it: lwlock.c's meaning.
+    /// Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Acquire(LWLockMode mode) => Acquire(Participant.Current, mode);
 
@@ -159,17 +165,16 @@ public unsafe partial struct LWLock
         if (!AttemptLock(l, mode))
         {
             Granted(l, me, mode);
-            return false;
+            return true;
         }
-        AcquireSlow(l, me, mode);
-        return true;
+        return AcquireSlow(l, me, mode);
     }
 
-    /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire).</summary>
+    /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire); true when taken. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool ConditionalAcquire(LWLockMode mode) => ConditionalAcquire(Participant.Current, mode);
 
-    /// <inheritdoc cref="ConditionalAcquire(LWLockMode)"/>
+    /// <summary>Takes the lock only if that needs no wait (LWLockConditionalAcquire); true when taken.</summary>
     public bool ConditionalAcquire(Participant me, LWLockMode mode)
     {
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
@@ -180,9 +185,11 @@ public unsafe partial struct LWLock
         return true;
     }
 
+    /// <summary>The contended path of <see cref="Acquire(Participant, LWLockMode)"/>: true unless it slept.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void AcquireSlow(LWLock* l, Participant me, LWLockMode mode)
+    private static bool AcquireSlow(LWLock* l, Participant me, LWLockMode mode)
     {
+        bool result = true;
         int extraWaits = 0;
         me.BeginWait(l);
         try
@@ -199,6 +206,7 @@ public unsafe partial struct LWLock
                     break;
                 }
                 SleepUntilWoken(l, me, ref extraWaits);
+                result = false;
                 // We are running again: let releasers wake waiters again (the waker cleared the flag for us).
                 Interlocked.Or(ref l->State, Bits.FlagReleaseOk);
             }
@@ -211,6 +219,7 @@ public unsafe partial struct LWLock
         }
         Granted(l, me, mode);
         me.RepostExtraWaits(extraWaits);
+        return result;
     }
 
     /// <summary>The lock is ours: record an exclusive holder in the lock, and the lock in the held list and its mirror.</summary>
@@ -313,11 +322,11 @@ public unsafe partial struct LWLock
     // Release
     // ------------------------------------------------------------------
 
-    /// <summary>Releases the lock (LWLockRelease); throws <see cref="LWLockNotHeldException"/> if it is not held.</summary>
+    /// <summary>Releases the lock (LWLockRelease); throws <see cref="LWLockNotHeldException"/> if it is not held. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Release() => Release(Participant.Current);
 
-    /// <inheritdoc cref="Release()"/>
+    /// <summary>Releases the lock <paramref name="me"/> holds (LWLockRelease); throws <see cref="LWLockNotHeldException"/> if it is not held.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Release(Participant me)
     {
@@ -345,11 +354,14 @@ public unsafe partial struct LWLock
 
     /// <summary>
     /// Acquires the lock and returns a guard whose Dispose releases it: <c>using (l.Hold(LWLockMode.Shared)) { ... }</c>.
-    /// An exception inside the block releases the lock on the way out.
+    /// An exception inside the block releases the lock on the way out. Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.
     /// </summary>
-    public Guard Hold(LWLockMode mode)
+    public Guard Hold(LWLockMode mode) => Hold(Participant.Current, mode);
+
+    /// <summary>As <see cref="Hold(LWLockMode)"/> for an explicit participant: <c>using (l.Hold(me, LWLockMode.Shared)) { ... }</c>.</summary>
+    public Guard Hold(Participant me, LWLockMode mode)
     {
-        Participant me = Participant.Current;
+        ArgumentNullException.ThrowIfNull(me);
         Acquire(me, mode);
         return new Guard((LWLock*)Unsafe.AsPointer(ref this), me);
     }
@@ -443,11 +455,17 @@ public unsafe partial struct LWLock
     // Queries
     // ------------------------------------------------------------------
 
-    /// <summary>True when the calling participant holds this lock in any mode (LWLockHeldByMe).</summary>
-    public bool HeldByMe() => Participant.Current.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), null);
+    /// <summary>True when the calling participant holds this lock in any mode (LWLockHeldByMe). Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
+    public bool HeldByMe() => HeldByMe(Participant.Current);
 
-    /// <summary>True when the calling participant holds this lock in <paramref name="mode"/> (LWLockHeldByMeInMode).</summary>
-    public bool HeldByMeInMode(LWLockMode mode) => Participant.Current.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), mode);
+    /// <summary>True when <paramref name="me"/> holds this lock in any mode (LWLockHeldByMe).</summary>
+    public bool HeldByMe(Participant me) => me.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), null);
+
+    /// <summary>True when the calling participant holds this lock in <paramref name="mode"/> (LWLockHeldByMeInMode). Convenience: the calling thread's <see cref="Participant.Current"/>; the overload taking a participant is the primary API.</summary>
+    public bool HeldByMeInMode(LWLockMode mode) => HeldByMeInMode(Participant.Current, mode);
+
+    /// <summary>True when <paramref name="me"/> holds this lock in <paramref name="mode"/> (LWLockHeldByMeInMode).</summary>
+    public bool HeldByMeInMode(Participant me, LWLockMode mode) => me.HoldsInMode((LWLock*)Unsafe.AsPointer(ref this), mode);
 
     /// <summary>True when anyone holds the lock exclusive at this instant (diagnostics).</summary>
     public readonly bool IsHeldExclusive => (Volatile.Read(ref Unsafe.AsRef(in State)) & Bits.ValExclusive) != 0;

@@ -20,6 +20,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Globalization;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
@@ -32,7 +33,7 @@ namespace PgIpc.Tests.Latch;
 internal static class CoreLatchWorkerCommands
 {
     /// <summary>The wait event cl-cv-wait's threads show while they sleep on the condition variable.</summary>
-    public const uint CvWaitEvent = 0x7E57_C001;
+    public static readonly WaitEventId CvWaitEvent = new(0x7E57_C001);
 
     private static LockCluster? s_cluster;
     private static Participant? s_main;

@@ -299,9 +299,9 @@ public sealed class LatchSignalTests(string backend)
         // looked at the condition would see it true and leave by itself, without the signal.
         Poll.WaitFor(() => ConditionVariable.Waiters(c.Procs, ref c.Cv(0)).Length == 3, "three waiters");
         int[] waiters = ConditionVariable.Waiters(c.Procs, ref c.Cv(0));
-        Poll.WaitFor(() => waiters.All(n => c.Procs.GetProcs().Any(p => p.ProcNumber == n && p.WaitEventInfo == CoreLatchWorkerCommands.CvWaitEvent)), "the three waiters asleep");
+        Poll.WaitFor(() => waiters.All(n => c.Procs.GetProcs().Any(p => p.ProcNumber == n && p.WaitEvent == CoreLatchWorkerCommands.CvWaitEvent)), "the three waiters asleep");
         Volatile.Write(ref c.Counter(4), 1);
-        ConditionVariable.Signal(c.Procs, ref c.Cv(0));
+        ConditionVariable.Signal(me, ref c.Cv(0));
         Poll.WaitFor(() => Volatile.Read(ref c.Counter(5)) >= 1, "the signalled waiter");
         int[] left = ConditionVariable.Waiters(c.Procs, ref c.Cv(0));
         Assert.That(left, Is.EqualTo(waiters[1..]), "Signal took exactly the longest waiter off the list");

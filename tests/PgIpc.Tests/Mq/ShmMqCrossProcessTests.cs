@@ -167,7 +167,7 @@ public sealed class ShmMqCrossProcessTests(string backend, bool spin)
     private unsafe bool IsAsleep(int procNumber)
     {
         PgProc* p = Cluster.Procs.Procs + procNumber;
-        return Volatile.Read(ref p->WaitEventInfo) == ShmMqHandle.ReceiveWaitEvent
+        return Volatile.Read(ref p->WaitEventInfo) == ShmMqHandle.ReceiveWaitEvent.Value
             && Volatile.Read(ref p->Latch.MaybeSleeping) == 1
             && Volatile.Read(ref p->Latch.IsSet) == 0;
     }

@@ -11,6 +11,7 @@
  */
 using NUnit.Framework;
 using PgIpc.Mq;
+using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
 
@@ -283,8 +284,8 @@ public sealed class ShmMqTests(string backend, bool spin)
     }
 
     /// <summary>Waits up to 10 s for participant <paramref name="procNumber"/> to show <paramref name="waitEvent"/>.</summary>
-    private bool WaitsIn(int procNumber, uint waitEvent)
-        => Poll.Until(() => Cluster.Procs.GetProcs().Any(p => p.ProcNumber == procNumber && p.WaitEventInfo == waitEvent),
+    private bool WaitsIn(int procNumber, WaitEventId waitEvent)
+        => Poll.Until(() => Cluster.Procs.GetProcs().Any(p => p.ProcNumber == procNumber && p.WaitEvent == waitEvent),
             TimeSpan.FromSeconds(10), pollMs: 5);
 
     [Test]

@@ -64,7 +64,7 @@ internal static class LatchWorkerCommands
                 return true;
             case "latch-wait":
             {
-                Span<OccurredEvent> occurred = stackalloc OccurredEvent[4];
+                Span<WaitEvent> occurred = new WaitEvent[4];
                 int n = Set().Wait(Int(a[1]), occurred);
                 reply = n > 0 && occurred[0].Events == WaitEvents.LatchSet ? "ok set" : n == 0 ? "ok timeout" : $"ok {occurred[0].Events}";
                 return true;
@@ -85,7 +85,7 @@ internal static class LatchWorkerCommands
                 int rounds = Int(a[1]), theirs = Int(a[3]);
                 ILatchWakers wakers = Wakers();
                 IPlatformWaitSet set = Set();
-                Span<OccurredEvent> occurred = stackalloc OccurredEvent[4];
+                Span<WaitEvent> occurred = new WaitEvent[4];
                 for (int i = 0; i < rounds; i++)
                 {
                     if (set.Wait(10_000, occurred) == 0)

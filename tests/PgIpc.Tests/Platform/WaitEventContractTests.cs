@@ -170,9 +170,9 @@ public sealed class WaitEventContractTests(string variant)
     private static int OpenDescriptors()
         => OperatingSystem.IsLinux() ? Directory.GetFileSystemEntries("/proc/self/fd").Length : -1;
 
-    private static OccurredEvent Single(IPlatformWaitSet set, int timeoutMs)
+    private static WaitEvent Single(IPlatformWaitSet set, int timeoutMs)
     {
-        Span<OccurredEvent> occurred = stackalloc OccurredEvent[4];
+        Span<WaitEvent> occurred = new WaitEvent[4];
         int n = set.Wait(timeoutMs, occurred);
         Assert.That(n, Is.EqualTo(1), "one event");
         return occurred[0];
@@ -180,7 +180,7 @@ public sealed class WaitEventContractTests(string variant)
 
     private static int WaitCount(IPlatformWaitSet set, int timeoutMs)
     {
-        Span<OccurredEvent> occurred = stackalloc OccurredEvent[4];
+        Span<WaitEvent> occurred = new WaitEvent[4];
         return set.Wait(timeoutMs, occurred);
     }
 
@@ -202,7 +202,7 @@ public sealed class WaitEventContractTests(string variant)
         int pos = set.AddLatch(owner);
         Assert.That(set.Count, Is.EqualTo(1));
         w.Wake(1);
-        OccurredEvent e = Single(set, Wait);
+        WaitEvent e = Single(set, Wait);
         Assert.That(e.Position, Is.EqualTo(pos));
         Assert.That(e.Events, Is.EqualTo(WaitEvents.LatchSet));
         Assert.That(e.Handle, Is.EqualTo(owner.WaitHandle));
@@ -285,7 +285,7 @@ public sealed class WaitEventContractTests(string variant)
         far.Send([42]);
         Assert.That(near.Poll(Wait * 1000, SelectMode.SelectRead), Is.True, "the byte arrived");
         w.Wake(0);
-        Span<OccurredEvent> occurred = stackalloc OccurredEvent[4];
+        Span<WaitEvent> occurred = new WaitEvent[4];
         int n = set.Wait(Wait, occurred);
         Assert.That(n, Is.EqualTo(2), "both events from one wait");
         var got = occurred[..n].ToArray().ToDictionary(e => e.Position, e => e.Events);
@@ -306,7 +306,7 @@ public sealed class WaitEventContractTests(string variant)
         far.Send([42]);
         Assert.That(near.Poll(Wait * 1000, SelectMode.SelectRead), Is.True);
         w.Wake(0);
-        Span<OccurredEvent> one = stackalloc OccurredEvent[1];
+        Span<WaitEvent> one = new WaitEvent[1];
         Assert.That(set.Wait(Wait, one), Is.EqualTo(1));
         WaitEvents first = one[0].Events;
         Assert.That(set.Wait(Wait, one), Is.EqualTo(1), "the other event is still there");
@@ -322,7 +322,7 @@ public sealed class WaitEventContractTests(string variant)
         Assert.That(WaitCount(set, 0), Is.Zero, "nothing to read yet");
 
         set.Modify(pos, WaitEvents.SocketWriteable);
-        OccurredEvent e = Single(set, Wait);
+        WaitEvent e = Single(set, Wait);
         Assert.That(e.Position, Is.EqualTo(pos));
         Assert.That(e.Events, Is.EqualTo(WaitEvents.SocketWriteable), "an idle connected socket has room to write");
 
@@ -348,7 +348,7 @@ public sealed class WaitEventContractTests(string variant)
         Assert.That(WaitCount(set, 0), Is.Zero);
         far.Shutdown(SocketShutdown.Both);
         far.Close();
-        OccurredEvent e = Single(set, Wait);
+        WaitEvent e = Single(set, Wait);
         Assert.That(e.Position, Is.EqualTo(pos));
         Assert.That(e.Events & WaitEvents.SocketClosed, Is.EqualTo(WaitEvents.SocketClosed));
     }
@@ -378,7 +378,7 @@ public sealed class WaitEventContractTests(string variant)
         WaitEvents events = WaitEvents.None;
         var sleeper = new Thread(() =>
         {
-            var occurred = new OccurredEvent[4];
+            var occurred = new WaitEvent[4];
             int n = set.Wait(Wait, occurred);
             events = n > 0 ? occurred[0].Events : WaitEvents.None;
             Volatile.Write(ref got, n);
@@ -458,7 +458,7 @@ public sealed class WaitEventContractTests(string variant)
         child.Send("latch-own 1");
         int rounds = IsWindows ? 2_000 : 10_000; // every Windows wait is a wineserver round trip under Wine
         child.Begin($"latch-pingpong {rounds} 1 0");
-        Span<OccurredEvent> occurred = stackalloc OccurredEvent[4];
+        Span<WaitEvent> occurred = new WaitEvent[4];
         for (int i = 0; i < rounds; i++)
         {
             w.Wake(1);
@@ -480,7 +480,7 @@ public sealed class WaitEventContractTests(string variant)
         IPlatformWaitSet set = WaitSet();
         set.AddLatch(owner);
         set.AddSocket(near.Handle, WaitEvents.SocketReadable);
-        Span<OccurredEvent> occurred = stackalloc OccurredEvent[4];
+        Span<WaitEvent> occurred = new WaitEvent[4];
         for (int i = 0; i < 10; i++) // warm up (first calls, tiering)
         {
             w.Wake(0);
@@ -545,7 +545,7 @@ public sealed class WaitEventContractTests(string variant)
         Assert.That(WaitCount(set, 0), Is.Zero, "alive");
 
         supervisor.Kill();
-        OccurredEvent e = Single(set, Wait);
+        WaitEvent e = Single(set, Wait);
         Assert.That(e.Position, Is.EqualTo(pos));
         Assert.That(e.Events, Is.EqualTo(WaitEvents.SupervisorDeath));
         Assert.That(watch.IsSupervisorDead, Is.True);
@@ -569,7 +569,7 @@ public sealed class WaitEventContractTests(string variant)
             supervisor.Kill();
         }) { IsBackground = true };
         killer.Start();
-        OccurredEvent e = Single(set, Wait);
+        WaitEvent e = Single(set, Wait);
         Assert.That(killer.Join(Wait), Is.True);
         Assert.That((e.Position, e.Events), Is.EqualTo((pos, WaitEvents.SupervisorDeath)));
     }
@@ -599,7 +599,7 @@ public sealed class WaitEventContractTests(string variant)
         Assert.That(WaitCount(set, 0), Is.Zero);
         supervisor.Kill();
         Assert.That(watch.IsSupervisorDead, Is.True);
-        OccurredEvent e = Single(set, Wait);
+        WaitEvent e = Single(set, Wait);
         Assert.That((e.Position, e.Events), Is.EqualTo((pos, WaitEvents.SupervisorDeath)));
     }
 
@@ -785,7 +785,7 @@ public sealed class WaitEventContractTests(string variant)
         Assert.Throws<InvalidOperationException>(() => set.AddLatch(Keep(Create(1).Own(0))), "full");
         Assert.Throws<ArgumentException>(() => set.Modify(pos, WaitEvents.SocketReadable), "a latch is only on or off");
         Assert.Throws<ArgumentOutOfRangeException>(() => set.Modify(1, WaitEvents.None));
-        Assert.Throws<ArgumentException>(() => set.Wait(0, Span<OccurredEvent>.Empty));
+        Assert.Throws<ArgumentException>(() => set.Wait(0, Span<WaitEvent>.Empty));
         if (!IsWindows)
             Assert.Throws<PlatformNotSupportedException>(() => set.AddHandle(1));
     }
@@ -797,7 +797,7 @@ public sealed class WaitEventContractTests(string variant)
         IPlatformWaitSet set = _latches.CreateWaitSet(2);
         set.AddLatch(Keep(w.Own(0)));
         set.Dispose();
-        Assert.Throws<ObjectDisposedException>(() => set.Wait(0, new OccurredEvent[1]));
+        Assert.Throws<ObjectDisposedException>(() => set.Wait(0, new WaitEvent[1]));
         Assert.DoesNotThrow(() => set.Dispose(), "Dispose twice is harmless");
     }
 }

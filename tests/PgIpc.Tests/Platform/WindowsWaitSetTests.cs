@@ -92,7 +92,7 @@ public sealed class WindowsWaitSetTests(string backend)
         }
         Assert.Throws<InvalidOperationException>(() => set.AddHandle(events[0].SafeWaitHandle.DangerousGetHandle()));
         events[63].Set();
-        Span<OccurredEvent> got = stackalloc OccurredEvent[4];
+        Span<WaitEvent> got = new WaitEvent[4];
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));
         Assert.That(got[0].Position, Is.EqualTo(63));
         Assert.That(got[0].Events, Is.EqualTo(WaitEvents.HandleSignaled));
@@ -105,12 +105,12 @@ public sealed class WindowsWaitSetTests(string backend)
         nint h = ev.SafeWaitHandle.DangerousGetHandle();
         using IPlatformWaitSet set = _latches.CreateWaitSet(2);
         int pos = set.AddHandle(h);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[2];
+        Span<WaitEvent> got = new WaitEvent[2];
         Assert.That(set.Wait(0, got), Is.Zero, "nothing signalled yet");
         Assert.That(set.Wait(50, got), Is.Zero, "timeout");
         ev.Set();
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));
-        Assert.That(got[0], Is.EqualTo(new OccurredEvent(pos, WaitEvents.HandleSignaled, h)));
+        Assert.That(got[0], Is.EqualTo(new WaitEvent(pos, WaitEvents.HandleSignaled, h)));
         Assert.That(set.Wait(0, got), Is.Zero, "the wait consumed the auto-reset event");
 
         set.Modify(pos, WaitEvents.None);
@@ -143,11 +143,11 @@ public sealed class WindowsWaitSetTests(string backend)
         wakers.Wake(0);
         wakers.Wake(2);
         manual.Set();
-        Span<OccurredEvent> got = stackalloc OccurredEvent[8];
+        Span<WaitEvent> got = new WaitEvent[8];
         int n = set.Wait(Wait, got);
         Assert.That(n, Is.EqualTo(3));
-        Assert.That(got[0], Is.EqualTo(new OccurredEvent(0, WaitEvents.LatchSet, owners[0].WaitHandle)));
-        Assert.That(got[1], Is.EqualTo(new OccurredEvent(2, WaitEvents.LatchSet, owners[2].WaitHandle)));
+        Assert.That(got[0], Is.EqualTo(new WaitEvent(0, WaitEvents.LatchSet, owners[0].WaitHandle)));
+        Assert.That(got[1], Is.EqualTo(new WaitEvent(2, WaitEvents.LatchSet, owners[2].WaitHandle)));
         Assert.That(got[2].Position, Is.EqualTo(handlePos));
         Assert.That(got[2].Events, Is.EqualTo(WaitEvents.HandleSignaled));
 
@@ -166,7 +166,7 @@ public sealed class WindowsWaitSetTests(string backend)
             set.AddLatch(Keep(wakers.Own(i)));
         for (int i = 0; i < 3; i++)
             wakers.Wake(i);
-        Span<OccurredEvent> one = stackalloc OccurredEvent[1];
+        Span<WaitEvent> one = new WaitEvent[1];
         for (int i = 0; i < 3; i++)
         {
             Assert.That(set.Wait(Wait, one), Is.EqualTo(1), $"wait {i}");
@@ -187,7 +187,7 @@ public sealed class WindowsWaitSetTests(string backend)
         using IPlatformWaitSet set = _latches.CreateWaitSet(1);
         set.AddLatch(owner);
         first.Wake(1);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[1];
+        Span<WaitEvent> got = new WaitEvent[1];
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));
     }
 
@@ -200,7 +200,7 @@ public sealed class WindowsWaitSetTests(string backend)
         using ILatchOwner owner = created.Own(3);
         using IPlatformWaitSet set = _latches.CreateWaitSet(1);
         set.AddLatch(owner);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[1];
+        Span<WaitEvent> got = new WaitEvent[1];
         Assert.That(set.Wait(0, got), Is.Zero, "Own drained the wake meant for an earlier owner");
         attached.Wake(3);
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));
@@ -236,7 +236,7 @@ public sealed class WindowsWaitSetTests(string backend)
         using IPlatformWaitSet set = _latches.CreateWaitSet(2);
         set.AddLatch(a);
         set.AddLatch(b);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[2];
+        Span<WaitEvent> got = new WaitEvent[2];
         wakers.Wake(0);
         wakers.Wake(1);
         set.Wait(Wait, got);
@@ -260,11 +260,11 @@ public sealed class WindowsWaitSetTests(string backend)
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         using IPlatformWaitSet set = _latches.CreateWaitSet(3);
         int lpos = set.AddSocket(listener.Handle, WaitEvents.SocketReadable);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[3];
+        Span<WaitEvent> got = new WaitEvent[3];
         Assert.That(set.Wait(0, got), Is.Zero, "no pending connection");
         client.Connect(listener.LocalEndPoint!);
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1), "a pending connection is readable");
-        Assert.That(got[0], Is.EqualTo(new OccurredEvent(lpos, WaitEvents.SocketReadable, listener.Handle)));
+        Assert.That(got[0], Is.EqualTo(new WaitEvent(lpos, WaitEvents.SocketReadable, listener.Handle)));
         using Socket server = listener.Accept();
 
         int cpos = set.AddSocket(client.Handle, WaitEvents.SocketReadable);
@@ -272,7 +272,7 @@ public sealed class WindowsWaitSetTests(string backend)
         Assert.That(set.Wait(0, got), Is.Zero, "nothing to read");
         server.Send([42]);
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));
-        Assert.That(got[0], Is.EqualTo(new OccurredEvent(cpos, WaitEvents.SocketReadable, client.Handle)));
+        Assert.That(got[0], Is.EqualTo(new WaitEvent(cpos, WaitEvents.SocketReadable, client.Handle)));
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1), "still readable while the byte is unread");
 
         Span<byte> buf = stackalloc byte[4];
@@ -281,7 +281,7 @@ public sealed class WindowsWaitSetTests(string backend)
 
         set.Modify(cpos, WaitEvents.SocketWriteable);
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));
-        Assert.That(got[0], Is.EqualTo(new OccurredEvent(cpos, WaitEvents.SocketWriteable, client.Handle)));
+        Assert.That(got[0], Is.EqualTo(new WaitEvent(cpos, WaitEvents.SocketWriteable, client.Handle)));
 
         set.Modify(cpos, WaitEvents.SocketReadable | WaitEvents.SocketClosed);
         server.Shutdown(SocketShutdown.Both);
@@ -305,7 +305,7 @@ public sealed class WindowsWaitSetTests(string backend)
         using IPlatformWaitSet set = _latches.CreateWaitSet(2);
         set.AddLatch(owner);
         int cpos = set.AddSocket(client.Handle, WaitEvents.SocketReadable);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[2];
+        Span<WaitEvent> got = new WaitEvent[2];
         server.Send([1]);
         // Let the byte arrive so it is already readable when the wait starts.
         Assert.That(SpinWait.SpinUntil(() => client.Available > 0, Wait), Is.True);
@@ -343,9 +343,9 @@ public sealed class WindowsWaitSetTests(string backend)
         Assert.That(watch.IsSupervisorDead, Is.True);
         using IPlatformWaitSet set = _latches.CreateWaitSet(1);
         int pos = set.AddSupervisorWatch(watch);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[1];
+        Span<WaitEvent> got = new WaitEvent[1];
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));
-        Assert.That(got[0], Is.EqualTo(new OccurredEvent(pos, WaitEvents.SupervisorDeath, watch.WaitHandle)));
+        Assert.That(got[0], Is.EqualTo(new WaitEvent(pos, WaitEvents.SupervisorDeath, watch.WaitHandle)));
         Assert.That(set.Wait(0, got), Is.EqualTo(1), "death stays reported");
     }
 
@@ -357,7 +357,7 @@ public sealed class WindowsWaitSetTests(string backend)
         Assert.That(watch.IsSupervisorDead, Is.False);
         using IPlatformWaitSet set = _latches.CreateWaitSet(1);
         set.AddSupervisorWatch(watch);
-        Span<OccurredEvent> got = stackalloc OccurredEvent[1];
+        Span<WaitEvent> got = new WaitEvent[1];
         Assert.That(set.Wait(0, got), Is.Zero);
         child.Kill();
         Assert.That(set.Wait(Wait, got), Is.EqualTo(1));

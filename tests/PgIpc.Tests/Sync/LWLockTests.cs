@@ -106,7 +106,7 @@ public sealed unsafe class LWLockTests(string backend)
     public void ExclusiveExcludesAndSharedShares()
     {
         ref LWLock l = ref Lock(0);
-        Assert.That(l.Acquire(LWLockMode.Shared), Is.False, "an uncontended acquire does not wait");
+        Assert.That(l.Acquire(LWLockMode.Shared), Is.True, "an uncontended acquire is had without sleeping");
         Assert.That(l.ConditionalAcquire(LWLockMode.Shared), Is.True, "shared is compatible with shared");
         Assert.That(l.SharedHolders, Is.EqualTo(2));
         Assert.That(l.ConditionalAcquire(LWLockMode.Exclusive), Is.False, "exclusive conflicts with shared");
@@ -291,6 +291,26 @@ public sealed unsafe class LWLockTests(string backend)
         Assert.That(results.ToArray(), Is.EqualTo(new[] { (false, 5UL), (true, 0UL) }));
         // Not held: nothing to wait for.
         Assert.That(l.WaitForVar(ref *v, 0, out _), Is.True);
+    }
+
+    [Test]
+    public void ExplicitParticipantOverloadsMatchTheConvenienceOnes()
+    {
+        ref LWLock l = ref Lock(6);
+        Participant me = _me!;
+        using (l.Hold(me, LWLockMode.Shared))
+        {
+            Assert.That(l.HeldByMe(me), Is.True);
+            Assert.That(l.HeldByMeInMode(me, LWLockMode.Shared), Is.True);
+            Assert.That(l.HeldByMeInMode(me, LWLockMode.Exclusive), Is.False);
+            Assert.That(l.HeldByMe(), Is.EqualTo(l.HeldByMe(me)));
+        }
+        Assert.That(l.HeldByMe(me), Is.False);
+        ulong* v = (ulong*)_c.Segment.Alloc(8, "test var 6").Pointer;
+        Assert.That(l.Acquire(me, LWLockMode.Exclusive), Is.True, "free: had without sleeping");
+        l.ReleaseClearVar(me, ref *v, 7);
+        Assert.That(*v, Is.EqualTo(7UL));
+        Assert.That(l.HeldByMe(me), Is.False);
     }
 
     [Test]
