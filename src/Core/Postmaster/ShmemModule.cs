@@ -83,6 +83,24 @@ public abstract class ShmemModule
     /// <summary>The options a child needs to rebuild this module from its factory (recorded in the segment).</summary>
     internal virtual byte[] SaveOptions() => [];
 
+    /// <summary>
+    /// A module that is one named structure of <paramref name="size"/> bytes (ShmemInitStruct): created zeroed and
+    /// passed to <paramref name="initialize"/> in the supervisor at each (re)creation of shared memory, found in every
+    /// other process; its view is the structure's <see cref="ShmemRegion"/>.
+    /// </summary>
+    public static ShmemModule<ShmemRegion> Struct(string name, long size, ShmemInitializer? initialize = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(size);
+        return new ShmemModule<ShmemRegion>(name, _ => size, c =>
+        {
+            if (c.IsCreating)
+                return initialize is null ? c.Segment.InitStruct(name, size, out _) : c.Segment.InitStruct(name, size, initialize, out _);
+            if (!c.Segment.TryFindStruct(name, out ShmemRegion r))
+                throw new PgIpcException($"segment {c.Segment.Handle.Id} records module \"{name}\" but has no such structure");
+            return r;
+        });
+    }
+
     internal abstract long Size(ClusterSettings settings);
 
     internal abstract object InitOrAttach(ShmemModuleContext context);

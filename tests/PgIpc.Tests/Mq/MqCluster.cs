@@ -37,7 +37,7 @@ internal sealed class MqCluster : IDisposable
             .WithPlatform(platform)
             .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 16, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
             .WithLog(TextWriter.Null)
-            .RequestShmem(RegionName, RegionSize)
+            .AddModule(ShmemModule.Struct(RegionName, RegionSize))
             .Build();
         return new MqCluster(s, s.Cluster);
     }

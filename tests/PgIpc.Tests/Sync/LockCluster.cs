@@ -42,12 +42,12 @@ internal sealed class LockCluster : IDisposable
             .WithMaxParticipants(options)
             .WithLog(TextWriter.Null)
             .RequestNamedLWLockTranche(TrancheName, NumLocks)
-            .RequestShmem(CountersName, NumCounters * 8)
-            .AddModule(new ShmemModule<ShmemRegion>(CvName, _ => NumCvs * 16, c => c.Segment.InitStruct(CvName, NumCvs * 16, r =>
+            .AddModule(ShmemModule.Struct(CountersName, NumCounters * 8))
+            .AddModule(ShmemModule.Struct(CvName, NumCvs * 16, r =>
             {
                 foreach (ref ConditionVariable cv in r.AsSpan<ConditionVariable>())
                     cv.Initialize();
-            }, out _)))
+            }))
             .RequestShmem("test.extra", 64 * 1024)
             .Build();
         return new LockCluster(s, s.Cluster);
