@@ -20,6 +20,10 @@
  *       this process's own state is Environment.FailFast, its PANIC).
  *-------------------------------------------------------------------------
  */
+using PgIpc.Buffers;
+using PgIpc.Latch;
+using PgIpc.Proc;
+
 namespace PgIpc;
 
 /// <summary>Base of every error PgIpc raises on purpose.</summary>
@@ -79,4 +83,314 @@ public sealed class OutOfSharedMemoryException : PgIpcException
 public sealed class InvalidShmemHandleException : PgIpcException
 {
     public InvalidShmemHandleException(string message) : base(message) { }
+}
+
+// ------------------------------------------------------------------
+// Backends
+// ------------------------------------------------------------------
+
+/// <summary>The OS could not provide a DSM segment of the asked-for size (full /dev/shm, no memory, too large).</summary>
+public sealed class DsmNoSpaceException : PgIpcException
+{
+    public long Requested { get; }
+
+    public DsmNoSpaceException(string message, long requested, Exception? inner = null) : base(message, inner)
+        => Requested = requested;
+}
+
+// ------------------------------------------------------------------
+// Shared memory
+// ------------------------------------------------------------------
+
+/// <summary>The shared hash table is full.</summary>
+public sealed class SharedHashFullException : PgIpcException
+{
+    public SharedHashFullException(string table, int capacity)
+        : base($"shared hash table \"{table}\" is full: all {capacity} elements are in use") { }
+}
+
+// ------------------------------------------------------------------
+// Locks and condition variables
+// ------------------------------------------------------------------
+
+/// <summary>The supervisor died while this participant waited (WL_EXIT_ON_PM_DEATH): the process should exit.</summary>
+public sealed class SupervisorDiedException : PgIpcException
+{
+    public SupervisorDiedException() : base("the cluster's supervisor process died; this process must exit") { }
+}
+
+/// <summary>A spinlock that stayed held for about a minute: its holder is probably dead.</summary>
+public sealed class StuckSpinLockException : PgIpcException
+{
+    public StuckSpinLockException(string where, int delays)
+        : base($"stuck spinlock detected at {where} after {delays} delays: the holder has probably died; restart the cluster")
+    { }
+}
+
+/// <summary>Releasing an LWLock the participant does not hold (misuse: an <see cref="InvalidOperationException"/>).</summary>
+public sealed class LWLockNotHeldException : InvalidOperationException
+{
+    public LWLockNotHeldException(string tranche, int procNumber)
+        : base($"lock {tranche} is not held by participant {procNumber}") { }
+}
+
+/// <summary>Misuse of an LWLock (too many held, acquiring while waiting, bad mode): an <see cref="InvalidOperationException"/>.</summary>
+public sealed class LWLockUsageException : InvalidOperationException
+{
+    public LWLockUsageException(string message) : base(message) { }
+}
+
+/// <summary>
+/// A lock is held by a process that has died: waiting would never end. The lock stays held (the data it protects
+/// may be half-changed); restart the cluster. <see cref="LockName"/> names the lock, <see cref="DeadPid"/> the process.
+/// </summary>
+public sealed class LockHolderDiedException : PgIpcException
+{
+    /// <summary>The lock: "LWLock &lt;tranche&gt;[index]" (or "... at offset 0x..."), or "spinlock &lt;where&gt;".</summary>
+    public string LockName { get; }
+
+    /// <summary>Pid of the dead holder.</summary>
+    public int DeadPid { get; }
+
+    /// <summary>The dead holder's participant slot, or -1 when the lock does not record one (spinlocks).</summary>
+    public int DeadProcNumber { get; }
+
+    public LockHolderDiedException(string lockName, int deadPid, int deadProcNumber = -1)
+        : base($"{lockName} is held by process {deadPid}{(deadProcNumber >= 0 ? $" (participant {deadProcNumber})" : "")}, "
+            + "which has died while holding it: the data it protects may be half-changed; restart the cluster")
+    {
+        LockName = lockName;
+        DeadPid = deadPid;
+        DeadProcNumber = deadProcNumber;
+    }
+}
+
+// ------------------------------------------------------------------
+// Participant slots
+// ------------------------------------------------------------------
+
+/// <summary>No slot of the asked-for kind is free ("sorry, too many clients already").</summary>
+public sealed class NoFreeProcSlotException : PgIpcException
+{
+    public ProcKind Kind { get; }
+    public NoFreeProcSlotException(ProcKind kind, int capacity)
+        : base($"no free {kind} participant slot: all {capacity} are in use by live participants")
+    {
+        Kind = kind;
+    }
+}
+
+// ------------------------------------------------------------------
+// Latches and wait events
+// ------------------------------------------------------------------
+
+/// <summary>A wait event number or name registered twice in one class.</summary>
+public sealed class DuplicateWaitEventException : PgIpcException
+{
+    public WaitEventId Event { get; }
+
+    public DuplicateWaitEventException(WaitEventId id, string name, string clash)
+        : base($"wait event 0x{id.Value:X8} \"{name}\" of class {id.Class} cannot be registered: {clash}")
+    {
+        Event = id;
+    }
+}
+
+// ------------------------------------------------------------------
+// Cluster, supervisor, modules
+// ------------------------------------------------------------------
+
+/// <summary>No free background worker slot (RegisterDynamicBackgroundWorker returning false in PostgreSQL).</summary>
+public sealed class NoFreeBackgroundWorkerSlotException(int capacity)
+    : PgIpcException($"no free background worker slot: all {capacity} are in use (raise MaxChildren)")
+{
+    public int Capacity { get; } = capacity;
+}
+
+/// <summary>The cluster has no such module (or this process has not attached it).</summary>
+public sealed class ModuleNotFoundException(string message) : PgIpcException(message);
+
+// ------------------------------------------------------------------
+// Dynamic shared memory
+// ------------------------------------------------------------------
+
+/// <summary>Every control table slot is taken ("too many dynamic shared memory segments").</summary>
+public sealed class DsmSlotsExhaustedException : PgIpcException
+{
+    public int MaxSegments { get; }
+    public DsmSlotsExhaustedException(int max)
+        : base($"too many dynamic shared memory segments: all {max} control slots are in use")
+        => MaxSegments = max;
+}
+
+// ------------------------------------------------------------------
+// shm_toc and shm_mq
+// ------------------------------------------------------------------
+
+/// <summary>The queue's shared memory looks corrupt (a message length no sender could have written).</summary>
+public sealed class ShmMqCorruptException(string message) : PgIpcException(message);
+
+/// <summary>The region does not hold a toc with the expected magic number.</summary>
+public sealed class InvalidShmTocException : PgIpcException
+{
+    public ulong Expected { get; }
+    public ulong Found { get; }
+
+    public InvalidShmTocException(ulong expected, ulong found, long size)
+        : base($"invalid magic number in shared memory table of contents: expected 0x{expected:x16}, found 0x{found:x16} (region of {size} bytes)")
+    {
+        Expected = expected;
+        Found = found;
+    }
+
+    public InvalidShmTocException(string message) : base(message) { }
+}
+
+/// <summary>A toc's region has no room for another entry or chunk.</summary>
+public sealed class ShmTocOutOfSpaceException : PgIpcException
+{
+    public long Requested { get; }
+    public long TotalBytes { get; }
+    public long AllocatedBytes { get; }
+    public int Entries { get; }
+
+    public ShmTocOutOfSpaceException(string what, long requested, long totalBytes, long allocatedBytes, int entries, long entryBytes)
+        : base($"out of shared memory in toc: entries and chunks would meet ({what} of {requested} bytes; toc of {totalBytes} bytes " +
+               $"has {entries} entries using {entryBytes} bytes at the front and {allocatedBytes} bytes of chunks at the back)")
+    {
+        Requested = requested;
+        TotalBytes = totalBytes;
+        AllocatedBytes = allocatedBytes;
+        Entries = entries;
+    }
+}
+
+// ------------------------------------------------------------------
+// Parallel workers
+// ------------------------------------------------------------------
+
+/// <summary>A parallel worker reported an error, or died without reporting (the leader's rethrow).</summary>
+public sealed class ParallelWorkerException(int workerNumber, string workerMessage, bool reported)
+    : PgIpcException(reported
+        ? $"parallel worker {workerNumber} failed: {workerMessage}"
+        : $"parallel worker {workerNumber} terminated without reporting: {workerMessage}")
+{
+    /// <summary>Number of the worker (0..n-1).</summary>
+    public int WorkerNumber { get; } = workerNumber;
+
+    /// <summary>The worker's own message, or what the leader saw when it did not report.</summary>
+    public string WorkerMessage { get; } = workerMessage;
+
+    /// <summary>True when the worker sent its error; false when it died (or never started) without a word.</summary>
+    public bool Reported { get; } = reported;
+}
+
+// ------------------------------------------------------------------
+// Buffer pool, storage, checkpointer
+// ------------------------------------------------------------------
+
+/// <summary>Every local buffer is pinned: no victim for a new temporary page.</summary>
+public sealed class NoEmptyLocalBufferException : PgIpcException
+{
+    public NoEmptyLocalBufferException(int numBuffers)
+        : base($"no empty local buffer available: all {numBuffers} local buffers (temp_buffers) are pinned") { }
+}
+
+/// <summary>Every buffer is pinned: no victim for a new page.</summary>
+public sealed class NoUnpinnedBuffersException : PgIpcException
+{
+    public NoUnpinnedBuffersException(int numBuffers)
+        : base($"no unpinned buffers available: all {numBuffers} shared buffers are pinned") { }
+}
+
+/// <summary>Misuse of a buffer (not pinned, not locked, bad number): an <see cref="InvalidOperationException"/>.</summary>
+public sealed class BufferUsageException : InvalidOperationException
+{
+    public BufferUsageException(string message) : base(message) { }
+}
+
+/// <summary>A checkpoint the caller asked for with <see cref="CheckpointFlags.Wait"/> ended with an error.</summary>
+public sealed class CheckpointRequestFailedException : PgIpcException
+{
+    public CheckpointRequestFailedException(string? detail)
+        : base("checkpoint request failed" + (string.IsNullOrEmpty(detail) ? "" : $": {detail}")) { }
+}
+
+/// <summary>No checkpointer to serve a waiting request (none started in time, or it stopped or died meanwhile).</summary>
+public sealed class CheckpointerNotRunningException : PgIpcException
+{
+    public CheckpointerNotRunningException(string message) : base(message) { }
+}
+
+/// <summary>A block the storage manager cannot read or write (missing file, short read, I/O error).</summary>
+public sealed class SmgrException : PgIpcException
+{
+    public BufferTag Tag { get; }
+
+    public SmgrException(BufferTag tag, string message, Exception? inner = null)
+        : base($"{message} ({tag})", inner) => Tag = tag;
+}
+
+/// <summary>A page read from disk whose checksum does not match.</summary>
+public sealed class PageChecksumException : PgIpcException
+{
+    public BufferTag Tag { get; }
+
+    public PageChecksumException(BufferTag tag, ushort stored, ushort computed, string path)
+        : base($"invalid page in block {tag.BlockNumber} of relation {tag.RelNumber} fork {tag.Fork} (file \"{path}\"): " +
+               $"checksum on disk {stored}, computed {computed}") => Tag = tag;
+}
+
+// ------------------------------------------------------------------
+// Memory contexts
+// ------------------------------------------------------------------
+
+/// <summary>
+/// A request would take a context's subtree over its byte limit (its work_mem), or native memory is
+/// exhausted (<see cref="Limit"/> is then -1). The context named is the one whose limit tripped.
+/// </summary>
+public sealed class MemoryContextLimitExceededException : PgIpcException
+{
+    public string ContextName { get; }
+    public long Requested { get; }
+    public long Limit { get; }
+    /// <summary>Native bytes the limited context's subtree held when the request came.</summary>
+    public long Allocated { get; }
+
+    public MemoryContextLimitExceededException(string contextName, long requested, long limit, long allocated)
+        : base(limit >= 0
+            ? $"out of memory in context {contextName}: requested {requested}, limit {limit}"
+            : $"out of memory in context {contextName}: requested {requested}, native allocation failed")
+    {
+        ContextName = contextName;
+        Requested = requested;
+        Limit = limit;
+        Allocated = allocated;
+    }
+}
+
+/// <summary>A chunk's header or sentinel is wrong: an overrun, a double free, a use after reset, or a foreign pointer.</summary>
+public sealed class MemoryChunkCorruptedException : PgIpcException
+{
+    /// <summary>The owning context's name, or "?" when the header is too damaged to find it.</summary>
+    public string ContextName { get; }
+    public long Address { get; }
+
+    public MemoryChunkCorruptedException(string contextName, long address, string detail)
+        : base($"memory chunk 0x{address:x} in context {contextName}: {detail}")
+    {
+        ContextName = contextName;
+        Address = address;
+    }
+}
+
+/// <summary>A request size is out of range (PostgreSQL's "invalid memory alloc request size").</summary>
+public sealed class InvalidAllocRequestException : PgIpcException
+{
+    public long Requested { get; }
+    public InvalidAllocRequestException(string contextName, long requested, string why)
+        : base($"invalid memory alloc request size {requested} in context {contextName}: {why}")
+    {
+        Requested = requested;
+    }
 }

@@ -72,19 +72,6 @@ public enum BufferLockMode
 /// <summary>What <see cref="BufferPool.CheckpointBuffers"/> did: dirty buffers found at its start, written by it, files fsynced.</summary>
 public readonly record struct CheckpointStats(int BuffersToWrite, int BuffersWritten, int FilesSynced);
 
-/// <summary>Every buffer is pinned: no victim for a new page.</summary>
-public sealed class NoUnpinnedBuffersException : PgIpcException
-{
-    public NoUnpinnedBuffersException(int numBuffers)
-        : base($"no unpinned buffers available: all {numBuffers} shared buffers are pinned") { }
-}
-
-/// <summary>Misuse of a buffer (not pinned, not locked, bad number).</summary>
-public sealed class BufferUsageException : PgIpcException
-{
-    public BufferUsageException(string message) : base(message) { }
-}
-
 /// <summary>The shared buffer pool as mapped in this process.</summary>
 public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
 {

@@ -107,19 +107,6 @@ public sealed record CheckpointerOptions(int TimeoutMs = 300_000, double Complet
 public readonly record struct CheckpointerStatus(int Pid, int ProcNumber, int Started, int Done, int Failed, CheckpointFlags PendingFlags,
     int NumTimed, int NumRequested, long BuffersWritten, long FilesSynced, int PendingSyncRequests, string? LastError);
 
-/// <summary>A checkpoint the caller asked for with <see cref="CheckpointFlags.Wait"/> ended with an error.</summary>
-public sealed class CheckpointRequestFailedException : PgIpcException
-{
-    public CheckpointRequestFailedException(string? detail)
-        : base("checkpoint request failed" + (string.IsNullOrEmpty(detail) ? "" : $": {detail}")) { }
-}
-
-/// <summary>No checkpointer to serve a waiting request (none started in time, or it stopped or died meanwhile).</summary>
-public sealed class CheckpointerNotRunningException : PgIpcException
-{
-    public CheckpointerNotRunningException(string message) : base(message) { }
-}
-
 /// <summary>
 /// CheckpointerShmem. Layout: 384 bytes.
 /// <code>

@@ -52,13 +52,6 @@ using S = PgIpc.Buffers.BufferDesc.State;
 
 namespace PgIpc.Buffers;
 
-/// <summary>Every local buffer is pinned: no victim for a new temporary page.</summary>
-public sealed class NoEmptyLocalBufferException : PgIpcException
-{
-    public NoEmptyLocalBufferException(int numBuffers)
-        : base($"no empty local buffer available: all {numBuffers} local buffers (temp_buffers) are pinned") { }
-}
-
 /// <summary>One participant's pool of local buffers for temporary relations (localbuf.c).</summary>
 public sealed unsafe class LocalBuffers : IBufferManager, IDisposable
 {

@@ -34,25 +34,6 @@ using PgIpc.Platform;
 
 namespace PgIpc.Buffers;
 
-/// <summary>A block the storage manager cannot read or write (missing file, short read, I/O error).</summary>
-public sealed class SmgrException : PgIpcException
-{
-    public BufferTag Tag { get; }
-
-    public SmgrException(BufferTag tag, string message, Exception? inner = null)
-        : base($"{message} ({tag})", inner) => Tag = tag;
-}
-
-/// <summary>A page read from disk whose checksum does not match.</summary>
-public sealed class PageChecksumException : PgIpcException
-{
-    public BufferTag Tag { get; }
-
-    public PageChecksumException(BufferTag tag, ushort stored, ushort computed, string path)
-        : base($"invalid page in block {tag.BlockNumber} of relation {tag.RelNumber} fork {tag.Fork} (file \"{path}\"): " +
-               $"checksum on disk {stored}, computed {computed}") => Tag = tag;
-}
-
 /// <summary>
 /// A shared queue of fsync requests (the checkpointer's). Implementations are safe to call from any thread of any
 /// process attached to the cluster.

@@ -71,15 +71,6 @@ public enum DsmCreateFlags
     NoFail = 1,
 }
 
-/// <summary>Every control table slot is taken ("too many dynamic shared memory segments").</summary>
-public sealed class DsmSlotsExhaustedException : PgIpcException
-{
-    public int MaxSegments { get; }
-    public DsmSlotsExhaustedException(int max)
-        : base($"too many dynamic shared memory segments: all {max} control slots are in use")
-        => MaxSegments = max;
-}
-
 /// <summary>The cluster's dynamic shared memory, as this process sees it.</summary>
 public sealed unsafe partial class DsmRegistry
 {

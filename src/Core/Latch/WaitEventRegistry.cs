@@ -31,18 +31,6 @@ using System.Globalization;
 
 namespace PgIpc.Latch;
 
-/// <summary>A wait event number or name registered twice in one class.</summary>
-public sealed class DuplicateWaitEventException : PgIpcException
-{
-    public WaitEventId Event { get; }
-
-    public DuplicateWaitEventException(WaitEventId id, string name, string clash)
-        : base($"wait event 0x{id.Value:X8} \"{name}\" of class {id.Class} cannot be registered: {clash}")
-    {
-        Event = id;
-    }
-}
-
 /// <summary>Wait-event names, by number, per class (pgstat_get_wait_event). Thread-safe.</summary>
 public static class WaitEventRegistry
 {

@@ -68,9 +68,6 @@ public sealed class ShmMqProcessPeer(IProcessServices processes, int pid) : IShm
     public bool IsAlive => processes.GetLiveness(pid) != ProcessLiveness.Gone;
 }
 
-/// <summary>The queue's shared memory looks corrupt (a message length no sender could have written).</summary>
-public sealed class ShmMqCorruptException(string message) : PgIpcException(message);
-
 /// <summary>
 /// The queue header. Layout (bytes) and protectors:
 /// <code>

@@ -40,41 +40,6 @@ using PgIpc.Sync;
 
 namespace PgIpc.Mq;
 
-/// <summary>The region does not hold a toc with the expected magic number.</summary>
-public sealed class InvalidShmTocException : PgIpcException
-{
-    public ulong Expected { get; }
-    public ulong Found { get; }
-
-    public InvalidShmTocException(ulong expected, ulong found, long size)
-        : base($"invalid magic number in shared memory table of contents: expected 0x{expected:x16}, found 0x{found:x16} (region of {size} bytes)")
-    {
-        Expected = expected;
-        Found = found;
-    }
-
-    public InvalidShmTocException(string message) : base(message) { }
-}
-
-/// <summary>A toc's region has no room for another entry or chunk.</summary>
-public sealed class ShmTocOutOfSpaceException : PgIpcException
-{
-    public long Requested { get; }
-    public long TotalBytes { get; }
-    public long AllocatedBytes { get; }
-    public int Entries { get; }
-
-    public ShmTocOutOfSpaceException(string what, long requested, long totalBytes, long allocatedBytes, int entries, long entryBytes)
-        : base($"out of shared memory in toc: entries and chunks would meet ({what} of {requested} bytes; toc of {totalBytes} bytes " +
-               $"has {entries} entries using {entryBytes} bytes at the front and {allocatedBytes} bytes of chunks at the back)")
-    {
-        Requested = requested;
-        TotalBytes = totalBytes;
-        AllocatedBytes = allocatedBytes;
-        Entries = entries;
-    }
-}
-
 /// <summary>
 /// The toc header, at offset 0 of its region. Layout (bytes) and protectors:
 /// <code>

@@ -69,22 +69,6 @@ using PgIpc.Proc;
 
 namespace PgIpc.Parallel;
 
-/// <summary>A parallel worker reported an error, or died without reporting (the leader's rethrow).</summary>
-public sealed class ParallelWorkerException(int workerNumber, string workerMessage, bool reported)
-    : PgIpcException(reported
-        ? $"parallel worker {workerNumber} failed: {workerMessage}"
-        : $"parallel worker {workerNumber} terminated without reporting: {workerMessage}")
-{
-    /// <summary>Number of the worker (0..n-1).</summary>
-    public int WorkerNumber { get; } = workerNumber;
-
-    /// <summary>The worker's own message, or what the leader saw when it did not report.</summary>
-    public string WorkerMessage { get; } = workerMessage;
-
-    /// <summary>True when the worker sent its error; false when it died (or never started) without a word.</summary>
-    public bool Reported { get; } = reported;
-}
-
 /// <summary>The leader's parallel context (ParallelContext in parallel.c).</summary>
 public sealed unsafe class ParallelContext : IDisposable
 {

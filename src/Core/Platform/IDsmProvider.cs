@@ -35,15 +35,6 @@ public enum DsmImplementation
     Windows = 4,
 }
 
-/// <summary>The OS could not provide a DSM segment of the asked-for size (full /dev/shm, no memory, too large).</summary>
-public sealed class DsmNoSpaceException : PgIpcException
-{
-    public long Requested { get; }
-
-    public DsmNoSpaceException(string message, long requested, Exception? inner = null) : base(message, inner)
-        => Requested = requested;
-}
-
 /// <summary>Creates, attaches and removes dynamic shared memory segments named by handle.</summary>
 public interface IDsmProvider
 {

@@ -114,13 +114,6 @@ internal unsafe struct BackgroundWorkerSlot
     public fixed byte Command[CommandCapacity];
 }
 
-/// <summary>No free background worker slot (RegisterDynamicBackgroundWorker returning false in PostgreSQL).</summary>
-public sealed class NoFreeBackgroundWorkerSlotException(int capacity)
-    : PgIpcException($"no free background worker slot: all {capacity} are in use (raise MaxChildren)")
-{
-    public int Capacity { get; } = capacity;
-}
-
 /// <summary>The slot array of one segment, as this process sees it.</summary>
 public sealed unsafe class BackgroundWorkerArray
 {

@@ -339,6 +339,3 @@ public sealed class Cluster : IDisposable
             throw new ObjectDisposedException(nameof(Cluster), $"this view of cluster segment {_segment.Handle.Id} was detached");
     }
 }
-
-/// <summary>The cluster has no such module (or this process has not attached it).</summary>
-public sealed class ModuleNotFoundException(string message) : PgIpcException(message);

@@ -60,17 +60,6 @@ public sealed record ProcArrayOptions(int MaxBackends = 64, int MaxAuxiliary = 8
     }
 }
 
-/// <summary>No slot of the asked-for kind is free ("sorry, too many clients already").</summary>
-public sealed class NoFreeProcSlotException : PgIpcException
-{
-    public ProcKind Kind { get; }
-    public NoFreeProcSlotException(ProcKind kind, int capacity)
-        : base($"no free {kind} participant slot: all {capacity} are in use by live participants")
-    {
-        Kind = kind;
-    }
-}
-
 /// <summary>One slot as seen by <see cref="ProcArray.GetProcs"/>.</summary>
 /// <remarks><paramref name="HeldLWLocks"/>: LWLocks the slot's owner holds (its mirror; a dead owner's stays as it died).</remarks>
 public readonly record struct PgProcInfo(int ProcNumber, ProcKind Kind, int Pid, int Generation, LWLockWaitState LwWaiting, WaitEventId WaitEvent, int HeldLWLocks = 0);

@@ -76,13 +76,6 @@ internal struct SharedHashPartition
     public int Count;
 }
 
-/// <summary>The shared hash table is full.</summary>
-public sealed class SharedHashFullException : PgIpcException
-{
-    public SharedHashFullException(string table, int capacity)
-        : base($"shared hash table \"{table}\" is full: all {capacity} elements are in use") { }
-}
-
 /// <summary>Deterministic hashing of blittable keys (same value in every process).</summary>
 public static class SharedHashFunction
 {

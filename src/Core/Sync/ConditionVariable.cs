@@ -285,9 +285,3 @@ public unsafe struct ConditionVariable
     /// <summary>Overload of <see cref="CancelSleep(Participant)"/> for an internal pointer target (participant close).</summary>
     internal static void CancelSleepIfAny(Participant me) => CancelSleep(me);
 }
-
-/// <summary>The supervisor died while this participant waited (WL_EXIT_ON_PM_DEATH): the process should exit.</summary>
-public sealed class SupervisorDiedException : PgIpcException
-{
-    public SupervisorDiedException() : base("the cluster's supervisor process died; this process must exit") { }
-}

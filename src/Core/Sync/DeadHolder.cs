@@ -45,31 +45,6 @@ using PgIpc.Platform;
 
 namespace PgIpc.Sync;
 
-/// <summary>
-/// A lock is held by a process that has died: waiting would never end. The lock stays held (the data it protects
-/// may be half-changed); restart the cluster. <see cref="LockName"/> names the lock, <see cref="DeadPid"/> the process.
-/// </summary>
-public sealed class LockHolderDiedException : PgIpcException
-{
-    /// <summary>The lock: "LWLock &lt;tranche&gt;[index]" (or "... at offset 0x..."), or "spinlock &lt;where&gt;".</summary>
-    public string LockName { get; }
-
-    /// <summary>Pid of the dead holder.</summary>
-    public int DeadPid { get; }
-
-    /// <summary>The dead holder's participant slot, or -1 when the lock does not record one (spinlocks).</summary>
-    public int DeadProcNumber { get; }
-
-    public LockHolderDiedException(string lockName, int deadPid, int deadProcNumber = -1)
-        : base($"{lockName} is held by process {deadPid}{(deadProcNumber >= 0 ? $" (participant {deadProcNumber})" : "")}, "
-            + "which has died while holding it: the data it protects may be half-changed; restart the cluster")
-    {
-        LockName = lockName;
-        DeadPid = deadPid;
-        DeadProcNumber = deadProcNumber;
-    }
-}
-
 /// <summary>Whether a lock holder's process still exists (process-local; used only on slow paths).</summary>
 internal static class HolderLiveness
 {

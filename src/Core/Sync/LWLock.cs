@@ -73,19 +73,6 @@ public enum LWLockMode
     WaitUntilFree = 2,
 }
 
-/// <summary>Releasing an LWLock the participant does not hold.</summary>
-public sealed class LWLockNotHeldException : PgIpcException
-{
-    public LWLockNotHeldException(string tranche, int procNumber)
-        : base($"lock {tranche} is not held by participant {procNumber}") { }
-}
-
-/// <summary>Misuse of an LWLock (too many held, acquiring while waiting, bad mode).</summary>
-public sealed class LWLockUsageException : PgIpcException
-{
-    public LWLockUsageException(string message) : base(message) { }
-}
-
 /// <summary>
 /// A lightweight lock in shared memory. Layout: 16 bytes.
 /// <code>

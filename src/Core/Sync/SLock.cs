@@ -46,14 +46,6 @@ using PgIpc.Shmem;
 
 namespace PgIpc.Sync;
 
-/// <summary>A spinlock that stayed held for about a minute: its holder is probably dead.</summary>
-public sealed class StuckSpinLockException : PgIpcException
-{
-    public StuckSpinLockException(string where, int delays)
-        : base($"stuck spinlock detected at {where} after {delays} delays: the holder has probably died; restart the cluster")
-    { }
-}
-
 /// <summary>
 /// One spinlock word padded to a cache line (as PostgreSQL pads hot locks).
 /// Layout: offset 0 int Value (0 free, else the holder's pid; atomic only), then padding to 64 bytes.
