@@ -1,0 +1,218 @@
+/*-------------------------------------------------------------------------
+ * ProcArray.Slots.cs
+ *   Handing participant slots out and taking them back: Join (InitProcess),
+ *   the release on Dispose (ProcKill), reclaiming the slots of processes
+ *   found dead, and the read-only list of slots in use.
+ *
+ * NOTES
+ *   Every free-list change is under ProcGlobal's spinlock. A slot is handed
+ *   out with a fresh generation, so a late signal or wake-up meant for its
+ *   previous owner can be told apart. Reclaiming first repairs any LWLock
+ *   queue the dead owner was waiting in (LWLock.RepairAfterDeadWaiter), and
+ *   leaves in place a slot whose dead owner still holds LWLocks (its
+ *   mirror names them: waiters must keep finding the dead holder).
+ *
+ *   Mirrors src/backend/storage/lmgr/proc.c (InitProcess, ProcKill).
+ *-------------------------------------------------------------------------
+ */
+using System.Runtime.CompilerServices;
+using System.Text;
+using PgIpc.Latch;
+using PgIpc.Platform;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+
+namespace PgIpc.Proc;
+
+public sealed unsafe partial class ProcArray
+{
+    // ------------------------------------------------------------------
+    // Slots
+    // ------------------------------------------------------------------
+
+    /// <summary>
+    /// Makes the calling thread a participant with a slot of <paramref name="kind"/> (InitProcess). Dispose the
+    /// result on the same thread to give the slot back. Throws <see cref="NoFreeProcSlotException"/> when every
+    /// slot of that kind belongs to a live participant.
+    /// </summary>
+    public Participant Join(ProcKind kind = ProcKind.Backend)
+    {
+        ThrowIfClosed();
+        if ((uint)kind > (uint)ProcKind.BackgroundWorker)
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown participant kind");
+        Participant? current = Participant.CurrentOrNull;
+        if (current is not null)
+            throw new InvalidOperationException($"this thread is already participant {current.ProcNumber}; dispose it before joining again");
+        int procno = AcquireSlot(kind);
+        Participant p;
+        try
+        {
+            p = new Participant(this, procno, kind);
+        }
+        catch
+        {
+            ReleaseSlot(procno);
+            throw;
+        }
+        lock (_participants)
+            _participants.Add(p);
+        return p;
+    }
+
+    private int AcquireSlot(ProcKind kind)
+    {
+        int pid = _processes.CurrentProcessId;
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        for (int attempt = 0; ; attempt++)
+        {
+            int procno = PgProc.InvalidProcNumber;
+            SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+            int head = _header->FreeHeads[(int)kind];
+            if (head != PgProc.InvalidProcNumber)
+            {
+                PgProc* p = _procs + head;
+                _header->FreeHeads[(int)kind] = p->FreeNext;
+                p->FreeNext = PgProc.InvalidProcNumber;
+                p->Generation++;
+                p->AcquiredAtUnixMs = now;
+                // Release store; pairs with the acquire loads of liveness scans (GetProcs, ReclaimDeadSlots).
+                Volatile.Write(ref p->Pid, pid);
+                _header->SlotsHandedOut++;
+                procno = head;
+            }
+            SLock.Release(ref _header->Lock.Value);
+            if (procno != PgProc.InvalidProcNumber)
+            {
+                PgProc* p = _procs + procno;
+                ResetWaitState(p);
+                p->OwnerThreadId = Environment.CurrentManagedThreadId;
+                p->Latch.OwnerPid = pid;
+                p->Latch.OwnerProcNumber = procno;
+                // A post left over from the previous owner must not wake the new one.
+                _semaphores.Reset(procno);
+                return procno;
+            }
+            if (attempt > 0 || ReclaimDeadSlots() == 0)
+                throw new NoFreeProcSlotException(kind, Capacity(kind));
+        }
+    }
+
+    private static void ResetWaitState(PgProc* p)
+    {
+        p->LwWaiting = (int)LWLockWaitState.NotWaiting;
+        p->LwWaitMode = 0;
+        p->LwWaitNext = PgProc.InvalidProcNumber;
+        p->LwWaitPrev = PgProc.InvalidProcNumber;
+        p->LwWaitLockOffset = -1;
+        p->CvWaitNext = PgProc.InvalidProcNumber;
+        p->CvWaitPrev = PgProc.InvalidProcNumber;
+        p->Latch.IsSet = 0;
+        p->Latch.MaybeSleeping = 0;
+        p->Latch.OwnerPid = 0;
+        p->Latch.OwnerProcNumber = PgProc.InvalidProcNumber;
+        p->ProcSignalFlags = 0;
+        p->WaitEventInfo = 0;
+        p->OwnerThreadId = 0;
+        p->NumHeldLWLocks = 0;
+    }
+
+    /// <summary>Gives a slot back to its kind's free list (ProcKill).</summary>
+    internal void ReleaseSlot(int procno)
+    {
+        PgProc* p = _procs + procno;
+        ResetWaitState(p);
+        SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+        Volatile.Write(ref p->Pid, 0);
+        p->FreeNext = _header->FreeHeads[p->Kind];
+        _header->FreeHeads[p->Kind] = procno;
+        SLock.Release(ref _header->Lock.Value);
+        RunSlotReleaseHooks(procno);
+    }
+
+    internal void Forget(Participant p)
+    {
+        lock (_participants)
+            _participants.Remove(p);
+    }
+
+    /// <summary>
+    /// Gives back every slot whose process is dead (killed, crashed) and repairs the LWLock queue a dead
+    /// participant was waiting in. Returns the number of slots reclaimed. Slots of dead participants that were
+    /// waiting on a lock outside the main segment, or that a waker is just posting, are left for a later call;
+    /// slots of dead participants that still hold LWLocks are never reclaimed (only a restart of the cluster
+    /// repairs those locks; the slot keeps naming the dead holder to their waiters).
+    /// </summary>
+    public int ReclaimDeadSlots()
+    {
+        ThrowIfClosed();
+        int me = _processes.CurrentProcessId;
+        int reclaimed = 0;
+        for (int i = 0; i < MaxProcs; i++)
+        {
+            PgProc* p = _procs + i;
+            // Acquire load; pairs with the release store in AcquireSlot.
+            int pid = Volatile.Read(ref p->Pid);
+            // Gone only: an unreaped zombie keeps its slot until its parent waits for it (kill(pid, 0)'s view).
+            if (pid == 0 || pid == me || _processes.GetLiveness(pid) != ProcessLiveness.Gone)
+                continue;
+            long lockOffset = Volatile.Read(ref p->LwWaitLockOffset);
+            if (lockOffset >= 0)
+            {
+                if (!LWLock.RepairAfterDeadWaiter((LWLock*)(_base + lockOffset), this, i, pid))
+                    continue;
+            }
+            else if (lockOffset == -2 || Volatile.Read(ref p->LwWaiting) != (int)LWLockWaitState.NotWaiting)
+            {
+                continue; // queued on a lock we cannot find from here: leave it to a crash restart
+            }
+            // Died holding LWLocks (the owner's last stores are all visible: it is dead): keep the evidence.
+            if (Volatile.Read(ref p->NumHeldLWLocks) != 0)
+                continue;
+            SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+            if (p->Pid == pid)
+            {
+                ResetWaitState(p);
+                Volatile.Write(ref p->Pid, 0);
+                p->FreeNext = _header->FreeHeads[p->Kind];
+                _header->FreeHeads[p->Kind] = i;
+                _header->SlotsReclaimed++;
+                reclaimed++;
+                SLock.Release(ref _header->Lock.Value);
+                RunSlotReleaseHooks(i);
+                continue;
+            }
+            SLock.Release(ref _header->Lock.Value);
+        }
+        return reclaimed;
+    }
+
+    /// <summary>Every slot in use, with its owner pid and wait state (like pg_stat_activity's basics).</summary>
+    public IReadOnlyList<PgProcInfo> GetProcs()
+    {
+        ThrowIfClosed();
+        List<PgProcInfo> list = [];
+        for (int i = 0; i < MaxProcs; i++)
+        {
+            PgProc* p = _procs + i;
+            int pid = Volatile.Read(ref p->Pid);
+            if (pid == 0)
+                continue;
+            list.Add(new PgProcInfo(i, (ProcKind)p->Kind, pid, Volatile.Read(ref p->Generation),
+                (LWLockWaitState)Volatile.Read(ref p->LwWaiting), new WaitEventId(Volatile.Read(ref p->WaitEventInfo)),
+                Volatile.Read(ref p->NumHeldLWLocks)));
+        }
+        return list;
+    }
+
+    /// <summary>Free slots of <paramref name="kind"/> right now.</summary>
+    public int FreeCount(ProcKind kind)
+    {
+        ThrowIfClosed();
+        int n = 0;
+        SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
+        for (int cur = _header->FreeHeads[(int)kind]; cur != PgProc.InvalidProcNumber && n <= MaxProcs; cur = _procs[cur].FreeNext)
+            n++;
+        SLock.Release(ref _header->Lock.Value);
+        return n;
+    }
+}
