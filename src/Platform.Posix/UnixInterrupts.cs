@@ -15,7 +15,12 @@
  *
  *   A process that has not registered dies of SIGUSR1, as a PostgreSQL
  *   backend that had not installed its handler would; Core listens before it
- *   publishes its pid as interruptible.
+ *   publishes its pid as interruptible. Once a process has listened, it keeps
+ *   a do-nothing SIGUSR1 handler for the rest of its life: a signal sent just
+ *   after it detached (its pid still in a slot another process read) must
+ *   not kill it, as the default action would. Senders check the receiver's
+ *   identity first (ProcSignal: PgProc.PidIdentity), so a pid reused by an
+ *   unrelated process is not signalled at all.
  *
  *   Mirrors PostgreSQL's procsignal.c (SendProcSignal / procsignal_sigusr1_handler).
  *-------------------------------------------------------------------------
@@ -28,10 +33,16 @@ namespace PgIpc.Platform.Posix;
 /// <summary>SIGUSR1 listeners and senders.</summary>
 internal static class UnixInterrupts
 {
+    // Never disposed: once this process has been interruptible, SIGUSR1 stays harmless to it for its whole life.
+    private static PosixSignalRegistration? s_keepAlive;
+    private static readonly Lock s_keepAliveLock = new();
+
     public static IDisposable Listen(string name, Action onInterrupt)
     {
         LatchArgs.ValidateName(name);
         ArgumentNullException.ThrowIfNull(onInterrupt);
+        lock (s_keepAliveLock)
+            s_keepAlive ??= PosixSignalRegistration.Create((PosixSignal)LibC.SIGUSR1, static ctx => ctx.Cancel = true);
         return PosixSignalRegistration.Create((PosixSignal)LibC.SIGUSR1, ctx =>
         {
             ctx.Cancel = true; // not SIGUSR1's default action (terminate)

@@ -27,6 +27,35 @@ internal sealed class UnixProcessServices : IProcessServices
 
     public int CurrentProcessId { get; } = Environment.ProcessId;
 
+    /// <summary>
+    /// Field 22 of /proc/&lt;pid&gt;/stat (starttime, clock ticks since boot): a pid reused later has a later one.
+    /// 0 without a procfs (other Unix: the interrupt then goes to the recorded pid unchecked, as before).
+    /// </summary>
+    public long GetIdentity(int pid)
+    {
+        if (pid <= 0 || !_procStat)
+            return 0;
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            // After "pid (comm) ", fields from 3 (state) on are space separated; starttime is field 22.
+            int close = stat.LastIndexOf(')');
+            if (close < 0)
+                return 0;
+            string[] fields = stat[(close + 2)..].Split(' ');
+            const int StartTimeIndex = 22 - 3;
+            return fields.Length > StartTimeIndex && long.TryParse(fields[StartTimeIndex], out long t) ? t + 1 : 0; // +1: never 0 for a process
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return 0;
+        }
+    }
+
     public ProcessLiveness GetLiveness(int pid)
     {
         if (pid <= 0)

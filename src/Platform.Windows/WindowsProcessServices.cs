@@ -13,6 +13,12 @@ internal sealed unsafe class WindowsProcessServices : IProcessServices
 {
     public int CurrentProcessId { get; } = Environment.ProcessId;
 
+    /// <summary>
+    /// 0 (not checked): an interrupt here sets the named event of the pid's PgIpc listener, so a reused pid either has
+    /// no such event (nothing happens) or is another PgIpc process, which re-checks its PGPROC flags and finds none.
+    /// </summary>
+    public long GetIdentity(int pid) => 0;
+
     /// <summary>Alive or Gone: an exited process whose object is still open somewhere has an exit code, so it is Gone.</summary>
     public ProcessLiveness GetLiveness(int pid)
     {

@@ -40,7 +40,7 @@ public sealed class LayoutTests
             ("Pid", 0), ("ProcNumber", 4), ("Kind", 8), ("FreeNext", 12), ("Generation", 16), ("OwnerThreadId", 20),
             ("AcquiredAtUnixMs", 24), ("LwWaiting", 32), ("LwWaitMode", 36), ("LwWaitNext", 40), ("LwWaitPrev", 44),
             ("LwWaitLockOffset", 48), ("CvWaitNext", 56), ("CvWaitPrev", 60), ("Latch", 64), ("ProcSignalFlags", 80),
-            ("WaitEventInfo", 88), ("BarrierGeneration", 96), ("BarrierFlags", 104), ("Semaphore", 128), ("LatchWake", 192),
+            ("WaitEventInfo", 88), ("BarrierGeneration", 96), ("BarrierFlags", 104), ("PidIdentity", 112), ("Semaphore", 128), ("LatchWake", 192),
             ("NumHeldLWLocks", 224), ("HeldLWLocks", 228)]),
         [typeof(PgIpc.Proc.PgLatch)] = (16, [("IsSet", 0), ("MaybeSleeping", 4), ("OwnerPid", 8), ("OwnerProcNumber", 12)]),
         [typeof(PgIpc.Proc.ProcGlobalHeader)] = (192, [
@@ -55,7 +55,7 @@ public sealed class LayoutTests
         [typeof(PgIpc.Dsm.DsmControlItem)] = (24, [("Handle", 0), ("RefCnt", 4), ("Size", 8), ("Implementation", 16), ("Pinned", 20)]),
         [typeof(ConditionVariable)] = (16, [("Mutex", 0), ("WakeupHead", 4), ("WakeupTail", 8)]),
         [typeof(PgIpc.Signals.ProcSignalHeader)] = (64, [("BarrierGeneration", 0), ("MaxProcs", 8), ("Magic", 12)]),
-        [typeof(PgIpc.Signals.PMSignalState)] = (192, [("Magic", 0), ("SupervisorPid", 4), ("Flags", 64)]),
+        [typeof(PgIpc.Signals.PMSignalState)] = (192, [("Magic", 0), ("SupervisorPid", 4), ("SupervisorIdentity", 8), ("Flags", 64)]),
         [typeof(PgIpc.Postmaster.BackgroundWorkerArrayHeader)] = (128, [
             ("Lock", 0), ("Magic", 64), ("NumSlots", 68), ("ShutdownRequested", 72), ("SupervisorPid", 76), ("Registrations", 80)]),
         [typeof(PgIpc.Postmaster.BackgroundWorkerSlot)] = (1024, [

@@ -51,6 +51,14 @@ public interface IProcessServices
     /// A pid the OS has given to a new process reports that process.
     /// </summary>
     ProcessLiveness GetLiveness(int pid);
+
+    /// <summary>
+    /// A number that tells this process apart from any later process given the same pid (its start time in the
+    /// OS's units), or 0 when the backend cannot tell. Recorded when a participant joins, compared before a signal
+    /// is sent to the pid recorded in a slot, so a reused pid never receives another process's interrupt. Never
+    /// throws; 0 for a process that does not exist.
+    /// </summary>
+    long GetIdentity(int pid);
 }
 
 /// <summary>What the OS itself knows about a segment, without attaching to it.</summary>

@@ -103,6 +103,9 @@ internal struct PgLatch
 ///  96  BarrierGeneration atomic only: the last ProcSignalBarrier generation this participant absorbed; written
 ///                        by the owner (release), read by the barrier's emitter (acquire)
 /// 104  BarrierFlags      atomic only: barrier kinds pending absorption (emitter Or, owner Exchange)
+/// 112  PidIdentity       ProcGlobal.Lock, with Pid: the owner's IProcessServices.GetIdentity (start time) when it
+///                        joined, 0 when the backend cannot tell; compared before a signal goes to Pid, so a reused
+///                        pid never gets an interrupt meant for the dead owner
 /// 128  Semaphore[64]     the backend's sleep semaphore (futex word, sem_t); only through IProcSemaphoreSet
 /// 192  LatchWake[32]     the backend's latch wake storage (Linux: the owner's eventfd); only through ILatchWakers
 /// 224  NumHeldLWLocks    the owner (plain stores, after each acquire and release): LWLocks it holds now
@@ -137,7 +140,9 @@ internal unsafe struct PgProc
     private int _pad0;
     public ulong BarrierGeneration;
     public uint BarrierFlags;
-    private fixed byte _reserve0[20];
+    private int _pad1;
+    public long PidIdentity;
+    private fixed byte _reserve0[8];
     public fixed byte Semaphore[ProcSemaphoreStorage.MaxSize];
     public fixed byte LatchWake[LatchStorage.MaxSize];
     public int NumHeldLWLocks;

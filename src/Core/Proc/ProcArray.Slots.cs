@@ -62,6 +62,7 @@ public sealed unsafe partial class ProcArray
     private int AcquireSlot(ProcKind kind)
     {
         int pid = _processes.CurrentProcessId;
+        long identity = MyIdentity(); // outside the spinlock: it may read a file
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         for (int attempt = 0; ; attempt++)
         {
@@ -75,7 +76,9 @@ public sealed unsafe partial class ProcArray
                 p->FreeNext = PgProc.InvalidProcNumber;
                 p->Generation++;
                 p->AcquiredAtUnixMs = now;
-                // Release store; pairs with the acquire loads of liveness scans (GetProcs, ReclaimDeadSlots).
+                p->PidIdentity = identity;
+                // Release store; pairs with the acquire loads of liveness scans (GetProcs, ReclaimDeadSlots) and of
+                // signal senders, who read PidIdentity after Pid.
                 Volatile.Write(ref p->Pid, pid);
                 _header->SlotsHandedOut++;
                 procno = head;
@@ -95,6 +98,17 @@ public sealed unsafe partial class ProcArray
             if (attempt > 0 || ReclaimDeadSlots() == 0)
                 throw new NoFreeProcSlotException(kind, Capacity(kind));
         }
+    }
+
+    private long _myIdentity = -1;
+
+    /// <summary>This process's identity (start time), read once: it cannot change while the process runs.</summary>
+    private long MyIdentity()
+    {
+        long v = Volatile.Read(ref _myIdentity);
+        if (v < 0)
+            Volatile.Write(ref _myIdentity, v = _processes.GetIdentity(_processes.CurrentProcessId));
+        return v;
     }
 
     private static void ResetWaitState(PgProc* p)

@@ -53,7 +53,9 @@ internal unsafe struct PMSignalState
     public const uint MagicValue = 0x504D5347; // "PMSG"
     public uint Magic;
     public int SupervisorPid;
-    private fixed byte _pad[56];
+    /// <summary>The supervisor's IProcessServices.GetIdentity (0: cannot tell); immutable, as SupervisorPid.</summary>
+    public long SupervisorIdentity;
+    private fixed byte _pad[48];
     public fixed int Flags[NumReasons];
 }
 
@@ -70,10 +72,12 @@ public static unsafe class PMSignal
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(procs);
         int supervisor = procs.SupervisorPid;
+        long identity = segment.Platform.Processes.GetIdentity(supervisor);
         segment.InitStruct(ShmemName, ShmemSize(), r =>
         {
             var s = (PMSignalState*)r.Pointer;
             s->SupervisorPid = supervisor;
+            s->SupervisorIdentity = identity;
             s->Magic = PMSignalState.MagicValue;
         }, out found);
     }
@@ -100,11 +104,15 @@ public static unsafe class PMSignal
         // Full barrier; pairs with the supervisor's Exchange in CheckPostmasterSignal.
         Interlocked.Exchange(ref s->Flags[(int)reason], 1);
         int pid = s->SupervisorPid;
-        if (pid == procs.Segment.Platform.Processes.CurrentProcessId)
+        IProcessServices processes = procs.Segment.Platform.Processes;
+        if (pid == processes.CurrentProcessId)
         {
             procs.RunInterruptHooksLocally();
             return true;
         }
+        // A dead supervisor's pid may belong to an unrelated process by now: signal only the one that made the segment.
+        if (s->SupervisorIdentity != 0 && processes.GetIdentity(pid) != s->SupervisorIdentity)
+            return false;
         return procs.Latches.Interrupt(procs.ObjectName, pid);
     }
 

@@ -153,9 +153,12 @@ public static unsafe class ProcSignal
             Latch.Latches.SetLatch(procs, procNumber);
             return true;
         }
-        if (procs.Latches.Interrupt(procs.ObjectName, pid))
-            return true;
-        return false;
+        // The slot may name a pid whose owner died (dead holders' slots are kept on purpose) and that the OS has since
+        // given to an unrelated process: SIGUSR1's default action would kill it. Signal only the process that joined.
+        long expected = Volatile.Read(ref procs.Procs[procNumber].PidIdentity); // after the caller's acquire load of Pid
+        if (expected != 0 && procs.Segment.Platform.Processes.GetIdentity(pid) != expected)
+            return false;
+        return procs.Latches.Interrupt(procs.ObjectName, pid);
     }
 
     /// <summary>
