@@ -111,6 +111,7 @@ public sealed unsafe partial class ProcArray
         _name = NameOf(header);
         _processes = segment.Platform.Processes;
         MaxProcs = header->MaxProcs;
+        _supervisorPid = header->SupervisorPid; // immutable: copied so it stays readable after a detach
     }
 
     /// <summary>Bytes <see cref="Init"/> takes from the segment for <paramref name="options"/>.</summary>
@@ -345,7 +346,9 @@ public sealed unsafe partial class ProcArray
     internal string ObjectName => _name;
 
     /// <summary>Pid of the supervisor (the creator), whose death WL_POSTMASTER_DEATH reports.</summary>
-    public int SupervisorPid => _header->SupervisorPid;
+    public int SupervisorPid => _supervisorPid;
+
+    private readonly int _supervisorPid;
 
     /// <summary>The supervisor-death watch, opened on first use and shared by this process's wait sets.</summary>
     internal ISupervisorWatch SupervisorWatch

@@ -102,8 +102,8 @@ public sealed unsafe class ShmemSegment : IDisposable
     /// <summary>The backend that maps this segment.</summary>
     public IPgIpcPlatform Platform => _platform;
 
-    /// <summary>Size of the segment in bytes.</summary>
-    public long TotalSize => Header->TotalSize;
+    /// <summary>Size of the segment in bytes (immutable: read once at attach, so it stays readable after a detach).</summary>
+    public long TotalSize => Handle.Size;
 
     /// <summary>Bytes not yet allocated.</summary>
     public long FreeBytes
