@@ -75,7 +75,7 @@ public sealed class LayoutTests
         [typeof(PgIpc.Mq.ShmTocEntry)] = (16, [("Key", 0), ("Offset", 8)]),
         [typeof(PgIpc.Buffers.BufferTag)] = (12, [("RelNumber", 0), ("Fork", 4), ("BlockNumber", 8)]),
         [typeof(PgIpc.Buffers.BufferDesc)] = (64, [
-            ("Tag", 0), ("BufferId", 12), ("StateWord", 16), ("WaitBackendProcNo", 20), ("FreeNext", 24), ("ContentLock", 32),
+            ("Tag", 0), ("BufferId", 12), ("StateWord", 16), ("WaitBackendProcNo", 20), ("FreeNext", 24), ("IoOwnerPid", 28), ("ContentLock", 32),
             ("IoCv", 48)]),
         [typeof(PgIpc.Buffers.BufferStrategyControl)] = (128, [
             ("Lock", 0), ("FirstFreeBuffer", 4), ("LastFreeBuffer", 8), ("CompletePasses", 12), ("NumBuffers", 16), ("Magic", 20),

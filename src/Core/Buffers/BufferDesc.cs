@@ -45,6 +45,8 @@ namespace PgIpc.Buffers;
 /// 16  StateWord        atomic only; see <see cref="State"/>
 /// 20  WaitBackendProcNo header lock: procno waiting for the pin count to drop (with PinCountWaiter)
 /// 24  FreeNext         the strategy spinlock: next free buffer, -1 end, -2 not in the list
+/// 28  IoOwnerPid       header lock: pid of the process whose participant set IoInProgress (0 = none); set and
+///                      cleared with the flag, read by I/O waiters to find an owner that died mid-I/O
 /// 32  ContentLock      LWLock (tranche BufferContent): the page's contents
 /// 48  IoCv             condition variable: waiters for I/O in progress to end
 /// </code>
@@ -61,7 +63,7 @@ internal struct BufferDesc
     public uint StateWord;
     public int WaitBackendProcNo;
     public int FreeNext;
-    private int _pad;
+    public int IoOwnerPid;
     public LWLock ContentLock;
     public ConditionVariable IoCv;
 

@@ -11,6 +11,14 @@
  *   way, in which case it sleeps on the descriptor's condition variable
  *   until TerminateBufferIO clears the flag and broadcasts. So two
  *   participants that miss on the same block read it from disk once.
+ *   A process killed between StartBufferIO and TerminateBufferIO never
+ *   ends its I/O. The owner's pid is recorded with the flag (IoOwnerPid), and
+ *   a waiter that has slept a second without news checks it: an owner that is
+ *   gone has its I/O aborted on its behalf (IoError, flag cleared,
+ *   broadcast), so the waiters retry and one of them redoes the read or the
+ *   write. PostgreSQL leaves this to the postmaster's crash restart; PgIpc
+ *   also serves clusters that run without a supervisor.
+ *
  *   A failed read sets IoError and leaves the buffer not valid: the next
  *   reader tries again.
  *
@@ -211,6 +219,7 @@ public sealed unsafe partial class BufferPool
             UnlockBufHdr(id, st);
             return false;
         }
+        _descs[id].IoOwnerPid = _procs.Segment.Platform.Processes.CurrentProcessId; // under the header lock, with the flag
         UnlockBufHdr(id, st | S.IoInProgress);
         return true;
     }
@@ -221,9 +230,13 @@ public sealed unsafe partial class BufferPool
         ConditionVariable.PrepareToSleep(me, ref d->IoCv);
         try
         {
-            // TerminateBufferIO clears the flag under the header lock before it broadcasts.
+            // TerminateBufferIO clears the flag under the header lock before it broadcasts. Each silent second, look
+            // at the owner: a process killed mid-I/O never terminates it, and every waiter would sleep forever.
             while ((Volatile.Read(ref d->StateWord) & S.IoInProgress) != 0)
-                ConditionVariable.Sleep(me, ref d->IoCv, 1000);
+            {
+                if (ConditionVariable.Sleep(me, ref d->IoCv, 1000))
+                    AbortIOOfDeadOwner(me, id);
+            }
         }
         finally
         {
@@ -231,9 +244,32 @@ public sealed unsafe partial class BufferPool
         }
     }
 
+    /// <summary>
+    /// The I/O on buffer <paramref name="id"/> belongs to a process that is gone (killed between StartBufferIO and
+    /// TerminateBufferIO): end it as AbortBufferIO would have, IoError set and the flag cleared, so the waiters go
+    /// round StartBufferIO again and one of them redoes the I/O. An unreaped zombie is waited for, as lock holders
+    /// are (DeadHolder.cs); a reused pid hides a death until the crash restart.
+    /// </summary>
+    private void AbortIOOfDeadOwner(Participant me, int id)
+    {
+        int pid = Volatile.Read(ref _descs[id].IoOwnerPid);
+        if (pid == 0 || _procs.Segment.Platform.Processes.GetLiveness(pid) != Platform.ProcessLiveness.Gone)
+            return;
+        uint st = LockBufHdr(id);
+        if ((st & S.IoInProgress) == 0 || _descs[id].IoOwnerPid != pid)
+        {
+            UnlockBufHdr(id, st); // ended meanwhile, or a new owner took it
+            return;
+        }
+        _descs[id].IoOwnerPid = 0;
+        UnlockBufHdr(id, (st & ~S.IoInProgress) | S.IoError);
+        ConditionVariable.Broadcast(me, ref _descs[id].IoCv);
+    }
+
     private void TerminateBufferIO(Participant me, int id, bool clearDirty, uint setFlags)
     {
         uint st = LockBufHdr(id);
+        _descs[id].IoOwnerPid = 0;
         st &= ~(S.IoInProgress | S.IoError);
         if (clearDirty && (st & S.JustDirtied) == 0)
             st &= ~(S.Dirty | S.CheckpointNeeded);
@@ -244,6 +280,7 @@ public sealed unsafe partial class BufferPool
     private void AbortBufferIO(Participant me, int id)
     {
         uint st = LockBufHdr(id);
+        _descs[id].IoOwnerPid = 0;
         UnlockBufHdr(id, (st & ~S.IoInProgress) | S.IoError);
         ConditionVariable.Broadcast(me, ref _descs[id].IoCv);
     }

@@ -116,6 +116,9 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
         procs.AddSlotReleaseHook(OnSlotReleased);
     }
 
+    /// <summary>Descriptor <paramref name="id"/> (0-based), for inspection and fault-injection tests.</summary>
+    internal BufferDesc* Descriptor(int id) => _descs + id;
+
     /// <summary>Number of shared buffers.</summary>
     public int NumBuffers => _n;
 
