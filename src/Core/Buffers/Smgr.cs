@@ -361,7 +361,11 @@ public sealed class Smgr : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_files.TryGetValue((rel, fork, segno), out SafeFileHandle? h))
+        {
+            if (create && _directorySyncPending)
+                FsyncDataDirectoryLocked(); // a creation whose directory fsync failed: retried by the next extension
             return h;
+        }
         string path = PathOf(rel, fork, segno);
         bool exists = File.Exists(path);
         if (!create && !exists)

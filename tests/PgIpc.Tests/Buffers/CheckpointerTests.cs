@@ -520,4 +520,49 @@ public sealed class CheckpointerTests(string backend)
             Assert.That(c.Pool.Smgr.NBlocks(7, ForkNumber.Main), Is.EqualTo(6));
         });
     }
+
+    /// <summary>The platform's directory fsync, failing with EIO while <see cref="Fail"/> is set.</summary>
+    private sealed class FailingFileSync(IFileSync inner) : IFileSync
+    {
+        public volatile bool Fail = true;
+
+        public void FsyncDirectory(string path)
+        {
+            if (Fail)
+                throw Eio(path);
+            inner.FsyncDirectory(path);
+        }
+    }
+
+    [Test]
+    public void AFailedDirectoryFsyncFailsTheExtensionAndTheNextExtensionRetriesIt()
+    {
+        BufferCluster c = Cluster(16);
+        var files = new FailingFileSync(PgIpcPlatform.Get(backend).Files);
+        c.Pool.Smgr.Files = files;
+        int dirSyncs = 0;
+        c.Pool.Smgr.AfterDirectoryFsync = _ => Interlocked.Increment(ref dirSyncs);
+        Exception? error = null;
+        AsParticipant(me =>
+        {
+            try
+            {
+                BufferStress.Create(c.Pool, me, 8, 1);
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            files.Fail = false;
+            BufferStress.Create(c.Pool, me, 8, 2);
+        });
+        Assert.Multiple(() =>
+        {
+            Assert.That(error, Is.InstanceOf<DataSyncFailedException>());
+            Assert.That(((DataSyncFailedException)error!).Path, Is.EqualTo(c.Options.DataDirectory));
+            Assert.That(error.Message, Does.Contain("fsync"));
+            Assert.That(dirSyncs, Is.EqualTo(1), "the file's creation was fsynced into its directory by the next extension");
+            Assert.That(c.Pool.Smgr.NBlocks(8, ForkNumber.Main), Is.EqualTo(2), "the failed extension added no block");
+        });
+    }
 }
