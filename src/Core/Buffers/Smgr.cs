@@ -38,10 +38,13 @@
  *   never outlive the file's name after a power loss, and NBlocks never
  *   stops at a vanished middle segment. Creation is rare (once per 1 GiB),
  *   so the fsync is done there, under the handle-table lock, rather than
- *   queued for the checkpoint: the extension lock the buffer manager holds
- *   keeps every other writer off the new file until it is durable. A
- *   failed directory fsync is retried by the next create or Sync of this
- *   process, and thrown as a DataSyncFailedException meanwhile.
+ *   queued for the checkpoint: a new segment is made by Extend under the
+ *   buffer manager's extension lock, which keeps every other writer off the
+ *   file until its name is durable (Create, smgrcreate, is called before a
+ *   relation is used, by the process that makes it). A failed directory
+ *   fsync is thrown as a DataSyncFailedException (as fatal as a file's);
+ *   for a host that carries on regardless, it stays pending and the next
+ *   extension or Sync of this process fsyncs the directory again.
  *
  *   One Smgr per process (it belongs to the process's BufferPool view); the
  *   handle table is guarded by a monitor, I/O itself is lock-free.
