@@ -375,6 +375,13 @@ internal static class Demo
                     throw new ArgumentException($"unknown demo role \"{args[0]}\"");
             }
         }
+        catch (DataSyncFailedException e)
+        {
+            // PANIC (data_sync_retry = off): what was written since the last good fsync may be lost. Exit with a
+            // crash code: the supervisor then does a crash restart instead of this checkpointer carrying on.
+            Console.Error.WriteLine($"pgipc demo {args[0]}: PANIC: {e.Message}");
+            return 2;
+        }
         catch (OperationCanceledException)
         {
         }

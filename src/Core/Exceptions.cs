@@ -322,6 +322,21 @@ public sealed class CheckpointerNotRunningException : PgIpcException
     public CheckpointerNotRunningException(string message) : base(message) { }
 }
 
+/// <summary>
+/// An fsync of a data file or directory failed (PANIC in PostgreSQL with data_sync_retry=off): the kernel may have
+/// dropped the pages written since the last successful fsync and will not report it again, so a retried fsync
+/// proves nothing. <see cref="PgIpc.Buffers.Checkpointer.Run"/> throws it after failing the checkpoint; a host must
+/// treat it as fatal for the process (exit with a crash code so a supervisor does a crash restart), not retry.
+/// </summary>
+public sealed class DataSyncFailedException : PgIpcException
+{
+    /// <summary>The file or directory whose fsync failed.</summary>
+    public string Path { get; }
+
+    public DataSyncFailedException(string path, Exception inner)
+        : base($"could not fsync file \"{path}\": {inner.Message}", inner) => Path = path;
+}
+
 /// <summary>A block the storage manager cannot read or write (missing file, short read, I/O error).</summary>
 public sealed class SmgrException : PgIpcException
 {

@@ -28,4 +28,6 @@ public sealed class LinuxPlatform : IPgIpcPlatform
     public ILatchProvider Latches { get; } = new LinuxLatchProvider();
 
     public IDsmProvider Dsm { get; } = new LinuxDsmProvider();
+
+    public IFileSync Files { get; } = new UnixFileSync();
 }

@@ -26,4 +26,6 @@ public sealed class PosixPlatform : IPgIpcPlatform
     public ILatchProvider Latches { get; } = new PosixLatchProvider();
 
     public IDsmProvider Dsm { get; } = new PosixDsmProvider();
+
+    public IFileSync Files { get; } = new UnixFileSync();
 }

@@ -26,4 +26,6 @@ public sealed class WindowsPlatform : IPgIpcPlatform
     public ILatchProvider Latches { get; } = new WindowsLatchProvider();
 
     public IDsmProvider Dsm { get; } = new WindowsDsmProvider();
+
+    public IFileSync Files { get; } = new WindowsFileSync();
 }

@@ -31,7 +31,10 @@
  *   mark every dirty buffer CheckpointNeeded, write them sorted by file and
  *   block, then fsync through Smgr.Sync: the files this process wrote and
  *   the sync requests other processes forwarded to the checkpointer (see
- *   Checkpointer.cs). FlushAllBuffers is the same, run by the caller.
+ *   Checkpointer.cs). FlushAllBuffers is the same, run by the caller. When
+ *   an fsync fails (DataSyncFailedException), every buffer of the
+ *   checkpoint still holding its page is marked dirty again before the
+ *   error goes up, so the pages the kernel may have dropped are rewritten.
  *   SyncOneBuffer is shared with the background writer (BackgroundWriter.cs),
  *   which writes only unpinned buffers of usage count 0 ahead of the clock
  *   hand.
@@ -130,8 +133,40 @@ public sealed unsafe partial class BufferPool
             }
         }
         beforeSync?.Invoke();
-        int files = Smgr.Sync();
+        int files;
+        try
+        {
+            files = Smgr.Sync();
+        }
+        catch (DataSyncFailedException)
+        {
+            RedirtyAfterFailedSync(toWrite);
+            throw;
+        }
         return new CheckpointStats(toWrite.Count, written, files);
+    }
+
+    /// <summary>
+    /// After a failed fsync: marks dirty again every buffer of this checkpoint that still holds the same valid page,
+    /// so that the next checkpoint writes it again (a write after the error reaches the disk with the next fsync,
+    /// whereas the page the kernel dropped would not). A buffer evicted meanwhile cannot be helped (see the
+    /// checkpointer's banner). Under each header lock, as MarkBufferDirtyHint; JustDirtied keeps the bit if a write
+    /// of the buffer is in progress. Returns how many it marked.
+    /// </summary>
+    private int RedirtyAfterFailedSync(List<(BufferTag Tag, int Id)> buffers)
+    {
+        int n = 0;
+        foreach ((BufferTag tag, int id) in buffers)
+        {
+            uint st = LockBufHdr(id);
+            if ((st & S.Valid) != 0 && _descs[id].Tag == tag)
+            {
+                st |= S.Dirty | S.JustDirtied;
+                n++;
+            }
+            UnlockBufHdr(id, st);
+        }
+        return n;
     }
 
     /// <summary>What <see cref="SyncOneBuffer"/> found (BUF_REUSABLE, BUF_WRITTEN).</summary>

@@ -186,8 +186,10 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
         if (control->Magic != BufferStrategyControl.MagicValue || control->NumBuffers != n)
             throw new PgIpcException($"the buffer pool in this segment has {control->NumBuffers} buffers; asked for {n}");
         byte* basePtr = blocks.Pointer - blocks.Offset;
+        // The shared pool's files must survive a crash: the Smgr fsyncs the directory of each file it creates.
+        var smgr = new Smgr(options.DataDirectory, options.BlocksPerSegment) { Files = segment.Platform.Files };
         return new BufferPool(procs, (BufferDesc*)descs.Pointer, basePtr + blocksOffset, control, (LWLockPadded*)locks.Pointer,
-            table, new Smgr(options.DataDirectory, options.BlocksPerSegment));
+            table, smgr);
     }
 
     // ------------------------------------------------------------------

@@ -16,12 +16,42 @@
  *   schedule that would finish the writes at CompletionTarget of the
  *   timeout, unless an immediate checkpoint is requested meanwhile.
  *
+ *   A failed fsync (DataSyncFailedException) is not an ordinary checkpoint
+ *   error. PostgreSQL, since the 2018 fsync incident, PANICs
+ *   (data_sync_retry = off): Linux reports a write-back error to one fsync
+ *   only, may already have dropped the pages and marked them clean, so the
+ *   next fsync succeeds over lost data; the crash restart then replays WAL
+ *   from the last completed checkpoint, rewriting every page since. Here:
+ *     - the checkpoint is failed like any other (ckpt_failed, the message
+ *       in LastError, done_cv broadcast): its waiters get
+ *       CheckpointRequestFailedException naming the file and "fsync";
+ *     - Run then throws the DataSyncFailedException (after unregistering
+ *       and broadcasting, so later waiters get CheckpointerNotRunning
+ *       instead of a success): a host must treat it as fatal, exit with a
+ *       crash code (the demo's checkpointer exits 2) and let the supervisor
+ *       do a crash restart; it must not call Run again as if nothing
+ *       happened;
+ *     - without WAL nothing can replay what the kernel dropped, so the
+ *       checkpoint also does what it can for a host that does restart the
+ *       checkpointer over the same pool (the tests' in-process one):
+ *       every buffer of the failed checkpoint that still holds its page is
+ *       marked dirty again (BufferPool.IO.cs) and the failed file stays in
+ *       the sync queue, so the next checkpoint writes those pages again and
+ *       fsyncs them before it reports success. Pages evicted between the
+ *       write and the failed fsync (written by backends or the background
+ *       writer, or by this checkpoint and then replaced) are not in memory
+ *       any more: they may be lost, which is why the error is fatal rather
+ *       than logged. Re-reading the files to rewrite them was rejected: the
+ *       page cache may hold either version, and it would only narrow the
+ *       loss, not close it.
+ *
  *   Mirrors src/backend/postmaster/checkpointer.c (CheckpointerMain,
  *   CheckpointWriteDelay, ImmediateCheckpointRequested) and the
  *   checkpoint part of xlog.c's CreateCheckPoint (CheckPointBuffers).
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using System.Text;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -41,7 +71,10 @@ unsafe partial class Checkpointer
     /// runs a checkpoint when one is requested or <see cref="CheckpointerOptions.TimeoutMs"/> passed since the last,
     /// absorbing fsync requests as it goes. A failing checkpoint is counted (ckpt_failed) and the loop goes on. When
     /// stopped it runs the shutdown checkpoint (unless the options say not to) and unregisters. Throws if another
-    /// live checkpointer is registered, or <see cref="SupervisorDiedException"/> when the supervisor dies.
+    /// live checkpointer is registered, or <see cref="SupervisorDiedException"/> when the supervisor dies, or
+    /// <see cref="DataSyncFailedException"/> when an fsync failed: the checkpoint is then reported failed to its
+    /// waiters and the checkpointer unregistered before the throw. That one is fatal (PANIC): the host must end the
+    /// process with a crash code so the supervisor does a crash restart, not call Run again (see the banner).
     /// </summary>
     public void Run(Participant me, CancellationToken stop)
     {
@@ -132,6 +165,7 @@ unsafe partial class Checkpointer
 
         bool failed = false;
         string? message = null;
+        DataSyncFailedException? fatal = null;
         CheckpointStats stats = default;
         try
         {
@@ -146,6 +180,7 @@ unsafe partial class Checkpointer
             _lastError = e;
             failed = true;
             message = e.Message;
+            fatal = e as DataSyncFailedException;
         }
 
         // The message is encoded before the spinlock is taken (encoding allocates nothing, but is not a few instructions).
@@ -166,6 +201,9 @@ unsafe partial class Checkpointer
         h->CkptDone = h->CkptStarted;
         SLock.Release(ref h->CkptLock);
         ConditionVariable.Broadcast(me, ref h->DoneCv);
+        // PANIC: out of Run (whose finally unregisters), never on to the next checkpoint (see the banner).
+        if (fatal is not null)
+            ExceptionDispatchInfo.Throw(fatal);
     }
 
     /// <summary>The message's UTF-8, as much as fits in <paramref name="dest"/> (cut between characters); its length.</summary>

@@ -36,7 +36,8 @@
  *   stores, absorbing one copy of the array.
  *
  *   The main loop (CheckpointerMain, the spread-out write delay, the
- *   shutdown checkpoint) is in Checkpointer.Loop.cs.
+ *   shutdown checkpoint) is in Checkpointer.Loop.cs, with what a failed
+ *   fsync does (it fails the checkpoint and ends Run: a PANIC).
  *
  *   Layout of "PgIpc.Checkpointer": CheckpointerShmem (384 bytes, below),
  *   then MaxRequests CheckpointerRequest entries of 12 bytes.

@@ -23,6 +23,29 @@
  *   fsyncs the files every process wrote. When the queue is full the writer
  *   fsyncs the file itself, as md.c does.
  *
+ *   Durability (data_sync_retry = off, after PostgreSQL's 2018 fsync
+ *   incident): a failed fsync of a data file is a DataSyncFailedException,
+ *   never retried as if nothing happened. Linux reports a write-back error
+ *   to one fsync only and may have dropped the pages, so a second fsync
+ *   would "succeed" over lost data. The file stays pending (a later Sync
+ *   fsyncs it again once its pages are rewritten; see Checkpointer.Loop.cs
+ *   for what the checkpointer does), and the caller must treat the error as
+ *   fatal. Directory entries: a file this process creates (a relation's
+ *   first segment, or a new segment when a fork grows past one) has its
+ *   directory fsynced before the creating call returns (fsync_fname of the
+ *   parent, through the platform's IFileSync, since .NET cannot open a
+ *   directory on Unix), so a checkpoint that fsyncs the file's data can
+ *   never outlive the file's name after a power loss, and NBlocks never
+ *   stops at a vanished middle segment. Creation is rare (once per 1 GiB),
+ *   so the fsync is done there, under the handle-table lock, rather than
+ *   queued for the checkpoint: a new segment is made by Extend under the
+ *   buffer manager's extension lock, which keeps every other writer off the
+ *   file until its name is durable (Create, smgrcreate, is called before a
+ *   relation is used, by the process that makes it). A failed directory
+ *   fsync is thrown as a DataSyncFailedException (as fatal as a file's);
+ *   for a host that carries on regardless, it stays pending and the next
+ *   extension or Sync of this process fsyncs the directory again.
+ *
  *   One Smgr per process (it belongs to the process's BufferPool view); the
  *   handle table is guarded by a monitor, I/O itself is lock-free.
  *
@@ -58,6 +81,7 @@ public sealed class Smgr : IDisposable
     // Files whose sync request this process forwarded, with the queue's absorb cycle at the time (_lock).
     private readonly Dictionary<(uint Rel, ForkNumber Fork, uint Seg), uint> _forwarded = [];
     private readonly object _lock = new();
+    private bool _directorySyncPending; // _lock: a file was created and its directory not yet fsynced
     private long _reads;
     private long _writes;
     private bool _disposed;
@@ -86,6 +110,21 @@ public sealed class Smgr : IDisposable
 
     /// <summary>Called before each block write or extension (tests record the write order with it).</summary>
     internal Action<BufferTag>? BeforeWrite;
+
+    /// <summary>
+    /// Fault injection for the fsync path only (tests): called with the file's path before each file fsync; a
+    /// non-null result is thrown instead of fsyncing (an IOException as EIO from fsync(2)). Null: no cost.
+    /// </summary>
+    internal Func<string, Exception?>? FsyncFault;
+
+    /// <summary>Called after each directory fsync with the directory's path (tests observe the directory fsyncs with it).</summary>
+    internal Action<string>? AfterDirectoryFsync;
+
+    /// <summary>
+    /// How this Smgr fsyncs the data directory after creating a file (the segment's platform; BufferPool sets it).
+    /// Null: no directory fsync (a standalone Smgr, local buffers: files that need not survive a crash).
+    /// </summary>
+    internal IFileSync? Files { get; set; }
 
     /// <summary>Where writes forward their fsync requests (the checkpointer's queue); null: only this process's Sync fsyncs.</summary>
     internal ISyncRequestQueue? SyncRequests { get; set; }
@@ -218,11 +257,12 @@ public sealed class Smgr : IDisposable
         // The queue is full: fsync here (md.c does the same when ForwardSyncRequest fails).
         try
         {
-            RandomAccess.FlushToDisk(h);
+            FlushToDisk(h, key.Rel, key.Fork, key.Seg);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new SmgrException(tag, $"could not fsync file \"{PathOf(key.Rel, key.Fork, key.Seg)}\": {e.Message}", e);
+            // The write is done but maybe not durable, and a retried fsync would not tell: fatal (data_sync_retry = off).
+            throw new DataSyncFailedException(PathOf(key.Rel, key.Fork, key.Seg), e);
         }
     }
 
@@ -269,10 +309,17 @@ public sealed class Smgr : IDisposable
     /// <summary>
     /// Flushes every file written since the last call, or remembered with <see cref="RememberSyncRequest"/>, to disk
     /// (the fsync a checkpoint does); returns how many. A file that no longer exists is skipped (dropped). On an
-    /// fsync error the files not yet synced stay pending and the error is thrown.
+    /// fsync error the failed file and those not yet synced stay pending and a <see cref="DataSyncFailedException"/>
+    /// is thrown: the pages written to that file since its last successful fsync may be lost, and a later fsync that
+    /// succeeds does not prove otherwise (the caller treats it as fatal; see the banner).
     /// </summary>
     public int Sync()
     {
+        lock (_lock)
+        {
+            if (_directorySyncPending)
+                FsyncDataDirectoryLocked();
+        }
         List<(uint Rel, ForkNumber Fork, uint Seg)> keys;
         lock (_lock)
         {
@@ -291,7 +338,7 @@ public sealed class Smgr : IDisposable
                     h = Open(rel, fork, seg, create: false);
                 if (h is null)
                     continue;
-                RandomAccess.FlushToDisk(h);
+                FlushToDisk(h, rel, fork, seg);
                 synced++;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -299,25 +346,77 @@ public sealed class Smgr : IDisposable
                 lock (_lock)
                     for (int j = i; j < keys.Count; j++)
                         _dirty.Add(keys[j]);
-                throw new PgIpcException($"could not fsync file \"{PathOf(rel, fork, seg)}\": {e.Message}", e);
+                throw new DataSyncFailedException(PathOf(rel, fork, seg), e);
             }
         }
         return synced;
+    }
+
+    /// <summary>fsync(2) of one segment file (FileSync), through the fault-injection hook when a test set one.</summary>
+    private void FlushToDisk(SafeFileHandle h, uint rel, ForkNumber fork, uint seg)
+    {
+        if (FsyncFault is { } fault && fault(PathOf(rel, fork, seg)) is { } e)
+            throw e;
+        RandomAccess.FlushToDisk(h);
     }
 
     private SafeFileHandle? Open(uint rel, ForkNumber fork, uint segno, bool create)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_files.TryGetValue((rel, fork, segno), out SafeFileHandle? h))
+        {
+            if (create && _directorySyncPending)
+                FsyncDataDirectoryLocked(); // a creation whose directory fsync failed: retried by the next extension
             return h;
+        }
         string path = PathOf(rel, fork, segno);
-        if (!create && !File.Exists(path))
+        bool exists = File.Exists(path);
+        if (!create && !exists)
             return null;
-        // FileShare.ReadWrite | Delete: every process of the cluster opens the same files.
-        h = File.OpenHandle(path, create ? FileMode.OpenOrCreate : FileMode.Open, FileAccess.ReadWrite,
-            FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
+        // FileShare.ReadWrite | Delete: every process of the cluster opens the same files. CreateNew tells this
+        // process it made the file (and owes its directory an fsync); losing a creation race opens the winner's.
+        bool created = false;
+        if (!exists)
+        {
+            try
+            {
+                h = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
+                created = true;
+            }
+            catch (IOException) when (File.Exists(path))
+            {
+            }
+        }
+        h ??= File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
         _files.Add((rel, fork, segno), h);
+        if (created)
+            _directorySyncPending = true;
+        if (create && _directorySyncPending)
+            FsyncDataDirectoryLocked();
         return h;
+    }
+
+    /// <summary>
+    /// fsync_fname(DataDirectory, isdir): makes the names of the files created so far durable. Under _lock (creation
+    /// is rare); a failure leaves the fsync pending and throws <see cref="DataSyncFailedException"/>.
+    /// </summary>
+    private void FsyncDataDirectoryLocked()
+    {
+        if (Files is not { } files)
+        {
+            _directorySyncPending = false;
+            return;
+        }
+        try
+        {
+            files.FsyncDirectory(DataDirectory);
+        }
+        catch (Exception e) when (e is PgIpcOsException or IOException or UnauthorizedAccessException)
+        {
+            throw new DataSyncFailedException(DataDirectory, e);
+        }
+        _directorySyncPending = false;
+        AfterDirectoryFsync?.Invoke(DataDirectory);
     }
 
     private static void CheckPage(ReadOnlySpan<byte> page)

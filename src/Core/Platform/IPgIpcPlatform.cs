@@ -4,7 +4,7 @@
  *
  * NOTES
  *   Core never calls the OS. Everything it needs from one (shared memory,
- *   process liveness) is behind these interfaces; src/Platform.Linux,
+ *   process liveness, directory fsync) is behind these interfaces; src/Platform.Linux,
  *   src/Platform.Posix and src/Platform.Windows implement them. The
  *   implementations reference Core, so Core cannot reference them; it finds
  *   them at run time by assembly name (see PgIpcPlatform).
@@ -38,6 +38,9 @@ public interface IPgIpcPlatform
 
     /// <summary>Dynamic shared memory segments (DSM) for this backend.</summary>
     IDsmProvider Dsm { get; }
+
+    /// <summary>Directory fsync (the storage manager's, when it creates a file).</summary>
+    IFileSync Files { get; }
 }
 
 /// <summary>Process identity and liveness checks (kill(pid, 0) / OpenProcess).</summary>

@@ -425,4 +425,144 @@ public sealed class CheckpointerTests(string backend)
         });
     }
 
+    /// <summary>EIO from fsync(2), as the fault hook reports it.</summary>
+    private static IOException Eio(string path) => new($"Input/output error : '{path}'", 5);
+
+    [Test]
+    public void AFailedFsyncFailsTheCheckpointEndsTheCheckpointerAndItsPagesAreWrittenAgain()
+    {
+        BufferCluster c = Cluster(16);
+        CreateDirtyPages(c, 4);
+        string victim = c.Pool.Smgr.PathOf(1, ForkNumber.Main, 0);
+        int faults = 0;
+        // As Linux does: the fsync reports the error once; the kernel has dropped the dirty pages and marked them
+        // clean, so a retried fsync succeeds without having written them.
+        c.Pool.Smgr.FsyncFault = path => path == victim && Interlocked.Increment(ref faults) == 1 ? Eio(path) : null;
+        Daemon d = StartCheckpointer(c);
+        Exception? first = null, second = null;
+        int dirtyAfterFailure = 0;
+        AsParticipant(me =>
+        {
+            first = Assert.Catch(() => c.Checkpointer.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Force | CheckpointFlags.Wait));
+            Poll.Until(() => c.Checkpointer.Status.Pid == 0, TimeSpan.FromSeconds(5));
+            dirtyAfterFailure = DirtyBuffers(c.Pool);
+            try
+            {
+                c.Checkpointer.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Force | CheckpointFlags.Wait);
+            }
+            catch (Exception e)
+            {
+                second = e;
+            }
+        });
+        // data_sync_retry=off: nothing after the failed fsync may report success for the data it covered.
+        Assert.That(second, Is.Not.Null, "a checkpoint requested after a failed fsync must not succeed");
+        Exception? runError = Assert.Catch(d.Stop);
+        _daemon = null;
+        CheckpointerStatus s = c.Checkpointer.Status;
+        Assert.Multiple(() =>
+        {
+            Assert.That(first, Is.InstanceOf<CheckpointRequestFailedException>());
+            Assert.That(first!.Message, Does.StartWith("checkpoint request failed: ").And.Contain("fsync").And.Contain(victim));
+            Assert.That(second, Is.InstanceOf<CheckpointerNotRunningException>(), "the checkpointer ended instead of carrying on");
+            Assert.That(runError!.InnerException, Is.InstanceOf<DataSyncFailedException>(), "Run surfaces the fault to its host");
+            Assert.That(s.Failed, Is.EqualTo(1));
+            Assert.That(s.Done, Is.EqualTo(s.Started));
+            Assert.That(s.Pid, Is.Zero, "the checkpointer unregistered");
+            Assert.That(dirtyAfterFailure, Is.EqualTo(4), "the pages the failed checkpoint wrote are dirty again");
+        });
+
+        // The host's restart of the checkpointer (it also serves the request left pending by the second one): the
+        // next successful checkpoint writes those pages again and fsyncs the file. Only successful ones are counted.
+        c.Pool.Smgr.FsyncFault = null;
+        StartCheckpointer(c);
+        AsParticipant(me => c.Checkpointer.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Wait));
+        CheckpointerStatus after = c.Checkpointer.Status;
+        Assert.Multiple(() =>
+        {
+            Assert.That(after.BuffersWritten - s.BuffersWritten, Is.EqualTo(4), "written again");
+            Assert.That(after.FilesSynced - s.FilesSynced, Is.GreaterThanOrEqualTo(1), "and fsynced");
+            Assert.That(DirtyBuffers(c.Pool), Is.Zero);
+            Assert.That(after.Failed, Is.EqualTo(1));
+            Assert.That(after.Done, Is.EqualTo(after.Started));
+        });
+    }
+
+    [Test]
+    public void CreatingARelationAndExtendingIntoANewSegmentFsyncTheDirectoryBeforeTheCheckpointEnds()
+    {
+        BufferCluster c = _c = BufferCluster.Create(PgIpcPlatform.Get(backend), 16, blocksPerSegment: 4);
+        var dirSyncs = new List<string>();
+        c.Pool.Smgr.AfterDirectoryFsync = dir =>
+        {
+            lock (dirSyncs)
+                dirSyncs.Add(dir);
+        };
+        StartCheckpointer(c);
+        int afterFirstSegment = 0, atCheckpointEnd = 0;
+        AsParticipant(me =>
+        {
+            BufferStress.Create(c.Pool, me, 7, 4); // blocks 0..3: file "7"
+            lock (dirSyncs)
+                afterFirstSegment = dirSyncs.Count;
+            BufferStress.Create(c.Pool, me, 7, 2); // blocks 4..5: file "7.1"
+            c.Checkpointer.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Force | CheckpointFlags.Wait);
+            lock (dirSyncs)
+                atCheckpointEnd = dirSyncs.Count;
+        });
+        string dataDir = Path.GetFullPath(c.Options.DataDirectory);
+        Assert.Multiple(() =>
+        {
+            Assert.That(File.Exists(c.Pool.Smgr.PathOf(7, ForkNumber.Main, 1)), Is.True, "the relation has a second segment");
+            Assert.That(afterFirstSegment, Is.EqualTo(1), "creating the relation's file fsynced the directory");
+            Assert.That(atCheckpointEnd, Is.EqualTo(2), "so did the new segment file, before the checkpoint covering it ended");
+            Assert.That(dirSyncs.Select(Path.GetFullPath), Is.All.EqualTo(dataDir));
+            Assert.That(c.Pool.Smgr.NBlocks(7, ForkNumber.Main), Is.EqualTo(6));
+        });
+    }
+
+    /// <summary>The platform's directory fsync, failing with EIO while <see cref="Fail"/> is set.</summary>
+    private sealed class FailingFileSync(IFileSync inner) : IFileSync
+    {
+        public volatile bool Fail = true;
+
+        public void FsyncDirectory(string path)
+        {
+            if (Fail)
+                throw Eio(path);
+            inner.FsyncDirectory(path);
+        }
+    }
+
+    [Test]
+    public void AFailedDirectoryFsyncFailsTheExtensionAndTheNextExtensionRetriesIt()
+    {
+        BufferCluster c = Cluster(16);
+        var files = new FailingFileSync(PgIpcPlatform.Get(backend).Files);
+        c.Pool.Smgr.Files = files;
+        int dirSyncs = 0;
+        c.Pool.Smgr.AfterDirectoryFsync = _ => Interlocked.Increment(ref dirSyncs);
+        Exception? error = null;
+        AsParticipant(me =>
+        {
+            try
+            {
+                BufferStress.Create(c.Pool, me, 8, 1);
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            files.Fail = false;
+            BufferStress.Create(c.Pool, me, 8, 2);
+        });
+        Assert.Multiple(() =>
+        {
+            Assert.That(error, Is.InstanceOf<DataSyncFailedException>());
+            Assert.That(((DataSyncFailedException)error!).Path, Is.EqualTo(c.Options.DataDirectory));
+            Assert.That(error.Message, Does.Contain("fsync"));
+            Assert.That(dirSyncs, Is.EqualTo(1), "the file's creation was fsynced into its directory by the next extension");
+            Assert.That(c.Pool.Smgr.NBlocks(8, ForkNumber.Main), Is.EqualTo(2), "the failed extension added no block");
+        });
+    }
 }

@@ -272,4 +272,5 @@ internal sealed class NamedSemaphorePosixPlatform : IPgIpcPlatform
     public IProcSemaphoreProvider Semaphores => _named;
     public ILatchProvider Latches => _posix.Latches;
     public IDsmProvider Dsm => _posix.Dsm;
+    public IFileSync Files => _posix.Files;
 }
