@@ -16,6 +16,12 @@
  *   records as possible attachers, and removes the other OS objects the
  *   segment records before the segment goes; LeftoversRemoved counts them.
  *   Without one, a stale segment is still removed, its other objects not.
+ *   Before the header is looked at, a backend whose creator holds a
+ *   creation lock (POSIX shm: PosixSharedMemory.cs) is asked
+ *   (ProbeCreation): a live creator still at work means in use whatever the
+ *   (maybe still zero) header says; an unlocked object too small for a
+ *   header is a creator's that died before writing anything, removed as
+ *   stale. CleanupStale asks the same first, so such objects are listed.
  *
  *   Attach. By handle (backend, id, size, cookie): the header's magic,
  *   version, size and cookie must all match, so a forged or stale handle is
