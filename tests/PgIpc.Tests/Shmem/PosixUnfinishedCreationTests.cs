@@ -14,7 +14,9 @@
  *   creator is simulated with a FileStream opened FileShare.None, which on
  *   Linux takes flock(LOCK_EX) on the open file description, the same lock
  *   the backend's creator holds (PosixSharedMemory.cs notes); disposing it
- *   is the creator's death. Linux only: the objects are files in /dev/shm.
+ *   is the creator's death. One test puts that creator in a child process
+ *   (worker command shm-creating) and kills it with SIGKILL, as a real
+ *   creator dies. Linux only: the objects are files in /dev/shm.
  *-------------------------------------------------------------------------
  */
 using NUnit.Framework;
@@ -142,6 +144,25 @@ public sealed class PosixUnfinishedCreationTests
     }
 
     [Test, OnlyOn(Os.Linux, "posix shm objects are files in /dev/shm on Linux only")]
+    public void ACreatorProcessKilledWhileCreatingIsInUseUntilItDiesThenReplaced()
+    {
+        string key = TestEnvironment.UniqueKey("unfinished-killed");
+        string path = PathFor(key, out string id);
+        using (ChildWorker w = ChildWorker.Start("posix"))
+        {
+            w.Send($"shm-creating {path} {Size}"); // fails the test unless the worker answers ok
+
+            Assert.Throws<SharedMemoryInUseException>(() => Create(key));
+            Assert.That(new FileInfo(path).Length, Is.EqualTo(Size), "the live creator's object is left alone");
+
+            w.Kill(); // SIGKILL in the middle of "creation": the kernel drops its lock
+        }
+        ShmemSegment seg = Create(key);
+        Assert.That(seg.Handle.Id, Is.EqualTo(id));
+        Assert.That(seg.ReplacedStaleSegment, Is.True);
+    }
+
+    [Test, OnlyOn(Os.Linux, "posix shm objects are files in /dev/shm on Linux only")]
     public void AFinishedSegmentNoLongerHoldsTheCreationLock()
     {
         string key = TestEnvironment.UniqueKey("unfinished-done");
@@ -155,5 +176,26 @@ public sealed class PosixUnfinishedCreationTests
         Assert.That(ex!.Pid, Is.EqualTo(Environment.ProcessId));
         seg.Destroy();
         Assert.That(File.Exists(path), Is.False);
+    }
+}
+
+/// <summary>
+/// Worker command shm-creating PATH SIZE: a creator stopped in the middle of creation, as a process: the object made
+/// exclusively, flock(LOCK_EX) held (FileShare.None), sized, header never written. Held until the worker dies.
+/// </summary>
+internal static class PosixCreationWorkerCommands
+{
+    private static FileStream? s_creating;
+
+    public static bool TryExecute(string[] a, out string reply)
+    {
+        reply = "";
+        if (a[0] != "shm-creating")
+            return false;
+        var fs = new FileStream(a[1], FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+        fs.SetLength(long.Parse(a[2], System.Globalization.CultureInfo.InvariantCulture));
+        s_creating = fs;
+        reply = "ok";
+        return true;
     }
 }
