@@ -96,7 +96,8 @@ public interface ISharedMemoryProvider
 
     /// <summary>
     /// Removes the segment's name so nobody new can attach; existing mappings stay valid until
-    /// detached. Returns false when it did not exist. On Windows, where a mapping lives as long
+    /// detached. Returns false when it did not exist, or (POSIX shm) when the object now at that name is a live
+    /// creator's still being made (<see cref="ProbeCreation"/>): not the one the caller judged. On Windows, where a mapping lives as long
     /// as a handle to it, this only releases the creator's keep-alive handle.
     /// </summary>
     bool Remove(string id);
