@@ -60,7 +60,9 @@ public sealed class SharedMemoryInUseException : PgIpcException
 {
     public int Pid { get; }
     public SharedMemoryInUseException(string segment, int pid, long attached)
-        : base($"pre-existing shared memory block is still in use by pid {pid} (segment {segment}, {attached} process(es) attached); stop that process or remove the segment first")
+        : base(pid > 0
+            ? $"pre-existing shared memory block is still in use by pid {pid} (segment {segment}, {attached} process(es) attached); stop that process or remove the segment first"
+            : $"pre-existing shared memory block {segment} is still being created by a live process (it holds the creation lock); wait for it or stop that process")
     {
         Pid = pid;
     }

@@ -28,17 +28,37 @@ internal sealed unsafe class SafeMmapHandle : SafeHandle
 internal sealed class MmapSegment : IMappedSegment
 {
     private readonly SafeMmapHandle _map;
+    private SafeFdHandle? _creationLock;
 
-    public MmapSegment(string id, SafeMmapHandle map, long size)
+    /// <param name="creationLock">The creator's descriptor holding flock(LOCK_EX) until <see cref="CreationComplete"/> (PosixSharedMemory.cs notes).</param>
+    public MmapSegment(string id, SafeMmapHandle map, long size, SafeFdHandle? creationLock = null)
     {
         Id = id;
         _map = map;
         Size = size;
+        _creationLock = creationLock;
     }
 
     public string Id { get; }
     public nint BaseAddress => _map.DangerousGetHandle();
     public long Size { get; }
     public bool HugePages => false;
-    public void Dispose() => _map.Dispose();
+    /// <summary>
+    /// Unlocks explicitly: the mapping made from the descriptor refers to the same open file description, so closing
+    /// the descriptor alone would keep the lock until munmap.
+    /// </summary>
+    public void CreationComplete()
+    {
+        SafeFdHandle? fd = Interlocked.Exchange(ref _creationLock, null);
+        if (fd is null)
+            return;
+        LibC.flock(fd.Fd, LibC.LOCK_UN);
+        fd.Dispose();
+    }
+
+    public void Dispose()
+    {
+        _map.Dispose();
+        CreationComplete();
+    }
 }

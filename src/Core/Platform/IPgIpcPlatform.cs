@@ -107,13 +107,37 @@ public interface ISharedMemoryProvider
 
     /// <summary>
     /// Removes the segment's name so nobody new can attach; existing mappings stay valid until
-    /// detached. Returns false when it did not exist. On Windows, where a mapping lives as long
+    /// detached. Returns false when it did not exist, or (POSIX shm) when the object now at that name is a live
+    /// creator's still being made (<see cref="ProbeCreation"/>): not the one the caller judged. On Windows, where a mapping lives as long
     /// as a handle to it, this only releases the creator's keep-alive handle.
     /// </summary>
     bool Remove(string id);
 
     /// <summary>Ids of every segment on this machine that may be a PgIpc one (for `pgipc cleanup`).</summary>
     IEnumerable<string> EnumerateCandidates();
+
+    /// <summary>
+    /// What the backend's creation lock says about the object at <paramref name="id"/>, for a backend whose creator
+    /// holds one from the exclusive create until <see cref="IMappedSegment.CreationComplete"/>: a live creator still at
+    /// work (<see cref="SegmentCreation.InProgress"/>: never remove it), or one that died before the object was
+    /// <paramref name="minimumSize"/> bytes (<see cref="SegmentCreation.Abandoned"/>: nothing was written; with
+    /// <paramref name="removeAbandoned"/> it is removed, under the lock, before this returns). Backends without such a
+    /// lock (SysV, whose create and size are one call; Windows) answer <see cref="SegmentCreation.Unknown"/>.
+    /// </summary>
+    SegmentCreation ProbeCreation(string id, long minimumSize, bool removeAbandoned) => SegmentCreation.Unknown;
+}
+
+/// <summary>What <see cref="ISharedMemoryProvider.ProbeCreation"/> found.</summary>
+public enum SegmentCreation
+{
+    /// <summary>The backend cannot tell, or nothing is there: the caller examines the header.</summary>
+    Unknown,
+    /// <summary>Nobody holds the creation lock and the object is big enough for a header: the caller examines the header.</summary>
+    NotInProgress,
+    /// <summary>A live process holds the creation lock: the segment is being created.</summary>
+    InProgress,
+    /// <summary>Nobody holds the creation lock and the object is smaller than the minimum: its creator died before writing anything.</summary>
+    Abandoned,
 }
 
 /// <summary>One mapping of a segment into this process. Dispose detaches (shmdt / munmap / UnmapViewOfFile).</summary>
@@ -128,4 +152,10 @@ public interface IMappedSegment : IDisposable
 
     /// <summary>True when huge pages back the mapping (Linux SHM_HUGETLB).</summary>
     bool HugePages { get; }
+
+    /// <summary>
+    /// Called by the creator once the segment's header is written and published: a backend that holds a creation
+    /// lock from the exclusive create on (POSIX shm) releases it here. Dispose releases it too.
+    /// </summary>
+    void CreationComplete() { }
 }

@@ -16,6 +16,12 @@
  *   records as possible attachers, and removes the other OS objects the
  *   segment records before the segment goes; LeftoversRemoved counts them.
  *   Without one, a stale segment is still removed, its other objects not.
+ *   Before the header is looked at, a backend whose creator holds a
+ *   creation lock (POSIX shm: PosixSharedMemory.cs) is asked
+ *   (ProbeCreation): a live creator still at work means in use whatever the
+ *   (maybe still zero) header says; an unlocked object too small for a
+ *   header is a creator's that died before writing anything, removed as
+ *   stale. CleanupStale asks the same first, so such objects are listed.
  *
  *   Attach. By handle (backend, id, size, cookie): the header's magic,
  *   version, size and cookie must all match, so a forged or stale handle is
@@ -184,6 +190,17 @@ public sealed unsafe class ShmemSegment : IDisposable
                     return seg;
                 }
 
+                // A backend with a creation lock (POSIX shm) knows first whether a live creator is still at work (its
+                // header may still be zero: never judge that stale) or one died before writing anything.
+                SegmentCreation creation = shm.ProbeCreation(id, HeaderSize, removeAbandoned: true);
+                if (creation == SegmentCreation.InProgress)
+                    throw new SharedMemoryInUseException(id, 0, 0);
+                if (creation == SegmentCreation.Abandoned)
+                {
+                    leftovers.StaleSegments++;
+                    continue;
+                }
+
                 PreExistingSegment.Verdict verdict = PreExistingSegment.Examine(platform, id, keyHash, staleHandler, leftovers, out int pid, out long attached);
                 if (verdict == PreExistingSegment.Verdict.Foreign)
                     goto nextId;
@@ -293,6 +310,8 @@ public sealed unsafe class ShmemSegment : IDisposable
             // Publish: every header field above is written before State becomes Ready.
             // Pairs with the acquire load in WaitUntilReady / Find.
             Volatile.Write(ref h->State, (int)ShmemState.Ready);
+            // From here on the header (creator pid, state) answers "in use?"; the backend's creation lock goes.
+            mapping.CreationComplete();
             return seg;
         }
         catch
@@ -585,11 +604,36 @@ public sealed unsafe class ShmemSegment : IDisposable
     /// segments' other OS objects are left alone: the cluster layer's ClusterLeftovers.CleanupStale removes them too.
     /// </summary>
     public static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform = null, bool dryRun = false)
-        => PreExistingSegment.CleanupStale(platform ?? PgIpcPlatform.Current, dryRun, null);
+        => CleanupCore(platform ?? PgIpcPlatform.Current, dryRun, null);
 
     /// <summary>As <see cref="CleanupStale(IPgIpcPlatform?, bool)"/>; <paramref name="staleHandler"/> also removes each stale segment's other OS objects.</summary>
     internal static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform, bool dryRun, IStaleSegmentHandler? staleHandler)
-        => PreExistingSegment.CleanupStale(platform ?? PgIpcPlatform.Current, dryRun, staleHandler);
+        => CleanupCore(platform ?? PgIpcPlatform.Current, dryRun, staleHandler);
+
+    /// <summary>
+    /// The backend's creation lock first (as in Create): an object a live creator is still making is in use whatever
+    /// its header says, one whose creator died before writing anything is stale (its header cannot say so: it has
+    /// none). Those rows replace what the header examination reports for the same ids.
+    /// </summary>
+    private static IReadOnlyList<StaleSegmentReport> CleanupCore(IPgIpcPlatform platform, bool dryRun, IStaleSegmentHandler? staleHandler)
+    {
+        ISharedMemoryProvider shm = platform.SharedMemory;
+        Dictionary<string, StaleSegmentReport> unfinished = [];
+        foreach (string id in shm.EnumerateCandidates())
+        {
+            SegmentCreation creation = shm.ProbeCreation(id, HeaderSize, removeAbandoned: !dryRun);
+            if (creation == SegmentCreation.InProgress)
+                unfinished[id] = new StaleSegmentReport(platform.Name, id, StaleVerdict.InUse, 0, 0, false);
+            else if (creation == SegmentCreation.Abandoned)
+                unfinished[id] = new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, !dryRun);
+        }
+        List<StaleSegmentReport> report = [];
+        foreach (StaleSegmentReport r in PreExistingSegment.CleanupStale(platform, dryRun, staleHandler))
+            if (!unfinished.ContainsKey(r.Id))
+                report.Add(r);
+        report.AddRange(unfinished.Values);
+        return report;
+    }
 
     // ------------------------------------------------------------------
     // Keys

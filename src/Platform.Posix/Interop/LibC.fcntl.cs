@@ -28,6 +28,21 @@ internal static unsafe partial class LibC
     [LibraryImport(Libraries.Libc, EntryPoint = "shm_open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int shm_open(string name, int oflag, uint mode);
 
+    /// <summary>flock operations; the same values on Linux, macOS and the BSDs.</summary>
+    public const int LOCK_SH = 1;
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+    public const int LOCK_UN = 8;
+
+    /// <summary>
+    /// int flock(int fd, int operation): an advisory lock on the open file description (not the process, unlike
+    /// fcntl locks: closing another descriptor of the same file does not drop it), released when the last
+    /// descriptor of that description closes, so also when the process dies. EWOULDBLOCK (= EAGAIN) with LOCK_NB
+    /// when a conflicting lock is held; some systems refuse it on shm descriptors (EOPNOTSUPP, EINVAL).
+    /// </summary>
+    [LibraryImport(Libraries.Libc, EntryPoint = "flock", SetLastError = true)]
+    public static partial int flock(int fd, int operation);
+
     /// <summary>int shm_unlink(const char *name).</summary>
     [LibraryImport(Libraries.Libc, EntryPoint = "shm_unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int shm_unlink(string name);
