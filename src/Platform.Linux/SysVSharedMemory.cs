@@ -103,6 +103,8 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.EINVAL || err == Errno.EIDRM)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} does not exist");
+            if (err == Errno.EACCES)
+                throw NotAccessible(id, shmid, "shmat: EACCES");
             throw Errno.Exception("shmat", err, $"attaching {id}");
         }
         ParseId(id, out int key, out _);
@@ -162,6 +164,8 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
                 int err = Errno.Last;
                 if (err == Errno.ENOENT || err == Errno.EIDRM)
                     return -1;
+                if (err == Errno.EACCES)
+                    throw NotAccessible(id, -1, "shmget: EACCES");
                 throw Errno.Exception("shmget", err, $"looking up key {FormatKey(key)}");
             }
         }
@@ -171,6 +175,9 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.EINVAL || err == Errno.EIDRM)
                 return -1;
+            // No read permission: another user's segment (PGSharedMemoryAttach calls it foreign).
+            if (err == Errno.EACCES)
+                throw NotAccessible(id, shmid, "shmctl(IPC_STAT): EACCES");
             throw Errno.Exception("shmctl(IPC_STAT)", err, $"inspecting {id}");
         }
         // A removed segment's key reads as IPC_PRIVATE; any other mismatch means the shmid was recycled.
@@ -178,6 +185,34 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             return -1;
         ds = st;
         return shmid;
+    }
+
+    /// <summary>The segment's owner uid as /proc/sysvipc/shm lists it (readable by anyone), or -1.</summary>
+    internal static int OwnerUid(string id)
+    {
+        ParseId(id, out int key, out int shmid);
+        const string path = "/proc/sysvipc/shm";
+        try
+        {
+            foreach (string line in File.ReadLines(path).Skip(1))
+            {
+                string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (f.Length >= 8 && int.TryParse(f[0], CultureInfo.InvariantCulture, out int k) && k == key &&
+                    int.TryParse(f[1], CultureInfo.InvariantCulture, out int s) && (shmid < 0 || s == shmid) &&
+                    int.TryParse(f[7], CultureInfo.InvariantCulture, out int uid))
+                    return uid;
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return -1;
+    }
+
+    private static SharedMemoryNotAccessibleException NotAccessible(string id, int shmid, string detail)
+    {
+        ParseId(id, out int key, out _);
+        string keyId = FormatKey(key);
+        return new SharedMemoryNotAccessibleException(keyId, OwnerUid(shmid >= 0 ? $"{keyId}/{shmid.ToString(CultureInfo.InvariantCulture)}" : keyId), detail);
     }
 
     private static string FormatKey(int key) => "0x" + key.ToString("x8", CultureInfo.InvariantCulture);

@@ -85,6 +85,8 @@ internal sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.ENOENT)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} does not exist");
+            if (err == Errno.EACCES)
+                throw ForeignObject.ShmName(id, "shm_open");
             throw Errno.Exception("shm_open", err, $"attaching {id}");
         }
         try
@@ -111,6 +113,8 @@ internal sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.ENOENT)
                 return new SegmentOsStatus(false, -1, -1, -1, false);
+            if (err == Errno.EACCES)
+                throw ForeignObject.ShmName(id, "shm_open");
             throw Errno.Exception("shm_open", err, $"inspecting {id}");
         }
         long size = LibC.lseek(fd, 0, LibC.SEEK_END);
