@@ -151,6 +151,18 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
         }
     }
 
+    public bool IsOwnedByCurrentUser(string id)
+    {
+        try
+        {
+            return Resolve(id, out LibC.shmid_ds ds) >= 0 && ds.shm_perm.uid == PgIpc.Platform.Posix.Interop.LibC.geteuid();
+        }
+        catch (PgIpcException)
+        {
+            return false; // unreadable: someone else's
+        }
+    }
+
     /// <summary>The shmid an id names now (and its IPC_STAT), or -1 when there is none.</summary>
     private static int Resolve(string id, out LibC.shmid_ds ds)
     {

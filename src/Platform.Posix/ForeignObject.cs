@@ -27,6 +27,25 @@ internal static unsafe class ForeignObject
         return *(int*)(buf + LibC.StatxUidOffset);
     }
 
+    /// <summary>
+    /// <paramref name="path"/> exists, is not a symlink and is owned by this process's effective uid (statx, not
+    /// following links). Elsewhere than Linux only the link test is made.
+    /// </summary>
+    public static bool IsOwnedByCurrentUser(string path)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            FileSystemInfo info = Directory.Exists(path) ? new DirectoryInfo(path) : new FileInfo(path);
+            return info.Exists && info.LinkTarget is null;
+        }
+        byte* buf = stackalloc byte[LibC.StatxSize];
+        if (LibC.statx(LibC.AT_FDCWD, path, LibC.AT_SYMLINK_NOFOLLOW, LibC.STATX_UID | LibC.STATX_TYPE, buf) != 0)
+            return false;
+        const int S_IFMT = 0xF000, S_IFLNK = 0xA000;
+        ushort mode = *(ushort*)(buf + LibC.StatxModeOffset);
+        return (mode & S_IFMT) != S_IFLNK && *(uint*)(buf + LibC.StatxUidOffset) == LibC.geteuid();
+    }
+
     /// <summary>The error for a POSIX shm name another user owns (EACCES from shm_open).</summary>
     public static SharedMemoryNotAccessibleException ShmName(string id, string call)
         => new(id, OwnerUid("/dev/shm" + id), call + ": EACCES");

@@ -27,6 +27,8 @@ internal sealed class UnixProcessServices : IProcessServices
 
     public int CurrentProcessId { get; } = Environment.ProcessId;
 
+    public bool IsOwnedByCurrentUser(string path) => ForeignObject.IsOwnedByCurrentUser(path);
+
     public ProcessLiveness GetLiveness(int pid)
     {
         if (pid <= 0)

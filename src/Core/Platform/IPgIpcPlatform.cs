@@ -51,6 +51,17 @@ public interface IProcessServices
     /// A pid the OS has given to a new process reports that process.
     /// </summary>
     ProcessLiveness GetLiveness(int pid);
+
+    /// <summary>
+    /// Whether <paramref name="path"/> exists, is not a symbolic link (or other reparse point) and is owned by this
+    /// process's effective user: the test before deleting anything a stale segment names (another process wrote it).
+    /// Where the backend cannot read owners, only the link test is made.
+    /// </summary>
+    bool IsOwnedByCurrentUser(string path)
+    {
+        FileSystemInfo info = Directory.Exists(path) ? new DirectoryInfo(path) : new FileInfo(path);
+        return info.Exists && info.LinkTarget is null && (info.Attributes & FileAttributes.ReparsePoint) == 0;
+    }
 }
 
 /// <summary>What the OS itself knows about a segment, without attaching to it.</summary>
@@ -103,6 +114,12 @@ public interface ISharedMemoryProvider
 
     /// <summary>Ids of every segment on this machine that may be a PgIpc one (for `pgipc cleanup`).</summary>
     IEnumerable<string> EnumerateCandidates();
+
+    /// <summary>
+    /// Whether the segment at <paramref name="id"/> is owned by this process's effective user (SysV shm_perm.uid):
+    /// only then are the OS objects and paths a stale segment records trusted. True where the backend cannot tell.
+    /// </summary>
+    bool IsOwnedByCurrentUser(string id) => true;
 }
 
 /// <summary>One mapping of a segment into this process. Dispose detaches (shmdt / munmap / UnmapViewOfFile).</summary>

@@ -16,4 +16,7 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Libraries.Libc, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int statx(int dirfd, string pathname, int flags, uint mask, byte* statxbuf);
+
+    [LibraryImport(Libraries.Libc, EntryPoint = "geteuid")]
+    public static partial uint geteuid();
 }

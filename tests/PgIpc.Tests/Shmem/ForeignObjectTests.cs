@@ -22,6 +22,7 @@ using System.Runtime.InteropServices;
 using NUnit.Framework;
 using NUnit.Framework.Interfaces;
 using NUnit.Framework.Internal;
+using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Shmem;
@@ -137,6 +138,93 @@ public sealed unsafe partial class ForeignObjectTests
         StaleSegmentReport? stale = report.SingleOrDefault(r => r.Id == staleId);
         Assert.That(stale, Is.Not.Null, "the sweep went on past it");
         Assert.That(stale!.Verdict, Is.EqualTo(StaleVerdict.Stale));
+    }
+
+    // ------------------------------------------------------------------
+    // (c) a stale segment's recorded data directory is not trusted blindly
+    // ------------------------------------------------------------------
+
+    [Test]
+    public void StaleSegmentWhosePgDynshmemIsASymlinkDoesNotDeleteTheFilesItPointsAt()
+    {
+        string dataDir = NewDirectory("foreign-dd");
+        string outside = NewDirectory("foreign-outside");
+        string[] bait = [Path.Combine(outside, "mmap.7"), Path.Combine(outside, "control")];
+        foreach (string b in bait)
+            File.WriteAllText(b, "bait");
+        File.CreateSymbolicLink(Path.Combine(dataDir, "pg_dynshmem"), outside);
+
+        CreateOverStaleSegmentRecording(dataDir);
+
+        foreach (string b in bait)
+            Assert.That(File.Exists(b), Is.True, $"{b}, outside the data directory, survives");
+    }
+
+    [Test]
+    public void StaleSegmentNamingAnotherUsersDataDirectoryDoesNotDeleteInIt()
+    {
+        string dataDir = NewDirectory("foreign-dd-other");
+        string dyn = Directory.CreateDirectory(Path.Combine(dataDir, "pg_dynshmem")).FullName;
+        string[] bait = [Path.Combine(dyn, "mmap.7"), Path.Combine(dyn, "control")];
+        foreach (string b in bait)
+            File.WriteAllText(b, "bait");
+        foreach (string p in (string[])[dataDir, dyn, .. bait])
+            Assert.That(chown(p, OtherUid, OtherUid), Is.EqualTo(0), $"chown errno {Marshal.GetLastPInvokeError()}");
+
+        CreateOverStaleSegmentRecording(dataDir);
+
+        foreach (string b in bait)
+            Assert.That(File.Exists(b), Is.True, $"{b}, in uid {OtherUid}'s directory, survives");
+    }
+
+    [Test]
+    public void StaleSegmentNamingOurOwnDataDirectoryStillHasItsLeftoversRemoved()
+    {
+        string dataDir = NewDirectory("foreign-dd-own");
+        string dyn = Directory.CreateDirectory(Path.Combine(dataDir, "pg_dynshmem")).FullName;
+        string mmap = Path.Combine(dyn, "mmap.7");
+        File.WriteAllText(mmap, "left by a crashed run");
+
+        CreateOverStaleSegmentRecording(dataDir);
+
+        Assert.That(File.Exists(mmap), Is.False, "our own data directory's leftovers still go");
+    }
+
+    /// <summary>
+    /// A stale segment of ours (dead creator) whose DSM control table records <paramref name="dataDir"/>, then a
+    /// Create of the same key with the cluster's stale-segment handler (which removes its leftovers).
+    /// </summary>
+    private void CreateOverStaleSegmentRecording(string dataDir)
+    {
+        IPgIpcPlatform linux = PgIpcPlatform.Get("linux");
+        string key = TestEnvironment.UniqueKey("foreign-forged");
+        string staleId = StaleSegment(linux, key, seg => ForgeDsmTable(seg, dataDir));
+        ShmemSegment seg = ShmemSegment.Create(key, new ShmemSizeBuilder().RequestAddinShmemSpace("test", 4096), linux, ClusterLeftovers.Instance);
+        _segments.Add(seg);
+        Assert.That(seg.ReplacedStaleSegment, Is.True, $"the forged segment {staleId} was judged stale");
+    }
+
+    private static void ForgeDsmTable(ShmemSegment seg, string dataDir)
+    {
+        const int maxItems = 1;
+        long size = sizeof(DsmControlHeader) + maxItems * sizeof(DsmControlItem) + sizeof(int) + DsmOptions.MaxDataDirectoryBytes;
+        seg.InitStruct(DsmRegistry.ShmemName, size, r =>
+        {
+            var h = (DsmControlHeader*)r.Pointer;
+            h->MaxItems = maxItems;
+            h->NItems = 0;
+            h->Implementation = (int)DsmImplementation.Mmap;
+            byte* dd = r.Pointer + sizeof(DsmControlHeader) + maxItems * sizeof(DsmControlItem);
+            *(int*)dd = System.Text.Encoding.UTF8.GetBytes(dataDir, new Span<byte>(dd + sizeof(int), DsmOptions.MaxDataDirectoryBytes));
+            h->Magic = DsmControlHeader.MagicValue;
+        }, out _);
+    }
+
+    private string NewDirectory(string what)
+    {
+        string d = Directory.CreateDirectory(Path.Combine(Path.GetTempPath(), TestEnvironment.UniqueKey(what))).FullName;
+        _paths.Add(d);
+        return d;
     }
 
     // ------------------------------------------------------------------
