@@ -190,15 +190,40 @@ public sealed unsafe partial class ForeignObjectTests
         Assert.That(File.Exists(mmap), Is.False, "our own data directory's leftovers still go");
     }
 
+    [Test]
+    public void StaleSegmentOwnedByAnotherUserHasNothingItRecordsRemoved()
+    {
+        string dataDir = NewDirectory("foreign-dd-seg");
+        string dyn = Directory.CreateDirectory(Path.Combine(dataDir, "pg_dynshmem")).FullName;
+        string mmap = Path.Combine(dyn, "mmap.7");
+        File.WriteAllText(mmap, "bait");
+
+        // A readable segment given to another uid (IPC_SET), forged to name our data directory.
+        CreateOverStaleSegmentRecording(dataDir, staleId =>
+        {
+            int shmid = int.Parse(staleId.AsSpan(staleId.IndexOf('/') + 1), System.Globalization.CultureInfo.InvariantCulture);
+            SysV.shmid_ds ds;
+            Assert.That(SysV.shmctl(shmid, SysV.IPC_STAT, &ds), Is.EqualTo(0));
+            ds.shm_perm.uid = OtherUid;
+            ds.shm_perm.mode = 0x1A4; // 0644
+            Assert.That(SysV.shmctl(shmid, IpcSet, &ds), Is.EqualTo(0), $"IPC_SET errno {Marshal.GetLastPInvokeError()}");
+        });
+
+        Assert.That(File.Exists(mmap), Is.True, "a segment of uid 54321 does not drive deletions in our directory");
+    }
+
+    private const int IpcSet = 1;
+
     /// <summary>
     /// A stale segment of ours (dead creator) whose DSM control table records <paramref name="dataDir"/>, then a
     /// Create of the same key with the cluster's stale-segment handler (which removes its leftovers).
     /// </summary>
-    private void CreateOverStaleSegmentRecording(string dataDir)
+    private void CreateOverStaleSegmentRecording(string dataDir, Action<string>? then = null)
     {
         IPgIpcPlatform linux = PgIpcPlatform.Get("linux");
         string key = TestEnvironment.UniqueKey("foreign-forged");
         string staleId = StaleSegment(linux, key, seg => ForgeDsmTable(seg, dataDir));
+        then?.Invoke(staleId);
         ShmemSegment seg = ShmemSegment.Create(key, new ShmemSizeBuilder().RequestAddinShmemSpace("test", 4096), linux, ClusterLeftovers.Instance);
         _segments.Add(seg);
         Assert.That(seg.ReplacedStaleSegment, Is.True, $"the forged segment {staleId} was judged stale");
