@@ -11,7 +11,10 @@
  *
  *   Ids. A cluster key hash gives a first SysV key; on a collision with a
  *   segment that is not this cluster's, Core asks for the next candidate
- *   (key + 1, ...), as PostgreSQL walks keys from port * 1000. Once created,
+ *   (key + 1, ...), as PostgreSQL walks keys from port * 1000; a key another
+ *   user holds and we may not read (EACCES) is reported as
+ *   SharedMemoryNotAccessibleException, with the owner uid from
+ *   /proc/sysvipc/shm, and Core moves on from it too. Once created,
  *   a segment's id is "0x<key>/<shmid>": the shmid attaches directly, the key
  *   lets us notice that the shmid was recycled for someone else.
  *

@@ -29,6 +29,13 @@
  *   died between create and header write: stale unless the OS counts
  *   attachers.
  *
+ *   Another user's object this process may not read (the backend throws
+ *   SharedMemoryNotAccessibleException for EACCES) is not this cluster's,
+ *   as PGSharedMemoryAttach judges EACCES: ShmemSegment.Create goes on to
+ *   the next id and names it (and its owner uid) only when no id is left;
+ *   CleanupStale reports it (StaleVerdict.Unreadable, with the reason), as
+ *   any other object it cannot examine, and goes on with the rest.
+ *
  *   Mirrors PGSharedMemoryCreate / PGSharedMemoryAttach /
  *   PGSharedMemoryIsInUse in src/backend/port/sysv_shmem.c.
  *-------------------------------------------------------------------------
