@@ -35,6 +35,9 @@ internal static class Cleanup
                         break;
                     case StaleVerdict.NotPgIpc:
                         break;
+                    case StaleVerdict.Unreadable:
+                        Console.WriteLine($"{r.Backend,-8} {r.Id,-28} not examined, kept: {r.Reason}");
+                        break;
                 }
             }
         }

@@ -68,6 +68,27 @@ public sealed class SharedMemoryInUseException : PgIpcException
     }
 }
 
+/// <summary>
+/// An OS object at one of a cluster's ids belongs to another user and this process may not read it (EACCES): it is
+/// not this cluster's, and not ours to judge or remove. Create moves on to the next candidate id where the backend
+/// has one (SysV keys), as PostgreSQL skips keys it cannot use; where it has none (POSIX names) this is the error.
+/// </summary>
+public sealed class SharedMemoryNotAccessibleException : PgIpcException
+{
+    /// <summary>The OS object's id (SysV key, POSIX name).</summary>
+    public string Segment { get; }
+
+    /// <summary>The owner's uid as the OS reports it, or -1 when it could not be read.</summary>
+    public int OwnerUid { get; }
+
+    public SharedMemoryNotAccessibleException(string segment, int ownerUid, string detail)
+        : base($"shared memory object {segment} exists but is owned by {(ownerUid >= 0 ? "uid " + ownerUid.ToString(System.Globalization.CultureInfo.InvariantCulture) : "another user")} and cannot be read by this process ({detail}); it is not this cluster's: its owner or root must remove it, or use another cluster key")
+    {
+        Segment = segment;
+        OwnerUid = ownerUid;
+    }
+}
+
 /// <summary>The segment has no room for a request (PostgreSQL's "out of shared memory").</summary>
 public sealed class OutOfSharedMemoryException : PgIpcException
 {

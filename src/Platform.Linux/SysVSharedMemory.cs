@@ -11,7 +11,10 @@
  *
  *   Ids. A cluster key hash gives a first SysV key; on a collision with a
  *   segment that is not this cluster's, Core asks for the next candidate
- *   (key + 1, ...), as PostgreSQL walks keys from port * 1000. Once created,
+ *   (key + 1, ...), as PostgreSQL walks keys from port * 1000; a key another
+ *   user holds and we may not read (EACCES) is reported as
+ *   SharedMemoryNotAccessibleException, with the owner uid from
+ *   /proc/sysvipc/shm, and Core moves on from it too. Once created,
  *   a segment's id is "0x<key>/<shmid>": the shmid attaches directly, the key
  *   lets us notice that the shmid was recycled for someone else.
  *
@@ -103,6 +106,8 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.EINVAL || err == Errno.EIDRM)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} does not exist");
+            if (err == Errno.EACCES)
+                throw NotAccessible(id, shmid, "shmat: EACCES");
             throw Errno.Exception("shmat", err, $"attaching {id}");
         }
         ParseId(id, out int key, out _);
@@ -149,6 +154,18 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
         }
     }
 
+    public bool IsOwnedByCurrentUser(string id)
+    {
+        try
+        {
+            return Resolve(id, out LibC.shmid_ds ds) >= 0 && ds.shm_perm.uid == PgIpc.Platform.Posix.Interop.LibC.geteuid();
+        }
+        catch (PgIpcException)
+        {
+            return false; // unreadable: someone else's
+        }
+    }
+
     /// <summary>The shmid an id names now (and its IPC_STAT), or -1 when there is none.</summary>
     private static int Resolve(string id, out LibC.shmid_ds ds)
     {
@@ -162,6 +179,8 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
                 int err = Errno.Last;
                 if (err == Errno.ENOENT || err == Errno.EIDRM)
                     return -1;
+                if (err == Errno.EACCES)
+                    throw NotAccessible(id, -1, "shmget: EACCES");
                 throw Errno.Exception("shmget", err, $"looking up key {FormatKey(key)}");
             }
         }
@@ -171,6 +190,9 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.EINVAL || err == Errno.EIDRM)
                 return -1;
+            // No read permission: another user's segment (PGSharedMemoryAttach calls it foreign).
+            if (err == Errno.EACCES)
+                throw NotAccessible(id, shmid, "shmctl(IPC_STAT): EACCES");
             throw Errno.Exception("shmctl(IPC_STAT)", err, $"inspecting {id}");
         }
         // A removed segment's key reads as IPC_PRIVATE; any other mismatch means the shmid was recycled.
@@ -178,6 +200,34 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             return -1;
         ds = st;
         return shmid;
+    }
+
+    /// <summary>The segment's owner uid as /proc/sysvipc/shm lists it (readable by anyone), or -1.</summary>
+    internal static int OwnerUid(string id)
+    {
+        ParseId(id, out int key, out int shmid);
+        const string path = "/proc/sysvipc/shm";
+        try
+        {
+            foreach (string line in File.ReadLines(path).Skip(1))
+            {
+                string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (f.Length >= 8 && int.TryParse(f[0], CultureInfo.InvariantCulture, out int k) && k == key &&
+                    int.TryParse(f[1], CultureInfo.InvariantCulture, out int s) && (shmid < 0 || s == shmid) &&
+                    int.TryParse(f[7], CultureInfo.InvariantCulture, out int uid))
+                    return uid;
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return -1;
+    }
+
+    private static SharedMemoryNotAccessibleException NotAccessible(string id, int shmid, string detail)
+    {
+        ParseId(id, out int key, out _);
+        string keyId = FormatKey(key);
+        return new SharedMemoryNotAccessibleException(keyId, OwnerUid(shmid >= 0 ? $"{keyId}/{shmid.ToString(CultureInfo.InvariantCulture)}" : keyId), detail);
     }
 
     private static string FormatKey(int key) => "0x" + key.ToString("x8", CultureInfo.InvariantCulture);

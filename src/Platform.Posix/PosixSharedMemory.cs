@@ -150,6 +150,8 @@ internal sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.ENOENT)
                 throw new SharedMemoryNotFoundException($"shared memory segment {id} does not exist");
+            if (err == Errno.EACCES)
+                throw ForeignObject.ShmName(id, "shm_open");
             throw Errno.Exception("shm_open", err, $"attaching {id}");
         }
         try
@@ -176,6 +178,8 @@ internal sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
             int err = Errno.Last;
             if (err == Errno.ENOENT)
                 return new SegmentOsStatus(false, -1, -1, -1, false);
+            if (err == Errno.EACCES)
+                throw ForeignObject.ShmName(id, "shm_open");
             throw Errno.Exception("shm_open", err, $"inspecting {id}");
         }
         long size = LibC.lseek(fd, 0, LibC.SEEK_END);
@@ -202,6 +206,17 @@ internal sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
             }
         }
         return Unlink(id);
+    }
+
+    /// <summary>
+    /// Owner check of a stale segment before its records are trusted: where POSIX shm objects are files under
+    /// /dev/shm (Linux), their owner is read there; elsewhere the backend cannot tell (true).
+    /// </summary>
+    public bool IsOwnedByCurrentUser(string id)
+    {
+        ValidateId(id);
+        string path = "/dev/shm" + id;
+        return !Directory.Exists("/dev/shm") || !File.Exists(path) || ForeignObject.IsOwnedByCurrentUser(path);
     }
 
     public SegmentCreation ProbeCreation(string id, long minimumSize, bool removeAbandoned)

@@ -56,6 +56,8 @@ internal sealed class UnixProcessServices : IProcessServices
         }
     }
 
+    public bool IsOwnedByCurrentUser(string path) => ForeignObject.IsOwnedByCurrentUser(path);
+
     public ProcessLiveness GetLiveness(int pid)
     {
         if (pid <= 0)

@@ -26,7 +26,9 @@
  *   next Init that creates the table reads it and removes every object it
  *   names, and removes stray "mmap.*" files as dsm_cleanup_for_mmap does.
  *   Without a data directory CleanupLeftovers does the same for handles the
- *   caller recorded.
+ *   caller recorded. A stale segment's data directory is another process's
+ *   word: used only when it and its pg_dynshmem are this user's and not
+ *   symbolic links (TrustedDataDirectory).
  *
  *   Mirrors src/backend/storage/ipc/dsm.c (dsm_postmaster_shutdown,
  *   dsm_cleanup_using_control_segment, dsm_backend_shutdown) and
@@ -123,6 +125,8 @@ unsafe partial class DsmRegistry
         string? dataDirectory = ddLen > 0 && ddLen <= DsmOptions.MaxDataDirectoryBytes && region.Size >= (dd - region.Pointer) + sizeof(int) + ddLen
             ? Encoding.UTF8.GetString(dd + sizeof(int), ddLen) : null;
         IPgIpcPlatform platform = stale.Platform;
+        if (dataDirectory is not null && !TrustedDataDirectory(platform, dataDirectory))
+            dataDirectory = null; // its mmap segments and files are left alone
         int n = 0;
         int used = Math.Min(h->NItems, h->MaxItems);
         for (int i = 0; i < used; i++)
@@ -146,6 +150,26 @@ unsafe partial class DsmRegistry
             }
         }
         return n;
+    }
+
+    /// <summary>
+    /// Whether a data directory a stale segment records may drive deletions: an absolute, normalised path to a
+    /// directory owned by this user and not a symbolic link, whose pg_dynshmem (where it exists) is the same. Only
+    /// the "mmap.*" and "control*" entries of that pg_dynshmem are ever deleted, and a link among them is deleted
+    /// itself, never its target.
+    /// </summary>
+    private static bool TrustedDataDirectory(IPgIpcPlatform platform, string dataDirectory)
+    {
+        if (!Path.IsPathFullyQualified(dataDirectory) || dataDirectory.Contains('\0') ||
+            Path.TrimEndingDirectorySeparator(Path.GetFullPath(dataDirectory)) != Path.TrimEndingDirectorySeparator(dataDirectory))
+            return false; // relative, or with "." / ".." segments
+        if (!Directory.Exists(dataDirectory) || !platform.Processes.IsOwnedByCurrentUser(dataDirectory))
+            return false;
+        string dir = Path.Combine(dataDirectory, DynShmemDirectory);
+        var info = new DirectoryInfo(dir);
+        if (info.LinkTarget is not null)
+            return false;
+        return !info.Exists || platform.Processes.IsOwnedByCurrentUser(dir);
     }
 
     /// <summary>The handles a cluster with data directory <paramref name="dataDirectory"/> last recorded as live.</summary>

@@ -62,6 +62,17 @@ public interface IProcessServices
     /// throws; 0 for a process that does not exist.
     /// </summary>
     long GetIdentity(int pid);
+
+    /// <summary>
+    /// Whether <paramref name="path"/> exists, is not a symbolic link (or other reparse point) and is owned by this
+    /// process's effective user: the test before deleting anything a stale segment names (another process wrote it).
+    /// Where the backend cannot read owners, only the link test is made.
+    /// </summary>
+    bool IsOwnedByCurrentUser(string path)
+    {
+        FileSystemInfo info = Directory.Exists(path) ? new DirectoryInfo(path) : new FileInfo(path);
+        return info.Exists && info.LinkTarget is null && (info.Attributes & FileAttributes.ReparsePoint) == 0;
+    }
 }
 
 /// <summary>What the OS itself knows about a segment, without attaching to it.</summary>
@@ -125,6 +136,12 @@ public interface ISharedMemoryProvider
     /// lock (SysV, whose create and size are one call; Windows) answer <see cref="SegmentCreation.Unknown"/>.
     /// </summary>
     SegmentCreation ProbeCreation(string id, long minimumSize, bool removeAbandoned) => SegmentCreation.Unknown;
+
+    /// <summary>
+    /// Whether the segment at <paramref name="id"/> is owned by this process's effective user (SysV shm_perm.uid):
+    /// only then are the OS objects and paths a stale segment records trusted. True where the backend cannot tell.
+    /// </summary>
+    bool IsOwnedByCurrentUser(string id) => true;
 }
 
 /// <summary>What <see cref="ISharedMemoryProvider.ProbeCreation"/> found.</summary>

@@ -24,6 +24,10 @@
  *       directory's DSM leftovers (DsmRegistry.RemoveLeftoversOf), as
  *       PostgreSQL's dsm_cleanup_using_control_segment does with the old
  *       control segment it finds through postmaster.pid.
+ *   What the segment records is input from another process: nothing is
+ *   removed unless the segment is owned by this user, and the data
+ *   directory it names is used only when it and its pg_dynshmem are ours
+ *   and not symbolic links (DsmRegistry.RemoveLeftoversOf).
  *   Nothing here writes to the stale segment except what a backend's
  *   Destroy does to its own storage (sem_destroy of an unnamed sem_t).
  *
@@ -110,6 +114,10 @@ public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
     {
         int removed = 0;
         IPgIpcPlatform platform = stale.Platform;
+        dsmSegments = 0;
+        // Another user's segment (readable, with a forged header and a dead "creator") names nothing we trust.
+        if (!platform.SharedMemory.IsOwnedByCurrentUser(stale.Handle.Id))
+            return 0;
         ProcGlobalHeader* h = ProcGlobal(stale, out PgProc* procs, out string name);
         if (h is not null && name.Length > 0)
         {

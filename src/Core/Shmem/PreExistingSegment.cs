@@ -29,6 +29,13 @@
  *   died between create and header write: stale unless the OS counts
  *   attachers.
  *
+ *   Another user's object this process may not read (the backend throws
+ *   SharedMemoryNotAccessibleException for EACCES) is not this cluster's,
+ *   as PGSharedMemoryAttach judges EACCES: ShmemSegment.Create goes on to
+ *   the next id and names it (and its owner uid) only when no id is left;
+ *   CleanupStale reports it (StaleVerdict.Unreadable, with the reason), as
+ *   any other object it cannot examine, and goes on with the rest.
+ *
  *   Mirrors PGSharedMemoryCreate / PGSharedMemoryAttach /
  *   PGSharedMemoryIsInUse in src/backend/port/sysv_shmem.c.
  *-------------------------------------------------------------------------
@@ -148,19 +155,27 @@ internal static unsafe class PreExistingSegment
         List<StaleSegmentReport> report = [];
         foreach (string id in platform.SharedMemory.EnumerateCandidates())
         {
-            Verdict verdict = Examine(platform, id, null, handler, dryRun ? null : new Leftovers(), out int pid, out long attached);
-            switch (verdict)
+            // One object that cannot be examined (another user's, an OS error) is reported and the sweep goes on.
+            try
             {
-                case Verdict.Stale:
-                    bool removed = !dryRun && platform.SharedMemory.Remove(id);
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, removed));
-                    break;
-                case Verdict.InUse:
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.InUse, pid, attached, false));
-                    break;
-                case Verdict.Foreign:
-                    report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.NotPgIpc, 0, 0, false));
-                    break;
+                Verdict verdict = Examine(platform, id, null, handler, dryRun ? null : new Leftovers(), out int pid, out long attached);
+                switch (verdict)
+                {
+                    case Verdict.Stale:
+                        bool removed = !dryRun && platform.SharedMemory.Remove(id);
+                        report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, removed));
+                        break;
+                    case Verdict.InUse:
+                        report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.InUse, pid, attached, false));
+                        break;
+                    case Verdict.Foreign:
+                        report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.NotPgIpc, 0, 0, false));
+                        break;
+                }
+            }
+            catch (Exception ex) when (ex is PgIpcException or IOException or UnauthorizedAccessException)
+            {
+                report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Unreadable, 0, 0, false, ex.Message));
             }
         }
         return report;

@@ -176,6 +176,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         ulong keyHash = HashKey(key);
 
         var leftovers = new PreExistingSegment.Leftovers();
+        SharedMemoryNotAccessibleException? notOurs = null;
         foreach (string id in shm.CandidateIds(keyHash))
         {
             for (int attempt = 0; attempt < 5; attempt++)
@@ -201,11 +202,21 @@ public sealed unsafe class ShmemSegment : IDisposable
                     continue;
                 }
 
-                PreExistingSegment.Verdict verdict = PreExistingSegment.Examine(platform, id, keyHash, staleHandler, leftovers, out int pid, out long attached);
+                PreExistingSegment.Verdict verdict;
+                try
+                {
+                    verdict = PreExistingSegment.Examine(platform, id, keyHash, staleHandler, leftovers, out int pid0, out long attached0);
+                    if (verdict == PreExistingSegment.Verdict.InUse)
+                        throw new SharedMemoryInUseException(id, pid0, attached0);
+                }
+                catch (SharedMemoryNotAccessibleException ex)
+                {
+                    // Another user's object we may not read: not ours, as sysv_shmem.c judges EACCES; next id.
+                    notOurs = ex;
+                    goto nextId;
+                }
                 if (verdict == PreExistingSegment.Verdict.Foreign)
                     goto nextId;
-                if (verdict == PreExistingSegment.Verdict.InUse)
-                    throw new SharedMemoryInUseException(id, pid, attached);
                 if (verdict == PreExistingSegment.Verdict.Stale && shm.Remove(id))
                     leftovers.StaleSegments++;
                 // Vanished or removed: try the same id again.
@@ -213,6 +224,8 @@ public sealed unsafe class ShmemSegment : IDisposable
             throw new PgIpcException($"could not create shared memory segment {id} for \"{key}\": it kept reappearing (another process is creating the same cluster)");
         nextId:;
         }
+        if (notOurs is not null)
+            throw notOurs; // the last candidate another user's (POSIX has only one): name it and its owner
         throw new PgIpcException($"could not create shared memory segment for \"{key}\": every candidate id is taken by segments that are not this cluster's");
     }
 
@@ -278,13 +291,17 @@ public sealed unsafe class ShmemSegment : IDisposable
         ulong keyHash = HashKey(key);
         foreach (string id in shm.CandidateIds(keyHash))
         {
-            SegmentOsStatus st = shm.QueryStatus(id);
-            // A gap does not end the search: an earlier candidate may have been destroyed since.
-            if (!st.Exists || st.MarkedForRemoval)
-                continue;
             IMappedSegment m;
-            try { m = shm.Attach(id); }
+            try
+            {
+                SegmentOsStatus st = shm.QueryStatus(id);
+                // A gap does not end the search: an earlier candidate may have been destroyed since.
+                if (!st.Exists || st.MarkedForRemoval)
+                    continue;
+                m = shm.Attach(id);
+            }
             catch (SharedMemoryNotFoundException) { continue; }
+            catch (SharedMemoryNotAccessibleException) { continue; } // another user's: not this cluster's
             using (m)
             {
                 PgShmemHeader* h = (PgShmemHeader*)m.BaseAddress;

@@ -15,4 +15,6 @@ public enum StaleVerdict
     InUse,
     /// <summary>Not a PgIpc segment (left alone).</summary>
     NotPgIpc,
+    /// <summary>Could not be examined (another user's object this process may not read, or an OS error): left alone, <see cref="StaleSegmentReport.Reason"/> says why.</summary>
+    Unreadable,
 }
