@@ -413,6 +413,9 @@ public sealed unsafe partial class DsmRegistry
         return 0;
     }
 
+    /// <summary>Whether some process holds the ItemsLock spinlock now (for tests: no path may leave it held).</summary>
+    internal bool ItemsLockHeld => SLock.IsHeld(ref _header->ItemsLock);
+
     /// <summary>Segments alive in the control table.</summary>
     public int LiveSegments()
     {
