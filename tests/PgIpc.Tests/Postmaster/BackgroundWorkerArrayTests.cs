@@ -11,6 +11,7 @@ using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
+using PgIpc.Signals;
 using PgIpc.Sync;
 
 namespace PgIpc.Tests.Postmaster;
@@ -78,9 +79,26 @@ public sealed unsafe class BackgroundWorkerArrayTests(string backend)
         }
 
         List<(int Slot, int Generation, ChildSpec Spec)> list = workers.RegisteredSlots();
-        Assert.That(list.Select(e => e.Spec.Name), Is.EquivalentTo(new[] { "worker a", "worker b" }));
+        Assert.That(list.Where(e => e.Slot == a.Slot || e.Slot == b.Slot).Select(e => e.Spec.Name), Is.EquivalentTo(new[] { "worker a", "worker b" }));
         ChildSpec specA = list.Single(e => e.Slot == a.Slot).Spec;
         Assert.That(specA.Arguments, Is.EqualTo(new[] { "x", "y" }));
+    }
+
+    [Test]
+    public void TheSupervisorFreesACorruptRegistrationAndKeepsAdopting()
+    {
+        Cluster cluster = NewCluster();
+        _supervisor!.Start();
+        BackgroundWorkerArray workers = cluster.BackgroundWorkers;
+        BackgroundWorkerHandle bad = workers.Register(new ChildSpec("corrupt worker", "/bin/true", []));
+        Raw(cluster.Segment, bad.Slot, out BackgroundWorkerSlot* slot);
+        slot->CommandLength = int.MaxValue; // as another process could have written it
+        PMSignal.SendPostmasterSignal(cluster.Procs, PMSignalReason.BackgroundWorkerChange);
+        Poll.WaitFor(() => bad.GetStatus() == BgwHandleStatus.Stopped, "the supervisor to free the corrupt registration");
+        Assert.That(workers.RegisteredSlots().Where(e => e.Slot == bad.Slot && e.Generation == bad.Generation), Is.Empty);
+        // The array's lock is free and the slot reusable.
+        BackgroundWorkerHandle next = workers.Register(new ChildSpec("next worker", "/bin/true", []));
+        Assert.That(workers.RegisteredSlots().Where(e => e.Slot == next.Slot).Select(e => e.Spec.Name), Is.EqualTo(new[] { "next worker" }));
     }
 
     [Test]
