@@ -68,20 +68,29 @@ unsafe partial class DsmRegistry
         if (destroying)
         {
             // dsm_postmaster_shutdown: whatever is left (pinned, or held by processes that died) goes now.
+            // The entries are emptied under the locks and their OS objects removed after: an OS call (which can
+            // fail, and take long) does not run under the ItemsLock spinlock.
+            var doomed = new (DsmImplementation Kind, uint Handle)[_header->MaxItems]; // allocated before the locks
+            int nDoomed = 0;
             using (LockControl())
             {
-                for (int i = 0; i < _header->NItems; i++)
+                int used = Math.Min(_header->NItems, doomed.Length);
+                for (int i = 0; i < used; i++)
                 {
                     DsmControlItem* it = &_items[i];
                     if (it->RefCnt == 0)
                         continue;
-                    try { _provider.Remove((DsmImplementation)it->Implementation, it->Handle, DataDirectory); }
-                    catch (Exception ex) { (errors ??= []).Add(ex); }
+                    doomed[nDoomed++] = ((DsmImplementation)it->Implementation, it->Handle);
                     it->RefCnt = 0;
                     it->Pinned = 0;
                     _header->DestroyedCount++;
                 }
                 _header->NItems = 0;
+            }
+            for (int i = 0; i < nDoomed; i++)
+            {
+                try { _provider.Remove(doomed[i].Kind, doomed[i].Handle, DataDirectory); }
+                catch (Exception ex) { (errors ??= []).Add(ex); }
             }
             if (DataDirectory is not null)
             {
