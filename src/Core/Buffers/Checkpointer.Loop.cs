@@ -83,19 +83,29 @@ unsafe partial class Checkpointer
             throw new InvalidOperationException("this checkpointer view has no buffer pool (Init with one to run the checkpointer)");
         CheckpointerShmem* h = _shared;
         int myPid = _platform.Processes.CurrentProcessId;
-        SLock.Acquire(ref h->CkptLock, "checkpointer");
-        int otherPid = h->CheckpointerPid;
-        int otherProc = h->CheckpointerProcNo;
-        bool taken = otherProc != PgProc.InvalidProcNumber && otherProc != me.ProcNumber
-            && otherPid != 0 && (otherPid == myPid || _platform.Processes.GetLiveness(otherPid) != ProcessLiveness.Gone); // a zombie still holds the role until reaped
-        if (!taken)
+        while (true)
         {
-            h->CheckpointerProcNo = me.ProcNumber;
-            h->CheckpointerPid = myPid;
+            // The liveness check reads /proc: it runs between two short critical sections, not under the spinlock;
+            // the role is claimed only if the registration is still the one checked.
+            SLock.Acquire(ref h->CkptLock, "checkpointer");
+            int otherPid = h->CheckpointerPid;
+            int otherProc = h->CheckpointerProcNo;
+            SLock.Release(ref h->CkptLock);
+            bool taken = otherProc != PgProc.InvalidProcNumber && otherProc != me.ProcNumber
+                && otherPid != 0 && (otherPid == myPid || _platform.Processes.GetLiveness(otherPid) != ProcessLiveness.Gone); // a zombie still holds the role until reaped
+            if (taken)
+                throw new PgIpcException($"a checkpointer is already running (pid {otherPid}, procno {otherProc})");
+            SLock.Acquire(ref h->CkptLock, "checkpointer");
+            bool unchanged = h->CheckpointerPid == otherPid && h->CheckpointerProcNo == otherProc;
+            if (unchanged)
+            {
+                h->CheckpointerProcNo = me.ProcNumber;
+                h->CheckpointerPid = myPid;
+            }
+            SLock.Release(ref h->CkptLock);
+            if (unchanged)
+                break;
         }
-        SLock.Release(ref h->CkptLock);
-        if (taken)
-            throw new PgIpcException($"a checkpointer is already running (pid {otherPid}, procno {otherProc})");
 
         using CancellationTokenRegistration reg = stop.Register(static p => ((Participant)p!).SetLatch(), me);
         long lastCheckpoint = Stopwatch.GetTimestamp();

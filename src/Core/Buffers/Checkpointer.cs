@@ -276,10 +276,14 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
     {
         get
         {
+            // A copy under the spinlock (the struct includes the message bytes); the message length, input from
+            // another process, is checked and decoded after the release: nothing under the lock can throw.
             SLock.Acquire(ref _shared->CkptLock, "checkpointer");
             CheckpointerShmem h = *_shared;
-            string? err = h.LastErrorLength == 0 ? null : Encoding.UTF8.GetString(&_shared->LastError, h.LastErrorLength);
             SLock.Release(ref _shared->CkptLock);
+            if (h.LastErrorLength < 0 || h.LastErrorLength > CheckpointerShmem.LastErrorBytes)
+                throw new PgIpcException($"{ShmemName} is corrupt: LastErrorLength {h.LastErrorLength} is outside 0..{CheckpointerShmem.LastErrorBytes}");
+            string? err = h.LastErrorLength == 0 ? null : Encoding.UTF8.GetString(&h.LastError, h.LastErrorLength);
             SLock.Acquire(ref _shared->QueueLock, "checkpointer request queue");
             int pending = _shared->NumRequests;
             SLock.Release(ref _shared->QueueLock);
@@ -444,6 +448,12 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
         CheckpointerShmem* h = _shared;
         SLock.Acquire(ref h->QueueLock, "checkpointer request queue");
         int n = h->NumRequests;
+        if (n < 0 || n > buf.Length)
+        {
+            // Input from another process: checked before the copy, thrown after the release.
+            SLock.Release(ref h->QueueLock);
+            throw new PgIpcException($"{ShmemName} is corrupt: NumRequests {n} is outside 0..{buf.Length}");
+        }
         new ReadOnlySpan<CheckpointerRequest>(_requests, n).CopyTo(buf);
         h->NumRequests = 0;
         // Release store: a writer that reads the new cycle re-forwards; one that reads the old knows its request is queued.

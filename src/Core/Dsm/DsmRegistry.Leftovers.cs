@@ -22,7 +22,12 @@
  *   stale segment someone else already removed, when the cluster has a
  *   data directory the table's live handles are mirrored in
  *   "<dataDir>/pg_dynshmem/control" (one "<kind> <handle>" per line,
- *   rewritten under the control lock, replaced atomically by rename). The
+ *   replaced atomically by rename) after every change of the set of live
+ *   handles. The I/O runs under no lock (ItemsLock is a spinlock): the
+ *   writer copies the table under ItemsLock, writes and renames, then
+ *   checks the table's change count and writes again if it moved, so the
+ *   last rename always carries the last state. A Create whose write fails
+ *   gives its segment back and throws. The
  *   next Init that creates the table reads it and removes every object it
  *   names, and removes stray "mmap.*" files as dsm_cleanup_for_mmap does.
  *   Without a data directory CleanupLeftovers does the same for handles the
@@ -39,6 +44,7 @@ using System.Globalization;
 using System.Text;
 using PgIpc.Platform;
 using PgIpc.Shmem;
+using PgIpc.Sync;
 
 namespace PgIpc.Dsm;
 
@@ -64,22 +70,35 @@ unsafe partial class DsmRegistry
         if (destroying)
         {
             // dsm_postmaster_shutdown: whatever is left (pinned, or held by processes that died) goes now.
+            // The entries are emptied under the locks and their OS objects removed after: an OS call (which can
+            // fail, and take long) does not run under the ItemsLock spinlock.
+            var doomed = new (DsmImplementation Kind, uint Handle)[_header->MaxItems]; // allocated before the locks
+            int nDoomed = 0;
             using (LockControl())
             {
-                for (int i = 0; i < _header->NItems; i++)
+                int used = Math.Min(_header->NItems, doomed.Length);
+                for (int i = 0; i < used; i++)
                 {
                     DsmControlItem* it = &_items[i];
                     if (it->RefCnt == 0)
                         continue;
-                    try { _provider.Remove((DsmImplementation)it->Implementation, it->Handle, DataDirectory); }
-                    catch (Exception ex) { (errors ??= []).Add(ex); }
+                    doomed[nDoomed++] = ((DsmImplementation)it->Implementation, it->Handle);
                     it->RefCnt = 0;
                     it->Pinned = 0;
                     _header->DestroyedCount++;
                 }
                 _header->NItems = 0;
-                if (DataDirectory is not null)
-                    File.Delete(ControlFilePath(DataDirectory));
+            }
+            for (int i = 0; i < nDoomed; i++)
+            {
+                try { _provider.Remove(doomed[i].Kind, doomed[i].Handle, DataDirectory); }
+                catch (Exception ex) { (errors ??= []).Add(ex); }
+            }
+            if (DataDirectory is not null)
+            {
+                // After the locks: no file I/O under the ItemsLock spinlock.
+                try { File.Delete(ControlFilePath(DataDirectory)); }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { (errors ??= []).Add(ex); }
             }
         }
         if (errors is not null)
@@ -212,20 +231,65 @@ unsafe partial class DsmRegistry
 
     private static string ControlFilePath(string dataDirectory) => Path.Combine(dataDirectory, DynShmemDirectory, ControlFileName);
 
-    /// <summary>Rewrites the control file from the table. Caller holds the control lock.</summary>
-    private void WriteControlFile()
+    private static long s_tmpSequence;
+
+    /// <summary>
+    /// Rewrites the control file from the table (see file notes), holding no lock during the file I/O: the live
+    /// handles are copied under ItemsLock, written to a private temporary file and renamed over the control file;
+    /// then, if the table changed meanwhile (another writer's rename may have come before this one's), again, so
+    /// that the last rename always carries the table's last state. Throws <see cref="PgIpcException"/> (naming
+    /// the file) when the file cannot be written.
+    /// </summary>
+    private void SyncControlFile()
     {
         if (DataDirectory is null)
             return;
-        var sb = new StringBuilder();
-        for (int i = 0; i < _header->NItems; i++)
-            if (_items[i].RefCnt != 0)
-                sb.Append(((DsmImplementation)_items[i].Implementation).ToString()).Append(' ')
-                  .Append(_items[i].Handle.ToString(CultureInfo.InvariantCulture)).Append('\n');
         string path = ControlFilePath(DataDirectory);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + ".tmp";
-        File.WriteAllText(tmp, sb.ToString());
-        File.Move(tmp, path, overwrite: true);
+        int max = _header->MaxItems;
+        var items = new DsmControlItem[max]; // allocated before the spinlock
+        long seq = SnapshotItems(items, out int n);
+        while (true)
+        {
+            var sb = new StringBuilder();
+            for (int i = 0; i < n; i++)
+                if (items[i].RefCnt != 0)
+                    sb.Append(((DsmImplementation)items[i].Implementation).ToString()).Append(' ')
+                      .Append(items[i].Handle.ToString(CultureInfo.InvariantCulture)).Append('\n');
+            string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "."
+                + Interlocked.Increment(ref s_tmpSequence).ToString(CultureInfo.InvariantCulture) + ".tmp";
+            try
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                File.WriteAllText(tmp, sb.ToString());
+                File.Move(tmp, path, overwrite: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                try { File.Delete(tmp); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* best effort: the error below is the one to report */ }
+                throw new PgIpcException($"could not write the dynamic shared memory control file {path}: {ex.Message}", ex);
+            }
+            long now = SnapshotItems(items, out n);
+            if (now == seq)
+                return;
+            seq = now;
+        }
+    }
+
+    /// <summary>
+    /// Copies the used items into <paramref name="items"/> under ItemsLock (a copy: cannot throw) and returns the
+    /// table's change count (created + destroyed: every change of the set of live handles bumps one of them).
+    /// </summary>
+    private long SnapshotItems(DsmControlItem[] items, out int n)
+    {
+        fixed (DsmControlItem* dst = items)
+        {
+            SLock.Acquire(ref _header->ItemsLock, "DSM control items");
+            n = Math.Clamp(_header->NItems, 0, items.Length);
+            Buffer.MemoryCopy(_items, dst, (long)items.Length * sizeof(DsmControlItem), (long)n * sizeof(DsmControlItem));
+            long seq = _header->CreatedCount + _header->DestroyedCount;
+            SLock.Release(ref _header->ItemsLock);
+            return seq;
+        }
     }
 }

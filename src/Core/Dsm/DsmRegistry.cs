@@ -177,7 +177,7 @@ public sealed unsafe partial class DsmRegistry
         if (!found)
             reg.LeftoversRemoved = segment.DsmLeftoversRemoved + (reg.DataDirectory is null ? 0 : CleanupUsingControlFile(segment.Platform, reg.DataDirectory));
         if (!found)
-            reg.WriteControlFile();
+            reg.SyncControlFile();
         return reg;
     }
 
@@ -265,8 +265,27 @@ public sealed unsafe partial class DsmRegistry
                         it->Implementation = (int)Implementation;
                         it->Pinned = 0;
                         _header->CreatedCount++;
-                        WriteControlFile();
                     }
+                }
+            }
+            if (!collision && slot >= 0)
+            {
+                try
+                {
+                    // After the locks: file I/O under the ItemsLock spinlock would leave it held by a throw.
+                    SyncControlFile();
+                }
+                catch (PgIpcException)
+                {
+                    // Not recorded for crash clean-up: give the segment back rather than leave it unlisted.
+                    using (LockControl())
+                    {
+                        _items[slot].RefCnt = 0;
+                        _header->DestroyedCount++;
+                    }
+                    mapping.Dispose();
+                    _provider.Remove(Implementation, handle, DataDirectory);
+                    throw;
                 }
             }
             if (collision || slot < 0)
@@ -352,8 +371,8 @@ public sealed unsafe partial class DsmRegistry
             {
                 _items[slot].RefCnt = 0;
                 _header->DestroyedCount++;
-                WriteControlFile();
             }
+            SyncControlFile();
         }
     }
 
@@ -412,6 +431,9 @@ public sealed unsafe partial class DsmRegistry
         }
         return 0;
     }
+
+    /// <summary>Whether some process holds the ItemsLock spinlock now (for tests: no path may leave it held).</summary>
+    internal bool ItemsLockHeld => SLock.IsHeld(ref _header->ItemsLock);
 
     /// <summary>Segments alive in the control table.</summary>
     public int LiveSegments()

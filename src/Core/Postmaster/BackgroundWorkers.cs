@@ -122,12 +122,19 @@ public sealed unsafe class BackgroundWorkerArray
     private readonly ShmemSegment _segment;
     private readonly BackgroundWorkerArrayHeader* _header;
     private readonly BackgroundWorkerSlot* _slots;
+    /// <summary>The header's NumSlots, checked against the region once: every loop uses this copy.</summary>
+    private readonly int _numSlots;
 
-    private BackgroundWorkerArray(ShmemSegment segment, BackgroundWorkerArrayHeader* header)
+    private BackgroundWorkerArray(ShmemSegment segment, BackgroundWorkerArrayHeader* header, long regionSize)
     {
+        // NumSlots is input from another process: it must describe slots inside the region.
+        int n = header->NumSlots;
+        if (n < 1 || sizeof(BackgroundWorkerArrayHeader) + (long)n * sizeof(BackgroundWorkerSlot) > regionSize)
+            throw new PgIpcException($"{ShmemName} in segment {segment.Handle.Id} is corrupt: NumSlots {n} does not fit its {regionSize} bytes");
         _segment = segment;
         _header = header;
         _slots = (BackgroundWorkerSlot*)(header + 1);
+        _numSlots = n;
     }
 
     internal static long ShmemSize(int numSlots)
@@ -150,7 +157,7 @@ public sealed unsafe class BackgroundWorkerArray
             // Written last; ShmemInitStruct's ready state publishes everything to other processes.
             h->Magic = BackgroundWorkerArrayHeader.MagicValue;
         }, out found);
-        return new BackgroundWorkerArray(segment, (BackgroundWorkerArrayHeader*)r.Pointer);
+        return new BackgroundWorkerArray(segment, (BackgroundWorkerArrayHeader*)r.Pointer, r.Size);
     }
 
     /// <summary>Opens the slots another process created.</summary>
@@ -162,12 +169,12 @@ public sealed unsafe class BackgroundWorkerArray
         var h = (BackgroundWorkerArrayHeader*)r.Pointer;
         if (h->Magic != BackgroundWorkerArrayHeader.MagicValue)
             throw new PgIpcException($"{ShmemName} in segment {segment.Handle.Id} is not initialised (magic 0x{h->Magic:x8})");
-        return new BackgroundWorkerArray(segment, h);
+        return new BackgroundWorkerArray(segment, h, r.Size);
     }
 
     public ShmemSegment Segment => _segment;
 
-    public int NumSlots => _header->NumSlots;
+    public int NumSlots => _numSlots;
 
     /// <summary>True once the supervisor asked every child to exit (fast shutdown or a crash stop).</summary>
     public bool ShutdownRequested => _segment.IsAttached && Volatile.Read(ref _header->ShutdownRequested) != 0; // acquire; pairs with RequestShutdown
@@ -188,8 +195,9 @@ public sealed unsafe class BackgroundWorkerArray
         ArgumentNullException.ThrowIfNull(spec);
         byte[] name = Encoding.UTF8.GetBytes(spec.Name);
         byte[] command = ChildSpec.EncodeCommand(spec);
+        // Validated (lengths within the slot's buffers) above: the copies under the lock cannot throw.
         SLock.Acquire(ref _header->Lock.Value, ShmemName);
-        for (int i = 0; i < _header->NumSlots; i++)
+        for (int i = 0; i < _numSlots; i++)
         {
             BackgroundWorkerSlot* s = _slots + i;
             if (s->InUse != 0)
@@ -209,35 +217,85 @@ public sealed unsafe class BackgroundWorkerArray
             SLock.Release(ref _header->Lock.Value);
             return new BackgroundWorkerHandle(this, i, generation);
         }
-        int n = _header->NumSlots;
         SLock.Release(ref _header->Lock.Value);
-        throw new NoFreeBackgroundWorkerSlotException(n);
+        throw new NoFreeBackgroundWorkerSlotException(_numSlots);
     }
 
-    /// <summary>The supervisor: slots in state Registered, with what to start.</summary>
-    internal List<(int Slot, int Generation, ChildSpec Spec)> RegisteredSlots()
+    /// <summary>
+    /// The supervisor: slots in state Registered, with what to start. A slot whose contents are corrupt (a length
+    /// outside its buffer, an unknown kind: the slot was written by another process) throws a
+    /// <see cref="PgIpcException"/> naming it, or, with <paramref name="corrupt"/>, is listed there instead.
+    /// </summary>
+    internal List<(int Slot, int Generation, ChildSpec Spec)> RegisteredSlots(List<(int Slot, int Generation, PgIpcException Error)>? corrupt = null)
     {
-        List<(int, int, ChildSpec)> list = [];
-        SLock.Acquire(ref _header->Lock.Value, ShmemName);
-        for (int i = 0; i < _header->NumSlots; i++)
+        // The slots are copied raw under the spinlock into a buffer allocated before it; lengths are checked and the
+        // contents decoded after it is released, so nothing under the lock can throw.
+        byte[] raw = new byte[_numSlots * sizeof(BackgroundWorkerSlot)];
+        fixed (byte* dst = raw)
         {
-            BackgroundWorkerSlot* s = _slots + i;
-            if (s->InUse == 0 || s->State != (int)BackgroundWorkerState.Registered)
-                continue;
-            string name = Encoding.UTF8.GetString(s->Name, s->NameLength);
-            byte[] command = new ReadOnlySpan<byte>(s->Command, s->CommandLength).ToArray();
-            var kind = (ProcKind)s->Kind;
-            int restart = s->RestartIntervalMs;
-            int gen = s->Generation;
-            list.Add((i, gen, ChildSpec.DecodeCommand(name, command, kind, restart)));
+            SLock.Acquire(ref _header->Lock.Value, ShmemName);
+            Buffer.MemoryCopy(_slots, dst, raw.Length, raw.Length);
+            SLock.Release(ref _header->Lock.Value);
         }
-        SLock.Release(ref _header->Lock.Value);
+        List<(int, int, ChildSpec)> list = [];
+        fixed (byte* src = raw)
+        {
+            var slots = (BackgroundWorkerSlot*)src;
+            for (int i = 0; i < _numSlots; i++)
+            {
+                BackgroundWorkerSlot* s = slots + i;
+                if (s->InUse == 0 || s->State != (int)BackgroundWorkerState.Registered)
+                    continue;
+                try
+                {
+                    list.Add((i, s->Generation, DecodeSlot(i, s)));
+                }
+                catch (PgIpcException ex) when (corrupt is not null)
+                {
+                    corrupt.Add((i, s->Generation, ex));
+                }
+            }
+        }
         return list;
     }
+
+    /// <summary>A registered slot's worker, from a private copy of the slot; every length and value checked.</summary>
+    private static ChildSpec DecodeSlot(int i, BackgroundWorkerSlot* s)
+    {
+        int nameLength = s->NameLength;
+        if (nameLength < 1 || nameLength >= BackgroundWorkerSlot.NameCapacity)
+            throw Corrupt(i, "NameLength", nameLength, $"1..{BackgroundWorkerSlot.NameCapacity - 1}");
+        int commandLength = s->CommandLength;
+        if (commandLength < 1 || commandLength > BackgroundWorkerSlot.CommandCapacity)
+            throw Corrupt(i, "CommandLength", commandLength, $"1..{BackgroundWorkerSlot.CommandCapacity}");
+        int kind = s->Kind;
+        if ((uint)kind > (uint)ProcKind.BackgroundWorker)
+            throw Corrupt(i, "Kind", kind, $"0..{(int)ProcKind.BackgroundWorker}");
+        int restart = s->RestartIntervalMs;
+        if (restart < ChildSpec.NeverRestart)
+            throw Corrupt(i, "RestartIntervalMs", restart, $">= {ChildSpec.NeverRestart}");
+        string name = Encoding.UTF8.GetString(s->Name, nameLength);
+        byte[] command = new ReadOnlySpan<byte>(s->Command, commandLength).ToArray();
+        ChildSpec spec = ChildSpec.DecodeCommand(name, command, (ProcKind)kind, restart);
+        try
+        {
+            spec.Validate();
+        }
+        catch (ArgumentException ex)
+        {
+            throw new PgIpcException($"{ShmemName} slot {i} is corrupt: {ex.Message}", ex);
+        }
+        return spec;
+    }
+
+    private static PgIpcException Corrupt(int slot, string field, int value, string range)
+        => new($"{ShmemName} slot {slot} is corrupt: {field} {value} is outside {range}");
 
     /// <summary>The supervisor: sets a slot's state and pid if it still holds <paramref name="generation"/>; <paramref name="free"/> releases it.</summary>
     internal void SetState(int slot, int generation, BackgroundWorkerState state, int pid, bool free)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(slot);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(slot, _numSlots);
         BackgroundWorkerSlot* s = _slots + slot;
         SLock.Acquire(ref _header->Lock.Value, ShmemName);
         if (s->InUse != 0 && s->Generation == generation)
@@ -254,6 +312,8 @@ public sealed unsafe class BackgroundWorkerArray
     {
         pid = 0;
         if (!_segment.IsAttached)
+            return BgwHandleStatus.Stopped;
+        if ((uint)slot >= (uint)_numSlots)
             return BgwHandleStatus.Stopped;
         BackgroundWorkerSlot* s = _slots + slot;
         SLock.Acquire(ref _header->Lock.Value, ShmemName);

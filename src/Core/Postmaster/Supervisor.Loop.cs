@@ -152,7 +152,15 @@ partial class Supervisor
 
     private void AdoptRegistrations()
     {
-        foreach ((int slot, int generation, ChildSpec spec) in _cluster.BackgroundWorkers.RegisteredSlots())
+        List<(int Slot, int Generation, PgIpcException Error)> corrupt = [];
+        List<(int Slot, int Generation, ChildSpec Spec)> registered = _cluster.BackgroundWorkers.RegisteredSlots(corrupt);
+        foreach ((int slot, int generation, PgIpcException error) in corrupt)
+        {
+            // Written wrongly by another process: nothing to start. Free the slot, as a registration that failed.
+            Log($"not starting the worker registered in slot {slot}: {error.Message}");
+            _cluster.BackgroundWorkers.SetState(slot, generation, BackgroundWorkerState.Stopped, 0, free: true);
+        }
+        foreach ((int slot, int generation, ChildSpec spec) in registered)
         {
             if (_children.Any(r => r.Slot == slot && r.Generation == generation))
                 continue;

@@ -24,6 +24,12 @@
  *   for the same name waits for Ready (or learns that the initialiser failed
  *   or died) instead of reading half-built memory.
  *
+ *   Nothing under the index spinlock can throw: the name, the hash, the
+ *   rounded size are computed before it is taken, the allocator call under
+ *   it returns -1 instead of throwing, and the errors are raised after it
+ *   is released. A size whose rounding overflows is simply out of shared
+ *   memory, like any other request too big for the segment.
+ *
  *   The probing code (lookup, insert under the lock, waiting for an
  *   initialiser, the allocations rows) is here; ShmemSegment's InitStruct,
  *   TryFindStruct and GetAllocations check that the segment is attached and
@@ -152,6 +158,10 @@ public static unsafe class ShmemIndex
         uint hash = HashName(nameBytes);
         byte* @base = seg.Base;
         IProcessServices processes = seg.Platform.Processes;
+        // Everything the insert needs is computed here: nothing that can throw runs under the index spinlock (a
+        // throw there would leave it held, and every later insert, in every process, would end stuck).
+        long allocated = ShmemSegment.AllocatedSizeOf(size);
+        int myPid = processes.CurrentProcessId;
 
         // Fast path: the structure exists (the common case in every process but the first).
         ShmemIndexEntry* e = LookupLockFree(seg, nameBytes, hash);
@@ -168,7 +178,7 @@ public static unsafe class ShmemIndex
                     SLock.Release(ref ih->Lock.Value);
                     throw new OutOfSharedMemoryException($"ShmemIndex (full at {cap} entries) adding \"{name}\"", size, seg.FreeBytes);
                 }
-                long offset = seg.AllocRaw(size, anonymous: false, out long available);
+                long offset = seg.AllocAligned(allocated, anonymous: false, out long available);
                 if (offset < 0)
                 {
                     SLock.Release(ref ih->Lock.Value);
@@ -179,8 +189,8 @@ public static unsafe class ShmemIndex
                 e->NameHash = hash;
                 e->Offset = offset;
                 e->Size = size;
-                e->AllocatedSize = ShmemSize.CacheLineAlign(size);
-                e->InitializerPid = processes.CurrentProcessId;
+                e->AllocatedSize = allocated;
+                e->InitializerPid = myPid;
                 ih->Count++;
                 // Publish the entry: fields above first. Pairs with the acquire load in LookupLockFree.
                 Volatile.Write(ref e->State, (int)(initializer is null ? ShmemEntryState.Ready : ShmemEntryState.Initializing));
@@ -255,7 +265,11 @@ public static unsafe class ShmemIndex
             ShmemIndexEntry* e = entries + i;
             if (Volatile.Read(ref e->State) == (int)ShmemEntryState.Empty)
                 continue;
-            string name = System.Text.Encoding.UTF8.GetString(e->Name, e->NameLength);
+            // Input from another process: a length outside the name buffer is corruption, not a read past it.
+            int len = e->NameLength;
+            if (len <= 0 || len > ShmemIndexEntry.MaxNameLength)
+                throw new PgIpcException($"ShmemIndex entry {i} in segment {seg.Handle.Id} is corrupt: name length {len}");
+            string name = System.Text.Encoding.UTF8.GetString(e->Name, len);
             rows.Add(new ShmemAllocation(name, e->Offset, e->Size, e->AllocatedSize));
         }
         rows.Sort((a, b) => a.Offset.CompareTo(b.Offset));

@@ -415,8 +415,23 @@ public sealed unsafe class ShmemSegment : IDisposable
     internal long AllocRaw(long size, bool anonymous, out long available)
     {
         ThrowIfNotAttached();
+        return AllocAligned(AllocatedSizeOf(size), anonymous, out available);
+    }
+
+    /// <summary>
+    /// What a request of <paramref name="size"/> (positive) really takes: rounded up to a cache line; long.MaxValue,
+    /// which no segment has, when the rounding overflows. Never throws: computed before the allocation's spinlocks.
+    /// </summary>
+    internal static long AllocatedSizeOf(long size)
+        => size > long.MaxValue - (ShmemSize.CacheLineSize - 1) ? long.MaxValue : ShmemSize.CacheLineAlign(size);
+
+    /// <summary>
+    /// The bump under AllocLock, for <paramref name="aligned"/> from <see cref="AllocatedSizeOf"/>, in a segment the
+    /// caller knows is attached. Throws nothing, so ShmemIndex calls it under its own spinlock.
+    /// </summary>
+    internal long AllocAligned(long aligned, bool anonymous, out long available)
+    {
         PgShmemHeader* h = Header;
-        long aligned = ShmemSize.CacheLineAlign(size);
         SLock.Acquire(ref h->AllocLock.Value, "ShmemAlloc");
         long free = h->FreeOffset;
         available = h->TotalSize - free;

@@ -244,15 +244,24 @@ public static unsafe class LWLockTranches
             if (segment is not null && segment.IsAttached && segment.TryFindStruct(ShmemName, out ShmemRegion r))
             {
                 var h = (LWLockTrancheHeader*)r.Pointer;
-                SLock.Acquire(ref h->Lock.Value, "LWLockTranches");
-                string? name = null;
+                // The name is copied raw under the spinlock and its length (input from another process) checked and
+                // decoded after the release: nothing under the lock can throw.
+                byte* raw = stackalloc byte[64];
+                int length = -1;
                 var entries = (LWLockTrancheEntry*)(h + 1);
-                for (int i = 0; i < h->Count; i++)
+                SLock.Acquire(ref h->Lock.Value, "LWLockTranches");
+                int count = Math.Min(h->Count, h->Capacity);
+                for (int i = 0; i < count; i++)
+                {
                     if (entries[i].TrancheId == trancheId)
-                        name = Encoding.UTF8.GetString(entries[i].Name, entries[i].NameLength);
+                    {
+                        Buffer.MemoryCopy(entries[i].Name, raw, 64, 64);
+                        length = entries[i].NameLength;
+                    }
+                }
                 SLock.Release(ref h->Lock.Value);
-                if (name is not null)
-                    return name;
+                if (length > 0 && length <= MaxNameLength)
+                    return Encoding.UTF8.GetString(raw, length);
             }
         }
         catch (PgIpcException)

@@ -278,6 +278,69 @@ public sealed class DsmSegmentTests(string backend)
     }
 
     [Test]
+    public void ControlFileWriteFailure_CreateThrowsAClearErrorAndTheRegistryStillWorks()
+    {
+        // Issue 13: the control file was written under the ItemsLock spinlock; a failing write threw out of Create
+        // with a raw I/O exception after the table slot was taken (a leaked entry and OS object).
+        foreach (DsmImplementation kind in Kinds)
+        {
+            string dd = DsmCluster.NewDataDirectory();
+            _dataDirs.Add(dd);
+            using DsmCluster c = DsmCluster.Create(_platform, kind, dd);
+            DsmSegment a = DsmSegment.Create(c.Registry, 8192)!;
+            string control = Path.Combine(dd, "pg_dynshmem", DsmRegistry.ControlFileName);
+            Assert.That(File.Exists(control), Is.True, kind.ToString());
+            File.Delete(control);
+            Directory.CreateDirectory(control); // the rename onto it now fails
+            string[] filesBefore = Directory.GetFiles(dd, "*", SearchOption.AllDirectories);
+
+            var ex = Assert.Catch<PgIpcException>(() => DsmSegment.Create(c.Registry, 8192), kind.ToString());
+            bool held = c.Registry.ItemsLockHeld;
+            Assert.That(held, Is.False, $"{kind}: Create left ItemsLock held");
+            Assert.Multiple(() =>
+            {
+                Assert.That(ex!.Message, Does.Contain(control), kind.ToString());
+                Assert.That(ex.InnerException, Is.InstanceOf<IOException>().Or.InstanceOf<UnauthorizedAccessException>(), kind.ToString());
+                Assert.That(c.Registry.LiveSegments(), Is.EqualTo(1), $"{kind}: the failed Create gave its table slot back");
+                Assert.That(Directory.GetFiles(dd, "*", SearchOption.AllDirectories), Is.EquivalentTo(filesBefore), $"{kind}: no file left behind");
+            });
+
+            Directory.Delete(control);
+            DsmSegment b = DsmSegment.Create(c.Registry, 8192)!;
+            Assert.That(c.Registry.LiveSegments(), Is.EqualTo(2), kind.ToString());
+            Assert.That(DsmRegistry.ReadControlFile(dd), Is.EquivalentTo(new[] { (kind, a.Handle), (kind, b.Handle) }), kind.ToString());
+            b.Detach();
+            a.Detach();
+            Assert.That(DsmRegistry.ReadControlFile(dd), Is.Empty, kind.ToString());
+        }
+    }
+
+    [Test]
+    public void ConcurrentCreatesAndDetaches_TheControlFileEndsWithTheLiveHandles()
+    {
+        string dd = DsmCluster.NewDataDirectory();
+        _dataDirs.Add(dd);
+        DsmImplementation kind = Kinds.First();
+        using DsmCluster c = DsmCluster.Create(_platform, kind, dd, maxSegments: 32);
+        var kept = new System.Collections.Concurrent.ConcurrentBag<DsmSegment>();
+        System.Threading.Tasks.Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, t =>
+        {
+            for (int i = 0; i < 10; i++)
+            {
+                DsmSegment s = DsmSegment.Create(c.Registry, 4096)!;
+                if (i % 3 == 0)
+                    kept.Add(s);
+                else
+                    s.Detach();
+            }
+        });
+        Assert.That(DsmRegistry.ReadControlFile(dd), Is.EquivalentTo(kept.Select(s => (kind, s.Handle))));
+        foreach (DsmSegment s in kept)
+            s.Detach();
+        Assert.That(DsmRegistry.ReadControlFile(dd), Is.Empty);
+    }
+
+    [Test]
     public void CleanupLeftovers_RemovesRecordedHandles()
     {
         foreach (DsmImplementation kind in Kinds)

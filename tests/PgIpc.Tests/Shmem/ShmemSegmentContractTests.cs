@@ -8,6 +8,7 @@
 using NUnit.Framework;
 using PgIpc.Platform;
 using PgIpc.Shmem;
+using PgIpc.Sync;
 
 namespace PgIpc.Tests.Shmem;
 
@@ -176,6 +177,51 @@ public sealed class ShmemSegmentContractTests(string backend)
         ShmemSegment s = Create("badsize");
         Assert.Throws<ArgumentOutOfRangeException>(() => s.InitStruct("x", 0, out _));
         Assert.Throws<ArgumentOutOfRangeException>(() => s.Alloc(-1));
+    }
+
+    [Test]
+    public unsafe void InitStructWithAnOverflowingSizeFailsWithoutHoldingALockAndLeavesTheIndexUsable()
+    {
+        // Issue 13: a size whose cache-line rounding overflows used to throw under the index (and allocator)
+        // spinlock, which stayed held: every later InitStruct of a new name, in every process, ended stuck.
+        ShmemSegment s = Create("overflow");
+        long free = s.FreeBytes;
+        foreach (long size in (long[])[long.MaxValue, long.MaxValue - 10, long.MaxValue - 62, long.MaxValue - 63])
+        {
+            // Too big for any segment: out of shared memory, as any request that does not fit (the size is legal).
+            Exception? thrown = null;
+            try
+            {
+                s.InitStruct("huge " + size, size, out _);
+            }
+            catch (Exception e)
+            {
+                thrown = e;
+            }
+            bool indexHeld = SLock.IsHeld(ref s.IndexHeader->Lock.Value);
+            bool allocHeld = SLock.IsHeld(ref ((PgShmemHeader*)s.Base)->AllocLock.Value);
+            if (indexHeld)
+                SLock.Release(ref s.IndexHeader->Lock.Value);
+            if (allocHeld)
+                SLock.Release(ref ((PgShmemHeader*)s.Base)->AllocLock.Value);
+            Assert.That(indexHeld || allocHeld, Is.False, $"InitStruct({size}) left the index lock held: {indexHeld}, the allocator lock: {allocHeld}");
+            var ex = thrown as OutOfSharedMemoryException;
+            Assert.That(ex, Is.Not.Null, $"InitStruct({size}) threw {thrown}");
+            Assert.That(ex!.Message, Does.Contain("\"huge " + size + "\""));
+            Assert.That(ex.Available, Is.EqualTo(free));
+            Assert.Throws<OutOfSharedMemoryException>(() => s.Alloc(size, "huge anonymous"), size.ToString());
+            Assert.That(s.TryAlloc(size, out _), Is.False, size.ToString());
+            Assert.That(SLock.IsHeld(ref ((PgShmemHeader*)s.Base)->AllocLock.Value), Is.False);
+        }
+        ShmemRegion r = s.InitStruct("after the overflow", 100, out bool found);
+        Assert.Multiple(() =>
+        {
+            Assert.That(found, Is.False);
+            Assert.That(r.Size, Is.EqualTo(100));
+            Assert.That(s.FreeBytes, Is.EqualTo(free - 128), "the failed requests took nothing");
+            Assert.That(s.TryFindStruct("huge " + long.MaxValue, out _), Is.False);
+            Assert.That(s.GetAllocations().Count(a => a.Name is not null && a.Name.StartsWith("huge", StringComparison.Ordinal)), Is.Zero);
+        });
     }
 
     [Test]

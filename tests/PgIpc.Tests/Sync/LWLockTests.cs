@@ -511,6 +511,39 @@ public sealed unsafe class LWLockTests(string backend)
     }
 
     [Test]
+    public void NameOfACorruptTrancheEntryIsItsNumberAndLeavesTheTableLockFree()
+    {
+        // Issue 13: the name was decoded under the table's spinlock with the length another process wrote.
+        int id = LWLockTranches.NewTrancheId(_c.Segment, "corrupt.later");
+        Assert.That(_c.Segment.TryFindStruct(LWLockTranches.ShmemName, out ShmemRegion r), Is.True);
+        var h = (LWLockTrancheHeader*)r.Pointer;
+        var entries = (LWLockTrancheEntry*)(h + 1);
+        LWLockTrancheEntry* e = null;
+        for (int i = 0; i < h->Count; i++)
+            if (entries[i].TrancheId == id)
+                e = entries + i;
+        Assert.That(e is not null, Is.True);
+        int length = e->NameLength;
+        foreach (int bad in (int[])[-1, 64, int.MaxValue])
+        {
+            e->NameLength = bad;
+            string? name = null;
+            Exception? thrown = null;
+            try { name = LWLockTranches.NameOf(_c.Segment, id); }
+            catch (Exception ex) { thrown = ex; }
+            bool held = SLock.IsHeld(ref h->Lock.Value);
+            if (held)
+                SLock.Release(ref h->Lock.Value);
+            Assert.That(held, Is.False, $"NameLength {bad}: NameOf left the {LWLockTranches.ShmemName} spinlock held ({thrown?.GetType().Name}: {thrown?.Message})");
+            Assert.That(thrown, Is.Null);
+            Assert.That(name, Is.EqualTo($"tranche {id}"), $"NameLength {bad}");
+        }
+        e->NameLength = length;
+        Assert.That(LWLockTranches.NameOf(_c.Segment, id), Is.EqualTo("corrupt.later"));
+        Assert.That(LWLockTranches.NewTrancheId(_c.Segment, "after.corruption"), Is.GreaterThan(id));
+    }
+
+    [Test]
     public void BitBudgetHoldsEveryParticipant()
     {
         Assert.Multiple(() =>
