@@ -261,7 +261,7 @@ unsafe partial class DsmRegistry
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(path)!);
                 File.WriteAllText(tmp, sb.ToString());
-                File.Move(tmp, path, overwrite: true);
+                RenameOver(tmp, path);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
@@ -273,6 +273,29 @@ unsafe partial class DsmRegistry
             if (now == seq)
                 return;
             seq = now;
+        }
+    }
+
+    /// <summary>
+    /// Renames <paramref name="tmp"/> over <paramref name="path"/>. On Windows a replace fails with access denied or a
+    /// sharing violation while another process or thread is replacing or reading the same file; those are retried
+    /// for up to 2 s, as PostgreSQL's pgrename does on Windows. Other errors (and the last retry's) propagate.
+    /// </summary>
+    private static void RenameOver(string tmp, string path)
+    {
+        const int SharingViolation = unchecked((int)0x80070020), LockViolation = unchecked((int)0x80070021);
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                File.Move(tmp, path, overwrite: true);
+                return;
+            }
+            catch (Exception ex) when (attempt < 200 && (ex is UnauthorizedAccessException
+                || (ex is IOException && ex.HResult is SharingViolation or LockViolation)))
+            {
+                Thread.Sleep(10);
+            }
         }
     }
 
