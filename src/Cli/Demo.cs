@@ -102,7 +102,9 @@ internal static class Demo
 
         int segmentsBefore = platform.SharedMemory.EnumerateCandidates().Count();
         int devShmBefore = DevShmEntries();
-        string dir = Path.Combine(Path.GetTempPath(), $"pgipc-demo-{Environment.ProcessId}");
+        // A new directory with a random name (0700 on Unix), never an existing one: a predictable name in the shared
+        // temp directory could be made first by another user, or be a symlink to files the demo would then write.
+        string dir = Directory.CreateTempSubdirectory("pgipc-demo-").FullName;
         var log = new StringWriter();
         var procOptions = new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 4, MaxBackgroundWorkers: workers + 2);
         int entries = procOptions.TotalProcs;
