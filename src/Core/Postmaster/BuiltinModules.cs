@@ -68,9 +68,8 @@ internal static class BuiltinModules
         [
             ProcArrayModule(procs),
             TranchesModule(tranches),
-            StaticModule(ProcSignal.ShmemName, s => ProcSignal.ShmemSize(s.Participants.TotalProcs),
-                c => ProcSignal.Init(c.Segment, c.Procs, out _)),
-            StaticModule(PMSignal.ShmemName, _ => PMSignal.ShmemSize(), c => PMSignal.Init(c.Segment, c.Procs, out _)),
+            ProcSignalModule(),
+            PMSignalModule(),
             SinvalModule(),
             DsmModule(dsm),
             WorkersModule(maxChildren),
@@ -83,6 +82,12 @@ internal static class BuiltinModules
     private static ShmemModule TranchesModule(LWLockTrancheRequests? tranches)
         => StaticModule(LWLockTranches.ShmemName, _ => LWLockTranches.ShmemSize(tranches),
             c => LWLockTranches.Init(c.Segment, tranches, out _));
+
+    private static ShmemModule ProcSignalModule()
+        => StaticModule(ProcSignal.ShmemName, s => ProcSignal.ShmemSize(s.Participants.TotalProcs), c => ProcSignal.Init(c.Segment, c.Procs, out _));
+
+    private static ShmemModule PMSignalModule()
+        => StaticModule(PMSignal.ShmemName, _ => PMSignal.ShmemSize(), c => PMSignal.Init(c.Segment, c.Procs, out _));
 
     private static ShmemModule SinvalModule()
         => new BuiltinModule<SinvalQueue>(SinvalQueue.ShmemName, SinvalQueue.ShmemName, s => SinvalQueue.ShmemSize(s.Participants.TotalProcs),
@@ -182,9 +187,8 @@ internal static class BuiltinModules
         {
             case ProcArray.ShmemName: return ProcArrayModule(null);
             case LWLockTranches.ShmemName: return TranchesModule(null);
-            case ProcSignal.ShmemName:
-                return StaticModule(ProcSignal.ShmemName, s => ProcSignal.ShmemSize(s.Participants.TotalProcs), c => ProcSignal.Init(c.Segment, c.Procs, out _));
-            case PMSignal.ShmemName: return StaticModule(PMSignal.ShmemName, _ => PMSignal.ShmemSize(), c => PMSignal.Init(c.Segment, c.Procs, out _));
+            case ProcSignal.ShmemName: return ProcSignalModule();
+            case PMSignal.ShmemName: return PMSignalModule();
             case SinvalQueue.ShmemName: return SinvalModule();
             case DsmRegistry.ShmemName: return DsmModule(null);
             case BackgroundWorkerArray.ShmemName: return WorkersModule(0);

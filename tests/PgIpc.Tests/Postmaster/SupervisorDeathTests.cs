@@ -85,37 +85,11 @@ public sealed class SupervisorDeathTests(string backend)
         return new Supervised(ShmemHandle.Parse(r[0]), uint.Parse(r[1]), r[2], pids);
     }
 
-    /// <summary>Gone: no such process, or (Linux) a zombie with no thread left, which holds no memory or descriptor any more.</summary>
-    internal static bool IsGone(int pid)
-    {
-        if (OperatingSystem.IsLinux())
-        {
-            try
-            {
-                string stat = File.ReadAllText($"/proc/{pid}/stat");
-                int close = stat.LastIndexOf(')');
-                // A zombie leader with threads still exiting still holds its mappings (SysV nattch counts them).
-                return close > 0 && close + 2 < stat.Length && stat[close + 2] == 'Z' && Directory.GetDirectories($"/proc/{pid}/task").Length <= 1;
-            }
-            catch (IOException)
-            {
-                return true;
-            }
-        }
-        try
-        {
-            using Process p = Process.GetProcessById(pid);
-            return p.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return true;
-        }
-        catch (InvalidOperationException)
-        {
-            return true;
-        }
-    }
+    /// <summary>
+    /// Gone: no such process, or (where the backend can tell) a zombie with no thread left, which holds no memory or
+    /// descriptor any more (the backends' one liveness query, IProcessServices.GetLiveness).
+    /// </summary>
+    internal static bool IsGone(int pid) => PgIpcPlatform.Current.Processes.GetLiveness(pid) != ProcessLiveness.Alive;
 
     /// <summary>Kills that one process (SIGKILL on Unix, TerminateProcess on Windows), not its children.</summary>
     internal static void KillHard(int pid)
