@@ -150,6 +150,30 @@ public sealed unsafe partial class ProcArray
     }
 
     /// <summary>
+    /// True when the process that took slot <paramref name="p"/> as <paramref name="pid"/> no longer exists: the OS
+    /// knows no such pid (<see cref="ProcessLiveness.Gone"/>), or the pid now belongs to another process, whose
+    /// identity (start time) is not the one recorded when the slot was taken (the OS reused the pid of the dead
+    /// owner). An unreaped zombie counts as alive, as before; so does a pid whose identity the backend cannot tell.
+    /// Reads a file per call on Linux: slow paths only (reclamation, dead-holder checks).
+    /// </summary>
+    internal bool IsSlotOwnerGone(PgProc* p, int pid)
+    {
+        if (pid <= 0 || pid == _processes.CurrentProcessId)
+            return false;
+        ProcessLiveness liveness = _processes.GetLiveness(pid);
+        if (liveness == ProcessLiveness.Gone)
+            return true;
+        if (liveness != ProcessLiveness.Alive)
+            return false;
+        // After the caller's acquire load of Pid: pairs with AcquireSlot's release store, which follows this field's.
+        long recorded = Volatile.Read(ref p->PidIdentity);
+        if (recorded == 0)
+            return false;
+        long now = _processes.GetIdentity(pid);
+        return now != 0 && now != recorded && Volatile.Read(ref p->Pid) == pid;
+    }
+
+    /// <summary>
     /// Gives back every slot whose process is dead (killed, crashed) and repairs the LWLock queue a dead
     /// participant was waiting in. Returns the number of slots reclaimed. Slots of dead participants that were
     /// waiting on a lock outside the main segment, or that a waker is just posting, are left for a later call;
@@ -166,8 +190,9 @@ public sealed unsafe partial class ProcArray
             PgProc* p = _procs + i;
             // Acquire load; pairs with the release store in AcquireSlot.
             int pid = Volatile.Read(ref p->Pid);
-            // Gone only: an unreaped zombie keeps its slot until its parent waits for it (kill(pid, 0)'s view).
-            if (pid == 0 || pid == me || _processes.GetLiveness(pid) != ProcessLiveness.Gone)
+            // Gone (or its pid reused by another process) only: an unreaped zombie keeps its slot until its parent
+            // waits for it (kill(pid, 0)'s view).
+            if (pid == 0 || pid == me || !IsSlotOwnerGone(p, pid))
                 continue;
             long lockOffset = Volatile.Read(ref p->LwWaitLockOffset);
             if (lockOffset >= 0)

@@ -200,7 +200,6 @@ public static unsafe class ProcSignal
         var cvs = (ConditionVariable*)(h + 1);
         me.ProcessInterrupts();
         long deadline = timeoutMs < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMs;
-        IProcessServices processes = procs.Segment.Platform.Processes;
         for (int i = 0; i < procs.MaxProcs; i++)
         {
             PgProc* p = procs.Procs + i;
@@ -215,8 +214,9 @@ public static unsafe class ProcSignal
                     me.ProcessInterrupts();
                     continue;
                 }
-                // Gone only (kill(pid, 0)'s view): an unreaped zombie is waited for like a live one until reaped.
-                if (processes.GetLiveness(pid) == ProcessLiveness.Gone)
+                // Gone, or its pid reused by another process (ProcArray.IsSlotOwnerGone): an unreaped zombie is
+                // waited for like a live one until reaped.
+                if (procs.IsSlotOwnerGone(p, pid))
                     break; // a dead participant will never absorb; its slot will be reclaimed
                 ConditionVariable.PrepareToSleep(me, ref cvs[i]);
                 if (Volatile.Read(ref p->BarrierGeneration) >= generation)

@@ -33,9 +33,12 @@
  *   knows no segment, so every segment this process creates or attaches
  *   registers its backend here (HolderLiveness.Use), and the spinlock's
  *   waiter asks the last one registered (every backend of one OS answers
- *   alike for a pid). A pid the OS has already given to a new process
- *   looks alive: the waiter then keeps waiting (the old behaviour), never
- *   blames the wrong process. Only Gone counts as dead: an unreaped zombie
+ *   alike for a pid). A participant slot records its owner's identity
+ *   (start time) beside the pid, so an LWLock waiter and slot reclamation
+ *   see through a pid the OS has given to a new process
+ *   (ProcArray.IsSlotOwnerGone). A spinlock word holds a bare pid: there a
+ *   reused pid looks alive and the waiter keeps waiting (it never blames
+ *   the wrong process; the stuck-spinlock timeout ends the wait). Only Gone counts as dead: an unreaped zombie
  *   holder counts as alive until its parent waits for it (kill(pid, 0)'s
  *   view, kept; its locks are in fact dead, so treating Zombie as dead
  *   would also be sound).

@@ -116,7 +116,7 @@ public unsafe partial struct LWLock
                 int procno = tag - 1;
                 int pid = Volatile.Read(ref procs[procno].Pid);
                 // Gone only: an unreaped zombie holder is waited for until it is reaped (DeadHolder.cs).
-                if (pid == 0 || pid == myPid || processes.GetLiveness(pid) != ProcessLiveness.Gone)
+                if (pid == 0 || pid == myPid || !array.IsSlotOwnerGone(procs + procno, pid))
                     return (0, -1); // a live holder (or one handing over right now): keep waiting
                 // Still the same holder and still exclusive after the check: it died holding the lock.
                 if (Volatile.Read(ref l->ExclusiveHolder) == tag && (Volatile.Read(ref l->State) & Bits.ValExclusive) != 0
@@ -135,7 +135,7 @@ public unsafe partial struct LWLock
             if (pid == 0 || pid == myPid)
                 continue;
             int held = Volatile.Read(ref p->NumHeldLWLocks);
-            if (held <= 0 || !MirrorNames(p, held, want) || processes.GetLiveness(pid) != ProcessLiveness.Gone) // as above
+            if (held <= 0 || !MirrorNames(p, held, want) || !array.IsSlotOwnerGone(p, pid)) // as above
                 continue;
             // Dead: its stores are final. Blame it while the lock is still held.
             if ((Volatile.Read(ref l->State) & Bits.LockMask) != 0 && Volatile.Read(ref p->Pid) == pid)
@@ -171,16 +171,15 @@ public unsafe partial struct LWLock
         if (offset < 0)
             return;
         PgProc* procs = array.Procs;
-        IProcessServices processes = array.Processes;
-        int myPid = processes.CurrentProcessId;
+        int myPid = array.Processes.CurrentProcessId;
         for (int i = 0; i < array.MaxProcs; i++)
         {
             PgProc* p = procs + i;
             if (Volatile.Read(ref p->LwWaitLockOffset) != offset)
                 continue;
             int pid = Volatile.Read(ref p->Pid);
-            // Gone only, as ReclaimDeadSlots: an unreaped zombie waiter is left on the queue until reaped.
-            if (pid == 0 || pid == myPid || processes.GetLiveness(pid) != ProcessLiveness.Gone)
+            // Gone (or pid reused) only, as ReclaimDeadSlots: an unreaped zombie waiter is left on the queue until reaped.
+            if (pid == 0 || pid == myPid || !array.IsSlotOwnerGone(p, pid))
                 continue;
             RepairAfterDeadWaiter(l, array, i, pid);
         }
