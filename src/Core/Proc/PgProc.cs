@@ -100,6 +100,10 @@ internal struct PgLatch
 ///  64  Latch             see PgLatch
 ///  80  ProcSignalFlags   atomic only: one bit per ProcSignalReason; senders Or, the owner Exchanges to 0
 ///  88  WaitEventInfo     written by the owner, read by anyone (atomic only)
+///  92  LwWakerPid        the wait-list lock of the LWLock waited on: the pid of the process that unlinked the owner
+///                        to wake it, stored before LwWaiting = PendingWakeup (release) and read by the owner after
+///                        its acquire load of LwWaiting, only when a timed-out sleep finds itself unlinked but not
+///                        posted (the waker may have died in between)
 ///  96  BarrierGeneration atomic only: the last ProcSignalBarrier generation this participant absorbed; written
 ///                        by the owner (release), read by the barrier's emitter (acquire)
 /// 104  BarrierFlags      atomic only: barrier kinds pending absorption (emitter Or, owner Exchange)
@@ -137,7 +141,7 @@ internal unsafe struct PgProc
     public PgLatch Latch;
     public long ProcSignalFlags;
     public uint WaitEventInfo;
-    private int _pad0;
+    public int LwWakerPid;
     public ulong BarrierGeneration;
     public uint BarrierFlags;
     private int _pad1;

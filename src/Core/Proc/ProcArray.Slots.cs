@@ -118,6 +118,7 @@ public sealed unsafe partial class ProcArray
         p->LwWaitNext = PgProc.InvalidProcNumber;
         p->LwWaitPrev = PgProc.InvalidProcNumber;
         p->LwWaitLockOffset = -1;
+        p->LwWakerPid = 0;
         p->CvWaitNext = PgProc.InvalidProcNumber;
         p->CvWaitPrev = PgProc.InvalidProcNumber;
         p->Latch.IsSet = 0;

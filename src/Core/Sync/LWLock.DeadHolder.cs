@@ -29,9 +29,14 @@
  *       LockHolderDiedException naming the lock and the pid. The lock stays
  *       held and the queue behind it intact: every later waiter gets the
  *       same exception after one check interval.
- *   A waker that dies between unlinking a sleeper and posting it, or a
- *   participant thread that ends without releasing while its process lives,
- *   is not detected: the supervisor's crash restart covers the former.
+ *   A waker that dies between unlinking a sleeper and posting it: the
+ *   waker records its pid in the sleeper's slot (LwWakerPid) before it
+ *   marks it PendingWakeup; a sleeper whose slice ends unlinked but not
+ *   posted checks that pid, and once the waker is gone takes a post that
+ *   made it before the death or else completes the wake-up itself
+ *   (WakerDiedBeforePosting); slot reclamation does the same for a dead
+ *   waiter whose waker died. A participant thread that ends without
+ *   releasing while its process lives is not detected.
  *
  *   The exception and the pid liveness check are in DeadHolder.cs.
  *   PostgreSQL has no counterpart (see DeadHolder.cs); the queue handling
@@ -55,15 +60,16 @@ public unsafe partial struct LWLock
     /// <summary>
     /// A sleeper's semaphore stayed silent for a slice. If it is still queued: repair this lock's queue of dead
     /// waiters, then, if a dead process holds the lock, leave the queue and throw <see cref="LockHolderDiedException"/>.
-    /// Returns (to sleep again) otherwise.
+    /// If a waker unlinked it but died before posting, returns true: the sleeper is woken. Returns false (to sleep
+    /// again) otherwise.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void CheckForDeadHolder(LWLock* l, Participant me, ref int extraWaits)
+    private static bool CheckForDeadHolder(LWLock* l, Participant me, ref int extraWaits)
     {
         PgProc* proc = me.Proc;
-        // Unlinked by a waker already: its post is on the way (it stores NotWaiting, then posts).
+        // Unlinked by a waker already: its post is on the way (it stores NotWaiting, then posts), unless it died.
         if (Volatile.Read(ref proc->LwWaiting) != (int)LWLockWaitState.Waiting)
-            return;
+            return WakerDiedBeforePosting(me, ref extraWaits);
         ProcArray array = me.Array;
         // A dead waiter harms the queue only once a releaser has woken it (RELEASE_OK stays clear) or when the lock is
         // free while we still wait; only then look for one (each look is a liveness check per queued waiter).
@@ -72,7 +78,7 @@ public unsafe partial struct LWLock
             RepairDeadWaitersOf(l, me);
         (int deadPid, int deadProcno) = FindDeadHolder(l, me);
         if (deadPid == 0)
-            return;
+            return false;
 
         // Leave the queue, as DequeueSelf does. If a releaser unlinked us meanwhile, the lock was released after all:
         // keep sleeping for its post and compete for the lock as usual.
@@ -88,10 +94,36 @@ public unsafe partial struct LWLock
         }
         WaitListUnlock(l);
         if (!onList)
-            return;
+            return false;
         me.RepostExtraWaits(extraWaits);
         extraWaits = 0;
         throw new LockHolderDiedException(DescribeLock(array, l), deadPid, deadProcno);
+    }
+
+    /// <summary>
+    /// The sleeper was unlinked from the queue (PendingWakeup, or NotWaiting already) but its slice ended without a
+    /// post. A waker does both in a few instructions, so a live one is let finish; one that died in between never
+    /// will. Then the post is either on the semaphore already (it posted and died) or never comes: take it if it is
+    /// there, else complete the wake-up here. True when the sleeper counts as woken.
+    /// </summary>
+    private static bool WakerDiedBeforePosting(Participant me, ref int extraWaits)
+    {
+        PgProc* proc = me.Proc;
+        if (!WakerIsGone(me.Array, proc))
+            return false;
+        IProcSemaphoreSet sems = me.Array.Semaphores;
+        while (sems.TryLock(me.ProcNumber))
+        {
+            // Acquire load; pairs with the waker's release store of NotWaiting before its post.
+            if (Volatile.Read(ref proc->LwWaiting) == (int)LWLockWaitState.NotWaiting)
+                return true; // it posted before it died
+            extraWaits++; // a post meant for another wait of ours: re-posted when we are done, as usual
+        }
+        // Unlinked under the wait-list lock by a process that is gone: nobody else touches these fields now.
+        proc->LwWaitNext = PgProc.InvalidProcNumber;
+        proc->LwWaitPrev = PgProc.InvalidProcNumber;
+        Volatile.Write(ref proc->LwWaiting, (int)LWLockWaitState.NotWaiting);
+        return true;
     }
 
     /// <summary>
@@ -219,14 +251,21 @@ public unsafe partial struct LWLock
             WaitListUnlock(l);
             return true;
         }
-        if (state == (int)LWLockWaitState.PendingWakeup)
+        if (state == (int)LWLockWaitState.PendingWakeup && !WakerIsGone(array, p))
         {
             WaitListUnlock(l);
-            return false;
+            return false; // a live waker is half-way through posting: try again later
         }
         if (state == (int)LWLockWaitState.Waiting)
         {
             ListDelete(l, procs, procno);
+            p->LwWaiting = (int)LWLockWaitState.NotWaiting;
+        }
+        else if (state == (int)LWLockWaitState.PendingWakeup)
+        {
+            // Unlinked by a waker that died too: nobody will post or touch the links; finish its job.
+            p->LwWaitNext = PgProc.InvalidProcNumber;
+            p->LwWaitPrev = PgProc.InvalidProcNumber;
             p->LwWaiting = (int)LWLockWaitState.NotWaiting;
         }
         if (l->WaitHead == PgProc.InvalidProcNumber)
@@ -237,5 +276,18 @@ public unsafe partial struct LWLock
         if ((now & (Bits.FlagHasWaiters | Bits.LockMask)) == Bits.FlagHasWaiters)
             Wakeup(l, array);
         return true;
+    }
+
+    /// <summary>
+    /// True when the process that unlinked slot <paramref name="p"/> to wake it no longer exists. Gone only: a zombie
+    /// waker is waited for until reaped. A waker whose pid the OS reused before the check looks alive (the pid alone
+    /// is recorded): the sleeper then waits for a crash restart, as it did before.
+    /// </summary>
+    private static bool WakerIsGone(ProcArray array, PgProc* p)
+    {
+        // After the caller's acquire load of LwWaiting; pairs with the waker's release store of PendingWakeup.
+        int waker = Volatile.Read(ref p->LwWakerPid);
+        IProcessServices processes = array.Processes;
+        return waker > 0 && waker != processes.CurrentProcessId && processes.GetLiveness(waker) == ProcessLiveness.Gone;
     }
 }

@@ -179,7 +179,9 @@ public unsafe partial struct LWLock
                 break;
             ListDelete(l, procs, cur);
             AppendLocal(procs, cur, ref wakeHead, ref wakeTail);
-            w->LwWaiting = (int)LWLockWaitState.PendingWakeup;
+            w->LwWakerPid = HolderLiveness.MyPid;
+            // Release store; pairs with the sleeper's acquire load in WakerDiedBeforePosting, as in Wakeup.
+            Volatile.Write(ref w->LwWaiting, (int)LWLockWaitState.PendingWakeup);
             cur = next;
         }
         if (l->WaitHead == PgProc.InvalidProcNumber)

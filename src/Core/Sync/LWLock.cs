@@ -292,7 +292,8 @@ public unsafe partial struct LWLock
         {
             if (!sems.Lock(me.ProcNumber, slice))
             {
-                CheckForDeadHolder(l, me, ref extraWaits);
+                if (CheckForDeadHolder(l, me, ref extraWaits))
+                    break; // unlinked by a waker that died before its post: woken all the same
                 continue;
             }
             // Acquire load; pairs with the waker's release store of NotWaiting (after it unlinked us).
@@ -301,6 +302,12 @@ public unsafe partial struct LWLock
             extraWaits++;
         }
     }
+
+    /// <summary>
+    /// Tests only: called by a waker between unlinking a sleeper and posting it (0: before the store of NotWaiting,
+    /// 1: after it), so that a test can kill the waker there. Null otherwise (one load on the wake path).
+    /// </summary>
+    internal static Action<int>? s_wakeStallForTests;
 
     /// <summary>How long a sleeper waits between two looks for a dead holder (ms); lowered only by tests.</summary>
     internal static int DeadHolderCheckMs = 200;
@@ -396,7 +403,9 @@ public unsafe partial struct LWLock
                 newReleaseOk = false;
                 wokeSomebody = true;
             }
-            w->LwWaiting = (int)LWLockWaitState.PendingWakeup;
+            w->LwWakerPid = HolderLiveness.MyPid;
+            // Release store; pairs with the sleeper's acquire load in WakerDiedBeforePosting (LwWakerPid is visible).
+            Volatile.Write(ref w->LwWaiting, (int)LWLockWaitState.PendingWakeup);
             if (waitMode == (int)LWLockMode.Exclusive)
                 break;
             cur = next;
@@ -431,8 +440,10 @@ public unsafe partial struct LWLock
             int next = w->LwWaitNext;
             w->LwWaitNext = PgProc.InvalidProcNumber;
             w->LwWaitPrev = PgProc.InvalidProcNumber;
+            s_wakeStallForTests?.Invoke(0);
             // Release store: the waiter may reuse its links as soon as it sees this. Pairs with SleepUntilWoken.
             Volatile.Write(ref w->LwWaiting, (int)LWLockWaitState.NotWaiting);
+            s_wakeStallForTests?.Invoke(1);
             sems.Unlock(cur);
             cur = next;
         }

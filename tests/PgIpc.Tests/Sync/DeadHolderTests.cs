@@ -276,4 +276,57 @@ public sealed class DeadHolderTests(string backend)
         _c.Locks[1].Release(me);
         Assert.That(_c.Procs.ReclaimDeadSlots(), Is.EqualTo(1), "the dead waiter held nothing: its slot is reclaimed");
     }
+
+    [Test]
+    public unsafe void AWaiterWhoseWakerIsKilledBeforeItsPostGetsTheLock([Values(0, 1)] int stage)
+    {
+        // Stage 0: the waker unlinked the sleeper and marked it PendingWakeup; stage 1: it also stored NotWaiting.
+        // Either way the post never comes. Before the waker recorded itself, the sleeper slept for good.
+        ChildWorker victim = StartWorker();
+        victim.Send("lw-hold 6 exclusive");
+        Poll.WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock", Patience);
+        Waiter waiter = StartAcquirer(6, LWLockMode.Exclusive);
+        Poll.WaitFor(() => QueueLength(6) == 1, "the waiter to queue", Patience);
+
+        victim.Send($"lw-release-stalling {stage}");
+        Poll.WaitFor(() => victim.Send("lw-stalled") == "1", "the victim to stall in its wake-up", Patience);
+        var state = (LWLockWaitState)Volatile.Read(ref _c.Procs.Procs[waiter.ProcNumber].LwWaiting);
+        Assert.That(state, Is.EqualTo(stage == 0 ? LWLockWaitState.PendingWakeup : LWLockWaitState.NotWaiting));
+        Assert.That(waiter.Finished, Is.False, "a live waker is let finish its post");
+
+        long killedAt = Stopwatch.GetTimestamp();
+        victim.Kill();
+        Assert.That(waiter.Thread.Join(Patience), Is.True, "the sleeper was not left waiting for a dead waker's post");
+        Report("the sleeper of a dead waker", killedAt, waiter);
+        Assert.That(waiter.Error, Is.Null);
+        Assert.That(waiter.Acquired, Is.True, "the lock was released before the wake-up: the sleeper gets it");
+
+        using Participant me = _c.Procs.Join();
+        Assert.That(_c.Locks[6].ConditionalAcquire(me, LWLockMode.Exclusive), Is.True);
+        _c.Locks[6].Release(me);
+        Assert.That(_c.Locks[6].HasWaiters, Is.False);
+    }
+
+    [Test]
+    public void ASleeperAndItsWakerBothKilledMidWakeUpLeaveNoSlotBehind()
+    {
+        ChildWorker victim = StartWorker();
+        ChildWorker sleeper = StartWorker();
+        victim.Send("lw-hold 7 exclusive");
+        Poll.WaitFor(() => victim.Send("lw-state") == "acquired", "the victim to hold the lock", Patience);
+        int sleeperProc = int.Parse(sleeper.Send("lw-hold 7 exclusive"), CultureInfo.InvariantCulture);
+        Poll.WaitFor(() => QueueLength(7) == 1, "the sleeper to queue", Patience);
+        victim.Send("lw-release-stalling 0");
+        Poll.WaitFor(() => victim.Send("lw-stalled") == "1", "the victim to stall in its wake-up", Patience);
+        sleeper.Kill(); // dead while PendingWakeup: its own check will never run
+        victim.Kill();
+
+        _c.Procs.ReclaimDeadSlots();
+        Assert.That(_c.Procs.GetProcs().Any(p => p.ProcNumber == sleeperProc), Is.False,
+            "the dead sleeper's slot is reclaimed although its waker never finished");
+        Assert.That(_c.Procs.GetProcs(), Is.Empty, "both dead slots are given back");
+        using Participant me = _c.Procs.Join();
+        Assert.That(_c.Locks[7].ConditionalAcquire(me, LWLockMode.Exclusive), Is.True);
+        _c.Locks[7].Release(me);
+    }
 }

@@ -18,6 +18,11 @@
  *     lw-unhold                          -> ok               (the holder releases and leaves)
  *     lw-spin-hold <counter>             -> ok <pid>         (takes the spinlock in counter <counter>'s
  *                                                            first 4 bytes and never releases it)
+ *     lw-release-stalling <stage>        -> ok               (the holder releases, and stalls for good in
+ *                                                            its wake-up of a sleeper: stage 0 after
+ *                                                            unlinking it, 1 after marking it woken, both
+ *                                                            before the post; for a kill at that step)
+ *     lw-stalled                         -> ok 0|1           (whether the holder reached the stall)
  *   The holder thread is a background thread: SIGKILL takes it with the process.
  *-------------------------------------------------------------------------
  */
@@ -36,6 +41,7 @@ internal static class LockWorkerCommands
     private static int s_holderState; // 0 none, 1 waiting, 2 acquired, 3 done, 4 died (s_holderDied says how)
     private static string? s_holderDied;
     private static int s_holderProcno = -1;
+    private static int s_stalled;
     private static readonly ManualResetEventSlim s_unhold = new();
 
     public static bool TryExecute(string[] a, ShmemSegment? seg, out string reply)
@@ -62,6 +68,23 @@ internal static class LockWorkerCommands
                 return true;
             case "lw-hold":
                 reply = $"ok {Hold(Int(a[1]), Enum.Parse<LWLockMode>(a[2], ignoreCase: true))}";
+                return true;
+            case "lw-release-stalling":
+            {
+                int stage = Int(a[1]);
+                LWLock.s_wakeStallForTests = at =>
+                {
+                    if (at != stage)
+                        return;
+                    Volatile.Write(ref s_stalled, 1);
+                    Thread.Sleep(Timeout.Infinite);
+                };
+                s_unhold.Set();
+                reply = "ok";
+                return true;
+            }
+            case "lw-stalled":
+                reply = "ok " + Volatile.Read(ref s_stalled).ToString(CultureInfo.InvariantCulture);
                 return true;
             case "lw-state":
                 reply = "ok " + (Volatile.Read(ref s_holderState) switch { 1 => "waiting", 2 => "acquired", 3 => "done", 4 => "died " + s_holderDied, _ => "none" });
