@@ -42,6 +42,7 @@
  */
 using System.Globalization;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 using PgIpc.Platform;
 using PgIpc.Shmem;
 using PgIpc.Sync;
@@ -259,8 +260,11 @@ unsafe partial class DsmRegistry
                 + Interlocked.Increment(ref s_tmpSequence).ToString(CultureInfo.InvariantCulture) + ".tmp";
             try
             {
-                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                File.WriteAllText(tmp, sb.ToString());
+                // pg_dynshmem 0700 and the file 0600, each made with its mode (no wider window); renamed over the old one.
+                IFileSync files = _segment.Platform.Files;
+                files.CreatePrivateDirectory(Path.GetDirectoryName(path)!);
+                using (SafeFileHandle h = files.OpenPrivateFile(tmp, FileMode.CreateNew, FileShare.ReadWrite | FileShare.Delete, FileOptions.None))
+                    RandomAccess.Write(h, Encoding.UTF8.GetBytes(sb.ToString()), 0);
                 RenameOver(tmp, path);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
