@@ -27,7 +27,19 @@
  *   writer copies the table under ItemsLock, writes and renames, then
  *   checks the table's change count and writes again if it moved, so the
  *   last rename always carries the last state. A Create whose write fails
- *   gives its segment back and throws. The
+ *   gives its segment back and throws. The file is rewritten whole, not
+ *   patched or appended to: it holds at most MaxSegments short lines (1.5
+ *   KiB at the default 64), a rename replaces it atomically (an append or
+ *   in-place edit could be torn by a crash, and would need a parser for
+ *   half-written lines and a compaction), and one small write and rename
+ *   cost about what the segment's own creation costs (shm_open, ftruncate,
+ *   fallocate, mmap). Only changes of the set of live handles (create,
+ *   destroy) write it, never attach or detach. Coalescing writers would
+ *   not remove a write from a Create: its handle must be on disk before it
+ *   returns, so a Create can only wait for another writer's rename, not
+ *   skip its own; the retry loop above already folds in every change made
+ *   during a write. Files are created private (pg_dynshmem 0700, the file
+ *   0600, each mode given to the create call). The
  *   next Init that creates the table reads it and removes every object it
  *   names, and removes stray "mmap.*" files as dsm_cleanup_for_mmap does.
  *   Without a data directory CleanupLeftovers does the same for handles the
