@@ -82,7 +82,7 @@ internal class PosixDsmProvider : IDsmProvider
                 SafeFileHandle fd;
                 try
                 {
-                    fd = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+                    fd = s_files.OpenPrivateFile(path, FileMode.Open, FileShare.ReadWrite, FileOptions.None); // O_NOFOLLOW
                 }
                 catch (FileNotFoundException)
                 {
