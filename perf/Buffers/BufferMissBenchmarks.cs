@@ -93,7 +93,11 @@ public class BufferMissBenchmarks
     /// <summary>Relation 1: pages with a counter and filler, checksummed; relation 2: zero pages.</summary>
     internal static void WriteRelations(string dir)
     {
-        Directory.CreateDirectory(dir);
+        // 0700: a data directory open to others is refused (DataDirectoryPermissionException).
+        if (OperatingSystem.IsWindows())
+            Directory.CreateDirectory(dir);
+        else
+            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         byte[] page = new byte[BufferPool.BlockSize];
         using (var f = new FileStream(Path.Combine(dir, ChecksummedRel.ToString(System.Globalization.CultureInfo.InvariantCulture)), FileMode.Create))
         {

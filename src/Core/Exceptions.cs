@@ -89,6 +89,45 @@ public sealed class SharedMemoryNotAccessibleException : PgIpcException
     }
 }
 
+/// <summary>
+/// A data directory this process would use is not private to its user (checkDataDir): owned by another user, or
+/// open to the group beyond read and search, or to others at all. Its files would be readable or writable by
+/// others, or planted by them; the cluster refuses to start rather than trust or expose them.
+/// </summary>
+public sealed class DataDirectoryPermissionException : PgIpcException
+{
+    /// <summary>The data directory.</summary>
+    public string Path { get; }
+
+    /// <summary>Its owner's uid, or -1 when the OS could not say.</summary>
+    public long OwnerUid { get; }
+
+    /// <summary>This process's effective uid.</summary>
+    public long CurrentUid { get; }
+
+    /// <summary>Its permission bits.</summary>
+    public UnixFileMode Mode { get; }
+
+    public DataDirectoryPermissionException(string path, long ownerUid, long currentUid, UnixFileMode mode)
+        : base(Describe(path, ownerUid, currentUid, mode))
+    {
+        Path = path;
+        OwnerUid = ownerUid;
+        CurrentUid = currentUid;
+        Mode = mode;
+    }
+
+    private static string Describe(string path, long owner, long current, UnixFileMode mode)
+    {
+        string octal = Convert.ToString((int)mode & 0xFFF, 8).PadLeft(4, '0');
+        return owner >= 0 && owner != current
+            ? $"data directory \"{path}\" has wrong ownership: it is owned by uid {owner} (mode {octal}), and this process runs as uid {current}; " +
+              $"start the cluster as the user that owns the data directory, or give it to uid {current} (chown -R {current} \"{path}\")"
+            : $"data directory \"{path}\" has invalid permissions: mode {octal} (owner uid {owner}); it must be u=rwx (0700) or u=rwx,g=rx (0750); " +
+              $"fix it with chmod 0700 \"{path}\"";
+    }
+}
+
 /// <summary>The segment has no room for a request (PostgreSQL's "out of shared memory").</summary>
 public sealed class OutOfSharedMemoryException : PgIpcException
 {

@@ -49,6 +49,22 @@
  *   forced for other processes' slots by the internal forceSignalWake flag
  *   so tests cover it.
  *
+ *   Bounded descriptors. A duplicate is a descriptor of this process, one
+ *   per remote slot woken, and a process that wakes thousands of slots
+ *   over its life must not hold thousands (max_files_per_process is the
+ *   same concern in fd.c). At most MaxWakeDescriptors (64 by default)
+ *   duplicates are cached per view; taking one more closes another slot's
+ *   by a clock sweep: each entry has a reference bit, set by every wake
+ *   through it, and the hand clears set bits and closes the first cached
+ *   duplicate whose bit is clear. A victim's lock is only tried
+ *   (Lock.TryEnter), never waited for, while the waker holds its own
+ *   slot's lock, so two wakers evicting each other's entries cannot
+ *   deadlock; a busy entry is passed over (the count may then stay one
+ *   over the bound until the next refill sweeps again). An evicted entry
+ *   is emptied: the next wake of that slot refills it (pidfd_open and
+ *   pidfd_getfd again). A slot re-owned by another process closes its old
+ *   duplicate at the refill, as before.
+ *
  *   A dead owner (ESRCH) is cached as dead until the slot is re-owned. A
  *   dead owner's pid reused by an unrelated process could receive a
  *   harmless SIGURG, or, improbably, a write to an eventfd of its own that
@@ -98,14 +114,24 @@ internal struct LinuxLatchSlot
 /// <summary>eventfd latches woken through pidfd_getfd (or SIGURG), epoll wait sets, pidfd supervisor watch.</summary>
 internal sealed class LinuxLatchProvider : ILatchProvider
 {
+    /// <summary>Duplicated eventfds a view keeps at most (see the banner).</summary>
+    internal const int DefaultMaxWakeDescriptors = 64;
+
     private readonly bool _forceSignalWake;
+    private readonly int _maxWakeDescriptors;
 
     public LinuxLatchProvider() : this(forceSignalWake: false)
     {
     }
 
     /// <param name="forceSignalWake">Wake other processes' latches only with SIGURG (the fallback), even where pidfd_getfd works (this process's own latches are still written directly).</param>
-    internal LinuxLatchProvider(bool forceSignalWake) => _forceSignalWake = forceSignalWake;
+    /// <param name="maxWakeDescriptors">Most duplicated eventfds of other processes each view keeps open.</param>
+    internal LinuxLatchProvider(bool forceSignalWake, int maxWakeDescriptors = DefaultMaxWakeDescriptors)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxWakeDescriptors, 1);
+        _forceSignalWake = forceSignalWake;
+        _maxWakeDescriptors = maxWakeDescriptors;
+    }
 
     public unsafe int StorageSize => sizeof(LinuxLatchSlot);
 
@@ -114,13 +140,13 @@ internal sealed class LinuxLatchProvider : ILatchProvider
         LatchArgs.Validate(name, storage, stride, count, StorageSize, sizeof(int));
         for (int i = 0; i < count; i++)
             *(LinuxLatchSlot*)(storage + (nint)i * stride) = default;
-        return new LinuxLatchWakers(name, storage, stride, count, _forceSignalWake);
+        return new LinuxLatchWakers(name, storage, stride, count, _forceSignalWake, _maxWakeDescriptors);
     }
 
     public ILatchWakers Attach(string name, nint storage, int stride, int count)
     {
         LatchArgs.Validate(name, storage, stride, count, StorageSize, sizeof(int));
-        return new LinuxLatchWakers(name, storage, stride, count, _forceSignalWake);
+        return new LinuxLatchWakers(name, storage, stride, count, _forceSignalWake, _maxWakeDescriptors);
     }
 
     public IPlatformWaitSet CreateWaitSet(int capacity) => new EpollWaitSet(capacity);
@@ -181,6 +207,8 @@ internal sealed unsafe class LinuxLatchWakers : ILatchWakers
         public WakeMode Mode;
         /// <summary>Mode EventFd: this process's duplicate of the owner's eventfd.</summary>
         public SafeFdHandle? Fd;
+        /// <summary>The clock sweep's reference bit: set by each wake through Fd, cleared by the passing hand.</summary>
+        public bool Referenced;
     }
 
     private static readonly int s_selfPid = Environment.ProcessId;
@@ -195,13 +223,20 @@ internal sealed unsafe class LinuxLatchWakers : ILatchWakers
     private readonly LinuxLatchOwner?[] _owners;
     private readonly Lock _ownLock = new();
     private volatile bool _closed;
+    private readonly int _maxDescriptors;
+    /// <summary>Entries holding a duplicate (Interlocked: changed under each entry's own lock, so by several locks).</summary>
+    private int _descriptors;
+    /// <summary>The clock hand over _cache (Interlocked; taken modulo Count).</summary>
+    private uint _hand;
 
-    public LinuxLatchWakers(string name, nint storage, int stride, int count, bool forceSignal)
+    public LinuxLatchWakers(string name, nint storage, int stride, int count, bool forceSignal,
+        int maxDescriptors = LinuxLatchProvider.DefaultMaxWakeDescriptors)
     {
         _name = name;
         _storage = (byte*)storage;
         _stride = stride;
         _forceSignal = forceSignal;
+        _maxDescriptors = maxDescriptors;
         Count = count;
         _cache = new OwnerCache[count];
         _slotLocks = new Lock[count];
@@ -264,11 +299,18 @@ internal sealed unsafe class LinuxLatchWakers : ILatchWakers
                 if (_closed)
                     return;
                 ref OwnerCache c = ref _cache[index];
-                if ((c.Generation != gen || c.Pid != pid) && !Refill(ref c, slot, gen, pid, fd, _forceSignal))
-                    continue; // the owner changed while we duplicated its fd
+                if (c.Generation != gen || c.Pid != pid)
+                {
+                    bool refilled = Refill(ref c, slot, gen, pid, fd, _forceSignal, ref _descriptors);
+                    if (c.Fd is not null && Volatile.Read(ref _descriptors) > _maxDescriptors)
+                        EvictOne(index);
+                    if (!refilled)
+                        continue; // the owner changed while we duplicated its fd
+                }
                 switch (c.Mode)
                 {
                     case WakeMode.EventFd:
+                        c.Referenced = true;
                         LinuxLatchOwner.WriteOne(c.Fd!.Fd);
                         break;
                     case WakeMode.Signal:
@@ -282,13 +324,56 @@ internal sealed unsafe class LinuxLatchWakers : ILatchWakers
     }
 
     /// <summary>
-    /// Finds how to wake owner (gen, pid, fd) and caches it. False when the slot's generation moved meanwhile
-    /// (the entry is then empty). Allocates (SafeHandle, readlink); never throws.
+    /// The clock sweep (see the banner): closes one cached duplicate other than slot <paramref name="self"/>'s, whose
+    /// lock the caller holds. Victims' locks are only tried. Never throws.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static bool Refill(ref OwnerCache c, LinuxLatchSlot* slot, uint gen, int pid, int fd, bool forceSignal)
+    private void EvictOne(int self)
     {
-        c.Fd?.Dispose();
+        // Two full turns: the first may only clear reference bits.
+        for (int step = 0; step < 2 * Count; step++)
+        {
+            int j = (int)(Interlocked.Increment(ref _hand) % (uint)Count);
+            if (j == self || !_slotLocks[j].TryEnter())
+                continue;
+            try
+            {
+                ref OwnerCache v = ref _cache[j];
+                if (v.Fd is null)
+                    continue;
+                if (v.Referenced)
+                {
+                    v.Referenced = false;
+                    continue;
+                }
+                v.Fd.Dispose();
+                v = default; // empty: the next wake of slot j refills it
+                Interlocked.Decrement(ref _descriptors);
+                return;
+            }
+            finally
+            {
+                _slotLocks[j].Exit();
+            }
+        }
+    }
+
+    /// <summary>Duplicated eventfds this view holds now (at most the bound, see the banner; for tests).</summary>
+    internal int WakeDescriptors => Volatile.Read(ref _descriptors);
+
+    /// <summary>
+    /// Finds how to wake owner (gen, pid, fd) and caches it. False when the slot's generation moved meanwhile
+    /// (the entry is then empty). Keeps <paramref name="descriptors"/> (the count of entries holding a duplicate)
+    /// up to date. Allocates (SafeHandle, readlink); never throws.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool Refill(ref OwnerCache c, LinuxLatchSlot* slot, uint gen, int pid, int fd, bool forceSignal, ref int descriptors)
+    {
+        if (c.Fd is not null)
+        {
+            c.Fd.Dispose();
+            Interlocked.Decrement(ref descriptors);
+        }
         c = default;
         if (forceSignal)
         {
@@ -328,6 +413,7 @@ internal sealed unsafe class LinuxLatchWakers : ILatchWakers
             return true;
         }
         c = new OwnerCache { Generation = gen, Pid = pid, Mode = WakeMode.EventFd, Fd = handle };
+        Interlocked.Increment(ref descriptors);
         return true;
     }
 
@@ -379,7 +465,11 @@ internal sealed unsafe class LinuxLatchWakers : ILatchWakers
         {
             lock (_slotLocks[i])
             {
-                _cache[i].Fd?.Dispose();
+                if (_cache[i].Fd is { } dup)
+                {
+                    dup.Dispose();
+                    Interlocked.Decrement(ref _descriptors);
+                }
                 _cache[i] = default;
             }
         }

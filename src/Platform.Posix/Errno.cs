@@ -29,6 +29,8 @@ internal static class Errno
     public const int EPIPE = 32;
     public static int EIDRM => OperatingSystem.IsLinux() ? 43 : 82;
     public static int ENAMETOOLONG => OperatingSystem.IsLinux() ? 36 : 63;
+    /// <summary>open(O_NOFOLLOW) of a symbolic link (also too many links in a path).</summary>
+    public static int ELOOP => OperatingSystem.IsLinux() ? 40 : 62;
     /// <summary>Also EWOULDBLOCK: sem_trywait found the count at zero; futex FUTEX_WAIT found the word changed.</summary>
     public static int EAGAIN => OperatingSystem.IsLinux() ? 11 : 35;
     public static int ETIMEDOUT => OperatingSystem.IsLinux() ? 110 : 60;
@@ -44,6 +46,7 @@ internal static class Errno
     {
         if (errno == EIDRM) return "EIDRM";
         if (errno == ENAMETOOLONG) return "ENAMETOOLONG";
+        if (errno == ELOOP) return "ELOOP";
         if (errno == EAGAIN) return "EAGAIN";
         if (errno == ETIMEDOUT) return "ETIMEDOUT";
         if (errno == ENOSYS) return "ENOSYS";

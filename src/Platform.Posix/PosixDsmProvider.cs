@@ -11,7 +11,7 @@
  *   re-raised here as DsmNoSpaceException with PostgreSQL's wording.
  *
  *   Mmap kind: "<dataDir>/pg_dynshmem/mmap.<handle>", created exclusively
- *   with mode 0600, sized and (on Linux) reserved with posix_fallocate so a
+ *   with mode 0600 given to open itself (pg_dynshmem made 0700 by mkdir), sized and (on Linux) reserved with posix_fallocate so a
  *   full disk is reported at once, then mapped MAP_SHARED. The descriptor
  *   is a SafeFileHandle closed right after mmap.
  *
@@ -33,6 +33,7 @@ internal class PosixDsmProvider : IDsmProvider
     public const string MmapFilePrefix = "mmap.";
 
     private readonly PosixSharedMemory _shm = new();
+    private static readonly UnixFileSync s_files = new();
 
     public virtual IReadOnlyList<DsmImplementation> Implementations { get; } = [DsmImplementation.Posix, DsmImplementation.Mmap];
 
@@ -81,7 +82,7 @@ internal class PosixDsmProvider : IDsmProvider
                 SafeFileHandle fd;
                 try
                 {
-                    fd = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+                    fd = s_files.OpenPrivateFile(path, FileMode.Open, FileShare.ReadWrite, FileOptions.None); // O_NOFOLLOW
                 }
                 catch (FileNotFoundException)
                 {
@@ -122,14 +123,12 @@ internal class PosixDsmProvider : IDsmProvider
     private static IMappedSegment? CreateFile(uint handle, long size, string? dataDirectory)
     {
         string path = MmapPath(handle, dataDirectory);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        s_files.CreatePrivateDirectory(Path.GetDirectoryName(path)!); // pg_dynshmem: 0700 from mkdir on
         SafeFileHandle fd;
         try
         {
-            // Created 0600 right away (SetUnixFileMode before anything is written to it).
-            fd = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite);
-            if (!OperatingSystem.IsWindows())
-                File.SetUnixFileMode(fd, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            // 0600 given to open(O_CREAT | O_EXCL) itself: never a moment with the umask's 0644.
+            fd = s_files.OpenPrivateFile(path, FileMode.CreateNew, FileShare.ReadWrite, FileOptions.None);
         }
         catch (IOException) when (File.Exists(path))
         {

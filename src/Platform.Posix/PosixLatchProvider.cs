@@ -32,6 +32,15 @@
  *   FIFO paths are kept as NUL-terminated bytes, made once per set, so a
  *   Wake allocates nothing but the SafeHandle of a newly opened write end.
  *   Each slot's cache is guarded by its own lock; Wake never throws.
+ *   At most MaxWriteEnds (64 by default) write ends are cached per view,
+ *   so a process that wakes thousands of slots over its life does not hold
+ *   thousands of descriptors: opening one more closes another slot's by a
+ *   clock sweep (a reference bit per slot, set by each write through it;
+ *   the hand clears set bits and closes the first end whose bit is clear;
+ *   a victim's lock is only tried, never waited for, so wakers holding
+ *   their own slot's lock cannot deadlock). The evicted slot's next Wake
+ *   opens its FIFO again; bytes already written stay in the pipe, which
+ *   its owner holds open.
  *
  *   Supervisor death: the supervisor opens "pm" O_RDWR and keeps it open
  *   (CreateLifeline), O_CLOEXEC so no child holds it. A watcher opens it
@@ -66,14 +75,24 @@ internal sealed class PosixLatchProvider : ILatchProvider
 {
     internal const string DirectoryPrefix = "pgipc.";
 
+    /// <summary>Write ends a view keeps open at most (see the banner).</summary>
+    internal const int DefaultMaxWriteEnds = 64;
+
     private readonly bool _useSelect;
+    private readonly int _maxWriteEnds;
 
     public PosixLatchProvider() : this(useSelect: false)
     {
     }
 
     /// <param name="useSelect">Wait sets use select() instead of poll() (descriptors below 1024 only).</param>
-    internal PosixLatchProvider(bool useSelect) => _useSelect = useSelect;
+    /// <param name="maxWriteEnds">Most FIFO write ends each view keeps open.</param>
+    internal PosixLatchProvider(bool useSelect, int maxWriteEnds = DefaultMaxWriteEnds)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxWriteEnds, 1);
+        _useSelect = useSelect;
+        _maxWriteEnds = maxWriteEnds;
+    }
 
     public int StorageSize => 0;
 
@@ -111,7 +130,7 @@ internal sealed class PosixLatchProvider : ILatchProvider
             LibC.rmdir(dir);
             throw;
         }
-        return new PosixLatchWakers(name, dir, count);
+        return new PosixLatchWakers(name, dir, count, _maxWriteEnds);
     }
 
     public ILatchWakers Attach(string name, nint storage, int stride, int count)
@@ -120,7 +139,7 @@ internal sealed class PosixLatchProvider : ILatchProvider
         string dir = DirectoryOf(name);
         if (!Directory.Exists(dir))
             throw Errno.Exception("stat", Errno.ENOENT, $"latch directory {dir} of latch set \"{name}\" does not exist (not created, or destroyed)");
-        return new PosixLatchWakers(name, dir, count);
+        return new PosixLatchWakers(name, dir, count, _maxWriteEnds);
     }
 
     internal static string SlotPath(string dir, int index) => Path.Combine(dir, "l" + index.ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -235,12 +254,21 @@ internal sealed unsafe class PosixLatchWakers : ILatchWakers
     private readonly PosixLatchOwner?[] _owners;
     private readonly Lock _ownLock = new();
     private volatile bool _closed;
+    /// <summary>The clock sweep's reference bit per slot: set by each write through its end, under the slot's lock.</summary>
+    private readonly bool[] _referenced;
+    private readonly int _maxWriteEnds;
+    /// <summary>Cached write ends (Interlocked: changed under each slot's own lock, so by several locks).</summary>
+    private int _writeEnds;
+    /// <summary>The clock hand over the slots (Interlocked; taken modulo Count).</summary>
+    private uint _hand;
 
-    public PosixLatchWakers(string name, string dir, int count)
+    public PosixLatchWakers(string name, string dir, int count, int maxWriteEnds = PosixLatchProvider.DefaultMaxWriteEnds)
     {
         _name = name;
         _dir = dir;
         Count = count;
+        _maxWriteEnds = maxWriteEnds;
+        _referenced = new bool[count];
         _paths = new byte[count][];
         _writers = new SafeFdHandle?[count];
         _slotLocks = new Lock[count];
@@ -298,6 +326,8 @@ internal sealed unsafe class PosixLatchWakers : ILatchWakers
                     if (fd == -1)
                         return; // ENXIO: no owner now; anything else (ENOENT after Destroy): nothing to wake
                     _writers[index] = w = new SafeFdHandle(fd);
+                    if (Interlocked.Increment(ref _writeEnds) > _maxWriteEnds)
+                        EvictOne(index);
                 }
                 byte one = 1;
                 nint n;
@@ -309,15 +339,56 @@ internal sealed unsafe class PosixLatchWakers : ILatchWakers
                 }
                 while (e == Errno.EINTR);
                 if (n == 1 || e == Errno.EAGAIN)
+                {
+                    _referenced[index] = true;
                     return; // written, or the pipe is full: the owner has a wake-up pending
+                }
                 _writers[index] = null;
                 w.Dispose();
+                Interlocked.Decrement(ref _writeEnds);
                 if (e != Errno.EPIPE)
                     return;
                 // EPIPE: that owner left; a new one may have the FIFO open: reopen once.
             }
         }
     }
+
+    /// <summary>
+    /// The clock sweep (see the banner): closes one cached write end other than slot <paramref name="self"/>'s, whose
+    /// lock the caller holds. Victims' locks are only tried. Never throws.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void EvictOne(int self)
+    {
+        // Two full turns: the first may only clear reference bits.
+        for (int step = 0; step < 2 * Count; step++)
+        {
+            int j = (int)(Interlocked.Increment(ref _hand) % (uint)Count);
+            if (j == self || !_slotLocks[j].TryEnter())
+                continue;
+            try
+            {
+                if (_writers[j] is not { } victim)
+                    continue;
+                if (_referenced[j])
+                {
+                    _referenced[j] = false;
+                    continue;
+                }
+                _writers[j] = null;
+                victim.Dispose();
+                Interlocked.Decrement(ref _writeEnds);
+                return;
+            }
+            finally
+            {
+                _slotLocks[j].Exit();
+            }
+        }
+    }
+
+    /// <summary>Write ends this view holds open now (at most the bound, see the banner; for tests).</summary>
+    internal int WriteEnds => Volatile.Read(ref _writeEnds);
 
     public void Destroy()
     {
@@ -353,7 +424,11 @@ internal sealed unsafe class PosixLatchWakers : ILatchWakers
         {
             lock (_slotLocks[i])
             {
-                _writers[i]?.Dispose();
+                if (_writers[i] is { } w)
+                {
+                    w.Dispose();
+                    Interlocked.Decrement(ref _writeEnds);
+                }
                 _writers[i] = null;
             }
         }

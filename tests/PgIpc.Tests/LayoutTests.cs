@@ -102,7 +102,7 @@ public sealed class LayoutTests
         typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters),
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
-        typeof(PgIpc.Platform.WaitEvent), typeof(PgIpc.Latch.WaitEventId),
+        typeof(PgIpc.Platform.WaitEvent), typeof(PgIpc.Latch.WaitEventId), typeof(PgIpc.Platform.FileOwnership),
         // shm_toc / shm_mq: a chunk view, the size estimator, a message's pieces on the stack.
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
         // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.

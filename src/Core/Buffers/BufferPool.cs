@@ -42,11 +42,15 @@ namespace PgIpc.Buffers;
 /// <summary>Size of the pool and where its relations live.</summary>
 public sealed record BufferPoolOptions(int NumBuffers, string DataDirectory, int BlocksPerSegment = Smgr.DefaultBlocksPerSegment)
 {
+    /// <summary>Most relation segment files each process keeps open (max_files_per_process; see <see cref="Smgr.MaxOpenFiles"/>).</summary>
+    public int MaxOpenFiles { get; init; } = Smgr.DefaultMaxOpenFiles;
+
     internal void Validate()
     {
         if (NumBuffers < 16 || NumBuffers > 1 << 30)
             throw new ArgumentOutOfRangeException(nameof(NumBuffers), NumBuffers, "shared buffers must be between 16 and 2^30");
         ArgumentException.ThrowIfNullOrEmpty(DataDirectory);
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxOpenFiles, 1);
     }
 }
 
@@ -187,7 +191,7 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
             throw new PgIpcException($"the buffer pool in this segment has {control->NumBuffers} buffers; asked for {n}");
         byte* basePtr = blocks.Pointer - blocks.Offset;
         // The shared pool's files must survive a crash: the Smgr fsyncs the directory of each file it creates.
-        var smgr = new Smgr(options.DataDirectory, options.BlocksPerSegment) { Files = segment.Platform.Files };
+        var smgr = new Smgr(options.DataDirectory, options.BlocksPerSegment, options.MaxOpenFiles, segment.Platform.Files) { Files = segment.Platform.Files };
         return new BufferPool(procs, (BufferDesc*)descs.Pointer, basePtr + blocksOffset, control, (LWLockPadded*)locks.Pointer,
             table, smgr);
     }

@@ -46,6 +46,30 @@
  *   for a host that carries on regardless, it stays pending and the next
  *   extension or Sync of this process fsyncs the directory again.
  *
+ *   Open files (fd.c's virtual file descriptors, max_files_per_process).
+ *   A process may touch more segment files than it may hold descriptors
+ *   for, so at most MaxOpenFiles are kept open: a table of open files and
+ *   an LRU list (most recently used first), both under the handle-table
+ *   lock. Using a file moves it to the front; opening one more than the
+ *   limit closes the one at the back; a closed file is opened again, by
+ *   name, at its next use. The pending-fsync set (_dirty) is kept by key,
+ *   not by descriptor, so closing a file never loses its sync: Sync reopens
+ *   every file it must fsync (as md.c's mdsyncfiletag opens by path). On
+ *   Linux since 4.13 a write-back error is recorded on the file and
+ *   reported to the next fsync of any descriptor opened before it was seen,
+ *   a new one included (4.16), so the reopened descriptor's fsync still
+ *   fails after an error, as PostgreSQL relies on too. I/O runs outside the
+ *   lock: the handle is taken with DangerousAddRef under the lock and
+ *   released after the call, so an LRU close while another thread reads
+ *   only marks the handle, and the descriptor closes when that I/O ends
+ *   (threads in flight may hold a few more than the limit, briefly).
+ *
+ *   Files are private: the data directory is created 0700 and checked at
+ *   open (owner and mode, DataDirectoryCheck), a new segment file is created
+ *   0600 in the open call itself, and an existing one is opened without
+ *   following a symbolic link (IFileSync.OpenPrivateFile: O_NOFOLLOW), so a
+ *   link planted among the relation files is refused, not followed.
+ *
  *   One Smgr per process (it belongs to the process's BufferPool view); the
  *   handle table is guarded by a monitor, I/O itself is lock-free.
  *
@@ -76,7 +100,13 @@ public sealed class Smgr : IDisposable
     /// <summary>Blocks per segment file (RELSEG_SIZE: 1 GiB of 8 KiB blocks).</summary>
     public const int DefaultBlocksPerSegment = 131072;
 
-    private readonly Dictionary<(uint Rel, ForkNumber Fork, uint Seg), SafeFileHandle> _files = [];
+    /// <summary>The default <see cref="MaxOpenFiles"/>: well under the usual soft limit of 1024 descriptors.</summary>
+    public const int DefaultMaxOpenFiles = 64;
+
+    // The open files (_lock): the table by key, and the LRU list they are also on, most recently used first.
+    private readonly Dictionary<(uint Rel, ForkNumber Fork, uint Seg), LinkedListNode<OpenFile>> _files = [];
+    private readonly LinkedList<OpenFile> _lru = new();
+    private readonly IFileSync _fileSystem;
     private readonly HashSet<(uint Rel, ForkNumber Fork, uint Seg)> _dirty = [];
     // Files whose sync request this process forwarded, with the queue's absorb cycle at the time (_lock).
     private readonly Dictionary<(uint Rel, ForkNumber Fork, uint Seg), uint> _forwarded = [];
@@ -86,18 +116,53 @@ public sealed class Smgr : IDisposable
     private long _writes;
     private bool _disposed;
 
-    public Smgr(string dataDirectory, int blocksPerSegment = DefaultBlocksPerSegment)
+    /// <summary>
+    /// Opens the storage manager over <paramref name="dataDirectory"/>, created 0700 when missing; an existing one
+    /// must be this user's and private (<see cref="DataDirectoryPermissionException"/> otherwise). At most
+    /// <paramref name="maxOpenFiles"/> segment files are kept open at once (see the banner).
+    /// </summary>
+    public Smgr(string dataDirectory, int blocksPerSegment = DefaultBlocksPerSegment, int maxOpenFiles = DefaultMaxOpenFiles)
+        : this(dataDirectory, blocksPerSegment, maxOpenFiles, PgIpcPlatform.Current.Files)
+    {
+    }
+
+    /// <param name="fileSystem">How files are created, opened and checked (the segment's platform).</param>
+    internal Smgr(string dataDirectory, int blocksPerSegment, int maxOpenFiles, IFileSync fileSystem)
     {
         ArgumentException.ThrowIfNullOrEmpty(dataDirectory);
         ArgumentOutOfRangeException.ThrowIfLessThan(blocksPerSegment, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxOpenFiles, 1);
+        ArgumentNullException.ThrowIfNull(fileSystem);
         DataDirectory = dataDirectory;
         BlocksPerSegment = blocksPerSegment;
-        Directory.CreateDirectory(dataDirectory);
+        MaxOpenFiles = maxOpenFiles;
+        _fileSystem = fileSystem;
+        DataDirectoryCheck.CreateOrCheck(fileSystem, dataDirectory);
     }
 
     public string DataDirectory { get; }
 
     public int BlocksPerSegment { get; }
+
+    /// <summary>Most segment files this Smgr keeps open (max_files_per_process); the least recently used is closed first.</summary>
+    public int MaxOpenFiles { get; }
+
+    /// <summary>Segment files open now (at most <see cref="MaxOpenFiles"/>).</summary>
+    public int OpenFiles
+    {
+        get
+        {
+            lock (_lock)
+                return _files.Count;
+        }
+    }
+
+    /// <summary>An open segment file on the LRU list.</summary>
+    private sealed class OpenFile((uint Rel, ForkNumber Fork, uint Seg) key, SafeFileHandle handle)
+    {
+        public readonly (uint Rel, ForkNumber Fork, uint Seg) Key = key;
+        public readonly SafeFileHandle Handle = handle;
+    }
 
     /// <summary>Blocks read from disk by this process (pg_stat_io reads).</summary>
     public long Reads => Interlocked.Read(ref _reads);
@@ -150,7 +215,7 @@ public sealed class Smgr : IDisposable
     public void Create(uint rel, ForkNumber fork)
     {
         lock (_lock)
-            _ = Open(rel, fork, 0, create: true);
+            _ = OpenLocked(rel, fork, 0, create: true);
     }
 
     /// <summary>Reads one block into <paramref name="page"/>; throws naming the block when it is not on disk (mdreadv).</summary>
@@ -160,9 +225,7 @@ public sealed class Smgr : IDisposable
         BeforeRead?.Invoke(tag);
         uint segno = tag.BlockNumber / (uint)BlocksPerSegment;
         // The path is built only for an error message: a read allocates nothing.
-        SafeFileHandle? h;
-        lock (_lock)
-            h = Open(tag.RelNumber, tag.Fork, segno, create: false);
+        SafeFileHandle? h = Acquire(tag.RelNumber, tag.Fork, segno, create: false);
         if (h is null)
             throw new SmgrException(tag, $"could not read block {tag.BlockNumber}: file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\" does not exist");
         long offset = (long)(tag.BlockNumber % (uint)BlocksPerSegment) * BufferPool.BlockSize;
@@ -180,6 +243,10 @@ public sealed class Smgr : IDisposable
         catch (IOException e)
         {
             throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": {e.Message}", e);
+        }
+        finally
+        {
+            h.DangerousRelease();
         }
         if (total < page.Length)
             throw new SmgrException(tag, $"could not read block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": read only {total} of {page.Length} bytes");
@@ -212,26 +279,33 @@ public sealed class Smgr : IDisposable
         SafeFileHandle? h;
         lock (_lock)
         {
-            h = Open(tag.RelNumber, tag.Fork, segno, create: extend);
+            h = AcquireLocked(tag.RelNumber, tag.Fork, segno, create: extend);
             if (h is not null)
                 _dirty.Add((tag.RelNumber, tag.Fork, segno));
         }
         if (h is null)
             throw new SmgrException(tag, $"could not write block {tag.BlockNumber}: file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\" does not exist");
-        long offset = (long)(tag.BlockNumber % (uint)BlocksPerSegment) * BufferPool.BlockSize;
         try
         {
-            if (!extend && RandomAccess.GetLength(h) < offset + page.Length)
-                throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": the block is beyond the end of the file");
-            RandomAccess.Write(h, page, offset);
+            long offset = (long)(tag.BlockNumber % (uint)BlocksPerSegment) * BufferPool.BlockSize;
+            try
+            {
+                if (!extend && RandomAccess.GetLength(h) < offset + page.Length)
+                    throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": the block is beyond the end of the file");
+                RandomAccess.Write(h, page, offset);
+            }
+            catch (IOException e)
+            {
+                throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": {e.Message}", e);
+            }
+            Interlocked.Increment(ref _writes);
+            if (SyncRequests is { } queue)
+                RegisterDirtySegment(queue, tag, (tag.RelNumber, tag.Fork, segno), h);
         }
-        catch (IOException e)
+        finally
         {
-            throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": {e.Message}", e);
+            h.DangerousRelease();
         }
-        Interlocked.Increment(ref _writes);
-        if (SyncRequests is { } queue)
-            RegisterDirtySegment(queue, tag, (tag.RelNumber, tag.Fork, segno), h);
     }
 
     /// <summary>
@@ -294,12 +368,18 @@ public sealed class Smgr : IDisposable
         uint blocks = 0;
         for (uint segno = 0; ; segno++)
         {
-            SafeFileHandle? h;
-            lock (_lock)
-                h = Open(rel, fork, segno, create: false);
+            SafeFileHandle? h = Acquire(rel, fork, segno, create: false);
             if (h is null)
                 return blocks;
-            long n = RandomAccess.GetLength(h) / BufferPool.BlockSize;
+            long n;
+            try
+            {
+                n = RandomAccess.GetLength(h) / BufferPool.BlockSize;
+            }
+            finally
+            {
+                h.DangerousRelease();
+            }
             blocks += (uint)n;
             if (n < BlocksPerSegment)
                 return blocks;
@@ -333,12 +413,18 @@ public sealed class Smgr : IDisposable
             (uint rel, ForkNumber fork, uint seg) = keys[i];
             try
             {
-                SafeFileHandle? h;
-                lock (_lock)
-                    h = Open(rel, fork, seg, create: false);
+                // A file the LRU closed since it was written is opened again here: its sync is never dropped.
+                SafeFileHandle? h = Acquire(rel, fork, seg, create: false);
                 if (h is null)
                     continue;
-                FlushToDisk(h, rel, fork, seg);
+                try
+                {
+                    FlushToDisk(h, rel, fork, seg);
+                }
+                finally
+                {
+                    h.DangerousRelease();
+                }
                 synced++;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -360,14 +446,43 @@ public sealed class Smgr : IDisposable
         RandomAccess.FlushToDisk(h);
     }
 
-    private SafeFileHandle? Open(uint rel, ForkNumber fork, uint segno, bool create)
+    /// <summary>
+    /// The file's handle with a reference taken (DangerousAddRef: the caller releases it after its I/O), opening
+    /// the file if it is not open; null when it does not exist and <paramref name="create"/> is false.
+    /// </summary>
+    private SafeFileHandle? Acquire(uint rel, ForkNumber fork, uint segno, bool create)
+    {
+        lock (_lock)
+            return AcquireLocked(rel, fork, segno, create);
+    }
+
+    private SafeFileHandle? AcquireLocked(uint rel, ForkNumber fork, uint segno, bool create)
+    {
+        SafeFileHandle? h = OpenLocked(rel, fork, segno, create);
+        if (h is null)
+            return null;
+        bool added = false;
+        h.DangerousAddRef(ref added); // cannot fail: the handle is open and only closed under _lock
+        return h;
+    }
+
+    /// <summary>
+    /// The file's handle, opened (and made most recently used) if need be, closing the least recently used file when
+    /// <see cref="MaxOpenFiles"/> are open; null when it does not exist and <paramref name="create"/> is false. Under _lock.
+    /// </summary>
+    private SafeFileHandle? OpenLocked(uint rel, ForkNumber fork, uint segno, bool create)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_files.TryGetValue((rel, fork, segno), out SafeFileHandle? h))
+        if (_files.TryGetValue((rel, fork, segno), out LinkedListNode<OpenFile>? node))
         {
+            if (node != _lru.First)
+            {
+                _lru.Remove(node); // reuses the node: the hit path allocates nothing
+                _lru.AddFirst(node);
+            }
             if (create && _directorySyncPending)
                 FsyncDataDirectoryLocked(); // a creation whose directory fsync failed: retried by the next extension
-            return h;
+            return node.Value.Handle;
         }
         string path = PathOf(rel, fork, segno);
         bool exists = File.Exists(path);
@@ -375,20 +490,29 @@ public sealed class Smgr : IDisposable
             return null;
         // FileShare.ReadWrite | Delete: every process of the cluster opens the same files. CreateNew tells this
         // process it made the file (and owes its directory an fsync); losing a creation race opens the winner's.
+        // CreateNew makes it 0600 from the start; Open refuses a symbolic link (IFileSync.OpenPrivateFile).
         bool created = false;
+        SafeFileHandle? h = null;
         if (!exists)
         {
             try
             {
-                h = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
+                h = _fileSystem.OpenPrivateFile(path, FileMode.CreateNew, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
                 created = true;
             }
             catch (IOException) when (File.Exists(path))
             {
             }
         }
-        h ??= File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
-        _files.Add((rel, fork, segno), h);
+        h ??= _fileSystem.OpenPrivateFile(path, FileMode.Open, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
+        while (_files.Count >= MaxOpenFiles && _lru.Last is { } victim)
+        {
+            // FileClose of the least recently used: its pending fsync stays in _dirty, by key (see the banner).
+            _lru.RemoveLast();
+            _files.Remove(victim.Value.Key);
+            victim.Value.Handle.Dispose(); // closes now, or when an I/O in flight releases its reference
+        }
+        _files.Add((rel, fork, segno), _lru.AddFirst(new OpenFile((rel, fork, segno), h)));
         if (created)
             _directorySyncPending = true;
         if (create && _directorySyncPending)
@@ -433,8 +557,9 @@ public sealed class Smgr : IDisposable
             if (_disposed)
                 return;
             _disposed = true;
-            foreach (SafeFileHandle h in _files.Values)
-                h.Dispose();
+            foreach (OpenFile f in _lru)
+                f.Handle.Dispose();
+            _lru.Clear();
             _files.Clear();
         }
     }

@@ -27,7 +27,19 @@
  *   writer copies the table under ItemsLock, writes and renames, then
  *   checks the table's change count and writes again if it moved, so the
  *   last rename always carries the last state. A Create whose write fails
- *   gives its segment back and throws. The
+ *   gives its segment back and throws. The file is rewritten whole, not
+ *   patched or appended to: it holds at most MaxSegments short lines (1.5
+ *   KiB at the default 64), a rename replaces it atomically (an append or
+ *   in-place edit could be torn by a crash, and would need a parser for
+ *   half-written lines and a compaction), and one small write and rename
+ *   cost about what the segment's own creation costs (shm_open, ftruncate,
+ *   fallocate, mmap). Only changes of the set of live handles (create,
+ *   destroy) write it, never attach or detach. Coalescing writers would
+ *   not remove a write from a Create: its handle must be on disk before it
+ *   returns, so a Create can only wait for another writer's rename, not
+ *   skip its own; the retry loop above already folds in every change made
+ *   during a write. Files are created private (pg_dynshmem 0700, the file
+ *   0600, each mode given to the create call). The
  *   next Init that creates the table reads it and removes every object it
  *   names, and removes stray "mmap.*" files as dsm_cleanup_for_mmap does.
  *   Without a data directory CleanupLeftovers does the same for handles the
@@ -42,6 +54,7 @@
  */
 using System.Globalization;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 using PgIpc.Platform;
 using PgIpc.Shmem;
 using PgIpc.Sync;
@@ -259,8 +272,11 @@ unsafe partial class DsmRegistry
                 + Interlocked.Increment(ref s_tmpSequence).ToString(CultureInfo.InvariantCulture) + ".tmp";
             try
             {
-                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                File.WriteAllText(tmp, sb.ToString());
+                // pg_dynshmem 0700 and the file 0600, each made with its mode (no wider window); renamed over the old one.
+                IFileSync files = _segment.Platform.Files;
+                files.CreatePrivateDirectory(Path.GetDirectoryName(path)!);
+                using (SafeFileHandle h = files.OpenPrivateFile(tmp, FileMode.CreateNew, FileShare.ReadWrite | FileShare.Delete, FileOptions.None))
+                    RandomAccess.Write(h, Encoding.UTF8.GetBytes(sb.ToString()), 0);
                 RenameOver(tmp, path);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

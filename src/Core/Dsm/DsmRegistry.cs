@@ -152,6 +152,8 @@ public sealed unsafe partial class DsmRegistry
             throw new ArgumentException($"backend {segment.Platform.Name} offers dynamic shared memory implementations {string.Join(", ", provider.Implementations)}, not {kind}", nameof(options));
         if (kind == DsmImplementation.Mmap && string.IsNullOrEmpty(options.DataDirectory))
             throw new ArgumentException("the mmap dynamic shared memory implementation needs a data directory", nameof(options));
+        if (options.DataDirectory is not null)
+            DataDirectoryCheck.CreateOrCheck(segment.Platform.Files, options.DataDirectory); // ours and private, or created 0700
         lock (s_registryLock)
         {
             if (s_bySegment.TryGetValue(segment, out DsmRegistry? existing))

@@ -122,7 +122,7 @@ internal static class BuiltinModules
     {
         options.Validate();
         var w = new OptionsWriter();
-        w.Int(options.NumBuffers).Int(options.BlocksPerSegment).String(options.DataDirectory);
+        w.Int(options.NumBuffers).Int(options.BlocksPerSegment).String(options.DataDirectory).Int(options.MaxOpenFiles);
         return new BuiltinModule<BufferPool>(BufferPoolName, BufferPoolName, _ => BufferPool.ShmemSize(options),
             c =>
             {
@@ -196,7 +196,8 @@ internal static class BuiltinModules
             {
                 int n = r.Int(), blocks = r.Int();
                 string dir = r.String();
-                return BufferPoolModule(Checked(name, () => new BufferPoolOptions(n, dir, blocks)));
+                int maxOpenFiles = r.Int();
+                return BufferPoolModule(Checked(name, () => new BufferPoolOptions(n, dir, blocks) { MaxOpenFiles = maxOpenFiles }));
             }
             case Checkpointer.ShmemName:
             {

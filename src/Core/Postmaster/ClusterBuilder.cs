@@ -60,6 +60,7 @@ public sealed class ClusterBuilder
     internal TimeSpan StopGraceValue { get; private set; } = TimeSpan.FromSeconds(2);
     internal int? BufferCountValue { get; private set; }
     internal int BlocksPerSegmentValue { get; private set; } = Smgr.DefaultBlocksPerSegment;
+    internal int MaxOpenFilesValue { get; private set; } = Smgr.DefaultMaxOpenFiles;
     internal CheckpointerOptions? CheckpointerValue { get; private set; }
     internal BgWriterOptions? BgWriterValue { get; private set; }
 
@@ -116,6 +117,17 @@ public sealed class ClusterBuilder
         ArgumentOutOfRangeException.ThrowIfLessThan(blocksPerSegment, 1);
         BufferCountValue = numBuffers;
         BlocksPerSegmentValue = blocksPerSegment;
+        return this;
+    }
+
+    /// <summary>
+    /// max_files_per_process: the most relation segment files each process of the cluster keeps open at once (the
+    /// least recently used is closed and reopened at its next use). Default <see cref="Smgr.DefaultMaxOpenFiles"/>.
+    /// </summary>
+    public ClusterBuilder WithMaxOpenFiles(int maxOpenFiles)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxOpenFiles, 1);
+        MaxOpenFilesValue = maxOpenFiles;
         return this;
     }
 
@@ -217,7 +229,7 @@ public sealed class ClusterBuilder
         => BufferCountValue is not int n ? null
             : DataDirectoryValue is null
                 ? throw new InvalidOperationException($"cluster \"{Key}\": WithBufferPool({n}) needs a data directory for its relation files; call WithDataDirectory")
-                : new BufferPoolOptions(n, DataDirectoryValue, BlocksPerSegmentValue);
+                : new BufferPoolOptions(n, DataDirectoryValue, BlocksPerSegmentValue) { MaxOpenFiles = MaxOpenFilesValue };
 
     internal DsmOptions EffectiveDsmOptions
         => DsmSettings.DataDirectory is null && DataDirectoryValue is not null ? DsmSettings with { DataDirectory = DataDirectoryValue } : DsmSettings;

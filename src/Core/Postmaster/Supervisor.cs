@@ -139,6 +139,8 @@ public sealed partial class Supervisor : IDisposable
     {
         IPgIpcPlatform platform = b.PlatformChoice ?? PgIpcPlatform.Current;
         IReadOnlyList<ShmemModule> modules = b.Modules(); // throws on bad options, before anything is made
+        if (b.DataDirectoryValue is { } dataDirectory)
+            DataDirectoryCheck.CreateOrCheck(platform.Files, dataDirectory); // checkDataDir, before shared memory is made
         var s = new Supervisor(b, platform);
         s.InitShmem(modules);
         s._incarnation = 1;

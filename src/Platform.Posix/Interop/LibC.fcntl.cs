@@ -16,6 +16,14 @@ internal static unsafe partial class LibC
     public static int O_CLOEXEC => OperatingSystem.IsLinux() ? 0x80000 : OperatingSystem.IsMacOS() ? 0x1000000 : 0x100000;
 
     /// <summary>
+    /// O_NOFOLLOW: open fails with ELOOP when the last component is a symbolic link. Linux's value depends on the
+    /// architecture (the generic one, also x86-64's, is 0x20000; arm and arm64 use 0x8000); 0x100 on macOS and the BSDs.
+    /// </summary>
+    public static int O_NOFOLLOW => OperatingSystem.IsLinux()
+        ? (System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x8000 : 0x20000)
+        : 0x100;
+
+    /// <summary>
     /// int open(const char *pathname, int flags, ...): declared without the variadic mode, which only O_CREAT
     /// reads (never passed here). pathname is a NUL-terminated byte string so callers can keep it preallocated.
     /// Returns the fd, or -1 with errno. On a FIFO: O_RDONLY | O_NONBLOCK always succeeds; O_WRONLY | O_NONBLOCK

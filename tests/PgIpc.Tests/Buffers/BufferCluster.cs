@@ -36,7 +36,7 @@ internal sealed class BufferCluster : IDisposable
         _supervisor = supervisor;
         _cluster = cluster;
         Pool = cluster.Get<BufferPool>();
-        Options = new BufferPoolOptions(Pool.NumBuffers, Pool.Smgr.DataDirectory, Pool.Smgr.BlocksPerSegment);
+        Options = new BufferPoolOptions(Pool.NumBuffers, Pool.Smgr.DataDirectory, Pool.Smgr.BlocksPerSegment) { MaxOpenFiles = Pool.Smgr.MaxOpenFiles };
         Checkpointer = cluster.Get<Checkpointer>();
         _ownsDirectory = ownsDirectory;
     }
@@ -46,13 +46,14 @@ internal sealed class BufferCluster : IDisposable
 
     /// <summary>A new cluster; over <paramref name="dataDirectory"/> if given (left in place), else over a fresh one (deleted on Dispose).</summary>
     public static BufferCluster Create(IPgIpcPlatform platform, int numBuffers, int blocksPerSegment = Smgr.DefaultBlocksPerSegment,
-        string? dataDirectory = null)
+        string? dataDirectory = null, int maxOpenFiles = Smgr.DefaultMaxOpenFiles)
     {
         Supervisor s = new ClusterBuilder(TestEnvironment.UniqueKey("buf"))
             .WithPlatform(platform)
             .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 16, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
             .WithDataDirectory(dataDirectory ?? NewDataDirectory())
             .WithBufferPool(numBuffers, blocksPerSegment)
+            .WithMaxOpenFiles(maxOpenFiles)
             .WithCheckpointer(CheckpointerOptions)
             .WithLog(TextWriter.Null)
             .Build();

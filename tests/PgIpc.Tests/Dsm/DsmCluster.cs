@@ -74,7 +74,11 @@ internal sealed class DsmCluster : IDisposable
     public static string NewDataDirectory()
     {
         string d = Path.Combine(Path.GetTempPath(), "pgipc-dsm-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(d);
+        // 0700, as a data directory must be (DataDirectoryPermissionException otherwise); Windows has no modes.
+        if (OperatingSystem.IsWindows())
+            Directory.CreateDirectory(d);
+        else
+            Directory.CreateDirectory(d, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         return d;
     }
 }

@@ -10,6 +10,7 @@
  *                                         the structure <struct>, stride LatchStorage.MaxSize; <variant> as
  *                                         the test fixture's: linux-signal, posix-select, or a backend name)
  *     latch-own <i>                    -> ok               (Own slot i; a wait set watches it)
+ *     latch-own-range <from> <n>       -> ok               (Own slots from..from+n-1, kept, in no wait set)
  *     latch-wait <ms>                  -> ok set | ok timeout
  *     latch-wake <i>                   -> ok
  *     latch-wake-many <i> <n>          -> ok <bytes>       (n Wakes of slot i to warm up, then n more; the
@@ -62,6 +63,13 @@ internal static class LatchWorkerCommands
                 s_owner = Wakers().Own(Int(a[1]));
                 Set().AddLatch(s_owner);
                 return true;
+            case "latch-own-range":
+            {
+                int from = Int(a[1]), n = Int(a[2]);
+                for (int i = from; i < from + n; i++)
+                    s_keep.Add(Wakers().Own(i));
+                return true;
+            }
             case "latch-wait":
             {
                 Span<WaitEvent> occurred = new WaitEvent[4];
