@@ -207,6 +207,7 @@ internal static class TestWorker
                 if (PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryExecute(a, seg, out string pmReply)) return pmReply; // pm-*: Postmaster/PostmasterWorkerCommands.cs
                 if (PgIpc.Tests.Buffers.BufferWorkerCommands.TryExecute(a, seg, out string bufReply)) return bufReply; // buf-*: Buffers/BufferWorkerCommands.cs
                 if (PgIpc.Tests.Shmem.PosixCreationWorkerCommands.TryExecute(a, out string pcReply)) return pcReply; // shm-creating: Shmem/PosixUnfinishedCreationTests.cs
+                if (PgIpc.Tests.Proc.DetachWorkerCommands.TryExecute(a, platform, out string dtReply)) return dtReply; // detach-*: Proc/DetachWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");
         }
     }

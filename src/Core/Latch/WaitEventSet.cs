@@ -137,6 +137,7 @@ public sealed unsafe class WaitEventSet : IDisposable
         if (occurred.Length == 0)
             throw new ArgumentException("room for at least one event is needed", nameof(occurred));
         ArgumentOutOfRangeException.ThrowIfLessThan(timeoutMs, -1);
+        _owner.ThrowIfLeaveRequested();
         PgProc* proc = _owner.Proc;
         bool watchLatch = _latchPosition >= 0 && _events[_latchPosition] == WaitEvents.LatchSet;
         long start = timeoutMs > 0 ? Stopwatch.GetTimestamp() : 0;
@@ -154,6 +155,8 @@ public sealed unsafe class WaitEventSet : IDisposable
                     if (Volatile.Read(ref proc->Latch.IsSet) != 0)
                     {
                         Volatile.Write(ref proc->Latch.MaybeSleeping, 0);
+                        // The segment's detach sets the latch of every participant it asks to leave.
+                        _owner.ThrowIfLeaveRequested();
                         occurred[0] = new WaitEvent(_latchPosition, WaitEvents.LatchSet, 0, _userData[_latchPosition]);
                         int count = 1;
                         // Report ready sockets and handles too (one non-blocking look). Not for a latch-only set (or

@@ -47,7 +47,11 @@ public sealed unsafe class Participant : IDisposable
     internal readonly PgProc* Proc;
     private readonly HeldLWLock[] _held = new HeldLWLock[LWLock.MaxHeldLocks];
     private int _numHeld;
+    // 0 open; 1 closed (left, or closed for its thread); 2 asked to leave: the segment is being detached in this
+    // process while this participant's thread is still inside it (ProcArray.AskOtherThreadsToLeave). Written with
+    // CAS; read by this participant's thread (plain loads in the LWLock checks, volatile elsewhere).
     private int _closed;
+    private const int Open = 0, Closed = 1, Leaving = 2;
     private readonly ILatchOwner _latchOwner;
     private readonly Latch.WaitEventSet?[] _latchSets = new Latch.WaitEventSet?[4];
     private readonly Action<Participant>?[] _signalHandlers = new Action<Participant>?[64];
@@ -183,7 +187,7 @@ public sealed unsafe class Participant : IDisposable
         get
         {
             Participant? p = t_current;
-            if (p is null || p._closed != 0)
+            if (p is null || p._closed == Closed)
                 ThrowNotParticipant();
             return p!;
         }
@@ -195,7 +199,7 @@ public sealed unsafe class Participant : IDisposable
         get
         {
             Participant? p = t_current;
-            return p is null || p._closed != 0 ? null : p;
+            return p is null || p._closed == Closed ? null : p;
         }
     }
 
@@ -215,7 +219,18 @@ public sealed unsafe class Participant : IDisposable
     public int HeldLockCount => _numHeld;
 
     /// <summary>True once disposed.</summary>
-    public bool IsDisposed => Volatile.Read(ref _closed) != 0;
+    public bool IsDisposed => Volatile.Read(ref _closed) == Closed;
+
+    /// <summary>
+    /// True once the segment is being detached in this process (a Dispose of the cluster, a crash restart in the
+    /// supervisor) while this participant's thread was still inside it: every later lock, wait or interrupt check
+    /// throws <see cref="ObjectDisposedException"/>, and the thread is expected to unwind and dispose the participant.
+    /// Held locks can still be released.
+    /// </summary>
+    public bool LeaveRequested => Volatile.Read(ref _closed) == Leaving;
+
+    /// <summary>Asks this participant's thread to leave (see <see cref="LeaveRequested"/>); false when it has left already.</summary>
+    internal bool RequestLeave() => Interlocked.CompareExchange(ref _closed, Leaving, Open) == Open;
 
     /// <summary>
     /// What this participant is waiting for, for diagnostics (PostgreSQL's wait_event_info, kept as a uint in its
@@ -252,8 +267,8 @@ public sealed unsafe class Participant : IDisposable
     {
         if ((uint)mode > (uint)LWLockMode.Shared)
             throw new ArgumentOutOfRangeException(nameof(mode), mode, "an LWLock is acquired Exclusive or Shared");
-        if (_closed != 0)
-            throw new ObjectDisposedException(nameof(Participant), $"participant {ProcNumber} has left");
+        if (_closed != Open)
+            ThrowClosedOrLeaving();
         if (_numHeld >= LWLock.MaxHeldLocks)
             throw new LWLockUsageException($"too many LWLocks taken: participant {ProcNumber} already holds {_numHeld}, the limit is {LWLock.MaxHeldLocks}");
         throw new LWLockUsageException($"participant {ProcNumber} is already waiting for an LWLock; it cannot acquire another until that wait ends");
@@ -363,7 +378,7 @@ public sealed unsafe class Participant : IDisposable
     public void Dispose()
     {
         // Closed already (also when the segment was detached: the slot memory may be unmapped by now).
-        if (Volatile.Read(ref _closed) != 0)
+        if (Volatile.Read(ref _closed) == Closed)
             return;
         if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
             throw new InvalidOperationException($"participant {ProcNumber} is waiting for an LWLock on its thread; it cannot leave from another thread");
@@ -374,8 +389,16 @@ public sealed unsafe class Participant : IDisposable
     /// <param name="processExiting">The process is ending: held LWLocks are kept, not released.</param>
     internal void Close(bool fromExit, bool processExiting = false)
     {
-        if (Interlocked.Exchange(ref _closed, 1) != 0)
-            return;
+        int was = Volatile.Read(ref _closed);
+        while (true)
+        {
+            if (was == Closed)
+                return;
+            int seen = Interlocked.CompareExchange(ref _closed, Closed, was);
+            if (seen == was)
+                break;
+            was = seen;
+        }
         foreach (Latch.WaitEventSet? set in _latchSets)
             set?.Dispose();
         if (fromExit && Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
@@ -414,8 +437,25 @@ public sealed unsafe class Participant : IDisposable
 
     private void ThrowIfClosed()
     {
-        if (Volatile.Read(ref _closed) != 0)
-            throw new ObjectDisposedException(nameof(Participant), $"participant {ProcNumber} has left");
+        if (Volatile.Read(ref _closed) != Open)
+            ThrowClosedOrLeaving();
+    }
+
+    /// <summary>Throws when the segment is being detached under this participant (see <see cref="LeaveRequested"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void ThrowIfLeaveRequested()
+    {
+        if (Volatile.Read(ref _closed) == Leaving)
+            ThrowClosedOrLeaving();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowClosedOrLeaving()
+    {
+        if (Volatile.Read(ref _closed) == Leaving)
+            throw new ObjectDisposedException(nameof(Participant),
+                $"participant {ProcNumber} must leave: shared memory segment {Array.Segment.Handle.Id} is being detached in this process; release what it holds and dispose it");
+        throw new ObjectDisposedException(nameof(Participant), $"participant {ProcNumber} has left");
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -146,8 +146,31 @@ public sealed unsafe partial class ProcArray
 
     internal void Forget(Participant p)
     {
+        int teardown = 0;
+        IDisposable? hold = null;
         lock (_participants)
+        {
             _participants.Remove(p);
+            Monitor.PulseAll(_participants); // a detach may be waiting for this participant to leave
+            if (_deferredTeardown != 0 && _participants.Count == 0)
+            {
+                // The last participant still inside a detached segment has left: finish that detach.
+                teardown = _deferredTeardown;
+                hold = _mappingHold;
+                _deferredTeardown = 0;
+                _mappingHold = null;
+            }
+        }
+        if (teardown == 0)
+            return;
+        try
+        {
+            TearDownSemaphoresAndWakers(destroying: teardown == 2);
+        }
+        finally
+        {
+            hold?.Dispose();
+        }
     }
 
     /// <summary>

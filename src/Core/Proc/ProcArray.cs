@@ -455,20 +455,32 @@ public sealed unsafe partial class ProcArray
     // Detach
     // ------------------------------------------------------------------
 
-    private void ReleaseParticipants(bool processExiting)
+    private void ReleaseParticipants(bool processExiting, IReadOnlyCollection<Participant>? except = null)
     {
         Participant[] all;
         lock (_participants)
             all = [.. _participants];
         foreach (Participant p in all)
-            p.Close(fromExit: true, processExiting);
+            if (except is null || !except.Contains(p))
+                p.Close(fromExit: true, processExiting);
     }
+
+    /// <summary>
+    /// How long a detach waits for participants of other threads of this process to leave (ms). Tests lower it.
+    /// </summary>
+    internal static int DetachGraceMs = 5000;
+
+    // Set by a detach that found participants still inside (stragglers): 1 dispose, 2 destroy the semaphores and
+    // wakers once the last of them leaves; with the hold that keeps the segment mapped until then. Under _participants.
+    private int _deferredTeardown;
+    private IDisposable? _mappingHold;
 
     private void OnSegmentDetach(bool destroying)
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
             return;
-        ReleaseParticipants(processExiting: false);
+        List<Participant> stragglers = AskOtherThreadsToLeave();
+        ReleaseParticipants(processExiting: false, stragglers);
         lock (s_registryLock)
         {
             s_live.Remove(this);
@@ -477,6 +489,29 @@ public sealed unsafe partial class ProcArray
         _interruptListener?.Dispose();
         _supervisorWatch?.Dispose();
         _lifeline?.Dispose();
+        if (stragglers.Count > 0)
+        {
+            bool deferred;
+            lock (_participants)
+            {
+                deferred = _participants.Count > 0;
+                if (deferred)
+                {
+                    _deferredTeardown = destroying ? 2 : 1;
+                    _mappingHold = _segment.HoldMapping();
+                }
+            }
+            if (deferred)
+                throw new InvalidOperationException(
+                    $"shared memory segment {_segment.Handle.Id} was detached while {stragglers.Count} participant(s) of other threads of this process " +
+                    $"were still inside it {DetachGraceMs} ms after being asked to leave ({string.Join(", ", stragglers)}); its memory stays mapped " +
+                    "in this process until the last of them is disposed, so they cannot fault; dispose every participant before the cluster");
+        }
+        TearDownSemaphoresAndWakers(destroying);
+    }
+
+    private void TearDownSemaphoresAndWakers(bool destroying)
+    {
         if (destroying)
         {
             _wakers.Destroy();
@@ -487,6 +522,43 @@ public sealed unsafe partial class ProcArray
             _wakers.Dispose();
             _semaphores.Dispose();
         }
+    }
+
+    /// <summary>
+    /// A detach is under way: asks every participant of another thread of this process to leave (its next lock,
+    /// wait or interrupt check throws ObjectDisposedException; its latch is set and its semaphore posted so that a
+    /// sleeper notices), then waits up to <see cref="DetachGraceMs"/> for them to be disposed by their threads.
+    /// Returns those still inside. Closing them from here instead would release their locks and unmap memory
+    /// under threads that are still using it.
+    /// </summary>
+    private List<Participant> AskOtherThreadsToLeave()
+    {
+        int me = Environment.CurrentManagedThreadId;
+        List<Participant> others;
+        lock (_participants)
+            others = [.. _participants.Where(p => p.ThreadId != me && !p.IsDisposed)];
+        if (others.Count == 0)
+            return others;
+        foreach (Participant p in others)
+        {
+            if (!p.RequestLeave())
+                continue;
+            Latch.Latches.SetLatch(this, p.ProcNumber);
+            _semaphores.Unlock(p.ProcNumber);
+        }
+        long deadline = Environment.TickCount64 + DetachGraceMs;
+        lock (_participants)
+        {
+            while (true)
+            {
+                others.RemoveAll(p => p.IsDisposed);
+                long left = deadline - Environment.TickCount64;
+                if (others.Count == 0 || left <= 0)
+                    break;
+                Monitor.Wait(_participants, (int)Math.Min(left, 100));
+            }
+        }
+        return others;
     }
 
     private ProcKind ThrowIfClosedThen(ProcKind kind)

@@ -575,8 +575,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         RunOnDetach(destroying: true);
         UnregisterAttach();
         string id = Handle.Id;
-        _mapping!.Dispose();
-        _mapping = null;
+        UnmapUnlessHeld();
         _platform.SharedMemory.Remove(id);
         ThrowDetachErrors();
     }
@@ -588,9 +587,74 @@ public sealed unsafe class ShmemSegment : IDisposable
             return;
         RunOnDetach(destroying: false);
         UnregisterAttach();
+        UnmapUnlessHeld();
+        ThrowDetachErrors();
+    }
+
+    // Holds on the mapping past a detach (HoldMapping), and whether the detach has happened meanwhile. Under
+    // _mappingLock; process-local.
+    private readonly Lock _mappingLock = new();
+    private int _mappingHolds;
+    private bool _unmapPending;
+
+    /// <summary>
+    /// Keeps this process's mapping after the detach or destroy under way, until the returned token is disposed: for
+    /// an on-detach callback whose threads are still inside the segment (ProcArray's participants that did not leave
+    /// in time), so that they never touch unmapped memory. The OS object is still removed by a destroy; the memory
+    /// goes when the last hold is released (or when the process exits).
+    /// </summary>
+    internal IDisposable HoldMapping()
+    {
+        lock (_mappingLock)
+            _mappingHolds++;
+        return new MappingHold(this);
+    }
+
+    private void UnmapUnlessHeld()
+    {
+        lock (_mappingLock)
+        {
+            if (_mappingHolds > 0)
+            {
+                _unmapPending = true;
+                return;
+            }
+        }
         _mapping!.Dispose();
         _mapping = null;
-        ThrowDetachErrors();
+    }
+
+    private void ReleaseMappingHold()
+    {
+        lock (_mappingLock)
+        {
+            if (--_mappingHolds > 0 || !_unmapPending)
+                return;
+            _unmapPending = false;
+        }
+        _mapping!.Dispose();
+        _mapping = null;
+    }
+
+    /// <summary>Whether a detached segment's memory is still mapped here because of a <see cref="HoldMapping"/>.</summary>
+    internal bool IsMappingHeldAfterDetach
+    {
+        get
+        {
+            lock (_mappingLock)
+                return _unmapPending;
+        }
+    }
+
+    private sealed class MappingHold(ShmemSegment segment) : IDisposable
+    {
+        private int _released;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0)
+                segment.ReleaseMappingHold();
+        }
     }
 
     private void ThrowDetachErrors()

@@ -101,6 +101,32 @@ public unsafe partial struct LWLock
     }
 
     /// <summary>
+    /// The segment is being detached in this process and this sleeper was asked to leave: takes it off the queue
+    /// and throws <see cref="ObjectDisposedException"/> (the participant must unwind and leave). If a waker unlinked
+    /// it meanwhile, returns: its post is on the way and the lock is granted as usual.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void LeaveQueueForDetach(LWLock* l, Participant me, ref int extraWaits)
+    {
+        PgProc* proc = me.Proc;
+        WaitListLock(l);
+        bool onList = proc->LwWaiting == (int)LWLockWaitState.Waiting;
+        if (onList)
+        {
+            ListDelete(l, me.Array.Procs, me.ProcNumber);
+            if (l->WaitHead == PgProc.InvalidProcNumber)
+                Interlocked.And(ref l->State, ~Bits.FlagHasWaiters);
+            proc->LwWaiting = (int)LWLockWaitState.NotWaiting;
+        }
+        WaitListUnlock(l);
+        if (!onList)
+            return;
+        me.RepostExtraWaits(extraWaits);
+        extraWaits = 0;
+        me.ThrowIfLeaveRequested();
+    }
+
+    /// <summary>
     /// The sleeper was unlinked from the queue (PendingWakeup, or NotWaiting already) but its slice ended without a
     /// post. A waker does both in a few instructions, so a live one is let finish; one that died in between never
     /// will. Then the post is either on the semaphore already (it posted and died) or never comes: take it if it is

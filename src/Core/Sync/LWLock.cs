@@ -292,6 +292,8 @@ public unsafe partial struct LWLock
         {
             if (!sems.Lock(me.ProcNumber, slice))
             {
+                if (me.LeaveRequested)
+                    LeaveQueueForDetach(l, me, ref extraWaits);
                 if (CheckForDeadHolder(l, me, ref extraWaits))
                     break; // unlinked by a waker that died before its post: woken all the same
                 continue;
@@ -300,6 +302,9 @@ public unsafe partial struct LWLock
             if (Volatile.Read(ref proc->LwWaiting) == (int)LWLockWaitState.NotWaiting)
                 break;
             extraWaits++;
+            // The segment's detach posts every sleeper of this process it asks to leave.
+            if (me.LeaveRequested)
+                LeaveQueueForDetach(l, me, ref extraWaits);
         }
     }
 

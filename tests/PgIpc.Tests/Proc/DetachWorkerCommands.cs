@@ -1,0 +1,169 @@
+/*-------------------------------------------------------------------------
+ * DetachWorkerCommands.cs
+ *   The worker process's commands for DetachWithThreadsInsideTests: a
+ *   cluster is shut down (its segment detached and destroyed) by one thread
+ *   of the worker while other threads of the same process are still inside
+ *   it. Run in a worker because, before detach waited for them, the
+ *   process died of an access violation: the tests see that as the worker
+ *   exiting mid-command.
+ *
+ * NOTES
+ *   Commands (one line each, see TestWorker for the protocol):
+ *     detach-cooperative  -> ok sleeper=<what ended its lock wait> holder=<left|...> mapped=<True|False>
+ *                            a thread holds LWLock 0 in a work loop that checks LeaveRequested; another
+ *                            sleeps waiting for it; the main thread shuts the cluster down
+ *     detach-straggler    -> ok error=<type> held=<True|False> ran=<True|False> released=<True|False>
+ *                            a thread keeps writing a counter in the segment without calling PgIpc; the
+ *                            main thread shuts the cluster down with a short grace; then the thread stops
+ *                            and disposes its participant
+ *-------------------------------------------------------------------------
+ */
+using System.Globalization;
+using PgIpc.Platform;
+using PgIpc.Postmaster;
+using PgIpc.Proc;
+using PgIpc.Shmem;
+using PgIpc.Sync;
+
+namespace PgIpc.Tests.Proc;
+
+internal static unsafe class DetachWorkerCommands
+{
+    public static bool TryExecute(string[] a, IPgIpcPlatform platform, out string reply)
+    {
+        switch (a[0])
+        {
+            case "detach-cooperative":
+                reply = "ok " + Cooperative(platform);
+                return true;
+            case "detach-straggler":
+                reply = "ok " + Straggler(platform);
+                return true;
+            default:
+                reply = "";
+                return false;
+        }
+    }
+
+    private static Supervisor Build(IPgIpcPlatform platform, StringWriter log)
+        => new ClusterBuilder(TestEnvironment.UniqueKey("dt"))
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 8, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
+            .WithLog(log)
+            .RequestNamedLWLockTranche("test.detach", 2)
+            .AddModule(ShmemModule.Struct("test.detach.counter", 64))
+            .Build();
+
+    private static string Cooperative(IPgIpcPlatform platform)
+    {
+        var log = new StringWriter();
+        Supervisor s = Build(platform, log);
+        Cluster c = s.Cluster;
+        ShmemSegment seg = c.Segment;
+        LWLockArray locks = LWLockTranches.GetNamedLWLockTranche(seg, "test.detach");
+        string sleeperEnd = "none", holderEnd = "none";
+        using var holding = new ManualResetEventSlim();
+        using var sleeperJoined = new ManualResetEventSlim();
+        var holder = new Thread(() =>
+        {
+            try
+            {
+                using Participant me = c.Procs.Join();
+                locks[0].Acquire(me, LWLockMode.Exclusive);
+                holding.Set();
+                // Work under the lock, checking at each step whether the cluster is going away.
+                while (!me.LeaveRequested)
+                    Thread.Sleep(5);
+                locks[0].Release(me);
+                holderEnd = "left";
+            }
+            catch (Exception ex)
+            {
+                holderEnd = ex.GetType().Name;
+            }
+        }) { IsBackground = true, Name = "detach holder" };
+        var sleeper = new Thread(() =>
+        {
+            try
+            {
+                using Participant me = c.Procs.Join();
+                sleeperJoined.Set();
+                locks[0].Acquire(me, LWLockMode.Exclusive);
+                sleeperEnd = "acquired";
+                locks[0].Release(me);
+            }
+            catch (Exception ex)
+            {
+                sleeperEnd = ex.GetType().Name;
+            }
+        }) { IsBackground = true, Name = "detach sleeper" };
+        holder.Start();
+        if (!holding.Wait(TimeSpan.FromSeconds(20)))
+            throw new TimeoutException("the holder did not get the lock");
+        sleeper.Start();
+        if (!sleeperJoined.Wait(TimeSpan.FromSeconds(20)))
+            throw new TimeoutException("the sleeper did not join");
+        long until = Environment.TickCount64 + 20_000;
+        while (locks[0].WaitQueue(c.Procs).Length == 0 && Environment.TickCount64 < until)
+            Thread.Sleep(5);
+        if (locks[0].WaitQueue(c.Procs).Length == 0)
+            throw new TimeoutException("the sleeper did not queue");
+
+        s.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
+        if (!holder.Join(TimeSpan.FromSeconds(20)) || !sleeper.Join(TimeSpan.FromSeconds(20)))
+            throw new TimeoutException("a participant thread did not end after the detach");
+        return $"sleeper={sleeperEnd} holder={holderEnd} mapped={seg.IsMappingHeldAfterDetach}";
+    }
+
+    private static string Straggler(IPgIpcPlatform platform)
+    {
+        int grace = ProcArray.DetachGraceMs;
+        ProcArray.DetachGraceMs = 300;
+        try
+        {
+            var log = new StringWriter();
+            Supervisor s = Build(platform, log);
+            Cluster c = s.Cluster;
+            ShmemSegment seg = c.Segment;
+            if (!seg.TryFindStruct("test.detach.counter", out ShmemRegion r))
+                throw new InvalidOperationException("no counter");
+            long* counter = (long*)r.Pointer;
+            bool stop = false;
+            long afterDetach = 0;
+            using var running = new ManualResetEventSlim();
+            var straggler = new Thread(() =>
+            {
+                using Participant me = c.Procs.Join();
+                running.Set();
+                // Shared-memory work that never calls into PgIpc, so it cannot notice a leave request.
+                while (!Volatile.Read(ref stop))
+                {
+                    (*counter)++;
+                    if (!seg.IsAttached)
+                        afterDetach++;
+                    Thread.SpinWait(100);
+                }
+            }) { IsBackground = true, Name = "detach straggler" };
+            straggler.Start();
+            if (!running.Wait(TimeSpan.FromSeconds(20)))
+                throw new TimeoutException("the straggler did not join");
+
+            s.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
+            string error = log.ToString().Contains("still inside it", StringComparison.Ordinal) ? "reported" : "none";
+            bool held = seg.IsMappingHeldAfterDetach;
+            long seen = Volatile.Read(ref afterDetach);
+            long until = Environment.TickCount64 + 20_000;
+            while (Volatile.Read(ref afterDetach) < seen + 1000 && Environment.TickCount64 < until)
+                Thread.Sleep(1);
+            bool ran = Volatile.Read(ref afterDetach) >= seen + 1000;
+            Volatile.Write(ref stop, true);
+            if (!straggler.Join(TimeSpan.FromSeconds(20)))
+                throw new TimeoutException("the straggler did not end");
+            return $"error={error} held={held} ran={ran} released={!seg.IsMappingHeldAfterDetach}";
+        }
+        finally
+        {
+            ProcArray.DetachGraceMs = grace;
+        }
+    }
+}
