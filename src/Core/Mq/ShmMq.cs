@@ -122,7 +122,17 @@ public sealed unsafe class ShmMq
 
     internal readonly ShmMqHeader* Header;
 
-    private ShmMq(ShmMqHeader* header) => Header = header;
+    // The ring's place and size, checked once at Create / Open and used from here on (the shared copies are another
+    // process's word: a handle never re-reads them).
+    internal readonly long RingOffsetValidated;
+    internal readonly long RingSizeValidated;
+
+    private ShmMq(ShmMqHeader* header, long ringOffset, long ringSize)
+    {
+        Header = header;
+        RingOffsetValidated = ringOffset;
+        RingSizeValidated = ringSize;
+    }
 
     /// <summary>Bytes a queue with a ring of <paramref name="ringSize"/> bytes needs.</summary>
     public static long SizeFor(long ringSize)
@@ -132,7 +142,7 @@ public sealed unsafe class ShmMq
     }
 
     /// <summary>Ring size in bytes.</summary>
-    public long RingSize => Header->RingSize;
+    public long RingSize => RingSizeValidated;
 
     /// <summary>Procno of the receiver, or -1.</summary>
     public int ReceiverProcNumber => Volatile.Read(ref Header->ReceiverProcNo);
@@ -179,7 +189,7 @@ public sealed unsafe class ShmMq
         h->BytesWritten = 0;
         // Publish last; pairs with the acquire load in Open.
         Volatile.Write(ref h->Magic, ShmMqHeader.MagicValue);
-        return new ShmMq(h);
+        return new ShmMq(h, sizeof(ShmMqHeader), ring);
     }
 
     internal static ShmMq Open(byte* address, long size)
@@ -191,9 +201,13 @@ public sealed unsafe class ShmMq
         uint magic = Volatile.Read(ref h->Magic);
         if (magic != ShmMqHeader.MagicValue)
             throw new ShmMqCorruptException($"no shm_mq at this address: magic 0x{magic:x8}, expected 0x{ShmMqHeader.MagicValue:x8}");
-        if (h->RingOffset != sizeof(ShmMqHeader) || h->RingSize < MinRingSize || h->RingSize > size - h->RingOffset || (h->RingSize & 7) != 0)
-            throw new ShmMqCorruptException($"shm_mq header says ring {h->RingSize} bytes at +{h->RingOffset}, region is {size} bytes");
-        return new ShmMq(h);
+        // Each read once: the values checked are the values used.
+        long ringOffset = h->RingOffset, ringSize = h->RingSize;
+        if (ringOffset != sizeof(ShmMqHeader))
+            throw new ShmemCorruptException("shm_mq header", "RingOffset", $"+{ringOffset} is not +{sizeof(ShmMqHeader)}, the first byte after the header");
+        if (ringSize < MinRingSize || ringSize > size - ringOffset || (ringSize & 7) != 0)
+            throw new ShmemCorruptException("shm_mq header", "RingSize", $"{ringSize} bytes at +{ringOffset} is not a multiple of 8 between {MinRingSize} and the region's {size} bytes less the header");
+        return new ShmMq(h, ringOffset, ringSize);
     }
 
     // ------------------------------------------------------------------
