@@ -217,6 +217,12 @@ public sealed unsafe partial class ProcArray
         long procsOffset = h->ProcsOffset;
         if (procsOffset != region.Offset + headerSize)
             throw new ShmemCorruptException(what, "ProcsOffset", $"0x{procsOffset:x} is not 0x{region.Offset + headerSize:x}, the first byte after the header");
+        // The set name becomes part of OS object names and paths (semaphores, latch FIFOs): letters and digits only.
+        var nameBytes = new ReadOnlySpan<byte>(h->SemaphoreName, 32);
+        int nameEnd = nameBytes.IndexOf((byte)0);
+        foreach (byte b in nameEnd < 0 ? nameBytes : nameBytes[..nameEnd])
+            if (!char.IsAsciiLetterOrDigit((char)b))
+                throw new ShmemCorruptException(what, "SemaphoreName", $"has byte 0x{b:x2}; a set name is ASCII letters and digits");
         return new Layout(max, nb, na, nw, procsOffset);
     }
 

@@ -351,9 +351,13 @@ public static unsafe class ShmemIndex
         return new ShmemCorruptException($"ShmemIndex entry {index} (\"{name}\") of segment {seg.Handle.Id}", field, detail);
     }
 
+    /// <summary>How long a lookup waits for a live initialiser before it gives up (an initialiser never takes this long).</summary>
+    internal const int InitializerPatienceMs = 30_000;
+
     private static void WaitEntryReady(ShmemSegment seg, ShmemIndexEntry* e, string name, IProcessServices processes)
     {
         int spins = 0;
+        long deadline = Environment.TickCount64 + InitializerPatienceMs;
         while (true)
         {
             // Acquire; pairs with the release store of Ready (or Failed) by the initialiser.
@@ -368,6 +372,10 @@ public static unsafe class ShmemIndex
             // Gone only: an unreaped zombie initialiser is waited for until reaped (kill(pid, 0)'s view).
             if (pid != processes.CurrentProcessId && processes.GetLiveness(pid) == ProcessLiveness.Gone)
                 throw new PgIpcException($"shared structure \"{name}\" was never initialised: its initialiser pid {pid} died");
+            // Bounded, as the segment's own ready wait: an entry left Initializing under a live pid (its state or pid
+            // overwritten, or an initialiser stuck) is an error, not a hang.
+            if (Environment.TickCount64 > deadline)
+                throw new PgIpcException($"shared structure \"{name}\" is still being initialised by pid {pid} after {InitializerPatienceMs / 1000} s");
             if (++spins < 50)
                 Thread.SpinWait(20);
             else

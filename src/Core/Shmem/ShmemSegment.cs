@@ -567,10 +567,15 @@ public sealed unsafe class ShmemSegment : IDisposable
         PgShmemHeader* h = Header;
         return new ShmemSegmentInfo(
             _platform.Name, Handle.Id, Key, h->LayoutVersion, h->CreatorPid,
-            DateTimeOffset.FromUnixTimeMilliseconds(h->CreationTimeUnixMs), TotalSize,
+            CreationTime(h->CreationTimeUnixMs), TotalSize,
             CheckedFreeOffset(Volatile.Read(ref h->FreeOffset)), (ShmemState)Volatile.Read(ref h->State),
             Volatile.Read(ref IndexHeader->Count), _indexCapacity, AttachedProcessCount(), _mapping!.HugePages);
     }
+
+    /// <summary>The creation time the header records; a value no clock gives (another process's scribble) reads as the epoch.</summary>
+    private static DateTimeOffset CreationTime(long unixMs)
+        => unixMs >= 0 && unixMs <= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds()
+            ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs) : DateTimeOffset.UnixEpoch;
 
     /// <summary>
     /// Processes attached now: the OS's count where it keeps one (SysV nattch), else the live pids in the
