@@ -36,6 +36,18 @@
  *   reused, so every allocation starts zeroed. ShmemInitStruct goes through
  *   the ShmemIndex (see ShmemIndex.cs).
  *
+ *   Trust. Everything in the segment but this process's own copies was
+ *   written by other processes and may be corrupt. The header's sizes, the
+ *   index's offset and capacity and the allocator's free offset are checked
+ *   once, when this object is made (PgShmemHeader.Validate), and the index's
+ *   place is cached here; lookups check each entry's offset and size
+ *   (ShmemIndex.ValidateEntry); the allocator checks the free offset under
+ *   its lock and reports afterwards. A bad value is a ShmemCorruptException
+ *   naming the structure and the field, raised before anything is read or
+ *   written through it. The structures above check their own headers the
+ *   same way when they attach (ProcArray, DsmRegistry, ShmToc, ShmMq,
+ *   SharedHash) and cache what their hot paths use.
+ *
  *   Detach runs this process's on-detach callbacks (OnDetachCallbacks.cs)
  *   and unmaps. Destroy marks the header Destroyed (so a late attacher is
  *   refused even where the OS still lets it map), detaches and removes the

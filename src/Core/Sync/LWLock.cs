@@ -472,10 +472,14 @@ public unsafe partial struct LWLock
         ArgumentNullException.ThrowIfNull(array);
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
         List<int> result = [];
+        int cur;
         WaitListLock(l);
-        for (int cur = l->WaitHead; cur != PgProc.InvalidProcNumber && result.Count <= array.MaxProcs; cur = array.Procs[cur].LwWaitNext)
+        // Bounded by the slot count (a cycle) and by the array (a wild link); reported after the wait-list lock.
+        for (cur = l->WaitHead; cur != PgProc.InvalidProcNumber && (uint)cur < (uint)array.MaxProcs && result.Count <= array.MaxProcs; cur = array.Procs[cur].LwWaitNext)
             result.Add(cur);
         WaitListUnlock(l);
+        if (cur != PgProc.InvalidProcNumber)
+            throw new ShmemCorruptException("LWLock wait queue", "link", $"reaches slot {cur} after {result.Count} waiters; the array has {array.MaxProcs} slots");
         return [.. result];
     }
 
