@@ -23,6 +23,7 @@ using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
+using PgIpc.Sync;
 
 namespace PgIpc.Tests.Shmem;
 
@@ -245,6 +246,17 @@ public sealed unsafe class CorruptionTests(string backend)
         Poke(slot + OffsetOf<PgProc>(nameof(PgProc.Pid)), DeadPid);
         ShmemCorruptException ex = ExpectCorrupt(() => procs.ReclaimDeadSlots(), "PGPROC slot", "wait-lock offset");
         Assert.That(ex.Message, Does.Contain("0x7fff00000000"));
+    }
+
+    [Test]
+    public void TrancheTableCapacityIsChecked()
+    {
+        ShmemSegment seg = Live();
+        long table = Struct(seg, LWLockTranches.ShmemName).Offset;
+        Poke(table + OffsetOf<LWLockTrancheHeader>(nameof(LWLockTrancheHeader.Capacity)), 1 << 24);
+        ExpectCorrupt(() => LWLockTranches.NewTrancheId(seg, "test.tranche"), "LWLock tranche table", "Capacity");
+        // Naming a tranche for a message never throws: the walk is clamped to what the structure holds.
+        Assert.That(LWLockTranches.NameOf(seg, 60000), Is.EqualTo("tranche 60000"));
     }
 
     // ------------------------------------------------------------------
