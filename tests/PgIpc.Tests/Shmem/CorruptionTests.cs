@@ -283,6 +283,24 @@ public sealed unsafe class CorruptionTests(string backend)
         ExpectCorrupt(() => WithFreshView(v => DsmRegistry.Attach(v)), "DSM control table", "data directory length");
     }
 
+    [Test]
+    public void AnItemOverwrittenUnderAHeldReferenceIsReportedOnDetachInsteadOfFailFast()
+    {
+        ShmemSegment seg = Live();
+        DsmSegment d = DsmSegment.Create(_supervisor!.Cluster.Dsm, 4096)!;
+        long items = Struct(seg, DsmRegistry.ShmemName).Offset + sizeof(DsmControlHeader);
+        long item = -1;
+        for (int i = 0; i < 8 && item < 0; i++)
+            if (((DsmControlItem*)(seg.Base + items))[i].Handle == d.Handle)
+                item = items + (long)i * sizeof(DsmControlItem);
+        Assert.That(item, Is.GreaterThan(0));
+        // Another process writes another handle into the item this process holds a reference in (this was a FailFast).
+        Poke(item + OffsetOf<DsmControlItem>(nameof(DsmControlItem.Handle)), (int)(d.Handle ^ 0x5A5A5A5A));
+        ShmemCorruptException ex = ExpectCorrupt(() => d.Detach(), "DSM control table", "Handle / RefCnt");
+        Assert.That(ex.Message, Does.Contain(d.Handle.ToString()));
+        // Nothing was changed: the cluster's destroy removes the segment once the item is written back (TearDown).
+    }
+
     // ------------------------------------------------------------------
     // shm_toc and shm_mq (in a region of the main segment)
     // ------------------------------------------------------------------
