@@ -22,7 +22,13 @@
  *       release-stores the new BytesRead; the sender acquire-loads BytesRead
  *       before overwriting the space it frees.
  *   Each counter has one writer, so its update is a load of our own value
- *   and a release store, no read-modify-write.
+ *   and a release store, no read-modify-write. "Our own value" is kept in
+ *   the handle (ShmMqHandle's _bytesRead / _bytesWritten), never re-read
+ *   from the header: a scribbled counter cannot move this side's position
+ *   in the ring. The ring's size and place are checked once (Create, Open)
+ *   and cached; the peer's counter is checked where a wait begins (a
+ *   receiver whose sender's counter went back, a sender whose receiver's
+ *   counter ran ahead), which the fast path's existing test covers.
  *
  *   Mirrors src/backend/storage/ipc/shm_mq.c and include/storage/shm_mq.h.
  *-------------------------------------------------------------------------

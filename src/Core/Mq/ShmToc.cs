@@ -29,6 +29,13 @@
  *   shm_toc_lookup's read barrier). Keys are not checked for uniqueness on
  *   insert (the first match wins on lookup), as in PostgreSQL.
  *
+ *   Trust. The region may be mapped by processes that scribble on it:
+ *   TotalBytes is checked at Create / Attach and cached; the entry count
+ *   and the chunk bytes are checked at Attach and wherever they are used
+ *   (under the spinlock only computed, reported after it); an entry's
+ *   offset is checked when a lookup returns it. A bad value is a
+ *   ShmemCorruptException naming the field.
+ *
  *   Mirrors src/backend/storage/ipc/shm_toc.c and include/storage/shm_toc.h.
  *-------------------------------------------------------------------------
  */

@@ -30,6 +30,13 @@
  *     element[capacity]: { int Next; uint Hash; TKey; TValue } (8-aligned)
  *                                              partition lock (free elements: free-list lock)
  *
+ *   Trust. Init checks the header against what the caller's capacity and
+ *   partition count give, and this view derives every pointer from those
+ *   arguments, never from the shared header. Links are shared: each is
+ *   checked to be an element index, and a chain walk ends after capacity
+ *   steps (a cycle) with a ShmemCorruptException; one compare and one count
+ *   per step, on chains about one element long.
+ *
  *   Mirrors src/backend/utils/hash/dynahash.c (partitioned mode, freelists)
  *   and storage/ipc/shmem.c's ShmemInitHash.
  *-------------------------------------------------------------------------
