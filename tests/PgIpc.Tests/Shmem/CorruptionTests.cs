@@ -472,3 +472,36 @@ public sealed unsafe class CorruptionTests(string backend)
         }
     }
 }
+
+/// <summary>The Linux backend's futex word (in PGPROC, shared) overflowed by a scribble: the post recovers (it was Environment.FailFast).</summary>
+[OnlyOn(Os.Linux, "the futex semaphores are the linux backend's")]
+public sealed unsafe class FutexOverflowTests
+{
+    [Test]
+    public void APostOnAnOverflowedCountLeavesOneUnitInsteadOfFailFast()
+    {
+        IPgIpcPlatform linux = PgIpcPlatform.Get("linux");
+        ShmemSegment seg = ShmemSegment.Create(TestEnvironment.UniqueKey("futex"), 1 << 20, linux);
+        try
+        {
+            ShmemRegion r = seg.InitStruct("test.sems", ProcSemaphoreStorage.MaxSize * 2, out _);
+            IProcSemaphoreSet sems = linux.Semaphores.Create($"t{Environment.ProcessId}.futex", (nint)r.Pointer, ProcSemaphoreStorage.MaxSize, 2);
+            try
+            {
+                *(int*)r.Pointer = int.MaxValue; // another process's scribble on the count
+                sems.Unlock(0);
+                Assert.That(*(int*)r.Pointer, Is.EqualTo(1), "the count is reset to one posted unit");
+                Assert.That(sems.TryLock(0), Is.True);
+                Assert.That(sems.TryLock(0), Is.False);
+            }
+            finally
+            {
+                sems.Destroy();
+            }
+        }
+        finally
+        {
+            seg.Destroy();
+        }
+    }
+}
