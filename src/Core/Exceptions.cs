@@ -164,6 +164,30 @@ public sealed class DsmNoSpaceException : PgIpcException
 // Shared memory
 // ------------------------------------------------------------------
 
+/// <summary>
+/// A value read from shared memory (an offset, count, length or index written by another process, or left by a dead
+/// one) is out of range for the structure that holds it: the memory is corrupt, or was written by another layout.
+/// Raised where the value is first read (attach, lookup, cleanup), before anything is read or written through it.
+/// <see cref="Structure"/> names the structure ("ShmemIndex entry 3", "ProcGlobal", "shm_toc"), <see cref="Field"/>
+/// the field ("offset", "MaxProcs").
+/// </summary>
+public sealed class ShmemCorruptException : PgIpcException
+{
+    /// <summary>The structure that holds the bad value, with its index where it is one of many.</summary>
+    public string Structure { get; }
+
+    /// <summary>The field whose value is out of range.</summary>
+    public string Field { get; }
+
+    /// <summary>Message "<paramref name="structure"/>: <paramref name="field"/> <paramref name="detail"/>" (the detail carries the values).</summary>
+    public ShmemCorruptException(string structure, string field, string detail)
+        : base($"{structure}: {field} {detail} (shared memory is corrupt)")
+    {
+        Structure = structure;
+        Field = field;
+    }
+}
+
 /// <summary>The shared hash table is full.</summary>
 public sealed class SharedHashFullException : PgIpcException
 {

@@ -155,7 +155,12 @@ internal sealed unsafe class FutexSemaphoreSet : IProcSemaphoreSet
         int* word = Word(index);
         // Full barrier: everything written before Unlock is visible to the Lock that takes this unit.
         if (Interlocked.Increment(ref *word) <= 0)
-            Environment.FailFast($"semaphore {index} of set \"{_name}\" overflowed its count (broken shared state)");
+        {
+            // The word is in shared memory: a count that overflowed (or was negative) was written over. A wake-up path
+            // never throws, and the sleeper only needs a unit to take: reset the count to one posted unit (at worst a
+            // spurious wake-up, which every sleeper re-checks for) rather than end the process.
+            Interlocked.Exchange(ref *word, 1);
+        }
         if (LibC.syscall(LibC.SYS_futex, word, LibC.FUTEX_WAKE, 1, null, null, 0) == -1)
         {
             int e = Errno.Last;

@@ -18,6 +18,7 @@
  *     add <name> <byteOffset> <count>  -> ok                (count interlocked increments)
  *     hash-get <name> <cap> <parts> <key> -> ok <found> <value> (SharedHash<long,long>)
  *     lock-add <name> <count>          -> ok  (count increments of word 1 under the spinlock in word 0)
+ *     poke <offset> <hex bytes>        -> ok  (writes the bytes at that segment offset: a corrupting process)
  *     attached                         -> ok <count>
  *     sem-attach <name> <struct> <count> [named] -> ok   (attach the semaphore set <name> whose storage is
  *                                         the structure <struct>, stride ProcSemaphoreStorage.MaxSize;
@@ -181,6 +182,18 @@ internal static class TestWorker
                 Sems().Dispose();
                 s_sems = null;
                 return "ok";
+            case "poke":
+            {
+                // Another process's scribble (Shmem/CorruptionTests.cs): raw bytes at a segment offset, bounds-checked here.
+                ShmemSegment s = Seg(seg);
+                long at = Long(a[1]);
+                byte[] bytes = Convert.FromHexString(a[2]);
+                if (at < 0 || at > s.TotalSize - bytes.Length)
+                    throw new ArgumentOutOfRangeException(nameof(a), at, $"poke outside the segment's {s.TotalSize} bytes");
+                bytes.CopyTo(new Span<byte>(s.Base + at, bytes.Length));
+                Interlocked.MemoryBarrier();
+                return "ok";
+            }
             case "attached":
                 return $"ok {Seg(seg).AttachedProcessCount()}";
             case "detach":

@@ -92,7 +92,7 @@ public sealed unsafe partial class BufferPool
             if ((old & S.Locked) != 0)
                 old = WaitBufHdrUnlocked(id);
             if (S.RefCount(old) == 0)
-                Environment.FailFast($"buffer {id + 1} ({d->Tag}): shared refcount would go below zero");
+                ThrowRefCountUnderflow(id); // this participant holds a pin (its private count said so): the shared word was overwritten
             uint nw = old - S.RefCountOne;
             uint seen = Interlocked.CompareExchange(ref d->StateWord, nw, old);
             if (seen == old)
@@ -105,6 +105,12 @@ public sealed unsafe partial class BufferPool
             old = seen;
         }
     }
+
+    /// <summary>Nothing has been changed in the shared word: an error for the caller rather than a PANIC.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowRefCountUnderflow(int id)
+        => throw new ShmemCorruptException($"BufferDesc {id + 1} ({_descs[id].Tag})", "shared refcount",
+            "is 0 while this participant holds a pin on the buffer: the state word was overwritten");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void WakePinCountWaiter(int id)

@@ -24,6 +24,11 @@
  *     >=2 active: 1 + one per mapping + 1 if pinned.
  *   NItems only grows (a high-water mark); free slots below it are reused.
  *
+ *   MaxItems, the implementation and the data directory's length are
+ *   checked once per attach (DsmRegistry.ValidateControl) and cached;
+ *   NItems, which changes, is clamped to the cached MaxItems wherever it is
+ *   read under ItemsLock (nothing there may throw) and checked at attach.
+ *
  *   Mirrors src/backend/storage/ipc/dsm.c (dsm_control_header,
  *   dsm_control_item).
  *-------------------------------------------------------------------------

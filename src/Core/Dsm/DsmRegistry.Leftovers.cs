@@ -85,11 +85,11 @@ unsafe partial class DsmRegistry
             // dsm_postmaster_shutdown: whatever is left (pinned, or held by processes that died) goes now.
             // The entries are emptied under the locks and their OS objects removed after: an OS call (which can
             // fail, and take long) does not run under the ItemsLock spinlock.
-            var doomed = new (DsmImplementation Kind, uint Handle)[_header->MaxItems]; // allocated before the locks
+            var doomed = new (DsmImplementation Kind, uint Handle)[_maxItems]; // allocated before the locks
             int nDoomed = 0;
             using (LockControl())
             {
-                int used = Math.Min(_header->NItems, doomed.Length);
+                int used = UsedItems();
                 for (int i = 0; i < used; i++)
                 {
                     DsmControlItem* it = &_items[i];
@@ -145,22 +145,20 @@ unsafe partial class DsmRegistry
     /// </summary>
     internal static int RemoveLeftoversOf(ShmemSegment stale)
     {
-        if (!stale.TryFindReadyStruct(ShmemName, out ShmemRegion region) || region.Size < sizeof(DsmControlHeader))
+        if (!stale.TryFindReadyStruct(ShmemName, out ShmemRegion region))
             return 0;
         var h = (DsmControlHeader*)region.Pointer;
-        if (h->Magic != DsmControlHeader.MagicValue || h->MaxItems <= 0 ||
-            region.Size < sizeof(DsmControlHeader) + (long)h->MaxItems * sizeof(DsmControlItem) + sizeof(int))
-            return 0;
+        if (region.Size >= sizeof(DsmControlHeader) && h->Magic == 0)
+            return 0; // never initialised: its creator died first
+        // Checked as an attach checks it: a corrupt table throws ShmemCorruptException (reported by the segment layer).
+        ControlLayout layout = ValidateControl(h, region, stale.Handle.Id);
         var items = (DsmControlItem*)((byte*)h + sizeof(DsmControlHeader));
-        byte* dd = (byte*)items + (long)h->MaxItems * sizeof(DsmControlItem);
-        int ddLen = *(int*)dd;
-        string? dataDirectory = ddLen > 0 && ddLen <= DsmOptions.MaxDataDirectoryBytes && region.Size >= (dd - region.Pointer) + sizeof(int) + ddLen
-            ? Encoding.UTF8.GetString(dd + sizeof(int), ddLen) : null;
+        string? dataDirectory = layout.DataDirectory;
         IPgIpcPlatform platform = stale.Platform;
         if (dataDirectory is not null && !TrustedDataDirectory(platform, dataDirectory))
             dataDirectory = null; // its mmap segments and files are left alone
         int n = 0;
-        int used = Math.Min(h->NItems, h->MaxItems);
+        int used = layout.NItems;
         for (int i = 0; i < used; i++)
         {
             // Moribund (1) included: its remover died before finishing.
@@ -211,7 +209,8 @@ unsafe partial class DsmRegistry
         var list = new List<(DsmImplementation, uint)>();
         if (!File.Exists(path))
             return list;
-        foreach (string line in File.ReadAllLines(path))
+        // Another process's file: at most one line per possible table slot is read, and a malformed line is skipped.
+        foreach (string line in File.ReadLines(path).Take(1 << 20))
         {
             string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (f.Length == 2 && Enum.TryParse(f[0], out DsmImplementation k) &&
@@ -258,7 +257,7 @@ unsafe partial class DsmRegistry
         if (DataDirectory is null)
             return;
         string path = ControlFilePath(DataDirectory);
-        int max = _header->MaxItems;
+        int max = _maxItems;
         var items = new DsmControlItem[max]; // allocated before the spinlock
         long seq = SnapshotItems(items, out int n);
         while (true)

@@ -92,17 +92,20 @@ public sealed unsafe partial class DsmRegistry
     private readonly IDsmProvider _provider;
     private readonly List<DsmSegment> _attached = [];
 
-    private DsmRegistry(ShmemSegment segment, ProcArray procs, DsmControlHeader* header)
+    private DsmRegistry(ShmemSegment segment, ProcArray procs, DsmControlHeader* header, ControlLayout layout)
     {
         _segment = segment;
         _procs = procs;
         _header = header;
         _items = (DsmControlItem*)((byte*)header + sizeof(DsmControlHeader));
         _provider = segment.Platform.Dsm;
-        Implementation = (DsmImplementation)header->Implementation;
-        int n = *(int*)DataDirectoryBytes;
-        DataDirectory = n == 0 ? null : Encoding.UTF8.GetString(DataDirectoryBytes + sizeof(int), n);
+        _maxItems = layout.MaxItems;
+        Implementation = layout.Implementation;
+        DataDirectory = layout.DataDirectory;
     }
+
+    // MaxItems as validated at attach (ValidateControl); every walk of the items is bounded by it, never by the shared copy.
+    private readonly int _maxItems;
 
     /// <summary>How this cluster's segments are made.</summary>
     public DsmImplementation Implementation { get; }
@@ -111,7 +114,7 @@ public sealed unsafe partial class DsmRegistry
     public string? DataDirectory { get; }
 
     /// <summary>Control table slots.</summary>
-    public int MaxSegments => _header->MaxItems;
+    public int MaxSegments => _maxItems;
 
     /// <summary>
     /// OS objects of a crashed run removed for this table: those ShmemSegment.Create found through the stale main
@@ -125,8 +128,11 @@ public sealed unsafe partial class DsmRegistry
     /// <summary>The OS name of a segment of this cluster (for messages and tests).</summary>
     public string OsNameOf(uint handle) => _provider.NameOf(Implementation, handle, DataDirectory);
 
-    // Region: header, items, then an int length and the data directory's UTF-8 bytes.
-    private byte* DataDirectoryBytes => (byte*)_items + (long)_header->MaxItems * sizeof(DsmControlItem);
+    /// <summary>
+    /// NItems (the high-water mark, shared) clamped to the validated capacity: read under ItemsLock, where nothing may
+    /// throw; a value out of range was already reported at attach and is at worst a short or full walk here.
+    /// </summary>
+    private int UsedItems() => Math.Clamp(_header->NItems, 0, _maxItems);
 
     /// <summary>Bytes <see cref="Init"/> takes from the main segment.</summary>
     internal static long ShmemSize(DsmOptions options)
@@ -175,7 +181,8 @@ public sealed unsafe partial class DsmRegistry
             // Written last; the ShmemIndex's ready state publishes the whole struct.
             h->Magic = DsmControlHeader.MagicValue;
         }, out found);
-        DsmRegistry reg = Register(new DsmRegistry(segment, procs, Check((DsmControlHeader*)region.Pointer, segment)));
+        var header = (DsmControlHeader*)region.Pointer;
+        DsmRegistry reg = Register(new DsmRegistry(segment, procs, header, ValidateControl(header, region, segment.Handle.Id)));
         if (!found)
             reg.LeftoversRemoved = segment.DsmLeftoversRemoved + (reg.DataDirectory is null ? 0 : CleanupUsingControlFile(segment.Platform, reg.DataDirectory));
         if (!found)
@@ -194,14 +201,43 @@ public sealed unsafe partial class DsmRegistry
         }
         if (!segment.TryFindStruct(ShmemName, out ShmemRegion region))
             throw new PgIpcException($"shared memory segment {segment.Handle.Id} has no dynamic shared memory control table ({ShmemName})");
-        return Register(new DsmRegistry(segment, ProcArray.Attach(segment), Check((DsmControlHeader*)region.Pointer, segment)));
+        var header = (DsmControlHeader*)region.Pointer;
+        ControlLayout layout = ValidateControl(header, region, segment.Handle.Id);
+        return Register(new DsmRegistry(segment, ProcArray.Attach(segment), header, layout));
     }
 
-    private static DsmControlHeader* Check(DsmControlHeader* h, ShmemSegment segment)
+    /// <summary>The control table's immutable shape, checked once (<see cref="ValidateControl"/>) and cached.</summary>
+    internal readonly record struct ControlLayout(int MaxItems, DsmImplementation Implementation, string? DataDirectory, int NItems);
+
+    /// <summary>
+    /// Checks, each read once, what every walk of the table is bounded by: the magic, MaxItems against the structure's
+    /// size (the ShmemIndex's, itself checked against the segment), the data directory's length, NItems against
+    /// MaxItems, the implementation. Throws <see cref="ShmemCorruptException"/>. Used at attach and before a stale
+    /// segment's table is walked (RemoveLeftoversOf).
+    /// </summary>
+    internal static ControlLayout ValidateControl(DsmControlHeader* h, ShmemRegion region, string segmentId)
     {
-        if (h->Magic != DsmControlHeader.MagicValue)
-            throw new PgIpcException($"dynamic shared memory control table in {segment.Handle.Id} has bad magic {h->Magic:x8}");
-        return h;
+        string what = $"DSM control table of segment {segmentId}";
+        if (region.Size < sizeof(DsmControlHeader))
+            throw new ShmemCorruptException(what, "size", $"{region.Size} bytes cannot hold its {sizeof(DsmControlHeader)}-byte header");
+        uint magic = h->Magic;
+        if (magic != DsmControlHeader.MagicValue)
+            throw new ShmemCorruptException(what, "Magic", $"0x{magic:x8} is not 0x{DsmControlHeader.MagicValue:x8}");
+        int max = h->MaxItems;
+        long itemsEnd = sizeof(DsmControlHeader) + (long)max * sizeof(DsmControlItem);
+        if (max < 1 || max > 1 << 20 || itemsEnd + sizeof(int) > region.Size)
+            throw new ShmemCorruptException(what, "MaxItems", $"{max} items of {sizeof(DsmControlItem)} bytes do not fit the structure's {region.Size} bytes");
+        byte* dd = (byte*)h + itemsEnd;
+        int ddLen = *(int*)dd;
+        if (ddLen < 0 || ddLen > DsmOptions.MaxDataDirectoryBytes || itemsEnd + sizeof(int) + ddLen > region.Size)
+            throw new ShmemCorruptException(what, "data directory length", $"{ddLen} is not between 0 and {DsmOptions.MaxDataDirectoryBytes} bytes inside the structure's {region.Size} bytes");
+        int nItems = h->NItems;
+        if (nItems < 0 || nItems > max)
+            throw new ShmemCorruptException(what, "NItems", $"{nItems} is not between 0 and MaxItems {max}");
+        int impl = h->Implementation;
+        if (!Enum.IsDefined((DsmImplementation)impl))
+            throw new ShmemCorruptException(what, "Implementation", $"{impl} is not a DsmImplementation");
+        return new ControlLayout(max, (DsmImplementation)impl, ddLen == 0 ? null : Encoding.UTF8.GetString(dd + sizeof(int), ddLen), nItems);
     }
 
     private static DsmRegistry Register(DsmRegistry reg)
@@ -246,7 +282,7 @@ public sealed unsafe partial class DsmRegistry
             bool collision = false;
             using (LockControl())
             {
-                int n = _header->NItems;
+                int n = UsedItems();
                 for (int i = 0; i < n; i++)
                 {
                     if (_items[i].RefCnt != 0 && _items[i].Handle == handle)
@@ -256,8 +292,11 @@ public sealed unsafe partial class DsmRegistry
                 }
                 if (!collision)
                 {
-                    if (slot < 0 && n < _header->MaxItems)
-                        slot = _header->NItems++;
+                    if (slot < 0 && n < _maxItems)
+                    {
+                        slot = n;
+                        _header->NItems = n + 1;
+                    }
                     if (slot >= 0)
                     {
                         DsmControlItem* it = &_items[slot];
@@ -298,7 +337,7 @@ public sealed unsafe partial class DsmRegistry
                     continue; // an entry with this handle is still being removed: draw another
                 if (noFail)
                     return null;
-                throw new DsmSlotsExhaustedException(_header->MaxItems);
+                throw new DsmSlotsExhaustedException(_maxItems);
             }
             return Track(new DsmSegment(this, mapping, handle, size, Implementation, slot));
         }
@@ -312,7 +351,7 @@ public sealed unsafe partial class DsmRegistry
         DsmImplementation kind = Implementation;
         using (LockControl())
         {
-            int n = _header->NItems;
+            int n = UsedItems();
             for (int i = 0; i < n; i++)
             {
                 // RefCnt 1 is moribund: being removed, no new attachers (as dsm_attach).
@@ -331,6 +370,10 @@ public sealed unsafe partial class DsmRegistry
         IMappedSegment mapping;
         try
         {
+            // The item's fields are shared: an implementation this backend lacks, or a size no segment has, is corrupt.
+            if (!_provider.Implementations.Contains(kind) || size <= 0)
+                throw new ShmemCorruptException($"DSM control table of segment {_segment.Handle.Id}, item {slot}", !_provider.Implementations.Contains(kind) ? "Implementation" : "Size",
+                    $"{(int)kind} / {size} for segment {handle} is not a segment this backend can map");
             mapping = _provider.Attach(kind, handle, DataDirectory);
             if (mapping.Size < size)
                 throw new PgIpcException($"dynamic shared memory segment {handle} maps {mapping.Size} bytes; the control table says {size}");
@@ -346,16 +389,26 @@ public sealed unsafe partial class DsmRegistry
     /// <summary>Gives up one reference; the last one removes the OS object (dsm_detach's second half).</summary>
     internal void DropReference(int slot, uint handle)
     {
-        bool destroy;
-        DsmImplementation kind;
+        bool destroy = false;
+        DsmImplementation kind = Implementation;
+        uint foundHandle, foundRefCnt;
         using (LockControl())
         {
             DsmControlItem* it = &_items[slot];
-            if (it->Handle != handle || it->RefCnt < 2)
-                Environment.FailFast($"dynamic shared memory control slot {slot} holds handle {it->Handle} with reference count {it->RefCnt}; this process holds a reference to {handle} there");
-            destroy = --it->RefCnt == 1;
-            kind = (DsmImplementation)it->Implementation;
+            foundHandle = it->Handle;
+            foundRefCnt = it->RefCnt;
+            // This process holds a reference in this slot (its own bookkeeping): a slot that says otherwise was
+            // overwritten. Reported (after the locks) rather than a PANIC: nothing is changed, and the segment's OS
+            // object is left for the cluster's destroy or a crash restart.
+            if (foundHandle == handle && foundRefCnt >= 2)
+            {
+                destroy = --it->RefCnt == 1;
+                kind = (DsmImplementation)it->Implementation;
+            }
         }
+        if (foundHandle != handle || foundRefCnt < 2)
+            throw new ShmemCorruptException($"DSM control table of segment {_segment.Handle.Id}, item {slot}", "Handle / RefCnt",
+                $"{foundHandle} / {foundRefCnt}, but this process holds a reference to segment {handle} there");
         if (destroy)
             RemoveMoribund(slot, handle, kind);
     }
@@ -401,7 +454,7 @@ public sealed unsafe partial class DsmRegistry
         DsmImplementation kind = Implementation;
         using (LockControl())
         {
-            for (int i = 0; i < _header->NItems; i++)
+            for (int i = 0, n = UsedItems(); i < n; i++)
             {
                 if (_items[i].Handle == handle && _items[i].RefCnt >= 2)
                 {
@@ -427,7 +480,7 @@ public sealed unsafe partial class DsmRegistry
     {
         using (LockControl())
         {
-            for (int i = 0; i < _header->NItems; i++)
+            for (int i = 0, n = UsedItems(); i < n; i++)
                 if (_items[i].Handle == handle && _items[i].RefCnt != 0)
                     return (int)_items[i].RefCnt;
         }
@@ -443,7 +496,7 @@ public sealed unsafe partial class DsmRegistry
         int n = 0;
         using (LockControl())
         {
-            for (int i = 0; i < _header->NItems; i++)
+            for (int i = 0, used = UsedItems(); i < used; i++)
                 if (_items[i].RefCnt >= 2)
                     n++;
         }

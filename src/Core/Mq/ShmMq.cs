@@ -22,7 +22,13 @@
  *       release-stores the new BytesRead; the sender acquire-loads BytesRead
  *       before overwriting the space it frees.
  *   Each counter has one writer, so its update is a load of our own value
- *   and a release store, no read-modify-write.
+ *   and a release store, no read-modify-write. "Our own value" is kept in
+ *   the handle (ShmMqHandle's _bytesRead / _bytesWritten), never re-read
+ *   from the header: a scribbled counter cannot move this side's position
+ *   in the ring. The ring's size and place are checked once (Create, Open)
+ *   and cached; the peer's counter is checked where a wait begins (a
+ *   receiver whose sender's counter went back, a sender whose receiver's
+ *   counter ran ahead), which the fast path's existing test covers.
  *
  *   Mirrors src/backend/storage/ipc/shm_mq.c and include/storage/shm_mq.h.
  *-------------------------------------------------------------------------
@@ -122,7 +128,17 @@ public sealed unsafe class ShmMq
 
     internal readonly ShmMqHeader* Header;
 
-    private ShmMq(ShmMqHeader* header) => Header = header;
+    // The ring's place and size, checked once at Create / Open and used from here on (the shared copies are another
+    // process's word: a handle never re-reads them).
+    internal readonly long RingOffsetValidated;
+    internal readonly long RingSizeValidated;
+
+    private ShmMq(ShmMqHeader* header, long ringOffset, long ringSize)
+    {
+        Header = header;
+        RingOffsetValidated = ringOffset;
+        RingSizeValidated = ringSize;
+    }
 
     /// <summary>Bytes a queue with a ring of <paramref name="ringSize"/> bytes needs.</summary>
     public static long SizeFor(long ringSize)
@@ -132,7 +148,7 @@ public sealed unsafe class ShmMq
     }
 
     /// <summary>Ring size in bytes.</summary>
-    public long RingSize => Header->RingSize;
+    public long RingSize => RingSizeValidated;
 
     /// <summary>Procno of the receiver, or -1.</summary>
     public int ReceiverProcNumber => Volatile.Read(ref Header->ReceiverProcNo);
@@ -179,7 +195,7 @@ public sealed unsafe class ShmMq
         h->BytesWritten = 0;
         // Publish last; pairs with the acquire load in Open.
         Volatile.Write(ref h->Magic, ShmMqHeader.MagicValue);
-        return new ShmMq(h);
+        return new ShmMq(h, sizeof(ShmMqHeader), ring);
     }
 
     internal static ShmMq Open(byte* address, long size)
@@ -191,9 +207,13 @@ public sealed unsafe class ShmMq
         uint magic = Volatile.Read(ref h->Magic);
         if (magic != ShmMqHeader.MagicValue)
             throw new ShmMqCorruptException($"no shm_mq at this address: magic 0x{magic:x8}, expected 0x{ShmMqHeader.MagicValue:x8}");
-        if (h->RingOffset != sizeof(ShmMqHeader) || h->RingSize < MinRingSize || h->RingSize > size - h->RingOffset || (h->RingSize & 7) != 0)
-            throw new ShmMqCorruptException($"shm_mq header says ring {h->RingSize} bytes at +{h->RingOffset}, region is {size} bytes");
-        return new ShmMq(h);
+        // Each read once: the values checked are the values used.
+        long ringOffset = h->RingOffset, ringSize = h->RingSize;
+        if (ringOffset != sizeof(ShmMqHeader))
+            throw new ShmemCorruptException("shm_mq header", "RingOffset", $"+{ringOffset} is not +{sizeof(ShmMqHeader)}, the first byte after the header");
+        if (ringSize < MinRingSize || ringSize > size - ringOffset || (ringSize & 7) != 0)
+            throw new ShmemCorruptException("shm_mq header", "RingSize", $"{ringSize} bytes at +{ringOffset} is not a multiple of 8 between {MinRingSize} and the region's {size} bytes less the header");
+        return new ShmMq(h, ringOffset, ringSize);
     }
 
     // ------------------------------------------------------------------

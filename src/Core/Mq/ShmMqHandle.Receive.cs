@@ -54,7 +54,7 @@ public sealed unsafe partial class ShmMqHandle
                 return r;
             long len = *(long*)p;
             if ((ulong)len > ShmMq.MaxMessageSize)
-                throw new ShmMqCorruptException($"invalid message size {len} in shared memory queue (at byte {_h->BytesRead + _consumePending})");
+                throw new ShmMqCorruptException($"invalid message size {len} in shared memory queue (at byte {_bytesRead + _consumePending})");
             long needed = LengthWordSize + Align8(len);
             if (avail >= needed)
             {
@@ -134,7 +134,7 @@ public sealed unsafe partial class ShmMqHandle
         {
             // Acquire; pairs with the sender's release store in FlushPending: the bytes it covers are readable.
             long written = Volatile.Read(ref _h->BytesWritten);
-            long read = _h->BytesRead + _consumePending; // our own counter
+            long read = _bytesRead + _consumePending; // our own counter (private: see the constructor)
             long used = written - read;
             long offset = read % ring;
             if (used >= needed || offset + used >= ring)
@@ -143,6 +143,8 @@ public sealed unsafe partial class ShmMqHandle
                 data = _ring + offset;
                 return ShmMqResult.Success;
             }
+            if (used < 0)
+                ThrowCounterCorrupt(written, read); // the sender's counter went back: corrupt (not on the fast path)
             // Detached is checked only after what is already here: a receiver drains a detached queue.
             if (Volatile.Read(ref _h->Detached) != 0)
             {
@@ -178,7 +180,8 @@ public sealed unsafe partial class ShmMqHandle
     {
         // Release: we are done with these bytes (read or copied out) before the sender may overwrite them;
         // pairs with the sender's acquire load of BytesRead (shm_mq_inc_bytes_read's barrier).
-        Volatile.Write(ref _h->BytesRead, _h->BytesRead + _consumePending);
+        _bytesRead += _consumePending;
+        Volatile.Write(ref _h->BytesRead, _bytesRead);
         _consumePending = 0;
         WakePeer();
     }

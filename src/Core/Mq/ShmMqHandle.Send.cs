@@ -91,12 +91,15 @@ public sealed unsafe partial class ShmMqHandle
             // Acquire; pairs with the receiver's release store of BytesRead: the space it frees is no longer read
             // when we overwrite it (shm_mq_send_bytes' full barrier before the copy).
             long rb = Volatile.Read(ref _h->BytesRead);
-            long wb = _h->BytesWritten + _sendPending; // our own counter: a plain load sees our last store
+            long wb = _bytesWritten + _sendPending; // our own counter (private: see the constructor)
             long available = ring - (wb - rb);
             if (Volatile.Read(ref _h->Detached) != 0)
                 return SawDetached();
-            if (available == 0)
+            // Normal is 1..ring; one test covers both the full ring (0) and a receiver's counter out of range.
+            if ((ulong)(available - 1) >= (ulong)ring)
             {
+                if (available != 0)
+                    ThrowCounterCorrupt(wb, rb);
                 // Publish and wake the receiver before waiting: it may be asleep with the ring full of our bytes.
                 FlushPending();
                 if (nowait)
@@ -167,7 +170,8 @@ public sealed unsafe partial class ShmMqHandle
             return;
         // Release: the ring bytes copied above are visible to whoever acquire-loads this value (the receiver in
         // ReceiveBytes); shm_mq_inc_bytes_written's write barrier.
-        Volatile.Write(ref _h->BytesWritten, _h->BytesWritten + _sendPending);
+        _bytesWritten += _sendPending;
+        Volatile.Write(ref _h->BytesWritten, _bytesWritten);
         _sendPending = 0;
         WakePeer();
     }

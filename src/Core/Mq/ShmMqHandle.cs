@@ -86,11 +86,13 @@ public sealed unsafe partial class ShmMqHandle : IDisposable
     private long _spinTicks = s_initialSpinTicks; // adaptive budget, Stopwatch ticks, in [s_minSpinTicks, s_maxSpinTicks]
 
     // Sender state.
+    private long _bytesWritten;      // the sender's counter (what it last stored to BytesWritten)
     private long _sendPending;       // bytes copied into the ring but not yet added to BytesWritten
     private long _sendPartial;       // framed bytes of the current message already in the ring
     private long _sendLength = -1;   // payload length of the message in flight, -1 when none
 
     // Receiver state.
+    private long _bytesRead;         // the receiver's counter (what it last stored to BytesRead)
     private long _consumePending;    // bytes consumed but not yet added to BytesRead
     private bool _lengthWordComplete;
     private long _expected;          // payload length of the message being assembled
@@ -101,8 +103,16 @@ public sealed unsafe partial class ShmMqHandle : IDisposable
     {
         _mq = mq;
         _h = mq.Header;
-        _ring = (byte*)_h + _h->RingOffset;
-        _ringSize = _h->RingSize;
+        _ring = (byte*)_h + mq.RingOffsetValidated;
+        _ringSize = mq.RingSizeValidated;
+        // This side's counter is kept here and only stored to shared memory (one writer): a value scribbled there
+        // later cannot move our ring position. The starting values are checked once: read <= written <= read + ring.
+        long read = Volatile.Read(ref _h->BytesRead), written = Volatile.Read(ref _h->BytesWritten);
+        if (read < 0 || written < read || written - read > _ringSize)
+            throw new ShmemCorruptException("shm_mq header", "BytesRead / BytesWritten",
+                $"{read} / {written} do not describe at most {_ringSize} bytes in flight");
+        _bytesRead = read;
+        _bytesWritten = written;
         _me = me;
         _isSender = isSender;
         _peer = peer;
@@ -145,6 +155,12 @@ public sealed unsafe partial class ShmMqHandle : IDisposable
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static long Align8(long n) => (n + 7) & ~7L;
+
+    /// <summary>The peer's counter says more than a ring in flight, or less than nothing: the header was overwritten.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowCounterCorrupt(long written, long read)
+        => throw new ShmemCorruptException("shm_mq header", _isSender ? "BytesRead" : "BytesWritten",
+            $"{(_isSender ? read : written)} leaves {written - read} bytes in flight in a ring of {_ringSize} (written {written}, read {read})");
 
     private static long MicrosecondsToTicks(int us) => Math.Max(1, (long)(us * (double)Stopwatch.Frequency / 1_000_000));
 }

@@ -29,6 +29,13 @@
  *   shm_toc_lookup's read barrier). Keys are not checked for uniqueness on
  *   insert (the first match wins on lookup), as in PostgreSQL.
  *
+ *   Trust. The region may be mapped by processes that scribble on it:
+ *   TotalBytes is checked at Create / Attach and cached; the entry count
+ *   and the chunk bytes are checked at Attach and wherever they are used
+ *   (under the spinlock only computed, reported after it); an entry's
+ *   offset is checked when a lookup returns it. A bad value is a
+ *   ShmemCorruptException naming the field.
+ *
  *   Mirrors src/backend/storage/ipc/shm_toc.c and include/storage/shm_toc.h.
  *-------------------------------------------------------------------------
  */
@@ -169,11 +176,17 @@ public sealed unsafe class ShmToc
 
     private readonly byte* _base;
     private readonly long _regionSize;
+    // TotalBytes as checked at Create / Attach; the shared copy is never read again.
+    private readonly long _totalBytes;
+    // Most entries that fit between the header and the end of the region: bounds every walk of the entries.
+    private readonly int _maxEntries;
 
-    private ShmToc(byte* address, long regionSize)
+    private ShmToc(byte* address, long regionSize, long totalBytes)
     {
         _base = address;
         _regionSize = regionSize;
+        _totalBytes = totalBytes;
+        _maxEntries = (int)Math.Min(int.MaxValue, (totalBytes - sizeof(ShmTocHeader)) / sizeof(ShmTocEntry));
     }
 
     private ShmTocHeader* Header => (ShmTocHeader*)_base;
@@ -183,7 +196,7 @@ public sealed unsafe class ShmToc
     public ulong Magic => Header->Magic;
 
     /// <summary>Usable bytes (the region rounded down to <see cref="Alignment"/>).</summary>
-    public long TotalBytes => Header->TotalBytes;
+    public long TotalBytes => _totalBytes;
 
     /// <summary>Entries inserted so far (acquire load).</summary>
     public int Count => Volatile.Read(ref Header->NumEntries);
@@ -195,9 +208,11 @@ public sealed unsafe class ShmToc
         {
             ShmTocHeader* h = Header;
             SLock.Acquire(ref h->Mutex, "ShmToc.FreeBytes");
-            long free = h->TotalBytes - h->AllocatedBytes - EntriesEnd(h->NumEntries);
+            long allocated = h->AllocatedBytes;
+            int n = h->NumEntries;
             SLock.Release(ref h->Mutex);
-            return free;
+            CheckCounts(n, allocated);
+            return _totalBytes - allocated - EntriesEnd(n);
         }
     }
 
@@ -225,7 +240,7 @@ public sealed unsafe class ShmToc
         h->NumEntries = 0;
         // Publish last: an attacher that sees the magic sees the fields above (pairs with the acquire load in Attach).
         Volatile.Write(ref h->Magic, magic);
-        return new ShmToc(address, size);
+        return new ShmToc(address, size, total);
     }
 
     /// <summary>Attaches to the toc at <paramref name="address"/>; the magic must match.</summary>
@@ -239,9 +254,14 @@ public sealed unsafe class ShmToc
         ulong found = Volatile.Read(ref h->Magic);
         if (found != magic)
             throw new InvalidShmTocException(magic, found, size);
-        if (h->TotalBytes > size || h->TotalBytes < sizeof(ShmTocHeader))
-            throw new InvalidShmTocException($"shared memory table of contents claims {h->TotalBytes} bytes but its region has {size}");
-        return new ShmToc(address, size);
+        long total = h->TotalBytes; // read once: the value checked is the value used
+        if (total > size || total < sizeof(ShmTocHeader))
+            throw new ShmemCorruptException("shm_toc header", "TotalBytes", $"{total} is not between its {sizeof(ShmTocHeader)}-byte header and the region's {size} bytes");
+        var toc = new ShmToc(address, size, total);
+        // The counts are checked once here too (they change later, under the toc's spinlock, and are checked again
+        // where they are used: Allocate, Insert, Lookup).
+        toc.CheckCounts(Volatile.Read(ref h->NumEntries), Volatile.Read(ref h->AllocatedBytes));
+        return toc;
     }
 
     private static void CheckRegion(byte* address, long size)
@@ -268,13 +288,14 @@ public sealed unsafe class ShmToc
         long rounded = ShmemSize.AlignUp(size, Alignment);
         ShmTocHeader* h = Header;
         SLock.Acquire(ref h->Mutex, "ShmToc.Allocate");
-        long total = h->TotalBytes;
+        long total = _totalBytes;
         long allocated = h->AllocatedBytes;
         int n = h->NumEntries;
         long used = EntriesEnd(n) + allocated;
-        if (rounded > total - used)
+        if (!CountsValid(n, allocated) || rounded > total - used)
         {
             SLock.Release(ref h->Mutex);
+            CheckCounts(n, allocated); // after the lock: a corrupt count throws ShmemCorruptException
             throw new ShmTocOutOfSpaceException("chunk", size, total, allocated, n, EntriesEnd(n));
         }
         h->AllocatedBytes = allocated + rounded;
@@ -293,15 +314,16 @@ public sealed unsafe class ShmToc
     public void Insert(ulong key, long offset)
     {
         ShmTocHeader* h = Header;
-        if (offset < sizeof(ShmTocHeader) || offset >= h->TotalBytes)
-            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"a toc entry must point inside the toc's {h->TotalBytes} bytes, past its header");
+        if (offset < sizeof(ShmTocHeader) || offset >= _totalBytes)
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"a toc entry must point inside the toc's {_totalBytes} bytes, past its header");
         SLock.Acquire(ref h->Mutex, "ShmToc.Insert");
         int n = h->NumEntries;
-        long total = h->TotalBytes;
+        long total = _totalBytes;
         long allocated = h->AllocatedBytes;
-        if (EntriesEnd(n) + sizeof(ShmTocEntry) > total - allocated || n == int.MaxValue)
+        if (!CountsValid(n, allocated) || EntriesEnd(n) + sizeof(ShmTocEntry) > total - allocated || n == int.MaxValue)
         {
             SLock.Release(ref h->Mutex);
+            CheckCounts(n, allocated); // after the lock: a corrupt count throws ShmemCorruptException
             throw new ShmTocOutOfSpaceException("entry", sizeof(ShmTocEntry), total, allocated, n, EntriesEnd(n));
         }
         ShmTocEntry* e = Entries + n;
@@ -332,12 +354,16 @@ public sealed unsafe class ShmToc
     {
         // Acquire; pairs with the release store in Insert: entries below n are complete.
         int n = Volatile.Read(ref Header->NumEntries);
+        if ((uint)n > (uint)_maxEntries)
+            throw new ShmemCorruptException("shm_toc header", "NumEntries", $"{n} is not between 0 and the {_maxEntries} entries its {_totalBytes} bytes hold");
         ShmTocEntry* entries = Entries;
         for (int i = 0; i < n; i++)
         {
             if (entries[i].Key == key)
             {
                 offset = entries[i].Offset;
+                if (offset < sizeof(ShmTocHeader) || offset >= _totalBytes)
+                    throw new ShmemCorruptException($"shm_toc entry {i} (key 0x{key:x})", "offset", $"{offset} is not inside the toc's {_totalBytes} bytes past its header");
                 return true;
             }
         }
@@ -348,7 +374,7 @@ public sealed unsafe class ShmToc
     /// <summary>The chunk at <paramref name="offset"/> with <paramref name="size"/> usable bytes (bounds-checked).</summary>
     public ShmTocChunk ChunkAt(long offset, long size)
     {
-        long total = Header->TotalBytes;
+        long total = _totalBytes;
         if (offset < sizeof(ShmTocHeader) || size < 0 || offset > total || size > total - offset)
             throw new ArgumentOutOfRangeException(nameof(offset), offset, $"chunk [{offset}, +{size}) is not inside the toc's {total} bytes");
         return new ShmTocChunk(_base + offset, offset, size);
@@ -356,6 +382,19 @@ public sealed unsafe class ShmToc
 
     /// <summary>The chunk inserted under <paramref name="key"/>, assumed to be <paramref name="size"/> bytes.</summary>
     public ShmTocChunk LookupChunk(ulong key, long size) => ChunkAt(Lookup(key), size);
+
+    /// <summary>Whether the entry count and the chunk bytes fit the toc together (nothing here throws: used under its spinlock).</summary>
+    private bool CountsValid(int n, long allocated)
+        => (uint)n <= (uint)_maxEntries && allocated >= 0 && allocated <= _totalBytes - EntriesEnd(n);
+
+    /// <summary>Throws <see cref="ShmemCorruptException"/> when <see cref="CountsValid"/> is false (never under the spinlock).</summary>
+    private void CheckCounts(int n, long allocated)
+    {
+        if ((uint)n > (uint)_maxEntries)
+            throw new ShmemCorruptException("shm_toc header", "NumEntries", $"{n} is not between 0 and the {_maxEntries} entries its {_totalBytes} bytes hold");
+        if (allocated < 0 || allocated > _totalBytes - EntriesEnd(n))
+            throw new ShmemCorruptException("shm_toc header", "AllocatedBytes", $"{allocated} does not fit the toc's {_totalBytes} bytes beside {n} entries");
+    }
 
     /// <summary>Bytes from the toc's start to the end of <paramref name="n"/> entries.</summary>
     private static long EntriesEnd(int n) => sizeof(ShmTocHeader) + (long)n * sizeof(ShmTocEntry);

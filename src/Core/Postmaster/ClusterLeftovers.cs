@@ -72,21 +72,27 @@ public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
     public static IReadOnlyList<StaleSegmentReport> CleanupStale(IPgIpcPlatform? platform = null, bool dryRun = false)
         => ShmemSegment.CleanupStale(platform, dryRun, Instance);
 
-    /// <summary>The stale segment's slot array, or null when it has none (a bare segment) or it looks damaged.</summary>
-    private static ProcGlobalHeader* ProcGlobal(ShmemSegment stale, out PgProc* procs, out string name)
+    /// <summary>
+    /// The stale segment's slot array, or null when it has none (a bare segment, or one whose creator died before
+    /// initialising it). Its shape is checked as an attach checks it (ProcArray.ValidateHeader): a corrupt one throws
+    /// <see cref="ShmemCorruptException"/>, which the segment layer reports, and nothing of it is walked.
+    /// </summary>
+    private static ProcGlobalHeader* ProcGlobal(ShmemSegment stale, out PgProc* procs, out int count, out string name)
     {
         procs = null;
+        count = 0;
         name = "";
-        if (!stale.TryFindReadyStruct(ProcArray.ShmemName, out ShmemRegion r) || r.Size < sizeof(ProcGlobalHeader))
+        if (!stale.TryFindReadyStruct(ProcArray.ShmemName, out ShmemRegion r))
             return null;
         var h = (ProcGlobalHeader*)r.Pointer;
-        if (h->Magic != ProcGlobalHeader.MagicValue || h->MaxProcs <= 0 || h->MaxProcs > ProcArray.MaxProcsLimit ||
-            h->ProcsOffset <= 0 || h->ProcsOffset + (long)h->MaxProcs * sizeof(PgProc) > stale.TotalSize)
+        if (r.Size < sizeof(ProcGlobalHeader) || h->Magic == 0)
             return null;
+        ProcArray.Layout layout = ProcArray.ValidateHeader(h, r, stale.Handle.Id);
         var nameBytes = new ReadOnlySpan<byte>(h->SemaphoreName, 32);
         int n = nameBytes.IndexOf((byte)0);
         name = Encoding.ASCII.GetString(n < 0 ? nameBytes : nameBytes[..n]);
-        procs = (PgProc*)(stale.Base + h->ProcsOffset);
+        procs = (PgProc*)(stale.Base + layout.ProcsOffset);
+        count = layout.MaxProcs;
         return h;
     }
 
@@ -94,12 +100,12 @@ public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
     IEnumerable<int> IStaleSegmentHandler.RecordedPids(ShmemSegment stale)
     {
         List<int> pids = [];
-        ProcGlobalHeader* h = ProcGlobal(stale, out PgProc* procs, out _);
+        ProcGlobalHeader* h = ProcGlobal(stale, out PgProc* procs, out int count, out _);
         if (h is null)
             return pids;
         if (h->SupervisorPid > 0)
             pids.Add(h->SupervisorPid);
-        for (int i = 0; i < h->MaxProcs; i++)
+        for (int i = 0; i < count; i++)
         {
             // Plain read: every writer is dead (or this is the in-use check, which only needs a hint).
             int pid = Volatile.Read(ref procs[i].Pid);
@@ -118,10 +124,9 @@ public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
         // Another user's segment (readable, with a forged header and a dead "creator") names nothing we trust.
         if (!platform.SharedMemory.IsOwnedByCurrentUser(stale.Handle.Id))
             return 0;
-        ProcGlobalHeader* h = ProcGlobal(stale, out PgProc* procs, out string name);
+        ProcGlobalHeader* h = ProcGlobal(stale, out PgProc* procs, out int count, out string name);
         if (h is not null && name.Length > 0)
         {
-            int count = h->MaxProcs;
             try
             {
                 ILatchWakers wakers = platform.Latches.Attach(name, (nint)procs + LatchOffset, sizeof(PgProc), count);
@@ -151,9 +156,10 @@ public sealed unsafe class ClusterLeftovers : IStaleSegmentHandler
         {
             dsm = DsmRegistry.RemoveLeftoversOf(stale);
         }
-        catch (Exception ex) when (ex is PgIpcException or IOException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception ex) when (ex is not ShmemCorruptException && (ex is PgIpcException or IOException or UnauthorizedAccessException or ArgumentException))
         {
-            // A damaged table or an unreadable data directory: leave it to `pgipc cleanup`.
+            // An unreadable data directory: leave it to `pgipc cleanup`. A corrupt table is the segment layer's to
+            // report (PreExistingSegment.Examine): it propagates.
         }
         dsmSegments = dsm;
         return removed + dsm;

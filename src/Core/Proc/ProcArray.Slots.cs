@@ -64,15 +64,24 @@ public sealed unsafe partial class ProcArray
         int pid = _processes.CurrentProcessId;
         long identity = MyIdentity(); // outside the spinlock: it may read a file
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        (int start, int end) = RangeOf((int)kind);
         for (int attempt = 0; ; attempt++)
         {
             int procno = PgProc.InvalidProcNumber;
+            int badLink = PgProc.InvalidProcNumber;
             SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
             int head = _header->FreeHeads[(int)kind];
-            if (head != PgProc.InvalidProcNumber)
+            // The links are shared: one outside this kind's range is corruption, found here (nothing is changed and
+            // the error is raised after the spinlock) instead of a write through a wild slot.
+            int next = head >= start && head < end ? _procs[head].FreeNext : PgProc.InvalidProcNumber;
+            if (head != PgProc.InvalidProcNumber && (head < start || head >= end))
+                badLink = head;
+            else if (next != PgProc.InvalidProcNumber && (next < start || next >= end))
+                badLink = next;
+            else if (head != PgProc.InvalidProcNumber)
             {
                 PgProc* p = _procs + head;
-                _header->FreeHeads[(int)kind] = p->FreeNext;
+                _header->FreeHeads[(int)kind] = next;
                 p->FreeNext = PgProc.InvalidProcNumber;
                 p->Generation++;
                 p->AcquiredAtUnixMs = now;
@@ -84,6 +93,9 @@ public sealed unsafe partial class ProcArray
                 procno = head;
             }
             SLock.Release(ref _header->Lock.Value);
+            if (badLink != PgProc.InvalidProcNumber)
+                throw new ShmemCorruptException($"ProcGlobal of segment {_segment.Handle.Id}", $"free list of {kind} slots",
+                    $"links to slot {badLink}, outside the {kind} slots [{start}, {end})");
             if (procno != PgProc.InvalidProcNumber)
             {
                 PgProc* p = _procs + procno;
@@ -135,11 +147,12 @@ public sealed unsafe partial class ProcArray
     internal void ReleaseSlot(int procno)
     {
         PgProc* p = _procs + procno;
+        int kind = KindOf(procno); // cached ranges: the slot's shared Kind is another process's word
         ResetWaitState(p);
         SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
         Volatile.Write(ref p->Pid, 0);
-        p->FreeNext = _header->FreeHeads[p->Kind];
-        _header->FreeHeads[p->Kind] = procno;
+        p->FreeNext = _header->FreeHeads[kind];
+        _header->FreeHeads[kind] = procno;
         SLock.Release(ref _header->Lock.Value);
         RunSlotReleaseHooks(procno);
     }
@@ -221,6 +234,10 @@ public sealed unsafe partial class ProcArray
             long lockOffset = Volatile.Read(ref p->LwWaitLockOffset);
             if (lockOffset >= 0)
             {
+                // Written by the dead owner: an LWLock inside the main segment, aligned as every LWLock is, or corrupt.
+                if (lockOffset < _segment.AllocatableStart || lockOffset > _segmentSize - sizeof(LWLock) || (lockOffset & (sizeof(uint) - 1)) != 0)
+                    throw new ShmemCorruptException($"PGPROC slot {i} of segment {_segment.Handle.Id} (dead pid {pid})", "wait-lock offset",
+                        $"0x{lockOffset:x} is not an LWLock inside the segment's {_segmentSize} bytes");
                 if (!LWLock.RepairAfterDeadWaiter((LWLock*)(_base + lockOffset), this, i, pid))
                     continue;
             }
@@ -236,8 +253,8 @@ public sealed unsafe partial class ProcArray
             {
                 ResetWaitState(p);
                 Volatile.Write(ref p->Pid, 0);
-                p->FreeNext = _header->FreeHeads[p->Kind];
-                _header->FreeHeads[p->Kind] = i;
+                p->FreeNext = _header->FreeHeads[KindOf(i)];
+                _header->FreeHeads[KindOf(i)] = i;
                 _header->SlotsReclaimed++;
                 reclaimed++;
                 SLock.Release(ref _header->Lock.Value);
@@ -271,11 +288,19 @@ public sealed unsafe partial class ProcArray
     public int FreeCount(ProcKind kind)
     {
         ThrowIfClosed();
+        if ((uint)kind > (uint)ProcKind.BackgroundWorker)
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown participant kind");
+        (int start, int end) = RangeOf((int)kind);
         int n = 0;
+        int cur;
         SLock.Acquire(ref _header->Lock.Value, "ProcGlobal");
-        for (int cur = _header->FreeHeads[(int)kind]; cur != PgProc.InvalidProcNumber && n <= MaxProcs; cur = _procs[cur].FreeNext)
+        // Bounded by the range's size (a cycle) and by the range (a wild link); either ends the walk, reported after the lock.
+        for (cur = _header->FreeHeads[(int)kind]; cur != PgProc.InvalidProcNumber && cur >= start && cur < end && n <= end - start; cur = _procs[cur].FreeNext)
             n++;
         SLock.Release(ref _header->Lock.Value);
+        if (cur != PgProc.InvalidProcNumber)
+            throw new ShmemCorruptException($"ProcGlobal of segment {_segment.Handle.Id}", $"free list of {kind} slots",
+                n > end - start ? $"has a cycle (more than its {end - start} slots)" : $"links to slot {cur}, outside the {kind} slots [{start}, {end})");
         return n;
     }
 }

@@ -97,20 +97,22 @@ public sealed unsafe partial class ProcArray
     private readonly List<Participant> _participants = [];
     private int _closed;
 
-    private ProcArray(ShmemSegment segment, ProcGlobalHeader* header, IProcSemaphoreSet semaphores, ILatchWakers wakers, IDisposable? lifeline)
+    private ProcArray(ShmemSegment segment, ProcGlobalHeader* header, Layout layout, IProcSemaphoreSet semaphores, ILatchWakers wakers, IDisposable? lifeline)
     {
         _segment = segment;
         _header = header;
         _base = segment.Base;
         _segmentSize = segment.TotalSize;
-        _procs = (PgProc*)(_base + header->ProcsOffset);
+        _procs = (PgProc*)(_base + layout.ProcsOffset);
+        _numBackends = layout.NumBackends;
+        _numAuxiliary = layout.NumAuxiliary;
         _semaphores = semaphores;
         _wakers = wakers;
         _lifeline = lifeline;
         _latches = segment.Platform.Latches;
         _name = NameOf(header);
         _processes = segment.Platform.Processes;
-        MaxProcs = header->MaxProcs;
+        MaxProcs = layout.MaxProcs;
         _supervisorPid = header->SupervisorPid; // immutable: copied so it stays readable after a detach
     }
 
@@ -147,9 +149,10 @@ public sealed unsafe partial class ProcArray
         ShmemRegion region = segment.InitStruct(ShmemName, size, r => created = Initialize(segment, r, options, provider), out found);
         var header = (ProcGlobalHeader*)region.Pointer;
         if (created is { } c)
-            return Register(new ProcArray(segment, header, c.Sems, c.Wakers, c.Lifeline));
-        (IProcSemaphoreSet sems, ILatchWakers wakers) = OpenObjects(segment, header);
-        return Register(new ProcArray(segment, header, sems, wakers, null));
+            return Register(new ProcArray(segment, header, ValidateHeader(header, region, segment.Handle.Id), c.Sems, c.Wakers, c.Lifeline));
+        Layout layout = ValidateHeader(header, region, segment.Handle.Id);
+        (IProcSemaphoreSet sems, ILatchWakers wakers) = OpenObjects(segment, header, layout);
+        return Register(new ProcArray(segment, header, layout, sems, wakers, null));
     }
 
     /// <summary>
@@ -180,9 +183,62 @@ public sealed unsafe partial class ProcArray
         if (!segment.TryFindStruct(ShmemName, out ShmemRegion region))
             throw new PgIpcException($"shared memory segment {segment.Handle.Id} has no participant slot array ({ShmemName}); the cluster was created without one");
         var header = (ProcGlobalHeader*)region.Pointer;
-        (IProcSemaphoreSet sems, ILatchWakers wakers) = OpenObjects(segment, header);
-        return Register(new ProcArray(segment, header, sems, wakers, null));
+        Layout layout = ValidateHeader(header, region, segment.Handle.Id);
+        (IProcSemaphoreSet sems, ILatchWakers wakers) = OpenObjects(segment, header, layout);
+        return Register(new ProcArray(segment, header, layout, sems, wakers, null));
     }
+
+    /// <summary>ProcGlobal's immutable shape, checked once (<see cref="ValidateHeader"/>) and cached by this process.</summary>
+    internal readonly record struct Layout(int MaxProcs, int NumBackends, int NumAuxiliary, int NumBackgroundWorkers, long ProcsOffset);
+
+    /// <summary>
+    /// Checks the fields every slot address is derived from, each read once: the magic, the per-kind counts and
+    /// their sum, and the slot array's offset and extent inside <paramref name="region"/> (the structure as the
+    /// ShmemIndex records it, itself checked against the segment). Throws <see cref="ShmemCorruptException"/>; a
+    /// structure that was never initialised (magic 0) is the plain PgIpcException it always was. Used at attach and
+    /// by the stale-segment handler (Postmaster/ClusterLeftovers.cs) before it walks the slots.
+    /// </summary>
+    internal static Layout ValidateHeader(ProcGlobalHeader* h, ShmemRegion region, string segmentId)
+    {
+        string what = $"ProcGlobal of segment {segmentId}";
+        uint magic = h->Magic;
+        if (magic == 0)
+            throw new PgIpcException($"{ShmemName} in segment {segmentId} is not initialised (magic 0x{magic:x8})");
+        if (magic != ProcGlobalHeader.MagicValue)
+            throw new ShmemCorruptException(what, "Magic", $"0x{magic:x8} is not 0x{ProcGlobalHeader.MagicValue:x8}");
+        long headerSize = Shmem.ShmemSize.CacheLineAlign(sizeof(ProcGlobalHeader));
+        if (region.Size < headerSize)
+            throw new ShmemCorruptException(what, "size", $"{region.Size} bytes cannot hold its {headerSize}-byte header");
+        int max = h->MaxProcs, nb = h->NumBackends, na = h->NumAuxiliary, nw = h->NumBackgroundWorkers;
+        if (nb < 1 || na < 0 || nw < 0 || (long)nb + na + nw != max || max > MaxProcsLimit)
+            throw new ShmemCorruptException(what, "MaxProcs", $"{max} is not the sum of the backend, auxiliary and background worker counts {nb} + {na} + {nw} (at most {MaxProcsLimit})");
+        if ((long)max * sizeof(PgProc) > region.Size - headerSize)
+            throw new ShmemCorruptException(what, "MaxProcs", $"{max} slots of {sizeof(PgProc)} bytes do not fit the structure's {region.Size} bytes");
+        long procsOffset = h->ProcsOffset;
+        if (procsOffset != region.Offset + headerSize)
+            throw new ShmemCorruptException(what, "ProcsOffset", $"0x{procsOffset:x} is not 0x{region.Offset + headerSize:x}, the first byte after the header");
+        // The set name becomes part of OS object names and paths (semaphores, latch FIFOs): letters and digits only.
+        var nameBytes = new ReadOnlySpan<byte>(h->SemaphoreName, 32);
+        int nameEnd = nameBytes.IndexOf((byte)0);
+        foreach (byte b in nameEnd < 0 ? nameBytes : nameBytes[..nameEnd])
+            if (!char.IsAsciiLetterOrDigit((char)b))
+                throw new ShmemCorruptException(what, "SemaphoreName", $"has byte 0x{b:x2}; a set name is ASCII letters and digits");
+        return new Layout(max, nb, na, nw, procsOffset);
+    }
+
+    /// <summary>The kind of slot <paramref name="procno"/> from the cached per-kind ranges (never the slot's shared Kind).</summary>
+    internal int KindOf(int procno) => procno < _numBackends ? 0 : procno < _numBackends + _numAuxiliary ? 1 : 2;
+
+    /// <summary>The range [start, end) of slots of <paramref name="kind"/> (cached at attach).</summary>
+    private (int Start, int End) RangeOf(int kind) => kind switch
+    {
+        0 => (0, _numBackends),
+        1 => (_numBackends, _numBackends + _numAuxiliary),
+        _ => (_numBackends + _numAuxiliary, MaxProcs),
+    };
+
+    private readonly int _numBackends;
+    private readonly int _numAuxiliary;
 
     private static (IProcSemaphoreSet, ILatchWakers, IDisposable) Initialize(ShmemSegment segment, ShmemRegion region, ProcArrayOptions options, IProcSemaphoreProvider provider)
     {
@@ -245,12 +301,12 @@ public sealed unsafe partial class ProcArray
         return Encoding.ASCII.GetString(n < 0 ? nameBytes : nameBytes[..n]);
     }
 
-    private static (IProcSemaphoreSet, ILatchWakers) OpenObjects(ShmemSegment segment, ProcGlobalHeader* h)
+    private static (IProcSemaphoreSet, ILatchWakers) OpenObjects(ShmemSegment segment, ProcGlobalHeader* h, Layout layout)
     {
-        IProcSemaphoreSet sems = OpenSemaphores(segment, h, segment.Platform.Semaphores);
+        IProcSemaphoreSet sems = OpenSemaphores(segment, h, layout, segment.Platform.Semaphores);
         try
         {
-            ILatchWakers wakers = segment.Platform.Latches.Attach(NameOf(h), (nint)(segment.Base + h->ProcsOffset) + PgProcLatchOffset, sizeof(PgProc), h->MaxProcs);
+            ILatchWakers wakers = segment.Platform.Latches.Attach(NameOf(h), (nint)(segment.Base + layout.ProcsOffset) + PgProcLatchOffset, sizeof(PgProc), layout.MaxProcs);
             return (sems, wakers);
         }
         catch
@@ -262,13 +318,11 @@ public sealed unsafe partial class ProcArray
 
     private static readonly int PgProcSemaphoreOffset = (int)System.Runtime.InteropServices.Marshal.OffsetOf<PgProc>(nameof(PgProc.Semaphore));
 
-    private static IProcSemaphoreSet OpenSemaphores(ShmemSegment segment, ProcGlobalHeader* h, IProcSemaphoreProvider provider)
+    private static IProcSemaphoreSet OpenSemaphores(ShmemSegment segment, ProcGlobalHeader* h, Layout layout, IProcSemaphoreProvider provider)
     {
-        if (h->Magic != ProcGlobalHeader.MagicValue)
-            throw new PgIpcException($"{ShmemName} in segment {segment.Handle.Id} is not initialised (magic 0x{h->Magic:x8})");
         if (h->SemaphoreStorageSize != provider.StorageSize)
             throw new PgIpcException($"{ShmemName} was made by a backend with {h->SemaphoreStorageSize}-byte semaphores; backend {segment.Platform.Name} uses {provider.StorageSize}");
-        return provider.Attach(NameOf(h), (nint)(segment.Base + h->ProcsOffset) + PgProcSemaphoreOffset, sizeof(PgProc), h->MaxProcs);
+        return provider.Attach(NameOf(h), (nint)(segment.Base + layout.ProcsOffset) + PgProcSemaphoreOffset, sizeof(PgProc), layout.MaxProcs);
     }
 
     private static ProcArray Register(ProcArray array)
@@ -319,9 +373,9 @@ public sealed unsafe partial class ProcArray
     /// <summary>Slots of <paramref name="kind"/>.</summary>
     public int Capacity(ProcKind kind) => ThrowIfClosedThen(kind) switch
     {
-        ProcKind.Backend => _header->NumBackends,
-        ProcKind.Auxiliary => _header->NumAuxiliary,
-        ProcKind.BackgroundWorker => _header->NumBackgroundWorkers,
+        ProcKind.Backend => _numBackends,
+        ProcKind.Auxiliary => _numAuxiliary,
+        ProcKind.BackgroundWorker => MaxProcs - _numBackends - _numAuxiliary,
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown participant kind"),
     };
 

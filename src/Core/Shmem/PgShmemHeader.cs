@@ -118,6 +118,43 @@ internal unsafe struct PgShmemHeader
         h->AnonymousCount = 0;
     }
 
+    /// <summary>
+    /// Checks the fields every reader of the segment derives addresses from (the sizes, the index's offset and
+    /// capacity, the allocator's free offset) against the <paramref name="mappedSize"/> bytes this process maps, and
+    /// returns them with the end of the index (the first allocatable byte). Called once per attach (and before a stale segment
+    /// is walked); afterwards readers use the values cached in ShmemSegment. The magic and layout version are the
+    /// caller's to check first: only this layout's fields are read here.
+    /// </summary>
+    internal static Layout Validate(PgShmemHeader* h, long mappedSize, string id)
+    {
+        string what = $"segment header of {id}";
+        long total = h->TotalSize;
+        long headerSize = ShmemSize.CacheLineAlign(sizeof(PgShmemHeader));
+        if (total < headerSize || total > mappedSize)
+            throw new ShmemCorruptException(what, "TotalSize", $"{total} is not between the header's {headerSize} bytes and the {mappedSize} bytes mapped");
+        int cap = h->IndexCapacity;
+        if (cap < 8 || cap > ShmemIndex.MaxCapacity || (cap & (cap - 1)) != 0)
+            throw new ShmemCorruptException(what, "IndexCapacity", $"{cap} is not a power of two between 8 and {ShmemIndex.MaxCapacity}");
+        long indexOffset = h->IndexOffset;
+        long indexSize = ShmemSize.CacheLineAlign(ShmemIndex.SizeFor(cap));
+        if (indexOffset < headerSize || (indexOffset & (ShmemSize.CacheLineSize - 1)) != 0 || indexOffset > total - indexSize)
+            throw new ShmemCorruptException(what, "IndexOffset", $"0x{indexOffset:x} does not place an index of {cap} entries ({indexSize} bytes) after the header inside the segment's {total} bytes");
+        long indexEnd = indexOffset + indexSize;
+        ShmemIndexHeader* ih = (ShmemIndexHeader*)((byte*)h + indexOffset);
+        if (ih->Capacity != cap)
+            throw new ShmemCorruptException("ShmemIndex header", "Capacity", $"{ih->Capacity} differs from the segment header's {cap}");
+        int count = Volatile.Read(ref ih->Count);
+        if (count < 0 || count >= cap)
+            throw new ShmemCorruptException("ShmemIndex header", "Count", $"{count} is not between 0 and {cap - 1}");
+        long free = Volatile.Read(ref h->FreeOffset);
+        if (free < indexEnd || free > total)
+            throw new ShmemCorruptException(what, "FreeOffset", $"0x{free:x} is outside the allocatable bytes [0x{indexEnd:x}, 0x{total:x}]");
+        return new Layout(total, indexOffset, cap, indexEnd);
+    }
+
+    /// <summary>The header's checked values (<see cref="Validate"/>), each read once: what ShmemSegment caches.</summary>
+    internal readonly record struct Layout(long TotalSize, long IndexOffset, int IndexCapacity, long IndexEnd);
+
     /// <summary>The cluster key in <paramref name="h"/> (up to its first NUL). The bytes come from another process: never longer than the field.</summary>
     internal static string ReadKey(PgShmemHeader* h)
     {

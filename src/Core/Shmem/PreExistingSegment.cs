@@ -29,6 +29,16 @@
  *   died between create and header write: stale unless the OS counts
  *   attachers.
  *
+ *   Every field past the magic is another process's word. The layout
+ *   version is checked first: a segment of a version this build does not
+ *   know is reported (UnknownLayout) and neither judged nor walked nor
+ *   removed. A segment of our version has its header's sizes and index
+ *   validated before any structure in it is looked up (the stale view is a
+ *   ShmemSegment, whose constructor checks them); a corrupt header or
+ *   record leaves the segment judged on its creator and attach table only
+ *   (both at fixed places in the header) and its other OS objects alone,
+ *   with the damage in the report's Reason.
+ *
  *   Another user's object this process may not read (the backend throws
  *   SharedMemoryNotAccessibleException for EACCES) is not this cluster's,
  *   as PGSharedMemoryAttach judges EACCES: ShmemSegment.Create goes on to
@@ -47,7 +57,7 @@ namespace PgIpc.Shmem;
 /// <summary>Examines an existing OS object at a candidate id (see file notes).</summary>
 internal static unsafe class PreExistingSegment
 {
-    internal enum Verdict { Vanished, Foreign, Stale, InUse }
+    internal enum Verdict { Vanished, Foreign, Stale, InUse, UnknownLayout }
 
     /// <summary>What the handler removed, over all the stale segments one Create or cleanup met.</summary>
     internal sealed class Leftovers
@@ -63,10 +73,11 @@ internal static unsafe class PreExistingSegment
     /// the caller then removes the segment itself.
     /// </summary>
     public static Verdict Examine(IPgIpcPlatform platform, string id, ulong? keyHash, IStaleSegmentHandler? handler,
-        Leftovers? removeLeftovers, out int pid, out long attached)
+        Leftovers? removeLeftovers, out int pid, out long attached, out string? damage)
     {
         pid = 0;
         attached = 0;
+        damage = null;
         ISharedMemoryProvider shm = platform.SharedMemory;
         IProcessServices processes = platform.Processes;
         SegmentOsStatus status = shm.QueryStatus(id);
@@ -99,7 +110,17 @@ internal static unsafe class PreExistingSegment
                     return Verdict.Stale;
                 }
             }
-            if (magic != PgShmemHeader.MagicValue || (keyHash is ulong kh && h->KeyHash != kh))
+            if (magic != PgShmemHeader.MagicValue)
+                return Verdict.Foreign;
+            // The version before any other field: every other offset is this layout's. An unknown layout is not
+            // judged (its creator pid and attach table may be elsewhere) and never walked.
+            uint version = Volatile.Read(ref h->LayoutVersion);
+            if (version != PgShmemHeader.CurrentLayoutVersion)
+            {
+                damage = $"layout version {version}; this build understands {PgShmemHeader.CurrentLayoutVersion}";
+                return Verdict.UnknownLayout;
+            }
+            if (keyHash is ulong kh && h->KeyHash != kh)
                 return Verdict.Foreign;
 
             int creator = h->CreatorPid;
@@ -110,24 +131,38 @@ internal static unsafe class PreExistingSegment
             long osCount = status.AttachCount; // read before our probe attached
             attached = Math.Max(osCount, livePids);
             // The participants the layers above recorded: a second witness where the OS keeps no count (POSIX shm,
-            // Windows) and the attach table may have been overrun or cleared.
-            ShmemSegment? view = handler is not null && mapping.Size >= h->TotalSize && h->TotalSize > 0
-                && Volatile.Read(ref h->State) == (int)ShmemState.Ready
-                ? ShmemSegment.StaleView(platform, mapping)
-                : null;
+            // Windows) and the attach table may have been overrun or cleared. The view checks the header's sizes and
+            // index first (ShmemSegment's constructor); a corrupt one is not walked at all: the segment is judged on
+            // its creator and attach table alone, and its other OS objects are left (`pgipc cleanup` says why).
+            ShmemSegment? view = null;
+            if (handler is not null && Volatile.Read(ref h->State) == (int)ShmemState.Ready)
+            {
+                try { view = ShmemSegment.StaleView(platform, mapping); }
+                catch (ShmemCorruptException ex) { damage = ex.Message; }
+            }
             try
             {
                 int recordedLive = 0;
                 if (!creatorAlive && attached == 0 && view is not null)
                 {
-                    foreach (int p in handler!.RecordedPids(view))
+                    try
                     {
-                        if (p != creator && processes.GetLiveness(p) == ProcessLiveness.Alive) // as the creator
+                        foreach (int p in handler!.RecordedPids(view))
                         {
-                            recordedLive = p;
-                            attached = 1;
-                            break;
+                            if (p != creator && processes.GetLiveness(p) == ProcessLiveness.Alive) // as the creator
+                            {
+                                recordedLive = p;
+                                attached = 1;
+                                break;
+                            }
                         }
+                    }
+                    catch (ShmemCorruptException ex)
+                    {
+                        // What the layers above recorded cannot be read: no witnesses, and nothing of it is removed.
+                        damage = ex.Message;
+                        view.ReleaseView();
+                        view = null;
                     }
                 }
                 if (creatorAlive || attached > 0)
@@ -137,8 +172,15 @@ internal static unsafe class PreExistingSegment
                 }
                 if (removeLeftovers is not null && view is not null)
                 {
-                    removeLeftovers.All += handler!.RemoveLeftovers(view, out int dsm);
-                    removeLeftovers.Dsm += dsm;
+                    try
+                    {
+                        removeLeftovers.All += handler!.RemoveLeftovers(view, out int dsm);
+                        removeLeftovers.Dsm += dsm;
+                    }
+                    catch (ShmemCorruptException ex)
+                    {
+                        damage = ex.Message; // what it records cannot be trusted: its objects are left alone
+                    }
                 }
                 return Verdict.Stale;
             }
@@ -158,12 +200,15 @@ internal static unsafe class PreExistingSegment
             // One object that cannot be examined (another user's, an OS error) is reported and the sweep goes on.
             try
             {
-                Verdict verdict = Examine(platform, id, null, handler, dryRun ? null : new Leftovers(), out int pid, out long attached);
+                Verdict verdict = Examine(platform, id, null, handler, dryRun ? null : new Leftovers(), out int pid, out long attached, out string? damage);
                 switch (verdict)
                 {
                     case Verdict.Stale:
                         bool removed = !dryRun && platform.SharedMemory.Remove(id);
-                        report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, removed));
+                        report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.Stale, 0, 0, removed, damage));
+                        break;
+                    case Verdict.UnknownLayout:
+                        report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.UnknownLayout, 0, 0, false, damage));
                         break;
                     case Verdict.InUse:
                         report.Add(new StaleSegmentReport(platform.Name, id, StaleVerdict.InUse, pid, attached, false));

@@ -30,6 +30,13 @@
  *     element[capacity]: { int Next; uint Hash; TKey; TValue } (8-aligned)
  *                                              partition lock (free elements: free-list lock)
  *
+ *   Trust. Init checks the header against what the caller's capacity and
+ *   partition count give, and this view derives every pointer from those
+ *   arguments, never from the shared header. Links are shared: each is
+ *   checked to be an element index, and a chain walk ends after capacity
+ *   steps (a cycle) with a ShmemCorruptException; one compare and one count
+ *   per step, on chains about one element long.
+ *
  *   Mirrors src/backend/utils/hash/dynahash.c (partitioned mode, freelists)
  *   and storage/ipc/shmem.c's ShmemInitHash.
  *-------------------------------------------------------------------------
@@ -127,12 +134,14 @@ public sealed unsafe class SharedHash<TKey, TValue>
     private readonly int _elementSize;
     private readonly int _numPartitions;
     private readonly int _bucketMask;
+    private readonly int _bucketShift;
+    private readonly int _capacity;
 
     /// <summary>Name of the table (its ShmemIndex name).</summary>
     public string Name { get; }
 
     /// <summary>Number of elements the table can hold.</summary>
-    public int Capacity => _header->Capacity;
+    public int Capacity => _capacity;
 
     /// <summary>Number of partitions (power of two).</summary>
     public int NumPartitions => _numPartitions;
@@ -141,17 +150,22 @@ public sealed unsafe class SharedHash<TKey, TValue>
     private static int ValueOffset => (int)AlignUp(8 + sizeof(TKey), Math.Min(8, AlignOf<TValue>()));
     private static int ElementSize => (int)AlignUp(ValueOffset + sizeof(TValue), 8);
 
-    private SharedHash(string name, byte* table)
+    private SharedHash(string name, byte* table, int capacity, int numPartitions)
     {
+        // Every derived value comes from this process's arguments (Layout), not from the shared header, which Init
+        // has checked equals them: the walks below stay inside the structure whatever is written there later.
+        Layout(capacity, numPartitions, out int bpp, out long elementsOffset);
         Name = name;
         _table = table;
         _header = (SharedHashHeader*)table;
         _partitions = (SharedHashPartition*)(table + sizeof(SharedHashHeader));
-        _buckets = (int*)(table + _header->BucketsOffset);
-        _elements = table + _header->ElementsOffset;
-        _elementSize = _header->ElementSize;
-        _numPartitions = _header->NumPartitions;
-        _bucketMask = _header->BucketsPerPartition - 1;
+        _buckets = (int*)(table + sizeof(SharedHashHeader) + (long)numPartitions * sizeof(SharedHashPartition));
+        _elements = table + elementsOffset;
+        _elementSize = ElementSize;
+        _numPartitions = numPartitions;
+        _bucketMask = bpp - 1;
+        _bucketShift = System.Numerics.BitOperations.Log2((uint)numPartitions);
+        _capacity = capacity;
     }
 
     /// <summary>Bytes the table needs in shared memory (for the size builder).</summary>
@@ -178,7 +192,15 @@ public sealed unsafe class SharedHash<TKey, TValue>
             throw new PgIpcException(
                 $"shared hash table \"{name}\" exists with key {h->KeySize} B, value {h->ValueSize} B, capacity {h->Capacity}, {h->NumPartitions} partitions; " +
                 $"asked for key {sizeof(TKey)} B, value {sizeof(TValue)} B, capacity {capacity}, {numPartitions} partitions");
-        return new SharedHash<TKey, TValue>(name, region.Pointer);
+        // The layout fields follow from the ones compared above; anything else was written over them.
+        Layout(capacity, numPartitions, out int bpp, out long elementsOffset);
+        if (h->ElementSize != ElementSize || h->BucketsPerPartition != bpp || h->ElementsOffset != elementsOffset ||
+            h->BucketsOffset != sizeof(SharedHashHeader) + (long)numPartitions * sizeof(SharedHashPartition) ||
+            h->BucketMaskShift != System.Numerics.BitOperations.Log2((uint)numPartitions))
+            throw new ShmemCorruptException($"shared hash table \"{name}\"", "layout",
+                $"element size {h->ElementSize}, {h->BucketsPerPartition} buckets per partition, buckets at +{h->BucketsOffset}, elements at +{h->ElementsOffset} " +
+                $"differ from what capacity {capacity} and {numPartitions} partitions give ({ElementSize}, {bpp}, elements at +{elementsOffset})");
+        return new SharedHash<TKey, TValue>(name, region.Pointer, capacity, numPartitions);
     }
 
     private static void Validate(int capacity, int numPartitions)
@@ -305,6 +327,8 @@ public sealed unsafe class SharedHash<TKey, TValue>
         e = TakeFreeElement(partition);
         if (e == NoElement)
             throw new SharedHashFullException(Name, Capacity);
+        if ((uint)e >= (uint)_capacity)
+            ThrowBadLink("free list", e);
         byte* el = Element(e);
         *(uint*)(el + 4) = hash;
         *(TKey*)(el + KeyOffset) = key;
@@ -321,9 +345,13 @@ public sealed unsafe class SharedHash<TKey, TValue>
     {
         int bucket = BucketOf(hash);
         int* link = &_buckets[bucket];
+        int steps = 0;
         while (*link != NoElement)
         {
             int e = *link;
+            // Bounded as FindElement: a wild index or a cycle is reported, never followed.
+            if ((uint)e >= (uint)_capacity || ++steps > _capacity)
+                ThrowBadLink($"bucket {bucket}", e);
             byte* el = Element(e);
             if (*(uint*)(el + 4) == hash && KeyEquals(el, in key))
             {
@@ -344,7 +372,7 @@ public sealed unsafe class SharedHash<TKey, TValue>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int BucketOf(uint hash)
-        => PartitionOf(hash) * (_bucketMask + 1) + (int)((hash >> _header->BucketMaskShift) & (uint)_bucketMask);
+        => PartitionOf(hash) * (_bucketMask + 1) + (int)((hash >> _bucketShift) & (uint)_bucketMask);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private byte* Element(int index) => _elements + (long)index * _elementSize;
@@ -360,8 +388,13 @@ public sealed unsafe class SharedHash<TKey, TValue>
     {
         bucket = BucketOf(hash);
         int e = _buckets[bucket];
+        // The chain's links are shared: each must be an element index, and a chain longer than the table is a cycle.
+        // One unsigned compare and one count per step (the chain is about one element long at the load factor).
+        int steps = 0;
         while (e != NoElement)
         {
+            if ((uint)e >= (uint)_capacity || ++steps > _capacity)
+                ThrowBadLink($"bucket {bucket}", e);
             byte* el = Element(e);
             if (*(uint*)(el + 4) == hash && KeyEquals(el, in key))
                 return e;
@@ -369,6 +402,11 @@ public sealed unsafe class SharedHash<TKey, TValue>
         }
         return NoElement;
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadLink(string where, int e)
+        => throw new ShmemCorruptException($"shared hash table \"{Name}\"", $"{where} chain",
+            (uint)e >= (uint)_capacity ? $"links to element {e}, outside its {_capacity} elements" : $"is longer than the table's {_capacity} elements (a cycle)");
 
     /// <summary>Pops an element from the partition's free list, else borrows from the others (each under its free-list spinlock).</summary>
     private int TakeFreeElement(int partition)
@@ -381,7 +419,8 @@ public sealed unsafe class SharedHash<TKey, TValue>
                 continue;
             SLock.Acquire(ref part.FreeListLock, "SharedHash free list");
             int e = part.FreeHead;
-            if (e != NoElement)
+            // A wild head is left in place and returned for the caller to report after the spinlock.
+            if (e != NoElement && (uint)e < (uint)_capacity)
             {
                 part.FreeHead = *(int*)Element(e);
                 part.FreeCount--;

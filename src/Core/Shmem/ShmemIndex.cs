@@ -169,12 +169,12 @@ public static unsafe class ShmemIndex
         {
             ShmemIndexHeader* ih = seg.IndexHeader;
             SLock.Acquire(ref ih->Lock.Value, "ShmemIndexLock");
-            e = FindSlotLocked(ih, nameBytes, hash, out bool exists);
+            e = FindSlotLocked(ih, seg.IndexCapacity, nameBytes, hash, out bool exists);
             if (!exists)
             {
                 if (e is null)
                 {
-                    int cap = ih->Capacity;
+                    int cap = seg.IndexCapacity;
                     SLock.Release(ref ih->Lock.Value);
                     throw new OutOfSharedMemoryException($"ShmemIndex (full at {cap} entries) adding \"{name}\"", size, seg.FreeBytes);
                 }
@@ -182,6 +182,8 @@ public static unsafe class ShmemIndex
                 if (offset < 0)
                 {
                     SLock.Release(ref ih->Lock.Value);
+                    if (offset == ShmemSegment.CorruptFreeOffset)
+                        seg.ThrowCorruptFreeOffset();
                     throw new OutOfSharedMemoryException($"shared structure \"{name}\"", size, available);
                 }
                 nameBytes.CopyTo(new Span<byte>(e->Name, 64));
@@ -217,11 +219,12 @@ public static unsafe class ShmemIndex
             SLock.Release(ref ih->Lock.Value);
         }
 
-        WaitEntryReady(e, name, processes);
-        if (e->Size != size)
-            throw new PgIpcException($"ShmemIndex entry size is wrong for data structure \"{name}\": expected {size}, actual {e->Size}");
+        WaitEntryReady(seg, e, name, processes);
+        (long entryOffset, long entrySize) = ValidateEntry(seg, e, name);
+        if (entrySize != size)
+            throw new PgIpcException($"ShmemIndex entry size is wrong for data structure \"{name}\": expected {size}, actual {entrySize}");
         found = true;
-        return new ShmemRegion(@base + e->Offset, e->Offset, e->Size);
+        return new ShmemRegion(@base + entryOffset, entryOffset, entrySize);
     }
 
     /// <summary>
@@ -242,15 +245,16 @@ public static unsafe class ShmemIndex
         }
         if (waitReady)
         {
-            WaitEntryReady(e, name, seg.Platform.Processes);
+            WaitEntryReady(seg, e, name, seg.Platform.Processes);
         }
         // Acquire; pairs with the release store of Ready in InitStruct.
-        else if (Volatile.Read(ref e->State) != (int)ShmemEntryState.Ready || e->Offset <= 0 || e->Size <= 0 || e->Offset + e->Size > seg.TotalSize)
+        else if (Volatile.Read(ref e->State) != (int)ShmemEntryState.Ready)
         {
             region = default;
             return false;
         }
-        region = new ShmemRegion(seg.Base + e->Offset, e->Offset, e->Size);
+        (long offset, long size) = ValidateEntry(seg, e, name);
+        region = new ShmemRegion(seg.Base + offset, offset, size);
         return true;
     }
 
@@ -268,9 +272,10 @@ public static unsafe class ShmemIndex
             // Input from another process: a length outside the name buffer is corruption, not a read past it.
             int len = e->NameLength;
             if (len <= 0 || len > ShmemIndexEntry.MaxNameLength)
-                throw new PgIpcException($"ShmemIndex entry {i} in segment {seg.Handle.Id} is corrupt: name length {len}");
+                throw new ShmemCorruptException($"ShmemIndex entry {i} of segment {seg.Handle.Id}", "name length", $"{len} is not between 1 and {ShmemIndexEntry.MaxNameLength}");
             string name = System.Text.Encoding.UTF8.GetString(e->Name, len);
-            rows.Add(new ShmemAllocation(name, e->Offset, e->Size, e->AllocatedSize));
+            (long offset, long size) = ValidateEntry(seg, e, name);
+            rows.Add(new ShmemAllocation(name, offset, size, e->AllocatedSize));
         }
         rows.Sort((a, b) => a.Offset.CompareTo(b.Offset));
         return rows;
@@ -295,11 +300,13 @@ public static unsafe class ShmemIndex
         return null;
     }
 
-    /// <summary>Under the index lock: the entry for the name (exists = true), or the empty slot to fill, or null when full.</summary>
-    private static ShmemIndexEntry* FindSlotLocked(ShmemIndexHeader* ih, ReadOnlySpan<byte> name, uint hash, out bool exists)
+    /// <summary>
+    /// Under the index lock: the entry for the name (exists = true), or the empty slot to fill, or null when full.
+    /// <paramref name="cap"/> is the capacity validated at attach (never the shared copy: the probe stays inside the index).
+    /// </summary>
+    private static ShmemIndexEntry* FindSlotLocked(ShmemIndexHeader* ih, int cap, ReadOnlySpan<byte> name, uint hash, out bool exists)
     {
         var entries = (ShmemIndexEntry*)(ih + 1);
-        int cap = ih->Capacity;
         int mask = cap - 1;
         int i = (int)(hash & (uint)mask);
         for (int probes = 0; probes < cap; probes++, i = (i + 1) & mask)
@@ -321,9 +328,36 @@ public static unsafe class ShmemIndex
         return null;
     }
 
-    private static void WaitEntryReady(ShmemIndexEntry* e, string name, IProcessServices processes)
+    /// <summary>
+    /// The entry's offset and size, each read once and checked against the segment (another process wrote them):
+    /// inside the allocatable bytes, cache-line aligned as the allocator hands them out, size positive and within
+    /// the allocated size. Read only after the entry is Ready, when they are immutable.
+    /// </summary>
+    private static (long Offset, long Size) ValidateEntry(ShmemSegment seg, ShmemIndexEntry* e, string name)
+    {
+        long offset = e->Offset, size = e->Size, allocated = e->AllocatedSize, total = seg.TotalSize;
+        if (offset < seg.AllocatableStart || offset >= total || (offset & (ShmemSize.CacheLineSize - 1)) != 0)
+            throw CorruptEntry(seg, e, name, "offset", $"0x{offset:x} is not an allocation inside the segment's {total} bytes (allocations start at 0x{seg.AllocatableStart:x})");
+        if (size <= 0 || size > total - offset)
+            throw CorruptEntry(seg, e, name, "size", $"{size} at offset 0x{offset:x} runs beyond the segment's {total} bytes");
+        if (allocated < size || allocated > total - offset)
+            throw CorruptEntry(seg, e, name, "allocated size", $"{allocated} at offset 0x{offset:x} is smaller than the size {size} or runs beyond the segment's {total} bytes");
+        return (offset, size);
+    }
+
+    private static ShmemCorruptException CorruptEntry(ShmemSegment seg, ShmemIndexEntry* e, string name, string field, string detail)
+    {
+        long index = e - (ShmemIndexEntry*)(seg.IndexHeader + 1);
+        return new ShmemCorruptException($"ShmemIndex entry {index} (\"{name}\") of segment {seg.Handle.Id}", field, detail);
+    }
+
+    /// <summary>How long a lookup waits for a live initialiser before it gives up (an initialiser never takes this long).</summary>
+    internal const int InitializerPatienceMs = 30_000;
+
+    private static void WaitEntryReady(ShmemSegment seg, ShmemIndexEntry* e, string name, IProcessServices processes)
     {
         int spins = 0;
+        long deadline = Environment.TickCount64 + InitializerPatienceMs;
         while (true)
         {
             // Acquire; pairs with the release store of Ready (or Failed) by the initialiser.
@@ -332,10 +366,16 @@ public static unsafe class ShmemIndex
                 return;
             if (st == (int)ShmemEntryState.Failed)
                 throw new PgIpcException($"initialisation of shared structure \"{name}\" failed in pid {e->InitializerPid}");
+            if (st != (int)ShmemEntryState.Initializing)
+                throw CorruptEntry(seg, e, name, "state", $"{st} is not a state of an entry (Empty, Initializing, Ready, Failed)");
             int pid = e->InitializerPid;
             // Gone only: an unreaped zombie initialiser is waited for until reaped (kill(pid, 0)'s view).
             if (pid != processes.CurrentProcessId && processes.GetLiveness(pid) == ProcessLiveness.Gone)
                 throw new PgIpcException($"shared structure \"{name}\" was never initialised: its initialiser pid {pid} died");
+            // Bounded, as the segment's own ready wait: an entry left Initializing under a live pid (its state or pid
+            // overwritten, or an initialiser stuck) is an error, not a hang.
+            if (Environment.TickCount64 > deadline)
+                throw new PgIpcException($"shared structure \"{name}\" is still being initialised by pid {pid} after {InitializerPatienceMs / 1000} s");
             if (++spins < 50)
                 Thread.SpinWait(20);
             else

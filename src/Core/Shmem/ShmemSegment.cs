@@ -36,6 +36,18 @@
  *   reused, so every allocation starts zeroed. ShmemInitStruct goes through
  *   the ShmemIndex (see ShmemIndex.cs).
  *
+ *   Trust. Everything in the segment but this process's own copies was
+ *   written by other processes and may be corrupt. The header's sizes, the
+ *   index's offset and capacity and the allocator's free offset are checked
+ *   once, when this object is made (PgShmemHeader.Validate), and the index's
+ *   place is cached here; lookups check each entry's offset and size
+ *   (ShmemIndex.ValidateEntry); the allocator checks the free offset under
+ *   its lock and reports afterwards. A bad value is a ShmemCorruptException
+ *   naming the structure and the field, raised before anything is read or
+ *   written through it. The structures above check their own headers the
+ *   same way when they attach (ProcArray, DsmRegistry, ShmToc, ShmMq,
+ *   SharedHash) and cache what their hot paths use.
+ *
  *   Detach runs this process's on-detach callbacks (OnDetachCallbacks.cs)
  *   and unmaps. Destroy marks the header Destroyed (so a late attacher is
  *   refused even where the OS still lets it map), detaches and removes the
@@ -72,10 +84,20 @@ public sealed unsafe class ShmemSegment : IDisposable
         HolderLiveness.Use(platform.Processes);
         _mapping = mapping;
         _base = (byte*)mapping.BaseAddress;
+        // Another process's word: checked once here, then only the cached values are used (see the file notes).
+        PgShmemHeader.Layout layout = PgShmemHeader.Validate(Header, mapping.Size, mapping.Id);
+        _indexOffset = layout.IndexOffset;
+        _indexCapacity = layout.IndexCapacity;
+        _indexEnd = layout.IndexEnd;
         IsCreator = isCreator;
         Key = key;
-        Handle = new ShmemHandle(platform.Name, mapping.Id, Header->TotalSize, Header->Cookie);
+        Handle = new ShmemHandle(platform.Name, mapping.Id, layout.TotalSize, Header->Cookie);
     }
+
+    // The index's place and the first allocatable byte, validated at attach (PgShmemHeader.Validate); immutable.
+    private readonly long _indexOffset;
+    private readonly int _indexCapacity;
+    private readonly long _indexEnd;
 
     /// <summary>Bytes taken by the header (a whole number of cache lines).</summary>
     internal static long HeaderSize => ShmemSize.CacheLineAlign(sizeof(PgShmemHeader));
@@ -117,7 +139,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         get
         {
             ThrowIfNotAttached();
-            return Header->TotalSize - Volatile.Read(ref Header->FreeOffset);
+            return TotalSize - CheckedFreeOffset(Volatile.Read(ref Header->FreeOffset));
         }
     }
 
@@ -134,10 +156,13 @@ public sealed unsafe class ShmemSegment : IDisposable
     private PgShmemHeader* Header => (PgShmemHeader*)_base;
 
     /// <summary>The ShmemIndex header; its entries follow it (ShmemIndex.cs).</summary>
-    internal ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + Header->IndexOffset);
+    internal ShmemIndexHeader* IndexHeader => (ShmemIndexHeader*)(_base + _indexOffset);
 
-    /// <summary>The index capacity the segment header records (equal to the index header's).</summary>
-    internal int IndexCapacity => Header->IndexCapacity;
+    /// <summary>The index capacity the segment header records (equal to the index header's; validated at attach).</summary>
+    internal int IndexCapacity => _indexCapacity;
+
+    /// <summary>The first byte after the index: where allocations begin (validated at attach).</summary>
+    internal long AllocatableStart => _indexEnd;
 
     // ------------------------------------------------------------------
     // Create / attach
@@ -177,6 +202,7 @@ public sealed unsafe class ShmemSegment : IDisposable
 
         var leftovers = new PreExistingSegment.Leftovers();
         SharedMemoryNotAccessibleException? notOurs = null;
+        string? unknownLayout = null;
         foreach (string id in shm.CandidateIds(keyHash))
         {
             for (int attempt = 0; attempt < 5; attempt++)
@@ -205,7 +231,13 @@ public sealed unsafe class ShmemSegment : IDisposable
                 PreExistingSegment.Verdict verdict;
                 try
                 {
-                    verdict = PreExistingSegment.Examine(platform, id, keyHash, staleHandler, leftovers, out int pid0, out long attached0);
+                    verdict = PreExistingSegment.Examine(platform, id, keyHash, staleHandler, leftovers, out int pid0, out long attached0, out string? damage);
+                    if (verdict == PreExistingSegment.Verdict.UnknownLayout)
+                    {
+                        // Not judged and not touched: it may be another build's live cluster. The next id, if any.
+                        unknownLayout = $"shared memory segment {id} is a PgIpc segment of {damage}; remove it with the build that made it or by hand";
+                        goto nextId;
+                    }
                     if (verdict == PreExistingSegment.Verdict.InUse)
                         throw new SharedMemoryInUseException(id, pid0, attached0);
                 }
@@ -226,6 +258,8 @@ public sealed unsafe class ShmemSegment : IDisposable
         }
         if (notOurs is not null)
             throw notOurs; // the last candidate another user's (POSIX has only one): name it and its owner
+        if (unknownLayout is not null)
+            throw new PgIpcException($"could not create shared memory segment for \"{key}\": {unknownLayout}");
         throw new PgIpcException($"could not create shared memory segment for \"{key}\": every candidate id is taken by segments that are not this cluster's");
     }
 
@@ -396,6 +430,8 @@ public sealed unsafe class ShmemSegment : IDisposable
         if (size <= 0)
             throw new ArgumentOutOfRangeException(nameof(size), size, $"shared memory request for {what} must be positive");
         long offset = AllocRaw(size, anonymous: true, out long available);
+        if (offset == CorruptFreeOffset)
+            ThrowCorruptFreeOffset();
         if (offset < 0)
             throw new OutOfSharedMemoryException(what, size, available);
         return new ShmemRegion(_base + offset, offset, size);
@@ -407,11 +443,16 @@ public sealed unsafe class ShmemSegment : IDisposable
         if (size <= 0)
             throw new ArgumentOutOfRangeException(nameof(size), size, "shared memory request must be positive");
         long offset = AllocRaw(size, anonymous: true, out _);
+        if (offset == CorruptFreeOffset)
+            ThrowCorruptFreeOffset();
         region = offset < 0 ? default : new ShmemRegion(_base + offset, offset, size);
         return offset >= 0;
     }
 
-    /// <summary>Bump allocation under AllocLock. Returns -1 (and what is left) when there is no room; never throws while holding the lock.</summary>
+    /// <summary>What <see cref="AllocAligned"/> returns when the free offset it found is outside the segment.</summary>
+    internal const long CorruptFreeOffset = -2;
+
+    /// <summary>Bump allocation under AllocLock. Returns -1 (and what is left) when there is no room, <see cref="CorruptFreeOffset"/> when the free offset is corrupt; never throws while holding the lock.</summary>
     internal long AllocRaw(long size, bool anonymous, out long available)
     {
         ThrowIfNotAttached();
@@ -427,14 +468,22 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     /// <summary>
     /// The bump under AllocLock, for <paramref name="aligned"/> from <see cref="AllocatedSizeOf"/>, in a segment the
-    /// caller knows is attached. Throws nothing, so ShmemIndex calls it under its own spinlock.
+    /// caller knows is attached. Throws nothing, so ShmemIndex calls it under its own spinlock. The free offset is
+    /// shared (another process may have scribbled on it): one outside [index end, size] returns
+    /// <see cref="CorruptFreeOffset"/> and changes nothing; the caller throws after its locks.
     /// </summary>
     internal long AllocAligned(long aligned, bool anonymous, out long available)
     {
         PgShmemHeader* h = Header;
         SLock.Acquire(ref h->AllocLock.Value, "ShmemAlloc");
         long free = h->FreeOffset;
-        available = h->TotalSize - free;
+        if (free < _indexEnd || free > TotalSize)
+        {
+            SLock.Release(ref h->AllocLock.Value);
+            available = 0;
+            return CorruptFreeOffset;
+        }
+        available = TotalSize - free;
         if (aligned > available)
         {
             SLock.Release(ref h->AllocLock.Value);
@@ -517,8 +566,9 @@ public sealed unsafe class ShmemSegment : IDisposable
         long anon = h->AnonymousBytes;
         long free = h->FreeOffset;
         SLock.Release(ref h->AllocLock.Value);
+        free = CheckedFreeOffset(free);
         rows.Add(new ShmemAllocation("<anonymous>", -1, anon, anon));
-        rows.Add(new ShmemAllocation(null, free, h->TotalSize - free, h->TotalSize - free));
+        rows.Add(new ShmemAllocation(null, free, TotalSize - free, TotalSize - free));
         return rows;
     }
 
@@ -529,10 +579,15 @@ public sealed unsafe class ShmemSegment : IDisposable
         PgShmemHeader* h = Header;
         return new ShmemSegmentInfo(
             _platform.Name, Handle.Id, Key, h->LayoutVersion, h->CreatorPid,
-            DateTimeOffset.FromUnixTimeMilliseconds(h->CreationTimeUnixMs), h->TotalSize,
-            Volatile.Read(ref h->FreeOffset), (ShmemState)Volatile.Read(ref h->State),
-            Volatile.Read(ref IndexHeader->Count), h->IndexCapacity, AttachedProcessCount(), _mapping!.HugePages);
+            CreationTime(h->CreationTimeUnixMs), TotalSize,
+            CheckedFreeOffset(Volatile.Read(ref h->FreeOffset)), (ShmemState)Volatile.Read(ref h->State),
+            Volatile.Read(ref IndexHeader->Count), _indexCapacity, AttachedProcessCount(), _mapping!.HugePages);
     }
+
+    /// <summary>The creation time the header records; a value no clock gives (another process's scribble) reads as the epoch.</summary>
+    private static DateTimeOffset CreationTime(long unixMs)
+        => unixMs >= 0 && unixMs <= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds()
+            ? DateTimeOffset.FromUnixTimeMilliseconds(unixMs) : DateTimeOffset.UnixEpoch;
 
     /// <summary>
     /// Processes attached now: the OS's count where it keeps one (SysV nattch), else the live pids in the
@@ -682,6 +737,19 @@ public sealed unsafe class ShmemSegment : IDisposable
 
     /// <summary>Failures of on-detach callbacks in the last detach or destroy (null when none).</summary>
     public AggregateException? DetachErrors => _detachErrors;
+
+    /// <summary>The allocator's free offset (read outside its lock, for a report), checked against the segment.</summary>
+    private long CheckedFreeOffset(long free)
+    {
+        if (free < _indexEnd || free > TotalSize)
+            ThrowCorruptFreeOffset();
+        return free;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal void ThrowCorruptFreeOffset()
+        => throw new ShmemCorruptException($"segment header of {Handle.Id}", "FreeOffset",
+            $"0x{Volatile.Read(ref Header->FreeOffset):x} is outside the allocatable bytes [0x{_indexEnd:x}, 0x{TotalSize:x}]");
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ThrowIfNotAttached()

@@ -17,4 +17,10 @@ public enum StaleVerdict
     NotPgIpc,
     /// <summary>Could not be examined (another user's object this process may not read, or an OS error): left alone, <see cref="StaleSegmentReport.Reason"/> says why.</summary>
     Unreadable,
+    /// <summary>
+    /// A PgIpc segment (its magic matches) of a layout version this build does not understand: nothing past the
+    /// version is read, so it is neither judged nor walked nor removed; <see cref="StaleSegmentReport.Reason"/> names
+    /// the version. Remove it with the build that made it, or by hand (ipcrm, /dev/shm).
+    /// </summary>
+    UnknownLayout,
 }

@@ -261,10 +261,14 @@ public unsafe struct ConditionVariable
         List<int> list = [];
         fixed (ConditionVariable* p = &cv)
         {
+            int cur;
             SLock.Acquire(ref p->Mutex, "ConditionVariable");
-            for (int cur = p->WakeupHead; cur != PgProc.InvalidProcNumber && list.Count <= procs.MaxProcs; cur = procs.Procs[cur].CvWaitNext)
+            // Bounded by the slot count (a cycle) and by the array (a wild link); reported after the spinlock.
+            for (cur = p->WakeupHead; cur != PgProc.InvalidProcNumber && (uint)cur < (uint)procs.MaxProcs && list.Count <= procs.MaxProcs; cur = procs.Procs[cur].CvWaitNext)
                 list.Add(cur);
             SLock.Release(ref p->Mutex);
+            if (cur != PgProc.InvalidProcNumber)
+                throw new ShmemCorruptException("condition variable wait list", "link", $"reaches slot {cur} after {list.Count} waiters; the array has {procs.MaxProcs} slots");
         }
         return [.. list];
     }

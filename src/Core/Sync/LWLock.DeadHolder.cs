@@ -243,6 +243,9 @@ public unsafe partial struct LWLock
         }
     }
 
+    /// <summary>A queue link: -1 (none) or a slot of the array.</summary>
+    private static bool IsProcLink(int procno, int maxProcs) => procno == PgProc.InvalidProcNumber || (uint)procno < (uint)maxProcs;
+
     /// <summary>The lock as an exception names it: "LWLock tranche[index]" for a named tranche's lock, else its offset.</summary>
     internal static string DescribeLock(ProcArray array, LWLock* l)
     {
@@ -267,6 +270,13 @@ public unsafe partial struct LWLock
         PgProc* procs = array.Procs;
         PgProc* p = procs + procno;
         long offset = array.OffsetInMainSegment(l);
+        // The queue links are procnos another process wrote (and the offset that led here was the dead one's): check
+        // them before the wait-list lock is taken, so that a wild one is reported instead of followed. A real LWLock's
+        // queue ends are -1 or slots; anything else is not an LWLock, or a corrupt one.
+        int head = Volatile.Read(ref l->WaitHead), tail = Volatile.Read(ref l->WaitTail);
+        if (!IsProcLink(head, array.MaxProcs) || !IsProcLink(tail, array.MaxProcs))
+            throw new ShmemCorruptException($"LWLock at offset 0x{offset:x} (recorded by dead PGPROC slot {procno}, pid {deadPid})", "wait queue",
+                $"ends at slots {head} and {tail}, not slots of the {array.MaxProcs} in the array");
         WaitListLock(l);
         // The wait state first, then the owner: a new owner of the slot stores its pid before it ever queues (and it
         // queues under another lock's wait-list lock, which this one does not exclude), so a state read here that is
@@ -284,6 +294,16 @@ public unsafe partial struct LWLock
         }
         if (state == (int)LWLockWaitState.Waiting)
         {
+            int prev = p->LwWaitPrev, next = p->LwWaitNext;
+            head = l->WaitHead;
+            tail = l->WaitTail;
+            if (!IsProcLink(prev, array.MaxProcs) || !IsProcLink(next, array.MaxProcs) || !IsProcLink(head, array.MaxProcs) || !IsProcLink(tail, array.MaxProcs))
+            {
+                // Nothing is changed: the error is raised after the wait-list lock is dropped.
+                WaitListUnlock(l);
+                throw new ShmemCorruptException($"PGPROC slot {procno} (dead pid {deadPid}) queued on the LWLock at offset 0x{offset:x}", "wait links",
+                    $"prev {prev}, next {next}, queue ends {head} and {tail}: not slots of the {array.MaxProcs} in the array");
+            }
             ListDelete(l, procs, procno);
             p->LwWaiting = (int)LWLockWaitState.NotWaiting;
         }

@@ -488,10 +488,14 @@ public unsafe partial struct LWLock
         ArgumentNullException.ThrowIfNull(array);
         LWLock* l = (LWLock*)Unsafe.AsPointer(ref this);
         List<int> result = [];
+        int cur;
         WaitListLock(l);
-        for (int cur = l->WaitHead; cur != PgProc.InvalidProcNumber && result.Count <= array.MaxProcs; cur = array.Procs[cur].LwWaitNext)
+        // Bounded by the slot count (a cycle) and by the array (a wild link); reported after the wait-list lock.
+        for (cur = l->WaitHead; cur != PgProc.InvalidProcNumber && (uint)cur < (uint)array.MaxProcs && result.Count <= array.MaxProcs; cur = array.Procs[cur].LwWaitNext)
             result.Add(cur);
         WaitListUnlock(l);
+        if (cur != PgProc.InvalidProcNumber)
+            throw new ShmemCorruptException("LWLock wait queue", "link", $"reaches slot {cur} after {result.Count} waiters; the array has {array.MaxProcs} slots");
         return [.. result];
     }
 
@@ -535,8 +539,11 @@ public unsafe partial struct LWLock
         PgProc* procs = me.Array.Procs;
         PgProc* proc = me.Proc;
         int self = me.ProcNumber;
+        // LwWaiting is shared (wakers store NotWaiting into it): a participant not waiting that finds it set has either
+        // been used from two threads at once or had its slot overwritten. Nothing is changed yet, so this is an error,
+        // not a PANIC: the queue this participant would have joined stays intact.
         if (proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
-            Environment.FailFast($"PgIpc: participant {self} queued for an LWLock while waiting on another one");
+            ThrowAlreadyWaiting(self, proc->LwWaiting);
 
         WaitListLock(l);
         Interlocked.Or(ref l->State, Bits.FlagHasWaiters);
@@ -548,6 +555,11 @@ public unsafe partial struct LWLock
             ProcList.PushTail<ProcList.LwWait>(procs, self, ref l->WaitHead, ref l->WaitTail);
         WaitListUnlock(l);
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowAlreadyWaiting(int self, int state)
+        => throw new ShmemCorruptException($"PGPROC slot {self}", "LwWaiting",
+            $"is {state} while its participant is about to queue for an LWLock (it waits on no other: the slot was overwritten, or the participant is used from two threads)");
 
     /// <summary>
     /// Takes the participant off the wait list after it got the lock on the second attempt (LWLockDequeueSelf).

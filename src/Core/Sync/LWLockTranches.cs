@@ -196,11 +196,17 @@ public static unsafe class LWLockTranches
     /// <summary>The locks of a tranche requested at start-up (GetNamedLWLockTranche); throws when none was requested.</summary>
     public static LWLockArray GetNamedLWLockTranche(ShmemSegment segment, string name)
     {
-        LWLockTrancheHeader* h = Table(segment);
-        LWLockTrancheEntry* e = FindLocked(h, name);
+        LWLockTrancheHeader* h = Table(segment, out int capacity);
+        LWLockTrancheEntry* e = FindLocked(h, capacity, name);
         if (e is null || e->NumLocks == 0)
             throw new PgIpcException($"requested LWLock tranche \"{name}\" is not registered: request it with RequestNamedLWLockTranche before the segment is created");
-        return new LWLockArray((LWLockPadded*)(segment.Base + e->LocksOffset), e->NumLocks, e->TrancheId);
+        // Immutable once the table is published, but another process's word: the locks must lie in the segment.
+        long locksOffset = e->LocksOffset;
+        int numLocks = e->NumLocks;
+        if (numLocks < 0 || locksOffset < segment.AllocatableStart || locksOffset > segment.TotalSize - (long)numLocks * sizeof(LWLockPadded))
+            throw new ShmemCorruptException($"LWLock tranche table entry \"{name}\" of segment {segment.Handle.Id}", "LocksOffset / NumLocks",
+                $"0x{locksOffset:x} / {numLocks} do not place the locks inside the segment's {segment.TotalSize} bytes");
+        return new LWLockArray((LWLockPadded*)(segment.Base + locksOffset), numLocks, e->TrancheId);
     }
 
     /// <summary>
@@ -210,15 +216,17 @@ public static unsafe class LWLockTranches
     public static int NewTrancheId(ShmemSegment segment, string name)
     {
         ValidateName(name);
-        LWLockTrancheHeader* h = Table(segment);
+        LWLockTrancheHeader* h = Table(segment, out int capacity);
         SLock.Acquire(ref h->Lock.Value, "LWLockTranches");
         try
         {
-            LWLockTrancheEntry* e = FindUnlocked(h, name);
+            LWLockTrancheEntry* e = FindUnlocked(h, capacity, name);
             if (e is not null)
                 return e->TrancheId;
-            if (h->Count >= h->Capacity || h->NextTrancheId > ushort.MaxValue)
-                throw new PgIpcException($"no room to register LWLock tranche \"{name}\": all {h->Capacity} tranche entries are used");
+            if (h->Count < 0)
+                throw new ShmemCorruptException($"LWLock tranche table of segment {segment.Handle.Id}", "Count", $"{h->Count} is negative");
+            if (h->Count >= capacity || h->NextTrancheId > ushort.MaxValue)
+                throw new PgIpcException($"no room to register LWLock tranche \"{name}\": all {capacity} tranche entries are used");
             e = (LWLockTrancheEntry*)(h + 1) + h->Count;
             WriteName(e, name);
             e->TrancheId = h->NextTrancheId++;
@@ -250,7 +258,7 @@ public static unsafe class LWLockTranches
                 int length = -1;
                 var entries = (LWLockTrancheEntry*)(h + 1);
                 SLock.Acquire(ref h->Lock.Value, "LWLockTranches");
-                int count = Math.Min(h->Count, h->Capacity);
+                int count = Math.Clamp(h->Count, 0, Math.Clamp(h->Capacity, 0, EntriesThatFit(r)));
                 for (int i = 0; i < count; i++)
                 {
                     if (entries[i].TrancheId == trancheId)
@@ -289,7 +297,8 @@ public static unsafe class LWLockTranches
             int index = -1;
             SLock.Acquire(ref h->Lock.Value, "LWLockTranches");
             var entries = (LWLockTrancheEntry*)(h + 1);
-            for (int i = 0; i < h->Count && index < 0; i++)
+            int count = Math.Clamp(h->Count, 0, Math.Clamp(h->Capacity, 0, EntriesThatFit(r)));
+            for (int i = 0; i < count && index < 0; i++)
             {
                 LWLockTrancheEntry* e = entries + i;
                 long rel = offset - e->LocksOffset;
@@ -319,7 +328,8 @@ public static unsafe class LWLockTranches
             throw new ArgumentException($"LWLock tranche name \"{name}\" is longer than {MaxNameLength} bytes in UTF-8", nameof(name));
     }
 
-    private static LWLockTrancheHeader* Table(ShmemSegment segment)
+    /// <summary>The table, with its capacity checked against the structure's size (<paramref name="capacity"/>: the checked value).</summary>
+    private static LWLockTrancheHeader* Table(ShmemSegment segment, out int capacity)
     {
         ArgumentNullException.ThrowIfNull(segment);
         if (!segment.TryFindStruct(ShmemName, out ShmemRegion r))
@@ -327,24 +337,33 @@ public static unsafe class LWLockTranches
         var h = (LWLockTrancheHeader*)r.Pointer;
         if (h->Magic != LWLockTrancheHeader.MagicValue)
             throw new PgIpcException($"{ShmemName} in segment {segment.Handle.Id} is not initialised");
+        capacity = h->Capacity;
+        if (capacity < 0 || capacity > EntriesThatFit(r))
+            throw new ShmemCorruptException($"LWLock tranche table of segment {segment.Handle.Id}", "Capacity", $"{capacity} entries do not fit the structure's {r.Size} bytes");
         return h;
     }
 
-    private static LWLockTrancheEntry* FindLocked(LWLockTrancheHeader* h, string name)
+    /// <summary>Entries the structure's bytes can hold: the bound on every walk of the table.</summary>
+    private static int EntriesThatFit(ShmemRegion r)
+        => (int)Math.Clamp((r.Size - sizeof(LWLockTrancheHeader)) / sizeof(LWLockTrancheEntry), 0, int.MaxValue);
+
+    private static LWLockTrancheEntry* FindLocked(LWLockTrancheHeader* h, int capacity, string name)
     {
         SLock.Acquire(ref h->Lock.Value, "LWLockTranches");
-        LWLockTrancheEntry* e = FindUnlocked(h, name);
+        LWLockTrancheEntry* e = FindUnlocked(h, capacity, name);
         SLock.Release(ref h->Lock.Value);
         return e;
     }
 
-    private static LWLockTrancheEntry* FindUnlocked(LWLockTrancheHeader* h, string name)
+    /// <summary>Under the table's spinlock: the walk is clamped to the checked capacity (nothing here throws).</summary>
+    private static LWLockTrancheEntry* FindUnlocked(LWLockTrancheHeader* h, int capacity, string name)
     {
         Span<byte> buf = stackalloc byte[MaxNameLength * 3 + 3];
         int n = Encoding.UTF8.GetBytes(name, buf);
         ReadOnlySpan<byte> want = buf[..n];
         var entries = (LWLockTrancheEntry*)(h + 1);
-        for (int i = 0; i < h->Count; i++)
+        int count = Math.Clamp(h->Count, 0, capacity);
+        for (int i = 0; i < count; i++)
             if (entries[i].NameLength == n && new ReadOnlySpan<byte>(entries[i].Name, n).SequenceEqual(want))
                 return entries + i;
         return null;
