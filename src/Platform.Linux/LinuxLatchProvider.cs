@@ -177,6 +177,38 @@ internal sealed class LinuxLatchProvider : ILatchProvider
 
     public bool Interrupt(string name, int pid) => UnixInterrupts.Interrupt(name, pid);
 
+    /// <summary>
+    /// pidfd_open(pid) pins the process that has the pid now; the identity read after it is that process's (it held
+    /// the pid continuously since it recorded its identity), so pidfd_send_signal reaches it or, if it has exited
+    /// since, nobody: a pid reused between the check and the signal is never signalled. Without pidfd (ENOSYS,
+    /// EPERM under seccomp): the check, then kill.
+    /// </summary>
+    public bool Interrupt(string name, int pid, long expectedIdentity, IProcessServices processes)
+    {
+        ArgumentNullException.ThrowIfNull(processes);
+        if (pid <= 0 || !LatchArgs.IsValidName(name))
+            return false;
+        if (expectedIdentity == 0)
+            return UnixInterrupts.Interrupt(name, pid);
+        int pidfd = LibC.pidfd_open(pid, 0);
+        if (pidfd < 0)
+        {
+            if (Errno.Last == Errno.ESRCH)
+                return false;
+            return processes.GetIdentity(pid) == expectedIdentity && UnixInterrupts.Interrupt(name, pid);
+        }
+        try
+        {
+            if (processes.GetIdentity(pid) != expectedIdentity)
+                return false;
+            return LibC.pidfd_send_signal(pidfd, PosixLibC.SIGUSR1) == 0;
+        }
+        finally
+        {
+            PosixLibC.close(pidfd);
+        }
+    }
+
     private sealed class NoLifeline : IDisposable
     {
         public void Dispose()

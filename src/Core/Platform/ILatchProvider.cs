@@ -101,6 +101,21 @@ public interface ILatchProvider
 
     /// <summary>Interrupts process <paramref name="pid"/> (SIGUSR1; SetEvent). False when it is gone. Never throws.</summary>
     bool Interrupt(string name, int pid);
+
+    /// <summary>
+    /// Interrupts process <paramref name="pid"/> only if it is the process whose <see cref="IProcessServices.GetIdentity"/>
+    /// is <paramref name="expectedIdentity"/> (0: unchecked). A backend that can pin a process (Linux: pidfd_open, then
+    /// the identity check, then pidfd_send_signal) leaves no window in which the pid can pass to another process
+    /// between the check and the signal; the default checks, then signals. False when it is gone or not that
+    /// process. Never throws.
+    /// </summary>
+    bool Interrupt(string name, int pid, long expectedIdentity, IProcessServices processes)
+    {
+        ArgumentNullException.ThrowIfNull(processes);
+        if (expectedIdentity != 0 && processes.GetIdentity(pid) != expectedIdentity)
+            return false;
+        return Interrupt(name, pid);
+    }
 }
 
 /// <summary>Sizes of the latch storage Core reserves in each PGPROC.</summary>

@@ -111,9 +111,7 @@ public static unsafe class PMSignal
             return true;
         }
         // A dead supervisor's pid may belong to an unrelated process by now: signal only the one that made the segment.
-        if (s->SupervisorIdentity != 0 && processes.GetIdentity(pid) != s->SupervisorIdentity)
-            return false;
-        return procs.Latches.Interrupt(procs.ObjectName, pid);
+        return procs.Latches.Interrupt(procs.ObjectName, pid, s->SupervisorIdentity, processes);
     }
 
     /// <summary>The supervisor: true (and cleared) if <paramref name="reason"/> was signalled since the last check (CheckPostmasterSignal).</summary>

@@ -156,9 +156,7 @@ public static unsafe class ProcSignal
         // The slot may name a pid whose owner died (dead holders' slots are kept on purpose) and that the OS has since
         // given to an unrelated process: SIGUSR1's default action would kill it. Signal only the process that joined.
         long expected = Volatile.Read(ref procs.Procs[procNumber].PidIdentity); // after the caller's acquire load of Pid
-        if (expected != 0 && procs.Segment.Platform.Processes.GetIdentity(pid) != expected)
-            return false;
-        return procs.Latches.Interrupt(procs.ObjectName, pid);
+        return procs.Latches.Interrupt(procs.ObjectName, pid, expected, procs.Segment.Platform.Processes);
     }
 
     /// <summary>

@@ -25,7 +25,16 @@ internal static unsafe partial class LibC
     [LibraryImport(Libraries.Libc, EntryPoint = "syscall", SetLastError = true)]
     public static partial long syscall(long number, int pidfd, int targetfd, uint flags);
 
+    /// <summary>pidfd_send_signal(int pidfd, int sig, siginfo_t *info, unsigned int flags), Linux 5.1.</summary>
+    public const long SYS_pidfd_send_signal = 424;
+
+    /// <summary>syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags): 0, or -1 with errno (ESRCH: the process exited).</summary>
+    [LibraryImport(Libraries.Libc, EntryPoint = "syscall", SetLastError = true)]
+    public static partial long syscall(long number, int pidfd, int sig, nint info, uint flags);
+
     public static int pidfd_open(int pid, uint flags) => (int)syscall(SYS_pidfd_open, pid, flags);
+
+    public static int pidfd_send_signal(int pidfd, int sig) => (int)syscall(SYS_pidfd_send_signal, pidfd, sig, 0, 0u);
 
     public static int pidfd_getfd(int pidfd, int targetfd, uint flags) => (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, flags);
 }

@@ -87,6 +87,21 @@ public sealed unsafe class SignalIdentityTests(string backend)
         }
     }
 
+    [Test, OnlyOn(Os.Linux, "a process's identity is its start time in /proc/<pid>/stat")]
+    public void TheBackendSignalsAPidOnlyWhenItIsStillTheProcessNamed()
+    {
+        // The backend's own check (Linux: pidfd_open, the identity, pidfd_send_signal on the pinned process), as
+        // ProcSignal and PMSignal call it.
+        _bystander = Process.Start(new ProcessStartInfo("sleep", "60") { UseShellExecute = false })!;
+        long real = _platform.Processes.GetIdentity(_bystander.Id);
+        Assert.That(real, Is.Not.Zero);
+        Assert.That(_platform.Latches.Interrupt("pgipc.test", _bystander.Id, real + 1, _platform.Processes), Is.False);
+        Assert.That(_bystander.WaitForExit(1000), Is.False, "another process's identity: no signal");
+        Assert.That(_platform.Latches.Interrupt("pgipc.test", _bystander.Id, real, _platform.Processes), Is.True);
+        Assert.That(_bystander.WaitForExit(30_000), Is.True, "the process named: SIGUSR1 (whose default action ends it)");
+        Assert.That(_platform.Latches.Interrupt("pgipc.test", _bystander.Id, real, _platform.Processes), Is.False, "gone: nothing to signal");
+    }
+
     [Test, OnlyOn(Os.Unix, "SIGUSR1 is the Unix backends' interrupt")]
     public void AProcessThatDetachedSurvivesALateInterrupt()
     {
