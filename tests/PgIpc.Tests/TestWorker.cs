@@ -28,6 +28,7 @@
  *     sem-detach                       -> ok  (dispose the set)
  *     lw-*                             participant and LWLock commands: Sync/LockWorkerCommands.cs
  *     cl-*                             latch, ProcSignal, barrier, PMSignal, CV: Latch/CoreLatchWorkerCommands.cs
+ *     lm-*                             heavyweight lock manager: Lmgr/LmWorkerCommands.cs
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
  *   The backend is chosen with "--backend <name>" before the commands.
@@ -206,6 +207,7 @@ internal static class TestWorker
                 if (PgIpc.Tests.Dsm.DsmWorkerCommands.TryExecute(a, seg, out string dsmReply)) return dsmReply; // dsm-*: Dsm/DsmWorkerCommands.cs
                 if (PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryExecute(a, seg, out string pmReply)) return pmReply; // pm-*: Postmaster/PostmasterWorkerCommands.cs
                 if (PgIpc.Tests.Buffers.BufferWorkerCommands.TryExecute(a, seg, out string bufReply)) return bufReply; // buf-*: Buffers/BufferWorkerCommands.cs
+                if (PgIpc.Tests.Lmgr.LmWorkerCommands.TryExecute(a, seg, out string lmReply)) return lmReply; // lm-*: Lmgr/LmWorkerCommands.cs
                 if (PgIpc.Tests.Shmem.PosixCreationWorkerCommands.TryExecute(a, out string pcReply)) return pcReply; // shm-creating: Shmem/PosixUnfinishedCreationTests.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");
         }

@@ -367,13 +367,33 @@ public sealed unsafe class Participant : IDisposable
             return;
         if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
             throw new InvalidOperationException($"participant {ProcNumber} is waiting for an LWLock on its thread; it cannot leave from another thread");
-        Close(fromExit: false);
+        // Subsystems give back what it holds (heavyweight locks) while it can still take LWLocks.
+        try
+        {
+            Array.RunLeaveHooks(this, onItsThread: true);
+        }
+        finally
+        {
+            Close(fromExit: false);
+        }
     }
 
     /// <param name="fromExit">Closed for its thread (process exit or segment detach), not by the thread itself.</param>
     /// <param name="processExiting">The process is ending: held LWLocks are kept, not released.</param>
     internal void Close(bool fromExit, bool processExiting = false)
     {
+        if (fromExit && Volatile.Read(ref _closed) == 0 && _numHeld == 0 && Proc->LwWaiting == (int)LWLockWaitState.NotWaiting)
+        {
+            // Leaving with its process or the segment: heavyweight locks go too (ProcKill's LockReleaseAll). A hook that
+            // fails leaves its state to the subsystem's own dead-owner cleanup; the slot must still be given back.
+            try
+            {
+                Array.RunLeaveHooks(this, onItsThread: false);
+            }
+            catch (Exception ex) when (ex is PgIpcException or ObjectDisposedException or InvalidOperationException)
+            {
+            }
+        }
         if (Interlocked.Exchange(ref _closed, 1) != 0)
             return;
         foreach (Latch.WaitEventSet? set in _latchSets)
