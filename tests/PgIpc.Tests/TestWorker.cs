@@ -50,6 +50,7 @@ internal static class TestWorker
     public static int Run(string[] args)
     {
         int parallelExit = PgIpc.Tests.Parallel.ParallelWorkerMain.TryRun(args); if (parallelExit >= 0) return parallelExit; // --run-child parallel-*: a parallel worker (Parallel/)
+        int lmExit = PgIpc.Tests.Lmgr.LmWorkerCommands.TryRunChild(args); if (lmExit >= 0) return lmExit; // --run-lm-child: a supervised lock holder (Lmgr/)
         int childExit = PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryRunChild(args); // --run-child: a cluster's child (Postmaster/)
         if (childExit >= 0)
             return childExit;

@@ -19,6 +19,7 @@
  */
 using System.Globalization;
 using PgIpc.Lmgr;
+using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 
@@ -68,6 +69,39 @@ internal static class LmWorkerCommands
             default:
                 return false;
         }
+    }
+
+    /// <summary>The option that makes the test executable a supervised lock-holding child (see <see cref="TryRunChild"/>).</summary>
+    public const string RunChildOption = "--run-lm-child";
+
+    /// <summary>The tag the "hold" child takes AccessExclusive (and the advisory key it takes).</summary>
+    public static readonly LockTag HeldByChild = LockTag.Object(1, 7, 500);
+    public const long ChildAdvisoryKey = 4242;
+
+    /// <summary>
+    /// A supervised child (started by the supervisor with <see cref="RunChildOption"/>): attaches, joins, takes
+    /// <see cref="HeldByChild"/> AccessExclusive and an advisory lock, then sleeps until shut down (60 s at most).
+    /// Returns its exit code, or -1 when <paramref name="args"/> is not for it.
+    /// </summary>
+    public static int TryRunChild(string[] args)
+    {
+        int i = Array.IndexOf(args, RunChildOption);
+        if (i < 0)
+            return -1;
+        using Cluster cluster = Cluster.Attach();
+        using Participant me = cluster.JoinAsChild();
+        LockManager lm = cluster.Get<LockManager>();
+        lm.Acquire(me, HeldByChild, LockMode.AccessExclusive);
+        lm.AdvisoryLock(me, ChildAdvisoryKey);
+        long deadline = Environment.TickCount64 + 60_000;
+        while (!cluster.ShutdownRequested && Environment.TickCount64 < deadline)
+        {
+            PgIpc.Platform.WaitEvents got = me.WaitLatch(PgIpc.Platform.WaitEvents.LatchSet | PgIpc.Platform.WaitEvents.SupervisorDeath | PgIpc.Platform.WaitEvents.Timeout, 200);
+            if ((got & PgIpc.Platform.WaitEvents.SupervisorDeath) != 0)
+                return 1;
+            me.ResetLatch();
+        }
+        return 0;
     }
 
     private static LmParticipant Part => s_part ?? throw new InvalidOperationException("lm-attach first");
