@@ -37,7 +37,7 @@ public sealed partial class LockManager
         LockTag tag = LockTag.Advisory(key);
         LockMode mode = AdvisoryMode(exclusive);
         LocalLockTable local = LocalFor(me);
-        if (!local.Locks.TryGetValue(new LocalLockKey(tag, mode), out LocalLock ll) || ll.NSession <= 0)
+        if (!local.Locks.TryGetValue(new LocalLockKey(in tag, mode), out LocalLock ll) || ll.NSession <= 0)
             return false;
         Release(me, tag, mode, LockScope.Session);
         return true;

@@ -123,7 +123,7 @@ public sealed unsafe partial class LockManager
     {
         if (!tag.IsValid)
             ThrowBadTag(in tag);
-        uint hash = SharedHashFunction.Hash(in tag);
+        uint hash = LockTag.HashOf(in tag);
         LWLock* partition = PartitionLock(hash);
         var list = new List<int>();
         partition->Acquire(me, LWLockMode.Shared);

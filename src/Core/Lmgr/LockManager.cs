@@ -342,12 +342,19 @@ public sealed unsafe partial class LockManager
     public long HeldCount(Participant me, LockTag tag, LockMode mode)
     {
         LocalLockTable local = LocalFor(me);
-        ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, new LocalLockKey(tag, mode));
+        ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, new LocalLockKey(in tag, mode));
         return Unsafe.IsNullRef(ref ll) ? 0 : ll.NLocks + ll.NSession;
     }
 
     /// <summary>Number of (tag, mode) locks <paramref name="me"/> holds.</summary>
-    public int HeldLockCount(Participant me) => LocalFor(me).Locks.Count;
+    public int HeldLockCount(Participant me)
+    {
+        int n = 0;
+        foreach (KeyValuePair<LocalLockKey, LocalLock> e in LocalFor(me).Locks)
+            if (e.Value.NLocks + e.Value.NSession > 0)
+                n++;
+        return n;
+    }
 
     private LocalLockTable Begin(Participant me, in LockTag tag, LockMode mode, LockScope scope)
     {
@@ -367,7 +374,9 @@ public sealed unsafe partial class LockManager
 
     private LockAcquireResult AcquireLocked(Participant me, LocalLockTable local, in LockTag tag, LockMode mode, LockScope scope, bool dontWait)
     {
-        var key = new LocalLockKey(tag, mode);
+        var key = new LocalLockKey(in tag, mode);
+        if (local.Locks.Count >= local.TrimAt)
+            local.TrimIdle();
         ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrAddDefault(local.Locks, key, out bool exists);
         if (exists && ll.NLocks + ll.NSession > 0)
         {
@@ -377,7 +386,8 @@ public sealed unsafe partial class LockManager
                 ll.NLocks++;
             return LockAcquireResult.AlreadyHeld;
         }
-        uint hash = SharedHashFunction.Hash(in tag);
+        // A new entry, or an idle one kept from an earlier hold of the same tag and mode.
+        uint hash = key.TagHash;
         ll = default;
         ll.Hash = hash;
         bool granted = false;
@@ -391,7 +401,7 @@ public sealed unsafe partial class LockManager
             {
                 if (ll.HoldsStrong)
                     EndStrongLock(hash);
-                local.Locks.Remove(key);
+                ll = default; // idle
             }
         }
         if (!granted)
@@ -463,7 +473,7 @@ public sealed unsafe partial class LockManager
 
     private void ReleaseLocked(Participant me, LocalLockTable local, in LockTag tag, LockMode mode, LockScope scope)
     {
-        var key = new LocalLockKey(tag, mode);
+        var key = new LocalLockKey(in tag, mode);
         ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, key);
         if (Unsafe.IsNullRef(ref ll) || (scope == LockScope.Session ? ll.NSession : ll.NLocks) <= 0)
             throw new InvalidOperationException($"participant {me.ProcNumber} does not hold {LockModes.NameOf(mode)} on {tag} at {scope} level");
@@ -473,29 +483,32 @@ public sealed unsafe partial class LockManager
             ll.NLocks--;
         if (ll.NLocks + ll.NSession > 0)
             return;
+        // The entry stays, idle (counts 0), for the next acquire of the same tag and mode; TrimIdle drops idle ones.
         LocalLock copy = ll;
-        local.Locks.Remove(key);
+        ll = default;
         ReleaseShared(me, local, in tag, mode, in copy);
     }
 
     private int ReleaseAllLocked(Participant me, LocalLockTable local, LockScope scope)
     {
         int released = 0;
-        // Dictionary's Remove does not disturb an enumeration in progress (.NET Core 3.0 and later).
         foreach (KeyValuePair<LocalLockKey, LocalLock> e in local.Locks)
         {
             LocalLock ll = e.Value;
+            if (ll.NLocks + ll.NSession == 0)
+                continue;
+            ref LocalLock entry = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, e.Key);
             if (scope == LockScope.Transaction)
             {
                 if (ll.NLocks == 0)
                     continue;
                 if (ll.NSession > 0)
                 {
-                    CollectionsMarshal.GetValueRefOrNullRef(local.Locks, e.Key).NLocks = 0;
+                    entry.NLocks = 0;
                     continue;
                 }
             }
-            local.Locks.Remove(e.Key);
+            entry = default; // values change in place: the enumeration is not disturbed
             LockTag tag = e.Key.Tag;
             ReleaseShared(me, local, in tag, e.Key.Mode, in ll);
             released++;
@@ -666,17 +679,26 @@ public sealed unsafe partial class LockManager
     internal PgProc* PgProcOf(int procno) => _procs.Procs + procno;
 }
 
-/// <summary>The key of a local lock: tag and mode (LOCALLOCKTAG).</summary>
-internal readonly struct LocalLockKey(LockTag tag, LockMode mode) : IEquatable<LocalLockKey>
+/// <summary>The key of a local lock: tag and mode (LOCALLOCKTAG), with the tag's hash computed once per call.</summary>
+internal readonly struct LocalLockKey : IEquatable<LocalLockKey>
 {
-    public readonly LockTag Tag = tag;
-    public readonly LockMode Mode = mode;
+    public readonly LockTag Tag;
+    public readonly LockMode Mode;
+    /// <summary>LockTag.HashOf(Tag): the shared tables' hash too.</summary>
+    public readonly uint TagHash;
 
-    public bool Equals(LocalLockKey other) => Mode == other.Mode && Tag.Equals(other.Tag);
+    public LocalLockKey(in LockTag tag, LockMode mode)
+    {
+        Tag = tag;
+        Mode = mode;
+        TagHash = LockTag.HashOf(in tag);
+    }
+
+    public bool Equals(LocalLockKey other) => TagHash == other.TagHash && Mode == other.Mode && Tag.Equals(other.Tag);
 
     public override bool Equals(object? obj) => obj is LocalLockKey k && Equals(k);
 
-    public override int GetHashCode() => (int)(SharedHashFunction.Hash(in Tag) ^ (uint)Mode * 0x9E3779B1u);
+    public override int GetHashCode() => (int)(TagHash ^ ((uint)Mode * 0x9E3779B1u));
 }
 
 /// <summary>One lock a participant holds, in its local table (LOCALLOCK).</summary>
@@ -700,9 +722,20 @@ internal struct LocalLock
 internal sealed class LocalLockTable(Participant owner, int capacity, int maxProcs)
 {
     public readonly Participant Owner = owner;
-    public readonly Dictionary<LocalLockKey, LocalLock> Locks = new(capacity);
+    /// <summary>The local table: held locks, and idle entries (counts 0) kept so that locking the same tag again adds nothing.</summary>
+    public readonly Dictionary<LocalLockKey, LocalLock> Locks = new(Math.Max(2 * capacity, 32) + 1);
     /// <summary>Room for slot numbers (the dead-holder check), allocated once.</summary>
     public readonly int[] Scratch = new int[maxProcs];
+    /// <summary>Entries (held and idle) past which idle ones are dropped: twice the expected locks per participant.</summary>
+    public readonly int TrimAt = Math.Max(2 * capacity, 32);
+
+    /// <summary>Drops the idle entries (released locks kept for reuse); held ones stay.</summary>
+    public void TrimIdle()
+    {
+        foreach (KeyValuePair<LocalLockKey, LocalLock> e in Locks)
+            if (e.Value.NLocks + e.Value.NSession == 0)
+                Locks.Remove(e.Key);
+    }
     /// <summary>Fast-path slots in use (FastPathLocalUseCount).</summary>
     public int FastPathUsed;
     /// <summary>The owner is inside a lock-manager call (its held-LWLock list may be changing).</summary>

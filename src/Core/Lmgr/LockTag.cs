@@ -254,7 +254,22 @@ public readonly struct LockTag : IEquatable<LockTag>
     public override bool Equals(object? obj) => obj is LockTag t && Equals(t);
 
     /// <inheritdoc/>
-    public override int GetHashCode() => (int)Shmem.SharedHashFunction.Hash(in this);
+    public override int GetHashCode() => (int)HashOf(in this);
+
+    /// <summary>
+    /// The tag's hash (LockTagHashCode): the same in every process (plain arithmetic on the fields), its low four bits
+    /// choose the lock partition. Used for the shared tables and the local one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint HashOf(in LockTag t)
+    {
+        ulong a = (((ulong)t.Field1 << 32) | t.Field2) * 0x9E3779B97F4A7C15UL;
+        ulong b = ((((ulong)t.Field3 << 32) | t.Field4) ^ ((ulong)t.Kind << 40) ^ ((ulong)t.Type << 56)) * 0xC2B2AE3D27D4EB4FUL;
+        ulong h = (a ^ ((b << 31) | (b >> 33))) * 0x94D049BB133111EBUL;
+        h ^= h >> 29;
+        h ^= h >> 32;
+        return (uint)h;
+    }
 
     public static bool operator ==(LockTag a, LockTag b) => a.Equals(b);
 
