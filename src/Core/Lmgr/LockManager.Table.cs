@@ -331,13 +331,22 @@ public sealed unsafe partial class LockManager
     /// Releases everything slot <paramref name="procno"/> holds or waits for in the main table: for a dead process's
     /// slot, or a slot's leftovers. Every partition lock is held exclusive by <paramref name="me"/>. The fast-path
     /// slots are emptied separately, before (<see cref="ClearFastPath"/>): their lock comes before the partition
-    /// locks in the lock order (as FastPathTransfer takes them).
+    /// locks in the lock order (as FastPathTransfer takes them). The strong-lock counts of the slot's strong relation
+    /// locks (held, or requested and waiting) are taken back: their owner never will. Never called for a live
+    /// participant that still holds locks in its local table (those are released through it first).
     /// </summary>
     internal void CleanProcLocked(Participant me, int procno)
     {
         LockProcState* s = ProcState(procno);
-        if (s->WaitStatus == (int)LockWaitStatus.Waiting)
+        if (s->WaitStatus == (int)LockWaitStatus.Waiting && s->WaitLockOffset != 0)
+        {
+            // A strong relation request counted itself before it queued; its owner will not take the count back.
+            var waited = At<LockEntry>(s->WaitLockOffset);
+            LockTag wtag = waited->Tag;
+            if (ConflictsWithFastPath(in wtag, (LockMode)s->WaitMode))
+                EndStrongLock(waited->HashCode);
             RemoveFromWaitQueue(procno);
+        }
         Volatile.Write(ref s->WaitStatus, (int)LockWaitStatus.None);
         for (int p = 0; p < NumPartitions; p++)
         {
@@ -346,10 +355,17 @@ public sealed unsafe partial class LockManager
             {
                 var pl = At<ProcLockEntry>(s->ProcLockHeads[p]);
                 var lockp = At<LockEntry>(pl->LockOffset);
+                LockTag tag = lockp->Tag;
                 bool wakeup = false;
                 for (int m = 1; m <= LockModes.Count; m++)
-                    if ((pl->HoldMask & (1 << m)) != 0)
-                        wakeup |= UnGrantLock(lockp, (LockMode)m, pl);
+                {
+                    if ((pl->HoldMask & (1 << m)) == 0)
+                        continue;
+                    // Each strong relation lock held counted itself once in the strong-lock counters: take it back.
+                    if (ConflictsWithFastPath(in tag, (LockMode)m))
+                        EndStrongLock(lockp->HashCode);
+                    wakeup |= UnGrantLock(lockp, (LockMode)m, pl);
+                }
                 // Nothing held and not waiting: CleanUpLock removes it from the slot's list.
                 CleanUpLock(lockp, pl, wakeup);
             }

@@ -356,17 +356,26 @@ public sealed unsafe partial class LockManager
         return n;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private LocalLockTable Begin(Participant me, in LockTag tag, LockMode mode, LockScope scope)
     {
         if (!tag.IsValid)
             ThrowBadTag(in tag);
         LockModes.Validate(mode);
         if ((uint)scope > (uint)LockScope.Session)
-            throw new ArgumentOutOfRangeException(nameof(scope), scope, "scope is Transaction or Session");
+            ThrowBadScope(scope);
         LocalLockTable local = LocalFor(me);
         local.Busy = true;
         return local;
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotHeld(Participant me, in LockTag tag, LockMode mode, LockScope scope)
+        => throw new InvalidOperationException($"participant {me.ProcNumber} does not hold {LockModes.NameOf(mode)} on {tag} at {scope} level");
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowBadScope(LockScope scope)
+        => throw new ArgumentOutOfRangeException(nameof(scope), scope, "scope is Transaction or Session");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowBadTag(in LockTag tag)
@@ -476,7 +485,7 @@ public sealed unsafe partial class LockManager
         var key = new LocalLockKey(in tag, mode);
         ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, key);
         if (Unsafe.IsNullRef(ref ll) || (scope == LockScope.Session ? ll.NSession : ll.NLocks) <= 0)
-            throw new InvalidOperationException($"participant {me.ProcNumber} does not hold {LockModes.NameOf(mode)} on {tag} at {scope} level");
+            ThrowNotHeld(me, in tag, mode, scope);
         if (scope == LockScope.Session)
             ll.NSession--;
         else

@@ -58,6 +58,8 @@ public sealed class LockDeadProcessTests(string backend)
         victim.Send("lm acquire obj:1:7:600 AccessExclusive");
         victim.Send("lm acquire rel:1:601 RowExclusive"); // fast path
         victim.Send("lm adv-lock 77");
+        victim.Send("lm acquire rel:1:602 AccessExclusive"); // strong: counted in the strong-lock counters
+        Assert.That(lm.StrongLockCountTotal, Is.EqualTo(1));
         Assert.That(lm.GetLockStatus().Count(r => r.ProcNumber == victimProcno && r.FastPath), Is.EqualTo(1));
 
         var p1 = new LmParticipant(_c.Procs);
@@ -90,6 +92,7 @@ public sealed class LockDeadProcessTests(string backend)
         foreach (LmParticipant p in _parts)
             p.Run(me => lm.ReleaseAll(me, LockScope.Session).ToString());
         Assert.That(lm.Count, Is.EqualTo((0L, 0L)));
+        Assert.That(lm.StrongLockCountTotal, Is.Zero, "the dead holder's strong-lock count was taken back");
     }
 
     [Test]
