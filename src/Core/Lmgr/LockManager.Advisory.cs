@@ -37,7 +37,8 @@ public sealed partial class LockManager
         LockTag tag = LockTag.Advisory(key);
         LockMode mode = AdvisoryMode(exclusive);
         LocalLockTable local = LocalFor(me);
-        if (!local.Locks.TryGetValue(new LocalLockKey(in tag, mode), out LocalLock ll) || ll.NSession <= 0)
+        ref LocalLock ll = ref local.Locks.Find(new LocalLockKey(in tag, mode));
+        if (System.Runtime.CompilerServices.Unsafe.IsNullRef(ref ll) || ll.NSession <= 0)
             return false;
         Release(me, tag, mode, LockScope.Session);
         return true;
@@ -48,12 +49,14 @@ public sealed partial class LockManager
     {
         LocalLockTable local = LocalFor(me);
         int n = 0;
-        foreach (KeyValuePair<LocalLockKey, LocalLock> e in local.Locks)
+        LocalLockMap map = local.Locks;
+        for (int s = 0; s < map.SlotCount; s++)
         {
-            if (e.Key.Tag.Type != LockTagType.Advisory || e.Value.NSession <= 0)
+            if (!map.IsUsed(s) || map.KeyAt(s).Tag.Type != LockTagType.Advisory || map.ValueAt(s).NSession <= 0)
                 continue;
-            for (long i = e.Value.NSession; i > 0; i--)
-                Release(me, e.Key.Tag, e.Key.Mode, LockScope.Session);
+            LocalLockKey key = map.KeyAt(s);
+            for (long i = map.ValueAt(s).NSession; i > 0; i--)
+                Release(me, key.Tag, key.Mode, LockScope.Session);
             n++;
         }
         return n;

@@ -342,16 +342,17 @@ public sealed unsafe partial class LockManager
     public long HeldCount(Participant me, LockTag tag, LockMode mode)
     {
         LocalLockTable local = LocalFor(me);
-        ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, new LocalLockKey(in tag, mode));
+        ref LocalLock ll = ref local.Locks.Find(new LocalLockKey(in tag, mode));
         return Unsafe.IsNullRef(ref ll) ? 0 : ll.NLocks + ll.NSession;
     }
 
     /// <summary>Number of (tag, mode) locks <paramref name="me"/> holds.</summary>
     public int HeldLockCount(Participant me)
     {
+        LocalLockMap map = LocalFor(me).Locks;
         int n = 0;
-        foreach (KeyValuePair<LocalLockKey, LocalLock> e in LocalFor(me).Locks)
-            if (e.Value.NLocks + e.Value.NSession > 0)
+        for (int i = 0; i < map.SlotCount; i++)
+            if (map.IsUsed(i) && map.ValueAt(i).NLocks + map.ValueAt(i).NSession > 0)
                 n++;
         return n;
     }
@@ -384,9 +385,7 @@ public sealed unsafe partial class LockManager
     private LockAcquireResult AcquireLocked(Participant me, LocalLockTable local, in LockTag tag, LockMode mode, LockScope scope, bool dontWait)
     {
         var key = new LocalLockKey(in tag, mode);
-        if (local.Locks.Count >= local.TrimAt)
-            local.TrimIdle();
-        ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrAddDefault(local.Locks, key, out bool exists);
+        ref LocalLock ll = ref local.Locks.GetOrAdd(in key, out bool exists);
         if (exists && ll.NLocks + ll.NSession > 0)
         {
             if (scope == LockScope.Session)
@@ -483,7 +482,7 @@ public sealed unsafe partial class LockManager
     private void ReleaseLocked(Participant me, LocalLockTable local, in LockTag tag, LockMode mode, LockScope scope)
     {
         var key = new LocalLockKey(in tag, mode);
-        ref LocalLock ll = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, key);
+        ref LocalLock ll = ref local.Locks.Find(in key);
         if (Unsafe.IsNullRef(ref ll) || (scope == LockScope.Session ? ll.NSession : ll.NLocks) <= 0)
             ThrowNotHeld(me, in tag, mode, scope);
         if (scope == LockScope.Session)
@@ -501,12 +500,15 @@ public sealed unsafe partial class LockManager
     private int ReleaseAllLocked(Participant me, LocalLockTable local, LockScope scope)
     {
         int released = 0;
-        foreach (KeyValuePair<LocalLockKey, LocalLock> e in local.Locks)
+        LocalLockMap map = local.Locks;
+        for (int i = 0; i < map.SlotCount; i++)
         {
-            LocalLock ll = e.Value;
+            if (!map.IsUsed(i))
+                continue;
+            ref LocalLock entry = ref map.ValueAt(i);
+            LocalLock ll = entry;
             if (ll.NLocks + ll.NSession == 0)
                 continue;
-            ref LocalLock entry = ref CollectionsMarshal.GetValueRefOrNullRef(local.Locks, e.Key);
             if (scope == LockScope.Transaction)
             {
                 if (ll.NLocks == 0)
@@ -517,9 +519,9 @@ public sealed unsafe partial class LockManager
                     continue;
                 }
             }
-            entry = default; // values change in place: the enumeration is not disturbed
-            LockTag tag = e.Key.Tag;
-            ReleaseShared(me, local, in tag, e.Key.Mode, in ll);
+            entry = default; // idle; values change in place, the map is not rebuilt meanwhile
+            LockTag tag = map.KeyAt(i).Tag;
+            ReleaseShared(me, local, in tag, map.KeyAt(i).Mode, in ll);
             released++;
         }
         return released;
@@ -732,21 +734,123 @@ internal sealed class LocalLockTable(Participant owner, int capacity, int maxPro
 {
     public readonly Participant Owner = owner;
     /// <summary>The local table: held locks, and idle entries (counts 0) kept so that locking the same tag again adds nothing.</summary>
-    public readonly Dictionary<LocalLockKey, LocalLock> Locks = new(Math.Max(2 * capacity, 32) + 1);
+    public readonly LocalLockMap Locks = new(Math.Max(4 * capacity, 64));
     /// <summary>Room for slot numbers (the dead-holder check), allocated once.</summary>
     public readonly int[] Scratch = new int[maxProcs];
-    /// <summary>Entries (held and idle) past which idle ones are dropped: twice the expected locks per participant.</summary>
-    public readonly int TrimAt = Math.Max(2 * capacity, 32);
-
-    /// <summary>Drops the idle entries (released locks kept for reuse); held ones stay.</summary>
-    public void TrimIdle()
-    {
-        foreach (KeyValuePair<LocalLockKey, LocalLock> e in Locks)
-            if (e.Value.NLocks + e.Value.NSession == 0)
-                Locks.Remove(e.Key);
-    }
     /// <summary>Fast-path slots in use (FastPathLocalUseCount).</summary>
     public int FastPathUsed;
     /// <summary>The owner is inside a lock-manager call (its held-LWLock list may be changing).</summary>
     public volatile bool Busy;
+}
+
+/// <summary>
+/// The LOCALLOCK hash table: open addressing with linear probing over a power-of-two array, keyed by tag and mode, the
+/// tag's hash compared first. Entries are never deleted one by one: a released lock stays as an idle entry (counts 0);
+/// when the table passes half full, it is rebuilt with the held entries only (and doubled if they alone fill half).
+/// Steady use allocates nothing. One participant's thread uses it (the leave hook only when that thread is outside).
+/// </summary>
+internal sealed class LocalLockMap
+{
+    private LocalLockKey[] _keys;
+    private LocalLock[] _values;
+    private int _mask;
+
+    public LocalLockMap(int capacity)
+    {
+        int n = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(capacity, 16));
+        _keys = new LocalLockKey[n];
+        _values = new LocalLock[n];
+        _mask = n - 1;
+    }
+
+    /// <summary>Entries in use (held and idle).</summary>
+    public int Count { get; private set; }
+
+    /// <summary>Slots of the array (for enumeration with <see cref="IsUsed"/>, <see cref="KeyAt"/>, <see cref="ValueAt"/>).</summary>
+    public int SlotCount => _keys.Length;
+
+    public bool IsUsed(int i) => _keys[i].Tag.Type != LockTagType.Invalid;
+
+    public ref LocalLockKey KeyAt(int i) => ref _keys[i];
+
+    public ref LocalLock ValueAt(int i) => ref _values[i];
+
+    /// <summary>The entry of <paramref name="key"/>, or a null reference.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref LocalLock Find(in LocalLockKey key)
+    {
+        LocalLockKey[] keys = _keys;
+        for (int i = (int)key.TagHash & _mask; ; i = (i + 1) & _mask)
+        {
+            ref LocalLockKey k = ref keys[i];
+            if (k.Tag.Type == LockTagType.Invalid)
+                return ref Unsafe.NullRef<LocalLock>();
+            if (k.Equals(key))
+                return ref _values[i];
+        }
+    }
+
+    /// <summary>The entry of <paramref name="key"/>, added (zeroed) when absent.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref LocalLock GetOrAdd(in LocalLockKey key, out bool exists)
+    {
+        ref LocalLock v = ref Find(in key);
+        if (!Unsafe.IsNullRef(ref v))
+        {
+            exists = true;
+            return ref v;
+        }
+        exists = false;
+        return ref Add(in key);
+    }
+
+    private ref LocalLock Add(in LocalLockKey key)
+    {
+        if ((Count + 1) * 2 > _keys.Length)
+            Rebuild(TrimIdleCount() * 2 + 2 > _keys.Length ? _keys.Length * 2 : _keys.Length);
+        LocalLockKey[] keys = _keys;
+        int i = (int)key.TagHash & _mask;
+        while (keys[i].Tag.Type != LockTagType.Invalid)
+            i = (i + 1) & _mask;
+        keys[i] = key;
+        _values[i] = default;
+        Count++;
+        return ref _values[i];
+    }
+
+    private int TrimIdleCount()
+    {
+        int held = 0;
+        for (int i = 0; i < _keys.Length; i++)
+            if (IsUsed(i) && _values[i].NLocks + _values[i].NSession > 0)
+                held++;
+        return held;
+    }
+
+    /// <summary>Drops the idle entries (the table is rebuilt with the held ones).</summary>
+    public void TrimIdle() => Rebuild(_keys.Length);
+
+    private void Rebuild(int size)
+    {
+        LocalLockKey[] oldKeys = _keys;
+        LocalLock[] oldValues = _values;
+        var keys = new LocalLockKey[size];
+        var values = new LocalLock[size];
+        int mask = size - 1, count = 0;
+        for (int j = 0; j < oldKeys.Length; j++)
+        {
+            if (oldKeys[j].Tag.Type == LockTagType.Invalid || oldValues[j].NLocks + oldValues[j].NSession == 0)
+                continue;
+            int i = (int)oldKeys[j].TagHash & mask;
+            while (keys[i].Tag.Type != LockTagType.Invalid)
+                i = (i + 1) & mask;
+            keys[i] = oldKeys[j];
+            values[i] = oldValues[j];
+            count++;
+        }
+        _keys = keys;
+        _values = values;
+        _mask = mask;
+        Count = count;
+    }
 }
