@@ -69,32 +69,33 @@ public sealed unsafe partial class LockManager
         ulong rel = RelKey(in tag);
         ulong bits = s->FpLockBits;
         ulong modeBit = 1UL << ((int)mode - 1);
-        int unused = -1, used = 0;
-        bool done = false;
+        // The relation's slot, if it has one (the common case: found early, no full scan).
         for (int i = 0; i < FastPathSlots; i++)
         {
-            ulong slot = (bits >> (i * BitsPerSlot)) & SlotMask;
-            if (slot == 0)
+            if (((bits >> (i * BitsPerSlot)) & SlotMask) != 0 && s->FpRel[i] == rel)
             {
-                if (unused < 0)
-                    unused = i;
-                continue;
-            }
-            used++;
-            if (!done && s->FpRel[i] == rel)
-            {
-                bits |= modeBit << (i * BitsPerSlot);
-                done = true;
+                s->FpLockBits = bits | (modeBit << (i * BitsPerSlot));
+                s->FpInfoLock.Release(me);
+                return true;
             }
         }
-        if (!done && unused >= 0)
+        // A free slot; the count of used ones is taken afresh (another participant's transfer may have emptied some).
+        int unused = -1, used = 0;
+        for (int i = 0; i < FastPathSlots; i++)
+        {
+            if (((bits >> (i * BitsPerSlot)) & SlotMask) != 0)
+                used++;
+            else if (unused < 0)
+                unused = i;
+        }
+        bool done = false;
+        if (unused >= 0)
         {
             s->FpRel[unused] = rel;
-            bits |= modeBit << (unused * BitsPerSlot);
+            s->FpLockBits = bits | (modeBit << (unused * BitsPerSlot));
             used++;
             done = true;
         }
-        s->FpLockBits = bits;
         local.FastPathUsed = used;
         s->FpInfoLock.Release(me);
         return done;
@@ -109,20 +110,28 @@ public sealed unsafe partial class LockManager
         ulong bits = s->FpLockBits;
         ulong modeBit = 1UL << ((int)mode - 1);
         bool done = false;
-        int used = 0;
         for (int i = 0; i < FastPathSlots; i++)
         {
             int shift = i * BitsPerSlot;
-            if (!done && s->FpRel[i] == rel && ((bits >> shift) & modeBit) != 0)
+            if (s->FpRel[i] == rel && ((bits >> shift) & modeBit) != 0)
             {
                 bits &= ~(modeBit << shift);
+                s->FpLockBits = bits;
+                if (((bits >> shift) & SlotMask) == 0 && local.FastPathUsed > 0)
+                    local.FastPathUsed--;
                 done = true;
+                break;
             }
-            if (((bits >> shift) & SlotMask) != 0)
-                used++;
         }
-        s->FpLockBits = bits;
-        local.FastPathUsed = used;
+        if (!done)
+        {
+            // Moved to the main table by a strong locker, which may have emptied other slots of ours too: recount.
+            int used = 0;
+            for (int i = 0; i < FastPathSlots; i++)
+                if (((bits >> (i * BitsPerSlot)) & SlotMask) != 0)
+                    used++;
+            local.FastPathUsed = used;
+        }
         s->FpInfoLock.Release(me);
         return done;
     }
