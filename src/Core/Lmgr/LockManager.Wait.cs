@@ -35,6 +35,8 @@
  *   CheckDeadLock, LockErrorCleanup) and lock.c (WaitOnLock).
  *-------------------------------------------------------------------------
  */
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using PgIpc.Latch;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -44,6 +46,22 @@ namespace PgIpc.Lmgr;
 
 public sealed unsafe partial class LockManager
 {
+    /// <summary>The wait event of a heavyweight lock wait: class Lock, the id the tag's type (PostgreSQL's "Lock: relation", ...).</summary>
+    public static WaitEventId WaitEventFor(LockTagType type) => new(WaitEventClass.Lock, (ushort)type);
+
+    /// <summary>Names the Lock class's wait events when Core is loaded (see WaitEventRegistry.cs).</summary>
+    [ModuleInitializer]
+    [SuppressMessage("Usage", "CA2255", Justification = "fills the wait-event name table only: no I/O, no other module touched (WaitEventRegistry.cs)")]
+    internal static void RegisterWaitEvents()
+    {
+        WaitEventRegistry.RegisterBuiltin(WaitEventFor(LockTagType.Relation), "relation");
+        WaitEventRegistry.RegisterBuiltin(WaitEventFor(LockTagType.Page), "page");
+        WaitEventRegistry.RegisterBuiltin(WaitEventFor(LockTagType.Tuple), "tuple");
+        WaitEventRegistry.RegisterBuiltin(WaitEventFor(LockTagType.Object), "object");
+        WaitEventRegistry.RegisterBuiltin(WaitEventFor(LockTagType.Advisory), "advisory");
+        WaitEventRegistry.RegisterBuiltin(WaitEventFor(LockTagType.User), "userlock");
+    }
+
     /// <summary>How often a waiter looks for holders that died (ms); lowered only by tests.</summary>
     internal static int DeadHolderCheckMs = 200;
 
@@ -114,7 +132,7 @@ public sealed unsafe partial class LockManager
         LockProcState* s = ProcState(me.ProcNumber);
         IProcSemaphoreSet sems = _procs.Semaphores;
         WaitEventId saved = me.WaitEvent;
-        me.WaitEvent = new WaitEventId(WaitEventClass.Lock, (ushort)tag.Type);
+        me.WaitEvent = WaitEventFor(tag.Type);
         try
         {
             long start = Environment.TickCount64;

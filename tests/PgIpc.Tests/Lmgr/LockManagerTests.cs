@@ -13,6 +13,7 @@
  */
 using System.Globalization;
 using NUnit.Framework;
+using PgIpc.Latch;
 using PgIpc.Lmgr;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -132,6 +133,12 @@ public sealed class LockManagerTests(string backend)
         // W1 wants Exclusive: conflicts with the granted Share, waits.
         w1.Send($"lm-async acquire {Spec(tag)} Exclusive");
         Poll.WaitFor(() => Queue(holder, tag).SequenceEqual([p1]), "W1 queued");
+        // Set by the waiter just after it queued: polled.
+        Poll.WaitFor(() => _c.Procs.GetProcs().Single(p => p.ProcNumber == p1).WaitEvent == LockManager.WaitEventFor(LockTagType.Object), "W1's wait event");
+        PgProcInfo w1Info = _c.Procs.GetProcs().Single(p => p.ProcNumber == p1);
+        Assert.That(WaitEventRegistry.ClassNameOf(w1Info.WaitEvent) + ": " + w1Info.WaitEvent.Name, Is.EqualTo("Lock: object"));
+        Assert.That(Lm.GetLockStatus().Single(r => !r.Granted), Is.EqualTo(Lm.GetLockStatus().Single(r => !r.Granted) with { Tag = tag, Mode = LockMode.Exclusive, ProcNumber = p1 }),
+            "pg_locks shows the waited-for tag and mode");
         // W2 wants Share: compatible with what is granted, but conflicts with W1's earlier request: it waits behind W1.
         w2.Send($"lm-async acquire {Spec(tag)} Share");
         Poll.WaitFor(() => Queue(holder, tag).SequenceEqual([p1, p2]), "W2 queued behind W1");
