@@ -308,6 +308,43 @@ public sealed class LockManagerTests(string backend)
     }
 
     [Test]
+    public void PageTupleAndUserTagsAreLockedAsDistinctObjects()
+    {
+        LmParticipant a = Part(), b = Part();
+        LockTag[] tags =
+        [
+            LockTag.Page(1, 10, 3), LockTag.Page(1, 10, 4), LockTag.Tuple(1, 10, 3, 1), LockTag.Tuple(1, 10, 3, 2),
+            LockTag.User(7, 1, 2, 3, 4), LockTag.User(8, 1, 2, 3, 4), LockTag.User(7, 1, 2, 3, 5), LockTag.Advisory(1, 2),
+        ];
+        foreach (LockTag t in tags)
+            a.Run(p => Lm.Acquire(p, t, LockMode.Exclusive).ToString());
+        Assert.Multiple(() =>
+        {
+            foreach (LockTag t in tags)
+                Assert.That(b.Run(p => Lm.Acquire(p, t, LockMode.Exclusive, dontWait: true).ToString()), Is.EqualTo("NotAvailable"), t.ToString());
+            // Same fields, other type or kind: other objects.
+            Assert.That(b.Run(p => Lm.Acquire(p, LockTag.User(9, 1, 2, 3, 4), LockMode.Exclusive, dontWait: true).ToString()), Is.EqualTo("Granted"));
+            Assert.That(b.Run(p => Lm.Acquire(p, LockTag.Object(1, 10, 3), LockMode.Exclusive, dontWait: true).ToString()), Is.EqualTo("Granted"));
+            Assert.That(Lm.GetLockStatus().Select(r => r.Tag.TypeName).Distinct(), Is.EquivalentTo(new[] { "page", "tuple", "userlock", "advisory", "object" }));
+        });
+        a.Run(p => Lm.ReleaseAll(p).ToString());
+        b.Run(p => Lm.ReleaseAll(p).ToString());
+        Assert.That(Lm.Count, Is.EqualTo((0L, 0L)));
+    }
+
+    [Test]
+    public void TransactionLevelAdvisoryLocksGoWithReleaseAllOfTheTransaction()
+    {
+        LmParticipant a = Part(), b = Part();
+        a.Run(p => { Lm.AdvisoryLock(p, 5, exclusive: true, LockScope.Transaction); Lm.AdvisoryLock(p, 6); return ""; });
+        Assert.That(b.Run(p => Lm.TryAdvisoryLock(p, 5).ToString()), Is.EqualTo("False"));
+        Assert.That(a.Run(p => Lm.AdvisoryUnlock(p, 5).ToString()), Is.EqualTo("False"), "pg_advisory_unlock does not release a transaction-level lock");
+        a.Run(p => Lm.ReleaseAll(p, LockScope.Transaction).ToString());
+        Assert.That(b.Run(p => Lm.TryAdvisoryLock(p, 5).ToString()), Is.EqualTo("True"));
+        Assert.That(b.Run(p => Lm.TryAdvisoryLock(p, 6).ToString()), Is.EqualTo("False"), "the session-level one stays");
+    }
+
+    [Test]
     public void AdvisoryLocksAcrossProcesses()
     {
         ChildWorker w1 = StartWorker(out _);
