@@ -52,6 +52,10 @@ public static class Program
             return Buffers.BufferHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == Buffers.BufferHarness.ChildVerb)
             return Buffers.BufferHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == Lmgr.LockManagerHarness.ParentVerb)
+            return Lmgr.LockManagerHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == Lmgr.LockManagerHarness.ChildVerb)
+            return Lmgr.LockManagerHarness.Child(args[1..]);
         IConfig config = DefaultConfig.Instance.WithArtifactsPath(ArtifactsPath());
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
         return 0;

@@ -19,8 +19,15 @@
  *   The workload: relation 1 has --pages blocks; a worker pins a random
  *   block, takes its content lock exclusive, adds one to the counter at
  *   BufferStress-style offset 64 of the page, marks it dirty and lets go,
- *   then counts the operation in its slot of "demo.stats". Worker 0 asks
- *   for a checkpoint and waits for it every two seconds. The pool is far
+ *   then counts the operation in its slot of "demo.stats". Heavyweight
+ *   locks frame the work as a database's would: each worker holds
+ *   RowExclusive on relation 1 while it updates it (a weak lock: the fast
+ *   path), and the worker that wins the advisory lock on the
+ *   checkpoint-requester key (tried at start, so after a crash restart
+ *   another worker takes the role) asks for a checkpoint and waits for it
+ *   every two seconds. At the end the supervisor takes AccessExclusive on
+ *   relation 1 before its final checkpoint: it waits until every worker
+ *   has let go of the relation. The pool is far
  *   smaller than the relation, so workers evict, the background writer
  *   cleans ahead of the clock hand, and the checkpointer writes and fsyncs.
  *
@@ -80,6 +87,9 @@ internal static class Demo
     public const string ChildVerb = "demo-child";
     private const string StatsName = "demo.stats";
     private const uint Relation = 1;
+    /// <summary>The advisory key of the checkpoint-requester role (one worker at a time holds it).</summary>
+    private const long CheckpointRequesterKey = 0x64656D6F_636B7074; // "demo" "ckpt"
+    private static readonly Lmgr.LockTag RelationLock = Lmgr.LockTag.Relation(0, Relation);
     private const int CounterOffset = 64;
 
     private static readonly CheckpointerOptions CkptOptions = new(TimeoutMs: 3_000, CompletionTarget: 0.5);
@@ -171,6 +181,12 @@ internal static class Demo
                 Cluster view = cluster.Cluster;
                 using (Participant me = view.Procs.Join(ProcKind.Backend))
                 {
+                    // Nobody may be updating relation 1 now: AccessExclusive waits for every worker's RowExclusive.
+                    Lmgr.LockManager lm = view.Get<Lmgr.LockManager>();
+                    lm.LockTimeoutMs = 20_000;
+                    lm.Acquire(me, RelationLock, Lmgr.LockMode.AccessExclusive);
+                    (long checks, long hard, long soft) = lm.DeadlockStatistics;
+                    Console.WriteLine($"locks        AccessExclusive on relation {Relation} taken after every worker let go; {lm.Count.Locks} lock(s) in the table, deadlock checks {checks}, deadlocks {hard}");
                     Checkpointer ck = view.Get<Checkpointer>();
                     ck.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Wait);
                     CheckpointerStatus st = ck.Status;
@@ -371,7 +387,7 @@ internal static class Demo
                     break;
                 case "worker":
                     Volatile.Write(ref mine->Role, (int)DemoRole.Worker + 1);
-                    Work(me, pool, ck, h, mine, index, int.Parse(args[2]), stop.Token);
+                    Work(me, pool, ck, cluster.Get<Lmgr.LockManager>(), h, mine, int.Parse(args[2]), stop.Token);
                     break;
                 default:
                     throw new ArgumentException($"unknown demo role \"{args[0]}\"");
@@ -394,12 +410,16 @@ internal static class Demo
         return 0;
     }
 
-    private static unsafe void Work(Participant me, BufferPool pool, Checkpointer ck, DemoStatsHeader* h, DemoStatsEntry* mine,
-        int index, int pages, CancellationToken stop)
+    private static unsafe void Work(Participant me, BufferPool pool, Checkpointer ck, Lmgr.LockManager lm, DemoStatsHeader* h, DemoStatsEntry* mine,
+        int pages, CancellationToken stop)
     {
         var rng = new Random(Environment.ProcessId);
         long ops = 0;
         long nextCheckpoint = Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency;
+        // The relation is being updated (RowExclusive, as an UPDATE takes it); one worker claims the checkpoint-requester
+        // role with an advisory lock, held for its whole life (released when it leaves or dies).
+        lm.Acquire(me, RelationLock, Lmgr.LockMode.RowExclusive);
+        bool requester = lm.TryAdvisoryLock(me, CheckpointRequesterKey);
         while (!stop.IsCancellationRequested && Volatile.Read(ref h->StopRequested) == 0) // acquire; pairs with the supervisor
         {
             int b = pool.ReadBuffer(me, Relation, ForkNumber.Main, rng.Next(pages));
@@ -410,12 +430,13 @@ internal static class Demo
             pool.LockBuffer(me, b, BufferLockMode.Unlock);
             pool.ReleaseBuffer(me, b);
             Volatile.Write(ref mine->Ops, ++ops); // release; pairs with the supervisor's acquire load
-            if (index == 0 && Stopwatch.GetTimestamp() >= nextCheckpoint)
+            if (requester && Stopwatch.GetTimestamp() >= nextCheckpoint)
             {
                 ck.RequestCheckpoint(me, CheckpointFlags.Wait);
                 nextCheckpoint = Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency;
             }
         }
+        lm.ReleaseAll(me, Lmgr.LockScope.Session);
         Volatile.Write(ref mine->Stopped, 1);
     }
 

@@ -1,13 +1,16 @@
 /*-------------------------------------------------------------------------
  * Inspect.cs
- *   pgipc inspect <handle> [--buffers]: a live segment's header and
- *   allocations, and, when the segment holds a shared buffer pool, what is
- *   in it (pg_buffercache_summary; with --buffers, pg_buffercache's rows).
+ *   pgipc inspect <handle> [--buffers] [--locks]: a live segment's header
+ *   and allocations, and, when the segment holds a shared buffer pool, what
+ *   is in it (pg_buffercache_summary; with --buffers, pg_buffercache's
+ *   rows); the lock manager's counts (with --locks, pg_locks' rows).
  *
  * NOTES
  *   The buffer pool is found by name in the ShmemIndex and read through a
  *   read-only descriptor view, without locks and without joining the
- *   ProcArray: inspecting a pool never pins, locks or changes it.
+ *   ProcArray: inspecting a pool never pins, locks or changes it. The lock
+ *   tables are read the same way (LockManager.GetLockStatus without a
+ *   participant: no LWLock is taken, the snapshot may be torn).
  *-------------------------------------------------------------------------
  */
 using System.Globalization;
@@ -23,25 +26,27 @@ internal static class Inspect
 {
     public static int Run(string[] args)
     {
-        bool buffers = false;
+        bool buffers = false, locks = false;
         string? handle = null;
         foreach (string a in args)
         {
             if (a == "--buffers")
                 buffers = true;
+            else if (a == "--locks")
+                locks = true;
             else if (handle is null && !a.StartsWith("--", StringComparison.Ordinal))
                 handle = a;
             else
-                throw new ArgumentException($"usage: pgipc inspect <handle> [--buffers] (unexpected \"{a}\")");
+                throw new ArgumentException($"usage: pgipc inspect <handle> [--buffers] [--locks] (unexpected \"{a}\")");
         }
         if (handle is null)
-            throw new ArgumentException("usage: pgipc inspect <handle> [--buffers]");
+            throw new ArgumentException("usage: pgipc inspect <handle> [--buffers] [--locks]");
         using ShmemSegment seg = ShmemSegment.Attach(handle);
-        Print(seg, Console.Out, buffers);
+        Print(seg, Console.Out, buffers, locks);
         return 0;
     }
 
-    public static void Print(ShmemSegment seg, TextWriter w, bool buffers = false)
+    public static void Print(ShmemSegment seg, TextWriter w, bool buffers = false, bool locks = false)
     {
         ShmemSegmentInfo i = seg.GetInfo();
         w.WriteLine($"segment     {i.Id} ({i.Backend})");
@@ -65,6 +70,36 @@ internal static class Inspect
             w.WriteLine();
             w.WriteLine($"no buffer pool in this segment (no \"{BufferPool.DescriptorsName}\" in its index)");
         }
+        if (Lmgr.LockManager.TryOpenForInspection(seg) is { } lm)
+        {
+            w.WriteLine();
+            PrintLocks(lm, w, locks);
+        }
+        else if (locks)
+        {
+            w.WriteLine();
+            w.WriteLine("no lock manager in this segment");
+        }
+    }
+
+    /// <summary>The lock manager's counts and, with <paramref name="rows"/>, pg_locks (read without locks).</summary>
+    public static void PrintLocks(Lmgr.LockManager lm, TextWriter w, bool rows)
+    {
+        (long locks, long procLocks) = lm.Count;
+        (int lockCap, int procLockCap) = lm.Capacity;
+        (long checks, long hard, long soft) = lm.DeadlockStatistics;
+        w.WriteLine($"lock manager {locks} of {lockCap} locks, {procLocks} of {procLockCap} proclocks ({lm.MaxLocksPerParticipant} per participant); " +
+                    $"deadlock checks {checks}, deadlocks {hard}, queues rearranged {soft}");
+        if (!rows)
+            return;
+        IReadOnlyList<Lmgr.LockStatus> all = lm.GetLockStatus();
+        w.WriteLine($"{"locktype",-9} {"field1",10} {"field2",10} {"field3",10} {"field4",6} {"mode",-25} {"granted",-7} {"fastpath",-8} {"pid",7} {"procno",6} waitstart");
+        foreach (Lmgr.LockStatus r in all.OrderBy(r => r.Tag.TypeName).ThenBy(r => r.Tag.Field1).ThenBy(r => r.Tag.Field2).ThenBy(r => r.Tag.Field3).ThenBy(r => !r.Granted))
+        {
+            w.WriteLine($"{r.Tag.TypeName,-9} {r.Tag.Field1,10} {r.Tag.Field2,10} {r.Tag.Field3,10} {r.Tag.Field4,6} {Lmgr.LockModes.NameOf(r.Mode),-25} " +
+                        $"{(r.Granted ? "t" : "f"),-7} {(r.FastPath ? "t" : "f"),-8} {r.Pid,7} {r.ProcNumber,6} {(r.WaitStart is { } ws ? ws.ToString("u", CultureInfo.InvariantCulture) : "")}");
+        }
+        w.WriteLine($"({all.Count} rows)");
     }
 
     public static void PrintAllocations(ShmemSegment seg, TextWriter w)

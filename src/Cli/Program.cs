@@ -4,7 +4,7 @@
  *
  *     pgipc demo [--backend linux|posix|windows] [--workers N] [--seconds S] [--buffers N] [--pages N] [--crash]
  *     pgipc demo --parallel [--backend name] [--workers N] [--rows N]
- *     pgipc inspect <handle> [--buffers]
+ *     pgipc inspect <handle> [--buffers] [--locks]
  *     pgipc cleanup [--backend name] [--dry-run]
  *     pgipc backends
  *-------------------------------------------------------------------------
@@ -52,7 +52,7 @@ internal static class Program
         TextWriter w = code == 0 ? Console.Out : Console.Error;
         w.WriteLine("usage: pgipc demo [--backend linux|posix|windows] [--workers N] [--seconds S] [--buffers N] [--pages N] [--crash]");
         w.WriteLine("       pgipc demo --parallel [--backend name] [--workers N] [--rows N]");
-        w.WriteLine("       pgipc inspect <handle> [--buffers]");
+        w.WriteLine("       pgipc inspect <handle> [--buffers] [--locks]");
         w.WriteLine("       pgipc cleanup [--backend name] [--dry-run]");
         w.WriteLine("       pgipc backends");
         return code;

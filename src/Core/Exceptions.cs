@@ -495,3 +495,71 @@ public sealed class InvalidAllocRequestException : PgIpcException
         Requested = requested;
     }
 }
+
+/// <summary>
+/// The heavyweight lock tables are full ("out of shared memory" in PostgreSQL): more objects are locked at once than
+/// max_locks_per_participant x participant slots allows. The request that found the table full left nothing behind.
+/// </summary>
+public sealed class LockTableFullException : PgIpcException
+{
+    /// <summary>The table that is full ("PgIpc.LockTable" or "PgIpc.ProcLockTable").</summary>
+    public string Table { get; }
+
+    /// <summary>Its capacity.</summary>
+    public int Capacity { get; }
+
+    public LockTableFullException(string table, int capacity, int maxLocksPerParticipant)
+        : base($"out of shared memory: increase max_locks_per_participant (the lock table \"{table}\" holds {capacity} entries, " +
+               $"{maxLocksPerParticipant} per participant slot, and all are in use)")
+    {
+        Table = table;
+        Capacity = capacity;
+    }
+}
+
+/// <summary>
+/// A heavyweight lock wait closed a cycle of waits (ERRCODE_T_R_DEADLOCK_DETECTED): this participant's request was
+/// withdrawn so the others can go on. <see cref="Cycle"/> names every process, lock and mode of the cycle, the
+/// message says who waits for what, blocked by whom, as PostgreSQL's does. The locks already held are still held.
+/// </summary>
+public sealed class DeadlockDetectedException : PgIpcException
+{
+    /// <summary>The cycle: element i waits for its lock, blocked by element i + 1 (the last by the first).</summary>
+    public IReadOnlyList<Lmgr.DeadlockInfo> Cycle { get; }
+
+    public DeadlockDetectedException(IReadOnlyList<Lmgr.DeadlockInfo> cycle)
+        : base(Describe(cycle))
+    {
+        Cycle = cycle;
+    }
+
+    private static string Describe(IReadOnlyList<Lmgr.DeadlockInfo> cycle)
+    {
+        var sb = new System.Text.StringBuilder("deadlock detected");
+        for (int i = 0; i < cycle.Count; i++)
+        {
+            Lmgr.DeadlockInfo e = cycle[i];
+            Lmgr.DeadlockInfo next = cycle[(i + 1) % cycle.Count];
+            sb.Append(i == 0 ? ": " : " ")
+              .Append($"Process {e.Pid} (participant {e.ProcNumber}) waits for {Lmgr.LockModes.NameOf(e.Mode)} on {e.Tag}; blocked by process {next.Pid} (participant {next.ProcNumber}).");
+        }
+        return sb.ToString();
+    }
+}
+
+/// <summary>A heavyweight lock was not granted within lock_timeout; the request was withdrawn.</summary>
+public sealed class LockTimeoutException : PgIpcException
+{
+    /// <summary>The lock waited for.</summary>
+    public Lmgr.LockTag Tag { get; }
+
+    /// <summary>The mode asked for.</summary>
+    public Lmgr.LockMode Mode { get; }
+
+    public LockTimeoutException(Lmgr.LockTag tag, Lmgr.LockMode mode, int timeoutMs)
+        : base($"canceling the wait for {Lmgr.LockModes.NameOf(mode)} on {tag}: lock timeout ({timeoutMs} ms)")
+    {
+        Tag = tag;
+        Mode = mode;
+    }
+}

@@ -49,6 +49,23 @@ public sealed class LayoutTests
             ("SlotsHandedOut", 136), ("SlotsReclaimed", 144), ("Magic", 152), ("SupervisorPid", 156)]),
         [typeof(LWLock)] = (16, [("Tranche", 0), ("ExclusiveHolder", 2), ("State", 4), ("WaitHead", 8), ("WaitTail", 12)]),
         [typeof(LWLockPadded)] = (64, [("Lock", 0)]),
+        // Lock manager (Lmgr/LockShmem.cs)
+        [typeof(PgIpc.Lmgr.LockManagerHeader)] = (128, [
+            ("Magic", 0), ("MaxProcs", 4), ("MaxLocksPerParticipant", 8), ("LockCapacity", 12), ("ProcLockCapacity", 16),
+            ("DeadlockTimeoutMs", 20), ("LockTimeoutMs", 24), ("PartitionLocksOffset", 32), ("StrongLocksOffset", 40),
+            ("ProcStatesOffset", 48), ("DeadlockChecks", 56), ("DeadlocksFound", 64), ("SoftDeadlocksResolved", 72)]),
+        [typeof(PgIpc.Lmgr.LockTag)] = (20, [("Field1", 0), ("Field2", 4), ("Field3", 8), ("Field4", 12), ("Kind", 16), ("Type", 18)]),
+        [typeof(PgIpc.Lmgr.StrongLockCounts)] = (64 + 4 * 1024, [("Mutex", 0), ("Count", 64)]),
+        [typeof(PgIpc.Lmgr.LockEntry)] = (136, [
+            ("Tag", 0), ("HashCode", 20), ("GrantMask", 24), ("WaitMask", 28), ("NRequested", 32), ("NGranted", 36),
+            ("Requested", 40), ("Granted", 76), ("WaitHead", 112), ("WaitTail", 116), ("WaitCount", 120), ("ProcLocksHead", 128)]),
+        [typeof(PgIpc.Lmgr.ProcLockKey)] = (24, [("Tag", 0), ("ProcNumber", 20)]),
+        [typeof(PgIpc.Lmgr.ProcLockEntry)] = (48, [
+            ("LockOffset", 0), ("ProcNumber", 8), ("HoldMask", 12), ("NextOnLock", 16), ("PrevOnLock", 24), ("NextOnProc", 32), ("PrevOnProc", 40)]),
+        [typeof(PgIpc.Lmgr.LockProcState)] = (384, [
+            ("FpInfoLock", 0), ("OwnerPid", 16), ("OwnerGeneration", 20), ("WaitStatus", 24), ("WaitMode", 28), ("WaitLockOffset", 32),
+            ("WaitProcLockOffset", 40), ("WaitNext", 48), ("WaitPrev", 52), ("HeldLocksOnWait", 56), ("WaitStartUnixMs", 64),
+            ("FpLockBits", 72), ("FpRel", 80), ("ProcLockHeads", 208)]),
         [typeof(PgIpc.Dsm.DsmControlHeader)] = (128, [
             ("Lock", 0), ("Magic", 64), ("MaxItems", 68), ("NItems", 72), ("Implementation", 76), ("CreatedCount", 80),
             ("DestroyedCount", 88), ("ItemsLock", 96)]),
@@ -102,6 +119,8 @@ public sealed class LayoutTests
         typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters),
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
+        // Lock manager: the local lock table's key and entry, a deadlock report's edge, a pg_locks row.
+        typeof(PgIpc.Lmgr.LocalLockKey), typeof(PgIpc.Lmgr.LocalLock), typeof(PgIpc.Lmgr.DeadlockInfo), typeof(PgIpc.Lmgr.LockStatus),
         typeof(PgIpc.Platform.WaitEvent), typeof(PgIpc.Latch.WaitEventId), typeof(PgIpc.Platform.FileOwnership),
         // shm_toc / shm_mq: a chunk view, the size estimator, a message's pieces on the stack.
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),

@@ -29,6 +29,7 @@
  *     sem-detach                       -> ok  (dispose the set)
  *     lw-*                             participant and LWLock commands: Sync/LockWorkerCommands.cs
  *     cl-*                             latch, ProcSignal, barrier, PMSignal, CV: Latch/CoreLatchWorkerCommands.cs
+ *     lm-*                             heavyweight lock manager: Lmgr/LmWorkerCommands.cs
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
  *   The backend is chosen with "--backend <name>" before the commands.
@@ -50,6 +51,7 @@ internal static class TestWorker
     public static int Run(string[] args)
     {
         int parallelExit = PgIpc.Tests.Parallel.ParallelWorkerMain.TryRun(args); if (parallelExit >= 0) return parallelExit; // --run-child parallel-*: a parallel worker (Parallel/)
+        int lmExit = PgIpc.Tests.Lmgr.LmWorkerCommands.TryRunChild(args); if (lmExit >= 0) return lmExit; // --run-lm-child: a supervised lock holder (Lmgr/)
         int childExit = PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryRunChild(args); // --run-child: a cluster's child (Postmaster/)
         if (childExit >= 0)
             return childExit;
@@ -219,6 +221,7 @@ internal static class TestWorker
                 if (PgIpc.Tests.Dsm.DsmWorkerCommands.TryExecute(a, seg, out string dsmReply)) return dsmReply; // dsm-*: Dsm/DsmWorkerCommands.cs
                 if (PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryExecute(a, seg, out string pmReply)) return pmReply; // pm-*: Postmaster/PostmasterWorkerCommands.cs
                 if (PgIpc.Tests.Buffers.BufferWorkerCommands.TryExecute(a, seg, out string bufReply)) return bufReply; // buf-*: Buffers/BufferWorkerCommands.cs
+                if (PgIpc.Tests.Lmgr.LmWorkerCommands.TryExecute(a, seg, out string lmReply)) return lmReply; // lm-*: Lmgr/LmWorkerCommands.cs
                 if (PgIpc.Tests.Shmem.PosixCreationWorkerCommands.TryExecute(a, out string pcReply)) return pcReply; // shm-creating: Shmem/PosixUnfinishedCreationTests.cs
                 if (PgIpc.Tests.Proc.DetachWorkerCommands.TryExecute(a, platform, out string dtReply)) return dtReply; // detach-*: Proc/DetachWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");

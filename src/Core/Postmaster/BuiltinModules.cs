@@ -13,6 +13,8 @@
  *     PgIpc.SInvalSeg           the invalidation queue
  *     PgIpc.DsmControl          dynamic shared memory's control table
  *     PgIpc.BackgroundWorkers   child slots, shutdown flags
+ *     PgIpc.LockManager         heavyweight locks (InitLocks; WithLockManager
+ *                               sets max_locks_per_participant and timeouts)
  *     PgIpc.BufferPool          shared buffers            (WithBufferPool)
  *     PgIpc.Checkpointer        the checkpointer's state  (WithCheckpointer)
  *     PgIpc.BgWriter            the background writer     (WithBackgroundWriter)
@@ -30,6 +32,7 @@
 using System.Text;
 using PgIpc.Buffers;
 using PgIpc.Dsm;
+using PgIpc.Lmgr;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 using PgIpc.Signals;
@@ -63,7 +66,8 @@ internal static class BuiltinModules
     public const string RegionFactory = "region";
 
     /// <summary>The kernel modules every cluster has, in order.</summary>
-    public static List<ShmemModule> Kernel(ProcArrayOptions procs, LWLockTrancheRequests tranches, DsmOptions dsm, int maxChildren)
+    public static List<ShmemModule> Kernel(ProcArrayOptions procs, LWLockTrancheRequests tranches, DsmOptions dsm, int maxChildren,
+        LockManagerOptions? locks = null)
         =>
         [
             ProcArrayModule(procs),
@@ -73,7 +77,20 @@ internal static class BuiltinModules
             SinvalModule(),
             DsmModule(dsm),
             WorkersModule(maxChildren),
+            LockManagerModule(locks ?? new LockManagerOptions()),
         ];
+
+    /// <summary>The heavyweight lock manager (InitLocks), sized from the slots and max_locks_per_participant.</summary>
+    public static ShmemModule LockManagerModule(LockManagerOptions options)
+    {
+        options.Validate();
+        var w = new OptionsWriter();
+        w.Int(options.MaxLocksPerParticipant).Int(options.DeadlockTimeoutMs).Int(options.LockTimeoutMs);
+        return new BuiltinModule<LockManager>(LockManager.ShmemName, LockManager.ShmemName,
+            s => LockManager.ShmemSize(s.Participants.TotalProcs, options),
+            c => c.IsCreating ? LockManager.Init(c.Segment, c.Procs, options, out _) : LockManager.Attach(c.Segment, c.Procs),
+            null, w.ToArray());
+    }
 
     private static ShmemModule ProcArrayModule(ProcArrayOptions? options)
         => new BuiltinModule<ProcArray>(ProcArray.ShmemName, ProcArray.ShmemName, s => ProcArray.ShmemSize(options ?? s.Participants),
@@ -192,6 +209,11 @@ internal static class BuiltinModules
             case SinvalQueue.ShmemName: return SinvalModule();
             case DsmRegistry.ShmemName: return DsmModule(null);
             case BackgroundWorkerArray.ShmemName: return WorkersModule(0);
+            case LockManager.ShmemName:
+            {
+                int maxLocks = r.Int(), deadlock = r.Int(), timeout = r.Int();
+                return LockManagerModule(Checked(name, () => { var o = new LockManagerOptions(maxLocks, deadlock, timeout); o.Validate(); return o; }));
+            }
             case BufferPoolName:
             {
                 int n = r.Int(), blocks = r.Int();

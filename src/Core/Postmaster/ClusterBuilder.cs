@@ -23,6 +23,7 @@
  */
 using PgIpc.Buffers;
 using PgIpc.Dsm;
+using PgIpc.Lmgr;
 using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
@@ -63,6 +64,7 @@ public sealed class ClusterBuilder
     internal int MaxOpenFilesValue { get; private set; } = Smgr.DefaultMaxOpenFiles;
     internal CheckpointerOptions? CheckpointerValue { get; private set; }
     internal BgWriterOptions? BgWriterValue { get; private set; }
+    internal LockManagerOptions? LockManagerValue { get; private set; }
 
     /// <summary>The OS backend (default: <see cref="PgIpcPlatform.Current"/>).</summary>
     public ClusterBuilder WithPlatform(IPgIpcPlatform platform)
@@ -128,6 +130,18 @@ public sealed class ClusterBuilder
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxOpenFiles, 1);
         MaxOpenFilesValue = maxOpenFiles;
+        return this;
+    }
+
+    /// <summary>
+    /// Settings of the heavyweight lock manager (every cluster has one): max_locks_per_participant (the lock tables hold
+    /// this times the participant slots), the default deadlock_timeout and lock_timeout of every process.
+    /// </summary>
+    public ClusterBuilder WithLockManager(LockManagerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        LockManagerValue = options;
         return this;
     }
 
@@ -243,7 +257,7 @@ public sealed class ClusterBuilder
     /// </summary>
     internal IReadOnlyList<ShmemModule> Modules()
     {
-        List<ShmemModule> list = BuiltinModules.Kernel(ProcOptions, Tranches, EffectiveDsmOptions, MaxChildrenValue);
+        List<ShmemModule> list = BuiltinModules.Kernel(ProcOptions, Tranches, EffectiveDsmOptions, MaxChildrenValue, LockManagerValue);
         if (BufferOptions is { } bo)
             list.Add(BuiltinModules.BufferPoolModule(bo));
         if (CheckpointerValue is { } co)

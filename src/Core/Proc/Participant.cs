@@ -223,9 +223,9 @@ public sealed unsafe class Participant : IDisposable
 
     /// <summary>
     /// True once the segment is being detached in this process (a Dispose of the cluster, a crash restart in the
-    /// supervisor) while this participant's thread was still inside it: every later lock, wait or interrupt check
-    /// throws <see cref="ObjectDisposedException"/>, and the thread is expected to unwind and dispose the participant.
-    /// Held locks can still be released.
+    /// supervisor) while this participant's thread was still inside it: every wait (a latch, an LWLock or heavyweight
+    /// lock sleep) then throws <see cref="ObjectDisposedException"/>, and the thread is expected to unwind, release
+    /// what it holds (LWLocks can still be taken for that) and dispose the participant, which the detach waits for.
     /// </summary>
     public bool LeaveRequested => Volatile.Read(ref _closed) == Leaving;
 
@@ -262,16 +262,22 @@ public sealed unsafe class Participant : IDisposable
             ThrowCannotTake(mode);
     }
 
+    /// <summary>
+    /// The slow half of <see cref="CheckCanTake"/>: throws for what forbids the acquire. Returns when the only reason
+    /// it was called is a leave request: a participant asked to leave may still take LWLocks to release what it holds
+    /// (its waits are what throw, see <see cref="LeaveRequested"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowCannotTake(LWLockMode mode)
     {
         if ((uint)mode > (uint)LWLockMode.Shared)
             throw new ArgumentOutOfRangeException(nameof(mode), mode, "an LWLock is acquired Exclusive or Shared");
-        if (_closed != Open)
-            ThrowClosedOrLeaving();
+        if (Volatile.Read(ref _closed) == Closed)
+            throw new ObjectDisposedException(nameof(Participant), $"participant {ProcNumber} has left");
         if (_numHeld >= LWLock.MaxHeldLocks)
             throw new LWLockUsageException($"too many LWLocks taken: participant {ProcNumber} already holds {_numHeld}, the limit is {LWLock.MaxHeldLocks}");
-        throw new LWLockUsageException($"participant {ProcNumber} is already waiting for an LWLock; it cannot acquire another until that wait ends");
+        if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
+            throw new LWLockUsageException($"participant {ProcNumber} is already waiting for an LWLock; it cannot acquire another until that wait ends");
     }
 
     internal void CheckNotWaiting()
@@ -382,13 +388,33 @@ public sealed unsafe class Participant : IDisposable
             return;
         if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
             throw new InvalidOperationException($"participant {ProcNumber} is waiting for an LWLock on its thread; it cannot leave from another thread");
-        Close(fromExit: false);
+        // Subsystems give back what it holds (heavyweight locks) while it can still take LWLocks.
+        try
+        {
+            Array.RunLeaveHooks(this, onItsThread: true);
+        }
+        finally
+        {
+            Close(fromExit: false);
+        }
     }
 
     /// <param name="fromExit">Closed for its thread (process exit or segment detach), not by the thread itself.</param>
     /// <param name="processExiting">The process is ending: held LWLocks are kept, not released.</param>
     internal void Close(bool fromExit, bool processExiting = false)
     {
+        if (fromExit && Volatile.Read(ref _closed) != Closed && _numHeld == 0 && Proc->LwWaiting == (int)LWLockWaitState.NotWaiting)
+        {
+            // Leaving with its process or the segment: heavyweight locks go too (ProcKill's LockReleaseAll). A hook that
+            // fails leaves its state to the subsystem's own dead-owner cleanup; the slot must still be given back.
+            try
+            {
+                Array.RunLeaveHooks(this, onItsThread: false);
+            }
+            catch (Exception ex) when (ex is PgIpcException or ObjectDisposedException or InvalidOperationException)
+            {
+            }
+        }
         int was = Volatile.Read(ref _closed);
         while (true)
         {
@@ -437,7 +463,7 @@ public sealed unsafe class Participant : IDisposable
 
     private void ThrowIfClosed()
     {
-        if (Volatile.Read(ref _closed) != Open)
+        if (Volatile.Read(ref _closed) == Closed)
             ThrowClosedOrLeaving();
     }
 

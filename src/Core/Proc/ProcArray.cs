@@ -439,6 +439,35 @@ public sealed unsafe partial class ProcArray
             _slotReleaseHooks.Add(hook);
     }
 
+    // ---- leave hooks (lock manager) ------------------------------------
+    private readonly List<Action<Participant, bool>> _leaveHooks = [];
+
+    /// <summary>
+    /// Called when a participant of this process is about to leave, while it can still take LWLocks: with true on its
+    /// own thread (Dispose), with false from another thread (process exit, segment detach) when it holds no LWLock and
+    /// is not waiting for one. Subsystems give back what the participant holds (the lock manager's LockReleaseAll).
+    /// </summary>
+    internal void AddLeaveHook(Action<Participant, bool> hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        lock (_leaveHooks)
+            _leaveHooks.Add(hook);
+    }
+
+    internal void RunLeaveHooks(Participant p, bool onItsThread)
+    {
+        Action<Participant, bool>[] hooks;
+        lock (_leaveHooks)
+        {
+            if (_leaveHooks.Count == 0)
+                return;
+            hooks = [.. _leaveHooks];
+        }
+        foreach (Action<Participant, bool> h in hooks)
+            h(p, onItsThread);
+    }
+    // ---------------------------------------------------------------------
+
     /// <summary>Called after this process receives an interrupt (ProcSignal / PMSignal), on a runtime thread.</summary>
     internal void AddInterruptHook(Action hook)
     {

@@ -70,8 +70,8 @@ public sealed class ModuleRegistryTests(string backend)
             Assert.That(view.ModuleNames, Is.EqualTo(new[]
             {
                 ProcArray.ShmemName, "PgIpc.LWLockTranches", "PgIpc.ProcSignal", "PgIpc.PMSignal", SinvalQueue.ShmemName,
-                "PgIpc.DsmControl", BackgroundWorkerArray.ShmemName, "PgIpc.BufferPool", Checkpointer.ShmemName, "PgIpc.BgWriter",
-                PostmasterWorkerCommands.UserModuleName, "mod.raw",
+                "PgIpc.DsmControl", BackgroundWorkerArray.ShmemName, "PgIpc.LockManager", "PgIpc.BufferPool", Checkpointer.ShmemName,
+                "PgIpc.BgWriter", PostmasterWorkerCommands.UserModuleName, "mod.raw",
             }));
             Assert.That(view.Get<BufferPool>().NumBuffers, Is.EqualTo(32));
             Assert.That(view.Get<BufferPool>().Smgr.BlocksPerSegment, Is.EqualTo(64));
