@@ -38,6 +38,8 @@ public sealed unsafe partial class ProcArray
     public Participant Join(ProcKind kind = ProcKind.Backend)
     {
         ThrowIfClosed();
+        if (Volatile.Read(ref _closed) == ArrayDetaching)
+            throw new ObjectDisposedException(nameof(ProcArray), $"the participant slots of segment {_segment.Handle.Id} are being detached in this process: no new participant can join");
         if ((uint)kind > (uint)ProcKind.BackgroundWorker)
             throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown participant kind");
         Participant? current = Participant.CurrentOrNull;
@@ -176,6 +178,7 @@ public sealed unsafe partial class ProcArray
         }
         if (teardown == 0)
             return;
+        Volatile.Write(ref _closed, ArrayClosed);
         try
         {
             TearDownSemaphoresAndWakers(destroying: teardown == 2);

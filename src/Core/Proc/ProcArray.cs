@@ -95,7 +95,9 @@ public sealed unsafe partial class ProcArray
     private readonly List<Action> _interruptHooks = [];
     private readonly IProcessServices _processes;
     private readonly List<Participant> _participants = [];
+    // 0 open; 2 detaching (joins refused; the participants still inside keep working until they leave); 1 closed.
     private int _closed;
+    private const int ArrayOpen = 0, ArrayClosed = 1, ArrayDetaching = 2;
 
     private ProcArray(ShmemSegment segment, ProcGlobalHeader* header, Layout layout, IProcSemaphoreSet semaphores, ILatchWakers wakers, IDisposable? lifeline)
     {
@@ -427,7 +429,7 @@ public sealed unsafe partial class ProcArray
     /// <summary>Wakes slot <paramref name="procno"/>'s owner (SetLatch's slow path). Never throws.</summary>
     internal void WakeLatchOwner(int procno)
     {
-        if (Volatile.Read(ref _closed) == 0)
+        if (Volatile.Read(ref _closed) != ArrayClosed)
             _wakers.Wake(procno);
     }
 
@@ -494,7 +496,7 @@ public sealed unsafe partial class ProcArray
     /// </summary>
     private void OnInterrupt()
     {
-        if (Volatile.Read(ref _closed) != 0)
+        if (Volatile.Read(ref _closed) == ArrayClosed)
             return;
         Participant[] all;
         lock (_participants)
@@ -560,7 +562,7 @@ public sealed unsafe partial class ProcArray
 
     private void OnSegmentDetach(bool destroying)
     {
-        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        if (Interlocked.CompareExchange(ref _closed, ArrayDetaching, ArrayOpen) != ArrayOpen)
             return;
         List<Participant> stragglers = AskOtherThreadsToLeave();
         ReleaseParticipants(processExiting: false, stragglers);
@@ -584,12 +586,15 @@ public sealed unsafe partial class ProcArray
                     _mappingHold = _segment.HoldMapping();
                 }
             }
+            if (!deferred)
+                Volatile.Write(ref _closed, ArrayClosed);
             if (deferred)
                 throw new InvalidOperationException(
                     $"shared memory segment {_segment.Handle.Id} was detached while {stragglers.Count} participant(s) of other threads of this process " +
                     $"were still inside it {DetachGraceMs} ms after being asked to leave ({string.Join(", ", stragglers)}); its memory stays mapped " +
                     "in this process until the last of them is disposed, so they cannot fault; dispose every participant before the cluster");
         }
+        Volatile.Write(ref _closed, ArrayClosed);
         TearDownSemaphoresAndWakers(destroying);
     }
 
@@ -652,7 +657,7 @@ public sealed unsafe partial class ProcArray
 
     private void ThrowIfClosed()
     {
-        if (Volatile.Read(ref _closed) != 0)
+        if (Volatile.Read(ref _closed) == ArrayClosed)
             throw new ObjectDisposedException(nameof(ProcArray), $"the participant slots of segment {_segment.Handle.Id} are no longer attached in this process");
     }
 }

@@ -9,9 +9,10 @@
  *
  * NOTES
  *   Commands (one line each, see TestWorker for the protocol):
- *     detach-cooperative  -> ok sleeper=<what ended its lock wait> holder=<left|...> mapped=<True|False>
- *                            a thread holds LWLock 0 in a work loop that checks LeaveRequested; another
- *                            sleeps waiting for it; the main thread shuts the cluster down
+ *     detach-cooperative  -> ok sleeper=<...> lockwaiter=<...> holder=<left|...> mapped=<..> log=<clean|straggler>
+ *                            a thread holds LWLock 0 and a heavyweight lock in a work loop that checks
+ *                            LeaveRequested; one thread sleeps waiting for the LWLock, another for the
+ *                            heavyweight lock; the main thread shuts the cluster down
  *     detach-straggler    -> ok error=<type> held=<True|False> ran=<True|False> released=<True|False>
  *                            a thread keeps writing a counter in the segment without calling PgIpc; the
  *                            main thread shuts the cluster down with a short grace; then the thread stops
@@ -19,6 +20,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Globalization;
+using PgIpc.Lmgr;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
@@ -61,7 +63,11 @@ internal static unsafe class DetachWorkerCommands
         Cluster c = s.Cluster;
         ShmemSegment seg = c.Segment;
         LWLockArray locks = LWLockTranches.GetNamedLWLockTranche(seg, "test.detach");
-        string sleeperEnd = "none", holderEnd = "none";
+        LockManager lmgr = c.Get<LockManager>();
+        LockTag tag = LockTag.Object(1, 2, 3);
+        string sleeperEnd = "none", holderEnd = "none", lockWaiterEnd = "none";
+        using var lockWaiterJoined = new ManualResetEventSlim();
+        using var waitersDone = new CountdownEvent(2);
         using var holding = new ManualResetEventSlim();
         using var sleeperJoined = new ManualResetEventSlim();
         var holder = new Thread(() =>
@@ -69,12 +75,16 @@ internal static unsafe class DetachWorkerCommands
             try
             {
                 using Participant me = c.Procs.Join();
+                lmgr.Acquire(me, tag, LockMode.AccessExclusive, LockScope.Session);
                 locks[0].Acquire(me, LWLockMode.Exclusive);
                 holding.Set();
                 // Work under the lock, checking at each step whether the cluster is going away.
                 while (!me.LeaveRequested)
                     Thread.Sleep(5);
+                // Both sleepers must have left their queues on their own (not been granted by this release).
+                waitersDone.Wait(TimeSpan.FromSeconds(20));
                 locks[0].Release(me);
+                lmgr.Release(me, tag, LockMode.AccessExclusive, LockScope.Session);
                 holderEnd = "left";
             }
             catch (Exception ex)
@@ -96,23 +106,48 @@ internal static unsafe class DetachWorkerCommands
             {
                 sleeperEnd = ex.GetType().Name;
             }
+            finally
+            {
+                waitersDone.Signal();
+            }
         }) { IsBackground = true, Name = "detach sleeper" };
+        var lockWaiter = new Thread(() =>
+        {
+            try
+            {
+                using Participant me = c.Procs.Join();
+                lockWaiterJoined.Set();
+                lmgr.Acquire(me, tag, LockMode.Share, LockScope.Session);
+                lockWaiterEnd = "acquired";
+            }
+            catch (Exception ex)
+            {
+                lockWaiterEnd = ex.GetType().Name;
+            }
+            finally
+            {
+                waitersDone.Signal();
+            }
+        }) { IsBackground = true, Name = "detach heavyweight-lock waiter" };
         holder.Start();
         if (!holding.Wait(TimeSpan.FromSeconds(20)))
             throw new TimeoutException("the holder did not get the lock");
+        lockWaiter.Start();
+        if (!lockWaiterJoined.Wait(TimeSpan.FromSeconds(20)))
+            throw new TimeoutException("the heavyweight-lock waiter did not join");
         sleeper.Start();
         if (!sleeperJoined.Wait(TimeSpan.FromSeconds(20)))
             throw new TimeoutException("the sleeper did not join");
         long until = Environment.TickCount64 + 20_000;
-        while (locks[0].WaitQueue(c.Procs).Length == 0 && Environment.TickCount64 < until)
+        while ((locks[0].WaitQueue(c.Procs).Length == 0 || !lmgr.GetLockStatus().Any(r => !r.Granted)) && Environment.TickCount64 < until)
             Thread.Sleep(5);
         if (locks[0].WaitQueue(c.Procs).Length == 0)
             throw new TimeoutException("the sleeper did not queue");
 
         s.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
-        if (!holder.Join(TimeSpan.FromSeconds(20)) || !sleeper.Join(TimeSpan.FromSeconds(20)))
+        if (!holder.Join(TimeSpan.FromSeconds(20)) || !sleeper.Join(TimeSpan.FromSeconds(20)) || !lockWaiter.Join(TimeSpan.FromSeconds(20)))
             throw new TimeoutException("a participant thread did not end after the detach");
-        return $"sleeper={sleeperEnd} holder={holderEnd} mapped={seg.IsMappingHeldAfterDetach}";
+        return $"sleeper={sleeperEnd} lockwaiter={lockWaiterEnd} holder={holderEnd} mapped={seg.IsMappingHeldAfterDetach} log={(log.ToString().Contains("still inside", StringComparison.Ordinal) ? "straggler" : "clean")}";
     }
 
     private static string Straggler(IPgIpcPlatform platform)
