@@ -25,9 +25,11 @@ namespace PgIpc.Platform;
 [AttributeUsage(AttributeTargets.Assembly, AllowMultiple = false)]
 public sealed class PgIpcPlatformAttribute : Attribute
 {
+    /// <summary>The backend's <see cref="IPgIpcPlatform"/> type, created with its public parameterless constructor.</summary>
     [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicParameterlessConstructor)]
     public Type PlatformType { get; }
 
+    /// <summary>Names <paramref name="platformType"/> as the assembly's backend.</summary>
     public PgIpcPlatformAttribute(
         [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicParameterlessConstructor)] Type platformType)
         => PlatformType = platformType;

@@ -48,6 +48,7 @@ public sealed class ClusterBuilder
         Key = key;
     }
 
+    /// <summary>The cluster key: segments, semaphores and latch objects are named after it.</summary>
     public string Key { get; }
 
     internal IPgIpcPlatform? PlatformChoice { get; private set; }
@@ -163,6 +164,7 @@ public sealed class ClusterBuilder
         return this;
     }
 
+    /// <summary>Sets the dynamic shared memory options of the cluster.</summary>
     public ClusterBuilder WithDsmOptions(DsmOptions options)
     {
         DsmSettings = options ?? throw new ArgumentNullException(nameof(options));
