@@ -46,10 +46,12 @@ fi
 for f in "PgIpc.$version.nupkg" "PgIpc.$version.snupkg" "PgIpc.Cli.$version.nupkg"; do
   [ -f "$feed/$f" ] || fail "dotnet pack made no $f"
 done
+contents=$(unzip -Z1 "$feed/PgIpc.$version.nupkg" 2>/dev/null)
 for f in lib/net10.0/PgIpc.Core.dll lib/net10.0/PgIpc.Core.xml lib/net10.0/PgIpc.Platform.Linux.dll \
          lib/net10.0/PgIpc.Platform.Posix.dll lib/net10.0/PgIpc.Platform.Windows.dll README.md LICENSE; do
-  unzip -l "$feed/PgIpc.$version.nupkg" 2>/dev/null | grep -q " $f\$" || fail "PgIpc.$version.nupkg lacks $f"
+  grep -qx "$f" <<<"$contents" || fail "PgIpc.$version.nupkg lacks $f"
 done
+unzip -Z1 "$feed/PgIpc.$version.snupkg" 2>/dev/null | grep -qx lib/net10.0/PgIpc.Core.pdb || fail "PgIpc.$version.snupkg lacks PgIpc.Core.pdb"
 step "packed $(ls "$feed" | tr '\n' ' ')"
 
 # --- 3. the consumer ---------------------------------------------------------------
@@ -97,7 +99,11 @@ else
 fi
 
 # --- 4. the tool -------------------------------------------------------------------
-if (cd "$tmp" && dotnet tool install PgIpc.Cli --version "$version" --tool-path "$tmp/tools" --add-source "$feed") > "$art/tool.log" 2>&1; then
+# --add-source cannot be combined with source mapping: the tool is installed from a directory whose nuget.config
+# has no source at all, so the feed added on the command line is the only one (the tool has no dependencies).
+mkdir -p "$tmp/tool"
+printf '<?xml version="1.0" encoding="utf-8"?>\n<configuration><packageSources><clear /></packageSources></configuration>\n' > "$tmp/tool/nuget.config"
+if (cd "$tmp/tool" && dotnet tool install PgIpc.Cli --version "$version" --tool-path "$tmp/tools" --add-source "$feed") > "$art/tool.log" 2>&1; then
   (cd "$tmp" && timeout 60 ./tools/pgipc backends) > "$art/tool-backends.log" 2>&1 || fail "pgipc backends (tool) failed"
   sed 's/^/consumer:   pgipc backends: /' "$art/tool-backends.log"
   grep -q "(default)" "$art/tool-backends.log" || fail "pgipc backends (tool) names no default backend"
