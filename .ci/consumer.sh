@@ -99,11 +99,12 @@ else
 fi
 
 # --- 4. the tool -------------------------------------------------------------------
-# --add-source cannot be combined with source mapping: the tool is installed from a directory whose nuget.config
-# has no source at all, so the feed added on the command line is the only one (the tool has no dependencies).
-mkdir -p "$tmp/tool"
-printf '<?xml version="1.0" encoding="utf-8"?>\n<configuration><packageSources><clear /></packageSources></configuration>\n' > "$tmp/tool/nuget.config"
-if (cd "$tmp/tool" && dotnet tool install PgIpc.Cli --version "$version" --tool-path "$tmp/tools" --add-source "$feed") > "$art/tool.log" 2>&1; then
+# --add-source cannot be combined with source mapping (the consumer's nuget.config): the tool is installed from a
+# directory of its own whose nuget.config has no source at all, so the feed added on the command line is the only
+# one (the tool has no dependencies).
+tooldir=$(mktemp -d "${TMPDIR:-/tmp}/pgipc-tool.XXXXXX")
+printf '<?xml version="1.0" encoding="utf-8"?>\n<configuration><packageSources><clear /></packageSources></configuration>\n' > "$tooldir/nuget.config"
+if (cd "$tooldir" && dotnet tool install PgIpc.Cli --version "$version" --tool-path "$tmp/tools" --add-source "$feed") > "$art/tool.log" 2>&1; then
   (cd "$tmp" && timeout 60 ./tools/pgipc backends) > "$art/tool-backends.log" 2>&1 || fail "pgipc backends (tool) failed"
   sed 's/^/consumer:   pgipc backends: /' "$art/tool-backends.log"
   grep -q "(default)" "$art/tool-backends.log" || fail "pgipc backends (tool) names no default backend"
@@ -143,5 +144,5 @@ if [ -n "$wine" ] && [ -x "$wine" ]; then
   fi
 fi
 
-rm -rf "$tmp"
+rm -rf "$tmp" "$tooldir"
 exit $status
