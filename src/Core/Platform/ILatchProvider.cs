@@ -129,7 +129,7 @@ public static class LatchStorage
 /// <summary>The wake objects of every slot, as this process sees them. Thread-safe.</summary>
 public interface ILatchWakers : IDisposable
 {
-    /// <summary>The number of slots this table can wake.</summary>
+    /// <summary>The number of slots in the table.</summary>
     int Count { get; }
 
     /// <summary>
