@@ -29,17 +29,23 @@ namespace PgIpc;
 /// <summary>Base of every error PgIpc raises on purpose.</summary>
 public class PgIpcException : Exception
 {
+    /// <summary>Creates the exception with its message.</summary>
     public PgIpcException(string message) : base(message) { }
+    /// <summary>Creates the exception with its message and the exception that caused it.</summary>
     public PgIpcException(string message, Exception? inner) : base(message, inner) { }
 }
 
 /// <summary>An OS call failed. <see cref="Call"/> names it, <see cref="ErrorCode"/> is errno or GetLastError.</summary>
 public sealed class PgIpcOsException : PgIpcException
 {
+    /// <summary>The system call that failed.</summary>
     public string Call { get; }
+    /// <summary>The OS error code (errno, or the Windows error).</summary>
     public int ErrorCode { get; }
+    /// <summary>The symbolic name of the error (ENOSPC, ERROR_ACCESS_DENIED).</summary>
     public string ErrorName { get; }
 
+    /// <summary>Creates the exception for <paramref name="call"/>, failed with <paramref name="errorCode"/> (<paramref name="errorName"/>), and what was being done.</summary>
     public PgIpcOsException(string call, int errorCode, string errorName, string detail)
         : base($"{call} failed: {errorName} ({errorCode}){(detail.Length > 0 ? ": " + detail : "")}")
     {
@@ -52,13 +58,16 @@ public sealed class PgIpcOsException : PgIpcException
 /// <summary>A segment named by a handle or id does not exist (or is being removed).</summary>
 public sealed class SharedMemoryNotFoundException : PgIpcException
 {
+    /// <summary>Creates the exception with its message.</summary>
     public SharedMemoryNotFoundException(string message) : base(message) { }
 }
 
 /// <summary>A cluster's segment exists and is in use by a live process.</summary>
 public sealed class SharedMemoryInUseException : PgIpcException
 {
+    /// <summary>The process that is still attached.</summary>
     public int Pid { get; }
+    /// <summary>Creates the exception for <paramref name="segment"/>, still attached by process <paramref name="pid"/> (<paramref name="attached"/> attachments in all).</summary>
     public SharedMemoryInUseException(string segment, int pid, long attached)
         : base(pid > 0
             ? $"pre-existing shared memory block is still in use by pid {pid} (segment {segment}, {attached} process(es) attached); stop that process or remove the segment first"
@@ -81,6 +90,7 @@ public sealed class SharedMemoryNotAccessibleException : PgIpcException
     /// <summary>The owner's uid as the OS reports it, or -1 when it could not be read.</summary>
     public int OwnerUid { get; }
 
+    /// <summary>Creates the exception for <paramref name="segment"/>, owned by user <paramref name="ownerUid"/>, and the OS's word.</summary>
     public SharedMemoryNotAccessibleException(string segment, int ownerUid, string detail)
         : base($"shared memory object {segment} exists but is owned by {(ownerUid >= 0 ? "uid " + ownerUid.ToString(System.Globalization.CultureInfo.InvariantCulture) : "another user")} and cannot be read by this process ({detail}); it is not this cluster's: its owner or root must remove it, or use another cluster key")
     {
@@ -108,6 +118,7 @@ public sealed class DataDirectoryPermissionException : PgIpcException
     /// <summary>Its permission bits.</summary>
     public UnixFileMode Mode { get; }
 
+    /// <summary>Creates the exception for <paramref name="path"/>, owned by <paramref name="ownerUid"/> while this process runs as <paramref name="currentUid"/>, with permissions <paramref name="mode"/>.</summary>
     public DataDirectoryPermissionException(string path, long ownerUid, long currentUid, UnixFileMode mode)
         : base(Describe(path, ownerUid, currentUid, mode))
     {
@@ -131,8 +142,11 @@ public sealed class DataDirectoryPermissionException : PgIpcException
 /// <summary>The segment has no room for a request (PostgreSQL's "out of shared memory").</summary>
 public sealed class OutOfSharedMemoryException : PgIpcException
 {
+    /// <summary>The bytes asked for.</summary>
     public long Requested { get; }
+    /// <summary>The bytes that were left in the segment.</summary>
     public long Available { get; }
+    /// <summary>Creates the exception for an allocation of <paramref name="requested"/> bytes for <paramref name="what"/> when <paramref name="available"/> were left.</summary>
     public OutOfSharedMemoryException(string what, long requested, long available)
         : base($"out of shared memory: {what} asked for {requested} bytes, {available} bytes left")
     {
@@ -144,6 +158,7 @@ public sealed class OutOfSharedMemoryException : PgIpcException
 /// <summary>A handle string is malformed, forged, or names a segment that does not match it.</summary>
 public sealed class InvalidShmemHandleException : PgIpcException
 {
+    /// <summary>Creates the exception with its message.</summary>
     public InvalidShmemHandleException(string message) : base(message) { }
 }
 
@@ -154,8 +169,10 @@ public sealed class InvalidShmemHandleException : PgIpcException
 /// <summary>The OS could not provide a DSM segment of the asked-for size (full /dev/shm, no memory, too large).</summary>
 public sealed class DsmNoSpaceException : PgIpcException
 {
+    /// <summary>The bytes asked for.</summary>
     public long Requested { get; }
 
+    /// <summary>Creates the exception with its message, the size asked for and the OS error, if any.</summary>
     public DsmNoSpaceException(string message, long requested, Exception? inner = null) : base(message, inner)
         => Requested = requested;
 }
@@ -191,6 +208,7 @@ public sealed class ShmemCorruptException : PgIpcException
 /// <summary>The shared hash table is full.</summary>
 public sealed class SharedHashFullException : PgIpcException
 {
+    /// <summary>Creates the exception for the table <paramref name="table"/>, full at <paramref name="capacity"/> entries.</summary>
     public SharedHashFullException(string table, int capacity)
         : base($"shared hash table \"{table}\" is full: all {capacity} elements are in use") { }
 }
@@ -202,12 +220,14 @@ public sealed class SharedHashFullException : PgIpcException
 /// <summary>The supervisor died while this participant waited (WL_EXIT_ON_PM_DEATH): the process should exit.</summary>
 public sealed class SupervisorDiedException : PgIpcException
 {
+    /// <summary>Creates the exception.</summary>
     public SupervisorDiedException() : base("the cluster's supervisor process died; this process must exit") { }
 }
 
 /// <summary>A spinlock that stayed held for about a minute: its holder is probably dead.</summary>
 public sealed class StuckSpinLockException : PgIpcException
 {
+    /// <summary>Creates the exception for the spinlock at <paramref name="where"/>, given up after <paramref name="delays"/> delays.</summary>
     public StuckSpinLockException(string where, int delays)
         : base($"stuck spinlock detected at {where} after {delays} delays: the holder has probably died; restart the cluster")
     { }
@@ -216,6 +236,7 @@ public sealed class StuckSpinLockException : PgIpcException
 /// <summary>Releasing an LWLock the participant does not hold (misuse: an <see cref="InvalidOperationException"/>).</summary>
 public sealed class LWLockNotHeldException : InvalidOperationException
 {
+    /// <summary>Creates the exception for a lock of tranche <paramref name="tranche"/> released by participant <paramref name="procNumber"/>, which did not hold it.</summary>
     public LWLockNotHeldException(string tranche, int procNumber)
         : base($"lock {tranche} is not held by participant {procNumber}") { }
 }
@@ -223,6 +244,7 @@ public sealed class LWLockNotHeldException : InvalidOperationException
 /// <summary>Misuse of an LWLock (too many held, acquiring while waiting, bad mode): an <see cref="InvalidOperationException"/>.</summary>
 public sealed class LWLockUsageException : InvalidOperationException
 {
+    /// <summary>Creates the exception with its message.</summary>
     public LWLockUsageException(string message) : base(message) { }
 }
 
@@ -241,6 +263,7 @@ public sealed class LockHolderDiedException : PgIpcException
     /// <summary>The dead holder's participant slot, or -1 when the lock does not record one (spinlocks).</summary>
     public int DeadProcNumber { get; }
 
+    /// <summary>Creates the exception for the lock <paramref name="lockName"/>, whose holder (process <paramref name="deadPid"/>, slot <paramref name="deadProcNumber"/> or -1 if unknown) died.</summary>
     public LockHolderDiedException(string lockName, int deadPid, int deadProcNumber = -1)
         : base($"{lockName} is held by process {deadPid}{(deadProcNumber >= 0 ? $" (participant {deadProcNumber})" : "")}, "
             + "which has died while holding it: the data it protects may be half-changed; restart the cluster")
@@ -258,7 +281,9 @@ public sealed class LockHolderDiedException : PgIpcException
 /// <summary>No slot of the asked-for kind is free ("sorry, too many clients already").</summary>
 public sealed class NoFreeProcSlotException : PgIpcException
 {
+    /// <summary>The kind of slot that was asked for.</summary>
     public ProcKind Kind { get; }
+    /// <summary>Creates the exception for a slot of <paramref name="kind"/>, all <paramref name="capacity"/> of which are taken.</summary>
     public NoFreeProcSlotException(ProcKind kind, int capacity)
         : base($"no free {kind} participant slot: all {capacity} are in use by live participants")
     {
@@ -273,8 +298,10 @@ public sealed class NoFreeProcSlotException : PgIpcException
 /// <summary>A wait event number or name registered twice in one class.</summary>
 public sealed class DuplicateWaitEventException : PgIpcException
 {
+    /// <summary>The wait event whose registration clashed.</summary>
     public WaitEventId Event { get; }
 
+    /// <summary>Creates the exception for <paramref name="id"/>, asked to be named <paramref name="name"/> while it is already named <paramref name="clash"/>.</summary>
     public DuplicateWaitEventException(WaitEventId id, string name, string clash)
         : base($"wait event 0x{id.Value:X8} \"{name}\" of class {id.Class} cannot be registered: {clash}")
     {
@@ -290,6 +317,7 @@ public sealed class DuplicateWaitEventException : PgIpcException
 public sealed class NoFreeBackgroundWorkerSlotException(int capacity)
     : PgIpcException($"no free background worker slot: all {capacity} are in use (raise MaxChildren)")
 {
+    /// <summary>The number of background worker slots (max_worker_processes).</summary>
     public int Capacity { get; } = capacity;
 }
 
@@ -303,7 +331,9 @@ public sealed class ModuleNotFoundException(string message) : PgIpcException(mes
 /// <summary>Every control table slot is taken ("too many dynamic shared memory segments").</summary>
 public sealed class DsmSlotsExhaustedException : PgIpcException
 {
+    /// <summary>The number of dynamic shared memory slots.</summary>
     public int MaxSegments { get; }
+    /// <summary>Creates the exception for a control segment with <paramref name="max"/> slots, all in use.</summary>
     public DsmSlotsExhaustedException(int max)
         : base($"too many dynamic shared memory segments: all {max} control slots are in use")
         => MaxSegments = max;
@@ -319,9 +349,12 @@ public sealed class ShmMqCorruptException(string message) : PgIpcException(messa
 /// <summary>The region does not hold a toc with the expected magic number.</summary>
 public sealed class InvalidShmTocException : PgIpcException
 {
+    /// <summary>The magic number the caller expected.</summary>
     public ulong Expected { get; }
+    /// <summary>The magic number found at the start of the segment.</summary>
     public ulong Found { get; }
 
+    /// <summary>Creates the exception for a table of contents whose magic is <paramref name="found"/> instead of <paramref name="expected"/>, in <paramref name="size"/> bytes.</summary>
     public InvalidShmTocException(ulong expected, ulong found, long size)
         : base($"invalid magic number in shared memory table of contents: expected 0x{expected:x16}, found 0x{found:x16} (region of {size} bytes)")
     {
@@ -329,17 +362,23 @@ public sealed class InvalidShmTocException : PgIpcException
         Found = found;
     }
 
+    /// <summary>Creates the exception with its message.</summary>
     public InvalidShmTocException(string message) : base(message) { }
 }
 
 /// <summary>A toc's region has no room for another entry or chunk.</summary>
 public sealed class ShmTocOutOfSpaceException : PgIpcException
 {
+    /// <summary>The bytes asked for.</summary>
     public long Requested { get; }
+    /// <summary>The size of the space the table of contents manages.</summary>
     public long TotalBytes { get; }
+    /// <summary>The bytes already allocated.</summary>
     public long AllocatedBytes { get; }
+    /// <summary>The number of entries already in the table of contents.</summary>
     public int Entries { get; }
 
+    /// <summary>Creates the exception for an allocation for <paramref name="what"/> that does not fit: sizes as in the properties, <paramref name="entryBytes"/> being the room the entries take.</summary>
     public ShmTocOutOfSpaceException(string what, long requested, long totalBytes, long allocatedBytes, int entries, long entryBytes)
         : base($"out of shared memory in toc: entries and chunks would meet ({what} of {requested} bytes; toc of {totalBytes} bytes " +
                $"has {entries} entries using {entryBytes} bytes at the front and {allocatedBytes} bytes of chunks at the back)")
@@ -378,6 +417,7 @@ public sealed class ParallelWorkerException(int workerNumber, string workerMessa
 /// <summary>Every local buffer is pinned: no victim for a new temporary page.</summary>
 public sealed class NoEmptyLocalBufferException : PgIpcException
 {
+    /// <summary>Creates the exception for a pool of <paramref name="numBuffers"/> local buffers, all pinned.</summary>
     public NoEmptyLocalBufferException(int numBuffers)
         : base($"no empty local buffer available: all {numBuffers} local buffers (temp_buffers) are pinned") { }
 }
@@ -385,6 +425,7 @@ public sealed class NoEmptyLocalBufferException : PgIpcException
 /// <summary>Every buffer is pinned: no victim for a new page.</summary>
 public sealed class NoUnpinnedBuffersException : PgIpcException
 {
+    /// <summary>Creates the exception for a pool of <paramref name="numBuffers"/> shared buffers, all pinned.</summary>
     public NoUnpinnedBuffersException(int numBuffers)
         : base($"no unpinned buffers available: all {numBuffers} shared buffers are pinned") { }
 }
@@ -392,12 +433,14 @@ public sealed class NoUnpinnedBuffersException : PgIpcException
 /// <summary>Misuse of a buffer (not pinned, not locked, bad number): an <see cref="InvalidOperationException"/>.</summary>
 public sealed class BufferUsageException : InvalidOperationException
 {
+    /// <summary>Creates the exception with its message.</summary>
     public BufferUsageException(string message) : base(message) { }
 }
 
 /// <summary>A checkpoint the caller asked for with <see cref="CheckpointFlags.Wait"/> ended with an error.</summary>
 public sealed class CheckpointRequestFailedException : PgIpcException
 {
+    /// <summary>Creates the exception, with what the checkpointer reported, if anything.</summary>
     public CheckpointRequestFailedException(string? detail)
         : base("checkpoint request failed" + (string.IsNullOrEmpty(detail) ? "" : $": {detail}")) { }
 }
@@ -405,6 +448,7 @@ public sealed class CheckpointRequestFailedException : PgIpcException
 /// <summary>No checkpointer to serve a waiting request (none started in time, or it stopped or died meanwhile).</summary>
 public sealed class CheckpointerNotRunningException : PgIpcException
 {
+    /// <summary>Creates the exception with its message.</summary>
     public CheckpointerNotRunningException(string message) : base(message) { }
 }
 
@@ -419,6 +463,7 @@ public sealed class DataSyncFailedException : PgIpcException
     /// <summary>The file or directory whose fsync failed.</summary>
     public string Path { get; }
 
+    /// <summary>Creates the exception for the file <paramref name="path"/> whose fsync failed with <paramref name="inner"/>.</summary>
     public DataSyncFailedException(string path, Exception inner)
         : base($"could not fsync file \"{path}\": {inner.Message}", inner) => Path = path;
 }
@@ -426,8 +471,10 @@ public sealed class DataSyncFailedException : PgIpcException
 /// <summary>A block the storage manager cannot read or write (missing file, short read, I/O error).</summary>
 public sealed class SmgrException : PgIpcException
 {
+    /// <summary>The page the operation was on.</summary>
     public BufferTag Tag { get; }
 
+    /// <summary>Creates the exception for the page <paramref name="tag"/> with its message and the I/O error, if any.</summary>
     public SmgrException(BufferTag tag, string message, Exception? inner = null)
         : base($"{message} ({tag})", inner) => Tag = tag;
 }
@@ -435,8 +482,10 @@ public sealed class SmgrException : PgIpcException
 /// <summary>A page read from disk whose checksum does not match.</summary>
 public sealed class PageChecksumException : PgIpcException
 {
+    /// <summary>The page whose checksum did not match.</summary>
     public BufferTag Tag { get; }
 
+    /// <summary>Creates the exception for the page <paramref name="tag"/> of file <paramref name="path"/>, whose stored checksum <paramref name="stored"/> is not the computed <paramref name="computed"/>.</summary>
     public PageChecksumException(BufferTag tag, ushort stored, ushort computed, string path)
         : base($"invalid page in block {tag.BlockNumber} of relation {tag.RelNumber} fork {tag.Fork} (file \"{path}\"): " +
                $"checksum on disk {stored}, computed {computed}") => Tag = tag;
@@ -452,12 +501,16 @@ public sealed class PageChecksumException : PgIpcException
 /// </summary>
 public sealed class MemoryContextLimitExceededException : PgIpcException
 {
+    /// <summary>The name of the memory context.</summary>
     public string ContextName { get; }
+    /// <summary>The bytes asked for.</summary>
     public long Requested { get; }
+    /// <summary>The context's byte budget.</summary>
     public long Limit { get; }
     /// <summary>Native bytes the limited context's subtree held when the request came.</summary>
     public long Allocated { get; }
 
+    /// <summary>Creates the exception for <paramref name="requested"/> bytes asked of <paramref name="contextName"/>, which holds <paramref name="allocated"/> of its <paramref name="limit"/>.</summary>
     public MemoryContextLimitExceededException(string contextName, long requested, long limit, long allocated)
         : base(limit >= 0
             ? $"out of memory in context {contextName}: requested {requested}, limit {limit}"
@@ -475,8 +528,10 @@ public sealed class MemoryChunkCorruptedException : PgIpcException
 {
     /// <summary>The owning context's name, or "?" when the header is too damaged to find it.</summary>
     public string ContextName { get; }
+    /// <summary>The address of the damaged chunk.</summary>
     public long Address { get; }
 
+    /// <summary>Creates the exception for the chunk at <paramref name="address"/> of <paramref name="contextName"/>, and what was found wrong.</summary>
     public MemoryChunkCorruptedException(string contextName, long address, string detail)
         : base($"memory chunk 0x{address:x} in context {contextName}: {detail}")
     {
@@ -488,7 +543,9 @@ public sealed class MemoryChunkCorruptedException : PgIpcException
 /// <summary>A request size is out of range (PostgreSQL's "invalid memory alloc request size").</summary>
 public sealed class InvalidAllocRequestException : PgIpcException
 {
+    /// <summary>The size asked for.</summary>
     public long Requested { get; }
+    /// <summary>Creates the exception for <paramref name="requested"/> bytes asked of <paramref name="contextName"/>, and why the size is refused.</summary>
     public InvalidAllocRequestException(string contextName, long requested, string why)
         : base($"invalid memory alloc request size {requested} in context {contextName}: {why}")
     {

@@ -15,19 +15,27 @@ namespace PgIpc.Platform.Linux;
 /// <summary>Linux backend.</summary>
 public sealed class LinuxPlatform : IPgIpcPlatform
 {
+    /// <inheritdoc/>
     public string Name => "linux";
 
+    /// <inheritdoc/>
     public bool IsSupported => OperatingSystem.IsLinux();
 
+    /// <inheritdoc/>
     public ISharedMemoryProvider SharedMemory { get; } = new SysVSharedMemory();
 
+    /// <inheritdoc/>
     public IProcessServices Processes { get; } = new UnixProcessServices();
 
+    /// <inheritdoc/>
     public IProcSemaphoreProvider Semaphores { get; } = new FutexSemaphoreProvider();
 
+    /// <inheritdoc/>
     public ILatchProvider Latches { get; } = new LinuxLatchProvider();
 
+    /// <inheritdoc/>
     public IDsmProvider Dsm { get; } = new LinuxDsmProvider();
 
+    /// <inheritdoc/>
     public IFileSync Files { get; } = new UnixFileSync();
 }

@@ -13,19 +13,27 @@ namespace PgIpc.Platform.Posix;
 /// <summary>Portable POSIX backend.</summary>
 public sealed class PosixPlatform : IPgIpcPlatform
 {
+    /// <inheritdoc/>
     public string Name => "posix";
 
+    /// <inheritdoc/>
     public bool IsSupported => OperatingSystem.IsLinux() || OperatingSystem.IsMacOS() || OperatingSystem.IsFreeBSD();
 
+    /// <inheritdoc/>
     public ISharedMemoryProvider SharedMemory { get; } = new PosixSharedMemory();
 
+    /// <inheritdoc/>
     public IProcessServices Processes { get; } = new UnixProcessServices();
 
+    /// <inheritdoc/>
     public IProcSemaphoreProvider Semaphores { get; } = new PosixSemaphoreProvider();
 
+    /// <inheritdoc/>
     public ILatchProvider Latches { get; } = new PosixLatchProvider();
 
+    /// <inheritdoc/>
     public IDsmProvider Dsm { get; } = new PosixDsmProvider();
 
+    /// <inheritdoc/>
     public IFileSync Files { get; } = new UnixFileSync();
 }

@@ -30,6 +30,9 @@ internal sealed class MmapSegment : IMappedSegment
     private readonly SafeMmapHandle _map;
     private SafeFdHandle? _creationLock;
 
+    /// <param name="id">The segment's name or path.</param>
+    /// <param name="map">The mapping.</param>
+    /// <param name="size">The mapping's size in bytes.</param>
     /// <param name="creationLock">The creator's descriptor holding flock(LOCK_EX) until <see cref="CreationComplete"/> (PosixSharedMemory.cs notes).</param>
     public MmapSegment(string id, SafeMmapHandle map, long size, SafeFdHandle? creationLock = null)
     {

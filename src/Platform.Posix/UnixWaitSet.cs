@@ -67,6 +67,7 @@ internal abstract unsafe class UnixWaitSet : IPlatformWaitSet
     private int _pollingWatches;
     private bool _disposed;
 
+    /// <param name="capacity">The number of events the set can hold.</param>
     /// <param name="kernelReportsRdHup">The kernel reports POLLRDHUP / EPOLLRDHUP when asked for it.</param>
     protected UnixWaitSet(int capacity, bool kernelReportsRdHup)
     {

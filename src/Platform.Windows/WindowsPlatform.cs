@@ -13,19 +13,27 @@ namespace PgIpc.Platform.Windows;
 /// <summary>Windows backend.</summary>
 public sealed class WindowsPlatform : IPgIpcPlatform
 {
+    /// <inheritdoc/>
     public string Name => "windows";
 
+    /// <inheritdoc/>
     public bool IsSupported => OperatingSystem.IsWindows();
 
+    /// <inheritdoc/>
     public ISharedMemoryProvider SharedMemory { get; } = new WindowsSharedMemory();
 
+    /// <inheritdoc/>
     public IProcessServices Processes { get; } = new WindowsProcessServices();
 
+    /// <inheritdoc/>
     public IProcSemaphoreProvider Semaphores { get; } = new WindowsSemaphoreProvider();
 
+    /// <inheritdoc/>
     public ILatchProvider Latches { get; } = new WindowsLatchProvider();
 
+    /// <inheritdoc/>
     public IDsmProvider Dsm { get; } = new WindowsDsmProvider();
 
+    /// <inheritdoc/>
     public IFileSync Files { get; } = new WindowsFileSync();
 }

@@ -132,6 +132,7 @@ public sealed class BackgroundWriter
         Options = options;
     }
 
+    /// <summary>The options this background writer runs with.</summary>
     public BgWriterOptions Options { get; }
 
     /// <summary>Rounds done so far (any thread may read).</summary>

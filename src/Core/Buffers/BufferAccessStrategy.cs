@@ -21,8 +21,11 @@ namespace PgIpc.Buffers;
 /// <summary>The kinds of ring strategy (BufferAccessStrategyType).</summary>
 public enum BufferAccessStrategyType
 {
+    /// <summary>A large sequential read: a small ring of buffers is reused (GetAccessStrategy(BAS_BULKREAD)).</summary>
     BulkRead,
+    /// <summary>A bulk write (COPY, CREATE TABLE AS): a ring of buffers is reused, dirty ones written out by this process.</summary>
     BulkWrite,
+    /// <summary>VACUUM: a small ring, so maintenance does not push the working set out of the pool.</summary>
     Vacuum,
 }
 
@@ -32,6 +35,7 @@ public sealed class BufferAccessStrategy
     internal readonly int[] Ring;
     internal int Current;
 
+    /// <summary>Creates a strategy of the given <paramref name="type"/> over <paramref name="pool"/>, its ring sized as PostgreSQL sizes it.</summary>
     public BufferAccessStrategy(BufferPool pool, BufferAccessStrategyType type)
     {
         ArgumentNullException.ThrowIfNull(pool);
@@ -49,6 +53,7 @@ public sealed class BufferAccessStrategy
         Current = 0;
     }
 
+    /// <summary>The kind of access this strategy serves.</summary>
     public BufferAccessStrategyType Type { get; }
 
     /// <summary>Buffers in the ring.</summary>

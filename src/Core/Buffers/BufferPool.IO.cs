@@ -169,7 +169,7 @@ public sealed unsafe partial class BufferPool
         return n;
     }
 
-    /// <summary>What <see cref="SyncOneBuffer"/> found (BUF_REUSABLE, BUF_WRITTEN).</summary>
+    /// <summary>What <see cref="SyncOneBuffer(PgIpc.Proc.Participant, int, bool)"/> found (BUF_REUSABLE, BUF_WRITTEN).</summary>
     [Flags]
     internal enum SyncResult
     {

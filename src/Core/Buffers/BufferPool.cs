@@ -68,8 +68,11 @@ public enum ReadBufferMode
 /// <summary>Content lock modes (BUFFER_LOCK_*).</summary>
 public enum BufferLockMode
 {
+    /// <summary>Releases the content lock.</summary>
     Unlock,
+    /// <summary>Takes the content lock shared (readers of the page).</summary>
     Shared,
+    /// <summary>Takes the content lock exclusive (a writer of the page).</summary>
     Exclusive,
 }
 
@@ -79,6 +82,7 @@ public readonly record struct CheckpointStats(int BuffersToWrite, int BuffersWri
 /// <summary>The shared buffer pool as mapped in this process.</summary>
 public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
 {
+    /// <summary>The size of a page and of a buffer, in bytes (BLCKSZ).</summary>
     public const int BlockSize = 8192;
     /// <summary>Blocks per fork are below this (InvalidBlockNumber is 0xFFFFFFFF).</summary>
     public const long MaxBlockNumber = 0xFFFFFFFE;
@@ -89,6 +93,7 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
     /// <summary>Buffer numbers are 1-based; 0 is none (InvalidBuffer).</summary>
     public const int InvalidBuffer = 0;
 
+    /// <summary>The ShmemIndex name of the buffer descriptors array.</summary>
     public const string DescriptorsName = "PgIpc.BufferDescriptors";
     internal const string BlocksName = "PgIpc.BufferBlocks";
     internal const string StrategyName = "PgIpc.BufferStrategy";

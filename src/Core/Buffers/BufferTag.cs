@@ -20,9 +20,13 @@ namespace PgIpc.Buffers;
 /// <summary>The forks of a relation (ForkNumber). Each fork is its own file.</summary>
 public enum ForkNumber
 {
+    /// <summary>The relation's main data fork.</summary>
     Main = 0,
+    /// <summary>The free space map fork.</summary>
     FreeSpaceMap = 1,
+    /// <summary>The visibility map fork.</summary>
     VisibilityMap = 2,
+    /// <summary>The initialisation fork of an unlogged relation.</summary>
     Init = 3,
 }
 
@@ -38,10 +42,14 @@ public enum ForkNumber
 [StructLayout(LayoutKind.Sequential, Size = 12)]
 public readonly struct BufferTag : IEquatable<BufferTag>
 {
+    /// <summary>The relation's file number.</summary>
     public readonly uint RelNumber;
+    /// <summary>The fork of the relation.</summary>
     public readonly ForkNumber Fork;
+    /// <summary>The block number within the fork.</summary>
     public readonly uint BlockNumber;
 
+    /// <summary>Creates the tag of block <paramref name="blockNumber"/> of fork <paramref name="fork"/> of relation <paramref name="relNumber"/>.</summary>
     public BufferTag(uint relNumber, ForkNumber fork, uint blockNumber)
     {
         RelNumber = relNumber;
@@ -49,14 +57,19 @@ public readonly struct BufferTag : IEquatable<BufferTag>
         BlockNumber = blockNumber;
     }
 
+    /// <summary>True when both tags name the same relation, fork and block.</summary>
     public bool Equals(BufferTag other) => RelNumber == other.RelNumber && Fork == other.Fork && BlockNumber == other.BlockNumber;
 
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => obj is BufferTag t && Equals(t);
 
+    /// <inheritdoc/>
     public override int GetHashCode() => (int)SharedHashFunction.Hash(in this);
 
+    /// <summary>True when both tags name the same page.</summary>
     public static bool operator ==(BufferTag a, BufferTag b) => a.Equals(b);
 
+    /// <summary>True when the tags name different pages.</summary>
     public static bool operator !=(BufferTag a, BufferTag b) => !a.Equals(b);
 
     /// <summary>Highest fork number (MAX_FORKNUM).</summary>
@@ -73,5 +86,6 @@ public readonly struct BufferTag : IEquatable<BufferTag>
         return new BufferTag(relNumber, fork, (uint)blockNumber);
     }
 
+    /// <inheritdoc/>
     public override string ToString() => $"relation {RelNumber} fork {Fork} block {BlockNumber}";
 }

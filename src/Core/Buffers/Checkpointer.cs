@@ -63,6 +63,7 @@ namespace PgIpc.Buffers;
 [Flags]
 public enum CheckpointFlags
 {
+    /// <summary>No flag: a plain checkpoint request.</summary>
     None = 0,
     /// <summary>The shutdown checkpoint (CHECKPOINT_IS_SHUTDOWN).</summary>
     Shutdown = 1 << 0,
@@ -222,6 +223,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
             pool.Smgr.SyncRequests = this;
     }
 
+    /// <summary>The options this checkpointer runs with.</summary>
     public CheckpointerOptions Options { get; }
 
     /// <summary>Bytes <see cref="Init"/> needs (CheckpointerShmemSize).</summary>

@@ -126,6 +126,9 @@ public sealed class Smgr : IDisposable
     {
     }
 
+    /// <param name="dataDirectory">The directory of the relation files.</param>
+    /// <param name="blocksPerSegment">Blocks in one segment file.</param>
+    /// <param name="maxOpenFiles">Segment files kept open at once.</param>
     /// <param name="fileSystem">How files are created, opened and checked (the segment's platform).</param>
     internal Smgr(string dataDirectory, int blocksPerSegment, int maxOpenFiles, IFileSync fileSystem)
     {
@@ -140,8 +143,10 @@ public sealed class Smgr : IDisposable
         DataDirectoryCheck.CreateOrCheck(fileSystem, dataDirectory);
     }
 
+    /// <summary>The directory that holds the relation files.</summary>
     public string DataDirectory { get; }
 
+    /// <summary>The number of blocks in one segment file (RELSEG_SIZE).</summary>
     public int BlocksPerSegment { get; }
 
     /// <summary>Most segment files this Smgr keeps open (max_files_per_process); the least recently used is closed first.</summary>

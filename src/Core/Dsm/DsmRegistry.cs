@@ -66,6 +66,7 @@ public sealed record DsmOptions(int MaxSegments = 64, DsmImplementation? Impleme
 [Flags]
 public enum DsmCreateFlags
 {
+    /// <summary>No flag: the segment is created as asked or an exception is thrown.</summary>
     None = 0,
     /// <summary>Return null instead of throwing when the control table is full or the OS has no room.</summary>
     NoFail = 1,

@@ -208,5 +208,6 @@ public sealed unsafe class DsmSegment : IDisposable
             throw new ObjectDisposedException(nameof(DsmSegment), $"dynamic shared memory segment {Handle} is no longer attached in this process");
     }
 
+    /// <inheritdoc/>
     public override string ToString() => $"dynamic shared memory segment {Handle} ({Size} bytes, {Implementation})";
 }

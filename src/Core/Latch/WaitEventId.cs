@@ -75,5 +75,6 @@ public readonly record struct WaitEventId(uint Value)
     /// <summary>The registered name (<see cref="WaitEventRegistry.NameOf"/>), or the number in hex when unknown.</summary>
     public string Name => WaitEventRegistry.NameOf(this);
 
+    /// <inheritdoc/>
     public override string ToString() => Name;
 }

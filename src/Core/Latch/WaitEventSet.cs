@@ -56,6 +56,7 @@ public sealed unsafe class WaitEventSet : IDisposable
         _events = new WaitEvents[capacity];
     }
 
+    /// <summary>The number of events the set can hold.</summary>
     public int Capacity => _raw.Length;
 
     /// <summary>Adds the owner's latch (WL_LATCH_SET). At most once.</summary>
@@ -207,6 +208,7 @@ public sealed unsafe class WaitEventSet : IDisposable
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
+    /// <summary>Releases the set's OS resources (not the latches or sockets it waits on).</summary>
     public void Dispose()
     {
         if (_disposed)

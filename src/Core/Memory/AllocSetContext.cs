@@ -61,9 +61,13 @@ internal unsafe struct AllocSetBlock
 /// <summary>aset.c's AllocSet. Single-threaded: owned by the thread that uses it.</summary>
 public sealed unsafe class AllocSetContext : MemoryContext
 {
+    /// <summary>The first block's size of a default context (ALLOCSET_DEFAULT_INITSIZE).</summary>
     public const int DefaultInitBlockSize = 8 * 1024;
+    /// <summary>The largest block a default context allocates (ALLOCSET_DEFAULT_MAXSIZE).</summary>
     public const int DefaultMaxBlockSize = 8 * 1024 * 1024;
+    /// <summary>The first block's size of a small context (ALLOCSET_SMALL_INITSIZE).</summary>
     public const int SmallInitBlockSize = 1024;
+    /// <summary>The largest block a small context allocates (ALLOCSET_SMALL_MAXSIZE).</summary>
     public const int SmallMaxBlockSize = 8 * 1024;
     /// <summary>Largest request served from the free lists (ALLOC_CHUNK_LIMIT).</summary>
     public const int ChunkLimit = 8 * 1024;
@@ -126,6 +130,7 @@ public sealed unsafe class AllocSetContext : MemoryContext
 
     internal override int BlockHeaderSize => s_blockHeader;
 
+    /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public override void* Alloc(nuint size)
     {
@@ -354,6 +359,7 @@ public sealed unsafe class AllocSetContext : MemoryContext
         return new MemoryContextCounters(_blockCount, live, _memAllocated - liveBytes - headers, _memAllocated);
     }
 
+    /// <inheritdoc/>
     public override void Check()
     {
         for (AllocSetBlock* b = _blocks; b != null; b = b->Next)
@@ -374,6 +380,7 @@ public sealed unsafe class AllocSetContext : MemoryContext
         }
     }
 
+    /// <inheritdoc/>
     protected override void ResetBlocks()
     {
         AllocSetBlock* b = _blocks;
@@ -412,6 +419,7 @@ public sealed unsafe class AllocSetContext : MemoryContext
         _liveChunkBytes = 0;
     }
 
+    /// <inheritdoc/>
     protected override void DeleteBlocks()
     {
         AllocSetBlock* b = _blocks;

@@ -100,6 +100,7 @@ public sealed unsafe class GenerationContext : MemoryContext
         return b;
     }
 
+    /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public override void* Alloc(nuint size)
     {
@@ -208,6 +209,7 @@ public sealed unsafe class GenerationContext : MemoryContext
         return n;
     }
 
+    /// <inheritdoc/>
     public override void Check()
     {
         for (GenerationBlock* b = _blocks; b != null; b = b->Next)
@@ -233,6 +235,7 @@ public sealed unsafe class GenerationContext : MemoryContext
         }
     }
 
+    /// <inheritdoc/>
     protected override void ResetBlocks()
     {
         GenerationBlock* b = _blocks;
@@ -258,6 +261,7 @@ public sealed unsafe class GenerationContext : MemoryContext
         _liveChunkBytes = 0;
     }
 
+    /// <inheritdoc/>
     protected override void DeleteBlocks()
     {
         GenerationBlock* b = _blocks;

@@ -74,7 +74,9 @@ public abstract unsafe class MemoryContext
 
     // ---- the tree; written only by the owner thread ----
 
+    /// <summary>The context's name, shown in statistics.</summary>
     public string Name { get; }
+    /// <summary>The parent context; null for a root, or once deleted.</summary>
     public MemoryContext? Parent { get; private set; }
     private MemoryContext? _firstChild;
     private MemoryContext? _nextSibling;
@@ -97,6 +99,7 @@ public abstract unsafe class MemoryContext
     internal long _liveChunks;       // Generation and Slab only (AllocSet walks its blocks for stats)
     internal long _liveChunkBytes;   // header + capacity of live chunks; idem
 
+    /// <summary>Creates a context named <paramref name="name"/> under <paramref name="parent"/> (none for a root), with a byte budget <paramref name="limit"/> (0 for none) and the debug checks on, off or (null) as the process default.</summary>
     protected MemoryContext(MemoryContext? parent, string name, long limit, bool? debug)
     {
         ArgumentNullException.ThrowIfNull(name);
@@ -281,6 +284,7 @@ public abstract unsafe class MemoryContext
             t_current = t_top;
     }
 
+    /// <summary>True once the context has been deleted.</summary>
     public bool IsDeleted => _deleted;
 
     /// <summary>MemoryContextRegisterResetCallback: runs (last registered first) at the next reset or delete, once.</summary>
@@ -324,8 +328,10 @@ public abstract unsafe class MemoryContext
         return new MemoryContextCounters(_blockCount, _liveChunks, _memAllocated - _liveChunkBytes - headers, _memAllocated);
     }
 
+    /// <inheritdoc/>
     public override string ToString() => Name;
 
+    /// <summary>Throws <see cref="ObjectDisposedException"/> when the context has been deleted.</summary>
     protected void ThrowIfDeleted()
     {
         if (_deleted)
@@ -430,10 +436,15 @@ public abstract unsafe class MemoryContext
         return top;
     }
 
+    /// <summary>This thread's root context, created with the standard tree on first use.</summary>
     public static MemoryContext TopMemoryContext => t_top is { IsDeleted: false } t ? t : InitStandardTree();
+    /// <summary>The context reserved for error handling, under <see cref="TopMemoryContext"/>.</summary>
     public static MemoryContext ErrorContext { get { _ = TopMemoryContext; return t_error!; } }
+    /// <summary>The context for caches that live as long as the process.</summary>
     public static MemoryContext CacheMemoryContext { get { _ = TopMemoryContext; return t_cache!; } }
+    /// <summary>The context for the current message (reset per request).</summary>
     public static MemoryContext MessageContext { get { _ = TopMemoryContext; return t_message!; } }
+    /// <summary>The context for the current transaction (reset at its end).</summary>
     public static MemoryContext TopTransactionContext { get { _ = TopMemoryContext; return t_topTransaction!; } }
 
     /// <summary>CurrentMemoryContext of this thread (TopMemoryContext until set).</summary>
@@ -465,5 +476,6 @@ public abstract unsafe class MemoryContext
 /// <summary>MemoryContextCounters: one context's blocks, live chunks, free and total native bytes.</summary>
 public readonly record struct MemoryContextCounters(long Blocks, long Chunks, long FreeSpace, long TotalSpace)
 {
+    /// <summary>The bytes in use: <c>TotalSpace - FreeSpace</c>.</summary>
     public long UsedSpace => TotalSpace - FreeSpace;
 }

@@ -21,6 +21,7 @@
  */
 namespace PgIpc.Memory;
 
+/// <summary>Statistics of a tree of memory contexts, as MemoryContextStats() prints them.</summary>
 public static class MemoryContextStats
 {
     /// <summary>The tree under <paramref name="root"/> with a grand total, as text.</summary>

@@ -58,7 +58,9 @@ public sealed unsafe class SlabContext : MemoryContext
     private SlabBlock* _space;
     private SlabBlock* _spare;
 
+    /// <summary>The size of every chunk this context hands out.</summary>
     public int ChunkSize => (int)_chunkSize;
+    /// <summary>The number of chunks in one block.</summary>
     public int ChunksPerBlock => _chunksPerBlock;
 
     private SlabContext(MemoryContext? parent, string name, nuint blockSize, nuint chunkSize, long limit, bool? debug)
@@ -85,6 +87,7 @@ public sealed unsafe class SlabContext : MemoryContext
 
     internal override int BlockHeaderSize => s_blockHeader;
 
+    /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public override void* Alloc(nuint size)
     {
@@ -203,6 +206,7 @@ public sealed unsafe class SlabContext : MemoryContext
         return h + 1;
     }
 
+    /// <inheritdoc/>
     public override void Check()
     {
         for (SlabBlock* b = _all; b != null; b = b->AllNext)
@@ -225,6 +229,7 @@ public sealed unsafe class SlabContext : MemoryContext
         }
     }
 
+    /// <inheritdoc/>
     protected override void ResetBlocks()
     {
         SlabBlock* b = _all;
@@ -244,5 +249,6 @@ public sealed unsafe class SlabContext : MemoryContext
         _liveChunkBytes = 0;
     }
 
+    /// <inheritdoc/>
     protected override void DeleteBlocks() => ResetBlocks();
 }

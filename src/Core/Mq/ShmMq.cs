@@ -64,6 +64,7 @@ public enum ShmMqResult
 /// </summary>
 public interface IShmMqPeer
 {
+    /// <summary>False once the peer is known to be gone.</summary>
     bool IsAlive { get; }
 }
 
@@ -71,6 +72,7 @@ public interface IShmMqPeer
 public sealed class ShmMqProcessPeer(IProcessServices processes, int pid) : IShmMqPeer
 {
     // An unreaped zombie counts as alive until reaped (kill(pid, 0)'s view).
+    /// <inheritdoc/>
     public bool IsAlive => processes.GetLiveness(pid) != ProcessLiveness.Gone;
 }
 
@@ -296,6 +298,7 @@ public sealed unsafe class ShmMq
         return victim;
     }
 
+    /// <inheritdoc/>
     public override string ToString()
         => $"shm_mq ring {RingSize} bytes, sender {SenderProcNumber}, receiver {ReceiverProcNumber}{(IsDetached ? ", detached" : "")}";
 }

@@ -226,5 +226,6 @@ public sealed unsafe partial class ShmMqHandle
             Latches.SetLatch(_me.ProcArray, victim);
     }
 
+    /// <summary>Detaches from the queue (see Detach).</summary>
     public void Dispose() => Detach();
 }

@@ -399,5 +399,6 @@ public sealed unsafe class ShmToc
     /// <summary>Bytes from the toc's start to the end of <paramref name="n"/> entries.</summary>
     private static long EntriesEnd(int n) => sizeof(ShmTocHeader) + (long)n * sizeof(ShmTocEntry);
 
+    /// <inheritdoc/>
     public override string ToString() => $"shm_toc magic 0x{Magic:x} ({Count} entries, {TotalBytes} bytes)";
 }

@@ -58,13 +58,16 @@ public sealed unsafe class ParallelWorker : IDisposable
     /// <summary>This worker's number, 0..NumWorkers-1 (ParallelWorkerNumber).</summary>
     public int WorkerNumber { get; }
 
+    /// <summary>The number of workers the leader launched.</summary>
     public int NumWorkers { get; }
 
+    /// <summary>The cluster this worker is attached to.</summary>
     public Cluster Cluster => _cluster;
 
     /// <summary>This process's participant (joined by Attach on the calling thread).</summary>
     public Participant Participant => _me;
 
+    /// <summary>The parallel context's dynamic shared memory segment.</summary>
     public DsmSegment Segment => _segment;
 
     /// <summary>The context's toc: the user's shared state by key.</summary>

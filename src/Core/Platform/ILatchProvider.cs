@@ -37,6 +37,7 @@ namespace PgIpc.Platform;
 [Flags]
 public enum WaitEvents : uint
 {
+    /// <summary>No event.</summary>
     None = 0,
     /// <summary>The latch was set (WL_LATCH_SET).</summary>
     LatchSet = 1 << 0,
@@ -121,12 +122,14 @@ public interface ILatchProvider
 /// <summary>Sizes of the latch storage Core reserves in each PGPROC.</summary>
 public static class LatchStorage
 {
+    /// <summary>The largest number of bytes a backend may keep per latch slot.</summary>
     public const int MaxSize = 32;
 }
 
 /// <summary>The wake objects of every slot, as this process sees them. Thread-safe.</summary>
 public interface ILatchWakers : IDisposable
 {
+    /// <summary>The number of slots in the table.</summary>
     int Count { get; }
 
     /// <summary>
@@ -149,6 +152,7 @@ public interface ILatchWakers : IDisposable
 /// <summary>This process's ownership of one slot's wake object.</summary>
 public interface ILatchOwner : IDisposable
 {
+    /// <summary>The index of the latch slot this owner holds.</summary>
     int Index { get; }
 
     /// <summary>The fd or HANDLE a wait set watches.</summary>
@@ -174,8 +178,10 @@ public interface ISupervisorWatch : IDisposable
 /// </summary>
 public interface IPlatformWaitSet : IDisposable
 {
+    /// <summary>The number of events the set can hold.</summary>
     int Capacity { get; }
 
+    /// <summary>The number of events in the set now.</summary>
     int Count { get; }
 
     /// <summary>Adds a latch; reported as <see cref="WaitEvents.LatchSet"/> when its wake object is ready (already drained).</summary>

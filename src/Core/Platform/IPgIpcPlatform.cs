@@ -46,6 +46,7 @@ public interface IPgIpcPlatform
 /// <summary>Process identity and liveness checks (kill(pid, 0) / OpenProcess).</summary>
 public interface IProcessServices
 {
+    /// <summary>This process's id.</summary>
     int CurrentProcessId { get; }
 
     /// <summary>
@@ -76,15 +77,16 @@ public interface IProcessServices
 }
 
 /// <summary>What the OS itself knows about a segment, without attaching to it.</summary>
+/// <param name="Exists">The segment exists.</param>
+/// <param name="AttachCount">Number of attached mappings as the OS counts them (SysV nattch), or -1 when the OS does not keep one.</param>
+/// <param name="CreatorPid">Pid the OS records as creator (SysV shm_cpid), or -1 when unknown.</param>
+/// <param name="Size">Size in bytes, or -1 when unknown.</param>
+/// <param name="MarkedForRemoval">The segment is marked for removal and can no longer be attached by a newcomer.</param>
 public readonly record struct SegmentOsStatus(
     bool Exists,
-    /// <summary>Number of attached mappings as the OS counts them (SysV nattch), or -1 when the OS does not keep one.</summary>
     long AttachCount,
-    /// <summary>Pid the OS records as creator (SysV shm_cpid), or -1 when unknown.</summary>
     int CreatorPid,
-    /// <summary>Size in bytes, or -1 when unknown.</summary>
     long Size,
-    /// <summary>The segment is marked for removal and can no longer be attached by a newcomer.</summary>
     bool MarkedForRemoval);
 
 /// <summary>
@@ -160,11 +162,13 @@ public enum SegmentCreation
 /// <summary>One mapping of a segment into this process. Dispose detaches (shmdt / munmap / UnmapViewOfFile).</summary>
 public interface IMappedSegment : IDisposable
 {
+    /// <summary>The segment's OS name or id.</summary>
     string Id { get; }
 
     /// <summary>Address of the mapping in this process; valid until Dispose.</summary>
     nint BaseAddress { get; }
 
+    /// <summary>The size of the mapping, in bytes.</summary>
     long Size { get; }
 
     /// <summary>True when huge pages back the mapping (Linux SHM_HUGETLB).</summary>

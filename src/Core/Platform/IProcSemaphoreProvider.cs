@@ -60,6 +60,7 @@ public interface IProcSemaphoreProvider
 /// </summary>
 public interface IProcSemaphoreSet : IDisposable
 {
+    /// <summary>The number of semaphores in the set.</summary>
     int Count { get; }
 
     /// <summary>Waits until the count is positive, then decrements it (PGSemaphoreLock). Interrupted waits are resumed.</summary>

@@ -25,9 +25,11 @@ namespace PgIpc.Platform;
 [AttributeUsage(AttributeTargets.Assembly, AllowMultiple = false)]
 public sealed class PgIpcPlatformAttribute : Attribute
 {
+    /// <summary>The backend's <see cref="IPgIpcPlatform"/> type, created with its public parameterless constructor.</summary>
     [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicParameterlessConstructor)]
     public Type PlatformType { get; }
 
+    /// <summary>Names <paramref name="platformType"/> as the assembly's backend.</summary>
     public PgIpcPlatformAttribute(
         [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicParameterlessConstructor)] Type platformType)
         => PlatformType = platformType;
@@ -125,6 +127,12 @@ public static class PgIpcPlatform
         _ => throw new ArgumentException($"unknown PgIpc backend '{name}'; expected one of: {string.Join(", ", KnownBackends)}", nameof(name)),
     };
 
+    // The backends are found by name at run time, so the trimmer (and NativeAOT) sees no reference to them: these keep
+    // each backend's platform type and its constructor in a trimmed application that references the backend's assembly
+    // (the PgIpc package references all three). An assembly the application does not ship is simply absent, as before.
+    [DynamicDependency(DynamicallyAccessedMemberTypes.PublicParameterlessConstructor, "PgIpc.Platform.Linux.LinuxPlatform", "PgIpc.Platform.Linux")]
+    [DynamicDependency(DynamicallyAccessedMemberTypes.PublicParameterlessConstructor, "PgIpc.Platform.Posix.PosixPlatform", "PgIpc.Platform.Posix")]
+    [DynamicDependency(DynamicallyAccessedMemberTypes.PublicParameterlessConstructor, "PgIpc.Platform.Windows.WindowsPlatform", "PgIpc.Platform.Windows")]
     [UnconditionalSuppressMessage("Trimming", "IL2072", Justification = "The attribute's type carries DynamicallyAccessedMembers.")]
     private static IPgIpcPlatform? TryLoad(string name)
     {

@@ -172,8 +172,10 @@ public sealed unsafe class BackgroundWorkerArray
         return new BackgroundWorkerArray(segment, h, r.Size);
     }
 
+    /// <summary>The segment the slot array lives in.</summary>
     public ShmemSegment Segment => _segment;
 
+    /// <summary>The number of background worker slots (max_worker_processes).</summary>
     public int NumSlots => _numSlots;
 
     /// <summary>True once the supervisor asked every child to exit (fast shutdown or a crash stop).</summary>
@@ -357,13 +359,16 @@ public sealed class BackgroundWorkerHandle
         Generation = generation;
     }
 
+    /// <summary>The slot the worker was registered in.</summary>
     public int Slot { get; }
 
+    /// <summary>The slot's generation when the worker was registered: a reused slot has another.</summary>
     public int Generation { get; }
 
     /// <summary>Where the worker is now (GetBackgroundWorkerPid); <paramref name="pid"/> is set when Started.</summary>
     public BgwHandleStatus GetStatus(out int pid) => _array.GetStatus(Slot, Generation, out pid);
 
+    /// <summary>The worker's status now (GetBackgroundWorkerPid without the pid).</summary>
     public BgwHandleStatus GetStatus() => GetStatus(out _);
 
     /// <summary>
@@ -399,5 +404,6 @@ public sealed class BackgroundWorkerHandle
         }
     }
 
+    /// <inheritdoc/>
     public override string ToString() => $"background worker slot {Slot} generation {Generation}";
 }

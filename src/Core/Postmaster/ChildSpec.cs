@@ -32,6 +32,7 @@ namespace PgIpc.Postmaster;
 /// </param>
 public sealed record ChildSpec(string Name, string FileName, IReadOnlyList<string> Arguments, ProcKind Kind = ProcKind.BackgroundWorker, int RestartIntervalMs = -1)
 {
+    /// <summary>A restart interval meaning: never restart this child (BGW_NEVER_RESTART).</summary>
     public const int NeverRestart = -1;
 
     /// <summary>True when the child is started again after a crash restart.</summary>

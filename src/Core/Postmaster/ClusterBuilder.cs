@@ -49,6 +49,7 @@ public sealed class ClusterBuilder
         Key = key;
     }
 
+    /// <summary>The cluster key: segments, semaphores and latch objects are named after it.</summary>
     public string Key { get; }
 
     internal IPgIpcPlatform? PlatformChoice { get; private set; }
@@ -177,6 +178,7 @@ public sealed class ClusterBuilder
         return this;
     }
 
+    /// <summary>Sets the dynamic shared memory options of the cluster.</summary>
     public ClusterBuilder WithDsmOptions(DsmOptions options)
     {
         DsmSettings = options ?? throw new ArgumentNullException(nameof(options));

@@ -76,7 +76,9 @@ public enum ClusterState
 {
     /// <summary>Built; children not started.</summary>
     Created,
+    /// <summary>The cluster runs: children are started and restarted.</summary>
     Running,
+    /// <summary>A shutdown is under way: no child is started any more.</summary>
     ShuttingDown,
     /// <summary>Shut down: no child runs, shared memory is destroyed.</summary>
     Stopped,

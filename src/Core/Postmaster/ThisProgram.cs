@@ -77,6 +77,10 @@ public static class ThisProgram
     internal static bool IsDotnetHost(string executablePath)
         => Path.GetFileNameWithoutExtension(executablePath).Equals("dotnet", StringComparison.OrdinalIgnoreCase);
 
+    // Only called under the dotnet host ("dotnet app.dll"), which never runs a single-file or NativeAOT program:
+    // those are their own executable (Environment.ProcessPath) and never reach here. An empty Location throws below.
+    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000:Avoid accessing Assembly file path when publishing as a single file",
+        Justification = "Only reached under the dotnet host, where the entry assembly is a file; an empty path is reported.")]
     private static string EntryAssemblyPath()
     {
         string? path = Assembly.GetEntryAssembly()?.Location;

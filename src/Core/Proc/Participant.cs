@@ -488,5 +488,6 @@ public sealed unsafe class Participant : IDisposable
     private static void ThrowNotParticipant()
         => throw new InvalidOperationException("this thread is not a PgIpc participant: call ProcArray.Join on it first");
 
+    /// <inheritdoc/>
     public override string ToString() => $"participant {ProcNumber} ({Kind}, thread {ThreadId})";
 }

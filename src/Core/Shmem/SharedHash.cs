@@ -91,6 +91,7 @@ public static class SharedHashFunction
     public static uint Hash<TKey>(in TKey key) where TKey : unmanaged
         => Hash(MemoryMarshal.AsBytes(new ReadOnlySpan<TKey>(in key)));
 
+    /// <summary>The hash of <paramref name="data"/> (PostgreSQL's hash_bytes), the same in every process.</summary>
     public static uint Hash(ReadOnlySpan<byte> data)
     {
         const ulong m = 0x9E3779B97F4A7C15UL;

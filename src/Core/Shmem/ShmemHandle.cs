@@ -22,6 +22,7 @@ public readonly record struct ShmemHandle(string Backend, string Id, long Size, 
 {
     private const string Prefix = "pgipc1";
 
+    /// <inheritdoc/>
     public override string ToString()
         => $"{Prefix};{Backend};{Size.ToString(CultureInfo.InvariantCulture)};{Cookie:x16};{Id}";
 
@@ -33,6 +34,7 @@ public readonly record struct ShmemHandle(string Backend, string Id, long Size, 
         return h;
     }
 
+    /// <summary>Parses the text form of a handle; on failure <paramref name="error"/> says why.</summary>
     public static bool TryParse(string? text, out ShmemHandle handle, out string? error)
     {
         handle = default;

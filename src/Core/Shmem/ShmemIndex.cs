@@ -55,9 +55,13 @@ namespace PgIpc.Shmem;
 /// <summary>States of a <see cref="ShmemIndexEntry"/>.</summary>
 public enum ShmemEntryState
 {
+    /// <summary>The slot is free.</summary>
     Empty = 0,
+    /// <summary>The structure is allocated and its creator is initialising it.</summary>
     Initializing = 1,
+    /// <summary>The structure is initialised and may be used.</summary>
     Ready = 2,
+    /// <summary>Its initialisation failed: the structure must not be used.</summary>
     Failed = 3,
 }
 
@@ -99,12 +103,17 @@ internal unsafe struct ShmemIndexEntry
 
 /// <summary>One row of the allocations view (pg_shmem_allocations).</summary>
 /// <param name="Name">Structure name; "&lt;anonymous&gt;" for unnamed allocations, null for the free space.</param>
+/// <param name="Offset">Offset of the allocation from the segment's start.</param>
+/// <param name="Size">Bytes asked for.</param>
+/// <param name="AllocatedSize">Bytes taken, alignment padding included.</param>
 public sealed record ShmemAllocation(string? Name, long Offset, long Size, long AllocatedSize);
 
 /// <summary>Sizing, hashing, and the probing code of the index (lookup, insert, wait for an initialiser).</summary>
 public static unsafe class ShmemIndex
 {
+    /// <summary>The default number of entries the ShmemIndex holds.</summary>
     public const int DefaultCapacity = 256;
+    /// <summary>The largest number of entries a ShmemIndex may be given.</summary>
     public const int MaxCapacity = 1 << 20;
 
     internal static void ValidateCapacity(int capacity)

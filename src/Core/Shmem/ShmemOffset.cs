@@ -25,14 +25,17 @@ public readonly struct ShmemOffset<T> : IEquatable<ShmemOffset<T>> where T : unm
     /// <summary>Bytes from the segment base.</summary>
     public readonly long Value;
 
+    /// <summary>Creates the offset <paramref name="value"/> from the segment's start (0 is null).</summary>
     public ShmemOffset(long value)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(value);
         Value = value;
     }
 
+    /// <summary>The null offset.</summary>
     public static ShmemOffset<T> Null => default;
 
+    /// <summary>True for the null offset.</summary>
     public bool IsNull => Value == 0;
 
     /// <summary>The address in this process's mapping whose base is <paramref name="segmentBase"/>.</summary>
@@ -44,10 +47,16 @@ public readonly struct ShmemOffset<T> : IEquatable<ShmemOffset<T>> where T : unm
     internal static unsafe ShmemOffset<T> FromPointer(byte* segmentBase, T* p)
         => p == null ? default : new ShmemOffset<T>((long)((byte*)p - segmentBase));
 
+    /// <summary>True when both offsets are equal.</summary>
     public bool Equals(ShmemOffset<T> other) => Value == other.Value;
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => obj is ShmemOffset<T> o && Equals(o);
+    /// <inheritdoc/>
     public override int GetHashCode() => Value.GetHashCode();
+    /// <summary>True when both offsets are equal.</summary>
     public static bool operator ==(ShmemOffset<T> a, ShmemOffset<T> b) => a.Value == b.Value;
+    /// <summary>True when the offsets differ.</summary>
     public static bool operator !=(ShmemOffset<T> a, ShmemOffset<T> b) => a.Value != b.Value;
+    /// <inheritdoc/>
     public override string ToString() => IsNull ? "null" : $"+0x{Value:x}";
 }

@@ -106,7 +106,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     public static long MinimumSize(int indexCapacity = ShmemIndex.DefaultCapacity)
         => ShmemSize.Add(HeaderSize, ShmemSize.CacheLineAlign(ShmemIndex.SizeFor(indexCapacity)));
 
-    /// <summary>The handle another process passes to <see cref="Attach(ShmemHandle)"/>.</summary>
+    /// <summary>The handle another process passes to <see cref="Attach(ShmemHandle, IPgIpcPlatform?)"/>.</summary>
     public ShmemHandle Handle { get; }
 
     /// <summary>The cluster key this segment was created for.</summary>
@@ -719,6 +719,7 @@ public sealed unsafe class ShmemSegment : IDisposable
             throw _detachErrors;
     }
 
+    /// <summary>True until this process detaches from the segment.</summary>
     public bool IsAttached => Volatile.Read(ref _state) == 0;
 
     /// <summary>

@@ -40,11 +40,16 @@ namespace PgIpc.Sinval;
 [StructLayout(LayoutKind.Sequential, Size = 16)]
 public readonly struct SharedInvalidationMessage : IEquatable<SharedInvalidationMessage>
 {
+    /// <summary>The message kind (the user's own numbering).</summary>
     public readonly int Kind;
+    /// <summary>The database the message is about.</summary>
     public readonly uint DatabaseId;
+    /// <summary>The object the message is about.</summary>
     public readonly uint ObjectId;
+    /// <summary>A value of the message's own.</summary>
     public readonly uint Payload;
 
+    /// <summary>Creates a message.</summary>
     public SharedInvalidationMessage(int kind, uint databaseId, uint objectId, uint payload)
     {
         Kind = kind;
@@ -53,17 +58,23 @@ public readonly struct SharedInvalidationMessage : IEquatable<SharedInvalidation
         Payload = payload;
     }
 
+    /// <summary>True when every field of both messages is equal.</summary>
     public bool Equals(SharedInvalidationMessage other)
         => Kind == other.Kind && DatabaseId == other.DatabaseId && ObjectId == other.ObjectId && Payload == other.Payload;
 
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => obj is SharedInvalidationMessage m && Equals(m);
 
+    /// <inheritdoc/>
     public override int GetHashCode() => HashCode.Combine(Kind, DatabaseId, ObjectId, Payload);
 
+    /// <summary>True when both messages are equal.</summary>
     public static bool operator ==(SharedInvalidationMessage a, SharedInvalidationMessage b) => a.Equals(b);
 
+    /// <summary>True when the messages differ.</summary>
     public static bool operator !=(SharedInvalidationMessage a, SharedInvalidationMessage b) => !a.Equals(b);
 
+    /// <inheritdoc/>
     public override string ToString() => $"sinval(kind {Kind}, db {DatabaseId}, object {ObjectId}, payload {Payload})";
 }
 

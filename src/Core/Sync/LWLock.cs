@@ -67,7 +67,9 @@ namespace PgIpc.Sync;
 /// <summary>How a lock is taken (LW_EXCLUSIVE, LW_SHARED; LW_WAIT_UNTIL_FREE is internal to AcquireOrWait / WaitForVar).</summary>
 public enum LWLockMode
 {
+    /// <summary>Exclusive: one holder.</summary>
     Exclusive = 0,
+    /// <summary>Shared: any number of holders, no exclusive one.</summary>
     Shared = 1,
     /// <summary>Queued to be woken when the lock is free, without taking it.</summary>
     WaitUntilFree = 2,
@@ -377,6 +379,7 @@ public unsafe partial struct LWLock
             _me = me;
         }
 
+        /// <summary>Releases the lock.</summary>
         public void Dispose() => _lock->Release(_me);
     }
 

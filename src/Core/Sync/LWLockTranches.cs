@@ -39,18 +39,31 @@ namespace PgIpc.Sync;
 /// <summary>Ids of the built-in tranches.</summary>
 public static class BuiltinTranche
 {
+    /// <summary>The main array's individual locks.</summary>
     public const int Main = 0;
+    /// <summary>The ShmemIndex lock.</summary>
     public const int ShmemIndex = 1;
+    /// <summary>The proc array lock.</summary>
     public const int ProcArray = 2;
+    /// <summary>Buffer content locks.</summary>
     public const int BufferContent = 3;
+    /// <summary>Buffer mapping table partition locks.</summary>
     public const int BufferMapping = 4;
+    /// <summary>Lock manager partition locks.</summary>
     public const int LockManager = 5;
+    /// <summary>The shared invalidation queue's read lock.</summary>
     public const int SInvalRead = 6;
+    /// <summary>The shared invalidation queue's write lock.</summary>
     public const int SInvalWrite = 7;
+    /// <summary>The dynamic shared memory control segment's lock.</summary>
     public const int DynamicSharedMemoryControl = 8;
+    /// <summary>shm_mq locks.</summary>
     public const int ShmMq = 9;
+    /// <summary>Shared hash table partition locks.</summary>
     public const int SharedHashPartition = 10;
+    /// <summary>The checkpointer's request queue lock.</summary>
     public const int Checkpointer = 11;
+    /// <summary>Locks the tests make.</summary>
     public const int Test = 12;
 
     /// <summary>First id handed out for named or run-time tranches.</summary>
@@ -127,8 +140,10 @@ public readonly unsafe struct LWLockArray
         TrancheId = trancheId;
     }
 
+    /// <summary>The number of locks in the array.</summary>
     public int Length { get; }
 
+    /// <summary>The tranche id of every lock in the array.</summary>
     public int TrancheId { get; }
 
     /// <summary>The <paramref name="index"/>-th lock, by reference (never copy an LWLock).</summary>
@@ -147,6 +162,7 @@ public readonly unsafe struct LWLockArray
 public static unsafe class LWLockTranches
 {
     internal const string ShmemName = "PgIpc.LWLockTranches";
+    /// <summary>The longest tranche name, in bytes (NAMEDATALEN - 1).</summary>
     public const int MaxNameLength = 63;
     internal const int DefaultCapacity = 128;
 
