@@ -565,6 +565,7 @@ public sealed class LockTableFullException : PgIpcException
     /// <summary>Its capacity.</summary>
     public int Capacity { get; }
 
+    /// <summary>The lock table <paramref name="table"/> of <paramref name="capacity"/> entries is full at <paramref name="maxLocksPerParticipant"/>.</summary>
     public LockTableFullException(string table, int capacity, int maxLocksPerParticipant)
         : base($"out of shared memory: increase max_locks_per_participant (the lock table \"{table}\" holds {capacity} entries, " +
                $"{maxLocksPerParticipant} per participant slot, and all are in use)")
@@ -584,6 +585,7 @@ public sealed class DeadlockDetectedException : PgIpcException
     /// <summary>The cycle: element i waits for its lock, blocked by element i + 1 (the last by the first).</summary>
     public IReadOnlyList<Lmgr.DeadlockInfo> Cycle { get; }
 
+    /// <summary>A deadlock whose waits-for cycle is <paramref name="cycle"/> (each process, the lock it waits for and the mode).</summary>
     public DeadlockDetectedException(IReadOnlyList<Lmgr.DeadlockInfo> cycle)
         : base(Describe(cycle))
     {
@@ -613,6 +615,7 @@ public sealed class LockTimeoutException : PgIpcException
     /// <summary>The mode asked for.</summary>
     public Lmgr.LockMode Mode { get; }
 
+    /// <summary>The wait for <paramref name="mode"/> on <paramref name="tag"/> passed lock_timeout (<paramref name="timeoutMs"/> ms).</summary>
     public LockTimeoutException(Lmgr.LockTag tag, Lmgr.LockMode mode, int timeoutMs)
         : base($"canceling the wait for {Lmgr.LockModes.NameOf(mode)} on {tag}: lock timeout ({timeoutMs} ms)")
     {

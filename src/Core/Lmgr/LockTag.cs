@@ -271,8 +271,10 @@ public readonly struct LockTag : IEquatable<LockTag>
         return (uint)h;
     }
 
+    /// <summary>True when both tags name the same object.</summary>
     public static bool operator ==(LockTag a, LockTag b) => a.Equals(b);
 
+    /// <summary>True when the tags name different objects.</summary>
     public static bool operator !=(LockTag a, LockTag b) => !a.Equals(b);
 
     /// <summary>DescribeLockTag: "relation 5 of database 1", "advisory lock [42]", ...</summary>
