@@ -45,6 +45,7 @@ public sealed unsafe class DsmSegment : IDisposable
         _registry = registry;
         _mapping = mapping;
         _base = (byte*)mapping.BaseAddress;
+        Shmem.LiveMappings.Add(_base, size);
         Handle = handle;
         Size = size;
         Implementation = kind;
@@ -188,6 +189,7 @@ public sealed unsafe class DsmSegment : IDisposable
         }
         Volatile.Write(ref _state, 1);
         _registry.Forget(this);
+        Shmem.LiveMappings.Remove(_base);
         _mapping!.Dispose();
         _mapping = null;
         _registry.DropReference(_slot, Handle);

@@ -218,6 +218,13 @@ public sealed unsafe partial class ShmMqHandle
     /// </summary>
     public void Detach()
     {
+        // The queue's memory may be gone already (its cluster shut down, its DSM segment detached): then there is
+        // nobody in this process to tell, and touching it would fault. Only forget this side.
+        if (!LiveMappings.Contains(_h, sizeof(ShmMqHeader)))
+        {
+            _detached = true;
+            return;
+        }
         if (_isSender && _sendPending > 0)
             FlushPending();
         _detached = true;

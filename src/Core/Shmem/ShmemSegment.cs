@@ -86,6 +86,7 @@ public sealed unsafe class ShmemSegment : IDisposable
         _base = (byte*)mapping.BaseAddress;
         // Another process's word: checked once here, then only the cached values are used (see the file notes).
         PgShmemHeader.Layout layout = PgShmemHeader.Validate(Header, mapping.Size, mapping.Id);
+        LiveMappings.Add(_base, mapping.Size);
         _indexOffset = layout.IndexOffset;
         _indexCapacity = layout.IndexCapacity;
         _indexEnd = layout.IndexEnd;
@@ -382,6 +383,7 @@ public sealed unsafe class ShmemSegment : IDisposable
     internal void ReleaseView()
     {
         _state = 1;
+        LiveMappings.Remove(_base);
         _mapping = null;
     }
 
@@ -675,6 +677,7 @@ public sealed unsafe class ShmemSegment : IDisposable
                 return;
             }
         }
+        LiveMappings.Remove(_base);
         _mapping!.Dispose();
         _mapping = null;
     }
@@ -687,6 +690,7 @@ public sealed unsafe class ShmemSegment : IDisposable
                 return;
             _unmapPending = false;
         }
+        LiveMappings.Remove(_base);
         _mapping!.Dispose();
         _mapping = null;
     }

@@ -51,4 +51,12 @@ public sealed class DetachWithThreadsInsideTests(string backend)
             "the detach reported the straggler, kept the memory mapped while it ran, and unmapped it once it left");
         Assert.That(w.Send("pid"), Is.EqualTo(w.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)), "the worker is alive");
     }
+
+    [Test]
+    public void QueueHandlesDisposedAfterTheirClusterWasShutDownOnlyForgetTheirSide()
+    {
+        ChildWorker w = Workers.Start(backend, _workers);
+        Assert.That(w.Send("detach-mq-after-shutdown", TimeSpan.FromSeconds(90)), Is.EqualTo("disposed"));
+        Assert.That(w.Send("pid"), Is.EqualTo(w.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)), "the worker is alive");
+    }
 }

@@ -13,6 +13,8 @@
  *                            a thread holds LWLock 0 and a heavyweight lock in a work loop that checks
  *                            LeaveRequested; one thread sleeps waiting for the LWLock, another for the
  *                            heavyweight lock; the main thread shuts the cluster down
+ *     detach-mq-after-shutdown -> ok disposed
+ *                            shm_mq handles (sender and receiver) disposed after their cluster was shut down
  *     detach-straggler    -> ok error=<type> held=<True|False> ran=<True|False> released=<True|False>
  *                            a thread keeps writing a counter in the segment without calling PgIpc; the
  *                            main thread shuts the cluster down with a short grace; then the thread stops
@@ -21,6 +23,7 @@
  */
 using System.Globalization;
 using PgIpc.Lmgr;
+using PgIpc.Mq;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
@@ -40,6 +43,9 @@ internal static unsafe class DetachWorkerCommands
                 return true;
             case "detach-straggler":
                 reply = "ok " + Straggler(platform);
+                return true;
+            case "detach-mq-after-shutdown":
+                reply = "ok " + QueueAfterShutdown(platform);
                 return true;
             default:
                 reply = "";
@@ -148,6 +154,30 @@ internal static unsafe class DetachWorkerCommands
         if (!holder.Join(TimeSpan.FromSeconds(20)) || !sleeper.Join(TimeSpan.FromSeconds(20)) || !lockWaiter.Join(TimeSpan.FromSeconds(20)))
             throw new TimeoutException("a participant thread did not end after the detach");
         return $"sleeper={sleeperEnd} lockwaiter={lockWaiterEnd} holder={holderEnd} mapped={seg.IsMappingHeldAfterDetach} log={(log.ToString().Contains("still inside", StringComparison.Ordinal) ? "straggler" : "clean")}";
+    }
+
+    private static string QueueAfterShutdown(IPgIpcPlatform platform)
+    {
+        var queue = ShmemModule.Struct("test.detach.mq", ShmMq.SizeFor(4096), region => ShmMq.Create(region));
+        Supervisor s = new ClusterBuilder(TestEnvironment.UniqueKey("dtq"))
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 8, MaxAuxiliary: 2, MaxBackgroundWorkers: 2))
+            .WithLog(new StringWriter())
+            .AddModule(queue)
+            .Build();
+        Participant me = s.Cluster.Procs.Join();
+        ShmMq mq = ShmMq.Open(s.Cluster.Get(queue));
+        mq.SetSender(me);
+        mq.SetReceiver(me);
+        ShmMqHandle outbox = mq.AttachAsSender(me);
+        ShmMqHandle inbox = mq.AttachAsReceiver(me);
+        outbox.Send("pending"u8, nowait: true, forceFlush: false); // held back: Detach would publish it
+        s.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero);
+        // In the wrong order: the memory is gone. Each only forgets its side.
+        outbox.Dispose();
+        inbox.Dispose();
+        me.Dispose();
+        return "disposed";
     }
 
     private static string Straggler(IPgIpcPlatform platform)
