@@ -739,21 +739,33 @@ internal sealed class LocalLockTable(Participant owner, int capacity, int maxPro
     public readonly int[] Scratch = new int[maxProcs];
     /// <summary>Fast-path slots in use (FastPathLocalUseCount).</summary>
     public int FastPathUsed;
-    /// <summary>The owner is inside a lock-manager call (its held-LWLock list may be changing).</summary>
-    public volatile bool Busy;
+    /// <summary>
+    /// The owner is inside a lock-manager call (its held-LWLock list may be changing). Kept on the participant
+    /// (<see cref="Participant.InLockManagerCall"/>, volatile), where its Dispose from another thread sees it.
+    /// </summary>
+    public bool Busy
+    {
+        get => Owner.InLockManagerCall;
+        set => Owner.InLockManagerCall = value;
+    }
 }
 
 /// <summary>
 /// The LOCALLOCK hash table: open addressing with linear probing over a power-of-two array, keyed by tag and mode, the
 /// tag's hash compared first. Entries are never deleted one by one: a released lock stays as an idle entry (counts 0);
 /// when the table passes half full, it is rebuilt with the held entries only (and doubled if they alone fill half).
-/// Steady use allocates nothing. One participant's thread uses it (the leave hook only when that thread is outside).
+/// Steady use allocates nothing, also when it locks ever new tags: a rebuild at the same size reuses the arrays the
+/// previous one dropped. One participant's thread uses it (the leave hook only when that thread is outside).
 /// </summary>
 internal sealed class LocalLockMap
 {
     private LocalLockKey[] _keys;
     private LocalLock[] _values;
     private int _mask;
+    // The arrays a rebuild at the same size dropped, kept for the next one: a participant that locks ever new tags
+    // (and releases them) rebuilds every half table of idle entries, and must not allocate for it.
+    private LocalLockKey[]? _spareKeys;
+    private LocalLock[]? _spareValues;
 
     public LocalLockMap(int capacity)
     {
@@ -834,8 +846,20 @@ internal sealed class LocalLockMap
     {
         LocalLockKey[] oldKeys = _keys;
         LocalLock[] oldValues = _values;
-        var keys = new LocalLockKey[size];
-        var values = new LocalLock[size];
+        LocalLockKey[] keys;
+        LocalLock[] values;
+        if (_spareKeys is not null && _spareValues is not null && _spareKeys.Length == size)
+        {
+            keys = _spareKeys;
+            values = _spareValues;
+            Array.Clear(keys);
+            Array.Clear(values);
+        }
+        else
+        {
+            keys = new LocalLockKey[size];
+            values = new LocalLock[size];
+        }
         int mask = size - 1, count = 0;
         for (int j = 0; j < oldKeys.Length; j++)
         {
@@ -852,5 +876,8 @@ internal sealed class LocalLockMap
         _values = values;
         _mask = mask;
         Count = count;
+        // Nobody holds a reference into the old arrays across a rebuild (only Add rebuilds, before it hands one out).
+        _spareKeys = oldKeys.Length == size ? oldKeys : null;
+        _spareValues = oldKeys.Length == size ? oldValues : null;
     }
 }

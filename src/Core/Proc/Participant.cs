@@ -218,6 +218,12 @@ public sealed unsafe class Participant : IDisposable
     /// <summary>Number of LWLocks held now.</summary>
     public int HeldLockCount => _numHeld;
 
+    /// <summary>
+    /// Set by the heavyweight lock manager while this participant's thread is inside one of its calls (its
+    /// LocalLockTable.Busy); written and read volatile: a Dispose from another thread refuses to run meanwhile.
+    /// </summary>
+    internal volatile bool InLockManagerCall;
+
     /// <summary>True once disposed.</summary>
     public bool IsDisposed => Volatile.Read(ref _closed) == Closed;
 
@@ -388,6 +394,11 @@ public sealed unsafe class Participant : IDisposable
             return;
         if (Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)
             throw new InvalidOperationException($"participant {ProcNumber} is waiting for an LWLock on its thread; it cannot leave from another thread");
+        // The same for a thread inside the heavyweight lock manager (waiting for a lock, typically): releasing its locks
+        // and its slot under it would leave it queued on a slot given back (or handed on), and its strong-lock count
+        // taken back twice.
+        if (InLockManagerCall && Environment.CurrentManagedThreadId != ThreadId)
+            throw new InvalidOperationException($"participant {ProcNumber} is inside a heavyweight lock call on its thread; it cannot leave from another thread");
         // Subsystems give back what it holds (heavyweight locks) while it can still take LWLocks.
         try
         {

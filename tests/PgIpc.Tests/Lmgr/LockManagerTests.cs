@@ -364,4 +364,59 @@ public sealed class LockManagerTests(string backend)
         Assert.That(me.Run(p => Lm.AdvisoryUnlockAll(p).ToString()), Is.EqualTo("1"));
         Assert.That(Lm.GetLockStatus(null).Count(r => r.Tag == LockTag.Advisory(42)), Is.EqualTo(1), "w2's shared lock");
     }
+
+    [Test]
+    public void FastPathLocksOnEverNewRelationsAllocateNothing()
+    {
+        // Each new tag leaves an idle entry in the local table; every half table of them the table is rebuilt. That
+        // rebuild must reuse its arrays: the acquire and release of a fast-path lock allocate nothing.
+        LmParticipant me = Part();
+        LockManager lm = Lm;
+        string allocated = me.Run(p =>
+        {
+            void Cycle(uint database)
+            {
+                for (uint r = 0; r < 3000; r++)
+                {
+                    LockTag rel = LockTag.Relation(database, r);
+                    lm.Acquire(p, rel, LockMode.AccessShare);
+                    lm.Release(p, rel, LockMode.AccessShare);
+                }
+            }
+            Cycle(9); // warm-up: JIT, and the local table's first rebuilds
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            Cycle(10);
+            return (GC.GetAllocatedBytesForCurrentThread() - before).ToString(CultureInfo.InvariantCulture);
+        });
+        Assert.That(allocated, Is.EqualTo("0"), "bytes allocated by 3000 fast-path acquire + release pairs on distinct relations");
+        Assert.That(lm.GetLockStatus(), Is.Empty);
+        Assert.That(me.Run(p => lm.HeldLockCount(p).ToString(CultureInfo.InvariantCulture)), Is.EqualTo("0"));
+    }
+
+    [Test]
+    public void DisposingAParticipantFromAnotherThreadWhileItWaitsForALockIsRefused()
+    {
+        // As for a participant waiting for an LWLock: leaving from another thread would release its locks and its slot
+        // under its thread, still queued (its strong-lock count then taken back twice, by the leave and by its wait's end).
+        LockTag rel = LockTag.Relation(1, 90);
+        LockManager lm = Lm;
+        LmParticipant holder = Part();
+        LmParticipant waiter = Part();
+        Participant? waiterSelf = null;
+        waiter.Run(p => { waiterSelf = p; return ""; });
+        holder.Run(p => lm.Acquire(p, rel, LockMode.AccessExclusive).ToString());
+        Task<string> wait = waiter.Start(p => lm.Acquire(p, rel, LockMode.AccessExclusive).ToString());
+        Poll.WaitFor(() => Queue(holder, rel).SequenceEqual([waiter.ProcNumber]), "the waiter queued");
+        string outcome = Outcome.Capture(() => waiterSelf!.Dispose())?.GetType().Name ?? "none";
+        holder.Run(p => { lm.Release(p, rel, LockMode.AccessExclusive); return ""; });
+        Assert.That(outcome, Is.EqualTo(nameof(InvalidOperationException)), "Dispose from another thread during the wait");
+        Assert.That(((IAsyncResult)wait).AsyncWaitHandle.WaitOne(30_000), Is.True, "the wait ended");
+        Assert.That(wait.Result, Is.EqualTo("Granted"));
+        waiter.Run(p => lm.ReleaseAll(p).ToString());
+        Assert.Multiple(() =>
+        {
+            Assert.That(lm.StrongLockCountTotal, Is.Zero);
+            Assert.That(lm.Count, Is.EqualTo((0L, 0L)));
+        });
+    }
 }
