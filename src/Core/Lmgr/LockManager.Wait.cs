@@ -247,7 +247,10 @@ public sealed unsafe partial class LockManager
         PgProc* p = PgProcOf(procno);
         if (ownerPid == 0 || Volatile.Read(ref p->Pid) != ownerPid || Volatile.Read(ref p->Generation) != ownerGeneration)
             return true;
-        return _procs.Processes.GetLiveness(ownerPid) != ProcessLiveness.Alive;
+        if (_procs.Processes.GetLiveness(ownerPid) != ProcessLiveness.Alive)
+            return true;
+        // Alive, but perhaps another process that the OS gave the dead owner's pid: its start time tells.
+        return _procs.IsSlotOwnerGone(p, ownerPid);
     }
 
     /// <summary>Looks at the owners of every PROCLOCK on the awaited lock and releases the locks of those that are gone.</summary>
