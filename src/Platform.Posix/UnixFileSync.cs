@@ -40,14 +40,7 @@ internal sealed unsafe class UnixFileSync : IFileSync
     public void FsyncDirectory(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        byte[] name = NulTerminated(path);
-        int fd;
-        fixed (byte* p = name)
-        {
-            do
-                fd = LibC.open(p, LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC);
-            while (fd < 0 && Errno.Last == Errno.EINTR);
-        }
+        int fd = OpenRetrying(path, LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC);
         if (fd < 0)
             throw Errno.Exception("open", Errno.Last, $"directory \"{path}\"");
         using var h = new SafeFdHandle(fd);
@@ -106,14 +99,7 @@ internal sealed unsafe class UnixFileSync : IFileSync
             }
             case FileMode.Open:
             {
-                byte[] name = NulTerminated(path);
-                int fd;
-                fixed (byte* p = name)
-                {
-                    do
-                        fd = LibC.open(p, LibC.O_RDWR | LibC.O_NOFOLLOW | LibC.O_CLOEXEC);
-                    while (fd < 0 && Errno.Last == Errno.EINTR);
-                }
+                int fd = OpenRetrying(path, LibC.O_RDWR | LibC.O_NOFOLLOW | LibC.O_CLOEXEC);
                 if (fd < 0)
                 {
                     int errno = Errno.Last;
@@ -125,6 +111,20 @@ internal sealed unsafe class UnixFileSync : IFileSync
             default:
                 throw new ArgumentOutOfRangeException(nameof(mode), mode, "only CreateNew and Open");
         }
+    }
+
+    /// <summary>open(2) of <paramref name="path"/>, again after EINTR: the descriptor, or -1 with errno (Errno.Last) set.</summary>
+    private static int OpenRetrying(string path, int flags)
+    {
+        byte[] name = NulTerminated(path);
+        int fd;
+        fixed (byte* p = name)
+        {
+            do
+                fd = LibC.open(p, flags);
+            while (fd < 0 && Errno.Last == Errno.EINTR);
+        }
+        return fd;
     }
 
     private static byte[] NulTerminated(string path)
