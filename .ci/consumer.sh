@@ -51,7 +51,9 @@ for f in lib/net10.0/PgIpc.Core.dll lib/net10.0/PgIpc.Core.xml lib/net10.0/PgIpc
          lib/net10.0/PgIpc.Platform.Posix.dll lib/net10.0/PgIpc.Platform.Windows.dll README.md LICENSE; do
   grep -qx "$f" <<<"$contents" || fail "PgIpc.$version.nupkg lacks $f"
 done
-unzip -Z1 "$feed/PgIpc.$version.snupkg" 2>/dev/null | grep -qx lib/net10.0/PgIpc.Core.pdb || fail "PgIpc.$version.snupkg lacks PgIpc.Core.pdb"
+# Listed into a variable first: under pipefail, `unzip | grep -q` fails when grep exits before unzip has written all.
+symbols=$(unzip -Z1 "$feed/PgIpc.$version.snupkg" 2>/dev/null)
+grep -qx lib/net10.0/PgIpc.Core.pdb <<<"$symbols" || fail "PgIpc.$version.snupkg lacks PgIpc.Core.pdb"
 step "packed $(ls "$feed" | tr '\n' ' ')"
 
 # --- 3. the consumer ---------------------------------------------------------------
