@@ -8,6 +8,7 @@
  *   dotnet run -c Release --project perf -- pingpong [--backend linux|posix|pipe|socket|all] [--rounds 20000] [--samples 5]
  *   dotnet run -c Release --project perf -- mq [--backend linux|posix] [--seconds 2]
  *   dotnet run -c Release --project perf -- buffers [--backend linux|posix] [--workload hit|mix|all]
+ *   dotnet run -c Release --project perf -- bindings [--blocks 200] [--calls 2000]
  *
  *   BenchmarkSwitcher picks the classes the filter names. Unless the
  *   command line says otherwise (--artifacts), results go to
@@ -23,6 +24,8 @@
  *   two processes with pipe and socket peers; so is "buffers"
  *   (Buffers/BufferHarness.cs, child verb "buffers-child"), the buffer
  *   pool's hit path and a mixed workload with one and two processes.
+ *   "bindings" (Platform/BindingAbHarness.cs) times our former libc
+ *   bindings against Tmds.LibC's, call by call, in one process.
  *-------------------------------------------------------------------------
  */
 using System.Reflection;
@@ -36,6 +39,8 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == Platform.BindingAbHarness.Verb)
+            return Platform.BindingAbHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ParentVerb)
             return ContendHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ChildVerb)

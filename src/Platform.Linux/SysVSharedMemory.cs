@@ -158,7 +158,7 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
     {
         try
         {
-            return Resolve(id, out LibC.shmid_ds ds) >= 0 && ds.shm_perm.uid == PgIpc.Platform.Posix.Interop.LibC.geteuid();
+            return Resolve(id, out LibC.shmid_ds ds) >= 0 && ds.shm_perm.uid == Tmds.Linux.LibC.geteuid();
         }
         catch (PgIpcException)
         {

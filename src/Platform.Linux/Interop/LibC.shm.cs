@@ -1,5 +1,5 @@
-// <sys/shm.h>, <sys/ipc.h>: System V shared memory (shmget, shmat, shmdt, shmctl).
-// Names and constants as Tmds.LibC's Tmds.Linux.LibC spells them.
+// <sys/shm.h>, <sys/ipc.h>: System V shared memory (shmget, shmat, shmdt, shmctl). Our own bindings:
+// Tmds.LibC 0.5.0 binds none of the SysV IPC calls (no shm*, sem*, msg*, nor struct shmid_ds).
 using System.Runtime.InteropServices;
 
 namespace PgIpc.Platform.Linux.Interop;

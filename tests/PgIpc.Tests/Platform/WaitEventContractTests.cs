@@ -814,4 +814,22 @@ public sealed class LinuxLatchSlotLayoutTests
         Assert.That(Marshal.OffsetOf<LinuxLatchSlot>(nameof(LinuxLatchSlot.Pid)), Is.EqualTo((nint)4));
         Assert.That(Marshal.OffsetOf<LinuxLatchSlot>(nameof(LinuxLatchSlot.Fd)), Is.EqualTo((nint)8));
     }
+
+    /// <summary>
+    /// Tmds.LibC's struct epoll_event, which EpollWaitSet hands to the kernel, is the kernel's: packed (12 bytes,
+    /// data at 4) on x86_64 only, 16 bytes with data at 8 elsewhere. Tmds.LibC's assembly exists only for Linux,
+    /// so the Tmds types are touched inside the backend, not in this method.
+    /// </summary>
+    [Test]
+    public void TmdsEpollEventIsTheKernels()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            TestContext.Out.WriteLine("Linux only");
+            return;
+        }
+        bool packed = RuntimeInformation.ProcessArchitecture == Architecture.X64;
+        Assert.That(EpollWaitSet.EventSize, Is.EqualTo(packed ? 12 : 16));
+        Assert.That(EpollWaitSet.DataOffset, Is.EqualTo(packed ? 4 : 8));
+    }
 }
