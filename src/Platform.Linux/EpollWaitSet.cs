@@ -22,6 +22,7 @@
  *   (WAIT_USE_EPOLL) in waiteventset.c.
  *-------------------------------------------------------------------------
  */
+using System.Runtime.CompilerServices;
 using PgIpc.Platform.Posix;
 using Tmds.Linux;
 using TmdsLibC = Tmds.Linux.LibC;
@@ -109,12 +110,20 @@ internal sealed unsafe class EpollWaitSet : UnixWaitSet
 
     protected override void KernelDispose() => _epoll.Dispose();
 
-    /// <summary>sizeof(struct epoll_event) as Tmds.LibC's assembly for this architecture lays it out (for tests).</summary>
-    internal static int EventSize => sizeof(epoll_event);
+    // The two below are for tests. Not inlined: Tmds.LibC's assembly exists only on Linux, and a caller compiled
+    // elsewhere (the tests under Wine) must not resolve its types.
 
-    /// <summary>The offset of epoll_event.data (for tests).</summary>
+    /// <summary>sizeof(struct epoll_event) as Tmds.LibC's assembly for this architecture lays it out.</summary>
+    internal static int EventSize
+    {
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        get => sizeof(epoll_event);
+    }
+
+    /// <summary>The offset of epoll_event.data.</summary>
     internal static int DataOffset
     {
+        [MethodImpl(MethodImplOptions.NoInlining)]
         get
         {
             epoll_event ev = default;
