@@ -95,7 +95,8 @@ unsafe partial class DsmRegistry
                     DsmControlItem* it = &_items[i];
                     if (it->RefCnt == 0)
                         continue;
-                    doomed[nDoomed++] = ((DsmImplementation)it->Implementation, it->Handle);
+                    if (it->Implementation != (int)DsmImplementation.MainRegion) // no OS object: goes with the main segment
+                        doomed[nDoomed++] = ((DsmImplementation)it->Implementation, it->Handle);
                     it->RefCnt = 0;
                     it->Pinned = 0;
                     _header->DestroyedCount++;
@@ -264,7 +265,7 @@ unsafe partial class DsmRegistry
         {
             var sb = new StringBuilder();
             for (int i = 0; i < n; i++)
-                if (items[i].RefCnt != 0)
+                if (items[i].RefCnt != 0 && items[i].Implementation != (int)DsmImplementation.MainRegion)
                     sb.Append(((DsmImplementation)items[i].Implementation).ToString()).Append(' ')
                       .Append(items[i].Handle.ToString(CultureInfo.InvariantCulture)).Append('\n');
             string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "."

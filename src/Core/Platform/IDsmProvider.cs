@@ -33,6 +33,12 @@ public enum DsmImplementation
     Mmap = 3,
     /// <summary>A paging-file section (CreateFileMappingW).</summary>
     Windows = 4,
+    /// <summary>
+    /// Pages of the main segment's reserved region (<see cref="Dsm.DsmOptions.MainRegionSize"/>,
+    /// min_dynamic_shared_memory): no OS object. DsmSegment.Create picks it by itself while the region has room; it is
+    /// never a cluster's implementation and no backend offers it.
+    /// </summary>
+    MainRegion = 5,
 }
 
 /// <summary>Creates, attaches and removes dynamic shared memory segments named by handle.</summary>
