@@ -83,7 +83,7 @@ internal struct DsmControlHeader
 ///  16  Implementation  DsmImplementation the segment was made with
 ///  20  Pinned          1 while dsm_pin_segment's extra reference is held
 ///  24  FirstPage       first page in the main region (Implementation MainRegion), -1 for an OS segment
-///  28  (padding)
+///  28  PinnedOsHandle  the supervisor's handle to the OS object while pinned (Windows: IDsmProvider.PinSegment), else 0
 /// </code>
 /// </summary>
 [SharedStruct]
@@ -96,4 +96,5 @@ internal struct DsmControlItem
     public int Implementation;
     public int Pinned;
     public int FirstPage;
+    public int PinnedOsHandle;
 }

@@ -208,6 +208,7 @@ public sealed unsafe partial class DsmRegistry
             it->Implementation = (int)DsmImplementation.MainRegion;
             it->Pinned = 0;
             it->FirstPage = first;
+            it->PinnedOsHandle = 0;
             _header->CreatedCount++;
         }
         byte* p = _pages + (long)first * MainRegionPageSize;

@@ -332,6 +332,7 @@ public sealed unsafe partial class DsmRegistry
                         it->Implementation = (int)Implementation;
                         it->Pinned = 0;
                         it->FirstPage = -1;
+                        it->PinnedOsHandle = 0;
                         _header->CreatedCount++;
                     }
                 }
@@ -474,15 +475,28 @@ public sealed unsafe partial class DsmRegistry
         }
     }
 
-    internal void Pin(int slot, uint handle)
+    internal void Pin(int slot, uint handle, DsmImplementation kind)
     {
+        // The OS part first, outside the locks (a system call; Windows duplicates a handle into the supervisor).
+        // Windows handles are 32-bit values also in 64-bit processes, so the item's int holds one.
+        long os = kind == DsmImplementation.MainRegion ? 0 : _provider.PinSegment(kind, handle, _procs.SupervisorPid);
+        bool already = false;
         using (LockControl())
         {
             DsmControlItem* it = &_items[slot];
             if (it->Pinned != 0)
-                throw new InvalidOperationException($"dynamic shared memory segment {handle} is already pinned");
-            it->Pinned = 1;
-            it->RefCnt++;
+                already = true;
+            else
+            {
+                it->Pinned = 1;
+                it->RefCnt++;
+                it->PinnedOsHandle = (int)os;
+            }
+        }
+        if (already)
+        {
+            _provider.UnpinSegment(kind, handle, _procs.SupervisorPid, os);
+            throw new InvalidOperationException($"dynamic shared memory segment {handle} is already pinned");
         }
     }
 
@@ -492,7 +506,7 @@ public sealed unsafe partial class DsmRegistry
     /// </summary>
     public void Unpin(uint handle)
     {
-        int slot = -1;
+        int slot = -1, os = 0;
         bool destroy = false;
         DsmImplementation kind = Implementation;
         using (LockControl())
@@ -511,9 +525,13 @@ public sealed unsafe partial class DsmRegistry
             if (it->Pinned == 0)
                 throw new InvalidOperationException($"cannot unpin dynamic shared memory segment {handle}: it is not pinned");
             it->Pinned = 0;
+            os = it->PinnedOsHandle;
+            it->PinnedOsHandle = 0;
             destroy = --it->RefCnt == 1;
             kind = (DsmImplementation)it->Implementation;
         }
+        if (os != 0)
+            _provider.UnpinSegment(kind, handle, _procs.SupervisorPid, os); // before the removal: the section's last handle may be this one
         if (destroy)
             RemoveMoribund(slot, handle, kind);
     }
