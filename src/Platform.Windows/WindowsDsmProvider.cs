@@ -129,8 +129,12 @@ internal sealed class WindowsDsmProvider : IDsmProvider
             return; // the supervisor is gone, and with it every handle it held
         try
         {
-            if (Win.DuplicateHandle(supervisor, (nint)pinned, 0, null, 0, 0, Win.DUPLICATE_CLOSE_SOURCE) == 0)
+            // Moved into this process (closing it in the supervisor) and closed here. PostgreSQL passes no target
+            // process instead, which Wine refuses with ERROR_INVALID_HANDLE; a target works on both.
+            nint local;
+            if (Win.DuplicateHandle(supervisor, (nint)pinned, Win.CurrentProcess, &local, 0, 0, Win.DUPLICATE_CLOSE_SOURCE | Win.DUPLICATE_SAME_ACCESS) == 0)
                 throw Win.Exception("DuplicateHandle", Marshal.GetLastPInvokeError(), $"unpinning {NameOf(kind, handle, null)} in the supervisor (pid {supervisorPid})");
+            Win.CloseHandle(local);
         }
         finally
         {
