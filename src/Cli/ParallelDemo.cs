@@ -49,6 +49,7 @@ internal static class ParallelDemo
         using Participant leader = cluster.Procs.Join(ProcKind.Backend);
         var sw = Stopwatch.StartNew();
         long total = 0, expected = 0, received = 0;
+        int launched = 0;
         using (ParallelContext ctx = ParallelContext.Create(cluster, WorkerSpec(), workers))
         {
             ctx.Estimator.EstimateChunk(8 + rows * 8);
@@ -63,9 +64,19 @@ internal static class ParallelDemo
                 expected += i % 1000 + 1;
             }
             ctx.Toc.Insert(KeyRows, chunk);
-            Console.WriteLine($"segment      dynamic segment {ctx.Segment.Handle}, {ctx.Segment.Size} bytes, {rows} rows");
-            ctx.LaunchParallelWorkers();
-            for (int w = 0; w < workers; w++)
+            Console.WriteLine(ctx.IsInPrivateMemory
+                ? $"segment      none: the context runs in private memory, {rows} rows"
+                : $"segment      dynamic segment {ctx.Segment.Handle}, {ctx.Segment.Size} bytes, {rows} rows");
+            launched = ctx.LaunchParallelWorkers();
+            if (launched == 0)
+            {
+                // No worker slot was free (or none asked for): the leader does the work itself, as parallel.c's
+                // leader does when nworkers_launched is 0.
+                for (long i = 0; i < rows; i++)
+                    total += words[(int)(1 + i)];
+                received = rows;
+            }
+            for (int w = 0; w < launched; w++)
             {
                 while (ctx.ReceiveTuple(w, out ReadOnlySpan<byte> row))
                 {
@@ -77,7 +88,9 @@ internal static class ParallelDemo
         }
         sw.Stop();
         bool ok = total == expected && cluster.Dsm.LiveSegments() == 0;
-        Console.WriteLine($"workers      {workers}, {received} rows (block, sum) returned through the tuple queues");
+        Console.WriteLine(launched == 0
+            ? $"workers      none of {workers} launched: the leader summed {received} rows itself"
+            : $"workers      {launched} of {workers} launched, {received} rows (block, sum) returned through the tuple queues");
         Console.WriteLine($"sum          {total}, expected {expected}: {(ok ? "OK" : "WRONG")} in {sw.Elapsed.TotalMilliseconds:F0} ms");
         return ok ? 0 : 1;
     }

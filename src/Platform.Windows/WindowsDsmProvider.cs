@@ -9,10 +9,14 @@
  *   one extra keep-alive handle per segment it created (so the segment
  *   outlives the creator's own mapping, as a pinned segment must), and
  *   Remove closes that handle. The object then disappears with the last
- *   mapping. Where PostgreSQL duplicates the handle into the postmaster for
- *   a pinned segment, we keep it in the creating process: a pinned segment
- *   lives as long as that process, or as long as someone still maps it.
- *   The kernel closes a dead process's handles, so nothing is ever leaked.
+ *   mapping. That alone would end a pinned segment with its creator, so a
+ *   pin does what dsm_impl_pin_segment does: it duplicates a handle to the
+ *   section into the supervisor process (OpenProcess with
+ *   PROCESS_DUP_HANDLE, DuplicateHandle), and the control table records the
+ *   handle's value there; the unpin, from any process, closes it inside the
+ *   supervisor (DuplicateHandle with DUPLICATE_CLOSE_SOURCE). A pinned
+ *   segment thus lives as long as the supervisor, as in PostgreSQL. The
+ *   kernel closes a dead process's handles, so nothing is ever leaked.
  *
  *   A size the paging file cannot back (ERROR_NOT_ENOUGH_MEMORY,
  *   ERROR_COMMITMENT_LIMIT, ERROR_DISK_FULL) is DsmNoSpaceException.
@@ -84,6 +88,58 @@ internal sealed class WindowsDsmProvider : IDsmProvider
             return false;
         h.Dispose();
         return true;
+    }
+
+    public unsafe long PinSegment(DsmImplementation kind, uint handle, int supervisorPid)
+    {
+        string name = NameOf(kind, handle, null);
+        nint section = Win.OpenFileMappingW(Win.FILE_MAP_ALL_ACCESS, 0, name);
+        if (section == 0)
+            throw Win.Exception("OpenFileMappingW", Marshal.GetLastPInvokeError(), $"pinning {name}");
+        try
+        {
+            nint supervisor = Win.OpenProcess(Win.PROCESS_DUP_HANDLE, 0, (uint)supervisorPid);
+            if (supervisor == 0)
+                throw Win.Exception("OpenProcess", Marshal.GetLastPInvokeError(), $"pinning {name} in the supervisor (pid {supervisorPid})");
+            try
+            {
+                nint inSupervisor;
+                if (Win.DuplicateHandle(Win.CurrentProcess, section, supervisor, &inSupervisor, 0, 0, Win.DUPLICATE_SAME_ACCESS) == 0)
+                    throw Win.Exception("DuplicateHandle", Marshal.GetLastPInvokeError(), $"pinning {name} in the supervisor (pid {supervisorPid})");
+                return inSupervisor;
+            }
+            finally
+            {
+                Win.CloseHandle(supervisor);
+            }
+        }
+        finally
+        {
+            Win.CloseHandle(section);
+        }
+    }
+
+    public unsafe void UnpinSegment(DsmImplementation kind, uint handle, int supervisorPid, long pinned)
+    {
+        Check(kind);
+        if (pinned == 0)
+            return;
+        nint supervisor = Win.OpenProcess(Win.PROCESS_DUP_HANDLE, 0, (uint)supervisorPid);
+        if (supervisor == 0)
+            return; // the supervisor is gone, and with it every handle it held
+        try
+        {
+            // Moved into this process (closing it in the supervisor) and closed here. PostgreSQL passes no target
+            // process instead, which Wine refuses with ERROR_INVALID_HANDLE; a target works on both.
+            nint local;
+            if (Win.DuplicateHandle(supervisor, (nint)pinned, Win.CurrentProcess, &local, 0, 0, Win.DUPLICATE_CLOSE_SOURCE | Win.DUPLICATE_SAME_ACCESS) == 0)
+                throw Win.Exception("DuplicateHandle", Marshal.GetLastPInvokeError(), $"unpinning {NameOf(kind, handle, null)} in the supervisor (pid {supervisorPid})");
+            Win.CloseHandle(local);
+        }
+        finally
+        {
+            Win.CloseHandle(supervisor);
+        }
     }
 
     private static void Check(DsmImplementation kind)

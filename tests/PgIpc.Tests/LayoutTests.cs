@@ -68,8 +68,8 @@ public sealed class LayoutTests
             ("FpLockBits", 72), ("FpRel", 80), ("ProcLockHeads", 208)]),
         [typeof(PgIpc.Dsm.DsmControlHeader)] = (128, [
             ("Lock", 0), ("Magic", 64), ("MaxItems", 68), ("NItems", 72), ("Implementation", 76), ("CreatedCount", 80),
-            ("DestroyedCount", 88), ("ItemsLock", 96)]),
-        [typeof(PgIpc.Dsm.DsmControlItem)] = (24, [("Handle", 0), ("RefCnt", 4), ("Size", 8), ("Implementation", 16), ("Pinned", 20)]),
+            ("DestroyedCount", 88), ("ItemsLock", 96), ("MainRegionPages", 100), ("MainRegionFree", 104)]),
+        [typeof(PgIpc.Dsm.DsmControlItem)] = (32, [("Handle", 0), ("RefCnt", 4), ("Size", 8), ("Implementation", 16), ("Pinned", 20), ("FirstPage", 24), ("PinnedOsHandle", 28)]),
         [typeof(ConditionVariable)] = (16, [("Mutex", 0), ("WakeupHead", 4), ("WakeupTail", 8)]),
         [typeof(PgIpc.Signals.ProcSignalHeader)] = (64, [("BarrierGeneration", 0), ("MaxProcs", 8), ("Magic", 12)]),
         [typeof(PgIpc.Signals.PMSignalState)] = (192, [("Magic", 0), ("SupervisorPid", 4), ("SupervisorIdentity", 8), ("Flags", 64)]),

@@ -7,7 +7,9 @@
  *   Layout of "PgIpc.DsmControl" (ShmemInitStruct):
  *     DsmControlHeader (128 bytes: the LWLock on its own cache line, then
  *                       the counts)
- *     DsmControlItem[MaxItems] (24 bytes each)
+ *     DsmControlItem[MaxItems] (32 bytes each)
+ *     the data directory (length + bytes), then the main region's bitmap
+ *                       and pages (DsmRegistry.MainRegion.cs)
  *   Everything after initialisation is read and written under the header's
  *   LWLock (tranche DynamicSharedMemoryControl), taken exclusively, and,
  *   inside it, the ItemsLock spinlock. Two locks because a process that
@@ -50,6 +52,8 @@ namespace PgIpc.Dsm;
 ///  80  CreatedCount    Lock: segments ever created (statistics)
 ///  88  DestroyedCount  Lock: segments whose OS object was removed (statistics)
 ///  96  ItemsLock       spinlock word (SLock) held, inside Lock, around every access to the fields and items
+/// 100  MainRegionPages immutable after Init: 4 KiB pages reserved in the main segment (DsmRegistry.MainRegion.cs)
+/// 104  MainRegionFree  Lock + ItemsLock: of those, pages not in use
 /// </code>
 /// </summary>
 [SharedStruct]
@@ -66,20 +70,24 @@ internal struct DsmControlHeader
     public long CreatedCount;
     public long DestroyedCount;
     public int ItemsLock;
+    public int MainRegionPages;
+    public int MainRegionFree;
 }
 
 /// <summary>
-/// One slot of the control table. Layout: 24 bytes. Every field: written under the header's Lock and ItemsLock (or ItemsLock alone, see DsmControl.cs).
+/// One slot of the control table. Layout: 32 bytes. Every field: written under the header's Lock and ItemsLock (or ItemsLock alone, see DsmControl.cs).
 /// <code>
 ///   0  Handle          the segment's handle (valid while RefCnt != 0)
 ///   4  RefCnt          0 free, 1 moribund, >= 2 active (see DsmControl.cs)
 ///   8  Size            bytes asked for at create
 ///  16  Implementation  DsmImplementation the segment was made with
 ///  20  Pinned          1 while dsm_pin_segment's extra reference is held
+///  24  FirstPage       first page in the main region (Implementation MainRegion), -1 for an OS segment
+///  28  PinnedOsHandle  the supervisor's handle to the OS object while pinned (Windows: IDsmProvider.PinSegment), else 0
 /// </code>
 /// </summary>
 [SharedStruct]
-[StructLayout(LayoutKind.Sequential, Size = 24)]
+[StructLayout(LayoutKind.Sequential, Size = 32)]
 internal struct DsmControlItem
 {
     public uint Handle;
@@ -87,4 +95,6 @@ internal struct DsmControlItem
     public long Size;
     public int Implementation;
     public int Pinned;
+    public int FirstPage;
+    public int PinnedOsHandle;
 }

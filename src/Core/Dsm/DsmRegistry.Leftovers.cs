@@ -85,7 +85,7 @@ unsafe partial class DsmRegistry
             // dsm_postmaster_shutdown: whatever is left (pinned, or held by processes that died) goes now.
             // The entries are emptied under the locks and their OS objects removed after: an OS call (which can
             // fail, and take long) does not run under the ItemsLock spinlock.
-            var doomed = new (DsmImplementation Kind, uint Handle)[_maxItems]; // allocated before the locks
+            var doomed = new (DsmImplementation Kind, uint Handle, int Pinned)[_maxItems]; // allocated before the locks
             int nDoomed = 0;
             using (LockControl())
             {
@@ -95,16 +95,25 @@ unsafe partial class DsmRegistry
                     DsmControlItem* it = &_items[i];
                     if (it->RefCnt == 0)
                         continue;
-                    doomed[nDoomed++] = ((DsmImplementation)it->Implementation, it->Handle);
+                    if (it->Implementation != (int)DsmImplementation.MainRegion) // no OS object: goes with the main segment
+                        doomed[nDoomed++] = ((DsmImplementation)it->Implementation, it->Handle, it->PinnedOsHandle);
                     it->RefCnt = 0;
                     it->Pinned = 0;
+                    it->PinnedOsHandle = 0;
                     _header->DestroyedCount++;
                 }
                 _header->NItems = 0;
             }
             for (int i = 0; i < nDoomed; i++)
             {
-                try { _provider.Remove(doomed[i].Kind, doomed[i].Handle, DataDirectory); }
+                try
+                {
+                    // A pin's handle in the supervisor (Windows) is closed, or a destroy in a supervisor that goes on
+                    // living (a test, a crash restart) would keep the section.
+                    if (doomed[i].Pinned != 0)
+                        _provider.UnpinSegment(doomed[i].Kind, doomed[i].Handle, _procs.SupervisorPid, doomed[i].Pinned);
+                    _provider.Remove(doomed[i].Kind, doomed[i].Handle, DataDirectory);
+                }
                 catch (Exception ex) { (errors ??= []).Add(ex); }
             }
             if (DataDirectory is not null)
@@ -264,7 +273,7 @@ unsafe partial class DsmRegistry
         {
             var sb = new StringBuilder();
             for (int i = 0; i < n; i++)
-                if (items[i].RefCnt != 0)
+                if (items[i].RefCnt != 0 && items[i].Implementation != (int)DsmImplementation.MainRegion)
                     sb.Append(((DsmImplementation)items[i].Implementation).ToString()).Append(' ')
                       .Append(items[i].Handle.ToString(CultureInfo.InvariantCulture)).Append('\n');
             string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "."

@@ -48,8 +48,16 @@ namespace PgIpc.Dsm;
 /// <param name="MaxSegments">Control table slots: most segments alive at once.</param>
 /// <param name="Implementation">How segments are made; null: the backend's default (its first).</param>
 /// <param name="DataDirectory">Where mmap segments and the crash-cleanup control file live; null: neither.</param>
-public sealed record DsmOptions(int MaxSegments = 64, DsmImplementation? Implementation = null, string? DataDirectory = null)
+/// <param name="MainRegionSize">
+/// Bytes of the main segment reserved for dynamic segments (min_dynamic_shared_memory), rounded up to 4 KiB pages;
+/// 0 (the default): none. Segments are carved from it first, with no OS object and no system call, and made by the OS
+/// only when it has no room.
+/// </param>
+public sealed record DsmOptions(int MaxSegments = 64, DsmImplementation? Implementation = null, string? DataDirectory = null, long MainRegionSize = 0)
 {
+    /// <summary>Largest <see cref="MainRegionSize"/>: 2^31 - 1 pages of 4 KiB would overflow the page numbers; 64 GiB is far below.</summary>
+    public const long MaxMainRegionSize = 64L << 30;
+
     /// <summary>Longest data directory path, in UTF-8 bytes, the control table records.</summary>
     public const int MaxDataDirectoryBytes = 1024;
 
@@ -59,6 +67,8 @@ public sealed record DsmOptions(int MaxSegments = 64, DsmImplementation? Impleme
             throw new ArgumentOutOfRangeException(nameof(MaxSegments), MaxSegments, "between 1 and 1048576 dynamic shared memory segments");
         if (DataDirectory is not null && Encoding.UTF8.GetByteCount(DataDirectory) > MaxDataDirectoryBytes)
             throw new ArgumentOutOfRangeException(nameof(DataDirectory), DataDirectory, $"data directory path longer than {MaxDataDirectoryBytes} bytes");
+        if (MainRegionSize < 0 || MainRegionSize > MaxMainRegionSize)
+            throw new ArgumentOutOfRangeException(nameof(MainRegionSize), MainRegionSize, $"the main region for dynamic segments is 0 to {MaxMainRegionSize} bytes");
     }
 }
 
@@ -103,6 +113,7 @@ public sealed unsafe partial class DsmRegistry
         _maxItems = layout.MaxItems;
         Implementation = layout.Implementation;
         DataDirectory = layout.DataDirectory;
+        MapMainRegion(new ShmemRegionLayout(layout.MainRegionPages));
     }
 
     // MaxItems as validated at attach (ValidateControl); every walk of the items is bounded by it, never by the shared copy.
@@ -141,7 +152,9 @@ public sealed unsafe partial class DsmRegistry
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         long items = Shmem.ShmemSize.Mul(options.MaxSegments, sizeof(DsmControlItem));
-        return Shmem.ShmemSize.Add(Shmem.ShmemSize.Add(sizeof(DsmControlHeader), items), sizeof(int) + DsmOptions.MaxDataDirectoryBytes);
+        long table = Shmem.ShmemSize.Add(Shmem.ShmemSize.Add(sizeof(DsmControlHeader), items), sizeof(int) + DsmOptions.MaxDataDirectoryBytes);
+        int pages = MainRegionPages(options);
+        return pages == 0 ? table : Shmem.ShmemSize.Add(BitmapOffset(options.MaxSegments), MainRegionBytes(pages));
     }
 
     /// <summary>
@@ -179,6 +192,11 @@ public sealed unsafe partial class DsmRegistry
             h->Implementation = (int)kind;
             byte* dd = r.Pointer + sizeof(DsmControlHeader) + (long)options.MaxSegments * sizeof(DsmControlItem);
             *(int*)dd = options.DataDirectory is null ? 0 : Encoding.UTF8.GetBytes(options.DataDirectory, new Span<byte>(dd + sizeof(int), DsmOptions.MaxDataDirectoryBytes));
+            int pages = MainRegionPages(options);
+            h->MainRegionPages = pages;
+            h->MainRegionFree = pages;
+            if (pages > 0)
+                new Span<ulong>(r.Pointer + BitmapOffset(options.MaxSegments), BitmapWords(pages)).Clear();
             // Written last; the ShmemIndex's ready state publishes the whole struct.
             h->Magic = DsmControlHeader.MagicValue;
         }, out found);
@@ -208,7 +226,7 @@ public sealed unsafe partial class DsmRegistry
     }
 
     /// <summary>The control table's immutable shape, checked once (<see cref="ValidateControl"/>) and cached.</summary>
-    internal readonly record struct ControlLayout(int MaxItems, DsmImplementation Implementation, string? DataDirectory, int NItems);
+    internal readonly record struct ControlLayout(int MaxItems, DsmImplementation Implementation, string? DataDirectory, int NItems, int MainRegionPages);
 
     /// <summary>
     /// Checks, each read once, what every walk of the table is bounded by: the magic, MaxItems against the structure's
@@ -236,9 +254,13 @@ public sealed unsafe partial class DsmRegistry
         if (nItems < 0 || nItems > max)
             throw new ShmemCorruptException(what, "NItems", $"{nItems} is not between 0 and MaxItems {max}");
         int impl = h->Implementation;
-        if (!Enum.IsDefined((DsmImplementation)impl))
-            throw new ShmemCorruptException(what, "Implementation", $"{impl} is not a DsmImplementation");
-        return new ControlLayout(max, (DsmImplementation)impl, ddLen == 0 ? null : Encoding.UTF8.GetString(dd + sizeof(int), ddLen), nItems);
+        if (!Enum.IsDefined((DsmImplementation)impl) || impl == (int)DsmImplementation.MainRegion)
+            throw new ShmemCorruptException(what, "Implementation", $"{impl} is not a DsmImplementation a cluster can have");
+        int pages = h->MainRegionPages;
+        if (pages < 0 || (long)pages * MainRegionPageSize > DsmOptions.MaxMainRegionSize
+            || (pages > 0 && BitmapOffset(max) + MainRegionBytes(pages) > region.Size))
+            throw new ShmemCorruptException(what, "MainRegionPages", $"{pages} pages of {MainRegionPageSize} bytes do not fit the structure's {region.Size} bytes");
+        return new ControlLayout(max, (DsmImplementation)impl, ddLen == 0 ? null : Encoding.UTF8.GetString(dd + sizeof(int), ddLen), nItems, pages);
     }
 
     private static DsmRegistry Register(DsmRegistry reg)
@@ -262,10 +284,13 @@ public sealed unsafe partial class DsmRegistry
         if (size <= 0)
             throw new ArgumentOutOfRangeException(nameof(size), size, "dynamic shared memory segment size must be positive");
         bool noFail = (flags & DsmCreateFlags.NoFail) != 0;
+        if (CreateInMainRegion(size) is { } fromMainRegion)
+            return fromMainRegion;
         for (int attempt = 0; attempt < 1000; attempt++)
         {
             uint handle;
-            do { handle = BitConverter.ToUInt32(RandomNumberGenerator.GetBytes(4)); } while (handle == 0);
+            // Even: odd handles are the main region's (DsmRegistry.MainRegion.cs).
+            do { handle = BitConverter.ToUInt32(RandomNumberGenerator.GetBytes(4)) & ~1u; } while (handle == 0);
 
             IMappedSegment? mapping;
             try
@@ -306,6 +331,8 @@ public sealed unsafe partial class DsmRegistry
                         it->Size = size;
                         it->Implementation = (int)Implementation;
                         it->Pinned = 0;
+                        it->FirstPage = -1;
+                        it->PinnedOsHandle = 0;
                         _header->CreatedCount++;
                     }
                 }
@@ -347,7 +374,7 @@ public sealed unsafe partial class DsmRegistry
 
     internal DsmSegment Attach(uint handle)
     {
-        int slot = -1;
+        int slot = -1, firstPage = -1;
         long size = 0;
         DsmImplementation kind = Implementation;
         using (LockControl())
@@ -362,6 +389,7 @@ public sealed unsafe partial class DsmRegistry
                     _items[i].RefCnt++;
                     size = _items[i].Size;
                     kind = (DsmImplementation)_items[i].Implementation;
+                    firstPage = _items[i].FirstPage;
                     break;
                 }
             }
@@ -371,6 +399,8 @@ public sealed unsafe partial class DsmRegistry
         IMappedSegment mapping;
         try
         {
+            if (kind == DsmImplementation.MainRegion)
+                return Track(new DsmSegment(this, MapMainItem(slot, handle, size, firstPage), handle, size, kind, slot));
             // The item's fields are shared: an implementation this backend lacks, or a size no segment has, is corrupt.
             if (!_provider.Implementations.Contains(kind) || size <= 0)
                 throw new ShmemCorruptException($"DSM control table of segment {_segment.Handle.Id}, item {slot}", !_provider.Implementations.Contains(kind) ? "Implementation" : "Size",
@@ -417,6 +447,19 @@ public sealed unsafe partial class DsmRegistry
     /// <summary>Removes the OS object of a moribund entry (outside the lock), then frees its slot.</summary>
     private void RemoveMoribund(int slot, uint handle, DsmImplementation kind)
     {
+        if (kind == DsmImplementation.MainRegion)
+        {
+            // No OS object and nothing in the control file: the pages go back with the slot.
+            using (LockControl())
+            {
+                DsmControlItem* it = &_items[slot];
+                if (it->FirstPage >= 0 && it->Size > 0 && it->FirstPage + (it->Size + MainRegionPageSize - 1) / MainRegionPageSize <= _mainPages)
+                    FreeMainPages(it->FirstPage, it->Size); // a corrupt range leaks its pages rather than free others'
+                it->RefCnt = 0;
+                _header->DestroyedCount++;
+            }
+            return;
+        }
         try
         {
             _provider.Remove(kind, handle, DataDirectory);
@@ -432,15 +475,28 @@ public sealed unsafe partial class DsmRegistry
         }
     }
 
-    internal void Pin(int slot, uint handle)
+    internal void Pin(int slot, uint handle, DsmImplementation kind)
     {
+        // The OS part first, outside the locks (a system call; Windows duplicates a handle into the supervisor).
+        // Windows handles are 32-bit values also in 64-bit processes, so the item's int holds one.
+        long os = kind == DsmImplementation.MainRegion ? 0 : _provider.PinSegment(kind, handle, _procs.SupervisorPid);
+        bool already = false;
         using (LockControl())
         {
             DsmControlItem* it = &_items[slot];
             if (it->Pinned != 0)
-                throw new InvalidOperationException($"dynamic shared memory segment {handle} is already pinned");
-            it->Pinned = 1;
-            it->RefCnt++;
+                already = true;
+            else
+            {
+                it->Pinned = 1;
+                it->RefCnt++;
+                it->PinnedOsHandle = (int)os;
+            }
+        }
+        if (already)
+        {
+            _provider.UnpinSegment(kind, handle, _procs.SupervisorPid, os);
+            throw new InvalidOperationException($"dynamic shared memory segment {handle} is already pinned");
         }
     }
 
@@ -450,7 +506,7 @@ public sealed unsafe partial class DsmRegistry
     /// </summary>
     public void Unpin(uint handle)
     {
-        int slot = -1;
+        int slot = -1, os = 0;
         bool destroy = false;
         DsmImplementation kind = Implementation;
         using (LockControl())
@@ -469,9 +525,13 @@ public sealed unsafe partial class DsmRegistry
             if (it->Pinned == 0)
                 throw new InvalidOperationException($"cannot unpin dynamic shared memory segment {handle}: it is not pinned");
             it->Pinned = 0;
+            os = it->PinnedOsHandle;
+            it->PinnedOsHandle = 0;
             destroy = --it->RefCnt == 1;
             kind = (DsmImplementation)it->Implementation;
         }
+        if (os != 0)
+            _provider.UnpinSegment(kind, handle, _procs.SupervisorPid, os); // before the removal: the section's last handle may be this one
         if (destroy)
             RemoveMoribund(slot, handle, kind);
     }

@@ -149,7 +149,7 @@ public sealed unsafe class DsmSegment : IDisposable
             throw new InvalidOperationException($"dynamic shared memory segment {Handle} is already pinned");
         try
         {
-            _registry.Pin(_slot, Handle);
+            _registry.Pin(_slot, Handle, Implementation);
         }
         catch
         {

@@ -25,6 +25,19 @@
  *   (PostgreSQL puts them in bgw_main_arg and bgw_extra). ParallelWorker
  *   parses it.
  *
+ *   Fewer workers than asked. As parallel.c does, LaunchParallelWorkers
+ *   registers workers in order until the supervisor has no free slot, and
+ *   the context runs with the ones it got (NumLaunched, nworkers_launched);
+ *   with none, the leader does the work itself. The workers' numbers are
+ *   0..NumLaunched-1 and each worker sees NumLaunched as its NumWorkers:
+ *   the leader publishes the count in the fixed state once the loop ends
+ *   (-1 until then), and ParallelWorker.Attach waits for it, so a worker
+ *   that splits the work by its number never leaves a share unsent. A
+ *   context for zero workers, or one whose segment could not be created
+ *   (no free DSM slot, no room: DsmCreateFlags.NoFail), lives in private
+ *   memory instead (InitializeParallelDSM's private_memory): the same toc
+ *   API, no OS object, and no workers.
+ *
  *   Errors. PostgreSQL's worker sends its ErrorResponse on the error queue
  *   and the leader rethrows it (HandleParallelMessages). Here a worker that
  *   throws sends 'E' + the message (UTF-8) on its error queue; a worker
@@ -94,6 +107,13 @@ public sealed unsafe class ParallelContext : IDisposable
     /// </summary>
     internal const int FixedNumWorkers = 0, FixedLeaderPid = 1, FixedLeaderProcNumber = 2, FixedQueueSize = 3, FixedWords = 8;
 
+    /// <summary>
+    /// Word of the fixed state holding the number of workers launched: -1 until LaunchParallelWorkers has registered
+    /// every worker it could, then the count. Written once by the leader (release, Volatile.Write) after the
+    /// registrations; read by each worker (acquire, Volatile.Read) in ParallelWorker.Attach, which waits for it.
+    /// </summary>
+    internal const int FixedNumLaunched = 4;
+
     internal const byte MsgError = (byte)'E';
     internal const byte MsgDone = (byte)'X';
 
@@ -105,12 +125,14 @@ public sealed unsafe class ParallelContext : IDisposable
     private readonly long _queueSize;
     private ShmTocEstimator _estimator = ShmTocEstimator.InitializeEstimator();
     private DsmSegment? _segment;
+    private byte* _privateMemory;
     private ShmToc? _toc;
     private ShmMqHandle?[] _errorQueues = [];
     private ShmMqHandle?[] _tupleQueues = [];
     private BackgroundWorkerHandle?[] _workers = [];
     private bool[] _finished = [];
     private string?[] _errors = [];
+    private bool _launched;
     private bool _disposed;
 
     private ParallelContext(Cluster cluster, Participant leader, ChildSpec workerSpec, int nworkers, long queueSize)
@@ -141,13 +163,29 @@ public sealed unsafe class ParallelContext : IDisposable
         ArgumentNullException.ThrowIfNull(cluster);
         ArgumentNullException.ThrowIfNull(leader);
         ArgumentNullException.ThrowIfNull(workerSpec);
-        ArgumentOutOfRangeException.ThrowIfLessThan(nworkers, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(nworkers);
         ArgumentOutOfRangeException.ThrowIfLessThan(queueSize, ShmMq.HeaderSize + ShmMq.MinRingSize);
         return new ParallelContext(cluster, leader, workerSpec, nworkers, queueSize);
     }
 
-    /// <summary>Number of workers the context launches.</summary>
-    public int NumWorkers { get; }
+    /// <summary>
+    /// Number of workers the context asks for (nworkers). Zero after <see cref="InitializeDsm"/> when the context
+    /// had to fall back to private memory (no DSM segment could be created), as parallel.c does.
+    /// </summary>
+    public int NumWorkers { get; private set; }
+
+    /// <summary>
+    /// Number of workers <see cref="LaunchParallelWorkers"/> registered (nworkers_launched): at most
+    /// <see cref="NumWorkers"/>, fewer when the supervisor had fewer free background-worker slots, 0 before the launch.
+    /// With none, the leader does the work itself.
+    /// </summary>
+    public int NumLaunched { get; private set; }
+
+    /// <summary>
+    /// True when the shared state lives in the leader's private memory rather than a DSM segment (zero workers, or
+    /// the segment could not be created): the toc works as usual, <see cref="Segment"/> throws, no worker is launched.
+    /// </summary>
+    public bool IsInPrivateMemory => _privateMemory is not null;
 
     /// <summary>The leader's participant.</summary>
     public Participant Leader => _leader;
@@ -156,7 +194,8 @@ public sealed unsafe class ParallelContext : IDisposable
     public ref ShmTocEstimator Estimator => ref _estimator;
 
     /// <summary>The segment (after <see cref="InitializeDsm"/>).</summary>
-    public DsmSegment Segment => _segment ?? throw new InvalidOperationException("InitializeDsm has not run");
+    public DsmSegment Segment => _segment ?? throw new InvalidOperationException(
+        IsInPrivateMemory ? "the context runs in private memory (no workers): it has no segment" : "InitializeDsm has not run");
 
     /// <summary>The toc, where the user allocates and inserts its shared state (after <see cref="InitializeDsm"/>).</summary>
     public ShmToc Toc => _toc ?? throw new InvalidOperationException("InitializeDsm has not run");
@@ -168,28 +207,42 @@ public sealed unsafe class ParallelContext : IDisposable
     public ShmMqHandle TupleQueue(int worker)
         => _tupleQueues[worker] ?? throw new InvalidOperationException($"tuple queue of worker {worker} is detached or not launched");
 
-    /// <summary>Creates the segment, the toc, the fixed state and the queues (InitializeParallelDSM).</summary>
+    /// <summary>
+    /// Creates the segment, the toc, the fixed state and the queues (InitializeParallelDSM). With no workers asked
+    /// for, or when no segment can be created, the toc lives in private memory and the context will launch no
+    /// worker (<see cref="IsInPrivateMemory"/>).
+    /// </summary>
     public void InitializeDsm()
     {
         ThrowIfDisposed();
-        if (_segment is not null)
+        if (_toc is not null)
             throw new InvalidOperationException("InitializeDsm has already run");
-        ShmTocEstimator e = _estimator;
-        e.EstimateChunk(FixedWords * sizeof(long));
-        e.EstimateChunk(Shmem.ShmemSize.Mul(NumWorkers, _queueSize));
-        e.EstimateChunk(Shmem.ShmemSize.Mul(NumWorkers, _queueSize));
-        e.EstimateKeys(3);
-        long size = e.Estimate();
-        DsmSegment seg = DsmSegment.Create(_cluster.Dsm, size)!;
+        DsmSegment? seg = NumWorkers > 0 ? DsmSegment.Create(_cluster.Dsm, EstimateFor(NumWorkers), DsmCreateFlags.NoFail) : null;
+        byte* memory;
+        long size;
+        if (seg is not null)
+        {
+            memory = seg.Pointer;
+            size = seg.Size;
+        }
+        else
+        {
+            NumWorkers = 0;
+            size = EstimateFor(0);
+            memory = (byte*)NativeMemory.AlignedAlloc((nuint)size, 64);
+            NativeMemory.Clear(memory, (nuint)size);
+            _privateMemory = memory;
+        }
         try
         {
-            ShmToc toc = ShmToc.Create(ParallelMagic, seg.Pointer, seg.Size);
+            ShmToc toc = ShmToc.Create(ParallelMagic, memory, size);
             ShmTocChunk fixedChunk = toc.Allocate(FixedWords * sizeof(long));
             Span<long> fps = MemoryMarshal.Cast<byte, long>(fixedChunk.AsSpan());
             fps[FixedNumWorkers] = NumWorkers;
             fps[FixedLeaderPid] = _cluster.Platform.Processes.CurrentProcessId;
             fps[FixedLeaderProcNumber] = _leader.ProcNumber;
             fps[FixedQueueSize] = _queueSize;
+            fps[FixedNumLaunched] = -1;
             toc.Insert(KeyFixed, fixedChunk);
             _errorQueues = CreateQueues(toc, KeyErrorQueues);
             _tupleQueues = CreateQueues(toc, KeyTupleQueues);
@@ -201,13 +254,38 @@ public sealed unsafe class ParallelContext : IDisposable
         }
         catch
         {
-            seg.Detach();
+            seg?.Detach();
+            FreePrivateMemory();
             throw;
         }
     }
 
+    /// <summary>Bytes of the segment for <paramref name="nworkers"/> workers: the user's estimate plus our pieces.</summary>
+    private long EstimateFor(int nworkers)
+    {
+        ShmTocEstimator e = _estimator;
+        e.EstimateChunk(FixedWords * sizeof(long));
+        if (nworkers > 0)
+        {
+            e.EstimateChunk(Shmem.ShmemSize.Mul(nworkers, _queueSize));
+            e.EstimateChunk(Shmem.ShmemSize.Mul(nworkers, _queueSize));
+        }
+        e.EstimateKeys(3);
+        return e.Estimate();
+    }
+
+    private void FreePrivateMemory()
+    {
+        if (_privateMemory is null)
+            return;
+        NativeMemory.AlignedFree(_privateMemory);
+        _privateMemory = null;
+    }
+
     private ShmMqHandle?[] CreateQueues(ShmToc toc, ulong key)
     {
+        if (NumWorkers == 0)
+            return [];
         ShmTocChunk all = toc.Allocate(_queueSize * NumWorkers);
         toc.Insert(key, all);
         var handles = new ShmMqHandle?[NumWorkers];
@@ -222,27 +300,53 @@ public sealed unsafe class ParallelContext : IDisposable
     }
 
     /// <summary>
-    /// Registers the workers (LaunchParallelWorkers). Each gets the segment's handle and its number as the last
-    /// argument. Throws <see cref="NoFreeBackgroundWorkerSlotException"/> when the supervisor has no free slot
-    /// (PostgreSQL would run with fewer; this library keeps the count exact).
+    /// Registers the workers (LaunchParallelWorkers), in order, until the supervisor has no free background-worker
+    /// slot; returns how many were registered (<see cref="NumLaunched"/>), which may be fewer than
+    /// <see cref="NumWorkers"/>, or 0: then the leader does the work itself. Each worker gets the segment's handle and
+    /// its number (0..NumLaunched-1) as its last argument, and sees NumLaunched as its NumWorkers.
     /// </summary>
-    public void LaunchParallelWorkers()
+    public int LaunchParallelWorkers()
     {
         ThrowIfDisposed();
-        DsmSegment seg = Segment;
-        if (_workers.Any(w => w is not null))
+        ShmToc toc = Toc;
+        if (_launched)
             throw new InvalidOperationException("the workers were already launched");
-        ShmTocChunk errors = Toc.LookupChunk(KeyErrorQueues, _queueSize * NumWorkers);
-        ShmTocChunk tuples = Toc.LookupChunk(KeyTupleQueues, _queueSize * NumWorkers);
-        for (int i = 0; i < NumWorkers; i++)
+        _launched = true;
+        Span<long> fps = MemoryMarshal.Cast<byte, long>(toc.LookupChunk(KeyFixed, FixedWords * sizeof(long)).AsSpan());
+        int launched = 0;
+        try
         {
-            string arg = string.Create(CultureInfo.InvariantCulture, $"{WorkerArgumentPrefix}{seg.Handle}:{i}");
-            ChildSpec spec = _workerSpec with { Arguments = [.. _workerSpec.Arguments, arg], RestartIntervalMs = ChildSpec.NeverRestart };
-            BackgroundWorkerHandle h = _cluster.RegisterDynamicBackgroundWorker(spec);
-            _workers[i] = h;
-            var peer = new BackgroundWorkerPeer(h);
-            _errorQueues[i] = ShmMq.Open(Toc.ChunkAt(errors.Offset + i * _queueSize, _queueSize)).AttachAsReceiver(_leader, peer);
-            _tupleQueues[i] = ShmMq.Open(Toc.ChunkAt(tuples.Offset + i * _queueSize, _queueSize)).AttachAsReceiver(_leader, peer);
+            if (NumWorkers == 0)
+                return 0;
+            DsmSegment seg = Segment;
+            ShmTocChunk errors = toc.LookupChunk(KeyErrorQueues, _queueSize * NumWorkers);
+            ShmTocChunk tuples = toc.LookupChunk(KeyTupleQueues, _queueSize * NumWorkers);
+            for (int i = 0; i < NumWorkers; i++)
+            {
+                string arg = string.Create(CultureInfo.InvariantCulture, $"{WorkerArgumentPrefix}{seg.Handle}:{i}");
+                ChildSpec spec = _workerSpec with { Arguments = [.. _workerSpec.Arguments, arg], RestartIntervalMs = ChildSpec.NeverRestart };
+                BackgroundWorkerHandle h;
+                try
+                {
+                    h = _cluster.RegisterDynamicBackgroundWorker(spec);
+                }
+                catch (NoFreeBackgroundWorkerSlotException)
+                {
+                    break; // run with the workers we got (parallel.c: nworkers_launched < nworkers_to_launch)
+                }
+                _workers[i] = h;
+                launched = i + 1;
+                var peer = new BackgroundWorkerPeer(h);
+                _errorQueues[i] = ShmMq.Open(toc.ChunkAt(errors.Offset + i * _queueSize, _queueSize)).AttachAsReceiver(_leader, peer);
+                _tupleQueues[i] = ShmMq.Open(toc.ChunkAt(tuples.Offset + i * _queueSize, _queueSize)).AttachAsReceiver(_leader, peer);
+            }
+            return launched;
+        }
+        finally
+        {
+            // Also when a registration threw something else: the workers already registered must not wait forever.
+            NumLaunched = launched;
+            Volatile.Write(ref fps[FixedNumLaunched], launched); // pairs with the acquire read in ParallelWorker.Attach
         }
     }
 
@@ -254,7 +358,7 @@ public sealed unsafe class ParallelContext : IDisposable
     {
         ThrowIfDisposed();
         long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
-        for (int i = 0; i < NumWorkers; i++)
+        for (int i = 0; i < NumLaunched; i++)
         {
             BackgroundWorkerHandle h = _workers[i] ?? throw new InvalidOperationException("LaunchParallelWorkers has not run");
             if (_errorQueues[i] is not { } errorHandle)
@@ -283,9 +387,9 @@ public sealed unsafe class ParallelContext : IDisposable
     public void WaitForParallelWorkersToFinish(TimeSpan timeout)
     {
         ThrowIfDisposed();
-        for (int i = 0; i < NumWorkers; i++)
+        for (int i = 0; i < NumLaunched; i++)
             ReadErrorQueue(i);
-        for (int i = 0; i < NumWorkers; i++)
+        for (int i = 0; i < NumLaunched; i++)
             _workers[i]?.WaitForShutdown(timeout);
         ThrowIfWorkerFailed();
     }
@@ -310,7 +414,7 @@ public sealed unsafe class ParallelContext : IDisposable
     /// <summary>Throws for the first worker whose error queue carried an error or ended without a report.</summary>
     private void ThrowIfWorkerFailed()
     {
-        for (int i = 0; i < NumWorkers; i++)
+        for (int i = 0; i < NumLaunched; i++)
             if (_errors[i] is { } err)
                 throw new ParallelWorkerException(i, err, _finished[i]);
     }
@@ -336,7 +440,11 @@ public sealed unsafe class ParallelContext : IDisposable
         }
         if (!_finished[i])
         {
-            _errors[i] ??= $"its error queue ended without an error or completion message (killed, or never started: {_workers[i]?.ToString() ?? "not launched"})";
+            // A worker that never became the queue's sender failed to start or to initialize (parallel.c: "parallel
+            // worker failed to initialize"); one that did and then went quiet was killed.
+            _errors[i] ??= q.Queue.SenderProcNumber == PgProc.InvalidProcNumber
+                ? $"it stopped before attaching to its queues: it failed to start or to initialize (see the supervisor's log; {_workers[i]?.ToString() ?? "not launched"})"
+                : $"its error queue ended without an error or completion message (killed: {_workers[i]?.ToString() ?? "not launched"})";
         }
         q.Detach();
         _errorQueues[i] = null;
@@ -369,6 +477,7 @@ public sealed unsafe class ParallelContext : IDisposable
         _segment?.Detach();
         _segment = null;
         _toc = null;
+        FreePrivateMemory();
         if (errors is not null)
             throw new AggregateException("parallel workers did not stop after the context was destroyed", errors);
     }

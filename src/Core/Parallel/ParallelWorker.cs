@@ -101,12 +101,12 @@ public sealed unsafe class ParallelWorker : IDisposable
             seg = DsmSegment.Attach(cluster.Dsm, handle);
             ShmToc toc = ShmToc.Attach(ParallelContext.ParallelMagic, seg.Pointer, seg.Size);
             Span<long> fps = MemoryMarshal.Cast<byte, long>(toc.LookupChunk(ParallelContext.KeyFixed, ParallelContext.FixedWords * sizeof(long)).AsSpan());
-            int n = (int)fps[ParallelContext.FixedNumWorkers];
             long qsize = fps[ParallelContext.FixedQueueSize];
             int leaderPid = (int)fps[ParallelContext.FixedLeaderPid];
-            if ((uint)number >= (uint)n)
-                throw new PgIpcException($"parallel worker number {number} is out of range: the context has {n} workers");
             var leader = new ShmMqProcessPeer(cluster.Platform.Processes, leaderPid);
+            int n = WaitForLaunchCount(fps, leader);
+            if ((uint)number >= (uint)n)
+                throw new PgIpcException($"parallel worker number {number} is out of range: the leader launched {n} workers");
             ShmMq errors = ShmMq.Open(toc.ChunkAt(toc.Lookup(ParallelContext.KeyErrorQueues) + number * qsize, qsize));
             ShmMq tuples = ShmMq.Open(toc.ChunkAt(toc.Lookup(ParallelContext.KeyTupleQueues) + number * qsize, qsize));
             // The tuple queue first: the leader takes the error queue's sender as "attached".
@@ -120,6 +120,31 @@ public sealed unsafe class ParallelWorker : IDisposable
             me?.Dispose();
             cluster.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Most time a worker waits for its leader to finish registering the context's workers.</summary>
+    private static readonly TimeSpan LaunchWait = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// The number of workers the leader launched, once it has published it (the leader registers its workers one
+    /// after another and a worker may start before the last registration). A leader that dies first, or takes longer
+    /// than <see cref="LaunchWait"/>, is an error, never a hang.
+    /// </summary>
+    private static int WaitForLaunchCount(Span<long> fps, ShmMqProcessPeer leader)
+    {
+        long deadline = Environment.TickCount64 + (long)LaunchWait.TotalMilliseconds;
+        while (true)
+        {
+            // Pairs with the leader's release write at the end of ParallelContext.LaunchParallelWorkers.
+            long n = Volatile.Read(ref fps[ParallelContext.FixedNumLaunched]);
+            if (n >= 0)
+                return (int)n;
+            if (!leader.IsAlive)
+                throw new PgIpcException($"the parallel leader (pid {fps[ParallelContext.FixedLeaderPid]}) died before it had launched its workers");
+            if (Environment.TickCount64 > deadline)
+                throw new PgIpcException($"the parallel leader (pid {fps[ParallelContext.FixedLeaderPid]}) did not finish launching its workers within {LaunchWait.TotalSeconds} s");
+            Thread.Sleep(1);
         }
     }
 

@@ -33,6 +33,12 @@ public enum DsmImplementation
     Mmap = 3,
     /// <summary>A paging-file section (CreateFileMappingW).</summary>
     Windows = 4,
+    /// <summary>
+    /// Pages of the main segment's reserved region (<see cref="Dsm.DsmOptions.MainRegionSize"/>,
+    /// min_dynamic_shared_memory): no OS object. DsmSegment.Create picks it by itself while the region has room; it is
+    /// never a cluster's implementation and no backend offers it.
+    /// </summary>
+    MainRegion = 5,
 }
 
 /// <summary>Creates, attaches and removes dynamic shared memory segments named by handle.</summary>
@@ -59,4 +65,15 @@ public interface IDsmProvider
     /// On Windows this closes the keep-alive handle the creating process holds.
     /// </summary>
     bool Remove(DsmImplementation kind, uint handle, string? dataDirectory);
+
+    /// <summary>
+    /// Makes a pinned segment outlive every process but the supervisor (dsm_impl_pin_segment). Only Windows needs it:
+    /// a section lives while a handle is open, so a handle is duplicated into the supervisor process
+    /// (<paramref name="supervisorPid"/>). Returns a value the control table keeps for <see cref="UnpinSegment"/>;
+    /// 0 (the default) where the OS object lives until removed anyway.
+    /// </summary>
+    long PinSegment(DsmImplementation kind, uint handle, int supervisorPid) => 0;
+
+    /// <summary>Undoes <see cref="PinSegment"/> from any process (dsm_impl_unpin_segment); <paramref name="pinned"/> is what it returned.</summary>
+    void UnpinSegment(DsmImplementation kind, uint handle, int supervisorPid, long pinned) { }
 }

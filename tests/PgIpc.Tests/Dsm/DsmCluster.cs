@@ -27,12 +27,12 @@ internal sealed class DsmCluster : IDisposable
         _supervisor = supervisor;
     }
 
-    public static DsmCluster Create(IPgIpcPlatform platform, DsmImplementation kind, string? dataDirectory = null, int maxSegments = 16, string? key = null)
+    public static DsmCluster Create(IPgIpcPlatform platform, DsmImplementation kind, string? dataDirectory = null, int maxSegments = 16, string? key = null, long mainRegion = 0)
     {
         Supervisor s = new ClusterBuilder(key ?? TestEnvironment.UniqueKey("dsm"))
             .WithPlatform(platform)
             .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 8, MaxAuxiliary: 4, MaxBackgroundWorkers: 2))
-            .WithDsmOptions(new DsmOptions(maxSegments, kind, dataDirectory))
+            .WithDsmOptions(new DsmOptions(maxSegments, kind, dataDirectory, mainRegion))
             .WithLog(TextWriter.Null)
             .Build();
         return new DsmCluster(s);

@@ -100,6 +100,34 @@ public sealed class DsmSegmentTests(string backend)
     }
 
     [Test]
+    public void Pin_SegmentOutlivesTheProcessThatCreatedAndPinnedIt()
+    {
+        // dsm_pin_segment's promise across processes: on Windows a section dies with its last handle, so the pin must
+        // hand one to the supervisor (this test process) before the creator exits.
+        foreach (DsmImplementation kind in Kinds)
+        {
+            string? dd = DataDirFor(kind);
+            using DsmCluster c = DsmCluster.Create(_platform, kind, dd);
+            uint h;
+            using (ChildWorker w = ChildWorker.Start(backend))
+            {
+                w.Send($"attach {c.Segment.Handle}");
+                h = uint.Parse(w.Send("dsm-create 8192"), CultureInfo.InvariantCulture);
+                w.Send($"dsm-write {h} 64 4242");
+                w.Send($"dsm-pin {h}");
+                w.Send($"dsm-detach {h}");
+                w.Close();
+            }
+            Assert.That(c.Registry.ReferenceCount(h), Is.EqualTo(2), $"{kind}: pinned, nobody maps it");
+            using (DsmSegment b = DsmSegment.Attach(c.Registry, h))
+                Assert.That(MemoryMarshalRead(b, 64), Is.EqualTo(4242L), $"{kind}: the pinned segment outlived its creator");
+            c.Registry.Unpin(h);
+            Assert.That(c.Registry.ReferenceCount(h), Is.Zero);
+            Assert.That(Exists(kind, h, dd), Is.False, $"{kind}: unpinned and unmapped, the OS object is gone");
+        }
+    }
+
+    [Test]
     public void PinMapping_DisposeKeepsItUntilTheClusterDetach()
     {
         foreach (DsmImplementation kind in Kinds)

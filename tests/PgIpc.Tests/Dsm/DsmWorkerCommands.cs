@@ -50,6 +50,10 @@ internal static class DsmWorkerCommands
                     d.Detach();
                 reply = "ok";
                 return true;
+            case "dsm-pin":
+                s_segments[Handle(a[1])].Pin();
+                reply = "ok";
+                return true;
             case "dsm-refcount":
                 reply = $"ok {Registry(seg).ReferenceCount(Handle(a[1]))}";
                 return true;

@@ -75,12 +75,13 @@ public sealed class ParallelContextTests(string backend)
         }
     }
 
-    private Supervisor Start(string what, bool restartAfterCrash = true, TimeSpan? stopGrace = null)
+    private Supervisor Start(string what, bool restartAfterCrash = true, TimeSpan? stopGrace = null, int maxChildren = 6, int maxDsmSegments = 64)
     {
         _cluster = new ClusterBuilder(TestEnvironment.UniqueKey(what))
             .WithPlatform(_platform)
             .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 6))
-            .WithMaxChildren(6)
+            .WithMaxChildren(maxChildren)
+            .WithDsmOptions(new DsmOptions(MaxSegments: maxDsmSegments))
             .WithLog(_log)
             .WithRestartAfterCrash(restartAfterCrash)
             .WithStopGrace(stopGrace ?? TimeSpan.FromSeconds(2))
@@ -142,7 +143,8 @@ public sealed class ParallelContextTests(string backend)
         }
         _ctx.Toc.Insert(ParallelWorkerMain.KeyData, chunk);
 
-        _ctx.LaunchParallelWorkers();
+        Assert.That(_ctx.LaunchParallelWorkers(), Is.EqualTo(2));
+        Assert.That(_ctx.NumLaunched, Is.EqualTo(2));
         _ctx.WaitForParallelWorkersToAttach(Patience);
         RecordPids(_ctx);
         long total = 0;
@@ -159,6 +161,132 @@ public sealed class ParallelContextTests(string backend)
         _ctx.WaitForParallelWorkersToFinish(Patience);
         Assert.That(partials, Is.EqualTo(2));
         Assert.That(total, Is.EqualTo(expected));
+        DisposeAndCheckClean(c);
+    }
+
+    /// <summary>Fills the context's sum input: n words 3i+1 under <see cref="ParallelWorkerMain.KeyData"/>; returns their sum.</summary>
+    private static long FillSumInput(ParallelContext ctx, int n)
+    {
+        ShmTocChunk chunk = ctx.Toc.Allocate(8 + n * 8L);
+        Span<long> words = MemoryMarshal.Cast<byte, long>(chunk.AsSpan());
+        words[0] = n;
+        long expected = 0;
+        for (int i = 0; i < n; i++)
+        {
+            words[1 + i] = 3L * i + 1;
+            expected += 3L * i + 1;
+        }
+        ctx.Toc.Insert(ParallelWorkerMain.KeyData, chunk);
+        return expected;
+    }
+
+    [Test]
+    public void WithFewerFreeSlotsThanAskedTheContextRunsWithTheWorkersItGotAndNoShareIsLost()
+    {
+        // Two background-worker slots, four workers asked for: parallel.c launches what it can and the plan runs
+        // with nworkers_launched. Each worker splits the input by the count it sees, so that count must be the
+        // number launched, not the number asked for, or half of the rows would never be summed.
+        Supervisor c = Start("pfewer", maxChildren: 2);
+        const int n = 100_000;
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-sum"), 4);
+        _ctx.Estimator.EstimateChunk(8 + n * 8L);
+        _ctx.Estimator.EstimateKeys(1);
+        _ctx.InitializeDsm();
+        long expected = FillSumInput(_ctx, n);
+        Assert.That(_ctx.LaunchParallelWorkers(), Is.EqualTo(2), "the supervisor has two free slots");
+        Assert.That(_ctx.NumWorkers, Is.EqualTo(4));
+        Assert.That(_ctx.Workers.Count(w => w is not null), Is.EqualTo(2));
+        _ctx.WaitForParallelWorkersToAttach(Patience);
+        RecordPids(_ctx);
+        long total = 0;
+        for (int w = 0; w < _ctx.NumLaunched; w++)
+            while (_ctx.ReceiveTuple(w, out ReadOnlySpan<byte> msg))
+                total += MemoryMarshal.Read<long>(msg);
+        _ctx.WaitForParallelWorkersToFinish(Patience);
+        Assert.That(total, Is.EqualTo(expected));
+        DisposeAndCheckClean(c);
+    }
+
+    [Test]
+    public void WithNoFreeSlotTheLeaderDoesTheWorkItself()
+    {
+        Supervisor c = Start("pnone", maxChildren: 1);
+        // Take the only slot with a long-running worker, so the context gets none.
+        BackgroundWorkerHandle busy = c.Cluster.RegisterDynamicBackgroundWorker(PostmasterWorkerCommands.Spec("busy", backend, "sleep", 60_000));
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-sum"), 2);
+        _ctx.Estimator.EstimateChunk(8 + 1000 * 8L);
+        _ctx.Estimator.EstimateKeys(1);
+        _ctx.InitializeDsm();
+        long expected = FillSumInput(_ctx, 1000);
+        Assert.That(_ctx.LaunchParallelWorkers(), Is.EqualTo(0));
+        Assert.That(_ctx.Workers.All(w => w is null), Is.True);
+        // The leader's own pass over the shared input, as a plan with no workers runs in the leader.
+        ReadOnlySpan<long> words = MemoryMarshal.Cast<byte, long>(_ctx.Toc.LookupChunk(ParallelWorkerMain.KeyData, 8 + 1000 * 8L).AsSpan());
+        long total = 0;
+        for (int i = 0; i < 1000; i++)
+            total += words[1 + i];
+        Assert.That(total, Is.EqualTo(expected));
+        _ctx.WaitForParallelWorkersToAttach(Patience);
+        _ctx.WaitForParallelWorkersToFinish(Patience);
+        if (busy.GetStatus(out int pid) == BgwHandleStatus.Started)
+            _pids.Add(pid);
+        DisposeAndCheckClean(c); // the supervisor's shutdown stops the busy worker
+    }
+
+    [Test]
+    public void AContextForZeroWorkersLivesInPrivateMemoryWithNoOsObject()
+    {
+        Supervisor c = Start("pzero");
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-sum"), 0);
+        _ctx.Estimator.EstimateChunk(8 + 10 * 8L);
+        _ctx.Estimator.EstimateKeys(1);
+        _ctx.InitializeDsm();
+        Assert.That(_ctx.IsInPrivateMemory, Is.True);
+        Assert.That(c.Cluster.Dsm.LiveSegments(), Is.EqualTo(0), "a context without workers needs no dynamic segment");
+        Assert.Throws<InvalidOperationException>(() => _ = _ctx.Segment);
+        long expected = FillSumInput(_ctx, 10);
+        Assert.That(expected, Is.EqualTo(145));
+        Assert.That(MemoryMarshal.Read<long>(_ctx.Toc.LookupChunk(ParallelWorkerMain.KeyData, 16).AsSpan()[8..]), Is.EqualTo(1));
+        Assert.That(_ctx.LaunchParallelWorkers(), Is.EqualTo(0));
+        _ctx.WaitForParallelWorkersToFinish(Patience);
+        _ctx.Dispose();
+        _ctx = null;
+        Assert.That(c.CrashRestarts, Is.EqualTo(0), _log.ToString());
+    }
+
+    [Test]
+    public void WhenNoSegmentCanBeCreatedTheContextFallsBackToPrivateMemoryWithNoWorkers()
+    {
+        Supervisor c = Start("pnodsm", maxDsmSegments: 1);
+        // Take the control table's only slot (dsm_create with DSM_CREATE_NULL_IF_MAXSEGMENTS then fails).
+        DsmSegment held = DsmSegment.Create(c.Cluster.Dsm, 4096)!;
+        try
+        {
+            _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-sum"), 2);
+            _ctx.InitializeDsm();
+            Assert.That(_ctx.IsInPrivateMemory, Is.True);
+            Assert.That(_ctx.NumWorkers, Is.EqualTo(0), "parallel.c sets nworkers to 0 when the segment cannot be made");
+            Assert.That(_ctx.LaunchParallelWorkers(), Is.EqualTo(0));
+            _ctx.Dispose();
+            _ctx = null;
+        }
+        finally
+        {
+            held.Detach();
+        }
+        Assert.That(c.Cluster.Dsm.LiveSegments(), Is.EqualTo(0));
+    }
+
+    [Test]
+    public void AWorkerThatFailsToStartIsAnErrorInTheLeaderNotAHang()
+    {
+        Supervisor c = Start("pnostart");
+        _ctx = ParallelContext.Create(c.Cluster, WorkerSpec("parallel-noattach"), 1);
+        _ctx.InitializeDsm();
+        Assert.That(_ctx.LaunchParallelWorkers(), Is.EqualTo(1));
+        ParallelWorkerException ex = Assert.Throws<ParallelWorkerException>(() => _ctx.WaitForParallelWorkersToAttach(Patience))!;
+        Assert.That(ex.Message, Does.Contain("before attaching"));
+        Assert.Catch<ParallelWorkerException>(() => _ctx.WaitForParallelWorkersToFinish(Patience));
         DisposeAndCheckClean(c);
     }
 

@@ -37,6 +37,8 @@ internal static class ParallelWorkerMain
         if (i < 0 || i + 1 >= args.Length || !args[i + 1].StartsWith(ModePrefix, StringComparison.Ordinal))
             return -1;
         string mode = args[i + 1];
+        if (mode == "parallel-noattach")
+            return 1; // fails before it attaches: an error exit (not a crash), and the leader must not wait for it
         return ParallelWorker.Run(args, w =>
         {
             switch (mode)
