@@ -172,6 +172,19 @@ public abstract unsafe class MemoryContext
 
     // ---- public API ----
 
+    /// <summary>
+    /// MemoryContextAllocHuge: as <see cref="Alloc"/>, but requests past MaxAllocSize (1 GiB - 1) are allowed, up to
+    /// MaxAllocHugeSize, in the kinds that support them (AllocSet, as aset.c); the others refuse them with
+    /// <see cref="InvalidAllocRequestException"/>, as their Alloc does.
+    /// </summary>
+    public virtual void* AllocHuge(nuint size) => Alloc(size);
+
+    /// <summary>The largest request <see cref="Alloc"/> takes (MaxAllocSize, 1 GiB - 1).</summary>
+    public const long MaxAllocSize = (long)MemoryChunk.MaxAllocSize;
+
+    /// <summary>The largest request <see cref="AllocHuge"/> takes (MaxAllocHugeSize, SIZE_MAX / 2).</summary>
+    public static long MaxAllocHugeSize => (long)MemoryChunk.MaxAllocHugeSize;
+
     /// <summary>palloc returning a span over the <paramref name="size"/> bytes.</summary>
     public Span<byte> AllocSpan(int size)
     {
