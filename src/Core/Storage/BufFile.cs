@@ -27,8 +27,10 @@
  *     - Errors. A failed read or write is a TempFileIOException naming the
  *       segment file (DiskFull for ENOSPC); a write that would pass
  *       temp_file_limit is a TempFileLimitExceededException, raised before
- *       anything is written. Neither leaves the BufFile unusable for
- *       seeking, reading what was written, or closing.
+ *       anything is written. Either drops the bytes still in the buffer
+ *       (at most BLCKSZ; the exception told the caller the write failed)
+ *       and leaves the position at the buffer's start, so the BufFile stays
+ *       usable for seeking, reading what was written before, and closing.
  *     - Lifetime. Dispose (BufFileClose) closes every segment, gives its
  *       bytes back to temp_file_limit and deletes a private file's
  *       segments; a file-set file stays until its set is deleted. A
@@ -292,7 +294,6 @@ public sealed class BufFile : IDisposable
     /// <summary>BufFileDumpBuffer: writes the buffer out, crossing segment boundaries, then empties it at the logical position.</summary>
     private void DumpBuffer()
     {
-        // On an error the buffer stays dirty and the position where it was: a later flush tries again.
         int startFile = _curFile;
         long startOffset = _curOffset;
         int wpos = 0;
@@ -331,8 +332,13 @@ public sealed class BufFile : IDisposable
         }
         catch
         {
+            // The buffer's bytes are dropped (the caller learns it from the exception) and the position goes back
+            // to the buffer's start, so the file stays usable for seeking, reading what was written, and closing.
             _curFile = startFile;
             _curOffset = startOffset;
+            _dirty = false;
+            _pos = 0;
+            _nbytes = 0;
             throw;
         }
         _dirty = false;

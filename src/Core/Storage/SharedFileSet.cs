@@ -48,10 +48,12 @@
 using System.Runtime.InteropServices;
 using PgIpc.Dsm;
 using PgIpc.Mq;
+using PgIpc.Shmem;
 
 namespace PgIpc.Storage;
 
 /// <summary>The shared part of a <see cref="SharedFileSet"/>: see the layout in the file notes.</summary>
+[SharedStruct]
 [StructLayout(LayoutKind.Sequential)]
 internal struct SharedFileSetData
 {
