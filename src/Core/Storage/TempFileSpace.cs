@@ -41,7 +41,6 @@
  */
 using System.Collections.Concurrent;
 using PgIpc.Platform;
-using PgIpc.Postmaster;
 
 namespace PgIpc.Storage;
 
@@ -94,18 +93,6 @@ public sealed class TempFileSpace
     /// <summary>A space in the temp directory of <paramref name="dataDirectory"/> (see the constructor for the rest).</summary>
     public static TempFileSpace ForDataDirectory(string dataDirectory, long tempFileLimitKiB = -1, long segmentSize = DefaultSegmentSize, IPgIpcPlatform? platform = null)
         => new(TempDirectoryOf(dataDirectory), tempFileLimitKiB, segmentSize, platform);
-
-    /// <summary>
-    /// A space in the temp directory of <paramref name="cluster"/>'s data directory (any process attached to it);
-    /// <see cref="InvalidOperationException"/> when the cluster has none (ClusterBuilder.WithDataDirectory).
-    /// </summary>
-    public static TempFileSpace ForCluster(Cluster cluster, long tempFileLimitKiB = -1, long segmentSize = DefaultSegmentSize)
-    {
-        ArgumentNullException.ThrowIfNull(cluster);
-        string dataDirectory = cluster.Dsm.DataDirectory
-            ?? throw new InvalidOperationException("the cluster has no data directory for its temporary files (ClusterBuilder.WithDataDirectory)");
-        return ForDataDirectory(dataDirectory, tempFileLimitKiB, segmentSize, cluster.Platform);
-    }
 
     /// <summary>The directory the files are made in.</summary>
     public string Directory { get; }

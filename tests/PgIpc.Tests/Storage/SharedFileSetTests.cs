@@ -82,7 +82,7 @@ public sealed unsafe class SharedFileSetTests(string backend)
         _ctx.Estimator.EstimateKeys(1);
         _ctx.InitializeDsm();
         ShmTocChunk chunk = _ctx.Toc.Allocate(SharedFileSet.Size);
-        var space = TempFileSpace.ForCluster(c.Cluster, segmentSize: SegmentSize);
+        var space = c.Cluster.TempFileSpace(segmentSize: SegmentSize);
         SharedFileSet set = SharedFileSet.Initialize(chunk, _ctx.Segment, space);
         _ctx.Toc.Insert(SharedFileSetWorkerMain.KeyFileSet, chunk);
         Assert.That(set.Directory, Does.StartWith(TempFileSpace.TempDirectoryOf(_dataDir!)));
@@ -133,7 +133,7 @@ public sealed unsafe class SharedFileSetTests(string backend)
         {
             ShmToc toc = ShmToc.Create(0x5346_5354, seg.Pointer, seg.Size);
             ShmTocChunk chunk = toc.Allocate(SharedFileSet.Size);
-            var space = TempFileSpace.ForCluster(c.Cluster);
+            var space = c.Cluster.TempFileSpace();
             SharedFileSet set = SharedFileSet.Initialize(chunk, seg, space);
             SharedFileSet other = SharedFileSet.Attach(chunk, second, space);
             Assert.That(set.RefCount, Is.EqualTo(2));

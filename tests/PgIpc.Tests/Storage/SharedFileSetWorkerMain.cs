@@ -11,6 +11,7 @@
  */
 using System.Runtime.InteropServices;
 using PgIpc.Parallel;
+using PgIpc.Postmaster;
 using PgIpc.Storage;
 
 namespace PgIpc.Tests.Storage;
@@ -28,7 +29,7 @@ internal static class SharedFileSetWorkerMain
         if (mode != ModePrefix + "write")
             throw new InvalidOperationException($"unknown file set worker mode {mode}");
         PgIpc.Mq.ShmTocChunk chunk = w.Toc.LookupChunk(KeyFileSet, SharedFileSet.Size);
-        SharedFileSet set = SharedFileSet.Attach(chunk, w.Segment, TempFileSpace.ForCluster(w.Cluster));
+        SharedFileSet set = SharedFileSet.Attach(chunk, w.Segment, w.Cluster.TempFileSpace());
         using (BufFile f = set.CreateFile($"worker{w.WorkerNumber}"))
         {
             Span<byte> one = stackalloc byte[8];
