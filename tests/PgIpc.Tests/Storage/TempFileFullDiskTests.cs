@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * TempFileFullDiskTests.cs
  *   A temporary file on a full disk: the data directory is a real tmpfs
- *   mounted with 256 KiB of room (as FullDiskTests). Writing a BufFile
+ *   mounted with 256 KiB of room (FullDiskTests.Mount). Writing a BufFile
  *   past it fails with a TempFileIOException that says the disk is full
  *   and names the file, never a crash; what was written before reads
  *   back, and closing the file deletes it and frees the space.
@@ -9,9 +9,9 @@
  *   Needs root to mount; skipped elsewhere at discovery.
  *-------------------------------------------------------------------------
  */
-using System.Diagnostics;
 using NUnit.Framework;
 using PgIpc.Platform;
+using PgIpc.Tests.Buffers;
 using PgIpc.Storage;
 using PgIpc.Tests.Shmem;
 
@@ -28,25 +28,14 @@ public sealed class TempFileFullDiskTests(string backend)
     {
         if (_mount is null)
             return;
-        Run("umount", _mount);
-        Directory.Delete(_mount);
+        FullDiskTests.Unmount(_mount);
         _mount = null;
-    }
-
-    private static void Run(string file, string args)
-    {
-        using Process p = Process.Start(new ProcessStartInfo(file, args) { UseShellExecute = false, RedirectStandardError = true })!;
-        Assert.That(p.WaitForExit(30_000), Is.True, $"{file} {args} finished");
-        Assert.That(p.ExitCode, Is.Zero, $"{file} {args}: {p.StandardError.ReadToEnd()}");
     }
 
     [Test]
     public void WritingATempFileOntoAFullDiskFailsClearly()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"pgipc-tmpfull-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
-        Run("mount", $"-t tmpfs -o size=256k,mode=0700 tmpfs {dir}");
-        _mount = dir;
+        string dir = _mount = FullDiskTests.Mount(256);
         var space = TempFileSpace.ForDataDirectory(dir, segmentSize: 64 * 1024, platform: PgIpcPlatform.Get(backend));
         var block = new byte[BufFile.BlockSize];
         long written = 0;
