@@ -174,8 +174,8 @@ public abstract unsafe class MemoryContext
 
     /// <summary>
     /// MemoryContextAllocHuge: as <see cref="Alloc"/>, but requests past MaxAllocSize (1 GiB - 1) are allowed, up to
-    /// MaxAllocHugeSize, in the kinds that support them (AllocSet, as aset.c); the others refuse them with
-    /// <see cref="InvalidAllocRequestException"/>, as their Alloc does.
+    /// MaxAllocHugeSize in an AllocSet (aset.c), up to about 4 GiB in a Generation context; Slab refuses them with
+    /// <see cref="InvalidAllocRequestException"/> (its chunks have one fixed size), as slab.c does.
     /// </summary>
     public virtual void* AllocHuge(nuint size) => Alloc(size);
 

@@ -5,7 +5,8 @@
  *   real 1 GiB + 4 KiB request, and one past 4 GiB where the machine has
  *   the memory: only the first and last pages are touched, so the test is
  *   fast); the debug sentinel after a huge chunk still catches an overrun;
- *   Generation and Slab contexts refuse huge requests.
+ *   a Generation context takes huge requests up to about 4 GiB; Slab
+ *   refuses them.
  *-------------------------------------------------------------------------
  */
 using NUnit.Framework;
@@ -106,14 +107,31 @@ public sealed unsafe class AllocHugeTests
     }
 
     [Test]
-    public void GenerationAndSlabRefuseHugeRequests()
+    public void GenerationTakesHugeRequestsUpToFourGiBAndSlabRefusesThem()
     {
-        MemoryContext g = GenerationContext.Create(null, "gen");
+        MemoryContext g = GenerationContext.Create(null, "gen", debug: true);
         MemoryContext s = SlabContext.Create(null, "slab", 8192, 64);
         try
         {
-            Assert.Throws<InvalidAllocRequestException>(() => g.AllocHuge((nuint)MemoryContext.MaxAllocSize + 1));
+            var ex = Assert.Throws<InvalidAllocRequestException>(() => g.Alloc((nuint)MemoryContext.MaxAllocSize + 1));
+            Assert.That(ex!.Message, Does.Contain("AllocHuge"));
+            Assert.Throws<InvalidAllocRequestException>(() => g.AllocHuge((nuint)GenerationContext.MaxHugeChunkSize + 1));
             Assert.Catch<Exception>(() => s.AllocHuge((nuint)MemoryContext.MaxAllocSize + 1));
+            if (!HasMemory(4L << 30))
+            {
+                TestContext.Out.WriteLine("fewer than 4 GiB available: the 1 GiB allocation is not tried");
+                return;
+            }
+            nuint size = (nuint)(1L << 30) + 17;
+            byte* p = TryAllocHuge(g, size);
+            if (p == null)
+                return;
+            p[0] = 1;
+            p[size - 1] = 2;
+            Assert.That((ulong)MemoryContext.GetChunkSpace(p), Is.GreaterThanOrEqualTo((ulong)size));
+            g.Check();
+            MemoryContext.Free(p);
+            Assert.That(g.MemAllocated(recurse: false), Is.LessThan(1L << 20), "the huge block went back to the OS");
         }
         finally
         {
