@@ -106,6 +106,7 @@ public sealed class LayoutTests
         [typeof(PgIpc.Mq.ShmMqHeader)] = (192, [
             ("Mutex", 0), ("ReceiverProcNo", 4), ("SenderProcNo", 8), ("Detached", 12), ("RingSize", 16), ("RingOffset", 24),
             ("ReceiverPid", 32), ("SenderPid", 36), ("Magic", 40), ("BytesRead", 64), ("BytesWritten", 128)]),
+        [typeof(PgIpc.Storage.SharedFileSetData)] = (24, [("Magic", 0), ("RefCount", 4), ("CreatorPid", 8), ("Number", 12), ("SegmentSize", 16)]),
     };
 
     /// <summary>Structs in Core that never live in shared memory (handles, views, results).</summary>
@@ -116,7 +117,7 @@ public sealed class LayoutTests
         typeof(PgIpc.Postmaster.ModuleRecord),
         // Per-process memory contexts (native, process-local memory; never in a segment).
         typeof(PgIpc.Memory.MemoryChunk), typeof(PgIpc.Memory.AllocSetBlock), typeof(PgIpc.Memory.GenerationBlock),
-        typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters),
+        typeof(PgIpc.Memory.SlabBlock), typeof(PgIpc.Memory.MemoryContextCounters), typeof(PgIpc.Memory.MemoryBudget),
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
         // Lock manager: the local lock table's key and entry, a deadlock report's edge, a pg_locks row.

@@ -235,11 +235,24 @@ public sealed unsafe class AllocSetContext : MemoryContext
         return null;
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void* AllocLarge(nuint size)
+    /// <summary>
+    /// MemoryContextAllocHuge: as <see cref="Alloc"/>, but up to <see cref="MemoryChunk.MaxAllocHugeSize"/> bytes; a
+    /// request past MaxAllocSize gets a dedicated block, as every large chunk does.
+    /// </summary>
+    public override void* AllocHuge(nuint size)
     {
-        if (size > MemoryChunk.MaxAllocSize)
-            throw new InvalidAllocRequestException(Name, (long)size, $"more than MaxAllocSize ({MemoryChunk.MaxAllocSize})");
+        if (size <= MemoryChunk.MaxAllocSize)
+            return Alloc(size);
+        if (size > MemoryChunk.MaxAllocHugeSize)
+            throw new InvalidAllocRequestException(Name, unchecked((long)size), $"more than MaxAllocHugeSize ({MemoryChunk.MaxAllocHugeSize})");
+        return AllocLarge(size, huge: true);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* AllocLarge(nuint size, bool huge = false)
+    {
+        if (size > MemoryChunk.MaxAllocSize && !huge)
+            throw new InvalidAllocRequestException(Name, unchecked((long)size), $"more than MaxAllocSize ({MemoryChunk.MaxAllocSize}); MemoryContextAllocHuge (AllocHuge) takes larger requests");
         nuint capacity = MemoryChunk.MaxAlignUp(size + _extra);
         nuint blockSize = (nuint)s_blockHeader + MemoryChunk.HeaderSize + capacity;
         AllocSetBlock* b = (AllocSetBlock*)AllocBlock(blockSize, size);
@@ -294,7 +307,7 @@ public sealed unsafe class AllocSetContext : MemoryContext
     private void FreeLarge(MemoryChunk* h)
     {
         if (_extra != 0)
-            CheckSentinel(h, h->Aux, "pfree");
+            CheckSentinel(h, RequestedOf(h), "pfree");
         AllocSetBlock* b = (AllocSetBlock*)((byte*)h - s_blockHeader);
         h->Magic = MemoryChunk.FreedMagic | MemoryChunk.KindAllocSetLarge;
         UnlinkBlock(b);
@@ -308,26 +321,51 @@ public sealed unsafe class AllocSetContext : MemoryContext
         if (b->Next != null) b->Next->Prev = b->Prev;
     }
 
-    internal override nuint ChunkCapacity(MemoryChunk* h) => h->Size;
+    internal override nuint ChunkCapacity(MemoryChunk* h) => CapacityOf(h);
+
+    /// <summary>A chunk's capacity: in its header, or for a large (maybe huge) chunk from its dedicated block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static nuint CapacityOf(MemoryChunk* h)
+        => (h->Magic & 0xFF) == MemoryChunk.KindAllocSetLarge
+            ? (nuint)(((AllocSetBlock*)((byte*)h - s_blockHeader))->EndPtr - (byte*)(h + 1))
+            : h->Size;
+
+    /// <summary>
+    /// A chunk's requested size. A large chunk's Aux holds its low 32 bits only; the capacity exceeds the request by
+    /// less than 2^32 (by under 32 bytes when allocated; ReallocChunk shrinks in place only within that bound), so
+    /// capacity - (low32(capacity) - Aux) is exact.
+    /// </summary>
+    private static nuint RequestedOf(MemoryChunk* h)
+    {
+        if ((h->Magic & 0xFF) != MemoryChunk.KindAllocSetLarge)
+            return h->Aux;
+        nuint capacity = CapacityOf(h);
+        return capacity - unchecked((uint)capacity - h->Aux);
+    }
 
     internal override void* ReallocChunk(MemoryChunk* h, nuint size)
     {
-        if (_extra != 0 && h->Aux < h->Size)
-            CheckSentinel(h, h->Aux, "repalloc");
-        if (size + _extra <= h->Size && (size + _extra > ChunkLimit) == ((h->Magic & 0xFF) == MemoryChunk.KindAllocSetLarge))
+        nuint capacity = CapacityOf(h);
+        nuint requested = RequestedOf(h);
+        bool large = (h->Magic & 0xFF) == MemoryChunk.KindAllocSetLarge;
+        if (_extra != 0 && requested < capacity)
+            CheckSentinel(h, requested, "repalloc");
+        // In place when it fits and stays in its kind (a large chunk shrunk under the limit moves), and, for a large
+        // chunk, when RequestedOf can still recover the new size from its low 32 bits.
+        if (size + _extra <= capacity && (size + _extra > ChunkLimit) == large && (!large || capacity - size <= uint.MaxValue))
         {
             // Fits where it is (and stays in its kind: a large chunk shrunk under the limit moves).
             if (_extra != 0)
             {
-                if (size > h->Aux)
-                    Clobber((byte*)(h + 1) + h->Aux, size - h->Aux);
+                if (size > requested)
+                    Clobber((byte*)(h + 1) + requested, size - requested);
                 SetSentinel(h, size);
             }
             h->Aux = (uint)size;
             return h + 1;
         }
         void* n = Alloc(size);
-        nuint keep = h->Aux < size ? h->Aux : size;
+        nuint keep = requested < size ? requested : size;
         Buffer.MemoryCopy(h + 1, n, size, keep);
         FreeChunk(h);
         return n;
@@ -348,7 +386,7 @@ public sealed unsafe class AllocSetContext : MemoryContext
                 if ((h->Magic & MemoryChunk.MagicMask) == MemoryChunk.LiveMagic)
                 {
                     live++;
-                    liveBytes += h->Size + MemoryChunk.HeaderSize;
+                    liveBytes += (long)CapacityOf(h) + MemoryChunk.HeaderSize;
                 }
                 if ((h->Magic & 0xFF) == MemoryChunk.KindAllocSetLarge || h->Size == 0)
                     break;
@@ -369,8 +407,8 @@ public sealed unsafe class AllocSetContext : MemoryContext
             {
                 MemoryChunk* h = (MemoryChunk*)p;
                 uint kind = h->Magic & 0xFF;
-                if ((h->Magic & MemoryChunk.MagicMask) == MemoryChunk.LiveMagic && _extra != 0 && h->Aux < h->Size)
-                    CheckSentinel(h, h->Aux, "MemoryContextCheck");
+                if ((h->Magic & MemoryChunk.MagicMask) == MemoryChunk.LiveMagic && _extra != 0 && RequestedOf(h) < CapacityOf(h))
+                    CheckSentinel(h, RequestedOf(h), "MemoryContextCheck");
                 if (kind == MemoryChunk.KindAllocSetLarge)
                     break;
                 if (h->Size == 0 || (h->Magic & 0xFF) != MemoryChunk.KindAllocSet)

@@ -13,7 +13,9 @@
  *   and when the two are equal the block is empty: the current block and
  *   the keeper are rewound in place, any other block is returned to the
  *   OS. Requests larger than an eighth of the maximum block size get a
- *   dedicated block (one chunk), returned on its free. Blocks grow by
+ *   dedicated block (one chunk), returned on its free; so do huge ones
+ *   (AllocHuge, past MaxAllocSize), up to about 4 GiB, as the header keeps
+ *   the requested size in 32 bits. Blocks grow by
  *   doubling from the initial to the maximum size, as in AllocSet.
  *
  *     block:  [GenerationBlock 48 B][hdr|chunk][hdr|chunk]...FreePtr...EndPtr
@@ -129,11 +131,27 @@ public sealed unsafe class GenerationContext : MemoryContext
         return h + 1;
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void* AllocSlow(nuint size, nuint capacity)
+    /// <summary>The largest huge request a Generation chunk takes: its header keeps the requested size in 32 bits.</summary>
+    public const long MaxHugeChunkSize = uint.MaxValue - 2 * MemoryChunk.MaxAlign;
+
+    /// <summary>
+    /// MemoryContextAllocHuge: as <see cref="Alloc"/>, but past MaxAllocSize too, in a dedicated block, up to
+    /// <see cref="MaxHugeChunkSize"/> (about 4 GiB; PostgreSQL's generation.c goes to MaxAllocHugeSize).
+    /// </summary>
+    public override void* AllocHuge(nuint size)
     {
-        if (size > MemoryChunk.MaxAllocSize)
-            throw new InvalidAllocRequestException(Name, (long)size, $"more than MaxAllocSize ({MemoryChunk.MaxAllocSize})");
+        if (size <= MemoryChunk.MaxAllocSize)
+            return Alloc(size);
+        if (size > (nuint)MaxHugeChunkSize)
+            throw new InvalidAllocRequestException(Name, unchecked((long)size), $"more than a Generation context's largest huge chunk ({MaxHugeChunkSize}); an AllocSet takes up to MaxAllocHugeSize");
+        return AllocSlow(size, MemoryChunk.MaxAlignUp(size + _extra), huge: true);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* AllocSlow(nuint size, nuint capacity, bool huge = false)
+    {
+        if (size > MemoryChunk.MaxAllocSize && !huge)
+            throw new InvalidAllocRequestException(Name, unchecked((long)size), $"more than MaxAllocSize ({MemoryChunk.MaxAllocSize}); MemoryContextAllocHuge (AllocHuge) takes larger requests");
         nuint total = capacity + MemoryChunk.HeaderSize;
         if (capacity > _chunkLimit)
         {

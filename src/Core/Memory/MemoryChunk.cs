@@ -23,7 +23,9 @@
  *   Magic = LiveMagic | kind while allocated, FreedMagic | kind once
  *   freed, 0x7F7F7F7F after a debug reset clobbered it: the check on
  *   pfree catches double frees and (in debug mode) use after reset.
- *   Size/Aux per kind: AllocSet: capacity / requested size; Generation:
+ *   Size/Aux per kind: AllocSet: capacity / requested size (for a large
+ *   chunk, which may be huge, the capacity is taken from its block and
+ *   Aux is the requested size's low 32 bits); Generation:
  *   requested size / offset from the block start; Slab: the fixed object
  *   size / offset from the block start.
  *-------------------------------------------------------------------------
@@ -63,6 +65,8 @@ internal struct MemoryChunk
     public const int MaxAlign = 16;
     /// <summary>PostgreSQL's MaxAllocSize: 1 GiB - 1.</summary>
     public const nuint MaxAllocSize = 0x3FFF_FFFF;
+    /// <summary>PostgreSQL's MaxAllocHugeSize: SIZE_MAX / 2, the bound of MemoryContextAllocHuge.</summary>
+    public static readonly nuint MaxAllocHugeSize = nuint.MaxValue / 2;
     /// <summary>Written after the requested bytes in debug mode (PostgreSQL's sentinel is 0x7E too).</summary>
     public const byte Sentinel = 0x7E;
     /// <summary>CLOBBER_FREED_MEMORY's pattern.</summary>

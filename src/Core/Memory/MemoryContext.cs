@@ -172,6 +172,19 @@ public abstract unsafe class MemoryContext
 
     // ---- public API ----
 
+    /// <summary>
+    /// MemoryContextAllocHuge: as <see cref="Alloc"/>, but requests past MaxAllocSize (1 GiB - 1) are allowed, up to
+    /// MaxAllocHugeSize in an AllocSet (aset.c), up to about 4 GiB in a Generation context; Slab refuses them with
+    /// <see cref="InvalidAllocRequestException"/> (its chunks have one fixed size), as slab.c does.
+    /// </summary>
+    public virtual void* AllocHuge(nuint size) => Alloc(size);
+
+    /// <summary>The largest request <see cref="Alloc"/> takes (MaxAllocSize, 1 GiB - 1).</summary>
+    public const long MaxAllocSize = (long)MemoryChunk.MaxAllocSize;
+
+    /// <summary>The largest request <see cref="AllocHuge"/> takes (MaxAllocHugeSize, SIZE_MAX / 2).</summary>
+    public static long MaxAllocHugeSize => (long)MemoryChunk.MaxAllocHugeSize;
+
     /// <summary>palloc returning a span over the <paramref name="size"/> bytes.</summary>
     public Span<byte> AllocSpan(int size)
     {

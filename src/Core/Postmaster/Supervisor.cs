@@ -183,6 +183,10 @@ public sealed partial class Supervisor : IDisposable
             seg.Destroy();
             throw;
         }
+        // RemovePgTempFiles: at start and at each crash restart no process of this cluster runs (the segment was
+        // just made, refused while an orphan was attached), so every temporary file left is garbage.
+        if (settings.DataDirectory is { } dataDirectory && Storage.TempFileSpace.RemoveTempFiles(dataDirectory) is > 0 and int removed)
+            Log($"removed {removed} temporary file(s) left in {Storage.TempFileSpace.TempDirectoryOf(dataDirectory)}");
     }
 
     private void RunStartupHooks()

@@ -32,24 +32,32 @@ public sealed class FullDiskTests(string backend)
     {
         if (_mount is null)
             return;
-        Run("umount", _mount);
-        Directory.Delete(_mount);
+        Unmount(_mount);
         _mount = null;
     }
 
-    private static void Run(string file, string args)
+    /// <summary>Unmounts a tmpfs made by <see cref="Mount"/> and removes its mount point.</summary>
+    internal static void Unmount(string dir)
+    {
+        Run("umount", dir);
+        Directory.Delete(dir);
+    }
+
+    internal static void Run(string file, string args)
     {
         using Process p = Process.Start(new ProcessStartInfo(file, args) { UseShellExecute = false, RedirectStandardError = true })!;
         Assert.That(p.WaitForExit(30_000), Is.True, $"{file} {args} finished");
         Assert.That(p.ExitCode, Is.Zero, $"{file} {args}: {p.StandardError.ReadToEnd()}");
     }
 
-    private string MountTmpfs(int kib)
+    private string MountTmpfs(int kib) => _mount = Mount(kib);
+
+    /// <summary>Mounts a tmpfs of <paramref name="kib"/> KiB, mode 0700, on a new directory (root only); returns it.</summary>
+    internal static string Mount(int kib)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"pgipc-full-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
         Run("mount", $"-t tmpfs -o size={kib}k,mode=0700 tmpfs {dir}");
-        _mount = dir;
         return dir;
     }
 

@@ -47,6 +47,7 @@ internal static class ParallelWorkerMain
                 case "parallel-error": Error(w); break;
                 case "parallel-ring": Ring(w); break;
                 case "parallel-stream": Stream(w); break;
+                case var m when m.StartsWith(Storage.SharedFileSetWorkerMain.ModePrefix, StringComparison.Ordinal): Storage.SharedFileSetWorkerMain.Run(m, w); break;
                 default: throw new InvalidOperationException($"unknown parallel worker mode {mode}");
             }
         });
