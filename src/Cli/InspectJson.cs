@@ -68,7 +68,7 @@ internal static class InspectJson
     {
         ShmemSegmentInfo i = seg.GetInfo();
         var segment = new SegmentJson(i.Backend, i.Id, i.Key, i.LayoutVersion, i.State.ToString(), i.CreatorPid,
-            i.CreatedAt.ToString("o", CultureInfo.InvariantCulture), i.TotalSize, i.FreeOffset, i.HugePages, i.IndexEntries, i.IndexCapacity,
+            Utc(i.CreatedAt), i.TotalSize, i.FreeOffset, i.HugePages, i.IndexEntries, i.IndexCapacity,
             i.AttachedProcesses, [.. seg.AttachedPids()]);
         return new InspectReport(segment)
         {
@@ -82,6 +82,9 @@ internal static class InspectJson
                 : null,
         };
     }
+
+    /// <summary>ISO 8601 in UTC ("2026-12-03T12:53:25.7320000Z": no '+', which the serializer would escape).</summary>
+    private static string Utc(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
 
     private static BufferPoolJson? Buffers(ShmemSegment seg)
     {
@@ -105,6 +108,6 @@ internal static class InspectJson
         (long checks, long hard, long soft) = lm.DeadlockStatistics;
         return new LockManagerJson(locks, lockCap, procLocks, procLockCap, lm.MaxLocksPerParticipant, checks, hard, soft,
             [.. Inspect.SortedLocks(lm).Select(r => new LockJson(r.Tag.TypeName, r.Tag.Field1, r.Tag.Field2, r.Tag.Field3, r.Tag.Field4, LockModes.NameOf(r.Mode),
-                r.Granted, r.FastPath, r.Pid, r.ProcNumber, r.WaitStart?.ToString("o", CultureInfo.InvariantCulture)))]);
+                r.Granted, r.FastPath, r.Pid, r.ProcNumber, r.WaitStart is { } ws ? Utc(ws) : null))]);
     }
 }
