@@ -95,14 +95,9 @@ internal static class Demo
     private static readonly CheckpointerOptions CkptOptions = new(TimeoutMs: 3_000, CompletionTarget: 0.5);
     private static readonly BgWriterOptions BgwOptions = new(DelayMs: 100);
 
-    public static unsafe int Run(string[] args)
+    public static unsafe int Run(DemoOptions options)
     {
-        IPgIpcPlatform platform = Program.Platform(args);
-        int workers = int.Parse(Program.Option(args, "--workers") ?? "3");
-        double seconds = double.Parse(Program.Option(args, "--seconds") ?? "6", System.Globalization.CultureInfo.InvariantCulture);
-        int buffers = int.Parse(Program.Option(args, "--buffers") ?? "64");
-        int pages = int.Parse(Program.Option(args, "--pages") ?? "2000");
-        bool crash = args.Contains("--crash");
+        (IPgIpcPlatform platform, int workers, double seconds, int buffers, int pages, bool crash) = options;
         if (workers is < 1 or > 16)
             throw new ArgumentException("--workers must be 1..16");
         if (seconds is < 1 or > 600)

@@ -1,9 +1,12 @@
 /*-------------------------------------------------------------------------
  * Inspect.cs
- *   pgipc inspect <handle> [--buffers] [--locks]: a live segment's header
- *   and allocations, and, when the segment holds a shared buffer pool, what
- *   is in it (pg_buffercache_summary; with --buffers, pg_buffercache's
- *   rows); the lock manager's counts (with --locks, pg_locks' rows).
+ *   pgipc inspect <handle> as text (InspectCommand.cs: the options): a live
+ *   segment's header and allocations, its participants, and, when the
+ *   segment holds them, the shared buffer pool (pg_buffercache_summary;
+ *   with --buffers, pg_buffercache's rows) and the lock manager's counts
+ *   (with --locks, pg_locks' rows); --procs shows the participants as
+ *   pg_stat_activity (role, wait event, held LWLocks by name), --dsm the
+ *   cluster's dynamic shared memory segments.
  *
  * NOTES
  *   The buffer pool is found by name in the ShmemIndex and read through a
@@ -24,29 +27,44 @@ namespace PgIpc.Cli;
 
 internal static class Inspect
 {
-    public static int Run(string[] args)
+    /// <summary>The header, then each view asked for, in full.</summary>
+    public static void PrintViews(ShmemSegment seg, TextWriter w, InspectViews views)
     {
-        bool buffers = false, locks = false;
-        string? handle = null;
-        foreach (string a in args)
+        PrintHeader(seg, w);
+        if (views.Procs)
         {
-            if (a == "--buffers")
-                buffers = true;
-            else if (a == "--locks")
-                locks = true;
-            else if (handle is null && !a.StartsWith("--", StringComparison.Ordinal))
-                handle = a;
-            else
-                throw new ArgumentException($"usage: pgipc inspect <handle> [--buffers] [--locks] (unexpected \"{a}\")");
+            w.WriteLine();
+            PrintProcs(seg, w);
         }
-        if (handle is null)
-            throw new ArgumentException("usage: pgipc inspect <handle> [--buffers] [--locks]");
-        using ShmemSegment seg = ShmemSegment.Attach(handle);
-        Print(seg, Console.Out, buffers, locks);
-        return 0;
+        if (views.Allocations)
+        {
+            w.WriteLine();
+            PrintAllocations(seg, w);
+        }
+        if (views.Buffers)
+        {
+            w.WriteLine();
+            if (BufferDescriptorView.TryOpen(seg, out BufferDescriptorView? view))
+                PrintBufferPool(view!, w, rows: true);
+            else
+                w.WriteLine($"no buffer pool in this segment (no \"{BufferPool.DescriptorsName}\" in its index)");
+        }
+        if (views.Locks)
+        {
+            w.WriteLine();
+            if (Lmgr.LockManager.TryOpenForInspection(seg) is { } lm)
+                PrintLocks(lm, w, rows: true);
+            else
+                w.WriteLine("no lock manager in this segment");
+        }
+        if (views.Dsm)
+        {
+            w.WriteLine();
+            PrintDsm(seg, w);
+        }
     }
 
-    public static void Print(ShmemSegment seg, TextWriter w, bool buffers = false, bool locks = false)
+    private static void PrintHeader(ShmemSegment seg, TextWriter w)
     {
         ShmemSegmentInfo i = seg.GetInfo();
         w.WriteLine($"segment     {i.Id} ({i.Backend})");
@@ -56,6 +74,12 @@ internal static class Inspect
         w.WriteLine($"size        {i.TotalSize} bytes, {i.FreeOffset} used, huge pages {(i.HugePages ? "yes" : "no")}");
         w.WriteLine($"index       {i.IndexEntries} of {i.IndexCapacity} entries");
         w.WriteLine($"attached    {i.AttachedProcesses} process(es): {string.Join(", ", seg.AttachedPids())}");
+    }
+
+    /// <summary>The whole summary (pgipc inspect without view options).</summary>
+    public static void Print(ShmemSegment seg, TextWriter w, bool buffers = false, bool locks = false)
+    {
+        PrintHeader(seg, w);
         w.WriteLine();
         PrintAllocations(seg, w);
         w.WriteLine();
@@ -92,15 +116,20 @@ internal static class Inspect
                     $"deadlock checks {checks}, deadlocks {hard}, queues rearranged {soft}");
         if (!rows)
             return;
-        IReadOnlyList<Lmgr.LockStatus> all = lm.GetLockStatus();
+        IReadOnlyList<Lmgr.LockStatus> all = SortedLocks(lm);
         w.WriteLine($"{"locktype",-9} {"field1",10} {"field2",10} {"field3",10} {"field4",6} {"mode",-25} {"granted",-7} {"fastpath",-8} {"pid",7} {"procno",6} waitstart");
-        foreach (Lmgr.LockStatus r in all.OrderBy(r => r.Tag.TypeName).ThenBy(r => r.Tag.Field1).ThenBy(r => r.Tag.Field2).ThenBy(r => r.Tag.Field3).ThenBy(r => !r.Granted))
+        foreach (Lmgr.LockStatus r in all)
         {
             w.WriteLine($"{r.Tag.TypeName,-9} {r.Tag.Field1,10} {r.Tag.Field2,10} {r.Tag.Field3,10} {r.Tag.Field4,6} {Lmgr.LockModes.NameOf(r.Mode),-25} " +
                         $"{(r.Granted ? "t" : "f"),-7} {(r.FastPath ? "t" : "f"),-8} {r.Pid,7} {r.ProcNumber,6} {(r.WaitStart is { } ws ? ws.ToString("u", CultureInfo.InvariantCulture) : "")}");
         }
         w.WriteLine($"({all.Count} rows)");
     }
+
+    /// <summary>pg_locks' rows in a stable order (lock type, fields, granted first).</summary>
+    public static List<Lmgr.LockStatus> SortedLocks(Lmgr.LockManager lm)
+        => [.. lm.GetLockStatus().OrderBy(r => r.Tag.TypeName, StringComparer.Ordinal).ThenBy(r => r.Tag.Field1).ThenBy(r => r.Tag.Field2)
+            .ThenBy(r => r.Tag.Field3).ThenBy(r => r.Tag.Field4).ThenBy(r => !r.Granted).ThenBy(r => r.ProcNumber)];
 
     public static void PrintAllocations(ShmemSegment seg, TextWriter w)
     {
@@ -168,5 +197,70 @@ internal static class Inspect
         }
         if (empty > 0)
             w.WriteLine($"({empty} buffers hold no page and are not shown)");
+    }
+
+    /// <summary>One participant as pg_stat_activity shows it.</summary>
+    internal sealed record ProcRow(PgProcInfo Info, string Role, string? WaitEventType, string? WaitEvent, IReadOnlyList<string> HeldLWLocks);
+
+    /// <summary>
+    /// The participants with their role (the registered child's name; "supervisor" for the segment's creator; else
+    /// the kind), wait event by name and held LWLocks by name. Empty when the segment has no participant slots.
+    /// </summary>
+    public static List<ProcRow> ReadProcs(ShmemSegment seg)
+    {
+        if (!ProcArray.TryReadProcs(seg, out IReadOnlyList<PgProcInfo> procs))
+            return [];
+        Dictionary<int, string> names = [];
+        if (Postmaster.BackgroundWorkerArray.TryReadWorkers(seg, out IReadOnlyList<Postmaster.BackgroundWorkerInfo> workers))
+            foreach (Postmaster.BackgroundWorkerInfo bw in workers)
+                if (bw.Pid != 0)
+                    names[bw.Pid] = bw.Name;
+        int creator = seg.GetInfo().CreatorPid;
+        List<ProcRow> rows = [];
+        foreach (PgProcInfo p in procs)
+        {
+            string role = names.TryGetValue(p.Pid, out string? n) ? n
+                : p.Pid == creator ? "supervisor"
+                : p.Kind switch { ProcKind.Backend => "backend", ProcKind.Auxiliary => "auxiliary process", _ => "background worker" };
+            // An LWLock sleep is shown by LwWaiting (LWLock waits set no wait event here).
+            bool lw = p.LwWaiting != LWLockWaitState.NotWaiting;
+            string? type = lw ? "LWLock" : p.WaitEvent == WaitEventId.None ? null : WaitEventRegistry.ClassNameOf(p.WaitEvent);
+            string? name = lw ? null : p.WaitEvent == WaitEventId.None ? null : WaitEventRegistry.NameOf(p.WaitEvent);
+            rows.Add(new ProcRow(p, role, type, name, ProcArray.ReadHeldLWLocks(seg, p.ProcNumber)));
+        }
+        return rows;
+    }
+
+    /// <summary>pg_stat_activity's shape: pid, kind, role, wait event, held LWLocks.</summary>
+    public static void PrintProcs(ShmemSegment seg, TextWriter w)
+    {
+        List<ProcRow> rows;
+        try
+        {
+            rows = ReadProcs(seg);
+        }
+        catch (PgIpcException e)
+        {
+            w.WriteLine($"participants: cannot open the slot array ({e.Message})");
+            return;
+        }
+        w.WriteLine($"{"procno",6} {"pid",8} {"kind",-16} {"role",-22} {"wait type",-10} {"wait event",-22} held lwlocks");
+        foreach (ProcRow r in rows)
+            w.WriteLine($"{r.Info.ProcNumber,6} {r.Info.Pid,8} {r.Info.Kind,-16} {r.Role,-22} {r.WaitEventType,-10} {r.WaitEvent,-22} {string.Join(", ", r.HeldLWLocks)}");
+        w.WriteLine($"({rows.Count} rows)");
+    }
+
+    /// <summary>The DSM control table's segments in use.</summary>
+    public static void PrintDsm(ShmemSegment seg, TextWriter w)
+    {
+        if (!Dsm.DsmRegistry.TryReadSegments(seg, out IReadOnlyList<Dsm.DsmSegmentInfo> all))
+        {
+            w.WriteLine("no dynamic shared memory control table in this segment");
+            return;
+        }
+        w.WriteLine($"{"handle",10} {"refcnt",6} {"size",12} {"implementation",-14} {"pinned",6} os name");
+        foreach (Dsm.DsmSegmentInfo d in all)
+            w.WriteLine($"{d.Handle,10} {d.ReferenceCount,6} {d.Size,12} {d.Implementation,-14} {(d.Pinned ? "t" : "f"),6} {d.OsName}");
+        w.WriteLine($"({all.Count} rows)");
     }
 }

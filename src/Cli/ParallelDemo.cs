@@ -12,7 +12,6 @@
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
-using System.Globalization;
 using System.Runtime.InteropServices;
 using PgIpc.Mq;
 using PgIpc.Parallel;
@@ -28,11 +27,9 @@ internal static class ParallelDemo
     private const ulong KeyRows = 1;
     private const int BlockRows = 10_000;
 
-    public static int Run(string[] args)
+    public static int Run(ParallelDemoOptions options)
     {
-        IPgIpcPlatform platform = Program.Platform(args);
-        int workers = int.Parse(Program.Option(args, "--workers") ?? "2", CultureInfo.InvariantCulture);
-        long rows = long.Parse(Program.Option(args, "--rows") ?? "1000000", CultureInfo.InvariantCulture);
+        (IPgIpcPlatform platform, int workers, long rows) = options;
         if (workers < 1 || workers > 8)
             throw new ArgumentException("--workers must be 1..8");
         if (rows < 1 || rows > 64L * 1024 * 1024)

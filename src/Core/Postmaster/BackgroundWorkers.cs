@@ -115,7 +115,7 @@ internal unsafe struct BackgroundWorkerSlot
 }
 
 /// <summary>The slot array of one segment, as this process sees it.</summary>
-public sealed unsafe class BackgroundWorkerArray
+public sealed unsafe partial class BackgroundWorkerArray
 {
     internal const string ShmemName = "PgIpc.BackgroundWorkers";
 
