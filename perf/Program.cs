@@ -8,6 +8,7 @@
  *   dotnet run -c Release --project perf -- pingpong [--backend linux|posix|pipe|socket|all] [--rounds 20000] [--samples 5]
  *   dotnet run -c Release --project perf -- mq [--backend linux|posix] [--seconds 2]
  *   dotnet run -c Release --project perf -- buffers [--backend linux|posix] [--workload hit|mix|all]
+ *   dotnet run -c Release --project perf -- report [--quick] [--backend linux|posix|windows]...
  *
  *   BenchmarkSwitcher picks the classes the filter names. Unless the
  *   command line says otherwise (--artifacts), results go to
@@ -23,6 +24,10 @@
  *   two processes with pipe and socket peers; so is "buffers"
  *   (Buffers/BufferHarness.cs, child verb "buffers-child"), the buffer
  *   pool's hit path and a mixed workload with one and two processes.
+ *   "report" (Report/ReportCommand.cs) runs all of them with their peers
+ *   (the limits tool, PostgreSQL's shm_mq) in interleaved rounds and writes
+ *   perf/results/<date>-<os>-<cpu>.md and .json; its children use the
+ *   verbs "ring-child" and "scale-child".
  *-------------------------------------------------------------------------
  */
 using System.Reflection;
@@ -36,6 +41,12 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == Report.ReportCommand.Verb)
+            return Report.ReportCommand.Run(args[1..]);
+        if (args.Length > 0 && args[0] == Report.RingHarness.ChildVerb)
+            return Report.RingHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == Report.ScaleHarness.ChildVerb)
+            return Report.ScaleHarness.Child(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ParentVerb)
             return ContendHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ChildVerb)
