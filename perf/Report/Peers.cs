@@ -49,7 +49,11 @@ internal static partial class Peers
     {
         var candidates = new List<string>();
         if (given is not null)
-            candidates.Add(given);
+        {
+            // Given explicitly: that folder or none (so --tools /nonexistent runs without the peers).
+            looked = given;
+            return Directory.Exists(given) ? given : null;
+        }
         if (Environment.GetEnvironmentVariable("PGIPC_PERF_TOOLS") is { Length: > 0 } env)
             candidates.Add(env);
         if (ReportCommand.ProjectDirectory() is { } proj)

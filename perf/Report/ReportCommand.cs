@@ -17,8 +17,9 @@
  *   output is parsed where the report has a peer for it, and kept raw).
  *   So each ratio's two sides are seconds to a minute apart, and each
  *   figure's median [min..max] is over the rounds.
- *   --quick: 2 rounds, shorter samples, the ring and scale curves on the
- *   first backend only, no mq / lmgr harness: about 3 minutes on 2 CPUs.
+ *   --quick: 2 rounds (1 under Wine), shorter samples, the ring with W = 1
+ *   only, the ring and scale curves on the first backend only, no mq / lmgr
+ *   harness: about 2-3 minutes on 2 CPUs.
  *   The full report: 5 rounds (3 with scale curves and harnesses), every
  *   backend: about 15-20 minutes.
  *   A peer that cannot run is a skipped row with its reason, never a
@@ -96,8 +97,9 @@ internal static partial class ReportCommand
         }
         if (o.Backends.Count == 0)
             o.Backends = OperatingSystem.IsLinux() ? ["linux", "posix"] : OperatingSystem.IsWindows() ? ["windows"] : ["posix"];
+        bool wine = UnderWine();
         if (o.Rounds <= 0)
-            o.Rounds = o.Quick ? 2 : 5;
+            o.Rounds = o.Quick ? (wine ? 1 : 2) : 5; // under Wine --quick is a smoke test: one round
         var data = new ReportData();
         var cleanup = new List<string>();
         DateTime started = DateTime.UtcNow;
@@ -120,7 +122,6 @@ internal static partial class ReportCommand
                 data.Skip(MicroSection, $"backend.{b}", $"backend {b}", e.Message);
             }
         }
-        bool wine = UnderWine();
         Log($"report: {(o.Quick ? "quick" : "full")}, {o.Rounds} rounds, backends {string.Join(", ", available)}, {Environment.ProcessorCount} CPUs, load {loadBefore}{(wine ? ", under Wine" : "")}");
 
         string? tools = Peers.FindTools(o.Tools, out string looked);
@@ -141,7 +142,7 @@ internal static partial class ReportCommand
                     Guard(data, "limits", () => Note(data, Peers.RunLimits(limits, data, r, ["01_busypoll_pause", "02", "03", "04", "06_signal_signalfd", "07", "08", "09_spsc"])));
                 foreach (string b in o.Runs("micro") ? available : [])
                     Guard(data, $"micro {b}", () => Micro(b, b == available[0], o.Quick ? 0.1 : 0.25, data, r));
-                foreach (int w in o.Runs("ring") ? [1, 2] : Array.Empty<int>())
+                foreach (int w in !o.Runs("ring") ? [] : o.Quick ? [1] : new[] { 1, 2 })
                 {
                     if (pg is not null)
                         Guard(data, $"PostgreSQL W={w}", () => Note(data, Peers.RunPostgres(pg, w, data, r)));
@@ -227,7 +228,7 @@ internal static partial class ReportCommand
         M(typeof(Lmgr.LockManagerBenchmarks), be, ("LWLockExclusivePairLoop", "lmgr.lwlock"), ("FastPathAccessSharePairLoop", "lmgr.fastpath"),
             ("MainTableStrongRelationPairLoop", "lmgr.strong"));
         foreach (int size in new[] { 64, 1024, 8192 })
-            M(typeof(Mq.ShmMqBenchmarks), new Dictionary<string, object> { ["MessageSize"] = size },
+            M(typeof(Mq.ShmMqBenchmarks), new Dictionary<string, object> { ["MessageSize"] = size, ["Backend"] = b },
                 ("CopyBaseline", $"mq.copy.{size}"), ("Batched", $"mq.batched.{size}"), ("FlushEach", $"mq.flusheach.{size}"));
         if (first)
             M(typeof(Memory.MemoryContextBenchmarks), new Dictionary<string, object> { ["Range"] = "Small" },
