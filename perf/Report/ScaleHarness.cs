@@ -12,7 +12,8 @@
  *   sends, odd w receives); then for each kind and N the leader publishes a
  *   generation with the kind and the number of active workers, sleeps the
  *   sample, publishes Stop, and sums what the active workers counted. The
- *   inactive ones poll the generation every millisecond.
+ *   inactive ones sleep. Before the samples, every kind runs once with all
+ *   workers active (a warm-up, not recorded: no sample runs tier-0 code).
  *     lwlock-x   Acquire(Exclusive), counter++, Release; N workers
  *     lwlock-s   Acquire(Shared), read the counter, Release; N workers
  *     bufhit     ReadBuffer + ReleaseBuffer cycling over the worker's own 64
@@ -159,30 +160,15 @@ internal static unsafe class ScaleHarness
                 }
             }
             long generation = 0;
+            // Warm-up: every kind once with every worker active (not recorded), so no measured sample runs a
+            // worker's loop still in tier-0 code, in a child process as in a thread.
+            foreach (string kind in Kinds)
+                Sample(c, children, () => threadError, kind, kind == "mq" ? MaxWorkers : Counts[^1], ++generation, 0.05);
             foreach (string kind in Kinds)
             {
                 foreach (int n in Counts)
                 {
-                    int active = kind == "mq" ? 2 * n : n;
-                    generation++;
-                    c.Control[1] = Array.IndexOf(Kinds, kind);
-                    c.Control[2] = active;
-                    long t0 = Stopwatch.GetTimestamp();
-                    Volatile.Write(ref c.Control[0], generation); // release: pairs with the workers' acquire read of the generation
-                    WakeAll(c);
-                    Thread.Sleep(TimeSpan.FromSeconds(sampleSeconds));
-                    Volatile.Write(ref c.Control[3], generation);
-                    long deadline = Stopwatch.GetTimestamp() + 30 * Stopwatch.Frequency;
-                    for (int w = 0; w < active; w++)
-                    {
-                        while (Volatile.Read(ref c.Line(w)[1]) != generation)
-                        {
-                            if (threadError is not null || (children.Count > w && children[w].HasExited) || Stopwatch.GetTimestamp() > deadline)
-                                throw new InvalidOperationException($"scale worker {w} did not finish {kind} N={n}", threadError);
-                            Thread.Sleep(1);
-                        }
-                    }
-                    double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                    double seconds = Sample(c, children, () => threadError, kind, kind == "mq" ? 2 * n : n, ++generation, sampleSeconds);
                     var counts = new long[n];
                     for (int i = 0; i < n; i++)
                         counts[i] = c.Line(kind == "mq" ? 2 * i + 1 : i)[0];
@@ -221,6 +207,29 @@ internal static unsafe class ScaleHarness
             if (Directory.Exists(dataDir))
                 Directory.Delete(dataDir, recursive: true);
         }
+    }
+
+    /// <summary>One sample: publishes the generation with <paramref name="active"/> workers of <paramref name="kind"/>, sleeps, stops them; returns its length in seconds.</summary>
+    private static double Sample(Cluster c, List<Process> children, Func<Exception?> threadError, string kind, int active, long generation, double sampleSeconds)
+    {
+        c.Control[1] = Array.IndexOf(Kinds, kind);
+        c.Control[2] = active;
+        long t0 = Stopwatch.GetTimestamp();
+        Volatile.Write(ref c.Control[0], generation); // release: pairs with the workers' acquire read of the generation
+        WakeAll(c);
+        Thread.Sleep(TimeSpan.FromSeconds(sampleSeconds));
+        Volatile.Write(ref c.Control[3], generation);
+        long deadline = Stopwatch.GetTimestamp() + 30 * Stopwatch.Frequency;
+        for (int w = 0; w < active; w++)
+        {
+            while (Volatile.Read(ref c.Line(w)[1]) != generation)
+            {
+                if (threadError() is not null || (children.Count > w && children[w].HasExited) || Stopwatch.GetTimestamp() > deadline)
+                    throw new InvalidOperationException($"scale worker {w} did not finish {kind} with {active} active", threadError());
+                Thread.Sleep(1);
+            }
+        }
+        return Stopwatch.GetElapsedTime(t0).TotalSeconds;
     }
 
     /// <summary>Sets every ready worker's latch (after a new generation or the leave word was published).</summary>
