@@ -9,6 +9,7 @@
  *   dotnet run -c Release --project perf -- mq [--backend linux|posix] [--seconds 2]
  *   dotnet run -c Release --project perf -- buffers [--backend linux|posix] [--workload hit|mix|all]
  *   dotnet run -c Release --project perf -- bindings [--blocks 200] [--calls 2000]
+ *   dotnet run -c Release --project perf -- report [--quick] [--backend linux|posix|windows]...
  *
  *   BenchmarkSwitcher picks the classes the filter names. Unless the
  *   command line says otherwise (--artifacts), results go to
@@ -26,6 +27,10 @@
  *   pool's hit path and a mixed workload with one and two processes.
  *   "bindings" (Platform/BindingAbHarness.cs) times our former libc
  *   bindings against Tmds.LibC's, call by call, in one process.
+ *   "report" (Report/ReportCommand.cs) runs all of them with their peers
+ *   (the limits tool, PostgreSQL's shm_mq) in interleaved rounds and writes
+ *   perf/results/<date>-<os>-<cpu>.md and .json; its children use the
+ *   verbs "ring-child" and "scale-child".
  *-------------------------------------------------------------------------
  */
 using System.Reflection;
@@ -41,6 +46,12 @@ public static class Program
     {
         if (args.Length > 0 && args[0] == Platform.BindingAbHarness.Verb)
             return Platform.BindingAbHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == Report.ReportCommand.Verb)
+            return Report.ReportCommand.Run(args[1..]);
+        if (args.Length > 0 && args[0] == Report.RingHarness.ChildVerb)
+            return Report.RingHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == Report.ScaleHarness.ChildVerb)
+            return Report.ScaleHarness.Child(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ParentVerb)
             return ContendHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ChildVerb)

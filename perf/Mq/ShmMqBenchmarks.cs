@@ -53,6 +53,9 @@ public class ShmMqBenchmarks
     [Params(64, 1024, 8192)]
     public int MessageSize { get; set; } = 64;
 
+    /// <summary>The backend of the segment (not a BenchmarkDotNet parameter: `report` sets it per backend).</summary>
+    public string Backend { get; set; } = "linux";
+
     [GlobalSetup]
     public void Setup()
     {
@@ -61,7 +64,7 @@ public class ShmMqBenchmarks
             .RequestAddinShmemSpace(ProcArray.ShmemName, ProcArray.ShmemSize(options))
             .RequestAddinShmemSpace(ProcSignal.ShmemName, ProcSignal.ShmemSize(options.TotalProcs))
             .RequestAddinShmemSpace(RegionName, ShmMq.SizeFor(RingSize));
-        _segment = PerfSegments.Create("mq", "linux", sizes);
+        _segment = PerfSegments.Create("mq", Backend, sizes);
         try
         {
             ProcArray procs = ProcArray.Init(_segment, options, out _);
