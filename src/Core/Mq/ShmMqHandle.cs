@@ -79,6 +79,9 @@ public sealed unsafe partial class ShmMqHandle : IDisposable
     private readonly bool _isSender;
     private int _peerProcNo = PgProc.InvalidProcNumber;
     private int _peerPid;
+
+    // When the peer's liveness is next asked (Environment.TickCount64); 0: at the first sleep. This process only.
+    private long _nextPeerCheck;
     private bool _detached;
 
     // Spinning before sleeping (this handle's thread only).
