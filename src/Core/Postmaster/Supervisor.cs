@@ -50,7 +50,9 @@
  */
 using System.Diagnostics;
 using System.Globalization;
+using Microsoft.Extensions.Logging;
 using PgIpc.Buffers;
+using PgIpc.Diagnostics;
 using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -110,7 +112,7 @@ public sealed partial class Supervisor : IDisposable
 
     private readonly ClusterBuilder _builder;
     private readonly IPgIpcPlatform _platform;
-    private readonly TextWriter _log;
+    private readonly ILogger _log;
     private readonly Lock _lock = new();
     private readonly AutoResetEvent _wake = new(false);
     private readonly ManualResetEventSlim _childrenGone = new(false);
@@ -119,6 +121,7 @@ public sealed partial class Supervisor : IDisposable
     private Thread? _loop;
     private volatile bool _loopExit;
     private int _crashRestarts;
+    private int _runningChildren; // children with a Process (changed under _lock; read by the metrics gauge)
     private bool _uncleanExit; // under _lock: a child of this shared memory was killed or exited non-zero during shutdown (no shutdown writes)
     private int _incarnation;
 
@@ -129,7 +132,9 @@ public sealed partial class Supervisor : IDisposable
     {
         _builder = builder;
         _platform = platform;
-        _log = builder.LogWriter ?? Console.Error;
+        _log = builder.LoggerValue
+            ?? (builder.LogWriter is { } w ? new TextWriterLogger(w, $"pgipc supervisor {platform.Processes.CurrentProcessId}: ")
+                : PgIpcLogging.LoggerFactory.CreateLogger(PgIpcLogging.SupervisorCategory));
         _cluster = null!; // set by Create before the supervisor is published
     }
 
@@ -147,7 +152,10 @@ public sealed partial class Supervisor : IDisposable
         s.InitShmem(modules);
         s._incarnation = 1;
         if (s._cluster.Segment.ReplacedStaleSegment)
-            s.Log($"removed the shared memory of a crashed run of \"{b.Key}\" and {s._cluster.Segment.LeftoversRemoved} other leftover OS object set(s)");
+        {
+            s._log.StaleSegmentFound(b.Key);
+            s._log.StaleSegmentsRemoved(b.Key, s._cluster.Segment.LeftoversRemoved);
+        }
         try
         {
             s.RunStartupHooks();
@@ -160,6 +168,7 @@ public sealed partial class Supervisor : IDisposable
             s.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero); // no children yet; Immediate: nothing flushed
             throw;
         }
+        PgIpcMetrics.AddSupervisor(s); // removed when stopped (Shutdown, or a crash with restart-after-crash off)
         return s;
     }
 
@@ -219,6 +228,9 @@ public sealed partial class Supervisor : IDisposable
     /// <summary>Where the supervisor is.</summary>
     public ClusterState State { get; private set; } = ClusterState.Created;
 
+    /// <summary>Children running now (the "pgipc.supervisor.children" gauge).</summary>
+    internal int RunningChildren => Volatile.Read(ref _runningChildren);
+
     // ------------------------------------------------------------------
     // Children
     // ------------------------------------------------------------------
@@ -234,6 +246,7 @@ public sealed partial class Supervisor : IDisposable
             _loop = new Thread(Loop) { IsBackground = true, Name = $"pgipc supervisor {_builder.Key}" };
             _loop.Start();
         }
+        _log.SupervisorStarted(_builder.Key, Handle);
         _wake.Set();
     }
 
@@ -308,12 +321,11 @@ public sealed partial class Supervisor : IDisposable
             ? $"exited with exit code {code} (on Unix: terminated by signal {code - 128})"
             : $"exited with exit code {code}";
 
-    private void Log(string message)
+    /// <summary>A child's Process was reaped or killed: one child fewer running.</summary>
+    private void ChildGone(ChildRecord r)
     {
-        lock (_log)
-        {
-            _log.WriteLine($"pgipc supervisor {_platform.Processes.CurrentProcessId}: {message}");
-            _log.Flush();
-        }
+        r.Process!.Dispose();
+        r.Process = null;
+        Interlocked.Decrement(ref _runningChildren);
     }
 }
