@@ -139,7 +139,7 @@ internal static partial class PgIpcLog
     public static partial void SupervisorLoopError(this ILogger logger, Exception exception);
 
     [LoggerMessage(PgIpcLogEvents.ShutdownStarted, LogLevel.Information, "{Mode} shutdown requested")]
-    public static partial void ShutdownStarted(this ILogger logger, Postmaster.ShutdownMode mode);
+    public static partial void ShutdownStarted(this ILogger logger, string mode);
 
     [LoggerMessage(PgIpcLogEvents.ShutdownCompleted, LogLevel.Information, "cluster is shut down")]
     public static partial void ShutdownCompleted(this ILogger logger);

@@ -102,8 +102,10 @@ public static class PgIpcMetrics
     private static readonly HashSet<ActivityCounters> s_live = [];
     private static readonly ActivityCounters s_retired = new();
 
-    // Supervisors of this process, for the children gauge (added by Create, removed when stopped).
-    private static readonly List<Postmaster.Supervisor> s_supervisors = [];
+    // Supervisors of this process, for the children gauge (added by Create, removed when stopped): the owner, its
+    // cluster key and how to read its running children. A delegate, so that Diagnostics, which the kernel layers
+    // use, does not depend on Postmaster.
+    private static readonly List<(object Owner, string Key, Func<int> Running)> s_supervisors = [];
 
     static PgIpcMetrics()
     {
@@ -152,25 +154,26 @@ public static class PgIpcMetrics
         }
     }
 
-    internal static void AddSupervisor(Postmaster.Supervisor s)
+    /// <summary>A supervisor's children, observed by the gauge until <see cref="RemoveSupervisor"/>.</summary>
+    internal static void AddSupervisor(object owner, string key, Func<int> running)
     {
         lock (s_lock)
-            s_supervisors.Add(s);
+            s_supervisors.Add((owner, key, running));
     }
 
-    internal static void RemoveSupervisor(Postmaster.Supervisor s)
+    internal static void RemoveSupervisor(object owner)
     {
         lock (s_lock)
-            s_supervisors.Remove(s);
+            s_supervisors.RemoveAll(s => s.Owner == owner);
     }
 
     private static IEnumerable<Measurement<int>> ObserveChildren()
     {
-        Postmaster.Supervisor[] all;
+        (object Owner, string Key, Func<int> Running)[] all;
         lock (s_lock)
             all = [.. s_supervisors];
-        foreach (Postmaster.Supervisor s in all)
-            yield return new Measurement<int>(s.RunningChildren, new KeyValuePair<string, object?>(ClusterTag, s.Key));
+        foreach ((_, string key, Func<int> running) in all)
+            yield return new Measurement<int>(running(), new KeyValuePair<string, object?>(ClusterTag, key));
     }
 
     /// <summary>Records a latch wait, tagged with its wait event's names (only when someone listens).</summary>

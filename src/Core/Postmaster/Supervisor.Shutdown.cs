@@ -196,7 +196,7 @@ partial class Supervisor
         {
             first = State is ClusterState.Created or ClusterState.Running;
             if (first)
-                _log.ShutdownStarted(mode);
+                _log.ShutdownStarted(mode.ToString());
             if (State == ClusterState.Created)
             {
                 _children.Clear();

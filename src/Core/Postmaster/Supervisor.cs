@@ -168,7 +168,7 @@ public sealed partial class Supervisor : IDisposable
             s.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero); // no children yet; Immediate: nothing flushed
             throw;
         }
-        PgIpcMetrics.AddSupervisor(s); // removed when stopped (Shutdown, or a crash with restart-after-crash off)
+        PgIpcMetrics.AddSupervisor(s, b.Key, () => s.RunningChildren); // removed when stopped (Shutdown, or a crash with restart-after-crash off)
         return s;
     }
 
