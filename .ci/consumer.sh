@@ -2,7 +2,7 @@
 # The package as a user gets it (issue 16 items 1, 2, 7, 9). Called by .ci/run; runs alone too:
 #   bash .ci/consumer.sh [path-to-wine64]
 #   1. the GitHub Actions workflow is valid (action-validator from npm, against GitHub's schema);
-#   2. `dotnet pack` into a local folder feed (artifacts/feed): the PgIpc package (+ .snupkg) and the PgIpc.Cli tool;
+#   2. `dotnet pack` into a local folder feed (artifacts/feed): the PgIpc package (+ .snupkg), PgIpc.Hosting and the PgIpc.Cli tool;
 #   3. a fresh console project in a temporary directory restores PgIpc from that feed only (package source
 #      mapping: PgIpc* from the feed, anything else from the machine's configured source), builds the README's
 #      quick start (samples/QuickStart/Program.cs, checked identical to the README's copy) and runs it: two
@@ -43,7 +43,7 @@ if ! dotnet pack PgIpc.sln -c Release -o "$feed" > "$art/pack.log" 2>&1; then
   grep -E 'error' "$art/pack.log" | sort -u | tail -20
   fail "dotnet pack failed (see $art/pack.log)"
 fi
-for f in "PgIpc.$version.nupkg" "PgIpc.$version.snupkg" "PgIpc.Cli.$version.nupkg"; do
+for f in "PgIpc.$version.nupkg" "PgIpc.$version.snupkg" "PgIpc.Hosting.$version.nupkg" "PgIpc.Cli.$version.nupkg"; do
   [ -f "$feed/$f" ] || fail "dotnet pack made no $f"
 done
 contents=$(unzip -Z1 "$feed/PgIpc.$version.nupkg" 2>/dev/null)
@@ -54,6 +54,16 @@ done
 # Listed into a variable first: under pipefail, `unzip | grep -q` fails when grep exits before unzip has written all.
 symbols=$(unzip -Z1 "$feed/PgIpc.$version.snupkg" 2>/dev/null)
 grep -qx lib/net10.0/PgIpc.Core.pdb <<<"$symbols" || fail "PgIpc.$version.snupkg lacks PgIpc.Core.pdb"
+# PgIpc.Hosting: its own assembly and docs, and a dependency on the PgIpc package (not on a PgIpc.Core that does not exist).
+hosting=$(unzip -Z1 "$feed/PgIpc.Hosting.$version.nupkg" 2>/dev/null)
+for f in lib/net10.0/PgIpc.Hosting.dll lib/net10.0/PgIpc.Hosting.xml README.md LICENSE; do
+  grep -qx "$f" <<<"$hosting" || fail "PgIpc.Hosting.$version.nupkg lacks $f"
+done
+nuspec=$(unzip -p "$feed/PgIpc.Hosting.$version.nupkg" PgIpc.Hosting.nuspec 2>/dev/null)
+grep -q "<dependency id=\"PgIpc\" version=\"$version\"" <<<"$nuspec" || fail "PgIpc.Hosting's nuspec does not depend on PgIpc $version"
+grep -q 'id="PgIpc.Core"' <<<"$nuspec" && fail "PgIpc.Hosting's nuspec depends on PgIpc.Core, which is not a package"
+grep -q 'id="Microsoft.Extensions.Logging.Abstractions"' <<<"$(unzip -p "$feed/PgIpc.$version.nupkg" PgIpc.nuspec 2>/dev/null)" \
+  || fail "the PgIpc package does not declare Core's dependency Microsoft.Extensions.Logging.Abstractions"
 step "packed $(ls "$feed" | tr '\n' ' ')"
 
 # --- 3. the consumer ---------------------------------------------------------------

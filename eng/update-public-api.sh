@@ -1,11 +1,11 @@
 #!/bin/sh
-# Regenerates PublicAPI.Unshipped.txt of PgIpc.Core and the three platform projects from the
+# Regenerates PublicAPI.Unshipped.txt of PgIpc.Core, the three platform projects and PgIpc.Hosting from the
 # PublicApiAnalyzers' RS0016 diagnostics ("Symbol '...' is not part of the declared public API"),
 # whose text is the file's line format. Run from anywhere after a change to the public surface;
 # review the diff. PublicAPI.Shipped.txt stays "#nullable enable" until a release is cut.
 set -eu
 cd "$(dirname "$0")/.."
-projects="src/Core/PgIpc.Core.csproj src/Platform.Posix/PgIpc.Platform.Posix.csproj src/Platform.Linux/PgIpc.Platform.Linux.csproj src/Platform.Windows/PgIpc.Platform.Windows.csproj"
+projects="src/Core/PgIpc.Core.csproj src/Platform.Posix/PgIpc.Platform.Posix.csproj src/Platform.Linux/PgIpc.Platform.Linux.csproj src/Platform.Windows/PgIpc.Platform.Windows.csproj src/Hosting/PgIpc.Hosting.csproj"
 for p in $projects; do printf '#nullable enable\n' > "$(dirname "$p")/PublicAPI.Unshipped.txt"; done
 log=$(mktemp)
 # --no-incremental: an up-to-date project would not report its warnings again.

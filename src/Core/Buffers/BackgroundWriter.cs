@@ -267,6 +267,8 @@ public sealed class BackgroundWriter
             }
         }
         Interlocked.Add(ref _buffersWritten, written);
+        if (written > 0 && Diagnostics.PgIpcMetrics.BgWriterWriteCounter.Enabled)
+            Diagnostics.PgIpcMetrics.BgWriterWriteCounter.Add(written);
 
         // Our own scan is a density sample too.
         int newStrategyDelta = bufsToLap - numToScan;

@@ -342,6 +342,7 @@ public sealed unsafe partial class BufferPool
             throw;
         }
         TerminateBufferIO(me, id, clearDirty: true, setFlags: 0);
+        me.Counters.BufferWrites++;
         return true;
     }
 }

@@ -224,7 +224,9 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
         }
         BufferTag tag = BufferTag.Create(relation, fork, block);
         int id = BufferAlloc(me, refs, tag, strategy, out bool valid);
-        if (!valid && StartBufferIO(me, id, forInput: true))
+        if (valid)
+            me.Counters.BufferHits++; // the meter's count: a plain add by the participant's own thread (PgIpcMetrics.cs)
+        else if (StartBufferIO(me, id, forInput: true))
         {
             try
             {
@@ -236,6 +238,7 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
                 else
                 {
                     Smgr.ReadVerified(tag, page);
+                    me.Counters.BufferReads++;
                 }
             }
             catch
@@ -478,10 +481,14 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
                 }
                 d->ContentLock.Release(me);
             }
-            if ((st & S.TagValid) != 0 && !InvalidateVictimBuffer(me, id))
+            if ((st & S.TagValid) != 0)
             {
-                Unpin(refs, id);
-                continue;
+                if (!InvalidateVictimBuffer(me, id))
+                {
+                    Unpin(refs, id);
+                    continue;
+                }
+                me.Counters.BufferEvictions++;
             }
             return id;
         }

@@ -211,6 +211,7 @@ unsafe partial class Checkpointer
         h->CkptDone = h->CkptStarted;
         SLock.Release(ref h->CkptLock);
         ConditionVariable.Broadcast(me, ref h->DoneCv);
+        LogCheckpoint(failed, message, stats);
         // PANIC: out of Run (whose finally unregisters), never on to the next checkpoint (see the banner).
         if (fatal is not null)
             ExceptionDispatchInfo.Throw(fatal);

@@ -306,9 +306,22 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
     /// the next one; with Wait it waits up to <see cref="CheckpointerOptions.StartupWaitMs"/> for one to start, then
     /// throws <see cref="CheckpointerNotRunningException"/>, as it does if the checkpointer stops or dies meanwhile.
     /// </summary>
-    public void RequestCheckpoint(Participant me, CheckpointFlags flags)
+    public void RequestCheckpoint(Participant me, CheckpointFlags flags) => RequestCheckpoint(me, flags, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="RequestCheckpoint(Participant, CheckpointFlags)"/>; a wait (<see cref="CheckpointFlags.Wait"/>,
+    /// or for a checkpointer to start) throws <see cref="OperationCanceledException"/> once
+    /// <paramref name="cancellationToken"/> is cancelled, which sets <paramref name="me"/>'s latch to end the sleep. The
+    /// request itself stays made: the checkpoint still runs.
+    /// </summary>
+    public void RequestCheckpoint(Participant me, CheckpointFlags flags, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(me);
+        cancellationToken.ThrowIfCancellationRequested();
+        using CancellationTokenRegistration reg = cancellationToken.UnsafeRegister(static p => ((Participant)p!).SetLatch(), me);
+        // A condition-variable sleep goes on sleeping after a latch set that is not its signal: look at the token
+        // every 100 ms (the latch set by the cancel ends the current slice at once only in WaitForCheckpointer).
+        int recheckMs = cancellationToken.CanBeCanceled ? 100 : RecheckMs;
         const CheckpointFlags valid = CheckpointFlags.Shutdown | CheckpointFlags.EndOfRecovery | CheckpointFlags.Immediate
             | CheckpointFlags.Force | CheckpointFlags.Wait | CheckpointFlags.Requested | CheckpointFlags.CauseTime;
         if ((flags & ~valid) != 0)
@@ -331,7 +344,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
         {
             if (!wait)
                 return; // the request stays pending; a checkpointer that starts will see it
-            procno = WaitForCheckpointer(me);
+            procno = WaitForCheckpointer(me, cancellationToken);
         }
         Latch.Latches.SetLatch(_procs, procno);
         if (!wait)
@@ -350,7 +363,8 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
                 if (newStarted != oldStarted)
                     break;
                 CheckCheckpointerAlive();
-                ConditionVariable.Sleep(me, ref h->StartCv, RecheckMs, WaitEventCheckpointStart);
+                ConditionVariable.Sleep(me, ref h->StartCv, recheckMs, WaitEventCheckpointStart);
+                cancellationToken.ThrowIfCancellationRequested();
             }
         }
         finally
@@ -372,7 +386,8 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
                 if (newDone - newStarted >= 0)
                     break;
                 CheckCheckpointerAlive();
-                ConditionVariable.Sleep(me, ref h->DoneCv, RecheckMs, WaitEventCheckpointDone);
+                ConditionVariable.Sleep(me, ref h->DoneCv, recheckMs, WaitEventCheckpointDone);
+                cancellationToken.ThrowIfCancellationRequested();
             }
         }
         finally
@@ -384,7 +399,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
     }
 
     /// <summary>Waits (polling, as RequestCheckpoint's signal retries do) for a checkpointer to register; its procno.</summary>
-    private int WaitForCheckpointer(Participant me)
+    private int WaitForCheckpointer(Participant me, CancellationToken cancellationToken)
     {
         long start = Stopwatch.GetTimestamp();
         while (true)
@@ -399,6 +414,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
                     $"could not request a checkpoint: no checkpointer started within {Options.StartupWaitMs} ms");
             me.WaitLatch(WaitEvents.LatchSet | WaitEvents.Timeout, 100, WaitEventCheckpointStart);
             me.ResetLatch();
+            cancellationToken.ThrowIfCancellationRequested();
         }
     }
 

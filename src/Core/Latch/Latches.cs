@@ -38,7 +38,7 @@ using PgIpc.Proc;
 namespace PgIpc.Latch;
 
 /// <summary>SetLatch, ResetLatch and WaitLatch (latch.c) over the participant slots of a cluster.</summary>
-public static unsafe class Latches
+public static unsafe partial class Latches
 {
     /// <summary>
     /// Sets participant <paramref name="procNumber"/>'s latch, in this or another process (SetLatch). Never throws:
@@ -91,6 +91,8 @@ public static unsafe class Latches
         ValidateLatchEvents(events, timeoutMs);
         WaitEventSet set = me.LatchWaitSet(events);
         Span<WaitEvent> got = me.LatchEventBuffer;
+        if (!waitEvent.IsNone)
+            Diagnostics.PgIpcMetrics.RecordLatchWait(waitEvent); // one Enabled check when nobody listens
         int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEvent);
         if (n == 0)
             return WaitEvents.Timeout;

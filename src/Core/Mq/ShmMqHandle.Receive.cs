@@ -61,6 +61,7 @@ public sealed unsafe partial class ShmMqHandle
                 // All of it is here, in one piece: hand out the ring's bytes (zero copy).
                 _consumePending += needed;
                 message = new ReadOnlySpan<byte>(p + LengthWordSize, (int)len);
+                _me.Counters.MqBytesReceived += len; // the meter's count (PgIpcMetrics.cs)
                 return ShmMqResult.Success;
             }
             _expected = len;
@@ -81,6 +82,7 @@ public sealed unsafe partial class ShmMqHandle
                 _consumePending += framed;
                 _lengthWordComplete = false;
                 message = new ReadOnlySpan<byte>(p, (int)expected);
+                _me.Counters.MqBytesReceived += expected;
                 return ShmMqResult.Success;
             }
             // It wraps round the ring: assemble it in the buffer.
@@ -98,6 +100,7 @@ public sealed unsafe partial class ShmMqHandle
         _lengthWordComplete = false;
         _recvPartial = 0;
         message = new ReadOnlySpan<byte>(_buffer, 0, (int)expected);
+        _me.Counters.MqBytesReceived += expected;
         return ShmMqResult.Success;
     }
 

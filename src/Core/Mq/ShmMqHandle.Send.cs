@@ -134,6 +134,7 @@ public sealed unsafe partial class ShmMqHandle
         _sendLength = -1;
         if (forceFlush || _sendPending > (ring >> 2))
             FlushPending();
+        _me.Counters.MqBytesSent += len; // the meter's count: a plain add by the participant's own thread (PgIpcMetrics.cs)
         return ShmMqResult.Success;
     }
 

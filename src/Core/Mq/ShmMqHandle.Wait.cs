@@ -179,6 +179,8 @@ public sealed unsafe partial class ShmMqHandle
         if ((got & WaitEvents.SupervisorDeath) != 0)
             throw new PgIpcException("the supervisor died while this participant waited on a shared memory queue");
         _me.ResetLatch();
+        if (_cancellation.IsCancellationRequested)
+            ThrowCanceled(); // a Send / Receive given a token (ShmMqHandle.Cancel.cs), whose cancel set our latch
         return true;
     }
 

@@ -373,12 +373,18 @@ public sealed class BackgroundWorkerHandle
 
     /// <summary>
     /// Waits until the worker runs and returns its pid (WaitForBackgroundWorkerStartup). Throws
-    /// <see cref="TimeoutException"/> when it is not started in time and <see cref="PgIpcException"/> when it
-    /// stopped first.
+    /// <see cref="TimeoutException"/> when it is not started in time (<see cref="Timeout.InfiniteTimeSpan"/>: no limit)
+    /// and <see cref="PgIpcException"/> when it stopped first.
     /// </summary>
-    public int WaitForStartup(TimeSpan timeout)
+    public int WaitForStartup(TimeSpan timeout) => WaitForStartup(timeout, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="WaitForStartup(TimeSpan)"/>; throws <see cref="OperationCanceledException"/> within one poll
+    /// (5 ms: the wait polls the slot, it does not sleep on a latch) of <paramref name="cancellationToken"/>'s cancel.
+    /// </summary>
+    public int WaitForStartup(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        long deadline = Deadline(timeout);
         while (true)
         {
             BgwHandleStatus st = GetStatus(out int pid);
@@ -388,20 +394,40 @@ public sealed class BackgroundWorkerHandle
                 throw new PgIpcException($"background worker in slot {Slot} (generation {Generation}) stopped before it was seen running");
             if (Environment.TickCount64 > deadline)
                 throw new TimeoutException($"background worker in slot {Slot} (generation {Generation}) was not started within {timeout.TotalMilliseconds} ms");
+            cancellationToken.ThrowIfCancellationRequested();
             Thread.Sleep(PollMs);
         }
     }
 
-    /// <summary>Waits until the worker has stopped (WaitForBackgroundWorkerShutdown); throws <see cref="TimeoutException"/>.</summary>
-    public void WaitForShutdown(TimeSpan timeout)
+    /// <summary>
+    /// Waits until the worker has stopped (WaitForBackgroundWorkerShutdown); throws <see cref="TimeoutException"/>
+    /// (<see cref="Timeout.InfiniteTimeSpan"/>: no limit).
+    /// </summary>
+    public void WaitForShutdown(TimeSpan timeout) => WaitForShutdown(timeout, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="WaitForShutdown(TimeSpan)"/>; throws <see cref="OperationCanceledException"/> within one poll
+    /// (5 ms) of <paramref name="cancellationToken"/>'s cancel.
+    /// </summary>
+    public void WaitForShutdown(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        long deadline = Deadline(timeout);
         while (GetStatus() != BgwHandleStatus.Stopped)
         {
             if (Environment.TickCount64 > deadline)
                 throw new TimeoutException($"background worker in slot {Slot} (generation {Generation}) did not stop within {timeout.TotalMilliseconds} ms");
+            cancellationToken.ThrowIfCancellationRequested();
             Thread.Sleep(PollMs);
         }
+    }
+
+    /// <summary>The tick count at which a wait of <paramref name="timeout"/> ends (none for InfiniteTimeSpan).</summary>
+    private static long Deadline(TimeSpan timeout)
+    {
+        if (timeout == Timeout.InfiniteTimeSpan)
+            return long.MaxValue;
+        ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero);
+        return Environment.TickCount64 + (long)timeout.TotalMilliseconds;
     }
 
     /// <inheritdoc/>

@@ -8,7 +8,8 @@
  *   Options: participant slots, worker slots, restart-after-crash, data
  *   directory, DSM settings, the shared buffer pool (WithBufferPool, which
  *   needs the data directory: Build throws InvalidOperationException
- *   without one), the backend, the log and the stop grace.
+ *   without one), the backend, the logger (WithLogger, or WithLog's text)
+ *   and the stop grace.
  *
  *   PostgreSQL's postmaster calls each module's XxxShmemSize (and the
  *   shmem_request_hook, where extensions call RequestAddinShmemSpace and
@@ -21,6 +22,7 @@
  *   Mirrors src/backend/storage/ipc/ipci.c.
  *-------------------------------------------------------------------------
  */
+using Microsoft.Extensions.Logging;
 using PgIpc.Buffers;
 using PgIpc.Dsm;
 using PgIpc.Lmgr;
@@ -59,6 +61,7 @@ public sealed class ClusterBuilder
     internal string? DataDirectoryValue { get; private set; }
     internal int MaxChildrenValue { get; private set; } = 16;
     internal TextWriter? LogWriter { get; private set; }
+    internal ILogger? LoggerValue { get; private set; }
     internal TimeSpan StopGraceValue { get; private set; } = TimeSpan.FromSeconds(2);
     internal int? BufferCountValue { get; private set; }
     internal int BlocksPerSegmentValue { get; private set; } = Smgr.DefaultBlocksPerSegment;
@@ -185,10 +188,33 @@ public sealed class ClusterBuilder
         return this;
     }
 
-    /// <summary>Where the supervisor logs child exits and crash restarts (default Console.Error).</summary>
+    /// <summary>
+    /// Where the supervisor writes its log as text, one "pgipc supervisor &lt;pid&gt;: message" line per event of level
+    /// Information and above (see <see cref="Diagnostics.PgIpcLogEvents"/>). <see cref="WithLogger(ILogger)"/>
+    /// replaces it; without either the supervisor logs to <see cref="Diagnostics.PgIpcLogging.LoggerFactory"/>.
+    /// </summary>
     public ClusterBuilder WithLog(TextWriter log)
     {
         LogWriter = log ?? throw new ArgumentNullException(nameof(log));
+        LoggerValue = null;
+        return this;
+    }
+
+    /// <summary>
+    /// The logger of the supervisor (category "PgIpc.Supervisor" from <paramref name="loggerFactory"/>); events and
+    /// their ids are in <see cref="Diagnostics.PgIpcLogEvents"/>. Replaces <see cref="WithLog"/>.
+    /// </summary>
+    public ClusterBuilder WithLogger(ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        return WithLogger(loggerFactory.CreateLogger(Diagnostics.PgIpcLogging.SupervisorCategory));
+    }
+
+    /// <summary>The logger of the supervisor; events and their ids are in <see cref="Diagnostics.PgIpcLogEvents"/>. Replaces <see cref="WithLog"/>.</summary>
+    public ClusterBuilder WithLogger(ILogger logger)
+    {
+        LoggerValue = logger ?? throw new ArgumentNullException(nameof(logger));
+        LogWriter = null;
         return this;
     }
 

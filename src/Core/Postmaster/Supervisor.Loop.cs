@@ -39,6 +39,7 @@
  */
 using System.Diagnostics;
 using System.Globalization;
+using PgIpc.Diagnostics;
 using PgIpc.Proc;
 using PgIpc.Signals;
 
@@ -66,7 +67,7 @@ partial class Supervisor
                 catch (Exception ex)
                 {
                     // The loop must survive anything one step throws (a start that fails, a log that fails).
-                    Log($"supervisor loop error: {ex}");
+                    _log.SupervisorLoopError(ex);
                 }
             }
         }
@@ -88,8 +89,7 @@ partial class Supervisor
             if (r.Process is null || !r.Process.HasExited)
                 continue;
             int code = r.Process.ExitCode;
-            r.Process.Dispose();
-            r.Process = null;
+            ChildGone(r);
             // A clean exit that left LWLocks held (its slot still names them: Participant.Close keeps the locks of a
             // participant that ends with the process) is a crash: what the locks protect may be half-changed.
             int held = code is 0 or 1 ? HeldLWLocksOf(r.Pid) : 0;
@@ -109,7 +109,7 @@ partial class Supervisor
                 anyClean = true;
                 if (r.Spec.IsPermanent)
                 {
-                    Log($"{Describe(r)} exited with exit code 1; restarting it in {r.Spec.RestartIntervalMs} ms");
+                    _log.ChildErrorExit(Describe(r), r.Spec.RestartIntervalMs);
                     _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Registered, 0, free: false);
                     r.NotBeforeMs = Environment.TickCount64 + r.Spec.RestartIntervalMs;
                 }
@@ -124,8 +124,12 @@ partial class Supervisor
             {
                 if (code != 0)
                 {
-                    Log($"{Describe(r)} exited with exit code {code} during shutdown");
+                    _log.ChildExitedDuringShutdown(Describe(r), code);
                     _uncleanExit = true;
+                }
+                else
+                {
+                    _log.ChildExited(Describe(r));
                 }
                 _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
                 _children.RemoveAt(i);
@@ -157,7 +161,7 @@ partial class Supervisor
         foreach ((int slot, int generation, PgIpcException error) in corrupt)
         {
             // Written wrongly by another process: nothing to start. Free the slot, as a registration that failed.
-            Log($"not starting the worker registered in slot {slot}: {error.Message}");
+            _log.WorkerSlotCorrupt(slot, error.Message);
             _cluster.BackgroundWorkers.SetState(slot, generation, BackgroundWorkerState.Stopped, 0, free: true);
         }
         foreach ((int slot, int generation, ChildSpec spec) in registered)
@@ -188,7 +192,7 @@ partial class Supervisor
             catch (Exception ex)
             {
                 // Not a crash: nothing ran. Forget the worker, as the postmaster does when fork fails for good.
-                Log($"could not start {Describe(r)}: {ex.Message}");
+                _log.ChildStartFailed(Describe(r), ex.Message);
                 _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
                 _children.RemoveAt(i);
             }
@@ -216,6 +220,8 @@ partial class Supervisor
         r.Process = p;
         r.Pid = p.Id;
         r.Starts++;
+        Interlocked.Increment(ref _runningChildren);
+        _log.ChildStarted(Describe(r));
         _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Started, p.Id, free: false);
     }
 }

@@ -31,6 +31,7 @@
  *-------------------------------------------------------------------------
  */
 using PgIpc.Buffers;
+using PgIpc.Diagnostics;
 using PgIpc.Proc;
 
 namespace PgIpc.Postmaster;
@@ -44,25 +45,28 @@ partial class Supervisor
     /// <summary>HandleChildCrash + the restart: stop everyone, rebuild shared memory, re-register permanent workers.</summary>
     private void HandleChildCrash(string why)
     {
-        Log($"{why}; terminating any other active processes");
+        _log.ChildCrashed(why);
         StopAllChildren(_builder.StopGraceValue, immediate: true);
         List<ChildSpec> permanent = [.. _children.Where(r => r.Spec.IsPermanent).Select(r => r.Spec)];
         _children.Clear();
         if (!_builder.RestartAfterCrashValue)
         {
-            Log("shutting down because restart-after-crash is off");
+            _log.CrashShutdown();
             DestroyShmem();
             State = ClusterState.Stopped;
+            PgIpcMetrics.RemoveSupervisor(this);
             _childrenGone.Set();
             _stopped.Set();
             return;
         }
-        Log("all server processes terminated; reinitializing shared memory");
+        _log.CrashRestart();
         _uncleanExit = false; // the killed ones' locks went with the old segment
         DestroyShmem();
         InitShmem(_builder.Modules());
         Interlocked.Increment(ref _incarnation);
         Interlocked.Increment(ref _crashRestarts);
+        if (PgIpcMetrics.CrashRestartCounter.Enabled)
+            PgIpcMetrics.CrashRestartCounter.Add(1, new KeyValuePair<string, object?>(PgIpcMetrics.ClusterTag, _builder.Key));
         RunStartupHooks();
         long now = Environment.TickCount64;
         foreach (ChildSpec spec in permanent)
@@ -109,9 +113,8 @@ partial class Supervisor
                 // It exited between the check and the kill.
             }
             if (!r.Process.WaitForExit(10_000))
-                Log($"{Describe(r)} did not exit within 10 s of being killed");
-            r.Process.Dispose();
-            r.Process = null;
+                _log.ChildKillTimedOut(Describe(r));
+            ChildGone(r);
             _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
         }
     }
@@ -134,11 +137,11 @@ partial class Supervisor
             }
             int written = pool.FlushAllBuffers(me);
             if (written > 0)
-                Log($"shutdown: wrote {written} dirty buffers");
+                _log.ShutdownBuffersWritten(written);
         }
         catch (Exception ex) when (ex is PgIpcException or IOException or InvalidOperationException)
         {
-            Log($"shutdown: could not write the dirty buffers: {ex.Message}");
+            _log.ShutdownFlushFailed(ex.Message);
         }
         finally
         {
@@ -156,7 +159,7 @@ partial class Supervisor
         }
         catch (AggregateException ex)
         {
-            Log($"detaching the modules of shared memory segment {_cluster.Segment.Handle.Id}: {ex.Flatten().Message}");
+            _log.ShmemDestroyFailed("detaching the modules of", _cluster.Segment.Handle.Id, ex.Flatten().Message);
         }
         try
         {
@@ -165,7 +168,7 @@ partial class Supervisor
         catch (AggregateException ex)
         {
             // The segment is gone; report what an on-detach callback could not undo.
-            Log($"destroying shared memory segment {_cluster.Segment.Handle.Id}: {ex.Flatten().Message}");
+            _log.ShmemDestroyFailed("destroying", _cluster.Segment.Handle.Id, ex.Flatten().Message);
         }
     }
 
@@ -175,14 +178,25 @@ partial class Supervisor
 
     /// <summary>
     /// Shuts the cluster down: <paramref name="mode"/> decides how children are stopped; those still running after
-    /// <paramref name="timeout"/> are killed. Then shared memory is destroyed. Returns false when children had to be
-    /// killed at the deadline. Idempotent.
+    /// <paramref name="timeout"/> (<see cref="Timeout.InfiniteTimeSpan"/>: no deadline) are killed. Then shared memory is
+    /// destroyed. Returns false when children had to be killed at the deadline. Idempotent.
     /// </summary>
-    public bool Shutdown(ShutdownMode mode, TimeSpan timeout)
+    public bool Shutdown(ShutdownMode mode, TimeSpan timeout) => Shutdown(mode, timeout, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="Shutdown(ShutdownMode, TimeSpan)"/>, where <paramref name="deadline"/> cancelled is the deadline
+    /// too: children still running then are killed (a host's shutdown timeout). The shutdown always completes; it
+    /// does not throw <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public bool Shutdown(ShutdownMode mode, TimeSpan timeout, CancellationToken deadline)
     {
         bool inTime = true;
+        bool first = false;
         lock (_lock)
         {
+            first = State is ClusterState.Created or ClusterState.Running;
+            if (first)
+                _log.ShutdownStarted(mode.ToString());
             if (State == ClusterState.Created)
             {
                 _children.Clear();
@@ -202,12 +216,21 @@ partial class Supervisor
             }
         }
         _wake.Set();
-        if (!_childrenGone.Wait(timeout))
+        bool gone;
+        try
+        {
+            gone = _childrenGone.Wait(timeout, deadline);
+        }
+        catch (OperationCanceledException)
+        {
+            gone = _childrenGone.IsSet;
+        }
+        if (!gone)
         {
             inTime = false;
             lock (_lock)
             {
-                Log($"shutdown: children still running after {timeout.TotalMilliseconds} ms; killing them");
+                _log.ShutdownKilledChildren(timeout.TotalMilliseconds);
                 KillAllChildren();
                 _children.Clear();
             }
@@ -226,13 +249,25 @@ partial class Supervisor
             DestroyShmem();
             State = ClusterState.Stopped;
         }
+        PgIpcMetrics.RemoveSupervisor(this);
+        if (first)
+            _log.ShutdownCompleted();
         _childrenGone.Set();
         _stopped.Set();
         return inTime;
     }
 
-    /// <summary>Waits until the cluster has stopped (after a shutdown, or a crash with restart-after-crash off).</summary>
+    /// <summary>
+    /// Waits until the cluster has stopped (after a shutdown, or a crash with restart-after-crash off); false at the
+    /// timeout (<see cref="Timeout.InfiniteTimeSpan"/>: none).
+    /// </summary>
     public bool WaitForStopped(TimeSpan timeout) => _stopped.Wait(timeout);
+
+    /// <summary>
+    /// As <see cref="WaitForStopped(TimeSpan)"/>; throws <see cref="OperationCanceledException"/> as soon as
+    /// <paramref name="cancellationToken"/> is cancelled.
+    /// </summary>
+    public bool WaitForStopped(TimeSpan timeout, CancellationToken cancellationToken) => _stopped.Wait(timeout, cancellationToken);
 
     /// <summary>Fast shutdown and destroy: nothing is left behind.</summary>
     public void Dispose() => Shutdown(ShutdownMode.Fast, TimeSpan.FromSeconds(10));

@@ -50,7 +50,9 @@
  */
 using System.Diagnostics;
 using System.Globalization;
+using Microsoft.Extensions.Logging;
 using PgIpc.Buffers;
+using PgIpc.Diagnostics;
 using PgIpc.Dsm;
 using PgIpc.Platform;
 using PgIpc.Proc;
@@ -110,7 +112,7 @@ public sealed partial class Supervisor : IDisposable
 
     private readonly ClusterBuilder _builder;
     private readonly IPgIpcPlatform _platform;
-    private readonly TextWriter _log;
+    private readonly ILogger _log;
     private readonly Lock _lock = new();
     private readonly AutoResetEvent _wake = new(false);
     private readonly ManualResetEventSlim _childrenGone = new(false);
@@ -119,6 +121,7 @@ public sealed partial class Supervisor : IDisposable
     private Thread? _loop;
     private volatile bool _loopExit;
     private int _crashRestarts;
+    private int _runningChildren; // children with a Process (changed under _lock; read by the metrics gauge)
     private bool _uncleanExit; // under _lock: a child of this shared memory was killed or exited non-zero during shutdown (no shutdown writes)
     private int _incarnation;
 
@@ -129,7 +132,9 @@ public sealed partial class Supervisor : IDisposable
     {
         _builder = builder;
         _platform = platform;
-        _log = builder.LogWriter ?? Console.Error;
+        _log = builder.LoggerValue
+            ?? (builder.LogWriter is { } w ? new TextWriterLogger(w, $"pgipc supervisor {platform.Processes.CurrentProcessId}: ")
+                : PgIpcLogging.LoggerFactory.CreateLogger(PgIpcLogging.SupervisorCategory));
         _cluster = null!; // set by Create before the supervisor is published
     }
 
@@ -147,7 +152,10 @@ public sealed partial class Supervisor : IDisposable
         s.InitShmem(modules);
         s._incarnation = 1;
         if (s._cluster.Segment.ReplacedStaleSegment)
-            s.Log($"removed the shared memory of a crashed run of \"{b.Key}\" and {s._cluster.Segment.LeftoversRemoved} other leftover OS object set(s)");
+        {
+            s._log.StaleSegmentFound(b.Key);
+            s._log.StaleSegmentsRemoved(b.Key, s._cluster.Segment.LeftoversRemoved);
+        }
         try
         {
             s.RunStartupHooks();
@@ -160,6 +168,7 @@ public sealed partial class Supervisor : IDisposable
             s.Shutdown(ShutdownMode.Immediate, TimeSpan.Zero); // no children yet; Immediate: nothing flushed
             throw;
         }
+        PgIpcMetrics.AddSupervisor(s, b.Key, () => s.RunningChildren); // removed when stopped (Shutdown, or a crash with restart-after-crash off)
         return s;
     }
 
@@ -186,7 +195,7 @@ public sealed partial class Supervisor : IDisposable
         // RemovePgTempFiles: at start and at each crash restart no process of this cluster runs (the segment was
         // just made, refused while an orphan was attached), so every temporary file left is garbage.
         if (settings.DataDirectory is { } dataDirectory && Storage.TempFileSpace.RemoveTempFiles(dataDirectory) is > 0 and int removed)
-            Log($"removed {removed} temporary file(s) left in {Storage.TempFileSpace.TempDirectoryOf(dataDirectory)}");
+            _log.TempFilesRemoved(removed, Storage.TempFileSpace.TempDirectoryOf(dataDirectory));
     }
 
     private void RunStartupHooks()
@@ -223,6 +232,9 @@ public sealed partial class Supervisor : IDisposable
     /// <summary>Where the supervisor is.</summary>
     public ClusterState State { get; private set; } = ClusterState.Created;
 
+    /// <summary>Children running now (the "pgipc.supervisor.children" gauge).</summary>
+    internal int RunningChildren => Volatile.Read(ref _runningChildren);
+
     // ------------------------------------------------------------------
     // Children
     // ------------------------------------------------------------------
@@ -238,6 +250,7 @@ public sealed partial class Supervisor : IDisposable
             _loop = new Thread(Loop) { IsBackground = true, Name = $"pgipc supervisor {_builder.Key}" };
             _loop.Start();
         }
+        _log.SupervisorStarted(_builder.Key, Handle);
         _wake.Set();
     }
 
@@ -312,12 +325,11 @@ public sealed partial class Supervisor : IDisposable
             ? $"exited with exit code {code} (on Unix: terminated by signal {code - 128})"
             : $"exited with exit code {code}";
 
-    private void Log(string message)
+    /// <summary>A child's Process was reaped or killed: one child fewer running.</summary>
+    private void ChildGone(ChildRecord r)
     {
-        lock (_log)
-        {
-            _log.WriteLine($"pgipc supervisor {_platform.Processes.CurrentProcessId}: {message}");
-            _log.Flush();
-        }
+        r.Process!.Dispose();
+        r.Process = null;
+        Interlocked.Decrement(ref _runningChildren);
     }
 }

@@ -58,6 +58,9 @@ public sealed unsafe class Participant : IDisposable
     private readonly Action<Participant, uint>?[] _barrierHandlers = new Action<Participant, uint>?[32];
     internal Sync.ConditionVariable* CvSleepTarget;
 
+    /// <summary>This participant's activity counts for the "PgIpc" meter (Diagnostics/PgIpcMetrics.cs): its thread's plain adds.</summary>
+    internal readonly Diagnostics.ActivityCounters Counters = Diagnostics.PgIpcMetrics.Track();
+
     /// <summary>What an LWLock held exclusive by this participant records as its holder: procno + 1, or 0 past 65534.</summary>
     internal readonly ushort HolderTag;
 
@@ -121,9 +124,16 @@ public sealed unsafe class Participant : IDisposable
     /// <summary>Clears this participant's latch (its own thread, before checking for work).</summary>
     public void ResetLatch() => Latch.Latches.ResetLatch(this);
 
-    /// <summary>Waits on this participant's latch (WaitLatch); see <see cref="Latch.Latches.WaitLatch"/>.</summary>
+    /// <summary>Waits on this participant's latch (WaitLatch); see <see cref="Latch.Latches.WaitLatch(Participant, WaitEvents, int, WaitEventId)"/>.</summary>
     public WaitEvents WaitLatch(WaitEvents events, int timeoutMs, WaitEventId waitEvent = default)
         => Latch.Latches.WaitLatch(this, events, timeoutMs, waitEvent);
+
+    /// <summary>
+    /// WaitLatch with a <see cref="TimeSpan"/> timeout (<see cref="Timeout.InfiniteTimeSpan"/>: none) and a
+    /// cancellation token; see <see cref="Latch.Latches.WaitLatch(Participant, WaitEvents, TimeSpan, WaitEventId, CancellationToken)"/>.
+    /// </summary>
+    public WaitEvents WaitLatch(WaitEvents events, TimeSpan timeout, WaitEventId waitEvent = default, CancellationToken cancellationToken = default)
+        => Latch.Latches.WaitLatch(this, events, timeout, waitEvent, cancellationToken);
 
     /// <summary>
     /// Registers what <see cref="ProcessInterrupts"/> runs for <paramref name="reason"/> (null removes it). Handlers run
@@ -436,6 +446,7 @@ public sealed unsafe class Participant : IDisposable
                 break;
             was = seen;
         }
+        Diagnostics.PgIpcMetrics.Retire(Counters);
         foreach (Latch.WaitEventSet? set in _latchSets)
             set?.Dispose();
         if (fromExit && Proc->LwWaiting != (int)LWLockWaitState.NotWaiting)

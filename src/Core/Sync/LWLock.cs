@@ -208,6 +208,8 @@ public unsafe partial struct LWLock
         }
         Granted(l, me, mode);
         me.RepostExtraWaits(extraWaits);
+        if (!result && Diagnostics.PgIpcMetrics.LWLockSleepCounter.Enabled)
+            RecordSleep(l, me); // after a sleep on the semaphore; nothing computed unless someone listens
         return result;
     }
 
@@ -503,6 +505,12 @@ public unsafe partial struct LWLock
     }
 
     private static string TrancheNameOf(Participant me, LWLock* l) => LWLockTranches.NameOf(me.Array.Segment, l->Tranche);
+
+    /// <summary>Counts an acquisition that slept, tagged with its wait event (the tranche's name, as pg_stat_activity shows it).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void RecordSleep(LWLock* l, Participant me)
+        => Diagnostics.PgIpcMetrics.LWLockSleepCounter.Add(1,
+            new KeyValuePair<string, object?>(Diagnostics.PgIpcMetrics.WaitEventTag, TrancheNameOf(me, l)));
 
     // ------------------------------------------------------------------
     // The wait list
