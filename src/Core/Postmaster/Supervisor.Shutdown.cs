@@ -120,7 +120,8 @@ partial class Supervisor
     private void FlushBuffersAtShutdown()
     {
         BufferPool? pool = _cluster.IsAttached ? _cluster.Buffers : null;
-        if (pool is null)
+        Wal.XLog? wal = _cluster.IsAttached ? _cluster.Find<Wal.XLog>() : null;
+        if (pool is null && wal is null)
             return;
         Participant? mine = null;
         try
@@ -132,9 +133,10 @@ partial class Supervisor
                 catch (NoFreeProcSlotException) { mine = _cluster.Procs.Join(ProcKind.Backend); }
                 me = mine;
             }
-            int written = pool.FlushAllBuffers(me);
+            int written = pool?.FlushAllBuffers(me) ?? 0;
             if (written > 0)
                 Log($"shutdown: wrote {written} dirty buffers");
+            wal?.Checkpoint(me, Wal.DbState.ShutDown); // the shutdown checkpoint: no replay at the next start
         }
         catch (Exception ex) when (ex is PgIpcException or IOException or InvalidOperationException)
         {
