@@ -28,6 +28,7 @@ internal static class Program
                 Demo.ChildVerb => Demo.RunChild(rest),
                 "inspect" => Inspect.Run(rest),
                 "cleanup" => Cleanup.Run(rest),
+                "waldump" => WalDumpCommand.Run(rest),
                 "backends" => Backends(),
                 "help" or "--help" or "-h" => Usage(0),
                 _ => Usage(2),
@@ -54,6 +55,7 @@ internal static class Program
         w.WriteLine("       pgipc demo --parallel [--backend name] [--workers N] [--rows N]");
         w.WriteLine("       pgipc inspect <handle> [--buffers] [--locks]");
         w.WriteLine("       pgipc cleanup [--backend name] [--dry-run]");
+        w.WriteLine("       " + WalDumpCommand.Usage);
         w.WriteLine("       pgipc backends");
         return code;
     }

@@ -328,6 +328,48 @@ public sealed class WalTests(string backend)
     }
 
     [Test]
+    public void WalDumpListsEveryRecordThenTheEndOfWal()
+    {
+        Start();
+        List<ulong> starts = InsertRecords(5);
+        Crash();
+        var text = new StringWriter();
+        long n = WalDump.Run(_dir, text);
+        string dump = text.ToString();
+        Assert.That(n, Is.EqualTo(6), dump); // the bootstrap checkpoint and five records
+        Assert.That(dump, Does.Contain("rmgr: XLOG").And.Contain("CHECKPOINT_ONLINE"));
+        Assert.That(dump, Does.Contain("rmgr: test.counter").And.Contain("lsn: " + WalFormat.FormatLsn(starts[4])));
+        Assert.That(dump, Does.Contain("# end of WAL at"));
+    }
+
+    [Test]
+    public void TheWalWriterFlushesWhatCommittersLeftUnflushed()
+    {
+        Start(segment: 1 << 20, bufferBytes: 0);
+        XLog wal = _s!.Cluster.Get<XLog>();
+        ulong end = 0;
+        using var stop = new CancellationTokenSource();
+        var writer = new Thread(() =>
+        {
+            using Participant w = _s.Cluster.Procs.Join(ProcKind.Auxiliary);
+            WalWriter.Run(wal, w, stop.Token);
+        }) { IsBackground = true };
+        writer.Start();
+        AsParticipant(me =>
+        {
+            WalRecordBuilder b = wal.BeginInsert();
+            b.RegisterData(new byte[100]);
+            end = b.Insert(me, TestRmId, 0); // no Flush
+        });
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (wal.FlushLsn < end && DateTime.UtcNow < deadline)
+            Thread.Sleep(20);
+        stop.Cancel();
+        Assert.That(writer.Join(TimeSpan.FromSeconds(30)), Is.True);
+        Assert.That(wal.FlushLsn, Is.GreaterThanOrEqualTo(end), "the WAL writer did not flush the pending record");
+    }
+
+    [Test]
     public void GroupCommitOfEightCommittersNeedsFewerFsyncsThanCommits()
     {
         Start(segment: 1 << 20, bufferBytes: 0);
