@@ -50,6 +50,7 @@ public sealed class WalTests(string backend)
     [TearDown]
     public void TearDown()
     {
+        ChildWorker.KillAll();
         _s?.Shutdown(ShutdownMode.Immediate, TimeSpan.FromSeconds(5));
         _s?.Dispose();
         _s = null;
@@ -367,6 +368,79 @@ public sealed class WalTests(string backend)
         stop.Cancel();
         Assert.That(writer.Join(TimeSpan.FromSeconds(30)), Is.True);
         Assert.That(wal.FlushLsn, Is.GreaterThanOrEqualTo(end), "the WAL writer did not flush the pending record");
+    }
+
+    [Test]
+    public void GroupCommitAcrossProcessesNeedsFewerFsyncsThanCommits()
+    {
+        Start(segment: 1 << 20, bufferBytes: 0);
+        XLog wal = _s!.Cluster.Get<XLog>();
+        long before = wal.Stats.Fsyncs;
+        const int processes = 4, threads = 2, perThread = 40;
+        var workers = new List<ChildWorker>();
+        try
+        {
+            for (int i = 0; i < processes; i++)
+            {
+                ChildWorker w = ChildWorker.Start(backend);
+                workers.Add(w);
+                w.Send($"attach {_s.Handle}");
+                w.Send("wal-attach");
+            }
+            foreach (ChildWorker w in workers)
+                w.Begin($"wal-commit {threads} {perThread}");
+            foreach (ChildWorker w in workers)
+                Assert.That(w.End("wal-commit", TimeSpan.FromSeconds(120)).Trim(), Is.EqualTo("0"), "a commit returned before its LSN was durable");
+        }
+        finally
+        {
+            foreach (ChildWorker w in workers)
+                w.Kill();
+        }
+        long fsyncs = wal.Stats.Fsyncs - before;
+        TestContext.Out.WriteLine($"{processes * threads * perThread} commits, {fsyncs} fsyncs");
+        Assert.That(fsyncs, Is.LessThan(processes * threads * perThread));
+    }
+
+    [Test]
+    public void AWorkerKilledMidWorkloadLosesNoAcknowledgedUpdate()
+    {
+        Start(pool: true, segment: 1 << 20, bufferBytes: 0);
+        AsParticipant(me =>
+        {
+            Extend(_s!.Cluster.Get<BufferPool>(), me, 2);
+            _s.Cluster.Get<XLog>().Checkpoint(me);
+        });
+        string ack = Path.Combine(_dir, "acked");
+        var rnd = new Random(1234);
+        for (int round = 0; round < 3; round++)
+        {
+            File.Delete(ack);
+            ChildWorker w = ChildWorker.Start(backend);
+            try
+            {
+                w.Send($"attach {_s!.Handle}");
+                w.Send("wal-attach");
+                w.Send($"wal-incr-start 0 {ack}");
+                DateTime deadline = DateTime.UtcNow.AddSeconds(30);
+                while (!File.Exists(ack) && DateTime.UtcNow < deadline)
+                    Thread.Sleep(10);
+                Thread.Sleep(100 + rnd.Next(400));
+            }
+            finally
+            {
+                w.Kill(); // SIGKILL mid-workload
+            }
+            long acked = long.Parse(File.ReadAllText(ack), System.Globalization.CultureInfo.InvariantCulture);
+            Crash();
+            Start(pool: true, segment: 1 << 20, bufferBytes: 0);
+            Assert.That(_s!.Cluster.Get<XLog>().LastStartup!.Replayed, Is.True);
+            long v = ReadValue(0, 100);
+            Assert.That(v, Is.GreaterThanOrEqualTo(acked), $"round {round}: an acknowledged update was lost ({v} < {acked})");
+            Assert.That(v, Is.LessThanOrEqualTo(acked + 1), $"round {round}: more updates than were made");
+            Assert.That(ReadValue(1, 100), Is.EqualTo(0), $"round {round}: an update never logged survived");
+            TestContext.Out.WriteLine($"round {round}: acknowledged {acked}, recovered {v}");
+        }
     }
 
     [Test]
