@@ -201,8 +201,11 @@ public sealed unsafe partial class XLog
 
         if (flushRqst > Volatile.Read(ref _ctl->LogwrtFlush) && write > Volatile.Read(ref _ctl->LogwrtFlush))
         {
-            if (_openFile is not null && _openSegno == Geometry.PrevSegmentOf(write))
-                SyncOpenSegment();
+            // The segment holding the end: its pages may have been written by another process (an inserter's
+            // AdvanceXLInsertBuffer), so open it here if needed; fsync covers every process's writes to the file.
+            // Earlier segments were fsynced by whoever wrote their last page (above).
+            OpenSegmentForWrite(Geometry.PrevSegmentOf(write));
+            SyncOpenSegment();
             Interlocked.Increment(ref _ctl->Flushes);
             // Release store after the fsync; pairs with Flush's acquire load: a reader of X knows X is durable.
             Volatile.Write(ref _ctl->LogwrtFlush, write);
