@@ -60,7 +60,20 @@ partial class Supervisor
         Log("all server processes terminated; reinitializing shared memory");
         _uncleanExit = false; // the killed ones' locks went with the old segment
         DestroyShmem();
-        InitShmem(_builder.Modules());
+        try
+        {
+            InitShmem(_builder.Modules());
+        }
+        catch (Exception ex) when (ex is PgIpcException or IOException or UnauthorizedAccessException)
+        {
+            // A module could not be made again (WAL recovery failed, the disk is gone): stop with the reason, never
+            // loop over a destroyed segment.
+            Log($"could not reinitialize shared memory after the crash; shutting down: {ex.Message}");
+            State = ClusterState.Stopped;
+            _childrenGone.Set();
+            _stopped.Set();
+            return;
+        }
         Interlocked.Increment(ref _incarnation);
         Interlocked.Increment(ref _crashRestarts);
         RunStartupHooks();
