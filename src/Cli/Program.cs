@@ -60,6 +60,7 @@ internal static class Program
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(CleanupCommand.Create());
+        root.Subcommands.Add(WalDumpCommand.Create());
         root.Subcommands.Add(BackendsCommand.Create());
         // pgipc alone: the list of commands, as `pgipc --help` (exit 0, as before).
         root.SetAction(r => new HelpAction().Invoke(r));

@@ -103,6 +103,14 @@ public sealed class LayoutTests
             ("BuffersWritten", 40), ("FilesSynced", 48), ("Magic", 56), ("MaxRequests", 60), ("StartCv", 64), ("DoneCv", 80),
             ("QueueLock", 96), ("NumRequests", 100), ("AbsorbCycle", 104), ("LastError", 128)]),
         [typeof(PgIpc.Buffers.CheckpointerRequest)] = (12, [("RelNumber", 0), ("Fork", 4), ("SegNo", 8)]),
+        [typeof(PgIpc.Wal.XLogCtlData)] = (640, [
+            ("InsertPosLock", 0), ("CurrBytePos", 8), ("PrevBytePos", 16), ("RedoRecPtr", 24), ("FullPageWrites", 32), ("InfoLock", 64),
+            ("WriteRqst", 72), ("FlushRqst", 80), ("CkptRequestedSeg", 88), ("LogwrtWrite", 128), ("LogwrtFlush", 136),
+            ("InitializedUpTo", 192), ("Magic", 256), ("NumBuffers", 260), ("SegmentSize", 264), ("Timeline", 268), ("SystemId", 272),
+            ("MaxWalSize", 280), ("WriterDelayMs", 288), ("WriterFlushAfter", 292), ("Records", 320), ("Fsyncs", 352),
+            ("LastCheckpoint", 384), ("LastCheckpointRedo", 392), ("State", 400), ("WriteLock", 448), ("BufMappingLock", 512),
+            ("ControlLock", 576)]),
+        [typeof(PgIpc.Wal.WalInsertLockPadded)] = (64, [("Lock", 0), ("InsertingAt", 16)]),
         [typeof(PgIpc.Mq.ShmMqHeader)] = (192, [
             ("Mutex", 0), ("ReceiverProcNo", 4), ("SenderProcNo", 8), ("Detached", 12), ("RingSize", 16), ("RingOffset", 24),
             ("ReceiverPid", 32), ("SenderPid", 36), ("Magic", 40), ("BytesRead", 64), ("BytesWritten", 128)]),
@@ -129,6 +137,8 @@ public sealed class LayoutTests
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
         // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.
         typeof(PgIpc.Buffers.CheckpointStats), typeof(PgIpc.Buffers.BgWriterRound), typeof(PgIpc.Buffers.CheckpointerStatus),
+        // WAL: the segment geometry (a value), a statistics snapshot, the control file's contents (a file, not shared memory).
+        typeof(PgIpc.Wal.WalGeometry), typeof(PgIpc.Wal.WalStats), typeof(PgIpc.Wal.ControlFileData),
         // The cluster's module list as this process read it (serialised into PgIpc.ClusterConfig, never mapped).
         typeof(PgIpc.Postmaster.ModuleRecord),
     ];

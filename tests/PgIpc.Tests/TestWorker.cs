@@ -30,6 +30,7 @@
  *     lw-*                             participant and LWLock commands: Sync/LockWorkerCommands.cs
  *     cl-*                             latch, ProcSignal, barrier, PMSignal, CV: Latch/CoreLatchWorkerCommands.cs
  *     lm-*                             heavyweight lock manager: Lmgr/LmWorkerCommands.cs
+ *     wal-*                            write-ahead log: Wal/WalWorkerCommands.cs
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
  *   The backend is chosen with "--backend <name>" before the commands.
@@ -222,6 +223,7 @@ internal static class TestWorker
                 if (PgIpc.Tests.Postmaster.PostmasterWorkerCommands.TryExecute(a, seg, out string pmReply)) return pmReply; // pm-*: Postmaster/PostmasterWorkerCommands.cs
                 if (PgIpc.Tests.Buffers.BufferWorkerCommands.TryExecute(a, seg, out string bufReply)) return bufReply; // buf-*: Buffers/BufferWorkerCommands.cs
                 if (PgIpc.Tests.Lmgr.LmWorkerCommands.TryExecute(a, seg, out string lmReply)) return lmReply; // lm-*: Lmgr/LmWorkerCommands.cs
+                if (PgIpc.Tests.Wal.WalWorkerCommands.TryExecute(a, seg, out string walReply)) return walReply; // wal-*: Wal/WalWorkerCommands.cs
                 if (PgIpc.Tests.Shmem.PosixCreationWorkerCommands.TryExecute(a, out string pcReply)) return pcReply; // shm-creating: Shmem/PosixUnfinishedCreationTests.cs
                 if (PgIpc.Tests.Proc.DetachWorkerCommands.TryExecute(a, platform, out string dtReply)) return dtReply; // detach-*: Proc/DetachWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");

@@ -333,6 +333,7 @@ public sealed unsafe partial class BufferPool
         try
         {
             PageOf(id).CopyTo(copy);
+            Wal?.FlushForWrite(me, copy); // WAL before data: the page's changes are durable in the log first
             PageChecksum.Set(copy, tag.BlockNumber);
             Smgr.Write(tag, copy);
         }

@@ -131,6 +131,9 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
     /// <summary>Number of shared buffers.</summary>
     public int NumBuffers => _n;
 
+    /// <summary>The cluster's write-ahead log, when it has one: a page is written only after WAL up to its LSN is flushed.</summary>
+    internal IWalForBuffers? Wal { get; set; }
+
     /// <summary>This process's storage manager.</summary>
     public Smgr Smgr { get; }
 

@@ -245,7 +245,10 @@ unsafe partial class Checkpointer
             me.WaitLatch(WaitEvents.LatchSet | WaitEvents.Timeout, WriteDelayMs, WaitEventCheckpointWriteDelay);
             me.ResetLatch();
         };
-        return pool.CheckpointBuffers(me, delay, () => AbsorbSyncRequests());
+        ulong redo = Wal?.BeginCheckpoint(me) ?? 0;
+        CheckpointStats stats = pool.CheckpointBuffers(me, delay, () => AbsorbSyncRequests());
+        Wal?.CompleteOnlineCheckpoint(me, redo);
+        return stats;
     }
 
     /// <summary>ImmediateCheckpointRequested: a pending request wants the running checkpoint to hurry (unlocked peek).</summary>

@@ -223,6 +223,9 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
             pool.Smgr.SyncRequests = this;
     }
 
+    /// <summary>The cluster's write-ahead log, when it has one: a checkpoint moves its redo pointer and ends with a checkpoint record.</summary>
+    internal IWalForBuffers? Wal { get; set; }
+
     /// <summary>The options this checkpointer runs with.</summary>
     public CheckpointerOptions Options { get; }
 

@@ -57,6 +57,8 @@ public static class PgIpcLogEvents
     public const int WorkerSlotCorrupt = 1010;
     /// <summary>The supervisor's loop caught an exception (Error).</summary>
     public const int SupervisorLoopError = 1011;
+    /// <summary>Shared memory could not be made again after a crash (WAL recovery failed, the disk is gone); the cluster stops (Critical).</summary>
+    public const int CrashReinitFailed = 1012;
     /// <summary>A shutdown began (Information).</summary>
     public const int ShutdownStarted = 1020;
     /// <summary>The cluster has shut down: no child runs, shared memory is gone (Information).</summary>
@@ -166,6 +168,9 @@ internal static partial class PgIpcLog
 
     [LoggerMessage(PgIpcLogEvents.TempFilesRemoved, LogLevel.Information, "removed {Removed} temporary file(s) left in {Directory}")]
     public static partial void TempFilesRemoved(this ILogger logger, int removed, string directory);
+
+    [LoggerMessage(PgIpcLogEvents.CrashReinitFailed, LogLevel.Critical, "could not reinitialize shared memory after the crash; shutting down: {Error}")]
+    public static partial void CrashReinitFailed(this ILogger logger, string error);
 
     [LoggerMessage(PgIpcLogEvents.CheckpointCompleted, LogLevel.Debug, "checkpoint complete: wrote {Written} buffers, synced {Files} files")]
     public static partial void CheckpointCompleted(this ILogger logger, int written, int files);

@@ -18,6 +18,8 @@
  *     PgIpc.BufferPool          shared buffers            (WithBufferPool)
  *     PgIpc.Checkpointer        the checkpointer's state  (WithCheckpointer)
  *     PgIpc.BgWriter            the background writer     (WithBackgroundWriter)
+ *     PgIpc.XLogCtl             the write-ahead log       (WithWal; after the
+ *                               pool and checkpointer, which it hooks into)
  *   then the user's modules in registration order. A module whose shared
  *   state records everything a child needs (slot counts, the DSM table's
  *   size) records no options; the buffer pool records its size and data
@@ -184,6 +186,41 @@ internal static class BuiltinModules
             c => new BackgroundWriter(c.Get<BufferPool>(), options), null, w.ToArray());
     }
 
+    /// <summary>The write-ahead log; in the supervisor its creation runs start-up (bootstrap or crash recovery).</summary>
+    public static ShmemModule WalModule(Wal.WalOptions options, int numBuffers, string dataDirectory)
+    {
+        options.Validate();
+        var w = new OptionsWriter();
+        w.Int(options.SegmentSize).Int(options.BufferBytes).Long(options.MaxWalSize).Int(options.FullPageWrites ? 1 : 0)
+            .Int(options.WriterDelayMs).Int(options.WriterFlushAfterBytes).Int(numBuffers).String(dataDirectory);
+        return new BuiltinModule<Wal.XLog>(Wal.XLog.ShmemName, Wal.XLog.ShmemName, _ => Wal.XLog.ShmemSize(numBuffers),
+            c =>
+            {
+                Wal.XLog x = Wal.XLog.Init(c.Segment, c.Procs, options, numBuffers, dataDirectory, c.IsCreating);
+                BufferPool? pool = c.Find<BufferPool>();
+                Checkpointer? ckpt = c.Find<Checkpointer>();
+                x.Pool = pool;
+                x.CheckpointRequests = ckpt;
+                if (pool is not null)
+                    pool.Wal = x;
+                if (ckpt is not null)
+                    ckpt.Wal = x;
+                if (c.IsCreating)
+                {
+                    try
+                    {
+                        x.RunStartup(c.Procs);
+                    }
+                    catch
+                    {
+                        x.Dispose();
+                        throw;
+                    }
+                }
+                return x;
+            }, x => x.Dispose(), w.ToArray());
+    }
+
     /// <summary>
     /// A user's reservation (RequestShmem, RequestAddinShmemSpace): only bytes in the segment's size. The structure is
     /// made by whoever calls InitStruct first with its initializer (the start-up hook, as shmem_startup_hook does), so
@@ -234,6 +271,18 @@ internal static class BuiltinModules
                 double mult = r.Double();
                 int hib = r.Int();
                 return BgWriterModule(new BgWriterOptions(delay, lru, mult, hib));
+            }
+            case Wal.XLog.ShmemName:
+            {
+                int seg = r.Int(), bufBytes = r.Int();
+                long maxWal = r.Long();
+                int fpw = r.Int(), delay = r.Int(), flushAfter = r.Int(), nbuf = r.Int();
+                string dir = r.String();
+                return WalModule(Checked(name, () => new Wal.WalOptions
+                {
+                    SegmentSize = seg, BufferBytes = bufBytes, MaxWalSize = maxWal, FullPageWrites = fpw != 0, WriterDelayMs = delay,
+                    WriterFlushAfterBytes = flushAfter,
+                }), nbuf, dir);
             }
             case RegionFactory:
                 return RegionModule(name, r.Long());

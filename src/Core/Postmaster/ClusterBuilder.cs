@@ -69,6 +69,7 @@ public sealed class ClusterBuilder
     internal CheckpointerOptions? CheckpointerValue { get; private set; }
     internal BgWriterOptions? BgWriterValue { get; private set; }
     internal LockManagerOptions? LockManagerValue { get; private set; }
+    internal Wal.WalOptions? WalValue { get; private set; }
 
     /// <summary>The OS backend (default: <see cref="PgIpcPlatform.Current"/>).</summary>
     public ClusterBuilder WithPlatform(IPgIpcPlatform platform)
@@ -158,6 +159,20 @@ public sealed class ClusterBuilder
         options ??= new CheckpointerOptions();
         options.Validate();
         CheckpointerValue = options;
+        return this;
+    }
+
+    /// <summary>
+    /// A write-ahead log in &lt;datadir&gt;/pg_wal (a module: every process reaches it with <c>Get&lt;XLog&gt;()</c>).
+    /// Needs the data directory. With the buffer pool, a page is written only after WAL up to its LSN is flushed, and
+    /// the checkpointer's checkpoints write checkpoint records; the supervisor replays the WAL at every start and
+    /// crash restart before any child runs.
+    /// </summary>
+    public ClusterBuilder WithWal(Wal.WalOptions? options = null)
+    {
+        options ??= new Wal.WalOptions();
+        options.Validate();
+        WalValue = options;
         return this;
     }
 
@@ -295,6 +310,12 @@ public sealed class ClusterBuilder
             if (BufferCountValue is null)
                 throw new InvalidOperationException($"cluster \"{Key}\": WithBackgroundWriter needs the buffer pool; call WithBufferPool");
             list.Add(BuiltinModules.BgWriterModule(bw));
+        }
+        if (WalValue is { } wo)
+        {
+            string dir = DataDirectoryValue
+                ?? throw new InvalidOperationException($"cluster \"{Key}\": WithWal needs a data directory for pg_wal; call WithDataDirectory");
+            list.Add(BuiltinModules.WalModule(wo, wo.NumBuffers(BufferCountValue), dir));
         }
         foreach (ShmemModule m in _userModules)
         {

@@ -62,7 +62,20 @@ partial class Supervisor
         _log.CrashRestart();
         _uncleanExit = false; // the killed ones' locks went with the old segment
         DestroyShmem();
-        InitShmem(_builder.Modules());
+        try
+        {
+            InitShmem(_builder.Modules());
+        }
+        catch (Exception ex) when (ex is PgIpcException or IOException or UnauthorizedAccessException)
+        {
+            // A module could not be made again (WAL recovery failed, the disk is gone): stop with the reason, never
+            // loop over a destroyed segment.
+            _log.CrashReinitFailed(ex.Message);
+            State = ClusterState.Stopped;
+            _childrenGone.Set();
+            _stopped.Set();
+            return;
+        }
         Interlocked.Increment(ref _incarnation);
         Interlocked.Increment(ref _crashRestarts);
         if (PgIpcMetrics.CrashRestartCounter.Enabled)
@@ -123,7 +136,8 @@ partial class Supervisor
     private void FlushBuffersAtShutdown()
     {
         BufferPool? pool = _cluster.IsAttached ? _cluster.Buffers : null;
-        if (pool is null)
+        Wal.XLog? wal = _cluster.IsAttached ? _cluster.Find<Wal.XLog>() : null;
+        if (pool is null && wal is null)
             return;
         Participant? mine = null;
         try
@@ -135,9 +149,10 @@ partial class Supervisor
                 catch (NoFreeProcSlotException) { mine = _cluster.Procs.Join(ProcKind.Backend); }
                 me = mine;
             }
-            int written = pool.FlushAllBuffers(me);
+            int written = pool?.FlushAllBuffers(me) ?? 0;
             if (written > 0)
                 _log.ShutdownBuffersWritten(written);
+            wal?.Checkpoint(me, Wal.DbState.ShutDown); // the shutdown checkpoint: no replay at the next start
         }
         catch (Exception ex) when (ex is PgIpcException or IOException or InvalidOperationException)
         {

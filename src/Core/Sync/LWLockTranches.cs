@@ -65,6 +65,14 @@ public static class BuiltinTranche
     public const int Checkpointer = 11;
     /// <summary>Locks the tests make.</summary>
     public const int Test = 12;
+    /// <summary>The WAL insertion locks (WALInsertLock).</summary>
+    public const int WalInsert = 13;
+    /// <summary>The WAL write lock (WALWriteLock).</summary>
+    public const int WalWrite = 14;
+    /// <summary>The WAL buffer mapping lock (WALBufMappingLock).</summary>
+    public const int WalBufMapping = 15;
+    /// <summary>The control file lock (ControlFileLock).</summary>
+    public const int ControlFile = 16;
 
     /// <summary>First id handed out for named or run-time tranches.</summary>
     public const int FirstUserDefined = 64;
@@ -73,6 +81,7 @@ public static class BuiltinTranche
     [
         "Main", "ShmemIndex", "ProcArray", "BufferContent", "BufferMapping", "LockManager", "SInvalRead",
         "SInvalWrite", "DynamicSharedMemoryControl", "ShmMq", "SharedHashPartition", "Checkpointer", "Test",
+        "WALInsert", "WALWrite", "WALBufMapping", "ControlFile",
     ];
 }
 
