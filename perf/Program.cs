@@ -52,6 +52,8 @@ public static class Program
             return Report.RingHarness.Child(args[1..]);
         if (args.Length > 0 && args[0] == Report.ScaleHarness.ChildVerb)
             return Report.ScaleHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == OpCount.OpCountHarness.Verb)
+            return OpCount.OpCountHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ParentVerb)
             return ContendHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == ContendHarness.ChildVerb)
