@@ -89,7 +89,9 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             long hugeSize = (size + pageSize - 1) & ~(pageSize - 1);
             shmid = LibC.shmget(key, (nuint)hugeSize, LibC.IPC_CREAT | LibC.IPC_EXCL | LibC.SHM_HUGETLB | sizeFlags | Permissions);
             if (shmid >= 0)
+            {
                 huge = true;
+            }
             else
             {
                 int err = Errno.Last;
@@ -155,7 +157,7 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             ? "this user may not create SysV huge-page segments: add its group to vm.hugetlb_shm_group or grant CAP_IPC_LOCK"
             : err == Errno.EINVAL
                 ? $"the kernel refused the {page} page size (supported: {HugePageSizes.List()})"
-                : $"reserve at least {hugeSize / pageSize} huge pages of {page} (sysctl vm.nr_hugepages{(pageSize == HugePageSizes.Default() ? "" : $", or /sys/kernel/mm/hugepages/hugepages-{pageSize / 1024}kB/nr_hugepages")}; HugePages_Free in /proc/meminfo shows the free ones)";
+                : $"reserve at least {hugeSize / pageSize} huge page(s) of {page} (sysctl vm.nr_hugepages{(pageSize == HugePageSizes.Default() ? "" : $", or /sys/kernel/mm/hugepages/hugepages-{pageSize / 1024}kB/nr_hugepages")}; HugePages_Free in /proc/meminfo shows the free ones)";
         return Errno.Exception("shmget(SHM_HUGETLB)", err,
             $"creating key {FormatKey(key)} of {size} bytes ({hugeSize} rounded up to {page} huge pages) with huge pages on: {fix}, or use HugePages.Try");
     }
