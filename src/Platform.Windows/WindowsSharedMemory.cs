@@ -161,8 +161,15 @@ internal sealed unsafe class WindowsSharedMemory : ISharedMemoryProvider
         _ = Volatile.Read(ref *(byte*)p);
         Win.PSAPI_WORKING_SET_EX_INFORMATION info = default;
         info.VirtualAddress = p;
-        if (Win.QueryWorkingSetEx(Win.CurrentProcess, &info, (uint)sizeof(Win.PSAPI_WORKING_SET_EX_INFORMATION)) == 0)
-            return 0;
+        try
+        {
+            if (Win.QueryWorkingSetEx(Win.CurrentProcess, &info, (uint)sizeof(Win.PSAPI_WORKING_SET_EX_INFORMATION)) == 0)
+                return 0;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return 0; // a kernel32 without K32QueryWorkingSetEx (before Windows 7, some Wine builds): reported as normal pages
+        }
         const nuint valid = 1, largePage = (nuint)1 << 23;
         return (info.VirtualAttributes & (valid | largePage)) == (valid | largePage) ? (long)Win.GetLargePageMinimum() : 0;
     }
