@@ -5,11 +5,10 @@
  *   named LWLock tranches, static background workers and the options.
  *
  * NOTES
- *   Options: participant slots, worker slots, restart-after-crash, data
- *   directory, DSM settings, the shared buffer pool (WithBufferPool, which
+ *   Options: huge pages (WithHugePages), participant slots, worker slots,
+ *   restart-after-crash, data directory, DSM settings, the shared buffer pool (WithBufferPool, which
  *   needs the data directory: Build throws InvalidOperationException
- *   without one), the backend, huge pages (WithHugePages), the log and
- *   the stop grace.
+ *   without one), the backend, the log and the stop grace.
  *
  *   PostgreSQL's postmaster calls each module's XxxShmemSize (and the
  *   shmem_request_hook, where extensions call RequestAddinShmemSpace and
@@ -54,6 +53,7 @@ public sealed class ClusterBuilder
     public string Key { get; }
 
     internal IPgIpcPlatform? PlatformChoice { get; private set; }
+    internal SharedMemoryOptions SharedMemorySettings { get; private set; }
     internal ProcArrayOptions ProcOptions { get; private set; } = new();
     internal DsmOptions DsmSettings { get; private set; } = new();
     internal bool RestartAfterCrashValue { get; private set; } = true;
@@ -67,12 +67,27 @@ public sealed class ClusterBuilder
     internal CheckpointerOptions? CheckpointerValue { get; private set; }
     internal BgWriterOptions? BgWriterValue { get; private set; }
     internal LockManagerOptions? LockManagerValue { get; private set; }
-    internal SharedMemoryOptions SharedMemorySettings { get; private set; }
 
     /// <summary>The OS backend (default: <see cref="PgIpcPlatform.Current"/>).</summary>
     public ClusterBuilder WithPlatform(IPgIpcPlatform platform)
     {
         PlatformChoice = platform ?? throw new ArgumentNullException(nameof(platform));
+        return this;
+    }
+
+    /// <summary>
+    /// Huge pages for the main segment (PostgreSQL's huge_pages and huge_page_size): <see cref="HugePages.Try"/> (the
+    /// default) uses them when the OS has them and normal pages otherwise, <see cref="HugePages.Off"/> never asks,
+    /// <see cref="HugePages.On"/> makes Build fail with a clear error when they cannot be had. <paramref name="pageSize"/>
+    /// 0 is the system default (Linux: Hugepagesize in /proc/meminfo); a size that is not a supported huge page size
+    /// is an <see cref="ArgumentException"/> (here when no system could have it, at Build when this one has not).
+    /// See README's "Huge pages" for what each backend does.
+    /// </summary>
+    public ClusterBuilder WithHugePages(HugePages mode, long pageSize = 0)
+    {
+        var options = new SharedMemoryOptions(mode, pageSize);
+        options.Validate();
+        SharedMemorySettings = options;
         return this;
     }
 
@@ -184,22 +199,6 @@ public sealed class ClusterBuilder
     public ClusterBuilder WithDsmOptions(DsmOptions options)
     {
         DsmSettings = options ?? throw new ArgumentNullException(nameof(options));
-        return this;
-    }
-
-    /// <summary>
-    /// Huge pages for the main segment (PostgreSQL's huge_pages and huge_page_size): <see cref="HugePages.Try"/> (the
-    /// default) uses them when the OS has them and normal pages otherwise, <see cref="HugePages.Off"/> never asks,
-    /// <see cref="HugePages.On"/> makes Build fail with a clear error when they cannot be had. <paramref name="pageSize"/>
-    /// 0 is the system default (Linux: Hugepagesize in /proc/meminfo); a size that is not a supported huge page size
-    /// is an <see cref="ArgumentException"/> (here when no system could have it, at Build when this one has not).
-    /// See README's "Huge pages" for what each backend does.
-    /// </summary>
-    public ClusterBuilder WithHugePages(HugePages mode, long pageSize = 0)
-    {
-        var options = new SharedMemoryOptions(mode, pageSize);
-        options.Validate();
-        SharedMemorySettings = options;
         return this;
     }
 
