@@ -5,8 +5,10 @@
  *   named LWLock tranches, static background workers and the options.
  *
  * NOTES
- *   Options: huge pages (WithHugePages), participant slots, worker slots,
- *   restart-after-crash, data directory, DSM settings, the shared buffer pool (WithBufferPool, which
+ *   The main segment's huge pages: WithHugePages (HugePages.cs).
+ *
+ *   Options: participant slots, worker slots, restart-after-crash, data
+ *   directory, DSM settings, the shared buffer pool (WithBufferPool, which
  *   needs the data directory: Build throws InvalidOperationException
  *   without one), the backend, the log and the stop grace.
  *
