@@ -19,6 +19,7 @@
 using System.Globalization;
 using PgIpc.Buffers;
 using PgIpc.Latch;
+using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 using PgIpc.Sync;
@@ -71,7 +72,7 @@ internal static class Inspect
         w.WriteLine($"cluster     {i.Key}");
         w.WriteLine($"layout      v{i.LayoutVersion}, state {i.State}");
         w.WriteLine($"creator     pid {i.CreatorPid}, created {i.CreatedAt:u}");
-        w.WriteLine($"size        {i.TotalSize} bytes, {i.FreeOffset} used, huge pages {(i.HugePages ? "yes" : "no")}");
+        w.WriteLine($"size        {i.TotalSize} bytes, {i.FreeOffset} used, huge pages {(i.HugePages ? "yes" : "no")}, page size {SharedMemoryOptions.FormatSize(i.PageSize)}");
         w.WriteLine($"index       {i.IndexEntries} of {i.IndexCapacity} entries");
         w.WriteLine($"attached    {i.AttachedProcesses} process(es): {string.Join(", ", seg.AttachedPids())}");
     }

@@ -40,7 +40,7 @@ internal sealed record InspectReport(SegmentJson Segment)
 }
 
 internal sealed record SegmentJson(string Backend, string Id, string Key, uint LayoutVersion, string State, int CreatorPid, string CreatedAt,
-    long TotalSize, long Used, bool HugePages, int IndexEntries, int IndexCapacity, long AttachedProcesses, List<int> AttachedPids);
+    long TotalSize, long Used, bool HugePages, long PageSize, int IndexEntries, int IndexCapacity, long AttachedProcesses, List<int> AttachedPids);
 
 internal sealed record ProcJson(int ProcNumber, int Pid, string Kind, string Role, string? WaitEventType, string? WaitEvent, int HeldLwlockCount, List<string> HeldLwlocks);
 
@@ -68,7 +68,7 @@ internal static class InspectJson
     {
         ShmemSegmentInfo i = seg.GetInfo();
         var segment = new SegmentJson(i.Backend, i.Id, i.Key, i.LayoutVersion, i.State.ToString(), i.CreatorPid,
-            Utc(i.CreatedAt), i.TotalSize, i.FreeOffset, i.HugePages, i.IndexEntries, i.IndexCapacity,
+            Utc(i.CreatedAt), i.TotalSize, i.FreeOffset, i.HugePages, i.PageSize, i.IndexEntries, i.IndexCapacity,
             i.AttachedProcesses, [.. seg.AttachedPids()]);
         return new InspectReport(segment)
         {

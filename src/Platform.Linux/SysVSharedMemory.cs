@@ -18,9 +18,13 @@
  *   a segment's id is "0x<key>/<shmid>": the shmid attaches directly, the key
  *   lets us notice that the shmid was recycled for someone else.
  *
- *   Huge pages are tried first (SHM_HUGETLB, size rounded to 2 MiB) and we
- *   fall back quietly to normal pages when the kernel has none to give, as
- *   huge_pages = try. Permissions 0600.
+ *   Huge pages follow the cluster's setting (HugePages.cs): Try asks for
+ *   SHM_HUGETLB (size rounded up to the page size; a page size other than
+ *   the default encoded in the flags above SHM_HUGE_SHIFT, as sysv_shmem.c
+ *   does for mmap) when the segment is at least one huge page, and falls
+ *   back quietly to normal pages when the kernel has none to give; On asks
+ *   whatever the size and fails with the errno and the fix (vm.nr_hugepages,
+ *   vm.hugetlb_shm_group, or Try); Off never asks. Permissions 0600.
  *
  *   Linux lets a process shmat a segment already marked for removal
  *   (IPC_RMID); we refuse that ourselves by checking SHM_DEST, so a
@@ -28,6 +32,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Globalization;
+using System.Numerics;
 using PgIpc.Platform.Linux.Interop;
 using PgIpc.Platform.Posix;
 
@@ -37,7 +42,7 @@ namespace PgIpc.Platform.Linux;
 internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
 {
     private const int Permissions = 0x180; // 0600
-    private const long HugePageSize = 2 * 1024 * 1024;
+    private const int SHM_HUGE_SHIFT = 26;
     private const int Candidates = 16;
 
     public int MaxIdLength => 32;
@@ -50,25 +55,52 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             yield return FormatKey(first + i);
     }
 
-    public IMappedSegment? TryCreate(string id, long size)
+    public IMappedSegment? TryCreate(string id, long size) => TryCreate(id, size, default);
+
+    public IMappedSegment? TryCreate(string id, long size, SharedMemoryOptions options)
     {
+        options.Validate();
         ParseId(id, out int key, out int requestedShmid);
         if (requestedShmid >= 0)
             throw new ArgumentException($"create takes a key id (0x........), not \"{id}\"", nameof(id));
         if (size <= 0)
             throw new ArgumentOutOfRangeException(nameof(size), size, "shared memory segment size must be positive");
 
+        long pageSize = 0;
+        int sizeFlags = 0;
+        if (options.Mode != HugePages.Off)
+        {
+            pageSize = HugePageSizes.Default();
+            if (options.HugePageSize != 0 && options.HugePageSize != pageSize)
+            {
+                if (!HugePageSizes.IsSupported(options.HugePageSize))
+                    throw new ArgumentException($"huge page size {SharedMemoryOptions.FormatSize(options.HugePageSize)} is not a supported huge page size on this machine (supported: {HugePageSizes.List()})", "pageSize");
+                pageSize = options.HugePageSize;
+                sizeFlags = BitOperations.Log2((ulong)pageSize) << SHM_HUGE_SHIFT;
+            }
+            if (pageSize == 0 && options.Mode == HugePages.On)
+                throw new PgIpcException($"could not create shared memory segment {FormatKey(key)} of {size} bytes with huge pages: this kernel has no huge pages (no Hugepagesize in /proc/meminfo); use HugePages.Try or HugePages.Off");
+        }
+
         bool huge = false;
         int shmid = -1;
-        if (size >= HugePageSize)
+        if (pageSize > 0 && (options.Mode == HugePages.On || size >= pageSize))
         {
-            long hugeSize = (size + HugePageSize - 1) & ~(HugePageSize - 1);
-            shmid = LibC.shmget(key, (nuint)hugeSize, LibC.IPC_CREAT | LibC.IPC_EXCL | LibC.SHM_HUGETLB | Permissions);
+            long hugeSize = (size + pageSize - 1) & ~(pageSize - 1);
+            shmid = LibC.shmget(key, (nuint)hugeSize, LibC.IPC_CREAT | LibC.IPC_EXCL | LibC.SHM_HUGETLB | sizeFlags | Permissions);
             if (shmid >= 0)
+            {
                 huge = true;
-            else if (Errno.Last == Errno.EEXIST)
-                return null;
-            // Any other failure (ENOMEM: no huge pages reserved, EPERM, EINVAL): fall back quietly.
+            }
+            else
+            {
+                int err = Errno.Last;
+                if (err == Errno.EEXIST)
+                    return null;
+                if (options.Mode == HugePages.On)
+                    throw HugePagesUnavailable(key, size, hugeSize, pageSize, err);
+                // Try: any other failure (ENOMEM: no huge pages reserved, EPERM, EINVAL): fall back quietly.
+            }
         }
         if (shmid < 0)
         {
@@ -90,7 +122,8 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             LibC.shmctl(shmid, LibC.IPC_RMID, null);
             throw Errno.Exception("shmat", err, $"attaching new segment {shmid}");
         }
-        return new SysVSegment($"{FormatKey(key)}/{shmid.ToString(CultureInfo.InvariantCulture)}", new SafeShmAttachHandle(p), size, huge);
+        return new SysVSegment($"{FormatKey(key)}/{shmid.ToString(CultureInfo.InvariantCulture)}", new SafeShmAttachHandle(p), size, huge,
+            huge ? pageSize : Environment.SystemPageSize);
     }
 
     public IMappedSegment Attach(string id)
@@ -111,7 +144,22 @@ internal sealed unsafe class SysVSharedMemory : ISharedMemoryProvider
             throw Errno.Exception("shmat", err, $"attaching {id}");
         }
         ParseId(id, out int key, out _);
-        return new SysVSegment($"{FormatKey(key)}/{shmid.ToString(CultureInfo.InvariantCulture)}", new SafeShmAttachHandle(p), (long)ds.shm_segsz, huge: false);
+        long pageSize = HugePageSizes.OfMapping((nint)p);
+        return new SysVSegment($"{FormatKey(key)}/{shmid.ToString(CultureInfo.InvariantCulture)}", new SafeShmAttachHandle(p), (long)ds.shm_segsz,
+            pageSize > Environment.SystemPageSize, pageSize);
+    }
+
+    /// <summary>The HugePages.On error: the sizes, the errno and the fix.</summary>
+    private static PgIpcOsException HugePagesUnavailable(int key, long size, long hugeSize, long pageSize, int err)
+    {
+        string page = SharedMemoryOptions.FormatSize(pageSize);
+        string fix = err == Errno.EPERM
+            ? "this user may not create SysV huge-page segments: add its group to vm.hugetlb_shm_group or grant CAP_IPC_LOCK"
+            : err == Errno.EINVAL
+                ? $"the kernel refused the {page} page size (supported: {HugePageSizes.List()})"
+                : $"reserve at least {hugeSize / pageSize} huge page(s) of {page} (sysctl vm.nr_hugepages{(pageSize == HugePageSizes.Default() ? "" : $", or /sys/kernel/mm/hugepages/hugepages-{pageSize / 1024}kB/nr_hugepages")}; HugePages_Free in /proc/meminfo shows the free ones)";
+        return Errno.Exception("shmget(SHM_HUGETLB)", err,
+            $"creating key {FormatKey(key)} of {size} bytes ({hugeSize} rounded up to {page} huge pages) with huge pages on: {fix}, or use HugePages.Try");
     }
 
     public SegmentOsStatus QueryStatus(string id)
@@ -261,11 +309,12 @@ internal sealed unsafe class SafeShmAttachHandle : System.Runtime.InteropService
 }
 
 /// <summary>A SysV segment attached in this process.</summary>
-internal sealed class SysVSegment(string id, SafeShmAttachHandle attach, long size, bool huge) : IMappedSegment
+internal sealed class SysVSegment(string id, SafeShmAttachHandle attach, long size, bool huge, long pageSize) : IMappedSegment
 {
     public string Id { get; } = id;
     public nint BaseAddress => attach.DangerousGetHandle();
     public long Size { get; } = size;
     public bool HugePages { get; } = huge;
+    public long PageSize { get; } = pageSize;
     public void Dispose() => attach.Dispose();
 }

@@ -13,6 +13,14 @@
  *   reserve every page with posix_fallocate at create time, as PostgreSQL's
  *   dsm_impl_posix_resize does, turning a full /dev/shm into a clear error.
  *
+ *   Huge pages: none. shm_open objects live on tmpfs, and mmap's
+ *   MAP_HUGETLB is only for anonymous mappings and hugetlbfs files; a
+ *   hugetlbfs file would need a mounted hugetlbfs (often absent, and its own
+ *   naming and cleanup), and an anonymous MAP_HUGETLB mapping cannot be
+ *   attached by an unrelated process. So HugePages.Try and Off create with
+ *   normal pages and On is an error that names the linux backend, which
+ *   has them (SysV SHM_HUGETLB).
+ *
  *   POSIX keeps no attach count: Core's header attach table answers "is
  *   anyone attached". Descriptors are opened O_CLOEXEC; an attacher closes
  *   its descriptor right after mmap (the mapping keeps the object alive).
@@ -69,6 +77,18 @@ internal sealed unsafe class PosixSharedMemory : ISharedMemoryProvider
     public IEnumerable<string> CandidateIds(ulong keyHash)
     {
         yield return $"{NamePrefix}{keyHash:x16}";
+    }
+
+    /// <summary>
+    /// Huge pages: none on this backend (file notes). Try and Off create with normal pages; On is a clear error.
+    /// </summary>
+    public IMappedSegment? TryCreate(string id, long size, SharedMemoryOptions options)
+    {
+        options.Validate();
+        if (options.Mode == HugePages.On)
+            throw new PgIpcException($"could not create shared memory segment {id} of {size} bytes with huge pages on: the posix backend cannot use huge pages " +
+                "(its shm_open objects live on tmpfs, where MAP_HUGETLB does not apply); huge pages need the linux backend (SysV SHM_HUGETLB), or use HugePages.Try or HugePages.Off");
+        return TryCreate(id, size);
     }
 
     public IMappedSegment? TryCreate(string id, long size)

@@ -133,6 +133,7 @@ public sealed class LayoutTests
         // Lock manager: the local lock table's key and entry, a deadlock report's edge, a pg_locks row.
         typeof(PgIpc.Lmgr.LocalLockKey), typeof(PgIpc.Lmgr.LocalLock), typeof(PgIpc.Lmgr.DeadlockInfo), typeof(PgIpc.Lmgr.LockStatus),
         typeof(PgIpc.Platform.WaitEvent), typeof(PgIpc.Latch.WaitEventId), typeof(PgIpc.Platform.FileOwnership),
+        typeof(PgIpc.Platform.SharedMemoryOptions),
         // shm_toc / shm_mq: a chunk view, the size estimator, a message's pieces on the stack.
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
         // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.

@@ -112,6 +112,20 @@ public interface ISharedMemoryProvider
     /// </summary>
     IMappedSegment? TryCreate(string id, long size);
 
+    /// <summary>
+    /// <see cref="TryCreate(string, long)"/> with the main segment's creation options (huge pages). A backend that
+    /// cannot use huge pages creates the segment with normal pages for <see cref="HugePages.Try"/> and
+    /// <see cref="HugePages.Off"/>, and throws <see cref="PgIpcException"/> for <see cref="HugePages.On"/>.
+    /// A page size this machine does not support is an <see cref="ArgumentException"/>.
+    /// </summary>
+    IMappedSegment? TryCreate(string id, long size, SharedMemoryOptions options)
+    {
+        options.Validate();
+        if (options.Mode == HugePages.On)
+            throw new PgIpcException($"could not create shared memory segment {id} of {size} bytes with huge pages: this backend cannot use huge pages; use HugePages.Try or HugePages.Off");
+        return TryCreate(id, size);
+    }
+
     /// <summary>Maps an existing segment. Throws <see cref="SharedMemoryNotFoundException"/> when it does not exist or is being removed.</summary>
     IMappedSegment Attach(string id);
 
@@ -171,8 +185,11 @@ public interface IMappedSegment : IDisposable
     /// <summary>The size of the mapping, in bytes.</summary>
     long Size { get; }
 
-    /// <summary>True when huge pages back the mapping (Linux SHM_HUGETLB).</summary>
+    /// <summary>True when huge pages back the mapping (Linux SHM_HUGETLB, Windows SEC_LARGE_PAGES).</summary>
     bool HugePages { get; }
+
+    /// <summary>The size in bytes of the pages backing the mapping: the huge page size when <see cref="HugePages"/>, else the system's page size.</summary>
+    long PageSize => Environment.SystemPageSize;
 
     /// <summary>
     /// Called by the creator once the segment's header is written and published: a backend that holds a creation

@@ -5,6 +5,8 @@
  *   named LWLock tranches, static background workers and the options.
  *
  * NOTES
+ *   The main segment's huge pages: WithHugePages (HugePages.cs).
+ *
  *   Options: participant slots, worker slots, restart-after-crash, data
  *   directory, DSM settings, the shared buffer pool (WithBufferPool, which
  *   needs the data directory: Build throws InvalidOperationException
@@ -55,6 +57,7 @@ public sealed class ClusterBuilder
     public string Key { get; }
 
     internal IPgIpcPlatform? PlatformChoice { get; private set; }
+    internal SharedMemoryOptions SharedMemorySettings { get; private set; }
     internal ProcArrayOptions ProcOptions { get; private set; } = new();
     internal DsmOptions DsmSettings { get; private set; } = new();
     internal bool RestartAfterCrashValue { get; private set; } = true;
@@ -75,6 +78,22 @@ public sealed class ClusterBuilder
     public ClusterBuilder WithPlatform(IPgIpcPlatform platform)
     {
         PlatformChoice = platform ?? throw new ArgumentNullException(nameof(platform));
+        return this;
+    }
+
+    /// <summary>
+    /// Huge pages for the main segment (PostgreSQL's huge_pages and huge_page_size): <see cref="HugePages.Try"/> (the
+    /// default) uses them when the OS has them and normal pages otherwise, <see cref="HugePages.Off"/> never asks,
+    /// <see cref="HugePages.On"/> makes Build fail with a clear error when they cannot be had. <paramref name="pageSize"/>
+    /// 0 is the system default (Linux: Hugepagesize in /proc/meminfo); a size that is not a supported huge page size
+    /// is an <see cref="ArgumentException"/> (here when no system could have it, at Build when this one has not).
+    /// See README's "Huge pages" for what each backend does.
+    /// </summary>
+    public ClusterBuilder WithHugePages(HugePages mode, long pageSize = 0)
+    {
+        var options = new SharedMemoryOptions(mode, pageSize);
+        options.Validate();
+        SharedMemorySettings = options;
         return this;
     }
 

@@ -180,7 +180,7 @@ public sealed partial class Supervisor : IDisposable
         sizes.RequestAddinShmemSpace(ClusterConfig.ShmemName, ClusterConfig.ShmemSize(modules));
         foreach (ShmemModule m in modules)
             sizes.RequestAddinShmemSpace(m.Name, m.Size(settings));
-        ShmemSegment seg = ShmemSegment.Create(_builder.Key, sizes, _platform, ClusterLeftovers.Instance);
+        ShmemSegment seg = ShmemSegment.Create(_builder.Key, sizes, _platform, ClusterLeftovers.Instance, _builder.SharedMemorySettings);
         try
         {
             Cluster c = Cluster.Create(seg, modules, settings);

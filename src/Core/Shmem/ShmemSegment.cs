@@ -178,10 +178,11 @@ public sealed unsafe partial class ShmemSegment : IDisposable
     /// As <see cref="Create(string, ShmemSizeBuilder, IPgIpcPlatform?)"/>; <paramref name="staleHandler"/> (the
     /// cluster layer's) also reads the pids a stale segment records and removes the OS objects it records.
     /// </summary>
-    internal static ShmemSegment Create(string key, ShmemSizeBuilder sizes, IPgIpcPlatform? platform, IStaleSegmentHandler? staleHandler)
+    internal static ShmemSegment Create(string key, ShmemSizeBuilder sizes, IPgIpcPlatform? platform, IStaleSegmentHandler? staleHandler,
+        SharedMemoryOptions options = default)
     {
         ArgumentNullException.ThrowIfNull(sizes);
-        return CreateCore(key, sizes.CalculateShmemSize(), platform, sizes.IndexCapacity, staleHandler);
+        return CreateCore(key, sizes.CalculateShmemSize(), platform, sizes.IndexCapacity, staleHandler, options);
     }
 
     /// <summary>
@@ -189,10 +190,16 @@ public sealed unsafe partial class ShmemSegment : IDisposable
     /// nobody attached) is removed first; a live one is refused with <see cref="SharedMemoryInUseException"/>.
     /// </summary>
     public static ShmemSegment Create(string key, long size, IPgIpcPlatform? platform = null, int indexCapacity = ShmemIndex.DefaultCapacity)
-        => CreateCore(key, size, platform, indexCapacity, null);
+        => CreateCore(key, size, platform, indexCapacity, null, default);
 
-    private static ShmemSegment CreateCore(string key, long size, IPgIpcPlatform? platform, int indexCapacity, IStaleSegmentHandler? staleHandler)
+    /// <summary>As <see cref="Create(string, long, IPgIpcPlatform?, int)"/>, with the huge-pages options of the new segment.</summary>
+    internal static ShmemSegment Create(string key, long size, SharedMemoryOptions options, IPgIpcPlatform? platform = null)
+        => CreateCore(key, size, platform, ShmemIndex.DefaultCapacity, null, options);
+
+    private static ShmemSegment CreateCore(string key, long size, IPgIpcPlatform? platform, int indexCapacity, IStaleSegmentHandler? staleHandler,
+        SharedMemoryOptions options)
     {
+        options.Validate();
         ValidateKey(key);
         ShmemIndex.ValidateCapacity(indexCapacity);
         long min = MinimumSize(indexCapacity);
@@ -209,7 +216,7 @@ public sealed unsafe partial class ShmemSegment : IDisposable
         {
             for (int attempt = 0; attempt < 5; attempt++)
             {
-                IMappedSegment? mapping = shm.TryCreate(id, size);
+                IMappedSegment? mapping = shm.TryCreate(id, size, options);
                 if (mapping is not null)
                 {
                     ShmemSegment seg = InitializeNew(platform, mapping, key, keyHash, size, indexCapacity);
@@ -584,7 +591,10 @@ public sealed unsafe partial class ShmemSegment : IDisposable
             _platform.Name, Handle.Id, Key, h->LayoutVersion, h->CreatorPid,
             CreationTime(h->CreationTimeUnixMs), TotalSize,
             CheckedFreeOffset(Volatile.Read(ref h->FreeOffset)), (ShmemState)Volatile.Read(ref h->State),
-            Volatile.Read(ref IndexHeader->Count), _indexCapacity, AttachedProcessCount(), _mapping!.HugePages);
+            Volatile.Read(ref IndexHeader->Count), _indexCapacity, AttachedProcessCount(), _mapping!.HugePages)
+        {
+            PageSize = _mapping.PageSize,
+        };
     }
 
     /// <summary>The creation time the header records; a value no clock gives (another process's scribble) reads as the epoch.</summary>

@@ -20,4 +20,8 @@ public sealed record ShmemSegmentInfo(
     int IndexEntries,
     int IndexCapacity,
     long AttachedProcesses,
-    bool HugePages);
+    bool HugePages)
+{
+    /// <summary>The size in bytes of the pages backing this process's mapping (the huge page size when <see cref="HugePages"/>).</summary>
+    public long PageSize { get; init; }
+}

@@ -11,6 +11,9 @@ internal static unsafe partial class Windows
     public const int ERROR_INVALID_NAME = 123;
     public const int ERROR_ALREADY_EXISTS = 183;
     public const int ERROR_TOO_MANY_POSTS = 298;
+    public const int ERROR_NOT_ALL_ASSIGNED = 1300;
+    public const int ERROR_PRIVILEGE_NOT_HELD = 1314;
+    public const int ERROR_NO_SYSTEM_RESOURCES = 1450;
     public const int ERROR_COMMITMENT_LIMIT = 1455;
     public const int WSAEINVAL = 10022;
     public const int WSAEWOULDBLOCK = 10035;
@@ -32,6 +35,9 @@ internal static unsafe partial class Windows
         ERROR_INVALID_NAME => "ERROR_INVALID_NAME",
         ERROR_ALREADY_EXISTS => "ERROR_ALREADY_EXISTS",
         ERROR_TOO_MANY_POSTS => "ERROR_TOO_MANY_POSTS",
+        ERROR_NOT_ALL_ASSIGNED => "ERROR_NOT_ALL_ASSIGNED",
+        ERROR_PRIVILEGE_NOT_HELD => "ERROR_PRIVILEGE_NOT_HELD",
+        ERROR_NO_SYSTEM_RESOURCES => "ERROR_NO_SYSTEM_RESOURCES",
         ERROR_COMMITMENT_LIMIT => "ERROR_COMMITMENT_LIMIT",
         WSAEINVAL => "WSAEINVAL",
         WSAEWOULDBLOCK => "WSAEWOULDBLOCK",
