@@ -191,6 +191,11 @@ public sealed unsafe partial class XLog : IWalForBuffers
 
     void IWalForBuffers.FlushForWrite(Participant me, ReadOnlySpan<byte> page)
     {
+        // During replay a page written out to make room carries the LSN of a record being replayed: that WAL is on
+        // disk already (it is what is being read), while this shared memory's flush position starts at zero until
+        // replay ends. PostgreSQL advances minRecoveryPoint there instead of flushing; crash recovery needs neither.
+        if (_inRecovery)
+            return;
         ulong lsn = WalRecordBuilder.GetPageLsn(page);
         if (lsn != 0)
             Flush(me, lsn);

@@ -153,6 +153,10 @@ public sealed class WalRedoContext
 
 public sealed unsafe partial class XLog
 {
+    // True while this process replays WAL (the supervisor's start-up thread; no other process is attached then):
+    // buffer writes need no WAL flush (FlushForWrite). Written and read by the start-up thread only.
+    private volatile bool _inRecovery;
+
     /// <summary>What the start-up of this shared memory did (in the supervisor; null elsewhere).</summary>
     public WalStartupReport? LastStartup { get; private set; }
 
@@ -227,24 +231,32 @@ public sealed unsafe partial class XLog
         var context = new WalRedoContext(Pool, me);
         using var replayReader = new WalReader(WalDirectory, Geometry, cf.Timeline, cf.SystemId);
         replayReader.Seek(redo);
-        while (replayReader.ReadRecord(out DecodedRecord rec))
+        _inRecovery = true;
+        try
         {
-            WalResourceManager rm = WalResourceManagers.Find(rec.RmId)
-                ?? throw new PgIpcException($"record at {WalFormat.FormatLsn(rec.Lsn)} has resource manager id {rec.RmId}, which is not registered in this process");
-            context.Begin(rec);
-            try
+            while (replayReader.ReadRecord(out DecodedRecord rec))
             {
-                rm.Redo(context, rec);
+                WalResourceManager rm = WalResourceManagers.Find(rec.RmId)
+                    ?? throw new PgIpcException($"record at {WalFormat.FormatLsn(rec.Lsn)} has resource manager id {rec.RmId}, which is not registered in this process");
+                context.Begin(rec);
+                try
+                {
+                    rm.Redo(context, rec);
+                }
+                catch (Exception e) when (e is not PgIpcException)
+                {
+                    throw new PgIpcException($"redo of the {rm.Name} record at {WalFormat.FormatLsn(rec.Lsn)} failed: {e.Message}", e);
+                }
+                finally
+                {
+                    context.Finish();
+                }
+                records++;
             }
-            catch (Exception e) when (e is not PgIpcException)
-            {
-                throw new PgIpcException($"redo of the {rm.Name} record at {WalFormat.FormatLsn(rec.Lsn)} failed: {e.Message}", e);
-            }
-            finally
-            {
-                context.Finish();
-            }
-            records++;
+        }
+        finally
+        {
+            _inRecovery = false;
         }
         if (records == 0)
             throw new PgIpcException($"replay found no valid record at the redo pointer {WalFormat.FormatLsn(redo)}: {replayReader.EndReason}");
