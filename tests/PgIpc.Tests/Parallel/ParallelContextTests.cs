@@ -132,16 +132,7 @@ public sealed class ParallelContextTests(string backend)
         _ctx.Estimator.EstimateChunk(8 + n * 8L);
         _ctx.Estimator.EstimateKeys(1);
         _ctx.InitializeDsm();
-        ShmTocChunk chunk = _ctx.Toc.Allocate(8 + n * 8L);
-        Span<long> words = MemoryMarshal.Cast<byte, long>(chunk.AsSpan());
-        words[0] = n;
-        long expected = 0;
-        for (int i = 0; i < n; i++)
-        {
-            words[1 + i] = 3L * i + 1;
-            expected += 3L * i + 1;
-        }
-        _ctx.Toc.Insert(ParallelWorkerMain.KeyData, chunk);
+        long expected = FillSumInput(_ctx, n);
 
         Assert.That(_ctx.LaunchParallelWorkers(), Is.EqualTo(2));
         Assert.That(_ctx.NumLaunched, Is.EqualTo(2));
