@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * Demo.cs
  *   pgipc demo: a live cluster. The supervisor, a checkpointer, a background
- *   writer and N worker processes doing read-modify-write on pages of the
+ *   writer, a WAL writer (flushes what nobody flushed, every
+ *   wal_writer_delay) and N worker processes doing read-modify-write on pages of the
  *   shared buffer pool, with a status line per process refreshed in place,
  *   then a clean shutdown that checks the data on disk and shows that no OS
  *   object is left. With --crash one worker is killed midway (SIGKILL on
@@ -96,6 +97,7 @@ internal enum DemoRole
     Checkpointer,
     BgWriter,
     Worker,
+    WalWriter,
 }
 
 internal static class Demo
@@ -172,7 +174,8 @@ internal static class Demo
                 }, out _);
             })
             .AddBackgroundWorker(Self("checkpointer", ProcKind.Auxiliary, ["checkpointer", "0"]))
-            .AddBackgroundWorker(Self("background writer", ProcKind.Auxiliary, ["bgwriter", "0"]));
+            .AddBackgroundWorker(Self("background writer", ProcKind.Auxiliary, ["bgwriter", "0"]))
+            .AddBackgroundWorker(Self("wal writer", ProcKind.Auxiliary, ["walwriter", "0"]));
         for (int i = 0; i < workers; i++)
             builder.AddBackgroundWorker(Self($"worker {i}", ProcKind.BackgroundWorker, ["worker", i.ToString(), pages.ToString()]));
 
@@ -390,7 +393,7 @@ internal static class Demo
     public static unsafe int RunChild(string[] args)
     {
         if (args.Length < 2)
-            throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|worker <index> [pages]");
+            throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|walwriter|worker <index> [pages]");
         RegisterIncrementRmgr();
         using Cluster cluster = Cluster.Attach();
         using Participant me = cluster.JoinAsChild();
@@ -438,6 +441,10 @@ internal static class Demo
                 case "bgwriter":
                     Volatile.Write(ref mine->Role, (int)DemoRole.BgWriter + 1);
                     cluster.Get<BackgroundWriter>().Run(me, stop.Token);
+                    break;
+                case "walwriter":
+                    Volatile.Write(ref mine->Role, (int)DemoRole.WalWriter + 1);
+                    WalWriter.Run(cluster.Get<XLog>(), me, stop.Token);
                     break;
                 case "worker":
                     Volatile.Write(ref mine->Role, (int)DemoRole.Worker + 1);
@@ -577,6 +584,7 @@ internal static class Demo
                 {
                     (int)DemoRole.Checkpointer + 1 => "checkpointer",
                     (int)DemoRole.BgWriter + 1 => "background writer",
+                    (int)DemoRole.WalWriter + 1 => "wal writer",
                     (int)DemoRole.Worker + 1 => $"worker {e[p.ProcNumber].Index}",
                     _ => p.Pid == Environment.ProcessId ? "supervisor" : "(starting)",
                 };

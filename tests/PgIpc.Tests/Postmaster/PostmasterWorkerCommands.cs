@@ -14,6 +14,7 @@
  *     pages <n>    join, extend relation PagesRelation by n blocks through
  *                  the cluster's buffer pool, write PageValue(i) at
  *                  PageOffset of block i, mark them dirty, exit 0
+ *     wal-incr <i> the WAL kill loop's child (Wal/WalWorkerCommands.cs)
  *   Worker commands:
  *     pm-supervise <backend> <key> <k> <mode> <ms> <dataDir|->
  *                  this worker becomes a supervisor: builds a cluster
@@ -159,6 +160,8 @@ internal static class PostmasterWorkerCommands
                 }
                 return 0;
             }
+            case "wal-incr":
+                return Wal.WalWorkerCommands.RunIncrementChild(cluster, me, ms);
             default:
                 return 2;
         }
