@@ -210,15 +210,28 @@ public sealed class WalKillLoopTests(string backend)
             ? [.. Directory.EnumerateFiles(WalWorkerCommands.KillLoopDir(_dir), "lost.*").Select(File.ReadAllText)]
             : [];
 
+    /// <summary>
+    /// The number in <paramref name="path"/> (0 when missing). Opened with every sharing flag and retried: on Windows
+    /// a child renaming a new file over it makes the open fail for a moment.
+    /// </summary>
     private static long ReadNumber(string path)
     {
-        try
+        for (int attempt = 0; ; attempt++)
         {
-            return long.Parse(File.ReadAllText(path), CultureInfo.InvariantCulture);
-        }
-        catch (FileNotFoundException)
-        {
-            return 0;
+            try
+            {
+                using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                using var r = new StreamReader(f);
+                return long.Parse(r.ReadToEnd(), CultureInfo.InvariantCulture);
+            }
+            catch (FileNotFoundException)
+            {
+                return 0;
+            }
+            catch (IOException) when (attempt < 200)
+            {
+                Thread.Sleep(5);
+            }
         }
     }
 

@@ -136,7 +136,7 @@ internal static class WalWorkerCommands
         BufferPool pool = cluster.Get<BufferPool>();
         string dir = KillLoopDir(wal.DataDirectory);
         string ack = Path.Combine(dir, $"ack.{index}");
-        long acked = File.Exists(ack) ? long.Parse(File.ReadAllText(ack), CultureInfo.InvariantCulture) : 0;
+        long acked = File.Exists(ack) ? long.Parse(File.ReadAllText(ack), CultureInfo.InvariantCulture) : 0; // nobody renames it now
         long v = Read(pool, me, (uint)index);
         if (v < acked)
             File.WriteAllText(Path.Combine(dir, $"lost.{index}.{Environment.ProcessId}"), $"block {index}: {v} on the page after recovery, {acked} acknowledged");
@@ -155,7 +155,18 @@ internal static class WalWorkerCommands
     private static void WriteWhole(string path, long value)
     {
         File.WriteAllText(path + ".tmp", value.ToString(CultureInfo.InvariantCulture));
-        File.Move(path + ".tmp", path, overwrite: true);
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                File.Move(path + ".tmp", path, overwrite: true);
+                return;
+            }
+            catch (IOException) when (attempt < 200)
+            {
+                Thread.Sleep(5); // Windows: the test has the file open for a moment
+            }
+        }
     }
 
     internal static long Read(BufferPool pool, Participant me, uint block)
