@@ -150,6 +150,7 @@ public sealed class LayoutTests
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
         // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.
         typeof(PgIpc.Buffers.CheckpointStats), typeof(PgIpc.Buffers.BgWriterRound), typeof(PgIpc.Buffers.CheckpointerStatus),
+        typeof(PgIpc.Stats.PgStatBgWriter), typeof(PgIpc.Stats.PgStatCheckpointer),
         // WAL: the segment geometry (a value), a statistics snapshot, the control file's contents (a file, not shared memory).
         typeof(PgIpc.Wal.WalGeometry), typeof(PgIpc.Wal.WalStats), typeof(PgIpc.Wal.ControlFileData),
         // The cluster's module list as this process read it (serialised into PgIpc.ClusterConfig, never mapped).
