@@ -259,15 +259,35 @@ public sealed unsafe class SharedStats
         return copy; // a writer died mid-write: what was there
     }
 
+    /// <summary>A consistent copy of a counter block, with its offset and reset time read under ResetLock.</summary>
+    private (T Now, T Offset, long ResetAtUs) ReadSinceReset<T>(ref T block, ref int changeCount, ref T offset, ref long resetAtUs) where T : unmanaged
+    {
+        ThrowIfDetached();
+        T now = ReadConsistent(ref block, ref changeCount);
+        SLock.Acquire(ref _h->ResetLock, ShmemName);
+        T o = offset;
+        long at = resetAtUs;
+        SLock.Release(ref _h->ResetLock);
+        return (now, o, at);
+    }
+
+    /// <summary>pg_stat_reset_shared: the block's current values become its offset (any process; the writer is not disturbed).</summary>
+    private void ResetBlock<T>(ref T block, ref int changeCount, ref T offset, ref long resetAtUs) where T : unmanaged
+    {
+        ThrowIfDetached();
+        T now = ReadConsistent(ref block, ref changeCount);
+        long at = NowUs();
+        SLock.Acquire(ref _h->ResetLock, ShmemName);
+        offset = now;
+        resetAtUs = at;
+        SLock.Release(ref _h->ResetLock);
+    }
+
     /// <summary>pg_stat_bgwriter: the counters since the last reset.</summary>
     public PgStatBgWriter BgWriter()
     {
-        ThrowIfDetached();
-        PgStatBgWriterCounters c = ReadConsistent(ref _h->BgWriter, ref _h->BgWriter.ChangeCount);
-        SLock.Acquire(ref _h->ResetLock, ShmemName);
-        PgStatBgWriterCounters o = _h->BgWriterOffset;
-        long at = _h->BgWriterResetAtUs;
-        SLock.Release(ref _h->ResetLock);
+        (PgStatBgWriterCounters c, PgStatBgWriterCounters o, long at) =
+            ReadSinceReset(ref _h->BgWriter, ref _h->BgWriter.ChangeCount, ref _h->BgWriterOffset, ref _h->BgWriterResetAtUs);
         return new PgStatBgWriter(c.BuffersClean - o.BuffersClean, c.MaxWrittenClean - o.MaxWrittenClean, c.BuffersAlloc - o.BuffersAlloc,
             c.Rounds - o.Rounds, FromUs(at));
     }
@@ -275,12 +295,8 @@ public sealed unsafe class SharedStats
     /// <summary>pg_stat_checkpointer: the counters since the last reset.</summary>
     public PgStatCheckpointer Checkpointer()
     {
-        ThrowIfDetached();
-        PgStatCheckpointerCounters c = ReadConsistent(ref _h->Checkpointer, ref _h->Checkpointer.ChangeCount);
-        SLock.Acquire(ref _h->ResetLock, ShmemName);
-        PgStatCheckpointerCounters o = _h->CheckpointerOffset;
-        long at = _h->CheckpointerResetAtUs;
-        SLock.Release(ref _h->ResetLock);
+        (PgStatCheckpointerCounters c, PgStatCheckpointerCounters o, long at) =
+            ReadSinceReset(ref _h->Checkpointer, ref _h->Checkpointer.ChangeCount, ref _h->CheckpointerOffset, ref _h->CheckpointerResetAtUs);
         return new PgStatCheckpointer(c.NumTimed - o.NumTimed, c.NumRequested - o.NumRequested, c.NumDone - o.NumDone,
             (c.WriteTimeUs - o.WriteTimeUs) / 1000.0, (c.SyncTimeUs - o.SyncTimeUs) / 1000.0, c.BuffersWritten - o.BuffersWritten,
             c.FilesSynced - o.FilesSynced, FromUs(at));
@@ -288,27 +304,11 @@ public sealed unsafe class SharedStats
 
     /// <summary>pg_stat_reset_shared('bgwriter'): the counters start again from 0 (any process may call it).</summary>
     public void ResetBgWriter()
-    {
-        ThrowIfDetached();
-        PgStatBgWriterCounters c = ReadConsistent(ref _h->BgWriter, ref _h->BgWriter.ChangeCount);
-        long now = NowUs();
-        SLock.Acquire(ref _h->ResetLock, ShmemName);
-        _h->BgWriterOffset = c;
-        _h->BgWriterResetAtUs = now;
-        SLock.Release(ref _h->ResetLock);
-    }
+        => ResetBlock(ref _h->BgWriter, ref _h->BgWriter.ChangeCount, ref _h->BgWriterOffset, ref _h->BgWriterResetAtUs);
 
     /// <summary>pg_stat_reset_shared('checkpointer'): the counters start again from 0 (any process may call it).</summary>
     public void ResetCheckpointer()
-    {
-        ThrowIfDetached();
-        PgStatCheckpointerCounters c = ReadConsistent(ref _h->Checkpointer, ref _h->Checkpointer.ChangeCount);
-        long now = NowUs();
-        SLock.Acquire(ref _h->ResetLock, ShmemName);
-        _h->CheckpointerOffset = c;
-        _h->CheckpointerResetAtUs = now;
-        SLock.Release(ref _h->ResetLock);
-    }
+        => ResetBlock(ref _h->Checkpointer, ref _h->Checkpointer.ChangeCount, ref _h->CheckpointerOffset, ref _h->CheckpointerResetAtUs);
 
     /// <summary>
     /// pg_stat_activity: every participant slot in use, with what its owner last reported and what it waits for now.
