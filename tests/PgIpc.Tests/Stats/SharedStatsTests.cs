@@ -76,6 +76,16 @@ public sealed class SharedStatsTests(string backend)
         return v;
     }
 
+    /// <summary>The file's text so far, read while the child may be writing it (shared, as the child opens it).</summary>
+    private static string ReadShared(string path)
+    {
+        if (!File.Exists(path))
+            return "";
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var r = new StreamReader(f);
+        return r.ReadToEnd();
+    }
+
     [Test]
     public void CheckpointAndBackgroundWriterCountersAreWrittenByTheChildAndReadByTheParent()
     {
@@ -187,7 +197,7 @@ public sealed class SharedStatsTests(string backend)
 
         int signalled = c.Procs.RequestMemoryContextLog(w.Pid);
         Assert.That(signalled, Is.EqualTo(2), "both participants of the child (its main thread and the waiter)");
-        string text = Poll(() => File.Exists(_logFile) ? File.ReadAllText(_logFile) : "", t => t.Contains("Grand total", StringComparison.Ordinal));
+        string text = Poll(() => ReadShared(_logFile), t => t.Contains("Grand total", StringComparison.Ordinal));
         Assert.That(text, Does.Contain($"{PgIpc.Diagnostics.PgIpcLogEvents.MemoryContextLogStart} logging memory contexts of participant"));
         Assert.That(text, Does.Contain("TopMemoryContext: "));
         Assert.That(text, Does.Contain("  StatsTestContext: 8192 total in 1 blocks"), text);

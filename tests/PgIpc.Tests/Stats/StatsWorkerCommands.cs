@@ -135,8 +135,13 @@ internal static class StatsWorkerCommands
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
+            // Shared for reading: the parent reads the file while this process writes it (Windows refuses otherwise).
+            byte[] line = System.Text.Encoding.UTF8.GetBytes($"{eventId.Id} {formatter(state, exception)}{Environment.NewLine}");
             lock (this)
-                File.AppendAllText(path, $"{eventId.Id} {formatter(state, exception)}{Environment.NewLine}");
+            {
+                using var f = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+                f.Write(line);
+            }
         }
     }
 }
