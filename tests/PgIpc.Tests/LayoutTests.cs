@@ -103,6 +103,18 @@ public sealed class LayoutTests
             ("BuffersWritten", 40), ("FilesSynced", 48), ("Magic", 56), ("MaxRequests", 60), ("StartCv", 64), ("DoneCv", 80),
             ("QueueLock", 96), ("NumRequests", 100), ("AbsorbCycle", 104), ("LastError", 128)]),
         [typeof(PgIpc.Buffers.CheckpointerRequest)] = (12, [("RelNumber", 0), ("Fork", 4), ("SegNo", 8)]),
+        // Shared statistics (Stats/PgStatShmem.cs)
+        [typeof(PgIpc.Stats.PgStatShmem)] = (384, [
+            ("Magic", 0), ("MaxProcs", 4), ("ResetLock", 8), ("BgWriterResetAtUs", 16), ("CheckpointerResetAtUs", 24), ("BgWriter", 64),
+            ("Checkpointer", 128), ("BgWriterOffset", 192), ("CheckpointerOffset", 256)]),
+        [typeof(PgIpc.Stats.PgStatBgWriterCounters)] = (64, [
+            ("ChangeCount", 0), ("BuffersClean", 8), ("MaxWrittenClean", 16), ("BuffersAlloc", 24), ("Rounds", 32)]),
+        [typeof(PgIpc.Stats.PgStatCheckpointerCounters)] = (64, [
+            ("ChangeCount", 0), ("NumTimed", 8), ("NumRequested", 16), ("WriteTimeUs", 24), ("SyncTimeUs", 32), ("BuffersWritten", 40),
+            ("FilesSynced", 48), ("NumDone", 56)]),
+        [typeof(PgIpc.Stats.PgBackendStatus)] = (384, [
+            ("ChangeCount", 0), ("Pid", 4), ("Kind", 8), ("State", 12), ("BackendStartUs", 16), ("StateChangeUs", 24), ("DetailLength", 32),
+            ("BackendTypeLength", 36), ("BackendType", 40), ("Detail", 128)]),
         [typeof(PgIpc.Wal.XLogCtlData)] = (640, [
             ("InsertPosLock", 0), ("CurrBytePos", 8), ("PrevBytePos", 16), ("RedoRecPtr", 24), ("FullPageWrites", 32), ("InfoLock", 64),
             ("WriteRqst", 72), ("FlushRqst", 80), ("CkptRequestedSeg", 88), ("LogwrtWrite", 128), ("LogwrtFlush", 136),
@@ -138,6 +150,7 @@ public sealed class LayoutTests
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
         // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.
         typeof(PgIpc.Buffers.CheckpointStats), typeof(PgIpc.Buffers.BgWriterRound), typeof(PgIpc.Buffers.CheckpointerStatus),
+        typeof(PgIpc.Stats.PgStatBgWriter), typeof(PgIpc.Stats.PgStatCheckpointer),
         // WAL: the segment geometry (a value), a statistics snapshot, the control file's contents (a file, not shared memory).
         typeof(PgIpc.Wal.WalGeometry), typeof(PgIpc.Wal.WalStats), typeof(PgIpc.Wal.ControlFileData),
         // The cluster's module list as this process read it (serialised into PgIpc.ClusterConfig, never mapped).

@@ -81,6 +81,10 @@ public static class PgIpcLogEvents
     public const int CheckpointCompleted = 1040;
     /// <summary>A checkpoint failed (Error).</summary>
     public const int CheckpointFailed = 1041;
+    /// <summary>A participant logs its memory-context tree, asked through ProcSignal (Information; one event, then one per line).</summary>
+    public const int MemoryContextLogStart = 1050;
+    /// <summary>One line of a participant's memory-context tree, or its grand total (Information).</summary>
+    public const int MemoryContextLogLine = 1051;
 }
 
 /// <summary>The process-wide logging defaults of the library.</summary>
@@ -100,7 +104,8 @@ public static class PgIpcLogging
     }
 
     /// <summary>The category names the library logs under.</summary>
-    internal const string SupervisorCategory = "PgIpc.Supervisor", CheckpointerCategory = "PgIpc.Checkpointer";
+    internal const string SupervisorCategory = "PgIpc.Supervisor", CheckpointerCategory = "PgIpc.Checkpointer",
+        MemoryContextCategory = "PgIpc.MemoryContext";
 }
 
 /// <summary>The source-generated log methods (one per event of <see cref="PgIpcLogEvents"/>).</summary>
@@ -177,6 +182,12 @@ internal static partial class PgIpcLog
 
     [LoggerMessage(PgIpcLogEvents.CheckpointFailed, LogLevel.Error, "checkpoint failed: {Error}")]
     public static partial void CheckpointFailed(this ILogger logger, string? error);
+
+    [LoggerMessage(PgIpcLogEvents.MemoryContextLogStart, LogLevel.Information, "logging memory contexts of participant {ProcNumber} (pid {Pid})")]
+    public static partial void MemoryContextLogStart(this ILogger logger, int procNumber, int pid);
+
+    [LoggerMessage(PgIpcLogEvents.MemoryContextLogLine, LogLevel.Information, "{Line}")]
+    public static partial void MemoryContextLogLine(this ILogger logger, string line);
 }
 
 /// <summary>

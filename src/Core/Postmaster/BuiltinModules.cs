@@ -15,6 +15,8 @@
  *     PgIpc.BackgroundWorkers   child slots, shutdown flags
  *     PgIpc.LockManager         heavyweight locks (InitLocks; WithLockManager
  *                               sets max_locks_per_participant and timeouts)
+ *     PgIpc.Stats               shared statistics: bgwriter and checkpointer
+ *                               counters, participants' activity
  *     PgIpc.BufferPool          shared buffers            (WithBufferPool)
  *     PgIpc.Checkpointer        the checkpointer's state  (WithCheckpointer)
  *     PgIpc.BgWriter            the background writer     (WithBackgroundWriter)
@@ -80,6 +82,7 @@ internal static class BuiltinModules
             DsmModule(dsm),
             WorkersModule(maxChildren),
             LockManagerModule(locks ?? new LockManagerOptions()),
+            StatsModule(),
         ];
 
     /// <summary>The heavyweight lock manager (InitLocks), sized from the slots and max_locks_per_participant.</summary>
@@ -93,6 +96,12 @@ internal static class BuiltinModules
             c => c.IsCreating ? LockManager.Init(c.Segment, c.Procs, options, out _) : LockManager.Attach(c.Segment, c.Procs),
             null, w.ToArray());
     }
+
+    /// <summary>Shared statistics (pgstat's shared memory): one activity slot per participant slot.</summary>
+    private static ShmemModule StatsModule()
+        => new BuiltinModule<Stats.SharedStats>(Stats.SharedStats.ShmemName, Stats.SharedStats.ShmemName,
+            s => Stats.SharedStats.ShmemSize(s.Participants.TotalProcs),
+            c => c.IsCreating ? Stats.SharedStats.Init(c.Segment, c.Procs.MaxProcs, out _) : Stats.SharedStats.Attach(c.Segment));
 
     private static ShmemModule ProcArrayModule(ProcArrayOptions? options)
         => new BuiltinModule<ProcArray>(ProcArray.ShmemName, ProcArray.ShmemName, s => ProcArray.ShmemSize(options ?? s.Participants),
@@ -246,6 +255,7 @@ internal static class BuiltinModules
             case SinvalQueue.ShmemName: return SinvalModule();
             case DsmRegistry.ShmemName: return DsmModule(null);
             case BackgroundWorkerArray.ShmemName: return WorkersModule(0);
+            case Stats.SharedStats.ShmemName: return StatsModule();
             case LockManager.ShmemName:
             {
                 int maxLocks = r.Int(), deadlock = r.Int(), timeout = r.Int();

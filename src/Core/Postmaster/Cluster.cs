@@ -249,6 +249,12 @@ public sealed class Cluster : IDisposable
     /// <summary>The shared buffer pool (<see cref="ClusterBuilder.WithBufferPool(int, int)"/>), or null when the cluster has none.</summary>
     public BufferPool? Buffers => Find<BufferPool>();
 
+    /// <summary>
+    /// The shared statistics: background writer and checkpointer counters, every participant's activity
+    /// (pg_stat_bgwriter, pg_stat_checkpointer, pg_stat_activity), read from any process.
+    /// </summary>
+    public PgIpc.Stats.SharedStats Stats => Get<PgIpc.Stats.SharedStats>();
+
     /// <summary>Pid of the supervisor (the creator of the segment).</summary>
     public int SupervisorPid => Procs.SupervisorPid;
 
