@@ -236,7 +236,7 @@ internal sealed class PowerLossFileLayer : IDurableFileIO, IDisposable
             _lost = true;
             FileState? walTail = null;
             if (policy == PowerLossPolicy.TearWalTail)
-                walTail = _byPath.Values.Where(s => IsWal(s.Path) && s.Pending.Count > 0).OrderBy(s => Path.GetFileName(s.Path), StringComparer.Ordinal).LastOrDefault();
+                walTail = _byPath.Values.Where(s => IsWal(s.Path) && s.Pending.Count > 0 && !Path.GetFileName(s.Path).StartsWith("xlogtemp", StringComparison.Ordinal)).OrderBy(s => Path.GetFileName(s.Path), StringComparer.Ordinal).LastOrDefault();
             foreach (FileState st in _byPath.Values.OrderBy(s => s.Path, StringComparer.Ordinal))
             {
                 if (st.Pending.Count == 0 || !File.Exists(st.Path))
