@@ -134,7 +134,7 @@ public sealed class LayoutTests
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
         // Inspection rows (pgipc inspect): a background worker slot's and a DSM control item's copy.
-        typeof(PgIpc.Postmaster.BackgroundWorkerInfo), typeof(PgIpc.Dsm.DsmSegmentInfo),
+        typeof(PgIpc.Postmaster.BackgroundWorkerInfo), typeof(PgIpc.Postmaster.TakenRequest), typeof(PgIpc.Dsm.DsmSegmentInfo),
         // Lock manager: the local lock table's key and entry, a deadlock report's edge, a pg_locks row.
         typeof(PgIpc.Lmgr.LocalLockKey), typeof(PgIpc.Lmgr.LocalLock), typeof(PgIpc.Lmgr.DeadlockInfo), typeof(PgIpc.Lmgr.LockStatus),
         typeof(PgIpc.Platform.WaitEvent), typeof(PgIpc.Latch.WaitEventId), typeof(PgIpc.Platform.FileOwnership),
