@@ -86,8 +86,7 @@ public sealed class WorkerRequestHandle : IDisposable
 
     private WorkerRequestState WaitWhile(Func<WorkerRequestState, bool> waiting, TimeSpan timeout, CancellationToken cancellationToken, string what)
     {
-        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue
-            : Environment.TickCount64 + (long)(timeout >= TimeSpan.Zero ? timeout : throw new ArgumentOutOfRangeException(nameof(timeout))).TotalMilliseconds;
+        long deadline = BackgroundWorkerHandle.Deadline(timeout);
         while (true)
         {
             WorkerRequestState st = GetState(out _);

@@ -106,6 +106,20 @@ internal static class PostmasterWorkerCommands
     private static Cluster? s_cluster;
     private static BackgroundWorkerHandle? s_last;
 
+    /// <summary>
+    /// A cluster builder as the supervisor tests use it: small slot counts, the log to <paramref name="log"/>, and the
+    /// "test.pm" counters the children write.
+    /// </summary>
+    public static ClusterBuilder TestBuilder(string what, IPgIpcPlatform platform, TextWriter log, TimeSpan stopGrace)
+        => new ClusterBuilder(TestEnvironment.UniqueKey(what))
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
+            .WithMaxChildren(4)
+            .WithLog(log)
+            .WithStopGrace(stopGrace)
+            .RequestShmem(CountersName, NumCounters * 8)
+            .OnShmemStartup(c => c.InitStruct(CountersName, NumCounters * 8, null, out _));
+
     /// <summary>The spec of a child that runs this test executable in <paramref name="mode"/>.</summary>
     public static ChildSpec Spec(string name, string backend, string mode, int ms = 0, ProcKind kind = ProcKind.BackgroundWorker, int restartIntervalMs = -1)
         => ChildSpec.ForThisProgram(name, TestWorker.Verb, ["--backend", backend, RunChildOption, mode, ms.ToString(CultureInfo.InvariantCulture)], kind, restartIntervalMs);

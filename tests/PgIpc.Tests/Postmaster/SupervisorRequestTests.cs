@@ -52,15 +52,7 @@ public sealed class SupervisorRequestTests(string backend)
         }
     }
 
-    private ClusterBuilder Builder(string what)
-        => new ClusterBuilder(TestEnvironment.UniqueKey(what))
-            .WithPlatform(_platform)
-            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
-            .WithMaxChildren(4)
-            .WithLog(_log)
-            .WithStopGrace(TimeSpan.FromSeconds(5))
-            .RequestShmem(PostmasterWorkerCommands.CountersName, PostmasterWorkerCommands.NumCounters * 8)
-            .OnShmemStartup(c => c.InitStruct(PostmasterWorkerCommands.CountersName, PostmasterWorkerCommands.NumCounters * 8, null, out _));
+    private ClusterBuilder Builder(string what) => PostmasterWorkerCommands.TestBuilder(what, _platform, _log, TimeSpan.FromSeconds(5));
 
     private ChildSpec Spec(string name, string mode, int ms = 0) => PostmasterWorkerCommands.Spec(name, backend, mode, ms);
 
