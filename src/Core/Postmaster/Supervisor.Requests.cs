@@ -168,7 +168,9 @@ partial class Supervisor
             return false;
         r.RestartDeadlineMs = 0;
         _cluster.SupervisorRequests.ClearStop(r.Slot);
-        if (code is not (0 or 1) || heldLWLocks > 0 || State != ClusterState.Running)
+        // A clean stop: exit 0, or a worker's or backend's error exit 1 (an auxiliary process has no such exit).
+        bool clean = code == 0 || (code == 1 && r.Spec.Kind != ProcKind.Auxiliary);
+        if (!clean || heldLWLocks > 0 || State != ClusterState.Running)
             return false;
         _log.ChildExited(Describe(r));
         _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Registered, 0, free: false);

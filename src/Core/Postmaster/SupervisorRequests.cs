@@ -161,9 +161,11 @@ public sealed unsafe partial class SupervisorRequests
     private readonly int* _stop;
     private readonly int _numSlots;
     private readonly int _numStopFlags;
-    // This process's background worker slot and generation (PGIPC_WORKER_SLOT / _GENERATION), or -1: not a child.
+    // This process's background worker slot and generation (PGIPC_WORKER_SLOT / _GENERATION), or -1: not a child of
+    // this cluster's supervisor (PGIPC_SUPERVISOR_PID names another: a process a child of another cluster started).
     private readonly int _mySlot = -1;
     private readonly int _myGeneration;
+    private readonly bool _isChild;
 
     private SupervisorRequests(ShmemSegment segment, ProcArray procs, SupervisorRequestsHeader* header, long regionSize)
     {
@@ -178,7 +180,10 @@ public sealed unsafe partial class SupervisorRequests
         _stop = (int*)(_slots + n);
         _numSlots = n;
         _numStopFlags = f;
-        if (int.TryParse(Environment.GetEnvironmentVariable(Cluster.WorkerSlotVariable), NumberStyles.None, CultureInfo.InvariantCulture, out int slot)
+        _isChild = int.TryParse(Environment.GetEnvironmentVariable(Cluster.SupervisorPidVariable), NumberStyles.None, CultureInfo.InvariantCulture, out int sp)
+            && sp == procs.SupervisorPid;
+        if (_isChild
+            && int.TryParse(Environment.GetEnvironmentVariable(Cluster.WorkerSlotVariable), NumberStyles.None, CultureInfo.InvariantCulture, out int slot)
             && int.TryParse(Environment.GetEnvironmentVariable(Cluster.WorkerGenerationVariable), NumberStyles.None, CultureInfo.InvariantCulture, out int gen)
             && slot < f)
         {
@@ -379,9 +384,9 @@ public sealed unsafe partial class SupervisorRequests
     /// </summary>
     public WorkerAssignment? GetAssignment()
     {
-        string? v = Environment.GetEnvironmentVariable(WorkerRequestVariable);
+        string? v = _isChild ? Environment.GetEnvironmentVariable(WorkerRequestVariable) : null;
         int colon = v?.IndexOf(':') ?? -1;
-        if (colon < 0
+        if (colon < 0 || !_segment.IsAttached
             || !int.TryParse(v.AsSpan(0, colon), NumberStyles.None, CultureInfo.InvariantCulture, out int slot)
             || !int.TryParse(v.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int generation)
             || slot >= _numSlots)
@@ -401,6 +406,8 @@ public sealed unsafe partial class SupervisorRequests
     {
         if (result.Length > SupervisorRequestSlot.ResultCapacity)
             throw new ArgumentException($"a result of {result.Length} bytes; a request holds at most {SupervisorRequestSlot.ResultCapacity}", nameof(result));
+        if (!_segment.IsAttached)
+            return false;
         int pid = _segment.Platform.Processes.CurrentProcessId;
         SLock.Acquire(ref _header->Lock.Value, ShmemName);
         SupervisorRequestSlot* s = _slots + slot;
