@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * Demo.cs
  *   pgipc demo: a live cluster. The supervisor, a checkpointer, a background
- *   writer and N worker processes doing read-modify-write on pages of the
+ *   writer, a WAL writer (flushes what nobody flushed, every
+ *   wal_writer_delay) and N worker processes doing read-modify-write on pages of the
  *   shared buffer pool, with a status line per process refreshed in place,
  *   then a clean shutdown that checks the data on disk and shows that no OS
  *   object is left. With --crash one worker is killed midway (SIGKILL on
@@ -31,12 +32,27 @@
  *   smaller than the relation, so workers evict, the background writer
  *   cleans ahead of the clock hand, and the checkpointer writes and fsyncs.
  *
- *   The check: at the end the supervisor tells the workers to stop, reads
- *   their counts, asks for an immediate checkpoint, shuts down (fast) and
- *   reads every page back from the files (checksums verified). Without a
- *   crash the counters on disk add up to the operations counted. With one,
- *   the increments that were only in shared memory when it was thrown away
- *   are lost (PgIpc has no WAL), so the demo reports the figure instead.
+ *   Every increment is logged (the cluster has a write-ahead log): with the
+ *   content lock held the worker changes the page, logs a "demo.incr"
+ *   record (resource manager 128: the block and the counter's new value;
+ *   its redo sets the value), lets go of the page and flushes the WAL up to
+ *   the record (group commit: workers that flush together share an fsync).
+ *   Only then is the increment acknowledged: the worker writes its count of
+ *   acknowledged increments to a file of its own under demo_acks/ (no
+ *   fsync: the page cache outlives a killed process, which is all the demo
+ *   kills).
+ *
+ *   The check: at the end the supervisor tells the workers to stop, asks
+ *   for an immediate checkpoint, shuts down (fast) and reads every page back
+ *   from the files (checksums verified). Without a crash the counters on
+ *   disk equal the increments acknowledged. With one, the crash restart
+ *   throws shared memory away, and recovery replays the WAL from the last
+ *   checkpoint's redo pointer before any child starts again: no
+ *   acknowledged increment is lost. A process killed between its WAL flush
+ *   and its acknowledgement (the killed worker, and the others the crash
+ *   handling stops) may leave one increment on disk that it never
+ *   acknowledged, so on disk is at least the acknowledged count and at most
+ *   one more per worker.
  *
  *   DemoStats layout (in "demo.stats"): a 64-byte header, then one 64-byte
  *   entry per participant slot (indexed by procno). Header.StopRequested:
@@ -56,6 +72,7 @@ using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
+using PgIpc.Wal;
 
 namespace PgIpc.Cli;
 
@@ -80,6 +97,7 @@ internal enum DemoRole
     Checkpointer,
     BgWriter,
     Worker,
+    WalWriter,
 }
 
 internal static class Demo
@@ -91,13 +109,28 @@ internal static class Demo
     private const long CheckpointRequesterKey = 0x64656D6F_636B7074; // "demo" "ckpt"
     private static readonly Lmgr.LockTag RelationLock = Lmgr.LockTag.Relation(0, Relation);
     private const int CounterOffset = 64;
+    /// <summary>The demo's resource manager: one record per increment (block 0 = the page, its data = the new value).</summary>
+    private const byte IncrementRmId = WalResourceManagers.MinCustomId;
+    private const string AcksDirectory = "demo_acks";
+
+    /// <summary>Registers the demo's resource manager in this process (the supervisor replays; waldump describes).</summary>
+    private static void RegisterIncrementRmgr()
+        => WalResourceManagers.Register(new WalResourceManager(IncrementRmId, "demo.incr", RedoIncrement,
+            (text, rec) => text.Append("counter = ").Append(BinaryPrimitives.ReadInt64LittleEndian(rec.BlockData(0)))));
+
+    /// <summary>Redo of an increment: the page's counter takes the logged value (idempotent).</summary>
+    private static void RedoIncrement(WalRedoContext ctx, DecodedRecord rec)
+    {
+        if (ctx.ReadBufferForRedo(0, out int b) == RedoAction.NeedsRedo)
+            BinaryPrimitives.WriteInt64LittleEndian(ctx.GetPage(b)[CounterOffset..], BinaryPrimitives.ReadInt64LittleEndian(rec.BlockData(0)));
+    }
 
     private static readonly CheckpointerOptions CkptOptions = new(TimeoutMs: 3_000, CompletionTarget: 0.5);
     private static readonly BgWriterOptions BgwOptions = new(DelayMs: 100);
 
     public static unsafe int Run(DemoOptions options)
     {
-        (IPgIpcPlatform platform, int workers, double seconds, int buffers, int pages, bool crash) = options;
+        (IPgIpcPlatform platform, int workers, double seconds, int buffers, int pages, bool crash, bool withWal) = options;
         if (workers is < 1 or > 16)
             throw new ArgumentException("--workers must be 1..16");
         if (seconds is < 1 or > 600)
@@ -115,8 +148,10 @@ internal static class Demo
         int entries = procOptions.TotalProcs;
         Console.WriteLine($"backend      {platform.Name}");
         Console.WriteLine($"before       {segmentsBefore} PgIpc segment(s), {devShmBefore} PgIpc /dev/shm entr(ies)");
-        Console.WriteLine($"workload     {workers} worker(s) over {pages} pages of 8 KiB through {buffers} shared buffers, {seconds:F0} s{(crash ? ", one worker killed midway" : "")}");
+        Console.WriteLine($"workload     {workers} worker(s) over {pages} pages of 8 KiB through {buffers} shared buffers, {seconds:F0} s{(crash ? ", one worker killed midway" : "")}{(withWal ? "" : ", without WAL")}");
 
+        RegisterIncrementRmgr();
+        Directory.CreateDirectory(Path.Combine(dir, AcksDirectory));
         ClusterBuilder builder = new ClusterBuilder($"pgipc-demo-{Environment.ProcessId}")
             .WithPlatform(platform)
             .WithMaxParticipants(procOptions)
@@ -139,8 +174,10 @@ internal static class Demo
             })
             .AddBackgroundWorker(Self("checkpointer", ProcKind.Auxiliary, ["checkpointer", "0"]))
             .AddBackgroundWorker(Self("background writer", ProcKind.Auxiliary, ["bgwriter", "0"]));
+        if (withWal)
+            builder.WithWal().AddBackgroundWorker(Self("wal writer", ProcKind.Auxiliary, ["walwriter", "0"]));
         for (int i = 0; i < workers; i++)
-            builder.AddBackgroundWorker(Self($"worker {i}", ProcKind.BackgroundWorker, ["worker", i.ToString(), pages.ToString()]));
+            builder.AddBackgroundWorker(Self($"worker {i}", ProcKind.BackgroundWorker, ["worker", i.ToString(), pages.ToString(), withWal ? "wal" : "nowal"]));
 
         bool ok = true;
         long countedOps = 0;
@@ -173,6 +210,8 @@ internal static class Demo
 
                 // Stop the workers, count their work, checkpoint, shut down.
                 countedOps = StopWorkers(cluster.Cluster, entries);
+                if (!crash)
+                    Console.WriteLine($"rate         {countedOps / sw.Elapsed.TotalSeconds:F0} increments/s over {sw.Elapsed.TotalSeconds:F1} s ({(withWal ? "each logged and flushed before it is acknowledged" : "not logged")})");
                 Cluster view = cluster.Cluster;
                 using (Participant me = view.Procs.Join(ProcKind.Backend))
                 {
@@ -186,6 +225,14 @@ internal static class Demo
                     ck.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Wait);
                     CheckpointerStatus st = ck.Status;
                     Console.WriteLine($"checkpoints  {st.Done} done ({st.NumTimed} timed, {st.NumRequested} requested), {st.BuffersWritten} buffers written, {st.FilesSynced} file syncs, {st.Failed} failed");
+                    if (withWal)
+                    {
+                        XLog wal = view.Get<XLog>();
+                        WalStats ws = wal.Stats;
+                        WalStartupReport? su = wal.LastStartup;
+                        Console.WriteLine($"wal          {ws.Records} records since the last start ({ws.FullPageImages} full-page images), {ws.Fsyncs} fsyncs; flushed to {WalFormat.FormatLsn(ws.FlushLsn)}"
+                            + (su is { Replayed: true } ? $"; the last start replayed {su.Records} records from {WalFormat.FormatLsn(su.RedoStart)} ({su.EndReason})" : ""));
+                    }
                 }
                 bool clean = cluster.Shutdown(ShutdownMode.Fast, TimeSpan.FromSeconds(20));
                 Console.WriteLine($"shutdown     fast: {(clean ? "every child exited" : "children had to be killed")}; {cluster.CrashRestarts} crash restart(s)");
@@ -193,17 +240,35 @@ internal static class Demo
             }
 
             long onDisk = SumCounters(dir, pages);
-            if (!crash)
+            if (!withWal)
             {
-                bool match = onDisk == countedOps;
-                Console.WriteLine($"data         {countedOps} increments counted, {onDisk} found on disk after a cold read with checksums: {(match ? "OK" : "WRONG")}");
+                // Without WAL: nothing is acknowledged; a crash loses what was only in shared memory.
+                bool match = crash ? onDisk >= countedOps : onDisk == countedOps;
+                if (crash)
+                    Console.WriteLine($"crash        {crashReport}");
+                Console.WriteLine(crash
+                    ? $"data         {onDisk} increments on disk, {countedOps} counted since the restart; those only in shared memory at the crash are lost (no WAL)"
+                    : $"data         {countedOps} increments counted, {onDisk} found on disk after a cold read with checksums: {(match ? "OK" : "WRONG")}");
                 ok &= match && countedOps > 0;
+            }
+            else if (!crash)
+            {
+                long acked = SumAcks(dir);
+                bool match = onDisk == acked && acked == countedOps;
+                Console.WriteLine($"data         {acked} increments acknowledged (each one's WAL record flushed), {onDisk} found on disk after a cold read with checksums: {(match ? "OK" : "WRONG")}");
+                ok &= match && acked > 0;
             }
             else
             {
+                long acked = SumAcks(dir);
+                // Every acknowledged increment must be there; at most one per worker may be there unacknowledged (its
+                // process was killed between the WAL flush and the acknowledgement).
+                long extra = onDisk - acked;
+                bool none = extra >= 0 && extra <= workers;
                 Console.WriteLine($"crash        {crashReport}");
-                Console.WriteLine($"data         {onDisk} increments on disk, {countedOps} counted since the restart; increments only in shared memory at the crash are lost (no WAL)");
-                ok &= onDisk >= countedOps;
+                Console.WriteLine($"data         {acked} increments acknowledged (each one's WAL record flushed; {countedOps} of them since the restart), {onDisk} on disk after recovery and a cold read with checksums: "
+                    + (none ? $"OK, no acknowledged increment lost{(extra > 0 ? $" ({extra} logged by processes killed before they could acknowledge them)" : "")}" : $"WRONG ({(extra < 0 ? $"{-extra} acknowledged increments lost" : $"{extra} more than acknowledged")})"));
+                ok &= none && acked > 0;
             }
         }
         finally
@@ -310,6 +375,19 @@ internal static class Demo
         return $"worker 0 (pid {victim.Pid}) killed; the cluster was not working again within 30 s";
     }
 
+    /// <summary>Acknowledged increments: the sum of every worker process's acknowledgement file (every incarnation's).</summary>
+    private static long SumAcks(string dir)
+    {
+        long sum = 0;
+        foreach (string f in Directory.EnumerateFiles(Path.Combine(dir, AcksDirectory)))
+        {
+            byte[] b = File.ReadAllBytes(f);
+            if (b.Length >= 8)
+                sum += BinaryPrimitives.ReadInt64LittleEndian(b);
+        }
+        return sum;
+    }
+
     private static long SumCounters(string dir, int pages)
     {
         using var smgr = new Smgr(dir);
@@ -332,7 +410,8 @@ internal static class Demo
     public static unsafe int RunChild(string[] args)
     {
         if (args.Length < 2)
-            throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|worker <index> [pages]");
+            throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|walwriter|worker <index> [pages]");
+        RegisterIncrementRmgr();
         using Cluster cluster = Cluster.Attach();
         using Participant me = cluster.JoinAsChild();
         BufferPool pool = cluster.Buffers ?? throw new PgIpcException("the demo cluster has no buffer pool");
@@ -380,9 +459,13 @@ internal static class Demo
                     Volatile.Write(ref mine->Role, (int)DemoRole.BgWriter + 1);
                     cluster.Get<BackgroundWriter>().Run(me, stop.Token);
                     break;
+                case "walwriter":
+                    Volatile.Write(ref mine->Role, (int)DemoRole.WalWriter + 1);
+                    WalWriter.Run(cluster.Get<XLog>(), me, stop.Token);
+                    break;
                 case "worker":
                     Volatile.Write(ref mine->Role, (int)DemoRole.Worker + 1);
-                    Work(me, pool, ck, cluster.Get<Lmgr.LockManager>(), h, mine, int.Parse(args[2]), stop.Token);
+                    Work(me, pool, ck, cluster.Get<Lmgr.LockManager>(), args.Length > 3 && args[3] == "nowal" ? null : cluster.Get<XLog>(), h, mine, int.Parse(args[2]), stop.Token);
                     break;
                 default:
                     throw new ArgumentException($"unknown demo role \"{args[0]}\"");
@@ -405,11 +488,14 @@ internal static class Demo
         return 0;
     }
 
-    private static unsafe void Work(Participant me, BufferPool pool, Checkpointer ck, Lmgr.LockManager lm, DemoStatsHeader* h, DemoStatsEntry* mine,
+    private static unsafe void Work(Participant me, BufferPool pool, Checkpointer ck, Lmgr.LockManager lm, XLog? wal, DemoStatsHeader* h, DemoStatsEntry* mine,
         int pages, CancellationToken stop)
     {
         var rng = new Random(Environment.ProcessId);
         long ops = 0;
+        Span<byte> value = stackalloc byte[8];
+        using Microsoft.Win32.SafeHandles.SafeFileHandle? ack = wal is null ? null
+            : File.OpenHandle(Path.Combine(wal.DataDirectory, AcksDirectory, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)), FileMode.Create, FileAccess.Write);
         long nextCheckpoint = Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency;
         // The relation is being updated (RowExclusive, as an UPDATE takes it); one worker claims the checkpoint-requester
         // role with an advisory lock, held for its whole life (released when it leaves or dies).
@@ -420,11 +506,26 @@ internal static class Demo
             int b = pool.ReadBuffer(me, Relation, ForkNumber.Main, rng.Next(pages));
             pool.LockBuffer(me, b, BufferLockMode.Exclusive);
             Span<byte> page = pool.GetPage(me, b)[CounterOffset..];
-            BinaryPrimitives.WriteInt64LittleEndian(page, BinaryPrimitives.ReadInt64LittleEndian(page) + 1);
+            long v = BinaryPrimitives.ReadInt64LittleEndian(page) + 1;
+            BinaryPrimitives.WriteInt64LittleEndian(page, v);
             pool.MarkBufferDirty(me, b);
+            // Logged under the content lock (the page LSN is set before anyone can write the page out).
+            ulong lsn = 0;
+            if (wal is not null)
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(value, v);
+                lsn = wal.BeginInsert().RegisterBuffer(0, pool, me, b).RegisterBufData(0, value).Insert(me, IncrementRmId, 0);
+            }
             pool.LockBuffer(me, b, BufferLockMode.Unlock);
             pool.ReleaseBuffer(me, b);
+            if (wal is not null)
+                wal.Flush(me, lsn); // durable from here: acknowledge it
             Volatile.Write(ref mine->Ops, ++ops); // release; pairs with the supervisor's acquire load
+            if (ack is not null)
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(value, ops);
+                RandomAccess.Write(ack, value, 0);
+            }
             if (requester && Stopwatch.GetTimestamp() >= nextCheckpoint)
             {
                 ck.RequestCheckpoint(me, CheckpointFlags.Wait);
@@ -508,6 +609,7 @@ internal static class Demo
                 {
                     (int)DemoRole.Checkpointer + 1 => "checkpointer",
                     (int)DemoRole.BgWriter + 1 => "background writer",
+                    (int)DemoRole.WalWriter + 1 => "wal writer",
                     (int)DemoRole.Worker + 1 => $"worker {e[p.ProcNumber].Index}",
                     _ => p.Pid == Environment.ProcessId ? "supervisor" : "(starting)",
                 };

@@ -304,11 +304,12 @@ public sealed unsafe partial class XLog : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void WaitForBufferPage(Participant me, ref WalInsertLockPadded l, ulong ptr, int idx, ulong expectedEnd)
     {
-        // WALInsertLockUpdateInsertingAt: everything before ptr is copied; a flusher waiting for less need not wait for us.
-        ulong initializedFrom = ptr;
-        if (ptr % WalFormat.PageSize == 0)
-            initializedFrom += (ulong)Geometry.PageHeaderSize(ptr);
-        l.Lock.UpdateVar(me, ref l.InsertingAt, initializedFrom);
+        // WALInsertLockUpdateInsertingAt: everything of ours before the page is copied; a flusher waiting for less need
+        // not wait for us. Publish the page's start, never a position inside it: its header is written by the page's
+        // initialisation (below), not by us, and a flusher that took ptr (just past the header) as "inserted up to"
+        // would ask XLogWrite for a page that is not in the buffers yet (xlog.c's GetXLogBuffer does the same).
+        ulong copiedUpTo = ptr - ptr % WalFormat.PageSize;
+        l.Lock.UpdateVar(me, ref l.InsertingAt, copiedUpTo);
         AdvanceXLInsertBuffer(me, ptr, false);
         ulong got = Volatile.Read(ref _xlblocks[idx]);
         if (got != expectedEnd)
@@ -427,6 +428,19 @@ public sealed unsafe partial class XLog : IDisposable
         }
         return finishedUpto;
     }
+
+    /// <summary>For tests: insertion lock <paramref name="i"/>'s published progress (0 when not inserting).</summary>
+    internal ulong InsertingAtOf(int i) => Volatile.Read(ref _locks[i].InsertingAt);
+
+    /// <summary>For tests: the end of the last initialised buffer page.</summary>
+    internal ulong InitializedUpTo
+    {
+        // Acquire load; the writer is AdvanceXLInsertBuffer under WALBufMappingLock (a racy snapshot is what tests want).
+        get => Volatile.Read(ref _ctl->InitializedUpTo);
+    }
+
+    /// <summary>For tests: WALWriteLock.</summary>
+    internal ref LWLock WriteLockForTests => ref _ctl->WriteLock.Lock;
 
     /// <summary>Takes every insertion lock (WALInsertLockAcquireExclusive), in index order.</summary>
     private void AcquireAllInsertLocks(Participant me)

@@ -24,6 +24,7 @@
  *                  child) and RestartTarget; exit 0
  *     service <x>  posts service request ThrowingServiceCode, then
  *                  ServiceCode with the 8-byte argument x; exit 0
+ *     wal-incr <i> the WAL kill loop's child (Wal/WalWorkerCommands.cs)
  *   Worker commands:
  *     pm-supervise <backend> <key> <k> <mode> <ms> <dataDir|->
  *                  this worker becomes a supervisor: builds a cluster
@@ -234,6 +235,8 @@ internal static class PostmasterWorkerCommands
                 }
                 return 0;
             }
+            case "wal-incr":
+                return Wal.WalWorkerCommands.RunIncrementChild(cluster, me, ms);
             default:
                 return 2;
         }
