@@ -78,6 +78,11 @@ public sealed class LayoutTests
         [typeof(PgIpc.Postmaster.BackgroundWorkerSlot)] = (1024, [
             ("InUse", 0), ("State", 4), ("Pid", 8), ("Generation", 12), ("RestartIntervalMs", 16), ("Kind", 20),
             ("NameLength", 24), ("CommandLength", 28), ("Name", 32), ("Command", 96)]),
+        [typeof(PgIpc.Postmaster.SupervisorRequestsHeader)] = (128, [
+            ("Lock", 0), ("Magic", 64), ("NumSlots", 68), ("NumStopFlags", 72), ("NextSequence", 80)]),
+        [typeof(PgIpc.Postmaster.SupervisorRequestSlot)] = (1024, [
+            ("State", 0), ("Kind", 4), ("Generation", 8), ("RequesterPid", 12), ("Sequence", 16), ("WorkerPid", 24), ("ExitCode", 28),
+            ("Code", 32), ("NameLength", 36), ("ArgumentLength", 40), ("ResultLength", 44), ("Name", 64), ("Argument", 128), ("Result", 576)]),
         [typeof(LWLockTrancheHeader)] = (128, [("Lock", 0), ("NextTrancheId", 64), ("Capacity", 68), ("Count", 72), ("Magic", 76)]),
         [typeof(LWLockTrancheEntry)] = (128, [("Name", 0), ("NameLength", 64), ("TrancheId", 68), ("NumLocks", 72), ("LocksOffset", 80)]),
         [typeof(PgIpc.Sinval.SharedInvalidationMessage)] = (16, [("Kind", 0), ("DatabaseId", 4), ("ObjectId", 8), ("Payload", 12)]),
@@ -141,7 +146,7 @@ public sealed class LayoutTests
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
         // Inspection rows (pgipc inspect): a background worker slot's and a DSM control item's copy.
-        typeof(PgIpc.Postmaster.BackgroundWorkerInfo), typeof(PgIpc.Dsm.DsmSegmentInfo),
+        typeof(PgIpc.Postmaster.BackgroundWorkerInfo), typeof(PgIpc.Postmaster.TakenRequest), typeof(PgIpc.Dsm.DsmSegmentInfo),
         // Lock manager: the local lock table's key and entry, a deadlock report's edge, a pg_locks row.
         typeof(PgIpc.Lmgr.LocalLockKey), typeof(PgIpc.Lmgr.LocalLock), typeof(PgIpc.Lmgr.DeadlockInfo), typeof(PgIpc.Lmgr.LockStatus),
         typeof(PgIpc.Platform.WaitEvent), typeof(PgIpc.Latch.WaitEventId), typeof(PgIpc.Platform.FileOwnership),

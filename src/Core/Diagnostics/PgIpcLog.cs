@@ -85,6 +85,18 @@ public static class PgIpcLogEvents
     public const int MemoryContextLogStart = 1050;
     /// <summary>One line of a participant's memory-context tree, or its grand total (Information).</summary>
     public const int MemoryContextLogLine = 1051;
+    /// <summary>The worker a child requested could not be started: unknown entry, no free child slot, shutting down (Warning).</summary>
+    public const int WorkerRequestFailed = 1060;
+    /// <summary>A child is stopped to be restarted at another child's request (Information).</summary>
+    public const int ChildRestartRequested = 1061;
+    /// <summary>A restart request named no running child of the supervisor and was ignored (Warning).</summary>
+    public const int RestartRequestIgnored = 1062;
+    /// <summary>A service request hook threw; the supervisor goes on (Error).</summary>
+    public const int ServiceRequestFailed = 1063;
+    /// <summary>A service request arrived and no hook is registered (Warning).</summary>
+    public const int ServiceRequestUnhandled = 1064;
+    /// <summary>A supervisor request slot written by another process could not be read (Warning).</summary>
+    public const int SupervisorRequestCorrupt = 1065;
 }
 
 /// <summary>The process-wide logging defaults of the library.</summary>
@@ -188,6 +200,23 @@ internal static partial class PgIpcLog
 
     [LoggerMessage(PgIpcLogEvents.MemoryContextLogLine, LogLevel.Information, "{Line}")]
     public static partial void MemoryContextLogLine(this ILogger logger, string line);
+    [LoggerMessage(PgIpcLogEvents.WorkerRequestFailed, LogLevel.Warning, "could not start worker \"{Entry}\" requested by PID {RequesterPid}: {Error}")]
+    public static partial void WorkerRequestFailed(this ILogger logger, string entry, int requesterPid, string error);
+
+    [LoggerMessage(PgIpcLogEvents.ChildRestartRequested, LogLevel.Information, "restarting {Child} at the request of PID {RequesterPid}")]
+    public static partial void ChildRestartRequested(this ILogger logger, string child, int requesterPid);
+
+    [LoggerMessage(PgIpcLogEvents.RestartRequestIgnored, LogLevel.Warning, "ignoring the request of PID {RequesterPid} to restart \"{Name}\": {Reason}")]
+    public static partial void RestartRequestIgnored(this ILogger logger, string name, int requesterPid, string reason);
+
+    [LoggerMessage(PgIpcLogEvents.ServiceRequestFailed, LogLevel.Error, "service request hook failed on request {Code} from PID {RequesterPid}")]
+    public static partial void ServiceRequestFailed(this ILogger logger, Exception exception, int code, int requesterPid);
+
+    [LoggerMessage(PgIpcLogEvents.ServiceRequestUnhandled, LogLevel.Warning, "service request {Code} from PID {RequesterPid} ignored: no OnServiceRequest hook")]
+    public static partial void ServiceRequestUnhandled(this ILogger logger, int code, int requesterPid);
+
+    [LoggerMessage(PgIpcLogEvents.SupervisorRequestCorrupt, LogLevel.Warning, "ignoring supervisor request slot {Slot}: {Error}")]
+    public static partial void SupervisorRequestCorrupt(this ILogger logger, int slot, string error);
 }
 
 /// <summary>

@@ -13,6 +13,7 @@
  *     PgIpc.SInvalSeg           the invalidation queue
  *     PgIpc.DsmControl          dynamic shared memory's control table
  *     PgIpc.BackgroundWorkers   child slots, shutdown flags
+ *     PgIpc.SupervisorRequests  children's requests to the supervisor, per-child stop
  *     PgIpc.LockManager         heavyweight locks (InitLocks; WithLockManager
  *                               sets max_locks_per_participant and timeouts)
  *     PgIpc.Stats               shared statistics: bgwriter and checkpointer
@@ -71,7 +72,7 @@ internal static class BuiltinModules
 
     /// <summary>The kernel modules every cluster has, in order.</summary>
     public static List<ShmemModule> Kernel(ProcArrayOptions procs, LWLockTrancheRequests tranches, DsmOptions dsm, int maxChildren,
-        LockManagerOptions? locks = null)
+        LockManagerOptions? locks = null, int maxRequests = 8)
         =>
         [
             ProcArrayModule(procs),
@@ -81,6 +82,7 @@ internal static class BuiltinModules
             SinvalModule(),
             DsmModule(dsm),
             WorkersModule(maxChildren),
+            RequestsModule(maxRequests, maxChildren),
             LockManagerModule(locks ?? new LockManagerOptions()),
             StatsModule(),
         ];
@@ -133,6 +135,12 @@ internal static class BuiltinModules
         => new BuiltinModule<BackgroundWorkerArray>(BackgroundWorkerArray.ShmemName, BackgroundWorkerArray.ShmemName,
             _ => BackgroundWorkerArray.ShmemSize(maxChildren),
             c => c.IsCreating ? BackgroundWorkerArray.Init(c.Segment, maxChildren, out _) : BackgroundWorkerArray.Attach(c.Segment));
+
+    /// <summary>The supervisor request area (worker, restart and service requests; a stop flag per child slot).</summary>
+    private static ShmemModule RequestsModule(int maxRequests, int maxChildren)
+        => new BuiltinModule<SupervisorRequests>(SupervisorRequests.ShmemName, SupervisorRequests.ShmemName,
+            _ => SupervisorRequests.ShmemSize(maxRequests, maxChildren),
+            c => c.IsCreating ? SupervisorRequests.Init(c.Segment, c.Procs, maxRequests, maxChildren) : SupervisorRequests.Attach(c.Segment, c.Procs));
 
     /// <summary>A subsystem reached through static functions: the structure is made (or required, attaching) and a marker returned.</summary>
     private static ShmemModule StaticModule(string name, Func<ClusterSettings, long> size, Action<ShmemModuleContext> init)
@@ -256,6 +264,7 @@ internal static class BuiltinModules
             case DsmRegistry.ShmemName: return DsmModule(null);
             case BackgroundWorkerArray.ShmemName: return WorkersModule(0);
             case Stats.SharedStats.ShmemName: return StatsModule();
+            case SupervisorRequests.ShmemName: return RequestsModule(1, 1); // counts read from the area's header
             case LockManager.ShmemName:
             {
                 int maxLocks = r.Int(), deadlock = r.Int(), timeout = r.Int();
