@@ -623,3 +623,50 @@ public sealed class LockTimeoutException : PgIpcException
         Mode = mode;
     }
 }
+
+// ------------------------------------------------------------------
+// Cancel and terminate requests (Proc/ProcArray.Interrupts.cs, Proc/Participant.Interrupts.cs)
+// ------------------------------------------------------------------
+
+/// <summary>
+/// A participant's wait or interrupt check ended because another process asked it to cancel
+/// (<see cref="ProcArray.CancelParticipant"/>, pg_cancel_backend). The participant stays usable.
+/// </summary>
+public sealed class ParticipantCanceledException : OperationCanceledException
+{
+    /// <summary>Creates the exception for slot <paramref name="procNumber"/>, canceled at the request of <paramref name="requesterPid"/>.</summary>
+    public ParticipantCanceledException(int procNumber, int requesterPid)
+        : base($"participant {procNumber} (pid {Environment.ProcessId}): canceling its wait at the request of pid {requesterPid}")
+    {
+        ProcNumber = procNumber;
+        RequesterPid = requesterPid;
+    }
+
+    /// <summary>The canceled participant's slot.</summary>
+    public int ProcNumber { get; }
+
+    /// <summary>The process that asked (0 when unknown).</summary>
+    public int RequesterPid { get; }
+}
+
+/// <summary>
+/// A participant was terminated at another process's request (<see cref="ProcArray.TerminateParticipant"/>,
+/// pg_terminate_backend): its LWLocks are released and its slot given back. Thrown only in the supervisor's own
+/// process; elsewhere the process exits with <see cref="ParticipantExitCodes.Terminated"/>.
+/// </summary>
+public sealed class ParticipantTerminatedException : OperationCanceledException
+{
+    /// <summary>Creates the exception for slot <paramref name="procNumber"/>, terminated at the request of <paramref name="requesterPid"/>.</summary>
+    public ParticipantTerminatedException(int procNumber, int requesterPid)
+        : base($"participant {procNumber} (pid {Environment.ProcessId}): terminating at the request of pid {requesterPid}")
+    {
+        ProcNumber = procNumber;
+        RequesterPid = requesterPid;
+    }
+
+    /// <summary>The terminated participant's former slot.</summary>
+    public int ProcNumber { get; }
+
+    /// <summary>The process that asked (0 when unknown).</summary>
+    public int RequesterPid { get; }
+}

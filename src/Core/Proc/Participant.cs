@@ -38,7 +38,7 @@ using PgIpc.Sync;
 namespace PgIpc.Proc;
 
 /// <summary>The calling thread's PGPROC slot and held LWLocks. Dispose (on its thread) gives the slot back.</summary>
-public sealed unsafe class Participant : IDisposable
+public sealed unsafe partial class Participant : IDisposable
 {
     [ThreadStatic]
     private static Participant? t_current;
@@ -176,12 +176,15 @@ public sealed unsafe class Participant : IDisposable
         long flags = Interlocked.Exchange(ref Proc->ProcSignalFlags, 0);
         for (int r = 0; r < 64; r++)
         {
-            if ((flags & (1L << r)) == 0 || r == (int)Signals.ProcSignalReason.Barrier)
+            // Barrier, Cancel and Terminate are the library's own (below; Cancel and Terminate last: they throw or exit).
+            if ((flags & (1L << r)) == 0 || r == (int)Signals.ProcSignalReason.Barrier || (LibraryReasonsMask & (1L << r)) != 0)
                 continue;
             _signalHandlers[r]?.Invoke(this);
         }
         if (Volatile.Read(ref Proc->BarrierFlags) != 0 || (flags & (1L << (int)Signals.ProcSignalReason.Barrier)) != 0)
             Signals.ProcSignal.AbsorbBarriers(this, _barrierHandlers);
+        if ((flags & CancelOrDieMask) != 0)
+            ServiceCancelOrDie(flags);
         return flags;
     }
 
