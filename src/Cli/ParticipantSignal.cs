@@ -14,6 +14,7 @@
  *-------------------------------------------------------------------------
  */
 using System.CommandLine;
+using System.Globalization;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
@@ -31,12 +32,18 @@ internal static class ParticipantSignal
             if (!ShmemHandle.TryParse(r.GetValueOrDefault<string>(), out _, out string? error))
                 r.AddError(error!);
         });
-        Argument<int> pid = new("pid") { Description = "The process id of the participant's process (as `pgipc inspect <handle> --procs` lists them)." };
-        pid.Validators.Add(r =>
+        Argument<int> pid = new("pid")
         {
-            if (r.GetValueOrDefault<int>() <= 0)
-                r.AddError($"pid must be a positive process id (got {r.GetValueOrDefault<int>()})");
-        });
+            Description = "The process id of the participant's process (as `pgipc inspect <handle> --procs` lists them).",
+            // A parser, not a validator: a validator's read of a value that did not convert throws instead of refusing.
+            CustomParser = r =>
+            {
+                string text = r.Tokens.Count > 0 ? r.Tokens[^1].Value : "";
+                if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v <= 0)
+                    r.AddError($"pid must be a positive process id (got '{text}')");
+                return v;
+            },
+        };
         var c = new Command(name, description) { handle, pid };
         c.SetAction(r =>
         {

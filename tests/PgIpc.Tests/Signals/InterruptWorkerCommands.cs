@@ -16,7 +16,7 @@
  *         cv      condition variable 1 sleeps; after the cancel: whether
  *                 it is still on the wait list ("listed" / "unlisted"),
  *                 then sleeps again until counter 4 is non-zero
- *         mq      receives on the shm_mq this thread creates in test.extra;
+ *         mq      receives on the shm_mq this thread creates ("ci.mq");
  *                 after the cancel: receives again, "done <message>"
  *         lwlock  acquires LWLock 1 (held by the test), then
  *                 CheckForInterrupts; "canceled-by <pid> after-acquire"
@@ -44,8 +44,8 @@ namespace PgIpc.Tests.Signals;
 
 internal static class InterruptWorkerCommands
 {
-    /// <summary>The structure the mq kind's queue lives in (LockCluster's spare room).</summary>
-    public const string MqRegion = "test.extra";
+    /// <summary>The structure the mq kind's queue lives in (made in LockCluster's spare room).</summary>
+    public const string MqRegion = "ci.mq";
 
     public static bool TryExecute(string[] a, ShmemSegment? seg, out string reply)
     {
@@ -178,9 +178,9 @@ internal static class InterruptWorkerCommands
     private static void Mq(Participant me)
     {
         LockCluster c = W.Cluster;
-        if (!c.Segment.TryFindStruct(MqRegion, out ShmemRegion region))
-            throw new InvalidOperationException($"no {MqRegion}");
-        ShmMq mq = ShmMq.Create(region);
+        // Carved from the room LockCluster requested for such late structures.
+        ShmemRegion region = c.Segment.InitStruct(MqRegion, ShmMq.SizeFor(4096), r => ShmMq.Create(r), out _);
+        ShmMq mq = ShmMq.Open(region);
         mq.SetReceiver(me);
         using ShmMqHandle inbox = mq.AttachAsReceiver(me);
         string canceled;
