@@ -206,18 +206,21 @@ internal static class InterruptWorkerCommands
         LockCluster c = W.Cluster;
         W.Result = "waiting";
         c.Locks[1].Acquire(me, LWLockMode.Exclusive);
+        string result;
         try
         {
             me.CheckForInterrupts();
-            W.Result = "not canceled";
+            result = "not canceled";
         }
         catch (ParticipantCanceledException e)
         {
-            W.Result = $"canceled-by {e.RequesterPid} after-acquire";
+            result = $"canceled-by {e.RequesterPid} after-acquire";
         }
         finally
         {
             c.Locks[1].Release(me);
         }
+        W.Result = result; // after the release: the test checks the lock is free once it reads this
+
     }
 }
