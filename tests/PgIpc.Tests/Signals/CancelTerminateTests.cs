@@ -248,23 +248,26 @@ public sealed class CancelTerminateTests(string backend)
         Cluster.Locks[3].Release(me);
     }
 
-    /// <summary>A worker that created a cluster (the supervisor of it), and this process attached to it.</summary>
-    private (ChildWorker Supervisor, ShmemSegment Segment, ChildWorker Other) ClusterOfAWorker()
+    /// <summary>
+    /// A worker that created a cluster (the supervisor of it), this process attached to it (its slot array opened
+    /// too: the Destroy in the test's finally then removes the latch objects as well), and another worker attached.
+    /// </summary>
+    private (ChildWorker Supervisor, ShmemSegment Segment, ProcArray Procs, ChildWorker Other) ClusterOfAWorker()
     {
         ChildWorker supervisor = Workers.Start(backend, _workers);
         string handle = supervisor.Send($"cl-create {TestEnvironment.UniqueKey("ci")}");
         ShmemSegment seg = ShmemSegment.Attach(ShmemHandle.Parse(handle), PgIpcPlatform.Get(backend));
+        ProcArray procs = LockCluster.Attach(seg).Procs;
         ChildWorker other = Workers.StartAttached(backend, _workers, seg.Handle, "cl-attach");
-        return (supervisor, seg, other);
+        return (supervisor, seg, procs, other);
     }
 
     [Test]
     public void ExitOnSupervisorDeathEndsTheWaitersProcessInOrder()
     {
-        (ChildWorker supervisor, ShmemSegment seg, ChildWorker other) = ClusterOfAWorker();
+        (ChildWorker supervisor, ShmemSegment seg, ProcArray procs, ChildWorker other) = ClusterOfAWorker();
         try
         {
-            ProcArray procs = LockCluster.Attach(seg).Procs;
             other.Send("ci-exit-on-death");
             WaitForResult(other, r => r == "waiting", "the waiter to hold LWLock 2 and wait");
             Assert.That(procs.GetProcs().Any(p => p.Pid == other.Pid), Is.True);
@@ -287,7 +290,8 @@ public sealed class CancelTerminateTests(string backend)
     [Test]
     public void ConditionVariableSleepEndsWithSupervisorDiedException()
     {
-        (ChildWorker supervisor, ShmemSegment seg, ChildWorker other) = ClusterOfAWorker();
+        (ChildWorker supervisor, ShmemSegment seg, ProcArray procs, ChildWorker other) = ClusterOfAWorker();
+        _ = procs;
         try
         {
             other.Send("ci-cv-death");
@@ -296,6 +300,7 @@ public sealed class CancelTerminateTests(string backend)
             WaitForResult(other, r => r.StartsWith("error ", StringComparison.Ordinal), "the sleep to end");
             Assert.That(Result(other), Does.StartWith("error SupervisorDiedException:"));
             Assert.That(other.HasExited, Is.False, "the caller decides what to do (no exit asked)");
+            other.Close(); // detaches before the Destroy below
         }
         finally
         {
