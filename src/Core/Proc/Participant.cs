@@ -137,7 +137,8 @@ public sealed unsafe partial class Participant : IDisposable
 
     /// <summary>
     /// Registers what <see cref="ProcessInterrupts"/> runs for <paramref name="reason"/> (null removes it). Handlers run
-    /// on this participant's thread at a safe point, never in the signal callback.
+    /// on this participant's thread at a safe point, never in the signal callback. Barrier, Cancel and Terminate are the
+    /// library's own: a handler registered for one of them is never run.
     /// </summary>
     public void SetProcSignalHandler(Signals.ProcSignalReason reason, Action<Participant>? handler)
     {
@@ -156,8 +157,9 @@ public sealed unsafe partial class Participant : IDisposable
 
     /// <summary>
     /// CHECK_FOR_INTERRUPTS: runs the handlers of every ProcSignal reason delivered since the last call and absorbs
-    /// pending ProcSignalBarriers. Call at safe points (no spinlock held). Returns the reasons handled. With
-    /// nothing pending it is two loads and allocates nothing.
+    /// pending ProcSignalBarriers, then acts on a cancel (throws <see cref="ParticipantCanceledException"/>) or a
+    /// terminate request (the orderly exit, Participant.Interrupts.cs). Call at safe points (no spinlock held). Returns
+    /// the reasons handled. With nothing pending it is two loads and allocates nothing.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long ProcessInterrupts()
