@@ -6,6 +6,8 @@
  *     pgipc demo --parallel [--backend name] [--workers N] [--rows N]
  *     pgipc inspect <handle> [--procs] [--allocations] [--buffers] [--locks] [--dsm] [--json]
  *     pgipc cleanup [--backend name] [--dry-run]
+ *     pgipc cancel <handle> <pid>
+ *     pgipc terminate <handle> <pid>
  *     pgipc backends
  *   `pgipc <command> --help` describes each.
  *
@@ -61,6 +63,8 @@ internal static class Program
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(CleanupCommand.Create());
         root.Subcommands.Add(WalDumpCommand.Create());
+        root.Subcommands.Add(CancelCommand.Create());
+        root.Subcommands.Add(TerminateCommand.Create());
         root.Subcommands.Add(BackendsCommand.Create());
         // pgipc alone: the list of commands, as `pgipc --help` (exit 0, as before).
         root.SetAction(r => new HelpAction().Invoke(r));

@@ -623,3 +623,51 @@ public sealed class LockTimeoutException : PgIpcException
         Mode = mode;
     }
 }
+
+// ------------------------------------------------------------------
+// Cancel and terminate requests (Proc/ProcArray.Interrupts.cs, Proc/Participant.Interrupts.cs)
+// ------------------------------------------------------------------
+
+/// <summary>A participant's wait or interrupt check ended because another process asked: the slot and the asker.</summary>
+public abstract class ParticipantInterruptedException : OperationCanceledException
+{
+    /// <summary>Creates the exception with its message, the interrupted slot and the pid that asked.</summary>
+    protected ParticipantInterruptedException(string message, int procNumber, int requesterPid) : base(message)
+    {
+        ProcNumber = procNumber;
+        RequesterPid = requesterPid;
+    }
+
+    /// <summary>The interrupted participant's slot.</summary>
+    public int ProcNumber { get; }
+
+    /// <summary>The process that asked (0 when unknown).</summary>
+    public int RequesterPid { get; }
+}
+
+/// <summary>
+/// A participant's wait or interrupt check ended because another process asked it to cancel
+/// (<see cref="ProcArray.CancelParticipant"/>, pg_cancel_backend). The participant stays usable.
+/// </summary>
+public sealed class ParticipantCanceledException : ParticipantInterruptedException
+{
+    /// <summary>Creates the exception for slot <paramref name="procNumber"/>, canceled at the request of <paramref name="requesterPid"/>.</summary>
+    public ParticipantCanceledException(int procNumber, int requesterPid)
+        : base($"participant {procNumber} (pid {Environment.ProcessId}): canceling its wait at the request of pid {requesterPid}", procNumber, requesterPid)
+    {
+    }
+}
+
+/// <summary>
+/// A participant was terminated at another process's request (<see cref="ProcArray.TerminateParticipant"/>,
+/// pg_terminate_backend): its LWLocks are released and its slot given back. Thrown only in the supervisor's own
+/// process; elsewhere the process exits with <see cref="ParticipantExitCodes.Terminated"/>.
+/// </summary>
+public sealed class ParticipantTerminatedException : ParticipantInterruptedException
+{
+    /// <summary>Creates the exception for slot <paramref name="procNumber"/>, terminated at the request of <paramref name="requesterPid"/>.</summary>
+    public ParticipantTerminatedException(int procNumber, int requesterPid)
+        : base($"participant {procNumber} (pid {Environment.ProcessId}): terminating at the request of pid {requesterPid}", procNumber, requesterPid)
+    {
+    }
+}

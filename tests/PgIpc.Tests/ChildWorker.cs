@@ -138,6 +138,10 @@ internal sealed class ChildWorker : IDisposable
         catch (InvalidOperationException) { return "unknown"; }
     }
 
+    /// <summary>The child's exit code once it has exited within <paramref name="timeout"/>; null if it is still running.</summary>
+    public int? WaitForExitCode(TimeSpan timeout)
+        => _process.WaitForExit(timeout) ? _process.ExitCode : null;
+
     /// <summary>Kills the child at once (SIGKILL on Unix) and waits for it to be reaped.</summary>
     public void Kill()
     {

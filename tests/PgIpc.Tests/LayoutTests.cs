@@ -40,7 +40,7 @@ public sealed class LayoutTests
             ("Pid", 0), ("ProcNumber", 4), ("Kind", 8), ("FreeNext", 12), ("Generation", 16), ("OwnerThreadId", 20),
             ("AcquiredAtUnixMs", 24), ("LwWaiting", 32), ("LwWaitMode", 36), ("LwWaitNext", 40), ("LwWaitPrev", 44),
             ("LwWaitLockOffset", 48), ("CvWaitNext", 56), ("CvWaitPrev", 60), ("Latch", 64), ("ProcSignalFlags", 80),
-            ("WaitEventInfo", 88), ("BarrierGeneration", 96), ("BarrierFlags", 104), ("PidIdentity", 112), ("Semaphore", 128), ("LatchWake", 192),
+            ("WaitEventInfo", 88), ("BarrierGeneration", 96), ("BarrierFlags", 104), ("InterruptRequesterPid", 108), ("PidIdentity", 112), ("Semaphore", 128), ("LatchWake", 192),
             ("NumHeldLWLocks", 224), ("HeldLWLocks", 228)]),
         [typeof(PgIpc.Proc.PgLatch)] = (16, [("IsSet", 0), ("MaybeSleeping", 4), ("OwnerPid", 8), ("OwnerProcNumber", 12)]),
         [typeof(PgIpc.Proc.ProcGlobalHeader)] = (192, [

@@ -29,6 +29,7 @@
  *     sem-detach                       -> ok  (dispose the set)
  *     lw-*                             participant and LWLock commands: Sync/LockWorkerCommands.cs
  *     cl-*                             latch, ProcSignal, barrier, PMSignal, CV: Latch/CoreLatchWorkerCommands.cs
+ *     ci-*                             cancel / terminate / exit on supervisor death: Signals/InterruptWorkerCommands.cs
  *     lm-*                             heavyweight lock manager: Lmgr/LmWorkerCommands.cs
  *     wal-*                            write-ahead log: Wal/WalWorkerCommands.cs
  *     st-*                             shared statistics, activity, memory-context log: Stats/StatsWorkerCommands.cs
@@ -217,6 +218,7 @@ internal static class TestWorker
                     return lwReply;
                 if (PgIpc.Tests.Latch.CoreLatchWorkerCommands.TryExecute(a, seg, out string clReply))
                     return clReply;
+                if (PgIpc.Tests.Signals.InterruptWorkerCommands.TryExecute(a, seg, out string ciReply)) return ciReply; // ci-*: Signals/InterruptWorkerCommands.cs
                 if (PgIpc.Tests.Platform.LatchWorkerCommands.TryExecute(a, seg, out string latchReply)) return latchReply; // latch-*, lifeline, interrupt-*: Platform/LatchWorkerCommands.cs
                 if (PgIpc.Tests.Sinval.SinvalWorkerCommands.TryExecute(a, seg, out string siReply)) return siReply; // si-*: Sinval/SinvalWorkerCommands.cs
                 if (PgIpc.Tests.Mq.MqWorkerCommands.TryExecute(a, seg, out string mqReply)) return mqReply; // mq-*: Mq/MqWorkerCommands.cs

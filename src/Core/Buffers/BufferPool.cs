@@ -366,7 +366,8 @@ public sealed unsafe partial class BufferPool : IBufferManager, IDisposable
                 uint now = Volatile.Read(ref d->StateWord);
                 if ((now & S.PinCountWaiter) == 0 || S.RefCount(now) == 1)
                     break;
-                me.WaitLatch(WaitEvents.LatchSet | WaitEvents.Timeout, 1000);
+                // Not interrupted by a cancel: the PinCountWaiter registration would stay behind (an LWLock-like wait).
+                Latch.Latches.WaitLatchHoldingInterrupts(me, WaitEvents.LatchSet | WaitEvents.Timeout, 1000);
             }
         }
     }

@@ -59,6 +59,8 @@ public static class PgIpcLogEvents
     public const int SupervisorLoopError = 1011;
     /// <summary>Shared memory could not be made again after a crash (WAL recovery failed, the disk is gone); the cluster stops (Critical).</summary>
     public const int CrashReinitFailed = 1012;
+    /// <summary>A child exited after it was terminated on request (ParticipantExitCodes.Terminated); not a crash (Information).</summary>
+    public const int ChildTerminated = 1019;
     /// <summary>A shutdown began (Information).</summary>
     public const int ShutdownStarted = 1020;
     /// <summary>The cluster has shut down: no child runs, shared memory is gone (Information).</summary>
@@ -131,6 +133,9 @@ internal static partial class PgIpcLog
 
     [LoggerMessage(PgIpcLogEvents.ChildExited, LogLevel.Debug, "{Child} exited with exit code 0")]
     public static partial void ChildExited(this ILogger logger, string child);
+
+    [LoggerMessage(PgIpcLogEvents.ChildTerminated, LogLevel.Information, "{Child} exited after it was terminated on request (exit code 81); restart in {RestartIntervalMs} ms (-1: not restarted)")]
+    public static partial void ChildTerminated(this ILogger logger, string child, int restartIntervalMs);
 
     [LoggerMessage(PgIpcLogEvents.ChildErrorExit, LogLevel.Warning, "{Child} exited with exit code 1; restarting it in {RestartIntervalMs} ms")]
     public static partial void ChildErrorExit(this ILogger logger, string child, int restartIntervalMs);

@@ -83,12 +83,37 @@ public static unsafe partial class Latches
 
     /// <summary>
     /// Waits on the calling participant's own latch (WaitLatch). <paramref name="events"/> may combine LatchSet,
-    /// Timeout and SupervisorDeath. Returns what happened (Timeout when the time ran out).
+    /// Timeout and SupervisorDeath or ExitOnSupervisorDeath (the process then exits in order when the supervisor dies,
+    /// with <see cref="ParticipantExitCodes.SupervisorDied"/>). Returns what happened (Timeout when the time ran out).
+    /// A cancel or terminate request (<see cref="ProcArray.CancelParticipant"/>) is acted on before the sleep and
+    /// after it: <see cref="ParticipantCanceledException"/>, or the orderly exit.
     /// </summary>
     public static WaitEvents WaitLatch(Participant me, WaitEvents events, int timeoutMs, WaitEventId waitEvent = default)
     {
         ArgumentNullException.ThrowIfNull(me);
         ValidateLatchEvents(events, timeoutMs);
+        me.CheckForCancelOrDie();
+        WaitEvents got = WaitLatchCore(me, events, timeoutMs, waitEvent);
+        me.CheckForCancelOrDie();
+        return got;
+    }
+
+    /// <summary>
+    /// WaitLatch without the cancel / terminate check, for the library's waits that must not end in an error (a
+    /// registration to undo first, as LockBufferForCleanup's pin-count wait). ExitOnSupervisorDeath still exits.
+    /// </summary>
+    internal static WaitEvents WaitLatchHoldingInterrupts(Participant me, WaitEvents events, int timeoutMs, WaitEventId waitEvent = default)
+    {
+        ArgumentNullException.ThrowIfNull(me);
+        ValidateLatchEvents(events, timeoutMs);
+        return WaitLatchCore(me, events, timeoutMs, waitEvent);
+    }
+
+    private static WaitEvents WaitLatchCore(Participant me, WaitEvents events, int timeoutMs, WaitEventId waitEvent)
+    {
+        bool exitOnDeath = (events & WaitEvents.ExitOnSupervisorDeath) != 0;
+        if (exitOnDeath)
+            events = (events & ~WaitEvents.ExitOnSupervisorDeath) | WaitEvents.SupervisorDeath;
         WaitEventSet set = me.LatchWaitSet(events);
         Span<WaitEvent> got = me.LatchEventBuffer;
         if (!waitEvent.IsNone)
@@ -99,39 +124,50 @@ public static unsafe partial class Latches
         WaitEvents result = WaitEvents.None;
         for (int i = 0; i < n; i++)
             result |= got[i].Events;
+        if (exitOnDeath && (result & WaitEvents.SupervisorDeath) != 0)
+            me.ExitForSupervisorDeath();
         return result;
     }
 
-    /// <summary>Waits on the latch and a socket together (WaitLatchOrSocket). Returns what happened.</summary>
+    /// <summary>
+    /// Waits on the latch and a socket together (WaitLatchOrSocket). Returns what happened. ExitOnSupervisorDeath and
+    /// cancel / terminate requests are handled as by <see cref="WaitLatch(Participant, WaitEvents, int, WaitEventId)"/>.
+    /// </summary>
     public static WaitEvents WaitLatchOrSocket(Participant me, WaitEvents events, nint socket, int timeoutMs, WaitEventId waitEvent = default)
     {
         ArgumentNullException.ThrowIfNull(me);
         const WaitEvents socketEvents = WaitEvents.SocketReadable | WaitEvents.SocketWriteable | WaitEvents.SocketConnected | WaitEvents.SocketClosed;
         ValidateLatchEvents(events & ~socketEvents, timeoutMs);
+        me.CheckForCancelOrDie();
+        bool exitOnDeath = (events & WaitEvents.ExitOnSupervisorDeath) != 0;
         using var set = new WaitEventSet(me, 3);
         if ((events & WaitEvents.LatchSet) != 0)
             set.AddLatch();
-        if ((events & WaitEvents.SupervisorDeath) != 0)
+        if ((events & (WaitEvents.SupervisorDeath | WaitEvents.ExitOnSupervisorDeath)) != 0)
             set.AddSupervisorDeath();
         if ((events & socketEvents) != 0)
             set.AddSocket(socket, events & socketEvents);
         Span<WaitEvent> got = new WaitEvent[3];
         int n = set.Wait((events & WaitEvents.Timeout) != 0 ? timeoutMs : -1, got, waitEvent);
-        if (n == 0)
-            return WaitEvents.Timeout;
         WaitEvents result = WaitEvents.None;
         for (int i = 0; i < n; i++)
             result |= got[i].Events;
-        return result;
+        if (exitOnDeath && (result & WaitEvents.SupervisorDeath) != 0)
+            me.ExitForSupervisorDeath();
+        me.CheckForCancelOrDie();
+        return n == 0 ? WaitEvents.Timeout : result;
     }
 
     private static void ValidateLatchEvents(WaitEvents events, int timeoutMs)
     {
-        const WaitEvents allowed = WaitEvents.LatchSet | WaitEvents.Timeout | WaitEvents.SupervisorDeath;
+        const WaitEvents death = WaitEvents.SupervisorDeath | WaitEvents.ExitOnSupervisorDeath;
+        const WaitEvents allowed = WaitEvents.LatchSet | WaitEvents.Timeout | death;
         if ((events & ~allowed) != 0)
-            throw new ArgumentException($"WaitLatch takes LatchSet, Timeout and SupervisorDeath, not {events & ~allowed}", nameof(events));
-        if ((events & (WaitEvents.LatchSet | WaitEvents.Timeout | WaitEvents.SupervisorDeath)) == 0)
-            throw new ArgumentException("WaitLatch needs at least one of LatchSet, Timeout, SupervisorDeath", nameof(events));
+            throw new ArgumentException($"WaitLatch takes LatchSet, Timeout, SupervisorDeath and ExitOnSupervisorDeath, not {events & ~allowed}", nameof(events));
+        if ((events & allowed) == 0)
+            throw new ArgumentException("WaitLatch needs at least one of LatchSet, Timeout, SupervisorDeath, ExitOnSupervisorDeath", nameof(events));
+        if ((events & death) == death)
+            throw new ArgumentException("WaitLatch takes SupervisorDeath (reported) or ExitOnSupervisorDeath (exits), not both", nameof(events));
         if ((events & WaitEvents.Timeout) != 0 && timeoutMs < 0)
             throw new ArgumentOutOfRangeException(nameof(timeoutMs), timeoutMs, "a Timeout wait needs a timeout of 0 or more milliseconds");
     }

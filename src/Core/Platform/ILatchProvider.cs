@@ -55,6 +55,12 @@ public enum WaitEvents : uint
     HandleSignaled = 1 << 6,
     /// <summary>The timeout expired (WL_TIMEOUT).</summary>
     Timeout = 1 << 7,
+    /// <summary>
+    /// Asked of WaitLatch, never reported (WL_EXIT_ON_PM_DEATH): when the supervisor dies, the waiting participant
+    /// releases its LWLocks, gives its slot back and the process exits with
+    /// <see cref="Proc.ParticipantExitCodes.SupervisorDied"/> instead of returning. Not with <see cref="SupervisorDeath"/>.
+    /// </summary>
+    ExitOnSupervisorDeath = 1 << 8,
 }
 
 /// <summary>

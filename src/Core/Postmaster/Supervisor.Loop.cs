@@ -27,6 +27,9 @@
  *   a crash (as bgworker.c and the postmaster treat exit(1)): a permanent
  *   worker is started again in its slot after its restart interval, any
  *   other is unregistered; an auxiliary process has no such exit.
+ *   ParticipantExitCodes.Terminated (81) is the exit of a child terminated
+ *   on request (ProcArray.TerminateParticipant) after it released its locks
+ *   and slot: handled as exit code 1, for every kind, never a crash.
  *
  *   Starting. A child is started with System.Diagnostics.Process (exec,
  *   not fork) and receives the cluster through environment variables (see
@@ -101,7 +104,8 @@ partial class Supervisor
             WorkerRequestExited(r, code);
             // A clean exit that left LWLocks held (its slot still names them: Participant.Close keeps the locks of a
             // participant that ends with the process) is a crash: what the locks protect may be half-changed.
-            int held = code is 0 or 1 ? HeldLWLocksOf(r.Pid) : 0;
+            bool terminated = code == ParticipantExitCodes.Terminated;
+            int held = code is 0 or 1 || terminated ? HeldLWLocksOf(r.Pid) : 0;
             if (RearmRestartedChild(r, code, held))
             {
                 anyClean = true;
@@ -115,15 +119,18 @@ partial class Supervisor
                     _children.RemoveAt(i);
                 continue;
             }
-            if (code == 1 && r.Spec.Kind != ProcKind.Auxiliary && State == ClusterState.Running)
+            if ((code == 1 && r.Spec.Kind != ProcKind.Auxiliary || terminated) && State == ClusterState.Running)
             {
+                if (terminated)
+                    _log.ChildTerminated(Describe(r), r.Spec.IsPermanent ? r.Spec.RestartIntervalMs : -1);
                 // Exit code 1 of a background worker or backend is an error exit, not a crash (bgworker.c: exit(1)
                 // means "restart me after my interval"): a permanent worker is started again in the same slot, others
                 // are unregistered. Auxiliary processes have no such exit; theirs is a crash.
                 anyClean = true;
                 if (r.Spec.IsPermanent)
                 {
-                    _log.ChildErrorExit(Describe(r), r.Spec.RestartIntervalMs);
+                    if (!terminated)
+                        _log.ChildErrorExit(Describe(r), r.Spec.RestartIntervalMs);
                     _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Registered, 0, free: false);
                     r.NotBeforeMs = Environment.TickCount64 + r.Spec.RestartIntervalMs;
                 }

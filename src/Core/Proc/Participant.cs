@@ -139,7 +139,8 @@ public sealed unsafe partial class Participant : IDisposable
 
     /// <summary>
     /// Registers what <see cref="ProcessInterrupts"/> runs for <paramref name="reason"/> (null removes it). Handlers run
-    /// on this participant's thread at a safe point, never in the signal callback.
+    /// on this participant's thread at a safe point, never in the signal callback. Barrier, Cancel and Terminate are the
+    /// library's own: a handler registered for one of them is never run.
     /// </summary>
     public void SetProcSignalHandler(Signals.ProcSignalReason reason, Action<Participant>? handler)
     {
@@ -158,8 +159,9 @@ public sealed unsafe partial class Participant : IDisposable
 
     /// <summary>
     /// CHECK_FOR_INTERRUPTS: runs the handlers of every ProcSignal reason delivered since the last call and absorbs
-    /// pending ProcSignalBarriers. Call at safe points (no spinlock held). Returns the reasons handled. With
-    /// nothing pending it is two loads and allocates nothing.
+    /// pending ProcSignalBarriers, then acts on a cancel (throws <see cref="ParticipantCanceledException"/>) or a
+    /// terminate request (the orderly exit, Participant.Interrupts.cs). Call at safe points (no spinlock held). Returns
+    /// the reasons handled. With nothing pending it is two loads and allocates nothing.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long ProcessInterrupts()
@@ -178,7 +180,8 @@ public sealed unsafe partial class Participant : IDisposable
         long flags = Interlocked.Exchange(ref Proc->ProcSignalFlags, 0);
         for (int r = 0; r < 64; r++)
         {
-            if ((flags & (1L << r)) == 0 || r == (int)Signals.ProcSignalReason.Barrier)
+            // Barrier, Cancel and Terminate are the library's own (below; Cancel and Terminate last: they throw or exit).
+            if ((flags & (1L << r)) == 0 || r == (int)Signals.ProcSignalReason.Barrier || (LibraryReasonsMask & (1L << r)) != 0)
                 continue;
             if (_signalHandlers[r] is { } handler)
                 handler(this);
@@ -187,6 +190,8 @@ public sealed unsafe partial class Participant : IDisposable
         }
         if (Volatile.Read(ref Proc->BarrierFlags) != 0 || (flags & (1L << (int)Signals.ProcSignalReason.Barrier)) != 0)
             Signals.ProcSignal.AbsorbBarriers(this, _barrierHandlers);
+        if ((flags & CancelOrDieMask) != 0)
+            ServiceCancelOrDie(flags);
         return flags;
     }
 

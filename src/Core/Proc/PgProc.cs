@@ -107,6 +107,9 @@ internal struct PgLatch
 ///  96  BarrierGeneration atomic only: the last ProcSignalBarrier generation this participant absorbed; written
 ///                        by the owner (release), read by the barrier's emitter (acquire)
 /// 104  BarrierFlags      atomic only: barrier kinds pending absorption (emitter Or, owner Exchange)
+/// 108  InterruptRequesterPid  the pid of the process that last asked for a Cancel or Terminate: the sender's plain
+///                        volatile store before its Or on ProcSignalFlags (full barrier), read by the owner after its
+///                        Exchange / And that took the reason (Participant.Interrupts.cs); 0 = none
 /// 112  PidIdentity       ProcGlobal.Lock, with Pid: the owner's IProcessServices.GetIdentity (start time) when it
 ///                        joined, 0 when the backend cannot tell; compared before a signal goes to Pid, so a reused
 ///                        pid never gets an interrupt meant for the dead owner
@@ -144,7 +147,7 @@ internal unsafe struct PgProc
     public int LwWakerPid;
     public ulong BarrierGeneration;
     public uint BarrierFlags;
-    private int _pad1;
+    public int InterruptRequesterPid;
     public long PidIdentity;
     private fixed byte _reserve0[8];
     public fixed byte Semaphore[ProcSemaphoreStorage.MaxSize];

@@ -140,6 +140,7 @@ public sealed unsafe partial class ProcArray
         p->Latch.OwnerPid = 0;
         p->Latch.OwnerProcNumber = PgProc.InvalidProcNumber;
         p->ProcSignalFlags = 0;
+        p->InterruptRequesterPid = 0;
         p->WaitEventInfo = 0;
         p->OwnerThreadId = 0;
         p->NumHeldLWLocks = 0;

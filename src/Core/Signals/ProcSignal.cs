@@ -62,6 +62,16 @@ public enum ProcSignalReason
     Barrier = 3,
     /// <summary>Log your memory contexts (PROCSIG_LOG_MEMORY_CONTEXT).</summary>
     LogMemoryContext = 4,
+    /// <summary>
+    /// Cancel what you are waiting for (pg_cancel_backend: QueryCancelPending). Handled by the library, not by a
+    /// handler: see <see cref="ProcArray.CancelParticipant"/>.
+    /// </summary>
+    Cancel = 5,
+    /// <summary>
+    /// Exit in order (pg_terminate_backend: ProcDiePending). Handled by the library, not by a handler: see
+    /// <see cref="ProcArray.TerminateParticipant"/>.
+    /// </summary>
+    Terminate = 6,
     /// <summary>Reasons 32..63 are the application's.</summary>
     FirstUserReason = 32,
 }

@@ -106,7 +106,8 @@ public unsafe struct ConditionVariable
     /// (ConditionVariableTimedSleep). Returns true when the timeout expired. The first call after the caller
     /// checked its condition only prepares (returns false at once): re-check the condition and call again.
     /// Exits the process's wait when the supervisor dies (WL_EXIT_ON_PM_DEATH is the caller's choice: it gets
-    /// <see cref="SupervisorDiedException"/>).
+    /// <see cref="SupervisorDiedException"/>). A cancel request (<see cref="ProcArray.CancelParticipant"/>) ends the
+    /// sleep with <see cref="ParticipantCanceledException"/>, the participant off the variable's wait list.
     /// </summary>
     public static bool Sleep(Participant me, ref ConditionVariable cv, int timeoutMs = -1, WaitEventId waitEvent = default)
     {
@@ -125,7 +126,17 @@ public unsafe struct ConditionVariable
             while (true)
             {
                 WaitEvents events = WaitEvents.LatchSet | WaitEvents.SupervisorDeath | (timeoutMs >= 0 ? WaitEvents.Timeout : WaitEvents.None);
-                WaitEvents got = me.WaitLatch(events, Math.Max(remaining, 0), waitEvent);
+                WaitEvents got;
+                try
+                {
+                    got = me.WaitLatch(events, Math.Max(remaining, 0), waitEvent);
+                }
+                catch (ParticipantCanceledException)
+                {
+                    // Canceled (ProcArray.CancelParticipant): leave the wait list, passing on a signal that chose us.
+                    CancelSleep(me);
+                    throw;
+                }
                 me.ResetLatch();
                 if ((got & WaitEvents.SupervisorDeath) != 0)
                     throw new SupervisorDiedException();
@@ -142,7 +153,17 @@ public unsafe struct ConditionVariable
                 if (done)
                     return false;
                 // Another reason woke the latch (ProcSignal): let the caller look at it and come back.
-                if (me.ProcessInterrupts() != 0)
+                long handled;
+                try
+                {
+                    handled = me.ProcessInterrupts();
+                }
+                catch (ParticipantCanceledException)
+                {
+                    CancelSleep(me);
+                    throw;
+                }
+                if (handled != 0)
                     return false;
                 if (timeoutMs >= 0)
                 {

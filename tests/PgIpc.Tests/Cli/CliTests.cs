@@ -5,7 +5,8 @@
  *   (a stale segment planted first survives `cleanup --dryrun`); each
  *   command has its own help; `inspect --json` parses and has the fields of
  *   every view; `cleanup --dry-run` lists a planted stale segment and
- *   leaves it.
+ *   leaves it; `cancel` and `terminate` reach a worker's participant of a
+ *   running cluster.
  *
  * NOTES
  *   The CLI is the one built beside these tests (src/Cli/bin/<config>/
@@ -25,6 +26,7 @@ using PgIpc.Postmaster;
 using PgIpc.Proc;
 using PgIpc.Shmem;
 using PgIpc.Sync;
+using PgIpc.Tests.Sync;
 
 namespace PgIpc.Tests.Cli;
 
@@ -58,6 +60,11 @@ public sealed class CliTests
     [TestCase("cleanup", "--backend", "no-such-backend")]
     [TestCase("backends", "--json")]
     [TestCase("frobnicate")]
+    [TestCase("cancel")]
+    [TestCase("cancel", "not-a-handle", "12")]
+    [TestCase("terminate", "not-a-handle")]
+    [TestCase("terminate", "pgipc1;linux;1048576;1;x", "abc")]
+    [TestCase("cancel", "pgipc1;linux;1048576;1;x", "-5")]
     public void BadCommandLineIsRefusedWithExitCode2AndAMessage(params string[] args)
     {
         CliResult r = Cli.Run(args);
@@ -95,6 +102,8 @@ public sealed class CliTests
     [TestCase("inspect", "<handle>", "--procs", "--allocations", "--buffers", "--locks", "--dsm", "--json")]
     [TestCase("cleanup", "--dry-run", "--backend")]
     [TestCase("backends")]
+    [TestCase("cancel", "<handle>", "<pid>")]
+    [TestCase("terminate", "<handle>", "<pid>")]
     public void EachCommandHasItsOwnHelp(string command, params string[] mentions)
     {
         CliResult r = Cli.Run(command, "--help");
@@ -174,6 +183,35 @@ public sealed class CliTests
         CliResult text = Cli.Run("inspect", handle, "--procs", "--dsm", "--locks", "--buffers", "--allocations");
         Assert.That(text.ExitCode, Is.EqualTo(0), text.ToString());
         Assert.That(text.Stdout, Does.Contain("supervisor").And.Contain("held lwlocks"));
+    }
+
+    [Test]
+    public void CancelAndTerminateReachAParticipantOfARunningCluster()
+    {
+        IPgIpcPlatform platform = PgIpcPlatform.Current;
+        using LockCluster cluster = LockCluster.Create(platform);
+        string handle = cluster.Segment.Handle.ToString();
+        ChildWorker w = Workers.StartAttached(platform.Name, _children, cluster.Segment.Handle, "cl-attach");
+        w.Send("ci-wait latch");
+        Poll.WaitFor(() => w.Send("cl-result") == "waiting", "the worker's latch wait");
+
+        CliResult cancel = Cli.Run("cancel", handle, w.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.That(cancel.ExitCode, Is.EqualTo(0), cancel.ToString());
+        Assert.That(cancel.Stdout, Does.Contain($"asked pid {w.Pid} to cancel"));
+        Poll.WaitFor(() => w.Send("cl-result").EndsWith(" working", StringComparison.Ordinal), "the cancel to end the wait");
+        string result = w.Send("cl-result");
+        Assert.That(result, Does.StartWith("canceled-by "));
+        Assert.That(result, Does.Not.StartWith($"canceled-by {Environment.ProcessId} "), "the asker named is the pgipc process");
+
+        CliResult terminate = Cli.Run("terminate", handle, w.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.That(terminate.ExitCode, Is.EqualTo(0), terminate.ToString());
+        Assert.That(w.WaitForExitCode(Poll.Patience), Is.EqualTo(ParticipantExitCodes.Terminated));
+        Assert.That(cluster.Procs.GetProcs().Any(p => p.Pid == w.Pid), Is.False, "its slot was given back");
+
+        // A pid that is not a participant: the command fails (1) and says so.
+        CliResult none = Cli.Run("cancel", handle, w.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.That(none.ExitCode, Is.EqualTo(1), none.ToString());
+        Assert.That(none.Stderr, Does.Contain("is not a participant"));
     }
 
     /// <summary>A segment whose creator was killed and which nobody has attached: what `pgipc cleanup` removes.</summary>

@@ -41,6 +41,12 @@ internal static class CoreLatchWorkerCommands
     private static volatile bool s_stop;
     private static string s_result = "pending";
 
+    /// <summary>What the last background thread reported (cl-result; the ci-* commands write it too).</summary>
+    internal static string Result { get => Volatile.Read(ref s_result); set => Volatile.Write(ref s_result, value); }
+
+    /// <summary>True once cl-stop was sent: background threads leave their loops.</summary>
+    internal static bool Stopping => s_stop;
+
     public static bool TryExecute(string[] a, ShmemSegment? seg, out string reply)
     {
         reply = "";
@@ -146,10 +152,10 @@ internal static class CoreLatchWorkerCommands
         }
     }
 
-    private static LockCluster Cluster => s_cluster ?? throw new InvalidOperationException("cl-create or cl-attach first");
+    internal static LockCluster Cluster => s_cluster ?? throw new InvalidOperationException("cl-create or cl-attach first");
 
     /// <summary>Starts a background thread that joins and runs <paramref name="body"/>; returns its procno once joined.</summary>
-    private static int StartThread(Action<Participant> body)
+    internal static int StartThread(Action<Participant> body)
     {
         LockCluster c = Cluster;
         int procno = -1;

@@ -11,6 +11,9 @@
  *                  supervisor's death (60 s at most), exit 0
  *     exit0 <ms>   join, sleep ms, exit 0
  *     crash <ms>   join, sleep ms, exit 3
+ *     hold-lwlock-wait  join, take HeldLockName exclusive, write its pid
+ *                  in counter HeldFlagCounter, wait on the latch until
+ *                  ShutdownRequested (60 s at most), release, exit 0
  *     pages <n>    join, extend relation PagesRelation by n blocks through
  *                  the cluster's buffer pool, write PageValue(i) at
  *                  PageOffset of block i, mark them dirty, exit 0
@@ -66,6 +69,9 @@ internal static class PostmasterWorkerCommands
 
     /// <summary>Where a "sleep-report" child writes how it was asked to stop ("immediate", "fast").</summary>
     public static string StopKindFile(int pid) => Path.Combine(Path.GetTempPath(), $"pgipc-test-stopkind-{pid}");
+
+    /// <summary>The counter a "hold-lwlock-wait" child sets to its pid once it holds <see cref="HeldLockName"/>.</summary>
+    public const int HeldFlagCounter = 20;
 
     /// <summary>The LWLock "exit0-holding-lwlock" children take and never release.</summary>
     public const string HeldLockName = "pm.held-lock";
@@ -221,6 +227,23 @@ internal static class PostmasterWorkerCommands
                 cluster.SupervisorRequests.PostServiceRequest(ThrowingServiceCode, []);
                 cluster.SupervisorRequests.PostServiceRequest(ServiceCode, LongBytes(ms));
                 return 0;
+            case "hold-lwlock-wait":
+            {
+                // Takes the test's LWLock exclusive, says so in counter HeldFlagCounter, and waits on its latch holding
+                // it (no interrupt check of its own) until asked to stop: a terminate request must end the process.
+                ShmemRegion lockRegion = cluster.InitStruct(HeldLockName, 64, reg => reg.As<LWLock>().Initialize(BuiltinTranche.Main), out _);
+                lockRegion.As<LWLock>().Acquire(me, LWLockMode.Exclusive);
+                if (cluster.Segment.TryFindStruct(CountersName, out ShmemRegion flags))
+                    Volatile.Write(ref flags.AsSpan<long>()[HeldFlagCounter], Environment.ProcessId);
+                long deadline = Environment.TickCount64 + 60_000;
+                while (!cluster.ShutdownRequested && Environment.TickCount64 < deadline)
+                {
+                    me.WaitLatch(WaitEvents.LatchSet | WaitEvents.Timeout, 200);
+                    me.ResetLatch();
+                }
+                lockRegion.As<LWLock>().Release(me);
+                return 0;
+            }
             case "pages":
             {
                 BufferPool pool = cluster.Buffers ?? throw new InvalidOperationException("the cluster has no buffer pool");
