@@ -246,7 +246,8 @@ public sealed unsafe partial class XLog : IDisposable
         _ctl->BytesInserted += (long)size;
         SLock.Release(ref _ctl->InsertPosLock);
         ulong start = Geometry.BytePosToRecPtr(startByte);
-        ulong end = Geometry.BytePosToEndRecPtr(startByte + size);
+        // A record ending in its first page ends size bytes on (at the page's end at most): no division.
+        ulong end = start % WalFormat.PageSize + size <= WalFormat.PageSize ? start + size : Geometry.BytePosToEndRecPtr(startByte + size);
         ulong prev = Geometry.BytePosToRecPtr(prevByte);
 
         BinaryPrimitives.WriteUInt64LittleEndian(record[8..], prev);
@@ -254,7 +255,12 @@ public sealed unsafe partial class XLog : IDisposable
         BinaryPrimitives.WriteUInt32LittleEndian(record[WalFormat.RecordCrcOffset..], ~crc);
 
         CopyToBuffers(me, ref l, record, start, end);
-        l.Lock.ReleaseClearVar(me, ref l.InsertingAt, 0);
+        // Our progress is published only when we waited for a buffer page; when it is still 0 (the usual case) the
+        // exchange is not needed: only the holder writes it, and Release is the ordering point for WaitForVar.
+        if (l.InsertingAt != 0)
+            l.Lock.ReleaseClearVar(me, ref l.InsertingAt, 0);
+        else
+            l.Lock.Release(me);
 
         if (hasImages)
             Interlocked.Increment(ref _ctl->FullPageImages);
