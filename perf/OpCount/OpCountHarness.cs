@@ -81,7 +81,7 @@ internal static class OpCountHarness
             }
             case "walinsert":
             {
-                var b = new WalBenchmarks { Backend = "linux" };
+                var b = new WalBenchmarks { Backend = "linux", SteadyState = false };
                 b.Setup();
                 sink += (long)b.Insert100();
                 for (int i = 0; i < n; i++)

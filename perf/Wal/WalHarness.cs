@@ -21,6 +21,8 @@
  *      (WalStats.Fsyncs, cluster-wide) per commit: group commit gives fewer
  *      than one when committers overlap.
  *
+ *   The parent first inserts 80 MiB and checkpoints (recycled segments
+ *   ready: a running server's steady state).
  *   Inserts without a flush still write the buffers out when the ring is
  *   full (AdvanceXLInsertBuffer), as PostgreSQL's do. To keep the disk use
  *   bounded, the parent checkpoints (recycling the segments before the redo
@@ -31,7 +33,9 @@
  *   and ends with the child's count on its stdout; a figure is the median
  *   [min..max] of the samples. The parent kills its children on any error
  *   and removes the data directory; the supervisor's Dispose destroys the
- *   segment.
+ *   segment. PGIPC_WALH_TRACE=1 prints the steps to stderr (to find where
+ *   a run stalls: this harness found the checkpoint / full-buffer deadlock
+ *   fixed in XLog.AcquireAllInsertLocks).
  *-------------------------------------------------------------------------
  */
 using System.Diagnostics;
@@ -119,7 +123,11 @@ internal static class WalHarness
             XLog wal = s.Cluster.Get<XLog>();
             Trace("built");
             using Participant me = s.Cluster.Procs.Join();
-            InsertLoop(wal, me, 0.2, checkpoints: true); // warm-up
+            // Warm-up to steady state: 80 MiB inserted, then a checkpoint recycles the segments before its redo
+            // pointer, so the samples reuse segments instead of creating (zero-filling, fsyncing) new ones.
+            while (wal.InsertLsn < 80UL << 20)
+                InsertLoop(wal, me, 0.1, checkpoints: false);
+            wal.Checkpoint(me);
 
             Trace("warm");
             var one = new double[samples];
