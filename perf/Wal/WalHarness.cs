@@ -14,7 +14,10 @@
  *      data only, no flush) in batches of 1024 for --seconds per sample;
  *   2. insert, two processes: the parent and one child ("wal-child insert")
  *      insert together, each in its own process, for the same time; the
- *      figure is both processes' records per second, beside (1);
+ *      figure is both processes' records per second, beside (1); a line
+ *      (not a report row) also gives the process CPU time per record of
+ *      (1) and (2), which says how the insert scales when the machine has
+ *      no free CPU for the second process;
  *   3. commit, 8 committers: four children ("wal-child commit") of two
  *      threads each loop insert + XLogFlush of a 100-byte record; the
  *      figures are their commits per second together and the fsyncs of WAL
@@ -131,8 +134,15 @@ internal static class WalHarness
 
             Trace("warm");
             var one = new double[samples];
+            double cpuOne = 0, cpuTwo = 0, recOne = 0, recTwo = 0; // process CPU seconds and records, for CPU per record
             for (int k = 0; k < samples; k++)
-                one[k] = InsertLoop(wal, me, seconds, checkpoints: true) / seconds;
+            {
+                TimeSpan c0 = Process.GetCurrentProcess().TotalProcessorTime;
+                long r = InsertLoop(wal, me, seconds, checkpoints: true);
+                cpuOne += (Process.GetCurrentProcess().TotalProcessorTime - c0).TotalSeconds;
+                recOne += r;
+                one[k] = r / seconds;
+            }
 
             Trace("one done");
             Process inserter = StartChild(children, s.Handle, backend, "insert", seconds, 1);
@@ -140,9 +150,15 @@ internal static class WalHarness
             var two = new double[samples];
             for (int k = 0; k < samples; k++)
             {
+                TimeSpan c0 = Process.GetCurrentProcess().TotalProcessorTime;
                 Go(inserter);
                 long mine = InsertLoop(wal, me, seconds, checkpoints: true);
-                two[k] = (mine + Count(inserter)) / seconds;
+                cpuTwo += (Process.GetCurrentProcess().TotalProcessorTime - c0).TotalSeconds;
+                string[] f = ReadLine(inserter).Split(' '); // records, child's CPU seconds
+                long theirs = long.Parse(f[0], CultureInfo.InvariantCulture);
+                cpuTwo += double.Parse(f[1], CultureInfo.InvariantCulture);
+                recTwo += mine + theirs;
+                two[k] = (mine + theirs) / seconds;
             }
             inserter.StandardInput.Close();
             HarnessChild.WaitExit(inserter, "wal insert");
@@ -180,6 +196,8 @@ internal static class WalHarness
             Console.WriteLine($"wal {backend}: 100-byte records, {samples} samples of {seconds} s (load {HarnessChild.LoadAverage()}, {Environment.ProcessorCount} CPUs):");
             Console.WriteLine($"insert, one process                {Fig(one, 1e-6, "M rec/s")}   ({1e9 / Stats.Median(one):F0} ns a record)");
             Console.WriteLine($"insert, two processes              {Fig(two, 1e-6, "M rec/s")}   ({Stats.Median(two) / Stats.Median(one):F2}x one process)");
+            double nsOne = cpuOne / recOne * 1e9, nsTwo = cpuTwo / recTwo * 1e9;
+            Console.WriteLine($"CPU per record (process CPU time): one process {nsOne:F0} ns, two processes {nsTwo:F0} ns; with two free CPUs that is {2 * nsOne / nsTwo:F2}x");
             Console.WriteLine($"commit, {n} committers              {Fig(rate, 1e-3, "k commits/s")}   ({Committers} processes x {ThreadsPerCommitter} threads)");
             Console.WriteLine($"fsyncs per commit, {n} committers   {Fig(perCommit, 1, "fsyncs/commit")}");
             Console.WriteLine($"commits that returned before their LSN was flushed: {lateTotal}");
@@ -226,8 +244,6 @@ internal static class WalHarness
     private static string ReadLine(Process child)
         => child.StandardOutput.ReadLine() ?? throw new InvalidOperationException($"wal child {child.Id} ended early");
 
-    private static long Count(Process child) => long.Parse(ReadLine(child), CultureInfo.InvariantCulture);
-
     /// <summary>wal-child &lt;handle&gt; &lt;backend&gt; insert|commit &lt;seconds&gt; &lt;threads&gt;: a sample per "go" line until stdin ends.</summary>
     public static int Child(string[] args)
     {
@@ -268,9 +284,11 @@ internal static class WalHarness
                 }
                 else
                 {
+                    TimeSpan c0 = Process.GetCurrentProcess().TotalProcessorTime;
                     total = InsertLoop(wal, me, seconds, checkpoints: false);
+                    late = (long)((Process.GetCurrentProcess().TotalProcessorTime - c0).TotalSeconds * 1e6); // CPU microseconds
                 }
-                Console.WriteLine(commit ? $"{total} {late}" : total.ToString(CultureInfo.InvariantCulture));
+                Console.WriteLine(commit ? $"{total} {late}" : string.Create(CultureInfo.InvariantCulture, $"{total} {late / 1e6}"));
             }
             return 0;
         }
