@@ -44,7 +44,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using PgIpc.Perf.Contention;
-using PgIpc.Perf.Report;
+using PerfStats = PgIpc.Perf.Report.Stats;
 using PgIpc.Platform;
 using PgIpc.Postmaster;
 using PgIpc.Proc;
@@ -194,8 +194,8 @@ internal static class WalHarness
 
             int n = Committers * ThreadsPerCommitter;
             Console.WriteLine($"wal {backend}: 100-byte records, {samples} samples of {seconds} s (load {HarnessChild.LoadAverage()}, {Environment.ProcessorCount} CPUs):");
-            Console.WriteLine($"insert, one process                {Fig(one, 1e-6, "M rec/s")}   ({1e9 / Stats.Median(one):F0} ns a record)");
-            Console.WriteLine($"insert, two processes              {Fig(two, 1e-6, "M rec/s")}   ({Stats.Median(two) / Stats.Median(one):F2}x one process)");
+            Console.WriteLine($"insert, one process                {Fig(one, 1e-6, "M rec/s")}   ({1e9 / PerfStats.Median(one):F0} ns a record)");
+            Console.WriteLine($"insert, two processes              {Fig(two, 1e-6, "M rec/s")}   ({PerfStats.Median(two) / PerfStats.Median(one):F2}x one process)");
             double nsOne = cpuOne / recOne * 1e9, nsTwo = cpuTwo / recTwo * 1e9;
             Console.WriteLine($"CPU per record (process CPU time): one process {nsOne:F0} ns, two processes {nsTwo:F0} ns; with two free CPUs that is {2 * nsOne / nsTwo:F2}x");
             Console.WriteLine($"commit, {n} committers              {Fig(rate, 1e-3, "k commits/s")}   ({Committers} processes x {ThreadsPerCommitter} threads)");
@@ -220,7 +220,7 @@ internal static class WalHarness
     }
 
     private static string Fig(double[] v, double scale, string unit)
-        => string.Create(CultureInfo.InvariantCulture, $"{Stats.Median(v) * scale,9:F3} {unit} [{v.Min() * scale:F3}..{v.Max() * scale:F3}]");
+        => string.Create(CultureInfo.InvariantCulture, $"{PerfStats.Median(v) * scale,9:F3} {unit} [{v.Min() * scale:F3}..{v.Max() * scale:F3}]");
 
     private static Process StartChild(List<Process> children, string handle, string backend, string mode, double seconds, int threads)
     {

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * Demo.cs
  *   pgipc demo: a live cluster. The supervisor, a checkpointer, a background
- *   writer and N worker processes doing read-modify-write on pages of the
+ *   writer, a WAL writer (flushes what nobody flushed, every
+ *   wal_writer_delay) and N worker processes doing read-modify-write on pages of the
  *   shared buffer pool, with a status line per process refreshed in place,
  *   then a clean shutdown that checks the data on disk and shows that no OS
  *   object is left. With --crash one worker is killed midway (SIGKILL on
@@ -96,6 +97,7 @@ internal enum DemoRole
     Checkpointer,
     BgWriter,
     Worker,
+    WalWriter,
 }
 
 internal static class Demo
@@ -128,7 +130,7 @@ internal static class Demo
 
     public static unsafe int Run(DemoOptions options)
     {
-        (IPgIpcPlatform platform, int workers, double seconds, int buffers, int pages, bool crash) = options;
+        (IPgIpcPlatform platform, int workers, double seconds, int buffers, int pages, bool crash, bool withWal) = options;
         if (workers is < 1 or > 16)
             throw new ArgumentException("--workers must be 1..16");
         if (seconds is < 1 or > 600)
@@ -146,7 +148,7 @@ internal static class Demo
         int entries = procOptions.TotalProcs;
         Console.WriteLine($"backend      {platform.Name}");
         Console.WriteLine($"before       {segmentsBefore} PgIpc segment(s), {devShmBefore} PgIpc /dev/shm entr(ies)");
-        Console.WriteLine($"workload     {workers} worker(s) over {pages} pages of 8 KiB through {buffers} shared buffers, {seconds:F0} s{(crash ? ", one worker killed midway" : "")}");
+        Console.WriteLine($"workload     {workers} worker(s) over {pages} pages of 8 KiB through {buffers} shared buffers, {seconds:F0} s{(crash ? ", one worker killed midway" : "")}{(withWal ? "" : ", without WAL")}");
 
         RegisterIncrementRmgr();
         Directory.CreateDirectory(Path.Combine(dir, AcksDirectory));
@@ -156,7 +158,6 @@ internal static class Demo
             .WithMaxChildren(workers + 4)
             .WithDataDirectory(dir)
             .WithBufferPool(buffers)
-            .WithWal()
             .WithLog(TextWriter.Synchronized(log))
             .WithCheckpointer(CkptOptions)
             .WithBackgroundWriter(BgwOptions)
@@ -173,8 +174,10 @@ internal static class Demo
             })
             .AddBackgroundWorker(Self("checkpointer", ProcKind.Auxiliary, ["checkpointer", "0"]))
             .AddBackgroundWorker(Self("background writer", ProcKind.Auxiliary, ["bgwriter", "0"]));
+        if (withWal)
+            builder.WithWal().AddBackgroundWorker(Self("wal writer", ProcKind.Auxiliary, ["walwriter", "0"]));
         for (int i = 0; i < workers; i++)
-            builder.AddBackgroundWorker(Self($"worker {i}", ProcKind.BackgroundWorker, ["worker", i.ToString(), pages.ToString()]));
+            builder.AddBackgroundWorker(Self($"worker {i}", ProcKind.BackgroundWorker, ["worker", i.ToString(), pages.ToString(), withWal ? "wal" : "nowal"]));
 
         bool ok = true;
         long countedOps = 0;
@@ -207,6 +210,8 @@ internal static class Demo
 
                 // Stop the workers, count their work, checkpoint, shut down.
                 countedOps = StopWorkers(cluster.Cluster, entries);
+                if (!crash)
+                    Console.WriteLine($"rate         {countedOps / sw.Elapsed.TotalSeconds:F0} increments/s over {sw.Elapsed.TotalSeconds:F1} s ({(withWal ? "each logged and flushed before it is acknowledged" : "not logged")})");
                 Cluster view = cluster.Cluster;
                 using (Participant me = view.Procs.Join(ProcKind.Backend))
                 {
@@ -220,11 +225,14 @@ internal static class Demo
                     ck.RequestCheckpoint(me, CheckpointFlags.Immediate | CheckpointFlags.Wait);
                     CheckpointerStatus st = ck.Status;
                     Console.WriteLine($"checkpoints  {st.Done} done ({st.NumTimed} timed, {st.NumRequested} requested), {st.BuffersWritten} buffers written, {st.FilesSynced} file syncs, {st.Failed} failed");
-                    XLog wal = view.Get<XLog>();
-                    WalStats ws = wal.Stats;
-                    WalStartupReport? su = wal.LastStartup;
-                    Console.WriteLine($"wal          {ws.Records} records since the last start ({ws.FullPageImages} full-page images), {ws.Fsyncs} fsyncs; flushed to {WalFormat.FormatLsn(ws.FlushLsn)}"
-                        + (su is { Replayed: true } ? $"; the last start replayed {su.Records} records from {WalFormat.FormatLsn(su.RedoStart)} ({su.EndReason})" : ""));
+                    if (withWal)
+                    {
+                        XLog wal = view.Get<XLog>();
+                        WalStats ws = wal.Stats;
+                        WalStartupReport? su = wal.LastStartup;
+                        Console.WriteLine($"wal          {ws.Records} records since the last start ({ws.FullPageImages} full-page images), {ws.Fsyncs} fsyncs; flushed to {WalFormat.FormatLsn(ws.FlushLsn)}"
+                            + (su is { Replayed: true } ? $"; the last start replayed {su.Records} records from {WalFormat.FormatLsn(su.RedoStart)} ({su.EndReason})" : ""));
+                    }
                 }
                 bool clean = cluster.Shutdown(ShutdownMode.Fast, TimeSpan.FromSeconds(20));
                 Console.WriteLine($"shutdown     fast: {(clean ? "every child exited" : "children had to be killed")}; {cluster.CrashRestarts} crash restart(s)");
@@ -232,15 +240,27 @@ internal static class Demo
             }
 
             long onDisk = SumCounters(dir, pages);
-            long acked = SumAcks(dir);
-            if (!crash)
+            if (!withWal)
             {
+                // Without WAL: nothing is acknowledged; a crash loses what was only in shared memory.
+                bool match = crash ? onDisk >= countedOps : onDisk == countedOps;
+                if (crash)
+                    Console.WriteLine($"crash        {crashReport}");
+                Console.WriteLine(crash
+                    ? $"data         {onDisk} increments on disk, {countedOps} counted since the restart; those only in shared memory at the crash are lost (no WAL)"
+                    : $"data         {countedOps} increments counted, {onDisk} found on disk after a cold read with checksums: {(match ? "OK" : "WRONG")}");
+                ok &= match && countedOps > 0;
+            }
+            else if (!crash)
+            {
+                long acked = SumAcks(dir);
                 bool match = onDisk == acked && acked == countedOps;
                 Console.WriteLine($"data         {acked} increments acknowledged (each one's WAL record flushed), {onDisk} found on disk after a cold read with checksums: {(match ? "OK" : "WRONG")}");
                 ok &= match && acked > 0;
             }
             else
             {
+                long acked = SumAcks(dir);
                 // Every acknowledged increment must be there; at most one per worker may be there unacknowledged (its
                 // process was killed between the WAL flush and the acknowledgement).
                 long extra = onDisk - acked;
@@ -390,7 +410,7 @@ internal static class Demo
     public static unsafe int RunChild(string[] args)
     {
         if (args.Length < 2)
-            throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|worker <index> [pages]");
+            throw new ArgumentException("usage: pgipc demo-child checkpointer|bgwriter|walwriter|worker <index> [pages]");
         RegisterIncrementRmgr();
         using Cluster cluster = Cluster.Attach();
         using Participant me = cluster.JoinAsChild();
@@ -439,9 +459,13 @@ internal static class Demo
                     Volatile.Write(ref mine->Role, (int)DemoRole.BgWriter + 1);
                     cluster.Get<BackgroundWriter>().Run(me, stop.Token);
                     break;
+                case "walwriter":
+                    Volatile.Write(ref mine->Role, (int)DemoRole.WalWriter + 1);
+                    WalWriter.Run(cluster.Get<XLog>(), me, stop.Token);
+                    break;
                 case "worker":
                     Volatile.Write(ref mine->Role, (int)DemoRole.Worker + 1);
-                    Work(me, pool, ck, cluster.Get<Lmgr.LockManager>(), cluster.Get<XLog>(), h, mine, int.Parse(args[2]), stop.Token);
+                    Work(me, pool, ck, cluster.Get<Lmgr.LockManager>(), args.Length > 3 && args[3] == "nowal" ? null : cluster.Get<XLog>(), h, mine, int.Parse(args[2]), stop.Token);
                     break;
                 default:
                     throw new ArgumentException($"unknown demo role \"{args[0]}\"");
@@ -464,14 +488,14 @@ internal static class Demo
         return 0;
     }
 
-    private static unsafe void Work(Participant me, BufferPool pool, Checkpointer ck, Lmgr.LockManager lm, XLog wal, DemoStatsHeader* h, DemoStatsEntry* mine,
+    private static unsafe void Work(Participant me, BufferPool pool, Checkpointer ck, Lmgr.LockManager lm, XLog? wal, DemoStatsHeader* h, DemoStatsEntry* mine,
         int pages, CancellationToken stop)
     {
         var rng = new Random(Environment.ProcessId);
         long ops = 0;
         Span<byte> value = stackalloc byte[8];
-        string ackPath = Path.Combine(wal.DataDirectory, AcksDirectory, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        using Microsoft.Win32.SafeHandles.SafeFileHandle ack = File.OpenHandle(ackPath, FileMode.Create, FileAccess.Write);
+        using Microsoft.Win32.SafeHandles.SafeFileHandle? ack = wal is null ? null
+            : File.OpenHandle(Path.Combine(wal.DataDirectory, AcksDirectory, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)), FileMode.Create, FileAccess.Write);
         long nextCheckpoint = Stopwatch.GetTimestamp() + 2 * Stopwatch.Frequency;
         // The relation is being updated (RowExclusive, as an UPDATE takes it); one worker claims the checkpoint-requester
         // role with an advisory lock, held for its whole life (released when it leaves or dies).
@@ -486,14 +510,22 @@ internal static class Demo
             BinaryPrimitives.WriteInt64LittleEndian(page, v);
             pool.MarkBufferDirty(me, b);
             // Logged under the content lock (the page LSN is set before anyone can write the page out).
-            BinaryPrimitives.WriteInt64LittleEndian(value, v);
-            ulong lsn = wal.BeginInsert().RegisterBuffer(0, pool, me, b).RegisterBufData(0, value).Insert(me, IncrementRmId, 0);
+            ulong lsn = 0;
+            if (wal is not null)
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(value, v);
+                lsn = wal.BeginInsert().RegisterBuffer(0, pool, me, b).RegisterBufData(0, value).Insert(me, IncrementRmId, 0);
+            }
             pool.LockBuffer(me, b, BufferLockMode.Unlock);
             pool.ReleaseBuffer(me, b);
-            wal.Flush(me, lsn); // durable from here: acknowledge it
+            if (wal is not null)
+                wal.Flush(me, lsn); // durable from here: acknowledge it
             Volatile.Write(ref mine->Ops, ++ops); // release; pairs with the supervisor's acquire load
-            BinaryPrimitives.WriteInt64LittleEndian(value, ops);
-            RandomAccess.Write(ack, value, 0);
+            if (ack is not null)
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(value, ops);
+                RandomAccess.Write(ack, value, 0);
+            }
             if (requester && Stopwatch.GetTimestamp() >= nextCheckpoint)
             {
                 ck.RequestCheckpoint(me, CheckpointFlags.Wait);
@@ -577,6 +609,7 @@ internal static class Demo
                 {
                     (int)DemoRole.Checkpointer + 1 => "checkpointer",
                     (int)DemoRole.BgWriter + 1 => "background writer",
+                    (int)DemoRole.WalWriter + 1 => "wal writer",
                     (int)DemoRole.Worker + 1 => $"worker {e[p.ProcNumber].Index}",
                     _ => p.Pid == Environment.ProcessId ? "supervisor" : "(starting)",
                 };

@@ -6,7 +6,10 @@
  *   with --buffers, pg_buffercache's rows) and the lock manager's counts
  *   (with --locks, pg_locks' rows); --procs shows the participants as
  *   pg_stat_activity (role, wait event, held LWLocks by name), --dsm the
- *   cluster's dynamic shared memory segments.
+ *   cluster's dynamic shared memory segments, --activity what each
+ *   participant reports (pg_stat_activity), --stats the background
+ *   writer's and checkpointer's counters (pg_stat_bgwriter,
+ *   pg_stat_checkpointer).
  *
  * NOTES
  *   The buffer pool is found by name in the ShmemIndex and read through a
@@ -63,6 +66,48 @@ internal static class Inspect
             w.WriteLine();
             PrintDsm(seg, w);
         }
+        if (views.Activity)
+        {
+            w.WriteLine();
+            PrintActivity(seg, w);
+        }
+        if (views.Stats)
+        {
+            w.WriteLine();
+            PrintStats(seg, w);
+        }
+    }
+
+    /// <summary>pg_stat_activity: every participant's state, since when, wait event, backend type and detail.</summary>
+    public static void PrintActivity(ShmemSegment seg, TextWriter w)
+    {
+        if (!Stats.SharedStats.TryOpen(seg, out Stats.SharedStats? stats))
+        {
+            w.WriteLine("no shared statistics in this segment");
+            return;
+        }
+        IReadOnlyList<Stats.PgStatActivity> rows = stats!.Activity();
+        w.WriteLine($"{"procno",6} {"pid",8} {"backend type",-20} {"state",-20} {"state change",-28} {"wait type",-10} {"wait event",-22} detail");
+        foreach (Stats.PgStatActivity a in rows)
+            w.WriteLine($"{a.ProcNumber,6} {a.Pid,8} {a.BackendType,-20} {a.StateName,-20} {a.StateChange.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss.ffffff", CultureInfo.InvariantCulture),-28} " +
+                        $"{a.WaitEventType,-10} {a.WaitEventName,-22} {a.Detail}");
+        w.WriteLine($"({rows.Count} rows)");
+    }
+
+    /// <summary>pg_stat_bgwriter and pg_stat_checkpointer.</summary>
+    public static void PrintStats(ShmemSegment seg, TextWriter w)
+    {
+        if (!Stats.SharedStats.TryOpen(seg, out Stats.SharedStats? stats))
+        {
+            w.WriteLine("no shared statistics in this segment");
+            return;
+        }
+        Stats.PgStatBgWriter b = stats!.BgWriter();
+        Stats.PgStatCheckpointer c = stats.Checkpointer();
+        w.WriteLine($"bgwriter     buffers_clean {b.BuffersClean}, maxwritten_clean {b.MaxWrittenClean}, buffers_alloc {b.BuffersAlloc}, rounds {b.Rounds}, stats_reset {b.StatsReset:u}");
+        w.WriteLine($"checkpointer num_timed {c.NumTimed}, num_requested {c.NumRequested}, num_done {c.NumDone}, " +
+                    $"write_time {c.WriteTimeMs.ToString("F3", CultureInfo.InvariantCulture)} ms, sync_time {c.SyncTimeMs.ToString("F3", CultureInfo.InvariantCulture)} ms, " +
+                    $"buffers_written {c.BuffersWritten}, files_synced {c.FilesSynced}, stats_reset {c.StatsReset:u}");
     }
 
     private static void PrintHeader(ShmemSegment seg, TextWriter w)

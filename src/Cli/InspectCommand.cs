@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * InspectCommand.cs
  *   pgipc inspect <handle> [--procs] [--allocations] [--buffers] [--locks]
- *   [--dsm] [--json]: the options and the view selection (Inspect.cs
+ *   [--dsm] [--activity] [--stats] [--json]: the options and the view selection (Inspect.cs
  *   prints the text, InspectJson.cs builds the JSON).
  *
  * NOTES
@@ -19,12 +19,12 @@ using PgIpc.Shmem;
 namespace PgIpc.Cli;
 
 /// <summary>The views `pgipc inspect` was asked for (none: the whole summary).</summary>
-internal sealed record InspectViews(bool Procs, bool Allocations, bool Buffers, bool Locks, bool Dsm)
+internal sealed record InspectViews(bool Procs, bool Allocations, bool Buffers, bool Locks, bool Dsm, bool Activity = false, bool Stats = false)
 {
-    public bool Any => Procs || Allocations || Buffers || Locks || Dsm;
+    public bool Any => Procs || Allocations || Buffers || Locks || Dsm || Activity || Stats;
 
     /// <summary>Every view (the JSON of an inspect without view options).</summary>
-    public static InspectViews All { get; } = new(true, true, true, true, true);
+    public static InspectViews All { get; } = new(true, true, true, true, true, true, true);
 }
 
 internal static class InspectCommand
@@ -42,14 +42,17 @@ internal static class InspectCommand
         Option<bool> buffers = new("--buffers") { Description = "The shared buffer pool: summary and one row per buffer holding a page (pg_buffercache)." };
         Option<bool> locks = new("--locks") { Description = "The heavyweight lock manager: counts and pg_locks' rows." };
         Option<bool> dsm = new("--dsm") { Description = "Dynamic shared memory segments of the cluster's control table." };
+        Option<bool> activity = new("--activity") { Description = "What each participant reports (pg_stat_activity): state, since when, detail, backend type, wait event." };
+        Option<bool> stats = new("--stats") { Description = "The background writer's and checkpointer's counters (pg_stat_bgwriter, pg_stat_checkpointer)." };
         Option<bool> json = new("--json") { Description = "Write the report as JSON (every view when none is named)." };
         var c = new Command("inspect", "Show a live segment's header and what is in it, read without locks and without joining the cluster.")
         {
-            handle, procs, allocations, buffers, locks, dsm, json,
+            handle, procs, allocations, buffers, locks, dsm, activity, stats, json,
         };
         c.SetAction(r =>
         {
-            var views = new InspectViews(r.GetValue(procs), r.GetValue(allocations), r.GetValue(buffers), r.GetValue(locks), r.GetValue(dsm));
+            var views = new InspectViews(r.GetValue(procs), r.GetValue(allocations), r.GetValue(buffers), r.GetValue(locks), r.GetValue(dsm),
+                r.GetValue(activity), r.GetValue(stats));
             TextWriter w = r.InvocationConfiguration.Output;
             using ShmemSegment seg = ShmemSegment.Attach(r.GetValue(handle)!);
             if (r.GetValue(json))

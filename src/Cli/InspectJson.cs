@@ -37,6 +37,10 @@ internal sealed record InspectReport(SegmentJson Segment)
     public LockManagerJson? Locks { get; init; }
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public List<DsmJson>? Dsm { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public List<ActivityJson>? Activity { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public StatsJson? Stats { get; init; }
 }
 
 internal sealed record SegmentJson(string Backend, string Id, string Key, uint LayoutVersion, string State, int CreatorPid, string CreatedAt,
@@ -55,6 +59,16 @@ internal sealed record LockManagerJson(long Locks, int LockCapacity, long ProcLo
     long DeadlockChecks, long Deadlocks, long QueuesRearranged, List<LockJson> Rows);
 
 internal sealed record LockJson(string Locktype, uint Field1, uint Field2, uint Field3, uint Field4, string Mode, bool Granted, bool Fastpath, int Pid, int ProcNumber, string? WaitStart);
+
+internal sealed record ActivityJson(int ProcNumber, int Pid, string Kind, string BackendType, string? State, string BackendStart, string StateChange,
+    string? WaitEventType, string? WaitEvent, string? Detail);
+
+internal sealed record StatsJson(BgWriterJson Bgwriter, CheckpointerJson Checkpointer);
+
+internal sealed record BgWriterJson(long BuffersClean, long MaxwrittenClean, long BuffersAlloc, long Rounds, string StatsReset);
+
+internal sealed record CheckpointerJson(long NumTimed, long NumRequested, long NumDone, double WriteTime, double SyncTime, long BuffersWritten, long FilesSynced,
+    string StatsReset);
 
 internal sealed record DsmJson(uint Handle, int ReferenceCount, long Size, string Implementation, bool Pinned, string OsName);
 
@@ -80,7 +94,22 @@ internal static class InspectJson
             Dsm = views.Dsm && DsmRegistry.TryReadSegments(seg, out IReadOnlyList<DsmSegmentInfo> dsm)
                 ? [.. dsm.Select(d => new DsmJson(d.Handle, d.ReferenceCount, d.Size, d.Implementation.ToString(), d.Pinned, d.OsName))]
                 : null,
+            Activity = views.Activity && PgIpc.Stats.SharedStats.TryOpen(seg, out PgIpc.Stats.SharedStats? act)
+                ? [.. act!.Activity().Select(a => new ActivityJson(a.ProcNumber, a.Pid, a.Kind.ToString(), a.BackendType, a.StateName,
+                    Utc(a.BackendStart), Utc(a.StateChange), a.WaitEventType, a.WaitEventName, a.Detail))]
+                : null,
+            Stats = views.Stats ? Stats(seg) : null,
         };
+    }
+
+    private static StatsJson? Stats(ShmemSegment seg)
+    {
+        if (!PgIpc.Stats.SharedStats.TryOpen(seg, out PgIpc.Stats.SharedStats? stats))
+            return null;
+        PgIpc.Stats.PgStatBgWriter b = stats!.BgWriter();
+        PgIpc.Stats.PgStatCheckpointer c = stats.Checkpointer();
+        return new StatsJson(new BgWriterJson(b.BuffersClean, b.MaxWrittenClean, b.BuffersAlloc, b.Rounds, Utc(b.StatsReset)),
+            new CheckpointerJson(c.NumTimed, c.NumRequested, c.NumDone, c.WriteTimeMs, c.SyncTimeMs, c.BuffersWritten, c.FilesSynced, Utc(c.StatsReset)));
     }
 
     /// <summary>ISO 8601 in UTC ("2026-12-03T12:53:25.7320000Z": no '+', which the serializer would escape).</summary>

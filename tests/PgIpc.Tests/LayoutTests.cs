@@ -78,6 +78,11 @@ public sealed class LayoutTests
         [typeof(PgIpc.Postmaster.BackgroundWorkerSlot)] = (1024, [
             ("InUse", 0), ("State", 4), ("Pid", 8), ("Generation", 12), ("RestartIntervalMs", 16), ("Kind", 20),
             ("NameLength", 24), ("CommandLength", 28), ("Name", 32), ("Command", 96)]),
+        [typeof(PgIpc.Postmaster.SupervisorRequestsHeader)] = (128, [
+            ("Lock", 0), ("Magic", 64), ("NumSlots", 68), ("NumStopFlags", 72), ("NextSequence", 80)]),
+        [typeof(PgIpc.Postmaster.SupervisorRequestSlot)] = (1024, [
+            ("State", 0), ("Kind", 4), ("Generation", 8), ("RequesterPid", 12), ("Sequence", 16), ("WorkerPid", 24), ("ExitCode", 28),
+            ("Code", 32), ("NameLength", 36), ("ArgumentLength", 40), ("ResultLength", 44), ("Name", 64), ("Argument", 128), ("Result", 576)]),
         [typeof(LWLockTrancheHeader)] = (128, [("Lock", 0), ("NextTrancheId", 64), ("Capacity", 68), ("Count", 72), ("Magic", 76)]),
         [typeof(LWLockTrancheEntry)] = (128, [("Name", 0), ("NameLength", 64), ("TrancheId", 68), ("NumLocks", 72), ("LocksOffset", 80)]),
         [typeof(PgIpc.Sinval.SharedInvalidationMessage)] = (16, [("Kind", 0), ("DatabaseId", 4), ("ObjectId", 8), ("Payload", 12)]),
@@ -103,6 +108,18 @@ public sealed class LayoutTests
             ("BuffersWritten", 40), ("FilesSynced", 48), ("Magic", 56), ("MaxRequests", 60), ("StartCv", 64), ("DoneCv", 80),
             ("QueueLock", 96), ("NumRequests", 100), ("AbsorbCycle", 104), ("LastError", 128)]),
         [typeof(PgIpc.Buffers.CheckpointerRequest)] = (12, [("RelNumber", 0), ("Fork", 4), ("SegNo", 8)]),
+        // Shared statistics (Stats/PgStatShmem.cs)
+        [typeof(PgIpc.Stats.PgStatShmem)] = (384, [
+            ("Magic", 0), ("MaxProcs", 4), ("ResetLock", 8), ("BgWriterResetAtUs", 16), ("CheckpointerResetAtUs", 24), ("BgWriter", 64),
+            ("Checkpointer", 128), ("BgWriterOffset", 192), ("CheckpointerOffset", 256)]),
+        [typeof(PgIpc.Stats.PgStatBgWriterCounters)] = (64, [
+            ("ChangeCount", 0), ("BuffersClean", 8), ("MaxWrittenClean", 16), ("BuffersAlloc", 24), ("Rounds", 32)]),
+        [typeof(PgIpc.Stats.PgStatCheckpointerCounters)] = (64, [
+            ("ChangeCount", 0), ("NumTimed", 8), ("NumRequested", 16), ("WriteTimeUs", 24), ("SyncTimeUs", 32), ("BuffersWritten", 40),
+            ("FilesSynced", 48), ("NumDone", 56)]),
+        [typeof(PgIpc.Stats.PgBackendStatus)] = (384, [
+            ("ChangeCount", 0), ("Pid", 4), ("Kind", 8), ("State", 12), ("BackendStartUs", 16), ("StateChangeUs", 24), ("DetailLength", 32),
+            ("BackendTypeLength", 36), ("BackendType", 40), ("Detail", 128)]),
         [typeof(PgIpc.Wal.XLogCtlData)] = (640, [
             ("InsertPosLock", 0), ("CurrBytePos", 8), ("PrevBytePos", 16), ("RedoRecPtr", 24), ("FullPageWrites", 32), ("Records", 40), ("BytesInserted", 48), ("InfoLock", 64),
             ("WriteRqst", 72), ("FlushRqst", 80), ("CkptRequestedSeg", 88), ("LogwrtWrite", 128), ("LogwrtFlush", 136),
@@ -129,7 +146,7 @@ public sealed class LayoutTests
         // Views and reports of shared state, held by one process.
         typeof(LWLockArray), typeof(PgIpc.Proc.PgProcInfo),
         // Inspection rows (pgipc inspect): a background worker slot's and a DSM control item's copy.
-        typeof(PgIpc.Postmaster.BackgroundWorkerInfo), typeof(PgIpc.Dsm.DsmSegmentInfo),
+        typeof(PgIpc.Postmaster.BackgroundWorkerInfo), typeof(PgIpc.Postmaster.TakenRequest), typeof(PgIpc.Dsm.DsmSegmentInfo),
         // Lock manager: the local lock table's key and entry, a deadlock report's edge, a pg_locks row.
         typeof(PgIpc.Lmgr.LocalLockKey), typeof(PgIpc.Lmgr.LocalLock), typeof(PgIpc.Lmgr.DeadlockInfo), typeof(PgIpc.Lmgr.LockStatus),
         typeof(PgIpc.Platform.WaitEvent), typeof(PgIpc.Latch.WaitEventId), typeof(PgIpc.Platform.FileOwnership),
@@ -138,6 +155,7 @@ public sealed class LayoutTests
         typeof(PgIpc.Mq.ShmTocChunk), typeof(PgIpc.Mq.ShmTocEstimator), typeof(PgIpc.Mq.ShmMqPieces),
         // Buffer pool reports: a checkpoint's figures, a background writer round's, a checkpointer status snapshot.
         typeof(PgIpc.Buffers.CheckpointStats), typeof(PgIpc.Buffers.BgWriterRound), typeof(PgIpc.Buffers.CheckpointerStatus),
+        typeof(PgIpc.Stats.PgStatBgWriter), typeof(PgIpc.Stats.PgStatCheckpointer),
         // WAL: the segment geometry (a value), a statistics snapshot, the control file's contents (a file, not shared memory).
         typeof(PgIpc.Wal.WalGeometry), typeof(PgIpc.Wal.WalStats), typeof(PgIpc.Wal.ControlFileData),
         // The cluster's module list as this process read it (serialised into PgIpc.ClusterConfig, never mapped).

@@ -31,6 +31,7 @@
  *     cl-*                             latch, ProcSignal, barrier, PMSignal, CV: Latch/CoreLatchWorkerCommands.cs
  *     lm-*                             heavyweight lock manager: Lmgr/LmWorkerCommands.cs
  *     wal-*                            write-ahead log: Wal/WalWorkerCommands.cs
+ *     st-*                             shared statistics, activity, memory-context log: Stats/StatsWorkerCommands.cs
  *     detach | destroy                 -> ok
  *     exit <code>                      -> (exits)
  *   The backend is chosen with "--backend <name>" before the commands.
@@ -224,6 +225,7 @@ internal static class TestWorker
                 if (PgIpc.Tests.Buffers.BufferWorkerCommands.TryExecute(a, seg, out string bufReply)) return bufReply; // buf-*: Buffers/BufferWorkerCommands.cs
                 if (PgIpc.Tests.Lmgr.LmWorkerCommands.TryExecute(a, seg, out string lmReply)) return lmReply; // lm-*: Lmgr/LmWorkerCommands.cs
                 if (PgIpc.Tests.Wal.WalWorkerCommands.TryExecute(a, seg, out string walReply)) return walReply; // wal-*: Wal/WalWorkerCommands.cs
+                if (PgIpc.Tests.Stats.StatsWorkerCommands.TryExecute(a, seg, out string stReply)) return stReply; // st-*: Stats/StatsWorkerCommands.cs
                 if (PgIpc.Tests.Shmem.PosixCreationWorkerCommands.TryExecute(a, out string pcReply)) return pcReply; // shm-creating: Shmem/PosixUnfinishedCreationTests.cs
                 if (PgIpc.Tests.Proc.DetachWorkerCommands.TryExecute(a, platform, out string dtReply)) return dtReply; // detach-*: Proc/DetachWorkerCommands.cs
                 throw new ArgumentException($"unknown worker command \"{a[0]}\"");

@@ -117,6 +117,10 @@ public sealed class BackgroundWriter
     private float _smoothedAlloc;
     private float _smoothedDensity = 10.0f;
 
+    // pg_stat_bgwriter's writer is this background writer (Stats/SharedStats.cs): found at its first round.
+    private Stats.SharedStats? _stats;
+    private bool _statsFound;
+
     private long _rounds;
     private long _buffersWritten;
     private long _maxWrittenClean;
@@ -173,6 +177,7 @@ public sealed class BackgroundWriter
         if (Options.LruMaxPages <= 0)
         {
             // Writing disabled: forget the position, it is stale by the time writing is enabled again.
+            ReportRound(me, 0, false, recentAlloc);
             _savedInfoValid = false;
             LastRound = new BgWriterRound(recentAlloc, 0, 0, 0, 0, false, true);
             return true;
@@ -267,6 +272,7 @@ public sealed class BackgroundWriter
             }
         }
         Interlocked.Add(ref _buffersWritten, written);
+        ReportRound(me, written, hitMax, recentAlloc);
         if (written > 0 && Diagnostics.PgIpcMetrics.BgWriterWriteCounter.Enabled)
             Diagnostics.PgIpcMetrics.BgWriterWriteCounter.Add(written);
 
@@ -284,6 +290,17 @@ public sealed class BackgroundWriter
         return canHibernate;
     }
 
+    /// <summary>pgstat_report_bgwriter: the round's counts into the shared statistics (allocates nothing after the first round).</summary>
+    private void ReportRound(Participant me, int written, bool hitMax, int allocations)
+    {
+        if (!_statsFound)
+        {
+            _stats = Stats.SharedStats.Find(me.ProcArray.Segment);
+            _statsFound = true;
+        }
+        _stats?.ReportBgWriterRound(written, hitMax, allocations);
+    }
+
     /// <summary>
     /// The background writer process's main loop (BackgroundWriterMain), on <paramref name="me"/>'s thread until
     /// <paramref name="stop"/> is cancelled: a round, then a latch sleep of <see cref="BgWriterOptions.DelayMs"/>,
@@ -295,6 +312,7 @@ public sealed class BackgroundWriter
     {
         ArgumentNullException.ThrowIfNull(me);
         using CancellationTokenRegistration reg = stop.Register(static p => ((Participant)p!).SetLatch(), me);
+        me.SetBackendTypeIfOnItsThread("background writer");
         bool prevHibernate = false;
         const WaitEvents events = WaitEvents.LatchSet | WaitEvents.Timeout | WaitEvents.SupervisorDeath;
         while (!stop.IsCancellationRequested)

@@ -108,6 +108,9 @@ unsafe partial class Checkpointer
         }
 
         using CancellationTokenRegistration reg = stop.Register(static p => ((Participant)p!).SetLatch(), me);
+        // pg_stat_checkpointer's writer is the running checkpointer (Stats/SharedStats.cs); pg_stat_activity names it.
+        _stats = Stats.SharedStats.Find(me.ProcArray.Segment);
+        me.SetBackendTypeIfOnItsThread("checkpointer");
         long lastCheckpoint = Stopwatch.GetTimestamp();
         try
         {
@@ -172,6 +175,8 @@ unsafe partial class Checkpointer
             h->NumTimed++;
         SLock.Release(ref h->CkptLock);
         ConditionVariable.Broadcast(me, ref h->StartCv);
+        if ((flags & (CheckpointFlags.Requested | CheckpointFlags.CauseTime)) != 0)
+            _stats?.ReportCheckpointStart(requested: (flags & CheckpointFlags.Requested) != 0);
 
         bool failed = false;
         string? message = null;
@@ -179,8 +184,9 @@ unsafe partial class Checkpointer
         CheckpointStats stats = default;
         try
         {
-            stats = CreateCheckpoint(me, flags, stop);
+            stats = CreateCheckpoint(me, flags, stop, out long writeUs, out long syncUs);
             _lastStats = stats;
+            _stats?.ReportCheckpointEnd(completed: true, writeUs, syncUs, stats.BuffersWritten, stats.FilesSynced);
         }
         catch (Exception e) when (e is not SupervisorDiedException)
         {
@@ -227,7 +233,7 @@ unsafe partial class Checkpointer
     }
 
     /// <summary>CheckPointBuffers with CheckpointWriteDelay pacing and the sync-request absorb before the fsyncs.</summary>
-    private CheckpointStats CreateCheckpoint(Participant me, CheckpointFlags flags, CancellationToken stop)
+    private CheckpointStats CreateCheckpoint(Participant me, CheckpointFlags flags, CancellationToken stop, out long writeUs, out long syncUs)
     {
         BufferPool pool = _pool!;
         bool immediate = (flags & (CheckpointFlags.Immediate | CheckpointFlags.Shutdown | CheckpointFlags.EndOfRecovery)) != 0;
@@ -246,7 +252,18 @@ unsafe partial class Checkpointer
             me.ResetLatch();
         };
         ulong redo = Wal?.BeginCheckpoint(me) ?? 0;
-        CheckpointStats stats = pool.CheckpointBuffers(me, delay, () => AbsorbSyncRequests());
+        // write_time runs to the start of the sync phase (whose absorb is part of it, as ProcessSyncRequests'), sync_time to its end.
+        long syncStart = 0;
+        CheckpointStats stats = pool.CheckpointBuffers(me, delay, () =>
+        {
+            syncStart = Stopwatch.GetTimestamp();
+            AbsorbSyncRequests();
+        });
+        long end = Stopwatch.GetTimestamp();
+        if (syncStart == 0)
+            syncStart = end;
+        writeUs = (long)Stopwatch.GetElapsedTime(start, syncStart).TotalMicroseconds;
+        syncUs = (long)Stopwatch.GetElapsedTime(syncStart, end).TotalMicroseconds;
         Wal?.CompleteOnlineCheckpoint(me, redo);
         return stats;
     }

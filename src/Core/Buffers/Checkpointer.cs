@@ -210,6 +210,7 @@ public sealed unsafe partial class Checkpointer : ISyncRequestQueue
     private CheckpointerRequest[]? _absorbBuffer;
     private volatile Exception? _lastError;
     private volatile object? _lastStats; // a boxed CheckpointStats
+    private Stats.SharedStats? _stats; // found by Run: this process's view of pg_stat_checkpointer, if the cluster has one
 
     private Checkpointer(CheckpointerShmem* shared, ProcArray procs, IPgIpcPlatform platform, BufferPool? pool, CheckpointerOptions options)
     {

@@ -8,6 +8,8 @@
  *   "<rel>.2", ... with "_fsm", "_vm" or "_init" after the relation number
  *   for the other forks. Reads and writes are positional (RandomAccess, no
  *   shared file position), so participant threads share one handle.
+ *   Writes, fsyncs and creations go through DurableFileIO (a test's
+ *   power-loss layer sees them; direct calls otherwise).
  *
  *   A block that is not on disk is an error naming the relation, fork and
  *   block, never a silent zero page: a missing segment file, or a read that
@@ -297,7 +299,7 @@ public sealed class Smgr : IDisposable
             {
                 if (!extend && RandomAccess.GetLength(h) < offset + page.Length)
                     throw new SmgrException(tag, $"could not write block {tag.BlockNumber} in file \"{PathOf(tag.RelNumber, tag.Fork, segno)}\": the block is beyond the end of the file");
-                RandomAccess.Write(h, page, offset);
+                DurableFileIO.Write(h, page, offset);
             }
             catch (IOException e)
             {
@@ -448,7 +450,7 @@ public sealed class Smgr : IDisposable
     {
         if (FsyncFault is { } fault && fault(PathOf(rel, fork, seg)) is { } e)
             throw e;
-        RandomAccess.FlushToDisk(h);
+        DurableFileIO.Flush(h);
     }
 
     /// <summary>
@@ -502,14 +504,14 @@ public sealed class Smgr : IDisposable
         {
             try
             {
-                h = _fileSystem.OpenPrivateFile(path, FileMode.CreateNew, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
+                h = DurableFileIO.Opened(_fileSystem.OpenPrivateFile(path, FileMode.CreateNew, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess), path, created: true);
                 created = true;
             }
             catch (IOException) when (File.Exists(path))
             {
             }
         }
-        h ??= _fileSystem.OpenPrivateFile(path, FileMode.Open, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess);
+        h ??= DurableFileIO.Opened(_fileSystem.OpenPrivateFile(path, FileMode.Open, FileShare.ReadWrite | FileShare.Delete, FileOptions.RandomAccess), path, created: false);
         while (_files.Count >= MaxOpenFiles && _lru.Last is { } victim)
         {
             // FileClose of the least recently used: its pending fsync stays in _dirty, by key (see the banner).
@@ -538,7 +540,7 @@ public sealed class Smgr : IDisposable
         }
         try
         {
-            files.FsyncDirectory(DataDirectory);
+            DurableFileIO.FsyncDirectory(files, DataDirectory);
         }
         catch (Exception e) when (e is PgIpcOsException or IOException or UnauthorizedAccessException)
         {

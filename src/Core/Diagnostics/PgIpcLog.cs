@@ -81,6 +81,22 @@ public static class PgIpcLogEvents
     public const int CheckpointCompleted = 1040;
     /// <summary>A checkpoint failed (Error).</summary>
     public const int CheckpointFailed = 1041;
+    /// <summary>A participant logs its memory-context tree, asked through ProcSignal (Information; one event, then one per line).</summary>
+    public const int MemoryContextLogStart = 1050;
+    /// <summary>One line of a participant's memory-context tree, or its grand total (Information).</summary>
+    public const int MemoryContextLogLine = 1051;
+    /// <summary>The worker a child requested could not be started: unknown entry, no free child slot, shutting down (Warning).</summary>
+    public const int WorkerRequestFailed = 1060;
+    /// <summary>A child is stopped to be restarted at another child's request (Information).</summary>
+    public const int ChildRestartRequested = 1061;
+    /// <summary>A restart request named no running child of the supervisor and was ignored (Warning).</summary>
+    public const int RestartRequestIgnored = 1062;
+    /// <summary>A service request hook threw; the supervisor goes on (Error).</summary>
+    public const int ServiceRequestFailed = 1063;
+    /// <summary>A service request arrived and no hook is registered (Warning).</summary>
+    public const int ServiceRequestUnhandled = 1064;
+    /// <summary>A supervisor request slot written by another process could not be read (Warning).</summary>
+    public const int SupervisorRequestCorrupt = 1065;
 }
 
 /// <summary>The process-wide logging defaults of the library.</summary>
@@ -100,7 +116,8 @@ public static class PgIpcLogging
     }
 
     /// <summary>The category names the library logs under.</summary>
-    internal const string SupervisorCategory = "PgIpc.Supervisor", CheckpointerCategory = "PgIpc.Checkpointer";
+    internal const string SupervisorCategory = "PgIpc.Supervisor", CheckpointerCategory = "PgIpc.Checkpointer",
+        MemoryContextCategory = "PgIpc.MemoryContext";
 }
 
 /// <summary>The source-generated log methods (one per event of <see cref="PgIpcLogEvents"/>).</summary>
@@ -177,6 +194,29 @@ internal static partial class PgIpcLog
 
     [LoggerMessage(PgIpcLogEvents.CheckpointFailed, LogLevel.Error, "checkpoint failed: {Error}")]
     public static partial void CheckpointFailed(this ILogger logger, string? error);
+
+    [LoggerMessage(PgIpcLogEvents.MemoryContextLogStart, LogLevel.Information, "logging memory contexts of participant {ProcNumber} (pid {Pid})")]
+    public static partial void MemoryContextLogStart(this ILogger logger, int procNumber, int pid);
+
+    [LoggerMessage(PgIpcLogEvents.MemoryContextLogLine, LogLevel.Information, "{Line}")]
+    public static partial void MemoryContextLogLine(this ILogger logger, string line);
+    [LoggerMessage(PgIpcLogEvents.WorkerRequestFailed, LogLevel.Warning, "could not start worker \"{Entry}\" requested by PID {RequesterPid}: {Error}")]
+    public static partial void WorkerRequestFailed(this ILogger logger, string entry, int requesterPid, string error);
+
+    [LoggerMessage(PgIpcLogEvents.ChildRestartRequested, LogLevel.Information, "restarting {Child} at the request of PID {RequesterPid}")]
+    public static partial void ChildRestartRequested(this ILogger logger, string child, int requesterPid);
+
+    [LoggerMessage(PgIpcLogEvents.RestartRequestIgnored, LogLevel.Warning, "ignoring the request of PID {RequesterPid} to restart \"{Name}\": {Reason}")]
+    public static partial void RestartRequestIgnored(this ILogger logger, string name, int requesterPid, string reason);
+
+    [LoggerMessage(PgIpcLogEvents.ServiceRequestFailed, LogLevel.Error, "service request hook failed on request {Code} from PID {RequesterPid}")]
+    public static partial void ServiceRequestFailed(this ILogger logger, Exception exception, int code, int requesterPid);
+
+    [LoggerMessage(PgIpcLogEvents.ServiceRequestUnhandled, LogLevel.Warning, "service request {Code} from PID {RequesterPid} ignored: no OnServiceRequest hook")]
+    public static partial void ServiceRequestUnhandled(this ILogger logger, int code, int requesterPid);
+
+    [LoggerMessage(PgIpcLogEvents.SupervisorRequestCorrupt, LogLevel.Warning, "ignoring supervisor request slot {Slot}: {Error}")]
+    public static partial void SupervisorRequestCorrupt(this ILogger logger, int slot, string error);
 }
 
 /// <summary>

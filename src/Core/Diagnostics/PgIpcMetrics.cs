@@ -30,8 +30,9 @@
  *   checkpointer's counts are in the checkpointer process, a backend's
  *   buffer hits in that backend. A cluster-wide view sums what each
  *   process exports (OpenTelemetry's usual shape for multi-process
- *   servers); the shared-memory statistics (CheckpointerStatus, BgWriter
- *   rounds) stay the place for totals read from any process.
+ *   servers); the shared-memory statistics (Stats/SharedStats.cs:
+ *   pg_stat_bgwriter, pg_stat_checkpointer, pg_stat_activity) are the
+ *   place for cluster-wide totals read from any process.
  *
  *   Mirrors nothing in PostgreSQL directly: the counters are those of
  *   pg_stat_io / pg_stat_bgwriter / pg_stat_checkpointer and wait events.

@@ -451,6 +451,8 @@ public abstract unsafe class MemoryContext
 
     /// <summary>This thread's root context, created with the standard tree on first use.</summary>
     public static MemoryContext TopMemoryContext => t_top is { IsDeleted: false } t ? t : InitStandardTree();
+    /// <summary>This thread's root context if it made one (the memory-context log must not make a tree to report it).</summary>
+    internal static MemoryContext? TopMemoryContextIfMade => t_top is { IsDeleted: false } t ? t : null;
     /// <summary>The context reserved for error handling, under <see cref="TopMemoryContext"/>.</summary>
     public static MemoryContext ErrorContext { get { _ = TopMemoryContext; return t_error!; } }
     /// <summary>The context for caches that live as long as the process.</summary>

@@ -422,7 +422,7 @@ public sealed class BackgroundWorkerHandle
     }
 
     /// <summary>The tick count at which a wait of <paramref name="timeout"/> ends (none for InfiniteTimeSpan).</summary>
-    private static long Deadline(TimeSpan timeout)
+    internal static long Deadline(TimeSpan timeout)
     {
         if (timeout == Timeout.InfiniteTimeSpan)
             return long.MaxValue;

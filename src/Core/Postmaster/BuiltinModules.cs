@@ -13,8 +13,11 @@
  *     PgIpc.SInvalSeg           the invalidation queue
  *     PgIpc.DsmControl          dynamic shared memory's control table
  *     PgIpc.BackgroundWorkers   child slots, shutdown flags
+ *     PgIpc.SupervisorRequests  children's requests to the supervisor, per-child stop
  *     PgIpc.LockManager         heavyweight locks (InitLocks; WithLockManager
  *                               sets max_locks_per_participant and timeouts)
+ *     PgIpc.Stats               shared statistics: bgwriter and checkpointer
+ *                               counters, participants' activity
  *     PgIpc.BufferPool          shared buffers            (WithBufferPool)
  *     PgIpc.Checkpointer        the checkpointer's state  (WithCheckpointer)
  *     PgIpc.BgWriter            the background writer     (WithBackgroundWriter)
@@ -69,7 +72,7 @@ internal static class BuiltinModules
 
     /// <summary>The kernel modules every cluster has, in order.</summary>
     public static List<ShmemModule> Kernel(ProcArrayOptions procs, LWLockTrancheRequests tranches, DsmOptions dsm, int maxChildren,
-        LockManagerOptions? locks = null)
+        LockManagerOptions? locks = null, int maxRequests = 8)
         =>
         [
             ProcArrayModule(procs),
@@ -79,7 +82,9 @@ internal static class BuiltinModules
             SinvalModule(),
             DsmModule(dsm),
             WorkersModule(maxChildren),
+            RequestsModule(maxRequests, maxChildren),
             LockManagerModule(locks ?? new LockManagerOptions()),
+            StatsModule(),
         ];
 
     /// <summary>The heavyweight lock manager (InitLocks), sized from the slots and max_locks_per_participant.</summary>
@@ -93,6 +98,12 @@ internal static class BuiltinModules
             c => c.IsCreating ? LockManager.Init(c.Segment, c.Procs, options, out _) : LockManager.Attach(c.Segment, c.Procs),
             null, w.ToArray());
     }
+
+    /// <summary>Shared statistics (pgstat's shared memory): one activity slot per participant slot.</summary>
+    private static ShmemModule StatsModule()
+        => new BuiltinModule<Stats.SharedStats>(Stats.SharedStats.ShmemName, Stats.SharedStats.ShmemName,
+            s => Stats.SharedStats.ShmemSize(s.Participants.TotalProcs),
+            c => c.IsCreating ? Stats.SharedStats.Init(c.Segment, c.Procs.MaxProcs, out _) : Stats.SharedStats.Attach(c.Segment));
 
     private static ShmemModule ProcArrayModule(ProcArrayOptions? options)
         => new BuiltinModule<ProcArray>(ProcArray.ShmemName, ProcArray.ShmemName, s => ProcArray.ShmemSize(options ?? s.Participants),
@@ -124,6 +135,12 @@ internal static class BuiltinModules
         => new BuiltinModule<BackgroundWorkerArray>(BackgroundWorkerArray.ShmemName, BackgroundWorkerArray.ShmemName,
             _ => BackgroundWorkerArray.ShmemSize(maxChildren),
             c => c.IsCreating ? BackgroundWorkerArray.Init(c.Segment, maxChildren, out _) : BackgroundWorkerArray.Attach(c.Segment));
+
+    /// <summary>The supervisor request area (worker, restart and service requests; a stop flag per child slot).</summary>
+    private static ShmemModule RequestsModule(int maxRequests, int maxChildren)
+        => new BuiltinModule<SupervisorRequests>(SupervisorRequests.ShmemName, SupervisorRequests.ShmemName,
+            _ => SupervisorRequests.ShmemSize(maxRequests, maxChildren),
+            c => c.IsCreating ? SupervisorRequests.Init(c.Segment, c.Procs, maxRequests, maxChildren) : SupervisorRequests.Attach(c.Segment, c.Procs));
 
     /// <summary>A subsystem reached through static functions: the structure is made (or required, attaching) and a marker returned.</summary>
     private static ShmemModule StaticModule(string name, Func<ClusterSettings, long> size, Action<ShmemModuleContext> init)
@@ -246,6 +263,8 @@ internal static class BuiltinModules
             case SinvalQueue.ShmemName: return SinvalModule();
             case DsmRegistry.ShmemName: return DsmModule(null);
             case BackgroundWorkerArray.ShmemName: return WorkersModule(0);
+            case Stats.SharedStats.ShmemName: return StatsModule();
+            case SupervisorRequests.ShmemName: return RequestsModule(1, 1); // counts read from the area's header
             case LockManager.ShmemName:
             {
                 int maxLocks = r.Int(), deadlock = r.Int(), timeout = r.Int();

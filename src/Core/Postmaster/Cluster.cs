@@ -56,6 +56,7 @@ public sealed class Cluster : IDisposable
     private readonly HashSet<string> _recorded = new(StringComparer.Ordinal);
     private ProcArray? _procs;
     private BackgroundWorkerArray? _workers;
+    private SupervisorRequests? _requests;
     private bool _disposed;
     private bool _ownsSegment = true;
 
@@ -167,6 +168,7 @@ public sealed class Cluster : IDisposable
     {
         _ = Procs;
         _workers = Find<BackgroundWorkerArray>();
+        _requests = Find<SupervisorRequests>();
     }
 
     // ------------------------------------------------------------------
@@ -249,11 +251,23 @@ public sealed class Cluster : IDisposable
     /// <summary>The shared buffer pool (<see cref="ClusterBuilder.WithBufferPool(int, int)"/>), or null when the cluster has none.</summary>
     public BufferPool? Buffers => Find<BufferPool>();
 
+    /// <summary>
+    /// The shared statistics: background writer and checkpointer counters, every participant's activity
+    /// (pg_stat_bgwriter, pg_stat_checkpointer, pg_stat_activity), read from any process.
+    /// </summary>
+    public PgIpc.Stats.SharedStats Stats => Get<PgIpc.Stats.SharedStats>();
+
     /// <summary>Pid of the supervisor (the creator of the segment).</summary>
     public int SupervisorPid => Procs.SupervisorPid;
 
-    /// <summary>True once the supervisor asked every child to exit (fast shutdown, crash stop).</summary>
-    public bool ShutdownRequested => _workers?.ShutdownRequested ?? false;
+    /// <summary>
+    /// True once the supervisor asked every child to exit (fast shutdown, crash stop), or, in a child, asked this child
+    /// to exit so that it can start it again (<see cref="SupervisorRequests.RequestRestart"/>).
+    /// </summary>
+    public bool ShutdownRequested => (_workers?.ShutdownRequested ?? false) || (_requests?.StopRequestedForThisProcess ?? false);
+
+    /// <summary>The requests children make of the supervisor: start a worker with an assignment, restart a child, a service request.</summary>
+    public SupervisorRequests SupervisorRequests => _requests ?? Get<SupervisorRequests>();
 
     /// <summary>
     /// True when the supervisor stops every child after a crash: exit at once without shutdown work (no shutdown

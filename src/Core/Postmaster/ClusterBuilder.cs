@@ -45,6 +45,8 @@ public sealed class ClusterBuilder
     internal readonly List<Action<Cluster>> StartupHooks = [];
     internal readonly LWLockTrancheRequests Tranches = new();
     internal readonly List<ChildSpec> StaticWorkers = [];
+    internal readonly List<ChildSpec> OnRequestWorkers = [];
+    internal readonly List<Action<ServiceRequestContext>> ServiceHooks = [];
 
     /// <param name="key">The cluster's name (like a data directory); names its shared memory.</param>
     public ClusterBuilder(string key)
@@ -63,6 +65,7 @@ public sealed class ClusterBuilder
     internal bool RestartAfterCrashValue { get; private set; } = true;
     internal string? DataDirectoryValue { get; private set; }
     internal int MaxChildrenValue { get; private set; } = 16;
+    internal int MaxSupervisorRequestsValue { get; private set; } = 8;
     internal TextWriter? LogWriter { get; private set; }
     internal ILogger? LoggerValue { get; private set; }
     internal TimeSpan StopGraceValue { get; private set; } = TimeSpan.FromSeconds(2);
@@ -300,6 +303,48 @@ public sealed class ClusterBuilder
         return this;
     }
 
+    /// <summary>
+    /// A worker the supervisor starts only when a child asks for it by <paramref name="spec"/>'s name
+    /// (<see cref="SupervisorRequests.RequestWorker"/>, the autovacuum launcher's way of getting a worker): each request
+    /// starts one such child, which reads the requester's assignment with <see cref="SupervisorRequests.GetAssignment"/>.
+    /// The spec must not be permanent (a worker serves one request); names must be unique.
+    /// </summary>
+    public ClusterBuilder AddOnRequestWorker(ChildSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        spec.Validate();
+        if (spec.IsPermanent)
+            throw new ArgumentException($"on-request worker \"{spec.Name}\" must not be restarted (RestartIntervalMs -1): it serves one request", nameof(spec));
+        if (OnRequestWorkers.Any(s => s.Name == spec.Name))
+            throw new ArgumentException($"an on-request worker named \"{spec.Name}\" is already registered", nameof(spec));
+        OnRequestWorkers.Add(spec);
+        return this;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="hook"/> in the supervisor's loop for each service request a child posts
+    /// (<see cref="SupervisorRequests.PostServiceRequest"/>, PMSignal ServiceRequest), with its code and argument. An
+    /// exception from the hook is logged (<see cref="Diagnostics.PgIpcLogEvents.ServiceRequestFailed"/>) and the
+    /// supervisor goes on. Keep it short: the loop waits for it.
+    /// </summary>
+    public ClusterBuilder OnServiceRequest(Action<ServiceRequestContext> hook)
+    {
+        ServiceHooks.Add(hook ?? throw new ArgumentNullException(nameof(hook)));
+        return this;
+    }
+
+    /// <summary>
+    /// Slots of the supervisor request area (worker, restart and service requests in flight at once). Default 8; a
+    /// request finding every slot taken throws <see cref="NoFreeSupervisorRequestSlotException"/>.
+    /// </summary>
+    public ClusterBuilder WithMaxSupervisorRequests(int slots)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(slots, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(slots, 1024);
+        MaxSupervisorRequestsValue = slots;
+        return this;
+    }
+
     /// <summary>The buffer pool's options, or null without one. Throws when the pool has no data directory.</summary>
     internal BufferPoolOptions? BufferOptions
         => BufferCountValue is not int n ? null
@@ -319,7 +364,8 @@ public sealed class ClusterBuilder
     /// </summary>
     internal IReadOnlyList<ShmemModule> Modules()
     {
-        List<ShmemModule> list = BuiltinModules.Kernel(ProcOptions, Tranches, EffectiveDsmOptions, MaxChildrenValue, LockManagerValue);
+        List<ShmemModule> list = BuiltinModules.Kernel(ProcOptions, Tranches, EffectiveDsmOptions, MaxChildrenValue, LockManagerValue,
+            MaxSupervisorRequestsValue);
         if (BufferOptions is { } bo)
             list.Add(BuiltinModules.BufferPoolModule(bo));
         if (CheckpointerValue is { } co)

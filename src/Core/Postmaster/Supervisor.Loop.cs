@@ -33,6 +33,12 @@
  *   Supervisor.cs). A start that fails is not a crash: nothing ran, and
  *   the worker is forgotten.
  *
+ *   Requests. Each turn also acts on the children's requests (PMSignal
+ *   StartWorker, RestartChild, ServiceRequest; Supervisor.Requests.cs): a
+ *   child asked to restart that exits cleanly is armed to start again
+ *   instead of being forgotten, and the exit of a worker started for a
+ *   request is written back to that request.
+ *
  *   Mirrors src/backend/postmaster/postmaster.c (ServerLoop, reaper,
  *   maybe_start_bgworkers) and bgworker.c (BackgroundWorkerStateChange).
  *-------------------------------------------------------------------------
@@ -80,6 +86,8 @@ partial class Supervisor
             return;
         if (PMSignal.CheckPostmasterSignal(_cluster.Procs, PMSignalReason.BackgroundWorkerChange))
             AdoptRegistrations();
+        HandleSupervisorRequests(); // StartWorker, RestartChild, ServiceRequest (Supervisor.Requests.cs)
+        EnforceRestartDeadlines();
 
         string? crash = null;
         bool anyClean = false;
@@ -90,9 +98,15 @@ partial class Supervisor
                 continue;
             int code = r.Process.ExitCode;
             ChildGone(r);
+            WorkerRequestExited(r, code);
             // A clean exit that left LWLocks held (its slot still names them: Participant.Close keeps the locks of a
             // participant that ends with the process) is a crash: what the locks protect may be half-changed.
             int held = code is 0 or 1 ? HeldLWLocksOf(r.Pid) : 0;
+            if (RearmRestartedChild(r, code, held))
+            {
+                anyClean = true;
+                continue;
+            }
             if (held > 0 && State == ClusterState.Running)
             {
                 crash ??= $"{Describe(r)} exited with exit code {code} while holding {held} LWLock(s)";
@@ -193,6 +207,7 @@ partial class Supervisor
             {
                 // Not a crash: nothing ran. Forget the worker, as the postmaster does when fork fails for good.
                 _log.ChildStartFailed(Describe(r), ex.Message);
+                WorkerRequestStartFailed(r, ex.Message);
                 _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
                 _children.RemoveAt(i);
             }
@@ -209,6 +224,10 @@ partial class Supervisor
         psi.Environment[Cluster.ProcKindVariable] = r.Spec.Kind.ToString();
         psi.Environment[Cluster.WorkerSlotVariable] = r.Slot.ToString(CultureInfo.InvariantCulture);
         psi.Environment[Cluster.WorkerGenerationVariable] = r.Generation.ToString(CultureInfo.InvariantCulture);
+        if (r.RequestSlot >= 0)
+            psi.Environment[SupervisorRequests.WorkerRequestVariable] = string.Create(CultureInfo.InvariantCulture, $"{r.RequestSlot}:{r.RequestGeneration}");
+        else
+            psi.Environment.Remove(SupervisorRequests.WorkerRequestVariable);
         var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
         // Runs on a runtime thread; only wakes the loop (the 100 ms poll covers a late or lost event).
         p.Exited += (_, _) => _wake.Set();
@@ -223,5 +242,6 @@ partial class Supervisor
         Interlocked.Increment(ref _runningChildren);
         _log.ChildStarted(Describe(r));
         _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Started, p.Id, free: false);
+        WorkerRequestStarted(r, p);
     }
 }

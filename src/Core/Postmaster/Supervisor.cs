@@ -108,6 +108,11 @@ public sealed partial class Supervisor : IDisposable
         public int Pid;
         public long NotBeforeMs;
         public int Starts;
+        /// <summary>The worker request (SupervisorRequests) this child was started for, or -1.</summary>
+        public int RequestSlot = -1;
+        public int RequestGeneration;
+        /// <summary>0, or when a child asked to restart is killed if still running (long.MaxValue: killed).</summary>
+        public long RestartDeadlineMs;
     }
 
     private readonly ClusterBuilder _builder;
@@ -294,10 +299,13 @@ public sealed partial class Supervisor : IDisposable
         }
     }
 
-    private BackgroundWorkerHandle AddRecord(ChildSpec spec, long notBeforeMs)
+    private BackgroundWorkerHandle AddRecord(ChildSpec spec, long notBeforeMs, int requestSlot = -1, int requestGeneration = 0)
     {
         BackgroundWorkerHandle h = _cluster.BackgroundWorkers.Register(spec);
-        _children.Add(new ChildRecord(spec) { Slot = h.Slot, Generation = h.Generation, NotBeforeMs = notBeforeMs });
+        _children.Add(new ChildRecord(spec)
+        {
+            Slot = h.Slot, Generation = h.Generation, NotBeforeMs = notBeforeMs, RequestSlot = requestSlot, RequestGeneration = requestGeneration,
+        });
         return h;
     }
 

@@ -38,7 +38,7 @@ using PgIpc.Sync;
 namespace PgIpc.Proc;
 
 /// <summary>The calling thread's PGPROC slot and held LWLocks. Dispose (on its thread) gives the slot back.</summary>
-public sealed unsafe class Participant : IDisposable
+public sealed unsafe partial class Participant : IDisposable
 {
     [ThreadStatic]
     private static Participant? t_current;
@@ -89,6 +89,8 @@ public sealed unsafe class Participant : IDisposable
         _latchOwner = array.Wakers.Own(procNumber);
         // Start at the current barrier generation: barriers emitted before we joined are not ours to absorb.
         Volatile.Write(ref Proc->BarrierGeneration, Signals.ProcSignal.CurrentBarrierGeneration(array));
+        // pgstat_bestart: this participant's activity slot, when the cluster has shared statistics (Participant.Activity.cs).
+        _status = Stats.SharedStats.BeginParticipant(array.Segment, procNumber, Volatile.Read(ref Proc->Pid), kind);
         t_current = this;
     }
 
@@ -178,7 +180,10 @@ public sealed unsafe class Participant : IDisposable
         {
             if ((flags & (1L << r)) == 0 || r == (int)Signals.ProcSignalReason.Barrier)
                 continue;
-            _signalHandlers[r]?.Invoke(this);
+            if (_signalHandlers[r] is { } handler)
+                handler(this);
+            else if (r == (int)Signals.ProcSignalReason.LogMemoryContext)
+                LogMemoryContexts(); // the default handler (Participant.Activity.cs)
         }
         if (Volatile.Read(ref Proc->BarrierFlags) != 0 || (flags & (1L << (int)Signals.ProcSignalReason.Barrier)) != 0)
             Signals.ProcSignal.AbsorbBarriers(this, _barrierHandlers);
@@ -477,6 +482,7 @@ public sealed unsafe class Participant : IDisposable
         if (CvSleepTarget != null)
             Sync.ConditionVariable.CancelSleep(this);
         _latchOwner.Dispose();
+        EndActivity();
         Array.ReleaseSlot(ProcNumber);
         Array.Forget(this);
         if (t_current == this)

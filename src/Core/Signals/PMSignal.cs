@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  * PMSignal.cs
  *   Children telling the supervisor that something needs its attention
- *   (PostgreSQL's PMSignal): start a background worker, a child wants to
- *   be restarted, a checkpoint was requested ...
+ *   (PostgreSQL's PMSignal): a background worker was registered, start a
+ *   worker for a launcher, restart a child, an application's service
+ *   request. What each asks for is in the supervisor request area
+ *   (Postmaster/SupervisorRequests.cs); the flag only wakes the supervisor.
  *
  * NOTES
  *   One flag word per reason in shared memory. A child sets the flag and
@@ -34,11 +36,14 @@ public enum PMSignalReason
 {
     /// <summary>A dynamic background worker was registered (PMSIGNAL_BACKGROUND_WORKER_CHANGE).</summary>
     BackgroundWorkerChange = 0,
-    /// <summary>Start a worker on request, as the autovacuum launcher asks (PMSIGNAL_START_AUTOVAC_WORKER).</summary>
+    /// <summary>
+    /// Start a worker on request, as the autovacuum launcher asks (PMSIGNAL_START_AUTOVAC_WORKER); what to start is in
+    /// the supervisor request area (Postmaster.SupervisorRequests.RequestWorker).
+    /// </summary>
     StartWorker = 1,
-    /// <summary>A child asks to be restarted.</summary>
+    /// <summary>A child asks for a child (a sibling, or itself) to be restarted (Postmaster.SupervisorRequests.RequestRestart).</summary>
     RestartChild = 2,
-    /// <summary>A checkpoint or other service was requested.</summary>
+    /// <summary>An application request for the supervisor's service hooks (Postmaster.SupervisorRequests.PostServiceRequest).</summary>
     ServiceRequest = 3,
     /// <summary>Reasons 16..31 are the application's.</summary>
     FirstUserReason = 16,

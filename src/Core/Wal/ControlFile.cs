@@ -30,6 +30,7 @@
  *-------------------------------------------------------------------------
  */
 using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
 using PgIpc.Buffers;
 using PgIpc.Platform;
 
@@ -122,12 +123,12 @@ public static class ControlFile
         string dir = Path.Combine(dataDirectory, "global");
         files.CreatePrivateDirectory(dir);
         string path = PathIn(dataDirectory), tmp = path + ".tmp";
-        using (FileStream f = new(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        using (SafeFileHandle f = DurableFileIO.Opened(File.OpenHandle(tmp, FileMode.Create, FileAccess.Write, FileShare.None), tmp, created: true))
         {
-            f.Write(b);
-            f.Flush(flushToDisk: true);
+            DurableFileIO.Write(f, b, 0);
+            DurableFileIO.Flush(f);
         }
-        File.Move(tmp, path, overwrite: true);
-        files.FsyncDirectory(dir);
+        DurableFileIO.Move(tmp, path, overwrite: true);
+        DurableFileIO.FsyncDirectory(files, dir);
     }
 }

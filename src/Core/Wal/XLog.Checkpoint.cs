@@ -33,6 +33,7 @@
  *-------------------------------------------------------------------------
  */
 using PgIpc.Buffers;
+using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Sync;
 
@@ -78,7 +79,7 @@ public sealed unsafe partial class XLog : IWalForBuffers
         ulong start = b.LastRecordStart;
         Flush(me, end);
         UpdateControlFile(me, state, start, redo);
-        RemoveOldSegments(Geometry.SegmentOf(redo));
+        RemoveOldSegments(me, Geometry.SegmentOf(redo));
         return start;
     }
 
@@ -111,13 +112,16 @@ public sealed unsafe partial class XLog : IWalForBuffers
         }
     }
 
-    /// <summary>RemoveOldXlogFiles: recycles (renames to a future name) or removes every segment before <paramref name="keepSegno"/>.</summary>
-    private void RemoveOldSegments(ulong keepSegno)
+    /// <summary>
+    /// RemoveOldXlogFiles: recycles (renames to a future name) or removes every segment before
+    /// <paramref name="keepSegno"/>. Under WALWriteLock, until the directory fsync: a writer opens segments only under
+    /// it, so none writes (and fsyncs, and acknowledges) WAL into a recycled segment whose new name a power loss could
+    /// still take back (the simulated power-loss test lost flushed WAL that way: the next segment is a recycled one).
+    /// </summary>
+    private void RemoveOldSegments(Participant me, ulong keepSegno)
     {
         uint tli = Timeline;
-        ulong insertSeg = Geometry.SegmentOf(InsertLsn);
         long maxSpares = Math.Max(1, Options.MaxWalSize / Geometry.SegmentSize);
-        bool changed = false;
         var existing = new HashSet<ulong>();
         var old = new List<(ulong Segno, string Path)>();
         foreach (string path in Directory.EnumerateFiles(WalDirectory))
@@ -128,6 +132,26 @@ public sealed unsafe partial class XLog : IWalForBuffers
             if (segno < keepSegno)
                 old.Add((segno, path));
         }
+        if (old.Count == 0)
+            return;
+        ref LWLock w = ref _ctl->WriteLock.Lock;
+        w.Acquire(me, LWLockMode.Exclusive);
+        try
+        {
+            RecycleLocked(old, existing, maxSpares, tli);
+        }
+        finally
+        {
+            w.Release(me);
+        }
+    }
+
+    /// <summary>The renames and removals of <see cref="RemoveOldSegments"/>, then the directory fsync; under WALWriteLock.</summary>
+    private void RecycleLocked(List<(ulong Segno, string Path)> old, HashSet<ulong> existing, long maxSpares, uint tli)
+    {
+        // A segment created since the listing makes its name's rename fail (overwrite: false): tried next time.
+        ulong insertSeg = Geometry.SegmentOf(InsertLsn);
+        bool changed = false;
         ulong next = insertSeg + 1;
         foreach ((ulong segno, string path) in old.OrderBy(o => o.Segno))
         {
@@ -137,13 +161,13 @@ public sealed unsafe partial class XLog : IWalForBuffers
             {
                 if ((long)(next - insertSeg) <= maxSpares)
                 {
-                    File.Move(path, Path.Combine(WalDirectory, Geometry.FileName(tli, next)), overwrite: false);
+                    DurableFileIO.Move(path, Path.Combine(WalDirectory, Geometry.FileName(tli, next)), overwrite: false);
                     existing.Add(next);
                     Interlocked.Increment(ref _segmentsRecycled);
                 }
                 else
                 {
-                    File.Delete(path);
+                    DurableFileIO.Delete(path);
                     Interlocked.Increment(ref _segmentsRemoved);
                 }
                 existing.Remove(segno);
@@ -158,7 +182,7 @@ public sealed unsafe partial class XLog : IWalForBuffers
             }
         }
         if (changed)
-            _platform.Files.FsyncDirectory(WalDirectory);
+            DurableFileIO.FsyncDirectory(_platform.Files, WalDirectory);
     }
 
     private long _segmentsRecycled, _segmentsRemoved;

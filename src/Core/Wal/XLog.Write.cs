@@ -27,7 +27,9 @@
  *   fdatasync(2) on Linux (.NET has none; the segments are pre-allocated,
  *   so their size never changes and fdatasync covers everything a reader
  *   needs, without the inode's mtime update fsync would also write),
- *   fsync(2) on the other Unixes, FlushFileBuffers on Windows. A failed fsync of WAL is fatal
+ *   fsync(2) on the other Unixes, FlushFileBuffers on Windows; writes and
+ *   flushes go through DurableFileIO, where a test's power-loss layer sees
+ *   them. A failed fsync of WAL is fatal
  *   (PostgreSQL PANICs): it throws WalFsyncFailedException and the host
  *   must exit with a crash code.
  *
@@ -42,6 +44,7 @@
  *-------------------------------------------------------------------------
  */
 using Microsoft.Win32.SafeHandles;
+using PgIpc.Platform;
 using PgIpc.Proc;
 using PgIpc.Sync;
 
@@ -223,7 +226,7 @@ public sealed unsafe partial class XLog
         ulong segno = Geometry.SegmentOf(pageBegin);
         SafeFileHandle f = OpenSegmentForWrite(segno);
         var data = new ReadOnlySpan<byte>(_pages + (long)startIdx * WalFormat.PageSize, npages * WalFormat.PageSize);
-        RandomAccess.Write(f, data, Geometry.SegmentOffset(pageBegin));
+        DurableFileIO.Write(f, data, Geometry.SegmentOffset(pageBegin));
         Interlocked.Increment(ref _ctl->Writes);
     }
 
@@ -233,7 +236,7 @@ public sealed unsafe partial class XLog
             return;
         try
         {
-            _platform.Files.FlushFileData(_openFile); // fdatasync on Linux: the segments are pre-allocated
+            DurableFileIO.FlushData(_platform.Files, _openFile); // fdatasync on Linux: the segments are pre-allocated
         }
         catch (IOException e)
         {
@@ -266,28 +269,28 @@ public sealed unsafe partial class XLog
         const FileShare share = FileShare.ReadWrite | FileShare.Delete; // readers, other writers' handles, recycling renames
         try
         {
-            return File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, share);
+            return DurableFileIO.Opened(File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, share), path, created: false);
         }
         catch (FileNotFoundException)
         {
         }
         string tmp = Path.Combine(WalDirectory, $"xlogtemp.{Environment.ProcessId}");
-        using (SafeFileHandle t = File.OpenHandle(tmp, FileMode.Create, FileAccess.ReadWrite, FileShare.None))
+        using (SafeFileHandle t = DurableFileIO.Opened(File.OpenHandle(tmp, FileMode.Create, FileAccess.ReadWrite, FileShare.None), tmp, created: true))
         {
             byte[] zeros = new byte[Math.Min(Geometry.SegmentSize, 1 << 20)]; // cold path: once per new segment
             for (long off = 0; off < Geometry.SegmentSize; off += zeros.Length)
-                RandomAccess.Write(t, zeros, off);
-            RandomAccess.FlushToDisk(t);
+                DurableFileIO.Write(t, zeros, off);
+            DurableFileIO.Flush(t);
         }
         try
         {
-            File.Move(tmp, path, overwrite: false);
+            DurableFileIO.Move(tmp, path, overwrite: false);
         }
         catch (IOException) when (File.Exists(path))
         {
-            File.Delete(tmp); // someone installed it meanwhile
+            DurableFileIO.Delete(tmp); // someone installed it meanwhile
         }
-        _platform.Files.FsyncDirectory(WalDirectory);
-        return File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, share);
+        DurableFileIO.FsyncDirectory(_platform.Files, WalDirectory);
+        return DurableFileIO.Opened(File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, share), path, created: false);
     }
 }

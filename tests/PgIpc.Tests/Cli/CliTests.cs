@@ -51,6 +51,7 @@ public sealed class CliTests
     [TestCase("demo", "--workers", "0")]
     [TestCase("demo", "--seconds", "-1")]
     [TestCase("demo", "--parallel", "--crash")]
+    [TestCase("demo", "--parallel", "--no-wal")]
     [TestCase("demo", "--workers")]
     [TestCase("inspect")]
     [TestCase("inspect", "not-a-handle")]
@@ -90,7 +91,7 @@ public sealed class CliTests
         Assert.That(platform.SharedMemory.QueryStatus(id).Exists, Is.True, "a dry run removes nothing");
     }
 
-    [TestCase("demo", "--workers", "--crash", "--parallel", "--rows")]
+    [TestCase("demo", "--workers", "--crash", "--no-wal", "--parallel", "--rows")]
     [TestCase("inspect", "<handle>", "--procs", "--allocations", "--buffers", "--locks", "--dsm", "--json")]
     [TestCase("cleanup", "--dry-run", "--backend")]
     [TestCase("backends")]

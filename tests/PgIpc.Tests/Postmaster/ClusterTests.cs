@@ -56,15 +56,7 @@ public sealed class ClusterTests(string backend)
         _dataDir = null;
     }
 
-    private ClusterBuilder Builder(string what)
-        => new ClusterBuilder(TestEnvironment.UniqueKey(what))
-            .WithPlatform(_platform)
-            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
-            .WithMaxChildren(4)
-            .WithLog(_log)
-            .WithStopGrace(TimeSpan.FromSeconds(2))
-            .RequestShmem(PostmasterWorkerCommands.CountersName, PostmasterWorkerCommands.NumCounters * 8)
-            .OnShmemStartup(c => c.InitStruct(PostmasterWorkerCommands.CountersName, PostmasterWorkerCommands.NumCounters * 8, null, out _));
+    private ClusterBuilder Builder(string what) => PostmasterWorkerCommands.TestBuilder(what, _platform, _log, TimeSpan.FromSeconds(2));
 
     private ChildSpec Spec(string name, string mode, int ms = 0, int restartIntervalMs = -1, ProcKind kind = ProcKind.BackgroundWorker)
         => PostmasterWorkerCommands.Spec(name, backend, mode, ms, kind, restartIntervalMs);

@@ -70,7 +70,7 @@ public sealed class ModuleRegistryTests(string backend)
             Assert.That(view.ModuleNames, Is.EqualTo(new[]
             {
                 ProcArray.ShmemName, "PgIpc.LWLockTranches", "PgIpc.ProcSignal", "PgIpc.PMSignal", SinvalQueue.ShmemName,
-                "PgIpc.DsmControl", BackgroundWorkerArray.ShmemName, "PgIpc.LockManager", "PgIpc.BufferPool", Checkpointer.ShmemName,
+                "PgIpc.DsmControl", BackgroundWorkerArray.ShmemName, SupervisorRequests.ShmemName, "PgIpc.LockManager", "PgIpc.Stats", "PgIpc.BufferPool", Checkpointer.ShmemName,
                 "PgIpc.BgWriter", PostmasterWorkerCommands.UserModuleName, "mod.raw",
             }));
             Assert.That(view.Get<BufferPool>().NumBuffers, Is.EqualTo(32));

@@ -14,6 +14,17 @@
  *     pages <n>    join, extend relation PagesRelation by n blocks through
  *                  the cluster's buffer pool, write PageValue(i) at
  *                  PageOffset of block i, mark them dirty, exit 0
+ *     launcher <x> asks for worker "no-such-entry" (records the outcome in
+ *                  counter LauncherUnknownState), then for AssignedEntry with
+ *                  the 8-byte assignment x; waits for its outcome and records
+ *                  the worker's pid, result and final state; exit 0
+ *     assigned     reads its assignment x, records its pid in AssignedPid,
+ *                  reports AssignedResult(x); exit 0 (5: no assignment)
+ *     restart-sibling  asks the supervisor to restart "ghost" (no such
+ *                  child) and RestartTarget; exit 0
+ *     service <x>  posts service request ThrowingServiceCode, then
+ *                  ServiceCode with the 8-byte argument x; exit 0
+ *     wal-incr <i> the WAL kill loop's child (Wal/WalWorkerCommands.cs)
  *   Worker commands:
  *     pm-supervise <backend> <key> <k> <mode> <ms> <dataDir|->
  *                  this worker becomes a supervisor: builds a cluster
@@ -75,8 +86,40 @@ internal static class PostmasterWorkerCommands
     public static readonly ShmemModule<ShmemRegion> UserModule = new(UserModuleName, _ => 64,
         c => c.Segment.InitStruct(UserModuleName, 64, r => r.AsSpan<long>()[0] = UserModuleMagic, out _));
 
+    // Supervisor request children (counters of "test.pm" from index 20 on; 1..4 hold the children's pids).
+    public const string AssignedEntry = "assigned-worker";
+    public const string RestartTarget = "victim";
+    public const int LauncherUnknownState = 20, LauncherWorkerPid = 21, LauncherResult = 22, LauncherFinalState = 23, AssignedPid = 24;
+    public const int ThrowingServiceCode = 1, ServiceCode = 2;
+
+    /// <summary>What the "assigned" worker reports for assignment <paramref name="x"/>.</summary>
+    public static long AssignedResult(long x) => x * 3 + 1;
+
+    private static readonly TimeSpan ChildPatience = TimeSpan.FromSeconds(60);
+
+    private static byte[] LongBytes(long v)
+    {
+        byte[] b = new byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(b, v);
+        return b;
+    }
+
     private static Cluster? s_cluster;
     private static BackgroundWorkerHandle? s_last;
+
+    /// <summary>
+    /// A cluster builder as the supervisor tests use it: small slot counts, the log to <paramref name="log"/>, and the
+    /// "test.pm" counters the children write.
+    /// </summary>
+    public static ClusterBuilder TestBuilder(string what, IPgIpcPlatform platform, TextWriter log, TimeSpan stopGrace)
+        => new ClusterBuilder(TestEnvironment.UniqueKey(what))
+            .WithPlatform(platform)
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
+            .WithMaxChildren(4)
+            .WithLog(log)
+            .WithStopGrace(stopGrace)
+            .RequestShmem(CountersName, NumCounters * 8)
+            .OnShmemStartup(c => c.InitStruct(CountersName, NumCounters * 8, null, out _));
 
     /// <summary>The spec of a child that runs this test executable in <paramref name="mode"/>.</summary>
     public static ChildSpec Spec(string name, string backend, string mode, int ms = 0, ProcKind kind = ProcKind.BackgroundWorker, int restartIntervalMs = -1)
@@ -145,6 +188,39 @@ internal static class PostmasterWorkerCommands
                 Environment.Exit(0);
                 return 0;
             }
+            case "launcher":
+            {
+                Span<long> counters = cluster.Segment.TryFindStruct(CountersName, out ShmemRegion cr) ? cr.AsSpan<long>() : throw new InvalidOperationException("no counters");
+                SupervisorRequests requests = cluster.SupervisorRequests;
+                using (WorkerRequestHandle unknown = requests.RequestWorker("no-such-entry", []))
+                    Volatile.Write(ref counters[LauncherUnknownState], (long)unknown.WaitForOutcome(ChildPatience));
+                using WorkerRequestHandle h = requests.RequestWorker(AssignedEntry, LongBytes(ms));
+                int workerPid = h.WaitForStartup(ChildPatience);
+                WorkerRequestState final = h.WaitForOutcome(ChildPatience);
+                byte[] result = h.Result;
+                Volatile.Write(ref counters[LauncherWorkerPid], workerPid);
+                Volatile.Write(ref counters[LauncherResult], result.Length == 8 ? BinaryPrimitives.ReadInt64LittleEndian(result) : -1);
+                Volatile.Write(ref counters[LauncherFinalState], (long)final); // last: the test waits for it
+                return 0;
+            }
+            case "assigned":
+            {
+                WorkerAssignment? a = cluster.SupervisorRequests.GetAssignment();
+                if (a is null || a.Entry != AssignedEntry || a.Argument.Length != 8)
+                    return 5;
+                long x = BinaryPrimitives.ReadInt64LittleEndian(a.Argument);
+                if (cluster.Segment.TryFindStruct(CountersName, out ShmemRegion cr))
+                    Volatile.Write(ref cr.AsSpan<long>()[AssignedPid], Environment.ProcessId);
+                return a.Complete(LongBytes(AssignedResult(x))) ? 0 : 6;
+            }
+            case "restart-sibling":
+                cluster.SupervisorRequests.RequestRestart("ghost");
+                cluster.SupervisorRequests.RequestRestart(RestartTarget);
+                return 0;
+            case "service":
+                cluster.SupervisorRequests.PostServiceRequest(ThrowingServiceCode, []);
+                cluster.SupervisorRequests.PostServiceRequest(ServiceCode, LongBytes(ms));
+                return 0;
             case "pages":
             {
                 BufferPool pool = cluster.Buffers ?? throw new InvalidOperationException("the cluster has no buffer pool");
@@ -159,6 +235,8 @@ internal static class PostmasterWorkerCommands
                 }
                 return 0;
             }
+            case "wal-incr":
+                return Wal.WalWorkerCommands.RunIncrementChild(cluster, me, ms);
             default:
                 return 2;
         }

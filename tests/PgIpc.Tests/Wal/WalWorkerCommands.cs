@@ -12,6 +12,16 @@
  *                                                         block, logged and flushed, then the value is written to
  *                                                         file (acknowledged); and the same value at offset 100 of
  *                                                         block + 1, never logged. Runs until the process is killed)
+ *     wal-supervise <backend> <key> <dir> <k>
+ *                                      -> ok <pid>       (this worker becomes a supervisor with a buffer pool and
+ *                                                         WAL over <dir> (replaying what is there), starting k
+ *                                                         permanent "wal-incr" children; the test kills it)
+ *   Child mode (the test executable started by that supervisor):
+ *     wal-incr <i>   loops until shutdown or the supervisor's death: block i of relation 7 at offset 100 takes
+ *                    value + 1, logged and flushed, then acknowledged in <dir>/killloop/ack.<i> (written whole,
+ *                    renamed); then the same value at offset 100 of block KillLoopUnlogged + i, never logged.
+ *                    At start it writes <dir>/killloop/pid.<i> and compares the page with its acknowledgement:
+ *                    a page behind it (an acknowledged update lost) leaves <dir>/killloop/lost.<i>.<pid>.
  *   The file path must not contain spaces.
  *-------------------------------------------------------------------------
  */
@@ -84,8 +94,91 @@ internal static class WalWorkerCommands
                 reply = "ok";
                 return true;
             }
+            case "wal-supervise":
+                reply = Supervise(a[1], a[2], a[3], Int(a[4]));
+                return true;
             default:
                 return false;
+        }
+    }
+
+    /// <summary>The first never-logged block of the kill loop (block KillLoopUnlogged + i belongs to child i).</summary>
+    public const uint KillLoopUnlogged = 8;
+
+    /// <summary>The kill loop's files (acknowledgements, pids, losses) under <paramref name="dataDir"/>.</summary>
+    public static string KillLoopDir(string dataDir) => Path.Combine(dataDir, "killloop");
+
+    private static Supervisor? s_supervisor;
+
+    private static string Supervise(string backend, string key, string dir, int k)
+    {
+        WalTests.RegisterTestRmgr();
+        ClusterBuilder b = new ClusterBuilder(key)
+            .WithPlatform(PgIpc.Platform.PgIpcPlatform.Get(backend))
+            .WithMaxParticipants(new ProcArrayOptions(MaxBackends: 4, MaxAuxiliary: 2, MaxBackgroundWorkers: 4))
+            .WithMaxChildren(4)
+            .WithDataDirectory(dir)
+            .WithLog(TextWriter.Null)
+            .WithBufferPool(32)
+            .WithWal(new WalOptions { SegmentSize = 1 << 20, MaxWalSize = 1L << 30 });
+        for (int i = 0; i < k; i++)
+            b.AddBackgroundWorker(Postmaster.PostmasterWorkerCommands.Spec($"incr {i}", backend, "wal-incr", i, restartIntervalMs: 0));
+        s_supervisor = b.Build();
+        s_supervisor.Start();
+        return $"ok {Environment.ProcessId}";
+    }
+
+    /// <summary>The "wal-incr" child (see the header); returns its exit code.</summary>
+    public static int RunIncrementChild(Cluster cluster, Participant me, int index)
+    {
+        WalTests.RegisterTestRmgr();
+        XLog wal = cluster.Get<XLog>();
+        BufferPool pool = cluster.Get<BufferPool>();
+        string dir = KillLoopDir(wal.DataDirectory);
+        string ack = Path.Combine(dir, $"ack.{index}");
+        long acked = File.Exists(ack) ? long.Parse(File.ReadAllText(ack), CultureInfo.InvariantCulture) : 0; // nobody renames it now
+        long v = Read(pool, me, (uint)index);
+        if (v < acked)
+            File.WriteAllText(Path.Combine(dir, $"lost.{index}.{Environment.ProcessId}"), $"block {index}: {v} on the page after recovery, {acked} acknowledged");
+        WriteWhole(Path.Combine(dir, $"pid.{index}"), Environment.ProcessId);
+        while (!cluster.ShutdownRequested && !cluster.Procs.IsSupervisorDead)
+        {
+            v++;
+            wal.Flush(me, Set(pool, wal, me, (uint)index, v, log: true));
+            WriteWhole(ack, v);
+            Set(pool, wal, me, KillLoopUnlogged + (uint)index, v, log: false);
+        }
+        return 0;
+    }
+
+    /// <summary>Writes <paramref name="value"/> to a temp file and renames it over <paramref name="path"/>: a kill never leaves half a number.</summary>
+    private static void WriteWhole(string path, long value)
+    {
+        File.WriteAllText(path + ".tmp", value.ToString(CultureInfo.InvariantCulture));
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                File.Move(path + ".tmp", path, overwrite: true);
+                return;
+            }
+            catch (IOException) when (attempt < 200)
+            {
+                Thread.Sleep(5); // Windows: the test has the file open for a moment
+            }
+        }
+    }
+
+    internal static long Read(BufferPool pool, Participant me, uint block)
+    {
+        int b = pool.ReadBuffer(me, 7, ForkNumber.Main, block);
+        try
+        {
+            return BinaryPrimitives.ReadInt64LittleEndian(pool.GetPage(me, b)[100..]);
+        }
+        finally
+        {
+            pool.ReleaseBuffer(me, b);
         }
     }
 
