@@ -8,6 +8,7 @@
  *   dotnet run -c Release --project perf -- pingpong [--backend linux|posix|pipe|socket|all] [--rounds 20000] [--samples 5]
  *   dotnet run -c Release --project perf -- mq [--backend linux|posix] [--seconds 2]
  *   dotnet run -c Release --project perf -- buffers [--backend linux|posix] [--workload hit|mix|all]
+ *   dotnet run -c Release --project perf -- wal [--backend linux|posix] [--seconds 1] [--samples 3]
  *   dotnet run -c Release --project perf -- bindings [--blocks 200] [--calls 2000]
  *   dotnet run -c Release --project perf -- report [--quick] [--backend linux|posix|windows]...
  *
@@ -24,7 +25,9 @@
  *   (Contention/ShmMqHarness.cs, child verb "mq-child"), shm_mq between
  *   two processes with pipe and socket peers; so is "buffers"
  *   (Buffers/BufferHarness.cs, child verb "buffers-child"), the buffer
- *   pool's hit path and a mixed workload with one and two processes.
+ *   pool's hit path and a mixed workload with one and two processes; so is
+ *   "wal" (Wal/WalHarness.cs, child verb "wal-child"), WAL inserts in one
+ *   and two processes and eight committers in four processes.
  *   "bindings" (Platform/BindingAbHarness.cs) times our former libc
  *   bindings against Tmds.LibC's, call by call, in one process.
  *   "report" (Report/ReportCommand.cs) runs all of them with their peers
@@ -70,6 +73,10 @@ public static class Program
             return Buffers.BufferHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == Buffers.BufferHarness.ChildVerb)
             return Buffers.BufferHarness.Child(args[1..]);
+        if (args.Length > 0 && args[0] == Wal.WalHarness.ParentVerb)
+            return Wal.WalHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == Wal.WalHarness.ChildVerb)
+            return Wal.WalHarness.Child(args[1..]);
         if (args.Length > 0 && args[0] == Lmgr.LockManagerHarness.ParentVerb)
             return Lmgr.LockManagerHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == Lmgr.LockManagerHarness.ChildVerb)

@@ -22,13 +22,16 @@
  *
  *   Ops: lwlock (LWLockBenchmarks.ExclusivePairLoop, linux backend),
  *   bufferhit (BufferPoolBenchmarks.ReadBufferHitRelease), mq
- *   (ShmMqBenchmarks.FlushEach, 64 B).
+ *   (ShmMqBenchmarks.FlushEach, 64 B), walinsert (WalBenchmarks.Insert100:
+ *   a 100-byte record without a flush; the write-out of full buffers and
+ *   the benchmark's periodic checkpoint are in the count, amortised).
  *-------------------------------------------------------------------------
  */
 using System.Globalization;
 using PgIpc.Perf.Buffers;
 using PgIpc.Perf.Mq;
 using PgIpc.Perf.Sync;
+using PgIpc.Perf.Wal;
 
 namespace PgIpc.Perf.OpCount;
 
@@ -40,7 +43,7 @@ internal static class OpCountHarness
     {
         if (args.Length != 2 || !int.TryParse(args[1], NumberStyles.None, CultureInfo.InvariantCulture, out int n))
         {
-            Console.Error.WriteLine("usage: perf opcount lwlock|bufferhit|mq <invocations>");
+            Console.Error.WriteLine("usage: perf opcount lwlock|bufferhit|mq|walinsert <invocations>");
             return 2;
         }
         long sink = 0;
@@ -76,8 +79,18 @@ internal static class OpCountHarness
                 b.Cleanup();
                 break;
             }
+            case "walinsert":
+            {
+                var b = new WalBenchmarks { Backend = "linux", SteadyState = false };
+                b.Setup();
+                sink += (long)b.Insert100();
+                for (int i = 0; i < n; i++)
+                    sink += (long)b.Insert100();
+                b.Cleanup();
+                break;
+            }
             default:
-                Console.Error.WriteLine($"unknown op {args[0]}: lwlock, bufferhit or mq");
+                Console.Error.WriteLine($"unknown op {args[0]}: lwlock, bufferhit, mq or walinsert");
                 return 2;
         }
         Console.WriteLine($"{args[0]} x {n} invocations done ({sink & 1})");

@@ -62,10 +62,11 @@ internal static partial class ReportCommand
                 R($"mq.batched.{size}", $"shm_mq one process, {SizeName(size)}, batched", $"{m}.mq.copy.{size}", "copy in + out");
                 R($"mq.flusheach.{size}", $"shm_mq one process, {SizeName(size)}, flush each", $"{m}.mq.copy.{size}", "copy in + out");
             }
+            R("wal.insert", "WAL insert of a 100-byte record, no flush (write-out of full buffers and checkpoints amortised)");
+            R("wal.commit", "WAL commit: 100-byte record inserted + XLogFlush", $"{m}.wal.bare-fdatasync", "8 KiB pwrite + fdatasync, same directory");
             R("memctx.palloc-pair", "palloc + pfree pair, 16-256 B", $"{m}.memctx.native-pair", "NativeMemory.Alloc + Free");
             R("memctx.palloc-batch", "palloc x1024 then pfree, 16-256 B", $"{m}.memctx.native-batch", "NativeMemory, same batch");
         }
-        data.Skip(MicroSection, "micro.wal", "WAL insert", "no WAL benchmark exists yet (issue 18: \"once they exist\")");
 
         // Harness figures: a few stand beside a limits line; every other parsed line is a row of its own.
         foreach (Figure f in data.Figures.Values.Where(f => f.Id.StartsWith("harness.", StringComparison.Ordinal)).ToList())
@@ -80,6 +81,14 @@ internal static partial class ReportCommand
                 _ when Regex.IsMatch(id, @"^harness\.contend\.[a-z]+\.lwlock-exclusive") => [("limits.08_contended_pshared_mutex", "limits 08_contended_pshared_mutex", "vs-mutex")],
                 _ => [],
             };
+            Match wal = Regex.Match(id, @"^harness\.wal\.([a-z]+)\.insert-two-processes$");
+            if (wal.Success)
+            {
+                data.Row(HarnessSection, id, id["harness.".Length..], id);
+                data.Row(HarnessSection, $"harness.wal.{wal.Groups[1].Value}.insert-two-vs-one", $"WAL insert, two processes together against one, {wal.Groups[1].Value}",
+                    id, $"harness.wal.{wal.Groups[1].Value}.insert-one-process", "one process, same run");
+                continue;
+            }
             if (peers.Length == 0)
             {
                 data.Row(HarnessSection, id, id["harness.".Length..], id);

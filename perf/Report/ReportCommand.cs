@@ -13,7 +13,7 @@
  *   W = 1 and 2, PostgreSQL's shm_mq ring (pg-shm-mq/run.sh, one sample)
  *   right before PgIpc's ring of the same shape (RingHarness), spin off and
  *   on; the scale curves (ScaleHarness; only in the first rounds); the
- *   two-process harnesses (pingpong, contend, buffers, mq, lmgr; their
+ *   two-process harnesses (pingpong, contend, buffers, wal, mq, lmgr; their
  *   output is parsed where the report has a peer for it, and kept raw).
  *   So each ratio's two sides are seconds to a minute apart, and each
  *   figure's median [min..max] is over the rounds.
@@ -231,6 +231,8 @@ internal static partial class ReportCommand
             M(typeof(Mq.ShmMqBenchmarks), new Dictionary<string, object> { ["MessageSize"] = size, ["Backend"] = b },
                 ("CopyBaseline", $"mq.copy.{size}"), ("Batched", $"mq.batched.{size}"), ("FlushEach", $"mq.flusheach.{size}"));
         if (first)
+            M(typeof(Wal.WalBenchmarks), be, ("Insert100", "wal.insert"), ("BareWrite8KAndFdatasync", "wal.bare-fdatasync"), ("Commit", "wal.commit"));
+        if (first)
             M(typeof(Memory.MemoryContextBenchmarks), new Dictionary<string, object> { ["Range"] = "Small" },
                 ("NativeAllocFreePair", "memctx.native-pair"), ("PallocPfreePair", "memctx.palloc-pair"),
                 ("NativeAllocFreeBatch", "memctx.native-batch"), ("PallocPfreeBatch", "memctx.palloc-batch"));
@@ -240,7 +242,7 @@ internal static partial class ReportCommand
     // The two-process harnesses, as child processes of their own
     // ------------------------------------------------------------------
 
-    [GeneratedRegex(@"^(\S.*?)\s+(-?[0-9.]+) (us|ns|Mops/s|M msg/s) \[")]
+    [GeneratedRegex(@"^(\S.*?)\s+(-?[0-9.]+) (us|ns|Mops/s|M msg/s|M rec/s|k commits/s|fsyncs/commit) \[")]
     private static partial Regex HarnessLine();
 
     private static void Harnesses(Options o, List<string> backends, bool wine, ReportData data, int r)
@@ -254,6 +256,8 @@ internal static partial class ReportCommand
                 runs.Add(("contend", ["--backend", b, "--seconds", o.Quick ? "1" : "2", "--samples", o.Quick ? "3" : "5"], $"contend.{b}"));
             if (b != "windows")
                 runs.Add(("buffers", ["--backend", b, "--workload", "hit", "--seconds", o.Quick ? "1" : "2", "--samples", o.Quick ? "2" : "3"], $"buffers.{b}"));
+            if (b != "windows")
+                runs.Add(("wal", ["--backend", b, "--seconds", o.Quick ? "0.5" : "1", "--samples", o.Quick ? "2" : "3"], $"wal.{b}"));
             if (!o.Quick && b != "windows")
             {
                 runs.Add(("mq", ["--backend", b, "--seconds", "1", "--spin", "both"], $"mq.{b}"));

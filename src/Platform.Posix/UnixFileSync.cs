@@ -52,6 +52,33 @@ internal sealed unsafe class UnixFileSync : IFileSync
         }
     }
 
+    public void FlushFileData(SafeFileHandle file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        if (!OperatingSystem.IsLinux())
+        {
+            RandomAccess.FlushToDisk(file); // fsync: macOS and the BSDs differ in what fdatasync covers, if they have it
+            return;
+        }
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added);
+            int rc;
+            do
+            {
+                rc = LibC.fdatasync((int)file.DangerousGetHandle());
+            } while (rc != 0 && Errno.Last == Errno.EINTR);
+            if (rc != 0)
+                throw new IOException(Errno.Exception("fdatasync", Errno.Last, "a file").Message);
+        }
+        finally
+        {
+            if (added)
+                file.DangerousRelease();
+        }
+    }
+
     public FileOwnership? GetOwnership(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);

@@ -121,10 +121,10 @@ public sealed class LayoutTests
             ("ChangeCount", 0), ("Pid", 4), ("Kind", 8), ("State", 12), ("BackendStartUs", 16), ("StateChangeUs", 24), ("DetailLength", 32),
             ("BackendTypeLength", 36), ("BackendType", 40), ("Detail", 128)]),
         [typeof(PgIpc.Wal.XLogCtlData)] = (640, [
-            ("InsertPosLock", 0), ("CurrBytePos", 8), ("PrevBytePos", 16), ("RedoRecPtr", 24), ("FullPageWrites", 32), ("InfoLock", 64),
+            ("InsertPosLock", 0), ("CurrBytePos", 8), ("PrevBytePos", 16), ("RedoRecPtr", 24), ("FullPageWrites", 32), ("Records", 40), ("BytesInserted", 48), ("InfoLock", 64),
             ("WriteRqst", 72), ("FlushRqst", 80), ("CkptRequestedSeg", 88), ("LogwrtWrite", 128), ("LogwrtFlush", 136),
             ("InitializedUpTo", 192), ("Magic", 256), ("NumBuffers", 260), ("SegmentSize", 264), ("Timeline", 268), ("SystemId", 272),
-            ("MaxWalSize", 280), ("WriterDelayMs", 288), ("WriterFlushAfter", 292), ("Records", 320), ("Fsyncs", 352),
+            ("MaxWalSize", 280), ("WriterDelayMs", 288), ("WriterFlushAfter", 292), ("FullPageImages", 336), ("Fsyncs", 352),
             ("LastCheckpoint", 384), ("LastCheckpointRedo", 392), ("State", 400), ("WriteLock", 448), ("BufMappingLock", 512),
             ("ControlLock", 576)]),
         [typeof(PgIpc.Wal.WalInsertLockPadded)] = (64, [("Lock", 0), ("InsertingAt", 16)]),

@@ -89,6 +89,18 @@ internal static class DurableFileIO
             RandomAccess.FlushToDisk(handle);
     }
 
+    /// <summary>
+    /// IFileSync.FlushFileData (fdatasync on Linux) of a file whose size does not change (a pre-allocated WAL
+    /// segment); a test's layer sees it as a flush.
+    /// </summary>
+    internal static void FlushData(IFileSync files, SafeFileHandle handle)
+    {
+        if (Hook is { } hook)
+            hook.Flush(handle);
+        else
+            files.FlushFileData(handle);
+    }
+
     /// <summary>File.Move.</summary>
     internal static void Move(string from, string to, bool overwrite)
     {

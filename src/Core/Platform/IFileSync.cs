@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * IFileSync.cs
  *   The file-system calls .NET does not offer in the form PgIpc needs:
- *   fsync of a directory, files and directories created private to their
+ *   fsync of a directory, fdatasync of a file, files and directories created private to their
  *   user from the start, an open that refuses a symbolic link, and a
  *   file's owner and mode.
  *
@@ -48,6 +48,15 @@ public interface IFileSync
     /// stable storage. Throws <see cref="PgIpcOsException"/> naming the failing call.
     /// </summary>
     void FsyncDirectory(string path);
+
+    /// <summary>
+    /// Flushes <paramref name="file"/>'s data, and the metadata needed to read it back (its size, block map), to
+    /// stable storage: fdatasync(2) where the OS has it (Linux), else what <see cref="RandomAccess.FlushToDisk"/> does
+    /// (fsync(2); FlushFileBuffers on Windows). Cheaper than a full fsync for a file overwritten in place (the WAL's
+    /// pre-allocated segments): a change of the modification time alone is not written. Throws
+    /// <see cref="IOException"/> when the flush fails.
+    /// </summary>
+    void FlushFileData(SafeFileHandle file) => RandomAccess.FlushToDisk(file);
 
     /// <summary>
     /// The owner and mode of <paramref name="path"/>, or null where the OS has no Unix owners and modes (Windows).

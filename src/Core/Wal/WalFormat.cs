@@ -222,8 +222,7 @@ public readonly struct WalGeometry
     /// <summary>The LSN of usable byte position <paramref name="bytePos"/> (XLogBytePosToRecPtr): a position at a page start means after its header.</summary>
     public ulong BytePosToRecPtr(ulong bytePos)
     {
-        ulong fullsegs = bytePos / UsableBytesInSegment;
-        ulong bytesleft = bytePos % UsableBytesInSegment;
+        (ulong fullsegs, ulong bytesleft) = Math.DivRem(bytePos, UsableBytesInSegment); // one division (the insert path)
         ulong segOffset;
         const ulong firstPageUsable = WalFormat.PageSize - WalFormat.LongPageHeaderSize;
         if (bytesleft < firstPageUsable)
@@ -241,8 +240,7 @@ public readonly struct WalGeometry
     /// <summary>As <see cref="BytePosToRecPtr"/>, but a position at a page boundary is the boundary (XLogBytePosToEndRecPtr): the end of a record.</summary>
     public ulong BytePosToEndRecPtr(ulong bytePos)
     {
-        ulong fullsegs = bytePos / UsableBytesInSegment;
-        ulong bytesleft = bytePos % UsableBytesInSegment;
+        (ulong fullsegs, ulong bytesleft) = Math.DivRem(bytePos, UsableBytesInSegment); // one division (the insert path)
         ulong segOffset;
         const ulong firstPageUsable = WalFormat.PageSize - WalFormat.LongPageHeaderSize;
         if (bytesleft < firstPageUsable)

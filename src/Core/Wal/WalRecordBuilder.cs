@@ -212,6 +212,7 @@ public sealed unsafe class WalRecordBuilder
     private static ulong GetPageLsn(byte* page) => GetPageLsn(new ReadOnlySpan<byte>(page, 8));
 
     /// <summary>XLogRecordAssemble: the record's bytes in _record; its length.</summary>
+    [SkipLocalsInit] // the stackalloc'd per-block arrays are written for every block in use before they are read
     private int Assemble(byte rmId, byte info, ulong redo, bool doPageWrites, out ulong fpwLsn, out bool anyImage)
     {
         fpwLsn = 0;

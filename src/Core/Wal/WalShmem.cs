@@ -82,6 +82,9 @@ public sealed record WalOptions
 ///   16  PrevBytePos       InsertPosLock: usable-byte position of the last record reserved
 ///   24  RedoRecPtr        written holding every insertion lock and InsertPosLock; read under either
 ///   32  FullPageWrites    immutable (1 = full_page_writes on)
+///   40  Records           InsertPosLock: records reserved since shared memory was made (counted in the critical
+///                         section the inserter is in anyway: no extra shared cache line, no atomic)
+///   48  BytesInserted     InsertPosLock: their bytes (MAXALIGNed)
 ///   64  InfoLock          spinlock (info_lck) over WriteRqst, FlushRqst, CkptRequestedSeg
 ///   72  WriteRqst         InfoLock: highest write request seen (LogwrtRqst.Write)
 ///   80  FlushRqst         InfoLock: highest flush request seen
@@ -98,7 +101,7 @@ public sealed record WalOptions
 ///  280  MaxWalSize        immutable
 ///  288  WriterDelayMs     immutable
 ///  292  WriterFlushAfter  immutable
-///  320  Records .. Flushes  statistics, atomic increments only (only grow)
+///  336  FullPageImages .. Flushes  statistics, atomic increments only (only grow; never on an insert without images)
 ///  384  LastCheckpoint    ControlLock: start of the last checkpoint record
 ///  392  LastCheckpointRedo ControlLock: its redo pointer
 ///  400  State             ControlLock: the control file's state as last written
@@ -118,6 +121,8 @@ internal struct XLogCtlData
     [FieldOffset(16)] public ulong PrevBytePos;
     [FieldOffset(24)] public ulong RedoRecPtr;
     [FieldOffset(32)] public int FullPageWrites;
+    [FieldOffset(40)] public long Records;
+    [FieldOffset(48)] public long BytesInserted;
     [FieldOffset(64)] public int InfoLock;
     [FieldOffset(72)] public ulong WriteRqst;
     [FieldOffset(80)] public ulong FlushRqst;
@@ -133,8 +138,6 @@ internal struct XLogCtlData
     [FieldOffset(280)] public long MaxWalSize;
     [FieldOffset(288)] public int WriterDelayMs;
     [FieldOffset(292)] public int WriterFlushAfter;
-    [FieldOffset(320)] public long Records;
-    [FieldOffset(328)] public long BytesInserted;
     [FieldOffset(336)] public long FullPageImages;
     [FieldOffset(344)] public long Writes;
     [FieldOffset(352)] public long Fsyncs;

@@ -23,11 +23,13 @@
  *   holder's fsync covered it and it returns without any I/O. Hence fewer
  *   fsyncs than commits when committers overlap (WalStats.Fsyncs).
  *
- *   Durability: the fsync is RandomAccess.FlushToDisk (fsync(2) on Unix,
- *   FlushFileBuffers on Windows; writes and fsyncs go through DurableFileIO,
- *   where a test's power-loss layer sees them); .NET has no fdatasync, and since the
- *   segments are pre-allocated (their size never changes) fsync costs the
- *   same metadata as fdatasync would. A failed fsync of WAL is fatal
+ *   Durability: the flush is the platform's IFileSync.FlushFileData:
+ *   fdatasync(2) on Linux (.NET has none; the segments are pre-allocated,
+ *   so their size never changes and fdatasync covers everything a reader
+ *   needs, without the inode's mtime update fsync would also write),
+ *   fsync(2) on the other Unixes, FlushFileBuffers on Windows; writes and
+ *   flushes go through DurableFileIO, where a test's power-loss layer sees
+ *   them. A failed fsync of WAL is fatal
  *   (PostgreSQL PANICs): it throws WalFsyncFailedException and the host
  *   must exit with a crash code.
  *
@@ -234,7 +236,7 @@ public sealed unsafe partial class XLog
             return;
         try
         {
-            DurableFileIO.Flush(_openFile);
+            DurableFileIO.FlushData(_platform.Files, _openFile); // fdatasync on Linux: the segments are pre-allocated
         }
         catch (IOException e)
         {

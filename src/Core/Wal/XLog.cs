@@ -186,13 +186,9 @@ public sealed unsafe partial class XLog : IDisposable
     /// <summary>The redo pointer: pages changed first after it get a full-page image (GetRedoRecPtr).</summary>
     public ulong RedoLsn
     {
-        get
-        {
-            SLock.Acquire(ref _ctl->InsertPosLock, "WAL insert position");
-            ulong redo = _ctl->RedoRecPtr;
-            SLock.Release(ref _ctl->InsertPosLock);
-            return redo;
-        }
+        // Acquire load, no spinlock (an aligned 64-bit read is never torn); pairs with BeginCheckpoint's release store.
+        // Inserters read it racily to assemble, then re-check it under their insertion lock (InsertRecord).
+        get => Volatile.Read(ref _ctl->RedoRecPtr);
     }
 
     /// <summary>A snapshot of the counters and positions.</summary>
@@ -200,10 +196,13 @@ public sealed unsafe partial class XLog : IDisposable
     {
         get
         {
-            ulong ckpt, insert = InsertLsn;
-            ckpt = Volatile.Read(ref _ctl->LastCheckpoint);
-            return new WalStats(insert, WriteLsn, FlushLsn, RedoLsn, ckpt, Interlocked.Read(ref _ctl->Records),
-                Interlocked.Read(ref _ctl->BytesInserted), Interlocked.Read(ref _ctl->FullPageImages), Interlocked.Read(ref _ctl->Writes),
+            SLock.Acquire(ref _ctl->InsertPosLock, "WAL insert position");
+            ulong insert = Geometry.BytePosToRecPtr(_ctl->CurrBytePos);
+            long records = _ctl->Records, bytes = _ctl->BytesInserted;
+            SLock.Release(ref _ctl->InsertPosLock);
+            ulong ckpt = Volatile.Read(ref _ctl->LastCheckpoint);
+            return new WalStats(insert, WriteLsn, FlushLsn, RedoLsn, ckpt, records,
+                bytes, Interlocked.Read(ref _ctl->FullPageImages), Interlocked.Read(ref _ctl->Writes),
                 Interlocked.Read(ref _ctl->Fsyncs), Interlocked.Read(ref _ctl->Flushes));
         }
     }
@@ -243,9 +242,12 @@ public sealed unsafe partial class XLog : IDisposable
         ulong prevByte = _ctl->PrevBytePos;
         _ctl->CurrBytePos = startByte + size;
         _ctl->PrevBytePos = startByte;
+        _ctl->Records++; // statistics: in the cache line this critical section owns already
+        _ctl->BytesInserted += (long)size;
         SLock.Release(ref _ctl->InsertPosLock);
         ulong start = Geometry.BytePosToRecPtr(startByte);
-        ulong end = Geometry.BytePosToEndRecPtr(startByte + size);
+        // A record ending in its first page ends size bytes on (at the page's end at most): no division.
+        ulong end = start % WalFormat.PageSize + size <= WalFormat.PageSize ? start + size : Geometry.BytePosToEndRecPtr(startByte + size);
         ulong prev = Geometry.BytePosToRecPtr(prevByte);
 
         BinaryPrimitives.WriteUInt64LittleEndian(record[8..], prev);
@@ -253,10 +255,13 @@ public sealed unsafe partial class XLog : IDisposable
         BinaryPrimitives.WriteUInt32LittleEndian(record[WalFormat.RecordCrcOffset..], ~crc);
 
         CopyToBuffers(me, ref l, record, start, end);
-        l.Lock.ReleaseClearVar(me, ref l.InsertingAt, 0);
+        // Our progress is published only when we waited for a buffer page; when it is still 0 (the usual case) the
+        // exchange is not needed: only the holder writes it, and Release is the ordering point for WaitForVar.
+        if (l.InsertingAt != 0)
+            l.Lock.ReleaseClearVar(me, ref l.InsertingAt, 0);
+        else
+            l.Lock.Release(me);
 
-        Interlocked.Increment(ref _ctl->Records);
-        Interlocked.Add(ref _ctl->BytesInserted, (long)size);
         if (hasImages)
             Interlocked.Increment(ref _ctl->FullPageImages);
         startLsn = start;
@@ -345,13 +350,18 @@ public sealed unsafe partial class XLog : IDisposable
                         if (_ctl->WriteRqst < oldPageEnd)
                             _ctl->WriteRqst = oldPageEnd;
                         SLock.Release(ref _ctl->InfoLock);
-                        WaitXLogInsertionsToFinish(me, oldPageEnd);
+                        // Write out every whole page whose insertions are finished, not only the oldest: one write(2)
+                        // per run of the ring instead of one per 8 KiB page. WaitXLogInsertionsToFinish waits only up
+                        // to oldPageEnd and returns how far all insertions are known to be complete (at most our own
+                        // published progress, the start of the page we wait for): those pages are initialised.
+                        ulong done = WaitXLogInsertionsToFinish(me, oldPageEnd);
+                        ulong target = Math.Max(oldPageEnd, done - done % WalFormat.PageSize);
                         ref LWLock w = ref _ctl->WriteLock.Lock;
                         w.Acquire(me, LWLockMode.Exclusive);
                         try
                         {
                             if (Volatile.Read(ref _ctl->LogwrtWrite) < oldPageEnd)
-                                XLogWrite(me, oldPageEnd, 0);
+                                XLogWrite(me, target, 0);
                         }
                         finally
                         {
@@ -442,11 +452,20 @@ public sealed unsafe partial class XLog : IDisposable
     /// <summary>For tests: WALWriteLock.</summary>
     internal ref LWLock WriteLockForTests => ref _ctl->WriteLock.Lock;
 
-    /// <summary>Takes every insertion lock (WALInsertLockAcquireExclusive), in index order.</summary>
+    /// <summary>
+    /// Takes every insertion lock (WALInsertLockAcquireExclusive), in index order, publishing "nothing in progress"
+    /// (ulong.MaxValue) on each as it is taken: the holder inserts nothing meanwhile. Without that, an inserter
+    /// holding lock k that must write out a full buffer (WaitXLogInsertionsToFinish) would wait on the locks before k,
+    /// held by us with no progress published, while we wait for lock k: a deadlock (xlog.c publishes the same).
+    /// </summary>
     private void AcquireAllInsertLocks(Participant me)
     {
         for (int i = 0; i < NumInsertLocks; i++)
+        {
             _locks[i].Lock.Acquire(me, LWLockMode.Exclusive);
+            // UpdateVar's store and wake-up pair with WaitXLogInsertionsToFinish's WaitForVar.
+            _locks[i].Lock.UpdateVar(me, ref _locks[i].InsertingAt, ulong.MaxValue);
+        }
     }
 
     private void ReleaseAllInsertLocks(Participant me)

@@ -499,6 +499,50 @@ public sealed class WalTests(string backend)
     }
 
     /// <summary>
+    /// Checkpoints (BeginCheckpoint takes all eight insertion locks in order) while inserters keep filling a ring of
+    /// eight buffers, so that they often write the oldest page out (WaitXLogInsertionsToFinish over every lock). Before
+    /// the fix a checkpointer holding locks 0..k-1 published no progress on them and waited for lock k, whose holder
+    /// waited on lock 0's progress to write a buffer out: both slept for ever (the perf harness hung so within seconds).
+    /// Bounded: 3 s of work, 60 s to finish.
+    /// </summary>
+    [Test]
+    public void CheckpointsWhileInsertersWriteOutFullBuffersDoNotDeadlock()
+    {
+        Start(segment: SmallSegment, bufferBytes: 64 * 1024, maxWal: 1L << 30);
+        XLog wal = _s!.Cluster.Get<XLog>();
+        Assert.That(wal.NumBuffers, Is.EqualTo(8));
+        DateTime until = DateTime.UtcNow.AddSeconds(3);
+        long inserted = 0, checkpoints = 0;
+        var threads = new List<Thread>();
+        for (int t = 0; t < 4; t++)
+        {
+            bool checkpointer = t == 0;
+            threads.Add(new Thread(() =>
+            {
+                using Participant me = _s.Cluster.Procs.Join();
+                byte[] data = new byte[100];
+                while (DateTime.UtcNow < until)
+                {
+                    if (checkpointer)
+                    {
+                        wal.BeginCheckpoint(me);
+                        Interlocked.Increment(ref checkpoints);
+                        continue;
+                    }
+                    WalRecordBuilder b = wal.BeginInsert();
+                    b.RegisterData(data);
+                    b.Insert(me, TestRmId, 0);
+                    Interlocked.Increment(ref inserted);
+                }
+            }) { IsBackground = true });
+        }
+        threads.ForEach(t => t.Start());
+        bool finished = threads.All(t => t.Join(TimeSpan.FromSeconds(60)));
+        TestContext.Out.WriteLine($"{inserted} records, {checkpoints} redo pointer moves");
+        Assert.That(finished, Is.True, "inserters and a checkpointer deadlocked");
+    }
+
+    /// <summary>
     /// Many committers flushing small records with only eight WAL buffers: inserters keep waiting for the next page to
     /// be initialised (often after writing out the oldest) while flushers compute how far the insertions have gone.
     /// An inserter about to wait publishes its progress; when that ran past the start of the page it waits for (into
