@@ -63,7 +63,7 @@ public enum ShmemState
 internal unsafe struct PgShmemHeader
 {
     public const uint MagicValue = 0x50474950; // "PGIP"
-    public const uint CurrentLayoutVersion = 5; // 4: DsmControlItem grew to 32 bytes (FirstPage), the main region; 5: the PgIpc.SupervisorRequests and PgIpc.Stats modules
+    public const uint CurrentLayoutVersion = 6; // 4: DsmControlItem grew to 32 bytes (FirstPage), the main region; 5: the PgIpc.SupervisorRequests and PgIpc.Stats modules; 6: XLogCtlData counters moved under the insert-position spinlock
     public const int KeyCapacity = 64;
     public const int AttachTableCapacity = 128;
 
