@@ -73,6 +73,7 @@ public sealed unsafe partial class XLog : IDisposable
     private readonly ulong* _xlblocks;
     private readonly byte* _pages;
     private readonly int _nbuffers;
+    private readonly ulong _earlyWriteBytes; // half the ring: WriteOutEarly's threshold
     private readonly ProcArray _procs;
     private readonly IPgIpcPlatform _platform;
 
@@ -82,6 +83,7 @@ public sealed unsafe partial class XLog : IDisposable
         _procs = procs;
         _platform = platform;
         _nbuffers = ctl->NumBuffers;
+        _earlyWriteBytes = (ulong)_nbuffers / 2 * WalFormat.PageSize;
         _locks = (WalInsertLockPadded*)((byte*)ctl + sizeof(XLogCtlData));
         _xlblocks = (ulong*)(_locks + NumInsertLocks);
         _pages = (byte*)(_xlblocks + _nbuffers);
@@ -264,8 +266,44 @@ public sealed unsafe partial class XLog : IDisposable
 
         if (hasImages)
             Interlocked.Increment(ref _ctl->FullPageImages);
+        // Once per page entered: when half the ring is unwritten, write the finished pages out now, while the other
+        // half is still free for inserters (WriteOutEarly), instead of when the ring is full and every inserter waits.
+        // Acquire load of LogwrtWrite; pairs with XLogWrite's release store.
+        if (start / WalFormat.PageSize != end / WalFormat.PageSize && end > Volatile.Read(ref _ctl->LogwrtWrite) + _earlyWriteBytes)
+            WriteOutEarly(me, end);
         startLsn = start;
         return end;
+    }
+
+    /// <summary>
+    /// Writes out every finished page when half the WAL buffers hold unwritten WAL, unless another process holds
+    /// WALWriteLock (it is writing already): the write (the kernel's copy into the page cache, and the fsync of a
+    /// segment finished on the way) then overlaps other inserters' copies into the free half of the ring. Without it
+    /// the ring fills, AdvanceXLInsertBuffer writes it out, and every inserter waits for the write. The caller holds
+    /// no insertion lock. PostgreSQL leaves this to the WAL writer (XLogBackgroundFlush writes completed pages); an
+    /// inserter doing it keeps a cluster without a WAL writer, or with fewer free CPUs, from stalling on a full ring.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void WriteOutEarly(Participant me, ulong end)
+    {
+        ref LWLock w = ref _ctl->WriteLock.Lock;
+        if (w.IsHeldExclusive) // WALWriteLock is only ever taken exclusive
+            return;
+        // Wait for the insertions before our page (they are copying: short) before taking WALWriteLock, never while
+        // holding it: an inserter waiting for a buffer page needs WALWriteLock to free one.
+        ulong done = WaitXLogInsertionsToFinish(me, end - end % WalFormat.PageSize);
+        ulong target = done - done % WalFormat.PageSize;
+        if (target <= Volatile.Read(ref _ctl->LogwrtWrite) || !w.ConditionalAcquire(me, LWLockMode.Exclusive))
+            return;
+        try
+        {
+            if (Volatile.Read(ref _ctl->LogwrtWrite) < target)
+                XLogWrite(me, target, 0);
+        }
+        finally
+        {
+            w.Release(me);
+        }
     }
 
     /// <summary>CopyXLogRecordToWAL: copies the record from <paramref name="start"/>, filling continuation headers.</summary>

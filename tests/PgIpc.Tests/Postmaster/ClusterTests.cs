@@ -71,7 +71,16 @@ public sealed class ClusterTests(string backend)
     private static long Starts(Supervisor c)
         => c.Cluster.Segment.IsAttached && c.Cluster.Segment.TryFindStruct(PostmasterWorkerCommands.CountersName, out ShmemRegion r) ? Volatile.Read(ref r.AsSpan<long>()[0]) : -1;
 
-    private static void WaitUntil(Func<bool> condition, string what) => Poll.WaitFor(condition, what, Patience, pollMs: 20);
+    /// <summary>Poll.WaitFor, failing with the supervisor's log and children (what a timeout under Wine needs to be understood).</summary>
+    private void WaitUntil(Func<bool> condition, string what)
+    {
+        if (Poll.Until(condition, Patience, pollMs: 20))
+            return;
+        string children = _cluster is null ? "(no cluster)"
+            : string.Join(", ", _cluster.GetChildren().Select(ch => $"{ch.Name} pid {ch.Pid}"));
+        string starts = _cluster is null ? "-" : Starts(_cluster).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Fail($"timed out after {Patience.TotalSeconds} s waiting for {what} (starts counter {starts}; children: {children})\nsupervisor log:\n{LogText()}");
+    }
 
     private List<int> RunningPids(Supervisor c)
     {

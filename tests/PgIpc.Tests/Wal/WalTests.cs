@@ -575,6 +575,33 @@ public sealed class WalTests(string backend)
     }
 
     /// <summary>
+    /// Inserters write the finished pages out once half the ring is unwritten (XLog.WriteOutEarly), so the ring never
+    /// fills while nobody else writes: the other half stays free for concurrent inserters during the write.
+    /// </summary>
+    [Test]
+    public void InsertersWriteTheRingOutBeforeItFills()
+    {
+        Start(segment: 1 << 20, bufferBytes: 64 * 1024, maxWal: 1L << 30);
+        XLog wal = _s!.Cluster.Get<XLog>();
+        ulong ring = (ulong)wal.NumBuffers * WalFormat.PageSize, most = 0;
+        AsParticipant(me =>
+        {
+            byte[] small = new byte[100];
+            ulong from = wal.InsertLsn;
+            while (wal.InsertLsn < from + 10 * ring)
+            {
+                WalRecordBuilder b = wal.BeginInsert();
+                b.RegisterData(small);
+                b.Insert(me, TestRmId, 0);
+                most = Math.Max(most, wal.InitializedUpTo - wal.WriteLsn);
+            }
+        });
+        TestContext.Out.WriteLine($"{wal.NumBuffers} buffers; at most {most / WalFormat.PageSize} pages unwritten; {wal.Stats.Writes} writes");
+        Assert.That(most, Is.LessThanOrEqualTo(ring / 2 + 2 * WalFormat.PageSize), "the ring filled up before it was written out");
+        Assert.That(wal.Stats.Writes, Is.GreaterThanOrEqualTo(10), "the WAL was not written out as it went");
+    }
+
+    /// <summary>
     /// The deterministic form of the race above: an inserter whose record runs into a page that is not initialised
     /// (the ring is full and WALWriteLock is held, so the oldest page cannot be written out to make room) publishes
     /// its progress and waits. A flusher that asks how far the insertions have gone must get at most the start of
@@ -589,8 +616,13 @@ public sealed class WalTests(string backend)
         AsParticipant(me =>
         {
             byte[] small = new byte[100];
-            // Fill the ring with unwritten pages, ending near the end of a page.
-            while (!(wal.InitializedUpTo - wal.WriteLsn == (ulong)(wal.NumBuffers * WalFormat.PageSize)
+            // Fill the ring with unwritten pages, ending near the end of a page. WALWriteLock is ours from the start:
+            // inserters write the ring out early (at half full) unless another holds it.
+            ref PgIpc.Sync.LWLock write = ref wal.WriteLockForTests;
+            write.Acquire(me, PgIpc.Sync.LWLockMode.Exclusive);
+            // Full: the buffer the next page goes to still holds a page not wholly written (the start-up checkpoint
+            // left the write position inside a page).
+            while (!(wal.WriteLsn < wal.InitializedUpTo - (ulong)((wal.NumBuffers - 1) * WalFormat.PageSize)
                      && WalFormat.PageSize - wal.InsertLsn % WalFormat.PageSize < 300))
             {
                 WalRecordBuilder b = wal.BeginInsert();
@@ -598,8 +630,6 @@ public sealed class WalTests(string backend)
                 b.Insert(me, TestRmId, 0);
             }
             ulong before = wal.InsertLsn;
-            ref PgIpc.Sync.LWLock write = ref wal.WriteLockForTests;
-            write.Acquire(me, PgIpc.Sync.LWLockMode.Exclusive);
             Thread? inserter = null;
             try
             {
