@@ -59,6 +59,8 @@ public static class PgIpcLogEvents
     public const int SupervisorLoopError = 1011;
     /// <summary>Shared memory could not be made again after a crash (WAL recovery failed, the disk is gone); the cluster stops (Critical).</summary>
     public const int CrashReinitFailed = 1012;
+    /// <summary>A permanent worker could not be started; it is tried again after its restart interval (Warning).</summary>
+    public const int ChildStartRetry = 1013;
     /// <summary>A child exited after it was terminated on request (ParticipantExitCodes.Terminated); not a crash (Information).</summary>
     public const int ChildTerminated = 1019;
     /// <summary>A shutdown began (Information).</summary>
@@ -151,6 +153,9 @@ internal static partial class PgIpcLog
 
     [LoggerMessage(PgIpcLogEvents.ChildStartFailed, LogLevel.Error, "could not start {Child}: {Error}")]
     public static partial void ChildStartFailed(this ILogger logger, string child, string error);
+
+    [LoggerMessage(PgIpcLogEvents.ChildStartRetry, LogLevel.Warning, "could not start {Child}: {Error}; trying again in {RetryMs} ms")]
+    public static partial void ChildStartRetry(this ILogger logger, string child, string error, long retryMs);
 
     [LoggerMessage(PgIpcLogEvents.ChildExitedDuringShutdown, LogLevel.Warning, "{Child} exited with exit code {ExitCode} during shutdown")]
     public static partial void ChildExitedDuringShutdown(this ILogger logger, string child, int exitCode);

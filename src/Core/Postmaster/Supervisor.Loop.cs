@@ -212,7 +212,17 @@ partial class Supervisor
             }
             catch (Exception ex)
             {
-                // Not a crash: nothing ran. Forget the worker, as the postmaster does when fork fails for good.
+                // Not a crash: nothing ran. A permanent worker is tried again after its restart interval (at least one
+                // turn of the loop), as the postmaster marks a worker whose fork failed crashed and starts it later; a
+                // transient failure (no memory for a process, a busy loader) must not leave the cluster without it.
+                if (r.Spec.IsPermanent)
+                {
+                    long retryMs = Math.Max(r.Spec.RestartIntervalMs, PollIntervalMs);
+                    _log.ChildStartRetry(Describe(r), ex.Message, retryMs);
+                    r.NotBeforeMs = now + retryMs;
+                    continue;
+                }
+                // Others are forgotten, as the postmaster forgets a worker that must never restart.
                 _log.ChildStartFailed(Describe(r), ex.Message);
                 WorkerRequestStartFailed(r, ex.Message);
                 _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);

@@ -145,15 +145,8 @@ partial class Supervisor
         {
             if (r.RestartDeadlineMs == 0 || r.Process is null || now < r.RestartDeadlineMs)
                 continue;
-            try
-            {
-                if (!r.Process.HasExited)
-                    r.Process.Kill(entireProcessTree: true);
-            }
-            catch (InvalidOperationException)
-            {
-                // It exited between the check and the kill.
-            }
+            if (!r.Process.HasExited)
+                KillChild(r.Process);
             r.RestartDeadlineMs = long.MaxValue; // killed once; its exit is reaped as any other
         }
     }

@@ -113,22 +113,43 @@ partial class Supervisor
         {
             if (r.Process is null)
                 continue;
-            try
+            if (!r.Process.HasExited)
             {
-                if (!r.Process.HasExited)
-                {
-                    _uncleanExit = true;
-                    r.Process.Kill(entireProcessTree: true);
-                }
-            }
-            catch (InvalidOperationException)
-            {
-                // It exited between the check and the kill.
+                _uncleanExit = true;
+                KillChild(r.Process);
             }
             if (!r.Process.WaitForExit(10_000))
                 _log.ChildKillTimedOut(Describe(r));
             ChildGone(r);
             _cluster.BackgroundWorkers.SetState(r.Slot, r.Generation, BackgroundWorkerState.Stopped, 0, free: true);
+        }
+    }
+
+    /// <summary>
+    /// Kills a child and its descendants (SIGKILL / TerminateProcess). When the walk of the process tree fails (it
+    /// reads every process's start time, and one exiting meanwhile can break it: seen under Wine as "Not a valid
+    /// Win32 FileTime"), the child alone is killed: it must go whatever its descendants do.
+    /// </summary>
+    internal static void KillChild(System.Diagnostics.Process p)
+    {
+        try
+        {
+            p.Kill(entireProcessTree: true);
+        }
+        catch (InvalidOperationException)
+        {
+            // It exited between the caller's check and the kill.
+        }
+        catch (Exception e) when (e is ArgumentException or System.ComponentModel.Win32Exception)
+        {
+            try
+            {
+                p.Kill();
+            }
+            catch (InvalidOperationException)
+            {
+                // It exited meanwhile.
+            }
         }
     }
 

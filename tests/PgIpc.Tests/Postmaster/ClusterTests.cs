@@ -33,6 +33,7 @@ public sealed class ClusterTests(string backend)
     private static readonly TimeSpan Patience = Poll.Patience;
     private readonly IPgIpcPlatform _platform = PgIpcPlatform.Get(backend);
     private readonly List<int> _pids = [];
+    private readonly List<string> _copies = []; // program copies a test made; deleted once its cluster is gone
     private StringWriter _log = new();
     private Supervisor? _cluster;
     private string? _dataDir;
@@ -51,6 +52,9 @@ public sealed class ClusterTests(string backend)
         _cluster = null;
         foreach (int pid in _pids)
             KillQuietly(pid);
+        foreach (string f in _copies)
+            File.Delete(f);
+        _copies.Clear();
         if (_dataDir is not null && Directory.Exists(_dataDir))
             Directory.Delete(_dataDir, recursive: true);
         _dataDir = null;
@@ -245,6 +249,45 @@ public sealed class ClusterTests(string backend)
         {
             File.Delete(crashFile);
         }
+    }
+
+    /// <summary>
+    /// A permanent worker whose start fails (here: its program is missing) is tried again after its restart interval,
+    /// as the postmaster retries a worker whose fork failed, and runs once the start can succeed; the cluster is not
+    /// left without it.
+    /// </summary>
+    [Test]
+    public void APermanentWorkerWhoseStartFailsIsTriedAgainUntilItRuns()
+    {
+        ChildSpec real = Spec("perm", "sleep", restartIntervalMs: 100);
+        string dir = Path.GetDirectoryName(real.FileName)!;
+        string copy = Path.Combine(dir, $"{Path.GetFileNameWithoutExtension(real.FileName)}.retry-{Guid.NewGuid():N}{Path.GetExtension(real.FileName)}");
+        _copies.Add(copy);
+        Supervisor c = Start(Builder("pm-retry").AddBackgroundWorker(real with { FileName = copy }));
+        WaitUntil(() => CountOf(LogText(), "trying again in") >= 2, "the failed start to be tried again twice");
+        Assert.That(c.State, Is.EqualTo(ClusterState.Running));
+        Assert.That(c.GetChildren().Select(ch => ch.Name), Is.EquivalentTo(new[] { "perm" }), "the worker was forgotten");
+        string log = LogText();
+        Assert.That(CountOf(log, "could not start"), Is.EqualTo(CountOf(log, "trying again in")), "a failed start was not retried");
+        Assert.That(log, Does.Not.Contain("terminating any other"));
+        if (ThisProgram.RunsOnDotnetHost)
+        {
+            // Copying the dotnet host elsewhere would not run: the retry is shown, the eventual start is not.
+            TestContext.Out.WriteLine("runs on the dotnet host: the start after the program appears is not tried");
+            return;
+        }
+        File.Copy(real.FileName, copy); // the apphost runs the application next to it, whatever its own name
+        WaitUntil(() => Starts(c) == 1, "the worker to start once its program exists");
+        RunningPids(c);
+        Assert.That(c.CrashRestarts, Is.Zero);
+    }
+
+    private static int CountOf(string text, string what)
+    {
+        int n = 0;
+        for (int i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + what.Length, StringComparison.Ordinal))
+            n++;
+        return n;
     }
 
     [Test]
