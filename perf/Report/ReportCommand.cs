@@ -230,12 +230,8 @@ internal static partial class ReportCommand
         foreach (int size in new[] { 64, 1024, 8192 })
             M(typeof(Mq.ShmMqBenchmarks), new Dictionary<string, object> { ["MessageSize"] = size, ["Backend"] = b },
                 ("CopyBaseline", $"mq.copy.{size}"), ("Batched", $"mq.batched.{size}"), ("FlushEach", $"mq.flusheach.{size}"));
-        // Not under Wine: there the report process died in the CLR itself in most full quick runs (0x80131506 in the
-        // finalizer of a DynamicMethod's resolver, a Wine/CLR fault we could not pin down); the Wine leg's WAL tests run.
-        if (first && !UnderWine())
+        if (first)
             M(typeof(Wal.WalBenchmarks), be, ("Insert100", "wal.insert"), ("BareWrite8KAndFdatasync", "wal.bare-fdatasync"), ("Commit", "wal.commit"));
-        else if (first)
-            data.Notes.Add("micro wal rows skipped under Wine (a CLR fault in the finalizer thread there; see ReportCommand.Micro)");
         if (first)
             M(typeof(Memory.MemoryContextBenchmarks), new Dictionary<string, object> { ["Range"] = "Small" },
                 ("NativeAllocFreePair", "memctx.native-pair"), ("PallocPfreePair", "memctx.palloc-pair"),
