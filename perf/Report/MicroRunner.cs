@@ -40,8 +40,9 @@
  *   10,000 times, did not (0 of 4). The report made both kinds of stub
  *   (PgIpcMetrics makes a Meter); the WAL rows made the crash likely, we
  *   think by the full GCs their large allocations bring (a 1 MiB zero-fill
- *   buffer per new segment). So perf runs with
- *   Switch.System.Reflection.ForceInterpretedInvoke (PgIpc.Perf.csproj):
+ *   buffer per new segment). So perf's Windows publish runs with
+ *   Switch.System.Reflection.ForceInterpretedInvoke (PgIpc.Perf.csproj;
+ *   the tests' has DynamicCodeSupport=false for the same fault):
  *   reflection then calls the method without a stub.
  *-------------------------------------------------------------------------
  */

@@ -101,6 +101,13 @@ internal static partial class ReportCommand
         if (o.Rounds <= 0)
             o.Rounds = o.Quick ? (wine ? 1 : 2) : 5; // under Wine --quick is a smoke test: one round
         var data = new ReportData();
+        // Under Wine a collected reflection invoke stub kills the process (Report/MicroRunner.cs); the win-x64 publish
+        // turns stubs off (PgIpc.Perf.csproj). Say so when that did not happen (e.g. a build without the RID).
+        if (wine && !(AppContext.TryGetSwitch("Switch.System.Reflection.ForceInterpretedInvoke", out bool interpreted) && interpreted))
+        {
+            data.Notes.Add("under Wine without Switch.System.Reflection.ForceInterpretedInvoke: the runtime may die in DynamicResolver+DestroyScout.Finalize (see Report/MicroRunner.cs)");
+            Log($"report: {data.Notes[^1]}");
+        }
         var cleanup = new List<string>();
         DateTime started = DateTime.UtcNow;
         string loadBefore = HarnessChild.LoadAverage();
