@@ -175,7 +175,8 @@ public sealed unsafe class WalRecordBuilder
         {
             while (true)
             {
-                ulong redo = log.RedoLsn;
+                // Without registered blocks nothing depends on the redo pointer (no image to decide): not read.
+                ulong redo = _maxBlockId >= 0 ? log.RedoLsn : 0;
                 bool fpw = log.Options.FullPageWrites;
                 int total = Assemble(rmId, info, redo, fpw, out ulong fpwLsn, out bool images);
                 Span<byte> rec = _record.AsSpan(0, total);

@@ -229,9 +229,12 @@ public sealed unsafe partial class XLog : IDisposable
         ulong size = WalFormat.MaxAlign((ulong)total);
         ref WalInsertLockPadded l = ref _locks[me.ProcNumber & (NumInsertLocks - 1)];
         l.Lock.Acquire(me, LWLockMode.Exclusive);
-        // RedoRecPtr is stable while we hold an insertion lock (a checkpoint takes all of them to move it).
-        ulong redo = Volatile.Read(ref _ctl->RedoRecPtr);
-        if (redo != assembledRedo && fpwLsn != 0 && fpwLsn <= redo && _ctl->FullPageWrites != 0)
+        // RedoRecPtr is stable while we hold an insertion lock (a checkpoint takes all of them to move it). Only a
+        // record with a block logged without an image (fpwLsn != 0) depends on it: others do not read it, since its
+        // cache line is the insert position's, which the reservation below takes exclusive (a read first would cost
+        // a second transfer of the line when inserters in several processes contend for it).
+        if (fpwLsn != 0 && _ctl->FullPageWrites != 0 && Volatile.Read(ref _ctl->RedoRecPtr) is ulong redo
+            && redo != assembledRedo && fpwLsn <= redo)
         {
             l.Lock.ReleaseClearVar(me, ref l.InsertingAt, 0);
             startLsn = 0;
